@@ -1,0 +1,302 @@
+//! Configuration from the environment (DESIGN.md, "Contract: environment").
+//!
+//! Every variable is parsed into a typed value at start-up. A bad value stops start-up with one
+//! line that names the variable, what is wrong with it and what a good value looks like.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use base64::Engine as _;
+use url::Url;
+
+use crate::crypto::MasterKey;
+
+/// Default address of the portal.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default retention of undelivered events, in days.
+pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+
+/// A configuration value that is wrong. `Display` is the one line shown at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or flag) at fault.
+    pub variable: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The validated configuration of one cloudpki process.
+#[derive(Clone)]
+pub struct Config {
+    /// `DATABASE_URL`; `None` means the embedded cluster under `data_dir/postgres`.
+    pub database_url: Option<String>,
+    /// `CLOUDPKI_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `CLOUDPKI_LISTEN` (or `--listen`).
+    pub listen: SocketAddr,
+    /// `CLOUDPKI_MASTER_KEY`; `None` in embedded mode means "generate into the data dir".
+    pub master_key: Option<MasterKey>,
+    /// `CLOUDPKI_SMTP_URL`.
+    pub smtp_url: Option<Url>,
+    /// `CLOUDPKI_MAIL_FROM`.
+    pub mail_from: String,
+    /// `CLOUDPKI_PUBLIC_URL`, without a trailing slash.
+    pub public_url: Url,
+    /// `CLOUDPKI_RETENTION_DAYS`.
+    pub retention_days: u32,
+    /// `CLOUDPKI_EGRESS_ALLOW`, raw; parsed by the SIEM egress policy.
+    pub egress_allow: String,
+}
+
+impl std::fmt::Debug for Config {
+    // The database URL and the SMTP URL may carry passwords, the master key is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "<set>"))
+            .field("mail_from", &self.mail_from)
+            .field("public_url", &self.public_url.as_str())
+            .field("retention_days", &self.retention_days)
+            .field("egress_allow", &self.egress_allow)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the process environment; `listen_flag` is `--listen`, which wins over the variable.
+    pub fn from_env(listen_flag: Option<&str>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok(), listen_flag)
+    }
+
+    /// Builds the configuration from any variable lookup (tests pass a map).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        listen_flag: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let database_url = match get("DATABASE_URL") {
+            Some(raw) => {
+                let url = Url::parse(raw.trim()).map_err(|e| {
+                    ConfigError::new(
+                        "DATABASE_URL",
+                        format!("not a URL ({e}); expected postgres://user@host:5432/dbname, or leave it unset for the embedded database"),
+                    )
+                })?;
+                if !matches!(url.scheme(), "postgres" | "postgresql") {
+                    return Err(ConfigError::new(
+                        "DATABASE_URL",
+                        format!(
+                            "scheme `{}` is not supported; use postgres://user@host:5432/dbname",
+                            url.scheme()
+                        ),
+                    ));
+                }
+                Some(raw.trim().to_owned())
+            }
+            None => None,
+        };
+
+        let data_dir = PathBuf::from(get("CLOUDPKI_DATA_DIR").unwrap_or_else(|| "./data".into()));
+
+        let (listen_var, listen_raw) = match listen_flag {
+            Some(flag) => ("--listen", flag.to_owned()),
+            None => (
+                "CLOUDPKI_LISTEN",
+                get("CLOUDPKI_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            ),
+        };
+        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
+            ConfigError::new(
+                listen_var,
+                format!("`{listen_raw}` is not an address and port such as 127.0.0.1:8080 or [::1]:8080"),
+            )
+        })?;
+
+        let master_key = match get("CLOUDPKI_MASTER_KEY") {
+            Some(raw) => Some(parse_master_key(&raw)?),
+            None if database_url.is_some() => {
+                return Err(ConfigError::new(
+                    "CLOUDPKI_MASTER_KEY",
+                    "required when DATABASE_URL is set; generate one with `head -c 32 /dev/urandom | base64`",
+                ))
+            }
+            None => None,
+        };
+
+        let smtp_url = match get("CLOUDPKI_SMTP_URL") {
+            Some(raw) => {
+                let url = Url::parse(raw.trim()).map_err(|e| {
+                    ConfigError::new("CLOUDPKI_SMTP_URL", format!("not a URL ({e}); expected smtp://host:25, smtp://host:587?tls=starttls or smtps://user:pass@host"))
+                })?;
+                if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none() {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_SMTP_URL",
+                        "expected smtp://host:port or smtps://user:pass@host:port",
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+
+        let mail_from = get("CLOUDPKI_MAIL_FROM").unwrap_or_else(|| "cloudpki@localhost".into());
+        let mail_from = mail_from.trim().to_owned();
+        if !crate::domain::account::looks_like_mail_address(&mail_from) {
+            return Err(ConfigError::new(
+                "CLOUDPKI_MAIL_FROM",
+                format!("`{mail_from}` is not an email address such as cloudpki@example.com"),
+            ));
+        }
+
+        let public_url = match get("CLOUDPKI_PUBLIC_URL") {
+            Some(raw) => {
+                let url = Url::parse(raw.trim()).map_err(|e| {
+                    ConfigError::new(
+                        "CLOUDPKI_PUBLIC_URL",
+                        format!("not a URL ({e}); expected the portal's base URL such as https://pki.example.com"),
+                    )
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_PUBLIC_URL",
+                        "expected an http(s) base URL such as https://pki.example.com",
+                    ));
+                }
+                url
+            }
+            None => Url::parse(&format!("http://{listen}")).map_err(|e| {
+                ConfigError::new(
+                    "CLOUDPKI_LISTEN",
+                    format!("cannot form a public URL from it: {e}"),
+                )
+            })?,
+        };
+
+        let retention_days = match get("CLOUDPKI_RETENTION_DAYS") {
+            Some(raw) => match raw.trim().parse::<u32>() {
+                Ok(days) if (1..=3650).contains(&days) => days,
+                _ => {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_RETENTION_DAYS",
+                        format!("`{raw}` is not a whole number of days between 1 and 3650"),
+                    ))
+                }
+            },
+            None => DEFAULT_RETENTION_DAYS,
+        };
+
+        let egress_allow = lookup("CLOUDPKI_EGRESS_ALLOW").unwrap_or_default();
+
+        Ok(Self {
+            database_url,
+            data_dir,
+            listen,
+            master_key,
+            smtp_url,
+            mail_from,
+            public_url,
+            retention_days,
+            egress_allow,
+        })
+    }
+
+    /// Whether cookies must carry the `Secure` flag.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// An absolute link to `path` (which starts with `/`) under the public URL.
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+fn parse_master_key(raw: &str) -> Result<MasterKey, ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| {
+            ConfigError::new(
+                "CLOUDPKI_MASTER_KEY",
+                "not valid base64; generate one with `head -c 32 /dev/urandom | base64`",
+            )
+        })?;
+    MasterKey::from_bytes(&bytes).ok_or_else(|| {
+        ConfigError::new(
+            "CLOUDPKI_MASTER_KEY",
+            format!(
+                "decodes to {} bytes but must be exactly 32; generate one with `head -c 32 /dev/urandom | base64`",
+                bytes.len()
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned(), None)
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_local() {
+        let c = config(&[]).expect("defaults are valid");
+        assert!(c.database_url.is_none());
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.retention_days, 14);
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("CLOUDPKI_LISTEN", "nonsense"),
+            ("CLOUDPKI_MASTER_KEY", "not base64!!"),
+            ("CLOUDPKI_MASTER_KEY", "AAAA"),
+            ("CLOUDPKI_RETENTION_DAYS", "0"),
+            ("CLOUDPKI_RETENTION_DAYS", "ten"),
+            ("CLOUDPKI_PUBLIC_URL", "not a url"),
+            ("CLOUDPKI_SMTP_URL", "http://mail"),
+            ("CLOUDPKI_MAIL_FROM", "nobody"),
+            ("DATABASE_URL", "mysql://x/y"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.variable, *var, "{err}");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn database_url_requires_a_master_key() {
+        let err = config(&[("DATABASE_URL", "postgres://localhost/x")]).expect_err("no key");
+        assert_eq!(err.variable, "CLOUDPKI_MASTER_KEY");
+    }
+
+    #[test]
+    fn https_public_url_turns_on_secure_cookies() {
+        let c = config(&[("CLOUDPKI_PUBLIC_URL", "https://pki.example.com")]).expect("valid");
+        assert!(c.secure_cookies());
+        assert_eq!(c.link("/x"), "https://pki.example.com/x");
+    }
+}

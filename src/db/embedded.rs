@@ -1,0 +1,636 @@
+//! Embedded PostgreSQL: a private cluster that cloudpki creates, starts and stops itself.
+//!
+//! What this module owns, all under `data_dir` (`$CLOUDPKI_DATA_DIR`):
+//! - `cloudpki.lock`: an exclusive advisory lock held for the whole life of an
+//!   [`EmbeddedPostgres`]; it holds the owner's pid. One cloudpki process per data dir.
+//! - `postgres/`: the cluster (created by `initdb` on first run, reused afterwards).
+//! - `postgres.log`: the server's stdout and stderr, appended across runs.
+//!
+//! Invariants:
+//! - At most one postmaster runs on the cluster; one left over by a crashed run is stopped first.
+//! - The server listens only on a Unix socket inside the cluster dir (`listen_addresses=''`).
+//! - The postmaster is a direct child of a dedicated thread that lives as long as the
+//!   [`EmbeddedPostgres`]; `PR_SET_PDEATHSIG` makes it shut down if this process dies.
+//! - When running as root, `initdb` and `postgres` run as the system user `postgres`.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{chown, getegid, geteuid, getgroups, Gid, Pid, Uid, User};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::Connection;
+
+const PORT: u16 = 5432;
+const SOCKET_PATH_MAX: usize = 100;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(10);
+const APP_DATABASE: &str = "cloudpki";
+const SUPERUSER: &str = "postgres";
+
+/// How to run the embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// cloudpki's data directory (`$CLOUDPKI_DATA_DIR`); the cluster lives in `data_dir/postgres`.
+    pub data_dir: PathBuf,
+    /// `false` trades crash safety for speed (tests): no fsync, no synchronous commit.
+    pub durable: bool,
+}
+
+/// Why the embedded cluster could not be started or stopped. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// Neither PATH nor /usr/lib/postgresql/*/bin has `initdb` and `postgres`.
+    #[error("PostgreSQL server binaries not found (looked in PATH and /usr/lib/postgresql/*/bin): install them with `apt-get install postgresql`")]
+    BinariesNotFound,
+    /// Running as root, but there is no `postgres` user to drop privileges to.
+    #[error("running as root, but the system user `postgres` the PostgreSQL server must run as does not exist: install the `postgresql` package or create it with `adduser --system --group postgres`")]
+    NoPostgresUser,
+    /// A directory on the way to the cluster cannot be entered by the server's user.
+    #[error("the PostgreSQL server runs as user `{user}`, which cannot enter {} (mode {mode:04o}): choose a CLOUDPKI_DATA_DIR outside it, or run `chmod {class}+x {}`", dir.display(), dir.display())]
+    NotTraversable {
+        user: String,
+        dir: PathBuf,
+        mode: u32,
+        class: char,
+    },
+    /// The Unix socket path would exceed the kernel's limit.
+    #[error("the PostgreSQL socket path {} is {len} bytes, over the limit of {SOCKET_PATH_MAX}: choose a shorter CLOUDPKI_DATA_DIR", path.display())]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    /// Another process holds `cloudpki.lock`.
+    #[error("the data directory {} is already in use by another cloudpki process (pid {pid}): stop that process or choose another CLOUDPKI_DATA_DIR", path.display())]
+    AlreadyInUse { path: PathBuf, pid: String },
+    /// A server left over by a crashed run would not stop.
+    #[error("a PostgreSQL server left over from a previous run (pid {pid}) still runs on {} and did not stop on SIGINT: stop it with `kill -QUIT {pid}` and retry", dir.display())]
+    LeftoverServer { pid: i32, dir: PathBuf },
+    /// `initdb` failed; its stderr is included and the half-made cluster removed.
+    #[error("initdb failed to create the cluster in {} ({status}): {stderr} -- fix the cause and retry; the partial cluster was removed", dir.display())]
+    InitdbFailed {
+        dir: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    /// The server exited or did not accept connections in time.
+    #[error("the PostgreSQL server {reason}; see {} -- last lines: {tail}", log.display())]
+    StartFailed {
+        reason: String,
+        log: PathBuf,
+        tail: String,
+    },
+    /// A filesystem or process operation failed.
+    #[error("could not {action} {}: {source} -- check that the path exists and cloudpki may write to it", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An SQL statement against the fresh server failed.
+    #[error("PostgreSQL refused to {action}: {source} -- see postgres.log in the data directory")]
+    Sql {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EmbeddedError {
+    let path = path.to_path_buf();
+    move |source| EmbeddedError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A running embedded PostgreSQL cluster; stopped on [`EmbeddedPostgres::stop`] or drop.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    cluster_dir: PathBuf,
+    server: Option<Server>,
+    // Held, never read: dropping it releases the single-owner lock.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct Server {
+    pid: u32,
+    stop_tx: mpsc::Sender<()>,
+    thread: JoinHandle<io::Result<ExitStatus>>,
+}
+
+/// The OS user that runs `initdb`/`postgres`, and whether we must switch to it.
+struct RunAs {
+    name: String,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    home: PathBuf,
+    switch: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Blocking; call it from `spawn_blocking`. Creates (first run: initdb) or reuses the
+    /// cluster in `data_dir/postgres`, starts it, waits until it accepts connections and
+    /// creates the database `cloudpki` if missing.
+    pub fn start(opts: EmbeddedOptions) -> Result<EmbeddedPostgres, EmbeddedError> {
+        let bin_dir =
+            find_bin_dir(&["initdb", "postgres"]).ok_or(EmbeddedError::BinariesNotFound)?;
+        let run_as = run_as()?;
+        if !opts.data_dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&opts.data_dir)
+                .map_err(io_err("create", &opts.data_dir))?;
+            // The umask may have narrowed the mode; the server's user must traverse it.
+            fs::set_permissions(&opts.data_dir, fs::Permissions::from_mode(0o711))
+                .map_err(io_err("chmod", &opts.data_dir))?;
+        }
+        let data_dir =
+            fs::canonicalize(&opts.data_dir).map_err(io_err("resolve", &opts.data_dir))?;
+        let lock = take_lock(&data_dir)?;
+        let cluster_dir = data_dir.join("postgres");
+        let socket = cluster_dir.join(format!(".s.PGSQL.{PORT}"));
+        if socket.as_os_str().len() >= SOCKET_PATH_MAX {
+            return Err(EmbeddedError::SocketPathTooLong {
+                len: socket.as_os_str().len(),
+                path: socket,
+            });
+        }
+        check_traversable(&data_dir, &run_as)?;
+        stop_leftover(&cluster_dir)?;
+        if !cluster_dir.join("PG_VERSION").exists() {
+            init_cluster(&bin_dir, &cluster_dir, &run_as, opts.durable)?;
+        }
+
+        let log_path = data_dir.join("postgres.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(io_err("open", &log_path))?;
+        let log_err = log.try_clone().map_err(io_err("open", &log_path))?;
+        let mut cmd = child_command(&bin_dir.join("postgres"), &cluster_dir, &run_as, &bin_dir);
+        cmd.arg("-D")
+            .arg(&cluster_dir)
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(setting("unix_socket_directories=", &cluster_dir))
+            .args(["-p", &PORT.to_string()]);
+        if !opts.durable {
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        // SAFETY: set_pdeathsig is one async-signal-safe prctl syscall. It runs after std has
+        // switched uid/gid, which matters because a credential change clears PDEATHSIG.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from)
+            });
+        }
+        let server = spawn_server(cmd).map_err(io_err("run", &bin_dir.join("postgres")))?;
+        tracing::info!(pid = server.pid, dir = %cluster_dir.display(), "embedded PostgreSQL started");
+        let pg = EmbeddedPostgres {
+            cluster_dir,
+            server: Some(server),
+            _lock: lock,
+        };
+        // On error `pg` is dropped here, which stops the server.
+        pg.wait_ready_and_create_db(&log_path)?;
+        Ok(pg)
+    }
+
+    /// sqlx options to connect over the Unix socket as superuser `postgres` to `database`.
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .socket(&self.cluster_dir)
+            .port(PORT)
+            .username(SUPERUSER)
+            .database(database)
+            .ssl_mode(PgSslMode::Disable)
+            .application_name("cloudpki")
+    }
+
+    /// Directory holding the cluster and its Unix socket (`data_dir/postgres`).
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
+    /// Pid of the running postmaster, `None` once stopped.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.pid)
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster), waits for it to exit. Idempotent.
+    pub fn stop(&mut self) -> Result<(), EmbeddedError> {
+        let Some(server) = self.server.take() else {
+            return Ok(());
+        };
+        // A send error means the thread already saw the server exit; joining is still right.
+        let _ = server.stop_tx.send(());
+        let status = match server.thread.join() {
+            Ok(res) => res.map_err(io_err("stop the PostgreSQL server in", &self.cluster_dir))?,
+            Err(_) => {
+                return Err(EmbeddedError::Io {
+                    action: "stop the PostgreSQL server in",
+                    path: self.cluster_dir.clone(),
+                    source: io::Error::other("server thread panicked"),
+                })
+            }
+        };
+        tracing::info!(%status, "embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    fn wait_ready_and_create_db(&self, log_path: &Path) -> Result<(), EmbeddedError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("create a runtime for", &self.cluster_dir))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut conn = loop {
+            if self.server.as_ref().is_none_or(|s| s.thread.is_finished()) {
+                return Err(start_failed("exited during startup", log_path));
+            }
+            let attempt = rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    PgConnection::connect_with(&self.connect_options("postgres")),
+                )
+                .await
+            });
+            match attempt {
+                Ok(Ok(conn)) => break conn,
+                Ok(Err(e)) => tracing::debug!(error = %e, "embedded PostgreSQL not ready yet"),
+                Err(_) => tracing::debug!("embedded PostgreSQL connection attempt timed out"),
+            }
+            if Instant::now() >= deadline {
+                return Err(start_failed(
+                    "did not accept connections within 30 s",
+                    log_path,
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        rt.block_on(async {
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(APP_DATABASE)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(|source| EmbeddedError::Sql {
+                        action: "list databases",
+                        source,
+                    })?;
+            if exists.is_none() {
+                sqlx::raw_sql(&format!("CREATE DATABASE {APP_DATABASE}"))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|source| EmbeddedError::Sql {
+                        action: "create database cloudpki",
+                        source,
+                    })?;
+            }
+            // Closing politely only avoids a log line; a failure here changes nothing.
+            let _ = conn.close().await;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!(error = %e, "embedded PostgreSQL did not stop cleanly");
+        }
+    }
+}
+
+fn setting(name: &str, path: &Path) -> OsString {
+    let mut s = OsString::from(name);
+    s.push(path);
+    s
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+}
+
+/// First directory on PATH holding all `names`, else the highest /usr/lib/postgresql/<major>/bin.
+fn find_bin_dir(names: &[&str]) -> Option<PathBuf> {
+    let has_all = |dir: &Path| names.iter().all(|n| is_executable(&dir.join(n)));
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.is_absolute() && has_all(d)));
+    let found = on_path.or_else(|| {
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let major = e.file_name().to_str()?.parse().ok()?;
+                Some((major, e.path().join("bin")))
+            })
+            .filter(|(_, d)| has_all(d))
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, d)| d)
+    })?;
+    // Resolve symlinks so initdb finds its sibling `postgres` in the real install directory.
+    let first = fs::canonicalize(found.join(names[0])).ok()?;
+    let real = first.parent()?.to_path_buf();
+    Some(if has_all(&real) { real } else { found })
+}
+
+fn run_as() -> Result<RunAs, EmbeddedError> {
+    let euid = geteuid();
+    if euid.is_root() {
+        let user = User::from_name(SUPERUSER)
+            .ok()
+            .flatten()
+            .ok_or(EmbeddedError::NoPostgresUser)?;
+        return Ok(RunAs {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            groups: vec![user.gid],
+            home: user.dir,
+            switch: true,
+        });
+    }
+    let user = User::from_uid(euid).ok().flatten();
+    let mut groups = getgroups().unwrap_or_default();
+    groups.push(getegid());
+    Ok(RunAs {
+        name: user
+            .as_ref()
+            .map_or_else(|| euid.to_string(), |u| u.name.clone()),
+        uid: euid,
+        gid: getegid(),
+        groups,
+        home: user
+            .map(|u| u.dir)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| "/".into()),
+        switch: false,
+    })
+}
+
+fn take_lock(data_dir: &Path) -> Result<File, EmbeddedError> {
+    let path = data_dir.join("cloudpki.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = if pid.trim().is_empty() {
+                "unknown".to_string()
+            } else {
+                pid.trim().to_string()
+            };
+            return Err(EmbeddedError::AlreadyInUse {
+                path: data_dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(io_err("write", &path))?;
+    Ok(file)
+}
+
+fn check_traversable(data_dir: &Path, who: &RunAs) -> Result<(), EmbeddedError> {
+    if who.uid.is_root() {
+        return Ok(());
+    }
+    for dir in data_dir.ancestors() {
+        let meta = fs::metadata(dir).map_err(io_err("inspect", dir))?;
+        let (bit, class) = if meta.uid() == who.uid.as_raw() {
+            (0o100, 'u')
+        } else if who.groups.contains(&Gid::from_raw(meta.gid())) {
+            (0o010, 'g')
+        } else {
+            (0o001, 'o')
+        };
+        if meta.mode() & bit == 0 {
+            return Err(EmbeddedError::NotTraversable {
+                user: who.name.clone(),
+                dir: dir.to_path_buf(),
+                mode: meta.mode() & 0o7777,
+                class,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// True if `pid` is a live process whose cwd is `cluster_dir`, as a postmaster's always is.
+/// Checking the cwd guards against a recycled pid; zombies have no resolvable cwd.
+fn is_postmaster_of(pid: i32, cluster_dir: &Path) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == cluster_dir)
+}
+
+/// Stops a server a crashed run of ours left behind (we hold the lock, so it is not live).
+fn stop_leftover(cluster_dir: &Path) -> Result<(), EmbeddedError> {
+    let Ok(contents) = fs::read_to_string(cluster_dir.join("postmaster.pid")) else {
+        return Ok(());
+    };
+    let Some(pid) = contents
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return Ok(());
+    };
+    if !is_postmaster_of(pid, cluster_dir) {
+        return Ok(());
+    }
+    tracing::warn!(
+        pid,
+        "stopping a PostgreSQL server left over from a previous run"
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+    let deadline = Instant::now() + LEFTOVER_TIMEOUT;
+    while is_postmaster_of(pid, cluster_dir) {
+        if Instant::now() >= deadline {
+            return Err(EmbeddedError::LeftoverServer {
+                pid,
+                dir: cluster_dir.to_path_buf(),
+            });
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn init_cluster(
+    bin_dir: &Path,
+    cluster_dir: &Path,
+    who: &RunAs,
+    durable: bool,
+) -> Result<(), EmbeddedError> {
+    if cluster_dir.exists() {
+        // No PG_VERSION: an earlier initdb died half way; initdb needs an empty directory.
+        fs::remove_dir_all(cluster_dir)
+            .map_err(io_err("remove the incomplete cluster", cluster_dir))?;
+    }
+    DirBuilder::new()
+        .mode(0o700)
+        .create(cluster_dir)
+        .map_err(io_err("create", cluster_dir))?;
+    fs::set_permissions(cluster_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod", cluster_dir))?;
+    if who.switch {
+        chown(cluster_dir, Some(who.uid), Some(who.gid))
+            .map_err(|e| io_err("chown", cluster_dir)(e.into()))?;
+    }
+    let started = Instant::now();
+    let mut cmd = child_command(&bin_dir.join("initdb"), cluster_dir, who, bin_dir);
+    cmd.arg("-D").arg(cluster_dir).args([
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+    ]);
+    if !durable {
+        cmd.arg("--no-sync");
+    }
+    let result = cmd.stdin(Stdio::null()).output();
+    let failure = match result {
+        Ok(out) if out.status.success() => {
+            tracing::info!(elapsed = ?started.elapsed(), "initdb created the embedded cluster");
+            return Ok(());
+        }
+        Ok(out) => EmbeddedError::InitdbFailed {
+            dir: cluster_dir.to_path_buf(),
+            status: out.status.to_string(),
+            stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
+        },
+        Err(e) => io_err("run", &bin_dir.join("initdb"))(e),
+    };
+    // Remove the half-made cluster so the next start retries initdb from scratch.
+    if let Err(e) = fs::remove_dir_all(cluster_dir) {
+        tracing::warn!(error = %e, "could not remove the incomplete cluster");
+    }
+    Err(failure)
+}
+
+/// A command for `program` running as `who`, with a minimal environment and cwd `cwd`.
+fn child_command(program: &Path, cwd: &Path, who: &RunAs, bin_dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    let mut path = OsString::from(bin_dir);
+    path.push(":/usr/bin:/bin");
+    // A clean environment keeps the caller's PG* variables and locale out of the server.
+    cmd.env_clear()
+        .env("PATH", path)
+        .env("HOME", &who.home)
+        .env("USER", &who.name)
+        .env("LOGNAME", &who.name)
+        .env("LC_ALL", "C")
+        .current_dir(cwd);
+    if who.switch {
+        cmd.uid(who.uid.as_raw()).gid(who.gid.as_raw());
+    }
+    cmd
+}
+
+/// Runs the postmaster from a dedicated thread: PDEATHSIG fires when the forking thread exits.
+fn spawn_server(mut cmd: Command) -> io::Result<Server> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let thread = thread::Builder::new()
+        .name("embedded-postgres".into())
+        .spawn(move || {
+            let mut child = match cmd.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return Err(io::Error::other("postgres did not start"));
+                }
+            };
+            let _ = started_tx.send(Ok(child.id()));
+            loop {
+                match stop_rx.recv_timeout(Duration::from_millis(200)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some(status) = child.try_wait()? {
+                            return Ok(status);
+                        }
+                    }
+                    // A stop request, or the owner vanished without one: shut down either way.
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+            let _ = kill(pid, Signal::SIGINT);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            tracing::warn!("embedded PostgreSQL ignored fast shutdown; sending SIGQUIT");
+            let _ = kill(pid, Signal::SIGQUIT);
+            child.wait()
+        })?;
+    let pid = started_rx
+        .recv()
+        .map_err(|_| io::Error::other("server thread died"))??;
+    Ok(Server {
+        pid,
+        stop_tx,
+        thread,
+    })
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn start_failed(reason: &str, log: &Path) -> EmbeddedError {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = one_line(&lines[lines.len().saturating_sub(10)..].join("\n"));
+    EmbeddedError::StartFailed {
+        reason: reason.to_string(),
+        log: log.to_path_buf(),
+        tail,
+    }
+}

@@ -1,0 +1,5 @@
+//! Domain types: parsed, validated values that the rest of the program trusts.
+//!
+//! Nothing here knows about HTTP or SQL.
+
+pub mod account;

@@ -1,0 +1,12 @@
+//! cloudpki: the settings portal and audit-log exporter of a Cloud PKI.
+//!
+//! `main.rs` parses the command line and calls [`cli::run`]; everything else lives here.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod store;
+pub mod web;

@@ -1,0 +1,305 @@
+//! Subscriptions, users, memberships, sessions, login throttling and the first-run setup token.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{violated_constraint, Error};
+use crate::domain::account::{Email, Role, SubscriptionName};
+
+/// A user as sign-in needs it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserRow {
+    /// User id.
+    pub id: Uuid,
+    /// Lower-cased email.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A live session and its user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    /// User id.
+    pub user_id: Uuid,
+    /// User email.
+    pub email: String,
+    /// CSRF token bound to this session.
+    pub csrf_token: String,
+}
+
+/// One of a user's subscriptions.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MembershipRow {
+    /// Subscription id.
+    pub subscription_id: Uuid,
+    /// Subscription name.
+    pub name: String,
+    /// `admin` or `reader`.
+    pub role: String,
+}
+
+impl MembershipRow {
+    /// The role, parsed.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Reader)
+    }
+}
+
+/// Creates a subscription and returns its id.
+pub async fn create_subscription(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &SubscriptionName,
+) -> Result<Uuid, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("insert into subscriptions (id, name) values ($1, $2)")
+        .bind(id)
+        .bind(name.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+/// Whether a subscription exists.
+pub async fn subscription_exists(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
+    Ok(
+        sqlx::query_scalar::<_, bool>("select exists (select 1 from subscriptions where id = $1)")
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Creates a user, or returns `EmailTaken`.
+pub async fn create_user(
+    tx: &mut Transaction<'_, Postgres>,
+    email: &Email,
+    password_hash: &str,
+) -> Result<Uuid, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
+        .bind(id)
+        .bind(email.as_str())
+        .bind(password_hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match violated_constraint(&e) {
+            Some("users_email_key") => Error::EmailTaken,
+            _ => Error::Database(e),
+        })?;
+    Ok(id)
+}
+
+/// Adds (or changes) a user's role in a subscription.
+pub async fn upsert_membership(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    subscription_id: Uuid,
+    role: Role,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into memberships (user_id, subscription_id, role) values ($1, $2, $3)
+         on conflict on constraint memberships_pkey do update set role = excluded.role",
+    )
+    .bind(user_id)
+    .bind(subscription_id)
+    .bind(role.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Finds a user by (normalised) email.
+pub async fn find_user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>, Error> {
+    Ok(
+        sqlx::query_as::<_, UserRow>("select id, email, password_hash from users where email = $1")
+            .bind(email)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Finds a user id by email, for the command line.
+pub async fn user_id_by_email(
+    tx: &mut Transaction<'_, Postgres>,
+    email: &Email,
+) -> Result<Option<Uuid>, Error> {
+    Ok(sqlx::query_scalar("select id from users where email = $1")
+        .bind(email.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Whether any user exists (first run has none).
+pub async fn any_user_exists(pool: &PgPool) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar("select exists (select 1 from users)")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The subscriptions a user belongs to, by name.
+pub async fn memberships(pool: &PgPool, user_id: Uuid) -> Result<Vec<MembershipRow>, Error> {
+    Ok(sqlx::query_as::<_, MembershipRow>(
+        "select m.subscription_id, s.name, m.role
+         from memberships m join subscriptions s on s.id = m.subscription_id
+         where m.user_id = $1
+         order by s.name, s.id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The user's membership of one subscription; `None` when they do not belong to it.
+pub async fn membership(
+    pool: &PgPool,
+    user_id: Uuid,
+    subscription_id: Uuid,
+) -> Result<Option<MembershipRow>, Error> {
+    Ok(sqlx::query_as::<_, MembershipRow>(
+        "select m.subscription_id, s.name, m.role
+         from memberships m join subscriptions s on s.id = m.subscription_id
+         where m.user_id = $1 and m.subscription_id = $2",
+    )
+    .bind(user_id)
+    .bind(subscription_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Stores a new session.
+pub async fn create_session(
+    pool: &PgPool,
+    token_digest: &[u8],
+    user_id: Uuid,
+    csrf_token: &str,
+    lifetime: Duration,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into sessions (token_digest, user_id, csrf_token, expires_at)
+         values ($1, $2, $3, now() + $4)",
+    )
+    .bind(token_digest)
+    .bind(user_id)
+    .bind(csrf_token)
+    .bind(lifetime)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The live session with this token digest, if any.
+pub async fn find_session(pool: &PgPool, token_digest: &[u8]) -> Result<Option<SessionRow>, Error> {
+    Ok(sqlx::query_as::<_, SessionRow>(
+        "select s.user_id, u.email, s.csrf_token
+         from sessions s join users u on u.id = s.user_id
+         where s.token_digest = $1 and s.expires_at > now()",
+    )
+    .bind(token_digest)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Ends a session.
+pub async fn delete_session(pool: &PgPool, token_digest: &[u8]) -> Result<(), Error> {
+    sqlx::query("delete from sessions where token_digest = $1")
+        .bind(token_digest)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Removes expired sessions and old login failures.
+pub async fn purge_expired(pool: &PgPool) -> Result<(), Error> {
+    sqlx::query("delete from sessions where expires_at <= now()")
+        .execute(pool)
+        .await?;
+    sqlx::query("delete from login_failures where failed_at < now() - interval '1 day'")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed sign-in.
+pub async fn record_login_failure(
+    pool: &PgPool,
+    email: &str,
+    client_ip: &str,
+) -> Result<(), Error> {
+    sqlx::query("insert into login_failures (email, client_ip) values ($1, $2)")
+        .bind(email)
+        .bind(client_ip)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Failed sign-ins since `since`, for the account and for the client address.
+pub async fn recent_login_failures(
+    pool: &PgPool,
+    email: &str,
+    client_ip: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), Error> {
+    Ok(sqlx::query_as::<_, (i64, i64)>(
+        "select
+            (select count(*) from login_failures where email = $1 and failed_at > $3),
+            (select count(*) from login_failures where client_ip = $2 and failed_at > $3)",
+    )
+    .bind(email)
+    .bind(client_ip)
+    .bind(since)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Forgets an account's failures after a successful sign-in.
+pub async fn clear_login_failures(pool: &PgPool, email: &str) -> Result<(), Error> {
+    sqlx::query("delete from login_failures where email = $1")
+        .bind(email)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Replaces any unused setup token with a new one (only the digest is stored).
+pub async fn replace_setup_token(pool: &PgPool, token_digest: &[u8]) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from setup_tokens where used_at is null")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("insert into setup_tokens (token_digest) values ($1)")
+        .bind(token_digest)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether this setup token is still valid: unused, and no user exists yet.
+pub async fn setup_token_is_valid(pool: &PgPool, token_digest: &[u8]) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from setup_tokens where token_digest = $1 and used_at is null)
+            and not exists (select 1 from users)",
+    )
+    .bind(token_digest)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Marks the setup token used inside the transaction that creates the first administrator.
+/// Returns `false` when it was already used (a race between two visitors): roll back then.
+pub async fn consume_setup_token(
+    tx: &mut Transaction<'_, Postgres>,
+    token_digest: &[u8],
+) -> Result<bool, Error> {
+    let updated = sqlx::query(
+        "update setup_tokens set used_at = now() where token_digest = $1 and used_at is null",
+    )
+    .bind(token_digest)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}

@@ -1,0 +1,293 @@
+//! Sign-in, sign-out and the first-run setup page.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::{
+    extract::{ConnectInfo, Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Form, Router,
+};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+
+use super::{
+    session::{self, CurrentUser},
+    Layout, WebError,
+};
+use crate::{
+    app::AppState,
+    crypto,
+    domain::account::{Email, NewPassword, Role, SubscriptionName},
+    store,
+};
+
+/// Failed sign-ins per account within [`THROTTLE_WINDOW_MINUTES`] before it is throttled.
+pub const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
+/// Failed sign-ins per client address within the window before it is throttled.
+pub const MAX_FAILURES_PER_ADDRESS: i64 = 20;
+/// The throttling window.
+pub const THROTTLE_WINDOW_MINUTES: i64 = 15;
+
+/// The one message a failed sign-in shows, whatever failed.
+pub const WRONG_CREDENTIALS: &str = "Wrong email or password.";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/setup/{token}", get(setup_page).post(setup))
+}
+
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Redirect, WebError> {
+    Ok(match session::current_user(&state, &headers).await? {
+        Some(_) => Redirect::to("/subscriptions"),
+        None => Redirect::to("/login"),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    layout: Layout,
+    email: String,
+    error: Option<String>,
+}
+
+fn with_cookie(
+    body: Html<String>,
+    status: StatusCode,
+    cookie: Option<header::HeaderValue>,
+) -> Response {
+    let mut response = (status, body).into_response();
+    if let Some(c) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if session::current_user(&state, &headers).await?.is_some() {
+        return Ok(Redirect::to("/subscriptions").into_response());
+    }
+    let (csrf, cookie) = session::anonymous_csrf(&state, &headers);
+    let page = LoginPage {
+        layout: Layout::anonymous(csrf, "Sign in"),
+        email: String::new(),
+        error: None,
+    };
+    Ok(with_cookie(Html(page.render()?), StatusCode::OK, cookie))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    session::check_anonymous_csrf(&headers, &form.csrf_token)?;
+    let (csrf, _) = session::anonymous_csrf(&state, &headers);
+    let email = form.email.trim().to_lowercase();
+    let client_ip = peer.ip().to_string();
+
+    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
+    let (per_account, per_address) =
+        store::accounts::recent_login_failures(state.pool(), &email, &client_ip, since).await?;
+    if per_account >= MAX_FAILURES_PER_ACCOUNT || per_address >= MAX_FAILURES_PER_ADDRESS {
+        tracing::warn!(client_ip, "sign-in throttled after repeated failures");
+        let page = LoginPage {
+            layout: Layout::anonymous(csrf, "Sign in"),
+            email: form.email,
+            error: Some(format!(
+                "Too many failed sign-in attempts. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+            )),
+        };
+        return Ok(with_cookie(
+            Html(page.render()?),
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+        ));
+    }
+
+    let user = store::accounts::find_user_by_email(state.pool(), &email).await?;
+    let ok = crypto::verify_password_blocking(
+        form.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await;
+    let user = match (ok, user) {
+        (true, Some(user)) => user,
+        _ => {
+            store::accounts::record_login_failure(state.pool(), &email, &client_ip).await?;
+            let page = LoginPage {
+                layout: Layout::anonymous(csrf, "Sign in"),
+                email: form.email,
+                error: Some(WRONG_CREDENTIALS.into()),
+            };
+            return Ok(with_cookie(
+                Html(page.render()?),
+                StatusCode::UNAUTHORIZED,
+                None,
+            ));
+        }
+    };
+
+    store::accounts::clear_login_failures(state.pool(), &email).await?;
+    let cookie = session::start_session(&state, &headers, user.id).await?;
+    tracing::info!(user_id = %user.id, "signed in");
+    let mut response = Redirect::to("/subscriptions").into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    user.check_csrf(&form.csrf_token)?;
+    let cookie = session::end_session(&state, &headers).await?;
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    layout: Layout,
+    form: SetupForm,
+    errors: SetupErrors,
+}
+
+#[derive(Deserialize, Default)]
+struct SetupForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    subscription_name: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+#[derive(Default)]
+struct SetupErrors {
+    email: Option<String>,
+    password: Option<String>,
+    password_confirm: Option<String>,
+    subscription_name: Option<String>,
+}
+
+impl SetupErrors {
+    fn any(&self) -> bool {
+        self.email.is_some()
+            || self.password.is_some()
+            || self.password_confirm.is_some()
+            || self.subscription_name.is_some()
+    }
+}
+
+async fn setup_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if !store::accounts::setup_token_is_valid(state.pool(), &crypto::token_digest(&token)).await? {
+        return Err(WebError::NotFound);
+    }
+    let (csrf, cookie) = session::anonymous_csrf(&state, &headers);
+    let page = SetupPage {
+        layout: Layout::anonymous(csrf, "Set up cloudpki"),
+        form: SetupForm {
+            subscription_name: "Default".into(),
+            ..SetupForm::default()
+        },
+        errors: SetupErrors::default(),
+    };
+    Ok(with_cookie(Html(page.render()?), StatusCode::OK, cookie))
+}
+
+async fn setup(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(mut form): Form<SetupForm>,
+) -> Result<Response, WebError> {
+    session::check_anonymous_csrf(&headers, &form.csrf_token)?;
+    let digest = crypto::token_digest(&token);
+    if !store::accounts::setup_token_is_valid(state.pool(), &digest).await? {
+        return Err(WebError::NotFound);
+    }
+
+    let mut errors = SetupErrors::default();
+    let email = Email::parse(&form.email)
+        .map_err(|e| errors.email = Some(e))
+        .ok();
+    let password = NewPassword::parse(&form.password)
+        .map_err(|e| errors.password = Some(e))
+        .ok();
+    if form.password != form.password_confirm {
+        errors.password_confirm =
+            Some("The two passwords differ; type the same password twice.".into());
+    }
+    let name = SubscriptionName::parse(&form.subscription_name)
+        .map_err(|e| errors.subscription_name = Some(e))
+        .ok();
+
+    let (Some(email), Some(password), Some(name), false) = (email, password, name, errors.any())
+    else {
+        let (csrf, _) = session::anonymous_csrf(&state, &headers);
+        form.password.clear();
+        form.password_confirm.clear();
+        let page = SetupPage {
+            layout: Layout::anonymous(csrf, "Set up cloudpki"),
+            form,
+            errors,
+        };
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page.render()?)).into_response());
+    };
+
+    let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await;
+    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
+    if !store::accounts::consume_setup_token(&mut tx, &digest).await? {
+        return Err(WebError::NotFound);
+    }
+    let subscription_id = store::accounts::create_subscription(&mut tx, &name).await?;
+    let user_id = store::accounts::create_user(&mut tx, &email, &hash).await?;
+    store::accounts::upsert_membership(&mut tx, user_id, subscription_id, Role::Admin).await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    tracing::info!(%user_id, %subscription_id, "first administrator created through the setup link");
+
+    let cookie = session::start_session(&state, &headers, user_id).await?;
+    let mut response =
+        Redirect::to(&format!("/subscriptions/{subscription_id}/settings")).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}

@@ -1,0 +1,118 @@
+//! The portal over HTTP: routes, middleware, sign-in, CSRF, and the pages.
+//!
+//! Each area has its own `router()`; they are merged here under one set of layers: request id,
+//! tracing (by matched route, so tokens in paths never reach a log line), timeout, compression,
+//! security headers, and one place where internal errors are logged with their request id.
+
+mod auth;
+mod error;
+mod health;
+mod session;
+mod subscriptions;
+
+use std::time::Duration;
+
+use axum::{
+    http::{header, HeaderValue},
+    Router,
+};
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    services::ServeDir,
+    set_header::SetResponseHeaderLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::app::AppState;
+pub use error::WebError;
+
+/// Longest time a request may take before the portal answers 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Content-Security-Policy: same-origin resources only, no inline script, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// The whole portal.
+pub fn router(state: AppState) -> Router {
+    let x_request_id = axum::http::HeaderName::from_static("x-request-id");
+    let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(subscriptions::router())
+        .nest_service("/static", ServeDir::new(static_dir))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(error::log_and_render_errors))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(set_header(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(set_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(set_header(header::REFERRER_POLICY, "same-origin"))
+        .layer(set_header(header::CACHE_CONTROL, "no-store"))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "<unmatched>".to_owned());
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                tracing::info_span!("http", method = %req.method(), route, request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn set_header(
+    name: header::HeaderName,
+    value: &'static str,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+/// What the base layout needs: the page title and, when signed in, who and the sign-out token.
+pub struct Layout {
+    /// `<title>` and heading context.
+    pub title: String,
+    /// The signed-in user's email; `None` on sign-in and setup pages.
+    pub user_email: Option<String>,
+    /// CSRF token for the page's forms (and the sign-out button).
+    pub csrf_token: String,
+}
+
+impl Layout {
+    /// For pages before sign-in.
+    pub fn anonymous(csrf_token: String, title: &str) -> Self {
+        Self {
+            title: title.to_owned(),
+            user_email: None,
+            csrf_token,
+        }
+    }
+
+    /// For a signed-in user's pages.
+    pub fn signed_in(user: &session::CurrentUser, title: &str) -> Self {
+        Self {
+            title: title.to_owned(),
+            user_email: Some(user.email.clone()),
+            csrf_token: user.csrf_token.clone(),
+        }
+    }
+}

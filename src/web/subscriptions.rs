@@ -1,0 +1,72 @@
+//! The user's subscriptions and each subscription's Settings page.
+//!
+//! A subscription the user does not belong to answers 404, exactly like one that does not
+//! exist, so its id, name and data never leak.
+
+use askama::Template;
+use axum::{
+    extract::{Path, State},
+    response::Html,
+    routing::get,
+    Router,
+};
+use uuid::Uuid;
+
+use super::{session::CurrentUser, Layout, WebError};
+use crate::{app::AppState, store, store::accounts::MembershipRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions", get(list))
+        .route("/subscriptions/{id}/settings", get(settings))
+}
+
+/// Resolves the subscription in the path to the user's membership, or 404.
+pub async fn membership_or_404(
+    state: &AppState,
+    user: &CurrentUser,
+    raw_id: &str,
+) -> Result<MembershipRow, WebError> {
+    let id = Uuid::parse_str(raw_id).map_err(|_| WebError::NotFound)?;
+    store::accounts::membership(state.pool(), user.user_id, id)
+        .await?
+        .ok_or(WebError::NotFound)
+}
+
+#[derive(Template)]
+#[template(path = "subscriptions.html")]
+struct ListPage {
+    layout: Layout,
+    memberships: Vec<MembershipRow>,
+}
+
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Html<String>, WebError> {
+    let memberships = store::accounts::memberships(state.pool(), user.user_id).await?;
+    let page = ListPage {
+        layout: Layout::signed_in(&user, "Subscriptions"),
+        memberships,
+    };
+    Ok(Html(page.render()?))
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    layout: Layout,
+    membership: MembershipRow,
+    is_admin: bool,
+}
+
+async fn settings(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Html<String>, WebError> {
+    let membership = membership_or_404(&state, &user, &id).await?;
+    let page = SettingsPage {
+        layout: Layout::signed_in(&user, &format!("Settings — {}", membership.name)),
+        is_admin: membership.role().is_admin(),
+        membership,
+    };
+    Ok(Html(page.render()?))
+}

@@ -1,0 +1,311 @@
+//! [`TestApp`]: one running portal, its database and a browser-like HTTP client.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::{Mutex, OnceLock},
+};
+
+use cloudpki::{
+    app::Application,
+    config::Config,
+    crypto::MasterKey,
+    db::embedded::{EmbeddedOptions, EmbeddedPostgres},
+};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Executor, PgPool,
+};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Where the fresh databases of this test binary come from.
+enum Server {
+    Url(PgConnectOptions),
+    Embedded(Mutex<EmbeddedPostgres>, PgConnectOptions),
+}
+
+impl Server {
+    fn admin_options(&self) -> PgConnectOptions {
+        match self {
+            Server::Url(o) | Server::Embedded(_, o) => o.clone(),
+        }
+    }
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            Server::Url(PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"))
+        }
+        _ => {
+            let exe = std::env::current_exe().expect("test binary path");
+            let name = exe
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("tests")
+                .split('-')
+                .next()
+                .unwrap_or("tests")
+                .to_owned();
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("test-pg")
+                .join(name);
+            std::fs::create_dir_all(&dir).expect("create test cluster dir");
+            let cluster = EmbeddedPostgres::start(EmbeddedOptions {
+                data_dir: dir,
+                durable: false,
+            })
+            .unwrap_or_else(|e| panic!("embedded PostgreSQL for tests: {e}"));
+            let options = cluster.connect_options("postgres");
+            Server::Embedded(Mutex::new(cluster), options)
+        }
+    })
+}
+
+/// A new, empty database, and the options to reach it again.
+pub async fn fresh_database() -> (PgPool, PgConnectOptions) {
+    let server = tokio::task::spawn_blocking(server)
+        .await
+        .expect("cluster start");
+    let admin = server.admin_options();
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let mut conn = admin.connect().await.expect("connect as admin");
+    conn.execute(format!(r#"create database "{name}""#).as_str())
+        .await
+        .expect("create test database");
+    let options = admin.database(&name);
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options.clone())
+        .await
+        .expect("connect to the test database");
+    (pool, options)
+}
+
+/// Drops a test database, cutting every connection to it (to simulate an outage).
+pub async fn drop_database(options: &PgConnectOptions) {
+    let name = options
+        .get_database()
+        .expect("test options name a database")
+        .to_owned();
+    let mut conn = server().admin_options().connect().await.expect("admin");
+    conn.execute(format!(r#"drop database "{name}" with (force)"#).as_str())
+        .await
+        .expect("drop test database");
+}
+
+/// The environment a test app starts with; tests add or override entries.
+pub fn test_env() -> HashMap<String, String> {
+    HashMap::from([
+        ("CLOUDPKI_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("CLOUDPKI_EGRESS_ALLOW".to_owned(), "127.0.0.1".to_owned()),
+    ])
+}
+
+/// A running portal.
+pub struct TestApp {
+    /// `http://127.0.0.1:port`.
+    pub base_url: String,
+    /// The listening address.
+    pub addr: SocketAddr,
+    /// The test's own database.
+    pub pool: PgPool,
+    /// Options that reach the test's database.
+    pub db_options: PgConnectOptions,
+    /// The one-time setup link issued at start-up.
+    pub setup_link: Option<String>,
+    /// A client with a cookie store that does not follow redirects.
+    pub client: reqwest::Client,
+    /// The master key the app seals with.
+    pub master_key: MasterKey,
+    _data_dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// Starts a portal with the default test environment.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(test_env()).await
+    }
+
+    /// Starts a portal with the given environment.
+    pub async fn spawn_with(mut env: HashMap<String, String>) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        env.entry("CLOUDPKI_DATA_DIR".into())
+            .or_insert_with(|| data_dir.path().display().to_string());
+        let config =
+            Config::from_lookup(|k| env.get(k).cloned(), None).expect("test config is valid");
+        let (pool, db_options) = fresh_database().await;
+        let master_key = MasterKey::generate();
+        let app = Application::build_with_pool(config, pool.clone(), master_key.clone())
+            .await
+            .expect("build app");
+        let addr = app.local_addr();
+        let setup_link = app.setup_link().map(str::to_owned);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base_url: format!("http://{addr}"),
+            addr,
+            pool,
+            db_options,
+            setup_link,
+            client: new_client(),
+            master_key,
+            _data_dir: data_dir,
+            _stop: stop,
+        }
+    }
+
+    /// An absolute URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// GET with the app's client.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GET and return the body text (asserting 200).
+    pub async fn get_page(&self, path: &str) -> String {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.text().await.expect("body")
+    }
+
+    /// POST a form with the app's client.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Creates a subscription directly in the database.
+    pub async fn create_subscription(&self, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        sqlx::query("insert into subscriptions (id, name) values ($1, $2)")
+            .bind(id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .expect("insert subscription");
+        id
+    }
+
+    /// Creates a user with a role in a subscription.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        subscription: Uuid,
+        role: &str,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        let hash = cloudpki::crypto::hash_password(password);
+        sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
+            .bind(id)
+            .bind(email)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .expect("insert user");
+        self.add_member(id, subscription, role).await;
+        id
+    }
+
+    /// Gives an existing user a role in a subscription.
+    pub async fn add_member(&self, user: Uuid, subscription: Uuid, role: &str) {
+        sqlx::query("insert into memberships (user_id, subscription_id, role) values ($1, $2, $3)")
+            .bind(user)
+            .bind(subscription)
+            .bind(role)
+            .execute(&self.pool)
+            .await
+            .expect("insert membership");
+    }
+
+    /// Signs in with the app's client; returns the response to the sign-in POST.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        login_with(&self.client, &self.base_url, email, password).await
+    }
+}
+
+/// A browser-like client: cookies kept, redirects not followed.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Signs in with any client.
+pub async fn login_with(
+    client: &reqwest::Client,
+    base_url: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = client
+        .get(format!("{base_url}/login"))
+        .send()
+        .await
+        .expect("GET /login")
+        .text()
+        .await
+        .expect("body");
+    let csrf = csrf_token(&page);
+    client
+        .post(format!("{base_url}/login"))
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .expect("POST /login")
+}
+
+/// The CSRF token of the first form on a page.
+pub fn csrf_token(html: &str) -> String {
+    input_value(html, "csrf_token").expect("page has a csrf_token field")
+}
+
+/// The value of the first input named `name`.
+pub fn input_value(html: &str, name: &str) -> Option<String> {
+    let doc = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse(&format!(r#"input[name="{name}"]"#)).expect("selector");
+    doc.select(&selector)
+        .next()
+        .and_then(|e| e.value().attr("value"))
+        .map(str::to_owned)
+}
+
+/// Text of every element matching a CSS selector.
+pub fn texts(html: &str, css: &str) -> Vec<String> {
+    let doc = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse(css).expect("selector");
+    doc.select(&selector)
+        .map(|e| e.text().collect::<String>().trim().to_owned())
+        .collect()
+}
+
+/// The `Location` header of a redirect.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
