@@ -31,18 +31,35 @@ struct Inner {
     pool: PgPool,
     config: Config,
     master_key: MasterKey,
+    public_url: url::Url,
 }
 
 impl AppState {
     /// Builds the state.
-    pub fn new(pool: PgPool, config: Config, master_key: MasterKey) -> Self {
+    pub fn new(pool: PgPool, config: Config, master_key: MasterKey, bound: SocketAddr) -> Self {
+        let public_url = config.effective_public_url(bound);
         Self {
             inner: Arc::new(Inner {
                 pool,
                 config,
                 master_key,
+                public_url,
             }),
         }
+    }
+
+    /// An absolute link to `path` (which starts with `/`) under the public URL.
+    pub fn link(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.inner.public_url.as_str().trim_end_matches('/'),
+            path
+        )
+    }
+
+    /// Whether cookies must carry the `Secure` flag (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.inner.public_url.scheme() == "https"
     }
 
     /// The database pool.
@@ -98,7 +115,8 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (CLOUDPKI_LISTEN)", config.listen))?;
-        let state = AppState::new(database.pool.clone(), config, master_key);
+        let bound = listener.local_addr()?;
+        let state = AppState::new(database.pool.clone(), config, master_key, bound);
         let setup_link = issue_setup_link_if_first_run(&state).await?;
         Ok(Self {
             listener,
@@ -150,7 +168,7 @@ async fn issue_setup_link_if_first_run(state: &AppState) -> anyhow::Result<Optio
     }
     let token = crypto::random_token();
     store::accounts::replace_setup_token(state.pool(), &crypto::token_digest(&token)).await?;
-    let link = state.config().link(&format!("/setup/{token}"));
+    let link = state.link(&format!("/setup/{token}"));
     // The token is single-use and dies with the first administrator; logging it is the point.
     tracing::warn!(
         "first run: no administrator yet. Open this one-time setup link to create one: {link}"

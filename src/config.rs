@@ -49,8 +49,8 @@ pub struct Config {
     pub smtp_url: Option<Url>,
     /// `CLOUDPKI_MAIL_FROM`.
     pub mail_from: String,
-    /// `CLOUDPKI_PUBLIC_URL`, without a trailing slash.
-    pub public_url: Url,
+    /// `CLOUDPKI_PUBLIC_URL`; `None` means `http://` + the address actually bound.
+    pub public_url: Option<Url>,
     /// `CLOUDPKI_RETENTION_DAYS`.
     pub retention_days: u32,
     /// `CLOUDPKI_EGRESS_ALLOW`, raw; parsed by the SIEM egress policy.
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Config {
             .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
             .field("smtp_url", &self.smtp_url.as_ref().map(|_| "<set>"))
             .field("mail_from", &self.mail_from)
-            .field("public_url", &self.public_url.as_str())
+            .field("public_url", &self.public_url.as_ref().map(Url::as_str))
             .field("retention_days", &self.retention_days)
             .field("egress_allow", &self.egress_allow)
             .finish()
@@ -175,14 +175,9 @@ impl Config {
                         "expected an http(s) base URL such as https://pki.example.com",
                     ));
                 }
-                url
+                Some(url)
             }
-            None => Url::parse(&format!("http://{listen}")).map_err(|e| {
-                ConfigError::new(
-                    "CLOUDPKI_LISTEN",
-                    format!("cannot form a public URL from it: {e}"),
-                )
-            })?,
+            None => None,
         };
 
         let retention_days = match get("CLOUDPKI_RETENTION_DAYS") {
@@ -199,6 +194,8 @@ impl Config {
         };
 
         let egress_allow = lookup("CLOUDPKI_EGRESS_ALLOW").unwrap_or_default();
+        crate::siem::egress::EgressPolicy::parse(&egress_allow)
+            .map_err(|e| ConfigError::new("CLOUDPKI_EGRESS_ALLOW", e.to_string()))?;
 
         Ok(Self {
             database_url,
@@ -213,14 +210,11 @@ impl Config {
         })
     }
 
-    /// Whether cookies must carry the `Secure` flag.
-    pub fn secure_cookies(&self) -> bool {
-        self.public_url.scheme() == "https"
-    }
-
-    /// An absolute link to `path` (which starts with `/`) under the public URL.
-    pub fn link(&self, path: &str) -> String {
-        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    /// The public base URL: `CLOUDPKI_PUBLIC_URL`, or `http://<bound address>`.
+    pub fn effective_public_url(&self, bound: SocketAddr) -> Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{bound}")).expect("a socket address forms a URL")
+        })
     }
 }
 
@@ -262,9 +256,11 @@ mod tests {
         let c = config(&[]).expect("defaults are valid");
         assert!(c.database_url.is_none());
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            c.effective_public_url(c.listen).as_str(),
+            "http://127.0.0.1:8080/"
+        );
         assert_eq!(c.retention_days, 14);
-        assert!(!c.secure_cookies());
     }
 
     #[test]
@@ -294,9 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn https_public_url_turns_on_secure_cookies() {
+    fn public_url_overrides_the_listen_address() {
         let c = config(&[("CLOUDPKI_PUBLIC_URL", "https://pki.example.com")]).expect("valid");
-        assert!(c.secure_cookies());
-        assert_eq!(c.link("/x"), "https://pki.example.com/x");
+        assert_eq!(
+            c.effective_public_url(c.listen).as_str(),
+            "https://pki.example.com/"
+        );
     }
 }

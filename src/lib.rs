@@ -8,5 +8,6 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod siem;
 pub mod store;
 pub mod web;

@@ -3,3 +3,5 @@
 //! Nothing here knows about HTTP or SQL.
 
 pub mod account;
+pub mod datadog;
+pub mod events;

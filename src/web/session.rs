@@ -143,7 +143,7 @@ pub async fn start_session(
         SESSION_COOKIE,
         &token,
         SESSION_LIFETIME_HOURS * 3600,
-        state.config().secure_cookies(),
+        state.secure_cookies(),
         "Lax",
     ))
 }
@@ -160,7 +160,7 @@ pub async fn end_session(
         SESSION_COOKIE,
         "",
         0,
-        state.config().secure_cookies(),
+        state.secure_cookies(),
         "Lax",
     ))
 }
@@ -171,13 +171,7 @@ pub fn anonymous_csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<
         Some(token) if token.len() >= 32 => (token.to_owned(), None),
         _ => {
             let token = crypto::random_token();
-            let header = set_cookie(
-                CSRF_COOKIE,
-                &token,
-                3600,
-                state.config().secure_cookies(),
-                "Strict",
-            );
+            let header = set_cookie(CSRF_COOKIE, &token, 3600, state.secure_cookies(), "Strict");
             (token, Some(header))
         }
     }

@@ -7,5 +7,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_datadog;
 
+#[allow(unused_imports)]
 pub use app::*;

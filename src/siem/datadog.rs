@@ -1,0 +1,759 @@
+//! Datadog provider: audit logs → Datadog Logs intake.
+//!
+//! Contract (Datadog "Send logs" API, v2): `POST <intake>/api/v2/logs` with headers
+//! `DD-API-KEY`, `Content-Type: application/json` and `Content-Encoding: gzip`; the body is a
+//! JSON array of log objects; success is `202 {}`. Limits, enforced before sending:
+//!
+//! - at most [`MAX_BATCH_EVENTS`] logs per request;
+//! - less than [`MAX_PAYLOAD_BYTES`] per request, measured **uncompressed** (else 413);
+//! - less than [`MAX_LOG_BYTES`] per log (Datadog would truncate silently; we truncate
+//!   `details` ourselves, keep every identifying field and mark the log `Truncated: true`);
+//! - a `date` at most [`MAX_LOG_AGE`] old (older logs are dropped by Datadog although the
+//!   request gets 202): a late event is sent with `date` = now, `OriginalDate` = its own time
+//!   and the tag `late:true`. Same for a date more than [`MAX_LOG_FUTURE`] ahead.
+//!
+//! Each log has `service: "EZCA"`, `ddsource: "ezca"`, `hostname`, `status` (High → error,
+//! Medium → warning, Low → info), `message`, `ddtags`, `date` (RFC 3339) and the attributes
+//! `EventID` (number), `EventSummary`, `Criticality`, `SubscriptionId`, `EventUuid`, `Actor`,
+//! `details`, so `service:EZCA @EventID:4888` finds it (see DESIGN.md).
+//!
+//! Status classification is [`classify`]; 401/403/404/3xx keep events queued and mark the
+//! destination failing, 400 isolates and parks, 413 splits, everything else is retried.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
+use crate::domain::events::{alert_query, EventId};
+use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::{
+    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
+    TestSuccess,
+};
+
+/// Most log objects Datadog accepts in one request.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Largest request body Datadog accepts, uncompressed, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
+/// Largest single log Datadog keeps whole, in bytes of JSON.
+pub const MAX_LOG_BYTES: usize = 1_000_000;
+/// Oldest `date` Datadog accepts.
+pub const MAX_LOG_AGE: Duration = Duration::from_secs(18 * 3600);
+/// Furthest future `date` Datadog accepts.
+pub const MAX_LOG_FUTURE: Duration = Duration::from_secs(2 * 3600);
+/// Longest `Retry-After` honoured; a larger one is capped so a destination is retried hourly.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// `service` of every log; customers' alert queries rely on it.
+pub const SERVICE: &str = "EZCA";
+/// `ddsource` of every log.
+pub const SOURCE: &str = "ezca";
+/// Appended to `details` when a log had to be cut to fit [`MAX_LOG_BYTES`].
+pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: log exceeded 1 MB]";
+/// Longest `Actor` kept when even the truncated `details` do not make a log fit, in chars.
+const MAX_ACTOR_CHARS_WHEN_TRUNCATED: usize = 1024;
+/// Longest excerpt of an intake's error body kept in a reason, in chars.
+const MAX_REASON_BODY_CHARS: usize = 200;
+
+/// A validated Datadog destination: it cannot lack a URL or an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatadogConfig {
+    /// The site chosen on the page; `None` when only a custom URL is known.
+    pub site: Option<DatadogSite>,
+    pub url: DatadogIntakeUrl,
+    pub api_key: DatadogApiKey,
+}
+
+impl DatadogConfig {
+    /// The site of this destination: as chosen, else recognised from the intake host.
+    pub fn effective_site(&self) -> Option<DatadogSite> {
+        self.site.or_else(|| self.url.site())
+    }
+}
+
+/// The Datadog log object of one audit event (see the module doc for the format).
+pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
+    let info = log.event_id.info();
+    let criticality = info.criticality;
+    let mut tags = format!(
+        "criticality:{},event_id:{},subscription_id:{}",
+        criticality.as_str().to_ascii_lowercase(),
+        log.event_id,
+        log.subscription_id
+    );
+    let age = now.signed_duration_since(log.occurred_at);
+    let too_old = age.to_std().is_ok_and(|age| age > MAX_LOG_AGE);
+    let too_new = (-age).to_std().is_ok_and(|ahead| ahead > MAX_LOG_FUTURE);
+    let date = if too_old || too_new {
+        now
+    } else {
+        log.occurred_at
+    };
+    if too_old {
+        tags.push_str(",late:true");
+    }
+    if too_new {
+        tags.push_str(",future_date:true");
+    }
+    let message = match &log.actor {
+        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
+        None => format!("{} (Event ID {})", info.summary, log.event_id),
+    };
+
+    let mut object = Map::new();
+    object.insert("service".into(), json!(SERVICE));
+    object.insert("ddsource".into(), json!(SOURCE));
+    object.insert("hostname".into(), json!(hostname));
+    object.insert("status".into(), json!(criticality.datadog_status()));
+    object.insert("message".into(), json!(message));
+    object.insert("ddtags".into(), json!(tags));
+    object.insert("date".into(), json!(rfc3339(date)));
+    if too_old || too_new {
+        object.insert("OriginalDate".into(), json!(rfc3339(log.occurred_at)));
+    }
+    object.insert("EventID".into(), json!(log.event_id.get()));
+    object.insert("EventSummary".into(), json!(info.summary));
+    object.insert("Criticality".into(), json!(criticality.as_str()));
+    object.insert("SubscriptionId".into(), json!(log.subscription_id));
+    object.insert("EventUuid".into(), json!(log.uuid));
+    object.insert("Actor".into(), json!(log.actor));
+    object.insert("details".into(), log.details.clone());
+
+    let mut value = Value::Object(object);
+    if value.to_string().len() >= MAX_LOG_BYTES {
+        truncate_details(&mut value, &log.details);
+    }
+    value
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Replaces `details` by a prefix of its JSON text plus [`TRUNCATION_MARKER`] so the log stays
+/// under [`MAX_LOG_BYTES`]; identifying fields are untouched.
+fn truncate_details(value: &mut Value, details: &Value) {
+    let Value::Object(object) = value else { return };
+    object.insert("Truncated".into(), json!(true));
+    if let Some(Value::String(tags)) = object.get_mut("ddtags") {
+        tags.push_str(",truncated:true");
+    }
+    object.insert("details".into(), json!(TRUNCATION_MARKER));
+    let mut fixed = Value::Object(object.clone()).to_string().len();
+    if fixed >= MAX_LOG_BYTES {
+        // Only an absurd actor can do this; cut it so the event is still delivered.
+        if let Some(actor) = object.get_mut("Actor") {
+            if let Value::String(text) = actor {
+                let cut: String = text.chars().take(MAX_ACTOR_CHARS_WHEN_TRUNCATED).collect();
+                *actor = json!(cut);
+            }
+        }
+        let message = object.get("EventSummary").cloned().unwrap_or(Value::Null);
+        object.insert("message".into(), message);
+        fixed = Value::Object(object.clone()).to_string().len();
+    }
+    let mut budget = MAX_LOG_BYTES.saturating_sub(fixed + 1);
+    let mut prefix = String::new();
+    for c in details.to_string().chars() {
+        let cost = json_escaped_len(c);
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        prefix.push(c);
+    }
+    prefix.push_str(TRUNCATION_MARKER);
+    object.insert("details".into(), json!(prefix));
+}
+
+/// Bytes a char takes inside a JSON string as serde_json writes it.
+fn json_escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Packs logs, in order, into JSON-array batches of at most [`MAX_BATCH_EVENTS`] logs and
+/// less than [`MAX_PAYLOAD_BYTES`] bytes. Every log lands in exactly one batch (a single log
+/// is always below [`MAX_LOG_BYTES`], so it always fits).
+pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut current = open_batch();
+    for log in logs {
+        let text = log_object(log, hostname, now).to_string();
+        // +1 for the separating comma, +1 for the closing bracket.
+        let grown = current.body.len() + text.len() + 2;
+        if !current.is_empty() && (current.len() >= MAX_BATCH_EVENTS || grown >= MAX_PAYLOAD_BYTES)
+        {
+            batches.push(close_batch(current));
+            current = open_batch();
+        }
+        if !current.is_empty() {
+            current.body.push(b',');
+        }
+        current.body.extend_from_slice(text.as_bytes());
+        current.event_uuids.push(log.uuid);
+    }
+    if !current.is_empty() {
+        batches.push(close_batch(current));
+    }
+    batches
+}
+
+fn open_batch() -> Batch {
+    Batch {
+        event_uuids: Vec::new(),
+        body: vec![b'['],
+    }
+}
+
+fn close_batch(mut batch: Batch) -> Batch {
+    batch.body.push(b']');
+    batch
+}
+
+/// The HTTP answer of the intake, classified.
+struct Answer {
+    status: u16,
+    body: String,
+    disposition: Disposition,
+}
+
+async fn post_batch(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &DatadogConfig,
+    batch: &Batch,
+) -> Result<Answer, SendError> {
+    let endpoint = cfg.url.logs_endpoint();
+    egress.check_url(&endpoint)?;
+    let body = batch.gzip_body().map_err(|err| SendError::Other {
+        detail: format!("could not compress the batch: {err}"),
+    })?;
+    let mut key =
+        HeaderValue::from_str(cfg.api_key.expose_secret()).map_err(|_| SendError::Other {
+            detail: "the API key is not a valid header value".into(),
+        })?;
+    key.set_sensitive(true);
+    let response = client
+        .post(endpoint)
+        .header("DD-API-KEY", key)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_ENCODING, "gzip")
+        .body(body)
+        .send()
+        .await
+        .map_err(|err| SendError::from_reqwest(&err))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    // The status decides; a body cut off mid-read only loses detail for the reason text.
+    let body = response.text().await.unwrap_or_default();
+    let disposition = classify(status, retry_after.as_deref(), &body);
+    Ok(Answer {
+        status,
+        body,
+        disposition,
+    })
+}
+
+/// Sends one batch (gzip) to the intake and classifies the answer. Calls
+/// [`EgressPolicy::check_url`] before anything leaves the host.
+pub async fn send_batch(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &DatadogConfig,
+    batch: &Batch,
+) -> Result<Disposition, SendError> {
+    post_batch(client, egress, cfg, batch)
+        .await
+        .map(|answer| answer.disposition)
+}
+
+/// Maps an intake answer to what the forwarder does with the batch.
+///
+/// | status | disposition |
+/// |---|---|
+/// | 2xx | `Delivered` |
+/// | 3xx | `AuthFailed` (redirects are not followed: the URL must be fixed) |
+/// | 400 | `Rejected` (isolate the event, park it) |
+/// | 401, 403 | `AuthFailed` (missing / invalid key, or key of another site) |
+/// | 404 | `AuthFailed` (wrong URL; a destination problem, events stay queued) |
+/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to [`MAX_RETRY_AFTER`] |
+/// | 413 | `SplitBatch` |
+/// | other 4xx, 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
+pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
+    let detail = body_excerpt(body);
+    match status {
+        200..=299 => Disposition::Delivered,
+        300..=399 => Disposition::AuthFailed {
+            reason: format!("The Logs intake URL answered with a redirect (HTTP {status}); enter the final intake URL."),
+        },
+        400 => Disposition::Rejected {
+            reason: format!("Datadog rejected the log as malformed (HTTP 400){detail}."),
+        },
+        401 => Disposition::AuthFailed {
+            reason: format!("Datadog refused the request: API key missing (HTTP 401){detail}."),
+        },
+        403 => Disposition::AuthFailed {
+            reason: format!("Datadog refused the API key: it is invalid, revoked or belongs to another Datadog site (HTTP 403){detail}."),
+        },
+        404 => Disposition::AuthFailed {
+            reason: format!("The Logs intake URL was not found (HTTP 404); check the URL{detail}."),
+        },
+        413 => Disposition::SplitBatch,
+        408 | 429 | 500..=599 => Disposition::Retry {
+            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            reason: match status {
+                408 => format!("Datadog timed out reading the request (HTTP 408){detail}."),
+                429 => format!("Datadog is rate limiting (HTTP 429){detail}."),
+                _ => format!("Datadog is unavailable (HTTP {status}){detail}."),
+            },
+        },
+        _ => Disposition::Retry {
+            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            reason: format!("Datadog answered an unexpected HTTP {status}{detail}."),
+        },
+    }
+}
+
+fn body_excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() || trimmed == "{}" {
+        return String::new();
+    }
+    let excerpt: String = trimmed
+        .chars()
+        .take(MAX_REASON_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(": {excerpt}")
+}
+
+/// Parses `Retry-After` (delay in seconds, or an HTTP date), capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc);
+        at.signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Sends one connection-test log (`EventID` 0, "SIEM connection test") through the same
+/// builder, client and request as the forwarder, and explains the outcome for the page.
+pub async fn test_connection(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &DatadogConfig,
+    subscription_id: Uuid,
+    hostname: &str,
+) -> Result<TestSuccess, TestFailure> {
+    let now = Utc::now();
+    let probe = AuditLog {
+        uuid: Uuid::new_v4(),
+        subscription_id,
+        event_id: EventId::CONNECTION_TEST,
+        occurred_at: now,
+        recorded_at: now,
+        actor: None,
+        details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
+    };
+    let batches = build_batches(std::slice::from_ref(&probe), hostname, now);
+    let Some(batch) = batches.first() else {
+        return Err(failure(
+            TestFailureKind::Other,
+            "The test log could not be built.".into(),
+        ));
+    };
+    let host = cfg.url.host().to_owned();
+    let answer = match post_batch(client, egress, cfg, batch).await {
+        Ok(answer) => answer,
+        Err(err) => return Err(explain_send_error(err, &host)),
+    };
+    let query = alert_query(EventId::CONNECTION_TEST);
+    match answer.disposition {
+        Disposition::Delivered => Ok(TestSuccess {
+            explorer_url: cfg.effective_site().map(|site| site.log_explorer_url(&query)),
+            message: format!("Datadog accepted the test log. It can take a few minutes to appear; search the Log Explorer for {query}."),
+            query,
+        }),
+        _ => Err(explain_status(answer.status, &answer.body, cfg)),
+    }
+}
+
+fn failure(kind: TestFailureKind, message: String) -> TestFailure {
+    TestFailure { kind, message }
+}
+
+fn explain_status(status: u16, body: &str, cfg: &DatadogConfig) -> TestFailure {
+    let url = cfg.url.as_str();
+    let detail = body_excerpt(body);
+    match status {
+        401 | 403 => {
+            let site = match cfg.effective_site() {
+                Some(site) => format!("the {} site ({})", site.code(), site.site_param()),
+                None => format!("the Datadog site behind {url}"),
+            };
+            failure(
+                TestFailureKind::InvalidCredentials,
+                format!("Datadog refused the API key (HTTP {status}). Copy the whole API key (not an application key) from Organization Settings → API Keys, check that it is not revoked, and that it belongs to {site}: a key of another Datadog site is refused."),
+            )
+        }
+        404 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The Logs intake URL {url} was not found (HTTP 404). Use your site's intake, for example https://http-intake.logs.datadoghq.com (or its …/api/v2/logs URL); choosing the Datadog site fills it in."),
+        ),
+        300..=399 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The Logs intake URL {url} answered with a redirect (HTTP {status}), which is not followed. Enter the final https:// intake URL."),
+        ),
+        400 | 413 => failure(
+            TestFailureKind::PayloadRejected,
+            format!("Datadog rejected the test log (HTTP {status}){detail}. The URL may point at something other than a Datadog logs intake; check the Logs intake URL."),
+        ),
+        408 | 429 | 500..=599 => failure(
+            TestFailureKind::Unavailable,
+            format!("Datadog is temporarily unavailable (HTTP {status}). The settings may well be right; try again in a few minutes. Events are kept and retried meanwhile."),
+        ),
+        _ => failure(
+            TestFailureKind::Other,
+            format!("The Logs intake URL {url} gave an unexpected answer (HTTP {status}){detail}. Check the URL."),
+        ),
+    }
+}
+
+fn explain_send_error(err: SendError, host: &str) -> TestFailure {
+    let (kind, message) = match &err {
+        SendError::Dns { .. } => (
+            TestFailureKind::Dns,
+            format!("The host name {host} could not be found (DNS). Check the spelling of the Logs intake URL, or choose your Datadog site to fill it in; if it is right, check this server's DNS."),
+        ),
+        SendError::ConnectionRefused { .. } => (
+            TestFailureKind::ConnectionRefused,
+            format!("{host} refused the connection. Check the host and port of the Logs intake URL; if it points at a proxy, check that the proxy is running."),
+        ),
+        SendError::ConnectionClosed { .. } => (
+            TestFailureKind::ConnectionClosed,
+            format!("{host} closed the connection without answering. If the URL points at a proxy, check its logs; otherwise try again in a few minutes."),
+        ),
+        SendError::Tls { detail } => (
+            TestFailureKind::Tls,
+            format!("The secure (TLS) connection to {host} failed ({detail}). Check that the URL starts with https:// and points at the intake itself; a proxy that inspects TLS needs a publicly trusted certificate."),
+        ),
+        SendError::Timeout => (
+            TestFailureKind::Timeout,
+            format!("{host} did not answer within {} seconds. Check that this server can reach it on port 443 (firewall or outbound proxy rules), then try again.", REQUEST_TIMEOUT.as_secs()),
+        ),
+        SendError::EgressDenied { reason } => (
+            TestFailureKind::EgressDenied,
+            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
+        ),
+        SendError::Other { detail } => (
+            TestFailureKind::Other,
+            format!("Sending the test log to {host} failed ({detail}). Check the Logs intake URL and try again."),
+        ),
+    };
+    failure(kind, message)
+}
+
+/// A configured Datadog destination, as the forwarder holds it.
+#[derive(Debug, Clone)]
+pub struct DatadogDestination {
+    pub config: DatadogConfig,
+    /// The `hostname` of every log: the name of this cloudpki deployment.
+    pub hostname: String,
+}
+
+impl SiemDestination for DatadogDestination {
+    fn provider(&self) -> &'static str {
+        "Datadog"
+    }
+
+    fn build_batches(&self, logs: &[AuditLog], now: DateTime<Utc>) -> Vec<Batch> {
+        build_batches(logs, &self.hostname, now)
+    }
+
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Disposition, SendError>> {
+        Box::pin(send_batch(client, egress, &self.config, batch))
+    }
+
+    fn test_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>> {
+        Box::pin(test_connection(
+            client,
+            egress,
+            &self.config,
+            subscription_id,
+            &self.hostname,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::io::Read;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 4, h, m, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
+        AuditLog {
+            uuid: Uuid::new_v4(),
+            subscription_id: Uuid::new_v4(),
+            event_id: EventId::parse(event).expect("catalog id"),
+            occurred_at,
+            recorded_at: occurred_at,
+            actor: Some("alice@example.com".into()),
+            details,
+        }
+    }
+
+    #[test]
+    fn log_object_has_the_documented_fields() {
+        let log = audit(4888, at(10, 0), json!({"template": "Web Server"}));
+        let value = log_object(&log, "pki.example.com", at(10, 5));
+        assert_eq!(
+            value,
+            json!({
+                "service": "EZCA",
+                "ddsource": "ezca",
+                "hostname": "pki.example.com",
+                "status": "error",
+                "message": "Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com",
+                "ddtags": format!("criticality:high,event_id:4888,subscription_id:{}", log.subscription_id),
+                "date": "2025-03-04T10:00:00.000Z",
+                "EventID": 4888,
+                "EventSummary": "Certificate request denied due to insufficient permissions",
+                "Criticality": "High",
+                "SubscriptionId": log.subscription_id.to_string(),
+                "EventUuid": log.uuid.to_string(),
+                "Actor": "alice@example.com",
+                "details": {"template": "Web Server"},
+            })
+        );
+    }
+
+    #[test]
+    fn status_follows_criticality_and_missing_actor_is_null() {
+        let mut log = audit(4870, at(10, 0), json!({}));
+        log.actor = None;
+        let value = log_object(&log, "h", at(10, 0));
+        assert_eq!(value["status"], "warning");
+        assert_eq!(value["Actor"], Value::Null);
+        assert_eq!(
+            value["message"],
+            "A certificate has been revoked (Event ID 4870)"
+        );
+        let low = log_object(&audit(4887, at(10, 0), json!({})), "h", at(10, 0));
+        assert_eq!(low["status"], "info");
+        assert!(low["ddtags"]
+            .as_str()
+            .expect("tags")
+            .starts_with("criticality:low,event_id:4887,"));
+    }
+
+    #[test]
+    fn a_late_event_is_dated_now_and_keeps_its_original_date() {
+        let now = at(23, 0);
+        let old = Utc
+            .with_ymd_and_hms(2025, 3, 4, 4, 59, 0)
+            .single()
+            .expect("time");
+        let value = log_object(&audit(19, old, json!({})), "h", now);
+        assert_eq!(value["date"], "2025-03-04T23:00:00.000Z");
+        assert_eq!(value["OriginalDate"], "2025-03-04T04:59:00.000Z");
+        assert!(value["ddtags"]
+            .as_str()
+            .expect("tags")
+            .ends_with(",late:true"));
+
+        let recent = log_object(&audit(19, at(6, 0), json!({})), "h", now);
+        assert_eq!(recent["date"], "2025-03-04T06:00:00.000Z");
+        assert!(recent.get("OriginalDate").is_none());
+        assert!(!recent["ddtags"].as_str().expect("tags").contains("late"));
+    }
+
+    #[test]
+    fn a_log_over_one_megabyte_is_truncated_but_keeps_its_identity() {
+        let big = "x\"".repeat(1_000_000);
+        let log = audit(4887, at(10, 0), json!({ "blob": big }));
+        let value = log_object(&log, "h", at(10, 0));
+        let size = value.to_string().len();
+        assert!(size < MAX_LOG_BYTES, "{size}");
+        assert!(size > MAX_LOG_BYTES - 1000, "uses the room it has: {size}");
+        assert_eq!(value["Truncated"], true);
+        assert_eq!(value["EventID"], 4887);
+        assert_eq!(value["EventUuid"], log.uuid.to_string());
+        assert!(value["details"]
+            .as_str()
+            .expect("details became text")
+            .ends_with(TRUNCATION_MARKER));
+        assert!(value["ddtags"]
+            .as_str()
+            .expect("tags")
+            .contains("truncated:true"));
+    }
+
+    #[test]
+    fn a_huge_actor_is_cut_so_the_log_still_fits() {
+        let mut log = audit(4887, at(10, 0), json!({}));
+        log.actor = Some("a".repeat(2_000_000));
+        let value = log_object(&log, "h", at(10, 0));
+        assert!(value.to_string().len() < MAX_LOG_BYTES);
+        assert_eq!(value["Truncated"], true);
+    }
+
+    #[test]
+    fn batches_split_at_the_event_count() {
+        let logs: Vec<AuditLog> = (0..2500)
+            .map(|_| audit(4887, at(10, 0), json!({})))
+            .collect();
+        let batches = build_batches(&logs, "h", at(10, 0));
+        let sizes: Vec<usize> = batches.iter().map(Batch::len).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        let uuids: Vec<Uuid> = batches.iter().flat_map(|b| b.event_uuids.clone()).collect();
+        assert_eq!(uuids, logs.iter().map(|l| l.uuid).collect::<Vec<_>>());
+        for batch in &batches {
+            let parsed: Vec<Value> = serde_json::from_slice(&batch.body).expect("json array");
+            assert_eq!(parsed.len(), batch.len());
+        }
+    }
+
+    #[test]
+    fn batches_split_below_the_payload_limit() {
+        let logs: Vec<AuditLog> = (0..12)
+            .map(|_| audit(4887, at(10, 0), json!({ "blob": "y".repeat(900_000) })))
+            .collect();
+        let batches = build_batches(&logs, "h", at(10, 0));
+        assert!(batches.len() >= 3);
+        for batch in &batches {
+            assert!(batch.body.len() < MAX_PAYLOAD_BYTES);
+            let parsed: Vec<Value> = serde_json::from_slice(&batch.body).expect("json array");
+            assert_eq!(parsed.len(), batch.len());
+        }
+        assert_eq!(batches.iter().map(Batch::len).sum::<usize>(), 12);
+        assert!(build_batches(&[], "h", at(10, 0)).is_empty());
+    }
+
+    #[test]
+    fn gzip_body_round_trips() {
+        let batches = build_batches(&[audit(12, at(10, 0), json!({}))], "h", at(10, 0));
+        let batch = &batches[0];
+        let zipped = batch.gzip_body().expect("gzip");
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_end(&mut plain)
+            .expect("gunzip");
+        assert_eq!(plain, batch.body);
+    }
+
+    /// The kind of disposition a table row expects.
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Delivered,
+        AuthFailed,
+        Rejected,
+        Split,
+        Retry(Option<u64>),
+    }
+
+    fn kind(d: &Disposition) -> Expect {
+        match d {
+            Disposition::Delivered => Expect::Delivered,
+            Disposition::AuthFailed { .. } => Expect::AuthFailed,
+            Disposition::Rejected { .. } => Expect::Rejected,
+            Disposition::SplitBatch => Expect::Split,
+            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+        }
+    }
+
+    #[test]
+    fn classify_maps_every_status_row() {
+        use Expect::*;
+        let table = [
+            (200, None, Delivered),
+            (202, None, Delivered),
+            (204, None, Delivered),
+            (301, None, AuthFailed),
+            (307, None, AuthFailed),
+            (400, None, Rejected),
+            (401, None, AuthFailed),
+            (403, None, AuthFailed),
+            (404, None, AuthFailed),
+            (405, None, Retry(None)),
+            (408, None, Retry(None)),
+            (413, None, Split),
+            (422, None, Retry(None)),
+            (429, Some("30"), Retry(Some(30))),
+            (429, Some("86400"), Retry(Some(3600))),
+            (429, Some("soon"), Retry(None)),
+            (500, None, Retry(None)),
+            (502, Some("5"), Retry(Some(5))),
+            (503, Some("120"), Retry(Some(120))),
+            (504, None, Retry(None)),
+            (100, None, Retry(None)),
+            (600, None, Retry(None)),
+        ];
+        for (status, retry_after, expected) in table {
+            let got = classify(status, retry_after, "");
+            assert_eq!(
+                kind(&got),
+                expected,
+                "{status} {retry_after:?} gave {got:?}"
+            );
+        }
+        let Disposition::AuthFailed { reason } = classify(403, None, r#"{"errors":["Forbidden"]}"#)
+        else {
+            panic!("403 is AuthFailed");
+        };
+        assert!(reason.contains("Forbidden") && reason.contains("another Datadog site"));
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = at(10, 0);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Tue, 04 Mar 2025 10:02:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 04 Mar 2025 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 05 Mar 2025 10:00:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("later", now), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! Delivery of audit logs to SIEMs: one module per provider behind [`SiemDestination`].
+//!
+//! A provider owns three things and nothing else: a pure request builder (audit logs → request
+//! batches, unit-tested on bytes), a response classifier (status → [`Disposition`],
+//! table-tested), and the connection test, which sends through the same client and code path
+//! as the forwarder so that a green test means the worker gets through too. Retry timing,
+//! parking, retention and emails belong to the forwarder, which acts on [`Disposition`] and
+//! [`SendError`] alone.
+//!
+//! Every outbound call goes through the client of [`egress::http_client`] and calls
+//! [`egress::EgressPolicy::check_url`] first.
+
+pub mod datadog;
+pub mod egress;
+
+use std::error::Error as StdError;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::events::EventId;
+use egress::{find_resolve_denied, BoxFuture, EgressError, EgressPolicy};
+
+/// One recorded audit event, as the forwarder hands it to a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditLog {
+    /// Stable id of the event; sent as `EventUuid` so the SIEM side can deduplicate.
+    pub uuid: Uuid,
+    pub subscription_id: Uuid,
+    pub event_id: EventId,
+    /// When the PKI core says it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When cloudpki committed it.
+    pub recorded_at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// What the forwarder should do with the events of a batch after the SIEM answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Accepted: mark the events delivered.
+    Delivered,
+    /// Transient (408, 429, 5xx, …): retry later, not before `after` if the SIEM said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Payload too large (413): split the batch and resend the halves.
+    SplitBatch,
+    /// The payload was refused (400): isolate the offending event by splitting, then park it
+    /// with this reason shown in the portal. Never blocks the other events.
+    Rejected { reason: String },
+    /// The destination is misconfigured (401/403 key, 404 URL, 3xx redirect): keep every event
+    /// queued, mark the destination failing (email the admins), retry slowly.
+    AuthFailed { reason: String },
+}
+
+/// A transport failure: the SIEM gave no HTTP answer. All but [`SendError::EgressDenied`] are
+/// worth retrying with backoff; that one needs a settings or policy change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("The SIEM host name could not be resolved ({detail}); check the spelling of the URL and that this server can resolve it.")]
+    Dns { detail: String },
+    #[error("The SIEM host refused the connection ({detail}); check the URL's host and port and that the service is running.")]
+    ConnectionRefused { detail: String },
+    #[error("The SIEM closed the connection without answering ({detail}); it may be overloaded or a proxy dropped the request. Delivery will be retried.")]
+    ConnectionClosed { detail: String },
+    #[error("The TLS (https) connection to the SIEM failed ({detail}); check that the URL points at an https endpoint with a valid, publicly trusted certificate.")]
+    Tls { detail: String },
+    #[error("The SIEM did not answer in time; it may be unreachable from this server (firewall) or overloaded. Delivery will be retried.")]
+    Timeout,
+    #[error("Refused by the outbound (egress) policy: {reason}")]
+    EgressDenied { reason: String },
+    #[error("Sending to the SIEM failed ({detail}).")]
+    Other { detail: String },
+}
+
+impl SendError {
+    /// Whether backoff and retry can help (everything except a policy refusal).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, SendError::EgressDenied { .. })
+    }
+
+    /// Classifies a reqwest failure by inspecting its cause chain.
+    pub fn from_reqwest(err: &reqwest::Error) -> SendError {
+        if let Some(denied) = find_resolve_denied(err) {
+            return SendError::EgressDenied {
+                reason: denied.to_string(),
+            };
+        }
+        let chain = cause_chain(err);
+        let detail = chain
+            .last()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| err.to_string());
+        if err.is_timeout() || io_kind(&chain, io::ErrorKind::TimedOut) {
+            return SendError::Timeout;
+        }
+        let text = chain
+            .iter()
+            .map(|e| e.to_string().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(": ");
+        if io_kind(&chain, io::ErrorKind::ConnectionRefused) {
+            return SendError::ConnectionRefused { detail };
+        }
+        if text.contains("dns error")
+            || text.contains("lookup address")
+            || text.contains("name or service not known")
+            || text.contains("no dns record")
+        {
+            return SendError::Dns { detail };
+        }
+        // rustls errors arrive wrapped in io::Error(InvalidData) during the handshake.
+        if text.contains("certificate")
+            || text.contains("tls")
+            || text.contains("handshake")
+            || text.contains("corrupt message")
+            || (err.is_connect() && io_kind(&chain, io::ErrorKind::InvalidData))
+        {
+            return SendError::Tls { detail };
+        }
+        if io_kind(&chain, io::ErrorKind::ConnectionReset)
+            || io_kind(&chain, io::ErrorKind::ConnectionAborted)
+            || io_kind(&chain, io::ErrorKind::BrokenPipe)
+            || io_kind(&chain, io::ErrorKind::UnexpectedEof)
+            || text.contains("connection closed")
+            || text.contains("incomplete message")
+        {
+            return SendError::ConnectionClosed { detail };
+        }
+        SendError::Other { detail }
+    }
+}
+
+impl From<EgressError> for SendError {
+    fn from(err: EgressError) -> Self {
+        SendError::EgressDenied {
+            reason: err.to_string(),
+        }
+    }
+}
+
+fn cause_chain<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut chain = Vec::new();
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        chain.push(e);
+        next = e.source();
+    }
+    chain
+}
+
+fn io_kind(chain: &[&(dyn StdError + 'static)], kind: io::ErrorKind) -> bool {
+    chain
+        .iter()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == kind)
+}
+
+/// Serialized events ready to send: a JSON array body and the events it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// `AuditLog::uuid` of each event in the body, in order.
+    pub event_uuids: Vec<Uuid>,
+    /// The uncompressed request body.
+    pub body: Vec<u8>,
+}
+
+impl Batch {
+    /// The body compressed with gzip, as sent with `Content-Encoding: gzip`.
+    pub fn gzip_body(&self) -> io::Result<Vec<u8>> {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(self.body.len() / 4),
+            flate2::Compression::default(),
+        );
+        encoder.write_all(&self.body)?;
+        encoder.finish()
+    }
+
+    /// Number of events in the batch.
+    pub fn len(&self) -> usize {
+        self.event_uuids.len()
+    }
+
+    /// Whether the batch carries no event.
+    pub fn is_empty(&self) -> bool {
+        self.event_uuids.is_empty()
+    }
+}
+
+/// A green connection test: where to look for the test log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSuccess {
+    /// A search that finds the test log, e.g. `service:EZCA @EventID:0`.
+    pub query: String,
+    /// A link to the SIEM's search page with that query, when the site is known.
+    pub explorer_url: Option<String>,
+    /// One sentence for the page's status element.
+    pub message: String,
+}
+
+/// What went wrong in a connection test, by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFailureKind {
+    InvalidCredentials,
+    WrongUrl,
+    Dns,
+    ConnectionRefused,
+    ConnectionClosed,
+    Tls,
+    Timeout,
+    PayloadRejected,
+    Unavailable,
+    EgressDenied,
+    Other,
+}
+
+/// A red connection test: a cause and a plain-language message (cause and fix) for the page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TestFailure {
+    pub kind: TestFailureKind,
+    pub message: String,
+}
+
+impl From<SendError> for TestFailure {
+    fn from(err: SendError) -> Self {
+        let kind = match err {
+            SendError::Dns { .. } => TestFailureKind::Dns,
+            SendError::ConnectionRefused { .. } => TestFailureKind::ConnectionRefused,
+            SendError::ConnectionClosed { .. } => TestFailureKind::ConnectionClosed,
+            SendError::Tls { .. } => TestFailureKind::Tls,
+            SendError::Timeout => TestFailureKind::Timeout,
+            SendError::EgressDenied { .. } => TestFailureKind::EgressDenied,
+            SendError::Other { .. } => TestFailureKind::Other,
+        };
+        TestFailure {
+            kind,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// One configured SIEM destination of one provider.
+///
+/// Object-safe so the forwarder can hold `Box<dyn SiemDestination>` built from stored settings.
+pub trait SiemDestination: Send + Sync {
+    /// The provider's name as the portal shows it, e.g. `Datadog`.
+    fn provider(&self) -> &'static str;
+
+    /// Packs logs into request batches within the provider's limits (pure).
+    fn build_batches(&self, logs: &[AuditLog], now: DateTime<Utc>) -> Vec<Batch>;
+
+    /// Sends one batch and classifies the answer.
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Disposition, SendError>>;
+
+    /// Sends one connection-test event (id [`EventId::CONNECTION_TEST`]) the same way.
+    fn test_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>>;
+}
