@@ -5,7 +5,14 @@
 //! server; `main` calls [`Application::build`] and [`Application::run_until_stopped`] with the
 //! SIGTERM/Ctrl-C future. Both share one path.
 
-use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -15,8 +22,24 @@ use crate::{
     config::Config,
     crypto::{self, MasterKey},
     db::Database,
+    siem::egress::{self, EgressPolicy, HttpTimeouts, Lookup, SystemLookup},
     store,
 };
+
+/// Connection tests one user may run per [`TEST_CONNECTION_WINDOW`]: enough to fix a typo,
+/// too few to use the button against a third party.
+pub const TEST_CONNECTION_LIMIT: usize = 5;
+/// The window of [`TEST_CONNECTION_LIMIT`].
+pub const TEST_CONNECTION_WINDOW: Duration = Duration::from_secs(60);
+
+/// Parts a test may replace; production uses the defaults.
+#[derive(Clone, Default)]
+pub struct Overrides {
+    /// DNS for SIEM calls (tests answer names with chosen addresses).
+    pub lookup: Option<Arc<dyn Lookup>>,
+    /// Timeouts of SIEM calls.
+    pub siem_timeouts: Option<HttpTimeouts>,
+}
 
 /// File in the data dir that holds the generated master key (embedded mode).
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -32,20 +55,85 @@ struct Inner {
     config: Config,
     master_key: MasterKey,
     public_url: url::Url,
+    egress: Arc<EgressPolicy>,
+    siem_client: reqwest::Client,
+    hostname: String,
+    test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
 }
 
 impl AppState {
     /// Builds the state.
-    pub fn new(pool: PgPool, config: Config, master_key: MasterKey, bound: SocketAddr) -> Self {
+    pub fn new(
+        pool: PgPool,
+        config: Config,
+        master_key: MasterKey,
+        bound: SocketAddr,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Self> {
         let public_url = config.effective_public_url(bound);
-        Self {
+        let egress = Arc::new(EgressPolicy::parse(&config.egress_allow)?);
+        let lookup = overrides
+            .lookup
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemLookup));
+        let siem_client = egress::http_client_with_timeouts(
+            egress.clone(),
+            lookup,
+            overrides.siem_timeouts.unwrap_or_default(),
+        )?;
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "cloudpki".to_owned());
+        Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 config,
                 master_key,
                 public_url,
+                egress,
+                siem_client,
+                hostname,
+                test_attempts: Mutex::new(HashMap::new()),
             }),
+        })
+    }
+
+    /// The outbound rules for SIEM calls.
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.inner.egress
+    }
+
+    /// The one HTTP client for SIEM calls (Test Connection and the forwarder).
+    pub fn siem_client(&self) -> &reqwest::Client {
+        &self.inner.siem_client
+    }
+
+    /// The host name put into every log.
+    pub fn hostname(&self) -> &str {
+        &self.inner.hostname
+    }
+
+    /// Counts a Test Connection by `user`; `false` when they used up the window's allowance.
+    pub fn allow_test_connection(&self, user: uuid::Uuid) -> bool {
+        let now = Instant::now();
+        let mut attempts = self
+            .inner
+            .test_attempts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mine = attempts.entry(user).or_default();
+        while mine
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > TEST_CONNECTION_WINDOW)
+        {
+            mine.pop_front();
         }
+        if mine.len() >= TEST_CONNECTION_LIMIT {
+            return false;
+        }
+        mine.push_back(now);
+        true
     }
 
     /// An absolute link to `path` (which starts with `/`) under the public URL.
@@ -94,7 +182,7 @@ impl Application {
             Some(key) => key.clone(),
             None => load_or_generate_master_key(&config.data_dir)?,
         };
-        Self::assemble(config, database, master_key).await
+        Self::assemble(config, database, master_key, Overrides::default()).await
     }
 
     /// Builds around an existing pool (tests give each test its own database).
@@ -102,21 +190,23 @@ impl Application {
         config: Config,
         pool: PgPool,
         master_key: MasterKey,
+        overrides: Overrides,
     ) -> anyhow::Result<Self> {
-        Self::assemble(config, Database::from_pool(pool), master_key).await
+        Self::assemble(config, Database::from_pool(pool), master_key, overrides).await
     }
 
     async fn assemble(
         config: Config,
         database: Database,
         master_key: MasterKey,
+        overrides: Overrides,
     ) -> anyhow::Result<Self> {
         database.migrate().await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (CLOUDPKI_LISTEN)", config.listen))?;
         let bound = listener.local_addr()?;
-        let state = AppState::new(database.pool.clone(), config, master_key, bound);
+        let state = AppState::new(database.pool.clone(), config, master_key, bound, &overrides)?;
         let setup_link = issue_setup_link_if_first_run(&state).await?;
         Ok(Self {
             listener,

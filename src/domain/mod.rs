@@ -5,3 +5,4 @@
 pub mod account;
 pub mod datadog;
 pub mod events;
+pub mod provider;

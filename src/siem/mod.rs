@@ -12,6 +12,7 @@
 
 pub mod datadog;
 pub mod egress;
+pub mod stored;
 
 use std::error::Error as StdError;
 use std::io::{self, Write};

@@ -3,6 +3,7 @@
 //! Uniqueness is left to named constraints, which are mapped to typed errors.
 
 pub mod accounts;
+pub mod siem;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

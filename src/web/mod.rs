@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod health;
 mod session;
+mod settings;
 mod subscriptions;
 
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(subscriptions::router())
+        .merge(settings::router())
         .nest_service("/static", ServeDir::new(static_dir))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(error::log_and_render_errors))

@@ -4,21 +4,14 @@
 //! exist, so its id, name and data never leak.
 
 use askama::Template;
-use axum::{
-    extract::{Path, State},
-    response::Html,
-    routing::get,
-    Router,
-};
+use axum::{extract::State, response::Html, routing::get, Router};
 use uuid::Uuid;
 
 use super::{session::CurrentUser, Layout, WebError};
 use crate::{app::AppState, store, store::accounts::MembershipRow};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/subscriptions", get(list))
-        .route("/subscriptions/{id}/settings", get(settings))
+    Router::new().route("/subscriptions", get(list))
 }
 
 /// Resolves the subscription in the path to the user's membership, or 404.
@@ -45,28 +38,6 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Html<S
     let page = ListPage {
         layout: Layout::signed_in(&user, "Subscriptions"),
         memberships,
-    };
-    Ok(Html(page.render()?))
-}
-
-#[derive(Template)]
-#[template(path = "settings.html")]
-struct SettingsPage {
-    layout: Layout,
-    membership: MembershipRow,
-    is_admin: bool,
-}
-
-async fn settings(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<String>,
-) -> Result<Html<String>, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    let page = SettingsPage {
-        layout: Layout::signed_in(&user, &format!("Settings — {}", membership.name)),
-        is_admin: membership.role().is_admin(),
-        membership,
     };
     Ok(Html(page.render()?))
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use cloudpki::{
-    app::Application,
+    app::{Application, Overrides},
     config::Config,
     crypto::MasterKey,
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
@@ -133,7 +133,16 @@ impl TestApp {
     }
 
     /// Starts a portal with the given environment.
-    pub async fn spawn_with(mut env: HashMap<String, String>) -> Self {
+    pub async fn spawn_with(env: HashMap<String, String>) -> Self {
+        Self::spawn_with_overrides(env, Overrides::default()).await
+    }
+
+    /// Starts a portal with the given environment and replaced parts.
+    pub async fn spawn_with_overrides(
+        mut env: HashMap<String, String>,
+        overrides: Overrides,
+    ) -> Self {
+        capture_logs();
         let data_dir = tempfile::tempdir().expect("tempdir");
         env.entry("CLOUDPKI_DATA_DIR".into())
             .or_insert_with(|| data_dir.path().display().to_string());
@@ -141,7 +150,7 @@ impl TestApp {
             Config::from_lookup(|k| env.get(k).cloned(), None).expect("test config is valid");
         let (pool, db_options) = fresh_database().await;
         let master_key = MasterKey::generate();
-        let app = Application::build_with_pool(config, pool.clone(), master_key.clone())
+        let app = Application::build_with_pool(config, pool.clone(), master_key.clone(), overrides)
             .await
             .expect("build app");
         let addr = app.local_addr();
@@ -308,4 +317,45 @@ pub fn location(r: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Every log line the portals of this test binary wrote (tests scan it for secrets).
+pub fn captured_logs() -> String {
+    let buffer = log_buffer().lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+fn log_buffer() -> &'static std::sync::Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<std::sync::Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(Default::default)
+}
+
+#[derive(Clone)]
+struct BufferWriter;
+
+impl std::io::Write for BufferWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        log_buffer()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a subscriber that records every log line at debug level and above.
+fn capture_logs() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug,sqlx=info,hyper=info,h2=info,rustls=info,reqwest=info")
+            .with_writer(|| BufferWriter)
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
 }

@@ -1,0 +1,208 @@
+//! SIEM settings: the switch, each provider's fields, sealed secrets, and the change history.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Error;
+use crate::crypto::Sealed;
+
+/// The switch and provider of a subscription, with who changed them last.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SettingsRow {
+    /// Send Audit Logs to SIEM.
+    pub enabled: bool,
+    /// Provider id, e.g. `datadog`.
+    pub provider: String,
+    /// When the settings last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Who changed them.
+    pub updated_by_email: String,
+}
+
+/// A sealed secret with its hint.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    /// The sealed value.
+    pub sealed: Sealed,
+    /// Its last 4 characters.
+    pub hint: String,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    /// Who.
+    pub user_email: String,
+    /// `saved` or `denied`.
+    pub outcome: String,
+    /// What changed: a JSON array of sentences.
+    pub changes: Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The subscription's settings, if ever saved.
+pub async fn settings(pool: &PgPool, subscription_id: Uuid) -> Result<Option<SettingsRow>, Error> {
+    Ok(sqlx::query_as::<_, SettingsRow>(
+        "select enabled, provider, updated_at, updated_by_email
+         from siem_settings where subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A provider's plain fields (a JSON object), if ever saved.
+pub async fn provider_fields(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<Option<Value>, Error> {
+    Ok(sqlx::query_scalar(
+        "select fields from siem_provider_fields where subscription_id = $1 and provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A provider's sealed secret, if set.
+pub async fn secret(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    name: &str,
+) -> Result<Option<SecretRow>, Error> {
+    let row: Option<(String, Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
+        "select key_id, nonce, ciphertext, hint from siem_secrets
+         where subscription_id = $1 and provider = $2 and name = $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(key_id, nonce, ciphertext, hint)| SecretRow {
+        sealed: Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        },
+        hint,
+    }))
+}
+
+/// Writes the switch and provider.
+pub async fn upsert_settings(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    enabled: bool,
+    provider: &str,
+    user_id: Uuid,
+    user_email: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into siem_settings (subscription_id, enabled, provider, updated_at, updated_by, updated_by_email)
+         values ($1, $2, $3, now(), $4, $5)
+         on conflict (subscription_id) do update set
+            enabled = excluded.enabled, provider = excluded.provider, updated_at = now(),
+            updated_by = excluded.updated_by, updated_by_email = excluded.updated_by_email",
+    )
+    .bind(subscription_id)
+    .bind(enabled)
+    .bind(provider)
+    .bind(user_id)
+    .bind(user_email)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a provider's plain fields.
+pub async fn upsert_provider_fields(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    fields: &Value,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into siem_provider_fields (subscription_id, provider, fields) values ($1, $2, $3)
+         on conflict on constraint siem_provider_fields_pkey do update set fields = excluded.fields",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(fields)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a sealed secret.
+pub async fn upsert_secret(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    name: &str,
+    sealed: &Sealed,
+    hint: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into siem_secrets (subscription_id, provider, name, key_id, nonce, ciphertext, hint)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict on constraint siem_secrets_pkey do update set
+            key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+            hint = excluded.hint, updated_at = now()",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(name)
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(hint)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends a history entry.
+pub async fn record_history(
+    executor: impl sqlx::PgExecutor<'_>,
+    subscription_id: Uuid,
+    user_id: Uuid,
+    user_email: &str,
+    outcome: &str,
+    changes: &[String],
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(subscription_id)
+    .bind(user_id)
+    .bind(user_email)
+    .bind(outcome)
+    .bind(serde_json::json!(changes))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// The latest history entries, newest first.
+pub async fn history(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, Error> {
+    Ok(sqlx::query_as::<_, HistoryRow>(
+        "select user_email, outcome, changes, at from siem_settings_history
+         where subscription_id = $1 order by at desc, id desc limit $2",
+    )
+    .bind(subscription_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
