@@ -582,15 +582,12 @@ fn spawn_server(mut cmd: Command) -> io::Result<Server> {
                 }
             };
             let _ = started_tx.send(Ok(child.id()));
-            loop {
-                match stop_rx.recv_timeout(Duration::from_millis(200)) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some(status) = child.try_wait()? {
-                            return Ok(status);
-                        }
-                    }
-                    // A stop request, or the owner vanished without one: shut down either way.
-                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            // A stop request, or the owner vanishing without one, ends the wait either way.
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(Duration::from_millis(200))
+            {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status);
                 }
             }
             let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);

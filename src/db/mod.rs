@@ -26,13 +26,13 @@ pub struct Database {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The embedded cluster did not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Embedded(#[from] embedded::EmbeddedError),
     /// `DATABASE_URL` could not be used.
-    #[error("cannot connect to the database at DATABASE_URL: {0}")]
+    #[error("cannot connect to the database at DATABASE_URL")]
     Connect(#[source] sqlx::Error),
     /// A migration failed.
-    #[error("applying database migrations failed: {0}")]
+    #[error("applying database migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
