@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod browser;
 pub mod fake_datadog;
 
 #[allow(unused_imports)]
