@@ -109,6 +109,21 @@ impl AppState {
         &self.inner.siem_client
     }
 
+    /// A forwarder sharing this state's pool, key and SIEM client.
+    pub fn forwarder(&self) -> crate::forwarder::Forwarder {
+        crate::forwarder::Forwarder::new(
+            self.inner.pool.clone(),
+            self.inner.master_key.clone(),
+            self.inner.siem_client.clone(),
+            self.inner.egress.clone(),
+            self.inner.hostname.clone(),
+            crate::forwarder::ForwarderOptions {
+                lease: self.inner.config.worker_lease,
+                ..crate::forwarder::ForwarderOptions::default()
+            },
+        )
+    }
+
     /// The host name put into every log.
     pub fn hostname(&self) -> &str {
         &self.inner.hostname
@@ -185,6 +200,25 @@ impl Application {
         Self::assemble(config, database, master_key, Overrides::default()).await
     }
 
+    /// Connects to the database for a forwarder-only process (`cloudpki worker`): no listener.
+    pub async fn build_worker(config: Config) -> anyhow::Result<Worker> {
+        let database = Database::connect(&config).await?;
+        database.migrate().await?;
+        let master_key = match &config.master_key {
+            Some(key) => key.clone(),
+            None => load_or_generate_master_key(&config.data_dir)?,
+        };
+        let bound = config.listen;
+        let state = AppState::new(
+            database.pool.clone(),
+            config,
+            master_key,
+            bound,
+            &Overrides::default(),
+        )?;
+        Ok(Worker { state, database })
+    }
+
     /// Builds around an existing pool (tests give each test its own database).
     pub async fn build_with_pool(
         config: Config,
@@ -234,20 +268,54 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains connections and stops the database.
+    /// With `with_worker`, the forwarder runs in this process too and finishes its batches.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        with_worker: bool,
     ) -> anyhow::Result<()> {
+        crate::web::metrics::handle();
         let router = crate::web::router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = with_worker.then(|| tokio::spawn(self.state.forwarder().run(stop_rx)));
         tracing::info!(addr = %self.local_addr(), "portal listening");
         let served = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await;
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         self.database.shutdown().await;
         served.context("the HTTP server failed")
+    }
+}
+
+/// A forwarder-only process.
+pub struct Worker {
+    state: AppState,
+    database: Database,
+}
+
+impl Worker {
+    /// Forwards until `shutdown` completes, finishing the batches in flight.
+    pub async fn run_worker_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        crate::web::metrics::handle();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(self.state.forwarder().run(stop_rx));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = worker.await;
+        self.database.shutdown().await;
+        Ok(())
     }
 }
 

@@ -34,11 +34,35 @@ enum Command {
         #[arg(long)]
         no_worker: bool,
     },
+    /// Run the forwarder alone (no portal).
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Audit events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Record one audit event, exactly as the ingestion API would.
+    Emit {
+        /// Subscription id.
+        #[arg(long)]
+        subscription: String,
+        /// Catalog Event ID, e.g. 4888.
+        #[arg(long)]
+        event_id: u32,
+        /// Who did it.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Details as a JSON object.
+        #[arg(long)]
+        details: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +85,18 @@ enum AdminCommand {
         #[arg(long)]
         role: String,
     },
+    /// Create an ingestion API token for a subscription and print it (shown once).
+    CreateToken {
+        /// Subscription id.
+        #[arg(long)]
+        subscription: String,
+    },
+    /// Revoke an ingestion API token by its id (printed when it was created).
+    RevokeToken {
+        /// Token id.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// An error the user caused and can fix; printed as one line, exit code 2.
@@ -77,7 +113,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!("--no-worker: this process runs the portal only");
             }
             let app = Application::build(config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(shutdown_signal(), !no_worker).await
+        }
+        Command::Worker => {
+            let config = Config::from_env(None)?;
+            let app = Application::build_worker(config).await?;
+            app.run_worker_until_stopped(shutdown_signal()).await
+        }
+        Command::Events(EventsCommand::Emit {
+            subscription,
+            event_id,
+            actor,
+            details,
+        }) => {
+            let config = Config::from_env(None)?;
+            let db = Database::connect(&config).await?;
+            let result = match db.migrate().await {
+                Ok(()) => emit(&db, &subscription, event_id, actor, details).await,
+                Err(e) => Err(e.into()),
+            };
+            db.shutdown().await;
+            result
         }
         Command::Migrate => {
             let config = Config::from_env(None)?;
@@ -113,6 +169,29 @@ async fn run_admin(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
             println!("{id}");
             Ok(())
         }
+        AdminCommand::CreateToken { subscription } => {
+            let subscription_id = parse_subscription(&db.pool, &subscription).await?;
+            let token = crypto::random_token();
+            let id = store::events::create_token(
+                &db.pool,
+                subscription_id,
+                &crypto::token_digest(&token),
+            )
+            .await?;
+            eprintln!("token id {id} (revoke with `cloudpki admin revoke-token --id {id}`); the token is shown only once:");
+            println!("{token}");
+            Ok(())
+        }
+        AdminCommand::RevokeToken { id } => {
+            let id = Uuid::parse_str(id.trim())
+                .map_err(|_| UsageError(format!("--id: `{id}` is not a token id (a UUID)")))?;
+            if store::events::revoke_token(&db.pool, id).await? {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                Err(UsageError(format!("--id: no live token has the id {id}")).into())
+            }
+        }
         AdminCommand::CreateUser {
             email,
             subscription,
@@ -120,17 +199,7 @@ async fn run_admin(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let email = Email::parse(&email).map_err(|e| UsageError(format!("--email: {e}")))?;
             let role = Role::parse(&role).map_err(|e| UsageError(format!("--role: {e}")))?;
-            let subscription_id = Uuid::parse_str(subscription.trim()).map_err(|_| {
-                UsageError(format!(
-                    "--subscription: `{subscription}` is not a subscription id (a UUID)"
-                ))
-            })?;
-            if !store::accounts::subscription_exists(&db.pool, subscription_id).await? {
-                return Err(UsageError(format!(
-                    "--subscription: no subscription has the id {subscription_id}"
-                ))
-                .into());
-            }
+            let subscription_id = parse_subscription(&db.pool, &subscription).await?;
             let mut tx = db.pool.begin().await?;
             let user_id = match store::accounts::user_id_by_email(&mut tx, &email).await? {
                 Some(id) => {
@@ -153,6 +222,63 @@ async fn run_admin(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn emit(
+    db: &Database,
+    subscription: &str,
+    event_id: u32,
+    actor: Option<String>,
+    details: Option<String>,
+) -> anyhow::Result<()> {
+    let subscription_id = parse_subscription(&db.pool, subscription).await?;
+    let details: serde_json::Value = match details {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("--details: not valid JSON ({e}); pass an object such as '{{\"template\":\"WebServer\"}}'")))?,
+        None => serde_json::json!({}),
+    };
+    let mut body = serde_json::json!({ "event_id": event_id, "details": details });
+    if let Some(actor) = actor {
+        body["actor"] = serde_json::json!(actor);
+    }
+    let events = match crate::domain::ingest::parse_body(&body, chrono::Utc::now()) {
+        Ok(events) => events,
+        Err(crate::domain::ingest::IngestError::Invalid(problems)) => {
+            let text = problems
+                .iter()
+                .map(|p| format!("--{}: {}", p.field.replace('_', "-"), p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(UsageError(text).into());
+        }
+        Err(crate::domain::ingest::IngestError::TooMany(_)) => unreachable!("one event"),
+    };
+    let new: Vec<store::events::NewEvent> = events
+        .into_iter()
+        .map(|e| store::events::NewEvent {
+            id: e.id,
+            event_id: i32::try_from(e.event_id.get()).unwrap_or_default(),
+            occurred_at: e.occurred_at,
+            actor: e.actor,
+            details: e.details,
+        })
+        .collect();
+    let id = new[0].id;
+    store::events::record(&db.pool, subscription_id, &new).await?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn parse_subscription(pool: &sqlx::PgPool, raw: &str) -> anyhow::Result<Uuid> {
+    let id = Uuid::parse_str(raw.trim()).map_err(|_| {
+        UsageError(format!(
+            "--subscription: `{raw}` is not a subscription id (a UUID)"
+        ))
+    })?;
+    if !store::accounts::subscription_exists(pool, id).await? {
+        return Err(UsageError(format!("--subscription: no subscription has the id {id}")).into());
+    }
+    Ok(id)
 }
 
 fn read_password_from_stdin() -> anyhow::Result<NewPassword> {

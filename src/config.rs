@@ -55,6 +55,9 @@ pub struct Config {
     pub retention_days: u32,
     /// `CLOUDPKI_EGRESS_ALLOW`, raw; parsed by the SIEM egress policy.
     pub egress_allow: String,
+    /// `CLOUDPKI_WORKER_LEASE_SECONDS`: how long a worker holds a destination; after a crash,
+    /// its batch is resent once the lease runs out.
+    pub worker_lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url.as_ref().map(Url::as_str))
             .field("retention_days", &self.retention_days)
             .field("egress_allow", &self.egress_allow)
+            .field("worker_lease", &self.worker_lease)
             .finish()
     }
 }
@@ -197,6 +201,19 @@ impl Config {
         crate::siem::egress::EgressPolicy::parse(&egress_allow)
             .map_err(|e| ConfigError::new("CLOUDPKI_EGRESS_ALLOW", e.to_string()))?;
 
+        let worker_lease = match get("CLOUDPKI_WORKER_LEASE_SECONDS") {
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(secs) if (1..=3600).contains(&secs) => std::time::Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_WORKER_LEASE_SECONDS",
+                        format!("`{raw}` is not a whole number of seconds between 1 and 3600"),
+                    ))
+                }
+            },
+            None => crate::forwarder::DEFAULT_LEASE,
+        };
+
         Ok(Self {
             database_url,
             data_dir,
@@ -207,6 +224,7 @@ impl Config {
             public_url,
             retention_days,
             egress_allow,
+            worker_lease,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod forwarder;
 pub mod siem;
 pub mod store;
 pub mod web;

@@ -16,3 +16,22 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 });
+
+// Copy buttons next to read-only query fields (shown only when the clipboard is available).
+document.addEventListener("DOMContentLoaded", () => {
+  if (!navigator.clipboard) return;
+  document.querySelectorAll("button.copy[data-copy]").forEach((button) => {
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      const field = document.getElementById(button.dataset.copy);
+      if (!field) return;
+      try {
+        await navigator.clipboard.writeText(field.value);
+        button.textContent = "Copied";
+        setTimeout(() => { button.textContent = "Copy"; }, 2000);
+      } catch (_) {
+        field.select();
+      }
+    });
+  });
+});

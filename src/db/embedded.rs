@@ -15,11 +15,11 @@
 
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -73,43 +73,37 @@ pub enum EmbeddedError {
     #[error("a PostgreSQL server left over from a previous run (pid {pid}) still runs on {} and did not stop on SIGINT: stop it with `kill -QUIT {pid}` and retry", dir.display())]
     LeftoverServer { pid: i32, dir: PathBuf },
     /// `initdb` failed; its stderr is included and the half-made cluster removed.
-    #[error("initdb failed to create the cluster in {} ({status}): {stderr} -- fix the cause and retry; the partial cluster was removed", dir.display())]
-    InitdbFailed {
-        dir: PathBuf,
-        status: String,
-        stderr: String,
-    },
-    /// The server exited or did not accept connections in time.
-    #[error("the PostgreSQL server {reason}; see {} -- last lines: {tail}", log.display())]
-    StartFailed {
-        reason: String,
-        log: PathBuf,
-        tail: String,
-    },
-    /// A filesystem or process operation failed.
-    #[error("could not {action} {}: {source} -- check that the path exists and cloudpki may write to it", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// An SQL statement against the fresh server failed.
-    #[error("PostgreSQL refused to {action}: {source} -- see postgres.log in the data directory")]
-    Sql {
-        action: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// `initdb` failed: (cluster dir, exit status, its stderr); the half-made cluster is removed.
+    #[error("initdb failed to create the cluster in {dir} ({1}): {2} -- fix the cause and retry; the partial cluster was removed", dir = .0.display())]
+    InitdbFailed(PathBuf, ExitStatus, String),
+    /// The server exited or did not accept connections in time: (what, log path, log tail).
+    #[error("the PostgreSQL server {0}; see {log} -- last lines: {2}", log = .1.display())]
+    StartFailed(&'static str, PathBuf, String),
+    /// A filesystem or process operation failed: (what we tried, on which path, why).
+    #[error("could not {0} {path}: {2} -- check that the path exists and cloudpki may write to it", path = .1.display())]
+    Io(&'static str, PathBuf, #[source] io::Error),
+    /// An SQL statement against the fresh server failed: (what we tried, why).
+    #[error("PostgreSQL refused to {0}: {1} -- see postgres.log in the data directory")]
+    Sql(&'static str, #[source] sqlx::Error),
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EmbeddedError {
     let path = path.to_path_buf();
-    move |source| EmbeddedError::Io {
-        action,
-        path,
-        source,
-    }
+    move |e| EmbeddedError::Io(action, path, e)
+}
+
+fn sql_err(action: &'static str) -> impl FnOnce(sqlx::Error) -> EmbeddedError {
+    move |e| EmbeddedError::Sql(action, e)
+}
+
+/// Creates `dir` (and, if `parents`, its parents) with exactly `mode`, whatever the umask.
+fn make_dir(dir: &Path, mode: u32, parents: bool) -> Result<(), EmbeddedError> {
+    DirBuilder::new()
+        .recursive(parents)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_err("create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dir))
 }
 
 /// A running embedded PostgreSQL cluster; stopped on [`EmbeddedPostgres::stop`] or drop.
@@ -147,25 +141,17 @@ impl EmbeddedPostgres {
             find_bin_dir(&["initdb", "postgres"]).ok_or(EmbeddedError::BinariesNotFound)?;
         let run_as = run_as()?;
         if !opts.data_dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o711)
-                .create(&opts.data_dir)
-                .map_err(io_err("create", &opts.data_dir))?;
-            // The umask may have narrowed the mode; the server's user must traverse it.
-            fs::set_permissions(&opts.data_dir, fs::Permissions::from_mode(0o711))
-                .map_err(io_err("chmod", &opts.data_dir))?;
+            // Traversable by the server's user, but not listable: it also holds root-only keys.
+            make_dir(&opts.data_dir, 0o711, true)?;
         }
         let data_dir =
             fs::canonicalize(&opts.data_dir).map_err(io_err("resolve", &opts.data_dir))?;
         let lock = take_lock(&data_dir)?;
         let cluster_dir = data_dir.join("postgres");
         let socket = cluster_dir.join(format!(".s.PGSQL.{PORT}"));
-        if socket.as_os_str().len() >= SOCKET_PATH_MAX {
-            return Err(EmbeddedError::SocketPathTooLong {
-                len: socket.as_os_str().len(),
-                path: socket,
-            });
+        let len = socket.as_os_str().len();
+        if len >= SOCKET_PATH_MAX {
+            return Err(EmbeddedError::SocketPathTooLong { path: socket, len });
         }
         check_traversable(&data_dir, &run_as)?;
         stop_leftover(&cluster_dir)?;
@@ -181,6 +167,8 @@ impl EmbeddedPostgres {
             .open(&log_path)
             .map_err(io_err("open", &log_path))?;
         let log_err = log.try_clone().map_err(io_err("open", &log_path))?;
+        // Startup errors quote only this run's lines; the log accumulates across runs.
+        let log_start = log.metadata().map_or(0, |m| m.len());
         let mut cmd = child_command(&bin_dir.join("postgres"), &cluster_dir, &run_as, &bin_dir);
         cmd.arg("-D")
             .arg(&cluster_dir)
@@ -189,14 +177,9 @@ impl EmbeddedPostgres {
             .arg(setting("unix_socket_directories=", &cluster_dir))
             .args(["-p", &PORT.to_string()]);
         if !opts.durable {
-            cmd.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
+            for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+                cmd.arg("-c").arg(format!("{setting}=off"));
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(log)
@@ -217,7 +200,7 @@ impl EmbeddedPostgres {
             _lock: lock,
         };
         // On error `pg` is dropped here, which stops the server.
-        pg.wait_ready_and_create_db(&log_path)?;
+        pg.wait_ready_and_create_db(&log_path, log_start)?;
         Ok(pg)
     }
 
@@ -249,21 +232,18 @@ impl EmbeddedPostgres {
         };
         // A send error means the thread already saw the server exit; joining is still right.
         let _ = server.stop_tx.send(());
-        let status = match server.thread.join() {
-            Ok(res) => res.map_err(io_err("stop the PostgreSQL server in", &self.cluster_dir))?,
-            Err(_) => {
-                return Err(EmbeddedError::Io {
-                    action: "stop the PostgreSQL server in",
-                    path: self.cluster_dir.clone(),
-                    source: io::Error::other("server thread panicked"),
-                })
-            }
-        };
+        let status = (server.thread.join())
+            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+            .map_err(io_err("stop the PostgreSQL server in", &self.cluster_dir))?;
         tracing::info!(%status, "embedded PostgreSQL stopped");
         Ok(())
     }
 
-    fn wait_ready_and_create_db(&self, log_path: &Path) -> Result<(), EmbeddedError> {
+    fn wait_ready_and_create_db(
+        &self,
+        log_path: &Path,
+        log_start: u64,
+    ) -> Result<(), EmbeddedError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -271,7 +251,7 @@ impl EmbeddedPostgres {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut conn = loop {
             if self.server.as_ref().is_none_or(|s| s.thread.is_finished()) {
-                return Err(start_failed("exited during startup", log_path));
+                return Err(start_failed("exited during startup", log_path, log_start));
             }
             let attempt = rt.block_on(async {
                 tokio::time::timeout(
@@ -286,10 +266,8 @@ impl EmbeddedPostgres {
                 Err(_) => tracing::debug!("embedded PostgreSQL connection attempt timed out"),
             }
             if Instant::now() >= deadline {
-                return Err(start_failed(
-                    "did not accept connections within 30 s",
-                    log_path,
-                ));
+                let reason = "did not accept connections within 30 s";
+                return Err(start_failed(reason, log_path, log_start));
             }
             thread::sleep(Duration::from_millis(100));
         };
@@ -299,18 +277,12 @@ impl EmbeddedPostgres {
                     .bind(APP_DATABASE)
                     .fetch_optional(&mut conn)
                     .await
-                    .map_err(|source| EmbeddedError::Sql {
-                        action: "list databases",
-                        source,
-                    })?;
+                    .map_err(sql_err("list databases"))?;
             if exists.is_none() {
                 sqlx::raw_sql(&format!("CREATE DATABASE {APP_DATABASE}"))
                     .execute(&mut conn)
                     .await
-                    .map_err(|source| EmbeddedError::Sql {
-                        action: "create database cloudpki",
-                        source,
-                    })?;
+                    .map_err(sql_err("create database cloudpki"))?;
             }
             // Closing politely only avoids a log line; a failure here changes nothing.
             let _ = conn.close().await;
@@ -363,35 +335,35 @@ fn find_bin_dir(names: &[&str]) -> Option<PathBuf> {
 
 fn run_as() -> Result<RunAs, EmbeddedError> {
     let euid = geteuid();
-    if euid.is_root() {
-        let user = User::from_name(SUPERUSER)
-            .ok()
-            .flatten()
-            .ok_or(EmbeddedError::NoPostgresUser)?;
-        return Ok(RunAs {
-            name: user.name,
-            uid: user.uid,
-            gid: user.gid,
-            groups: vec![user.gid],
-            home: user.dir,
-            switch: true,
-        });
-    }
-    let user = User::from_uid(euid).ok().flatten();
-    let mut groups = getgroups().unwrap_or_default();
-    groups.push(getegid());
+    let switch = euid.is_root();
+    let user = if switch {
+        let user = User::from_name(SUPERUSER).ok().flatten();
+        Some(user.ok_or(EmbeddedError::NoPostgresUser)?)
+    } else {
+        User::from_uid(euid).ok().flatten()
+    };
+    let (uid, gid) = match &user {
+        Some(u) if switch => (u.uid, u.gid),
+        _ => (euid, getegid()),
+    };
+    // Switching user drops supplementary groups, so then only the primary group counts.
+    let mut groups = if switch {
+        Vec::new()
+    } else {
+        getgroups().unwrap_or_default()
+    };
+    groups.push(gid);
+    let name = user
+        .as_ref()
+        .map_or_else(|| uid.to_string(), |u| u.name.clone());
+    let home = user.map_or_else(|| PathBuf::from("/"), |u| u.dir);
     Ok(RunAs {
-        name: user
-            .as_ref()
-            .map_or_else(|| euid.to_string(), |u| u.name.clone()),
-        uid: euid,
-        gid: getegid(),
+        name,
+        uid,
+        gid,
         groups,
-        home: user
-            .map(|u| u.dir)
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| "/".into()),
-        switch: false,
+        home,
+        switch,
     })
 }
 
@@ -410,15 +382,11 @@ fn take_lock(data_dir: &Path) -> Result<File, EmbeddedError> {
         Err(fs::TryLockError::WouldBlock) => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            let pid = if pid.trim().is_empty() {
-                "unknown".to_string()
-            } else {
-                pid.trim().to_string()
-            };
-            return Err(EmbeddedError::AlreadyInUse {
-                path: data_dir.to_path_buf(),
-                pid,
-            });
+            let pid = Some(pid.trim())
+                .filter(|p| !p.is_empty())
+                .unwrap_or("unknown");
+            let (path, pid) = (data_dir.to_path_buf(), pid.to_string());
+            return Err(EmbeddedError::AlreadyInUse { path, pid });
         }
         Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
     }
@@ -462,32 +430,22 @@ fn is_postmaster_of(pid: i32, cluster_dir: &Path) -> bool {
 
 /// Stops a server a crashed run of ours left behind (we hold the lock, so it is not live).
 fn stop_leftover(cluster_dir: &Path) -> Result<(), EmbeddedError> {
-    let Ok(contents) = fs::read_to_string(cluster_dir.join("postmaster.pid")) else {
+    // The first line of postmaster.pid is the postmaster's pid.
+    let contents = fs::read_to_string(cluster_dir.join("postmaster.pid")).unwrap_or_default();
+    let pid = contents.lines().next().and_then(|l| l.trim().parse().ok());
+    let Some(pid) = pid.filter(|&p| p > 0 && is_postmaster_of(p, cluster_dir)) else {
         return Ok(());
     };
-    let Some(pid) = contents
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-    else {
-        return Ok(());
-    };
-    if !is_postmaster_of(pid, cluster_dir) {
-        return Ok(());
-    }
     tracing::warn!(
         pid,
-        "stopping a PostgreSQL server left over from a previous run"
+        "stopping a PostgreSQL server left over by a previous run"
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
     let deadline = Instant::now() + LEFTOVER_TIMEOUT;
     while is_postmaster_of(pid, cluster_dir) {
         if Instant::now() >= deadline {
-            return Err(EmbeddedError::LeftoverServer {
-                pid,
-                dir: cluster_dir.to_path_buf(),
-            });
+            let dir = cluster_dir.to_path_buf();
+            return Err(EmbeddedError::LeftoverServer { pid, dir });
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -505,26 +463,15 @@ fn init_cluster(
         fs::remove_dir_all(cluster_dir)
             .map_err(io_err("remove the incomplete cluster", cluster_dir))?;
     }
-    DirBuilder::new()
-        .mode(0o700)
-        .create(cluster_dir)
-        .map_err(io_err("create", cluster_dir))?;
-    fs::set_permissions(cluster_dir, fs::Permissions::from_mode(0o700))
-        .map_err(io_err("chmod", cluster_dir))?;
+    make_dir(cluster_dir, 0o700, false)?;
     if who.switch {
         chown(cluster_dir, Some(who.uid), Some(who.gid))
             .map_err(|e| io_err("chown", cluster_dir)(e.into()))?;
     }
     let started = Instant::now();
     let mut cmd = child_command(&bin_dir.join("initdb"), cluster_dir, who, bin_dir);
-    cmd.arg("-D").arg(cluster_dir).args([
-        "-U",
-        SUPERUSER,
-        "--auth=trust",
-        "-E",
-        "UTF8",
-        "--no-locale",
-    ]);
+    let args = ["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale"];
+    cmd.arg("-D").arg(cluster_dir).args(args);
     if !durable {
         cmd.arg("--no-sync");
     }
@@ -534,11 +481,10 @@ fn init_cluster(
             tracing::info!(elapsed = ?started.elapsed(), "initdb created the embedded cluster");
             return Ok(());
         }
-        Ok(out) => EmbeddedError::InitdbFailed {
-            dir: cluster_dir.to_path_buf(),
-            status: out.status.to_string(),
-            stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
-        },
+        Ok(out) => {
+            let stderr = one_line(&String::from_utf8_lossy(&out.stderr));
+            EmbeddedError::InitdbFailed(cluster_dir.to_path_buf(), out.status, stderr)
+        }
         Err(e) => io_err("run", &bin_dir.join("initdb"))(e),
     };
     // Remove the half-made cluster so the next start retries initdb from scratch.
@@ -570,47 +516,47 @@ fn child_command(program: &Path, cwd: &Path, who: &RunAs, bin_dir: &Path) -> Com
 /// Runs the postmaster from a dedicated thread: PDEATHSIG fires when the forking thread exits.
 fn spawn_server(mut cmd: Command) -> io::Result<Server> {
     let (started_tx, started_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("embedded-postgres".into())
-        .spawn(move || {
-            let mut child = match cmd.spawn() {
-                Ok(child) => child,
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return Err(io::Error::other("postgres did not start"));
-                }
-            };
-            let _ = started_tx.send(Ok(child.id()));
-            // A stop request, or the owner vanishing without one, ends the wait either way.
-            while let Err(mpsc::RecvTimeoutError::Timeout) =
-                stop_rx.recv_timeout(Duration::from_millis(200))
-            {
-                if let Some(status) = child.try_wait()? {
-                    return Ok(status);
-                }
+        .spawn(move || match cmd.spawn() {
+            Ok(child) => {
+                let _ = started_tx.send(Ok(child.id()));
+                supervise(child, &stop_rx)
             }
-            let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
-            let _ = kill(pid, Signal::SIGINT);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if let Some(status) = child.try_wait()? {
-                    return Ok(status);
-                }
-                thread::sleep(Duration::from_millis(50));
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                Err(io::Error::other("postgres did not start"))
             }
-            tracing::warn!("embedded PostgreSQL ignored fast shutdown; sending SIGQUIT");
-            let _ = kill(pid, Signal::SIGQUIT);
-            child.wait()
         })?;
-    let pid = started_rx
-        .recv()
-        .map_err(|_| io::Error::other("server thread died"))??;
+    let pid = (started_rx.recv()).map_err(|_| io::Error::other("server thread died"))??;
     Ok(Server {
         pid,
         stop_tx,
         thread,
     })
+}
+
+/// Waits for a stop request, or the owner vanishing without one, then fast-shuts the server down.
+fn supervise(mut child: Child, stop_rx: &mpsc::Receiver<()>) -> io::Result<ExitStatus> {
+    let tick = Duration::from_millis(100);
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(tick) {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!("embedded PostgreSQL ignored fast shutdown; sending SIGQUIT");
+    let _ = kill(pid, Signal::SIGQUIT);
+    child.wait()
 }
 
 fn one_line(text: &str) -> String {
@@ -621,13 +567,16 @@ fn one_line(text: &str) -> String {
         .join(" | ")
 }
 
-fn start_failed(reason: &str, log: &Path) -> EmbeddedError {
-    let text = fs::read_to_string(log).unwrap_or_default();
+/// The error for a failed startup, quoting the last lines the server logged since `from`.
+fn start_failed(reason: &'static str, log: &Path, from: u64) -> EmbeddedError {
+    let mut bytes = Vec::new();
+    // The log is only a diagnostic aid here; an unreadable log must not mask the real error.
+    let _ = File::open(log).and_then(|mut f| {
+        f.seek(SeekFrom::Start(from))?;
+        f.read_to_end(&mut bytes)
+    });
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let tail = one_line(&lines[lines.len().saturating_sub(10)..].join("\n"));
-    EmbeddedError::StartFailed {
-        reason: reason.to_string(),
-        log: log.to_path_buf(),
-        tail,
-    }
+    EmbeddedError::StartFailed(reason, log.to_path_buf(), tail)
 }

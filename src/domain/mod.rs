@@ -5,4 +5,5 @@
 pub mod account;
 pub mod datadog;
 pub mod events;
+pub mod ingest;
 pub mod provider;

@@ -3,6 +3,8 @@
 //! Uniqueness is left to named constraints, which are mapped to typed errors.
 
 pub mod accounts;
+pub mod delivery;
+pub mod events;
 pub mod siem;
 
 /// A storage failure.

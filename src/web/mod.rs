@@ -4,9 +4,12 @@
 //! tracing (by matched route, so tokens in paths never reach a log line), timeout, compression,
 //! security headers, and one place where internal errors are logged with their request id.
 
+mod api;
 mod auth;
 mod error;
+mod events;
 mod health;
+pub mod metrics;
 mod session;
 mod settings;
 mod subscriptions;
@@ -45,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(subscriptions::router())
         .merge(settings::router())
+        .merge(events::router())
+        .merge(api::router())
+        .merge(metrics::router())
         .nest_service("/static", ServeDir::new(static_dir))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(error::log_and_render_errors))

@@ -569,6 +569,9 @@ async fn save(
         )
         .await?;
     }
+    if validated.enabled {
+        store::delivery::ensure_destination(&mut tx, sub, validated.provider.id()).await?;
+    }
     store::siem::record_history(&mut *tx, sub, user.user_id, &user.email, "saved", &changes)
         .await?;
     tx.commit().await.map_err(store::Error::from)?;

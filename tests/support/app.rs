@@ -122,6 +122,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The master key the app seals with.
     pub master_key: MasterKey,
+    /// The app's shared state (tests build forwarders from it).
+    pub state: cloudpki::app::AppState,
     _data_dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -138,9 +140,19 @@ impl TestApp {
     }
 
     /// Starts a portal with the given environment and replaced parts.
-    pub async fn spawn_with_overrides(
+    pub async fn spawn_with_overrides(env: HashMap<String, String>, overrides: Overrides) -> Self {
+        Self::start(env, overrides, false).await
+    }
+
+    /// Starts a portal that also runs the forwarder loop (LISTEN/NOTIFY and sweeps).
+    pub async fn spawn_with_worker(env: HashMap<String, String>) -> Self {
+        Self::start(env, Overrides::default(), true).await
+    }
+
+    async fn start(
         mut env: HashMap<String, String>,
         overrides: Overrides,
+        with_worker: bool,
     ) -> Self {
         capture_logs();
         let data_dir = tempfile::tempdir().expect("tempdir");
@@ -156,9 +168,13 @@ impl TestApp {
         let addr = app.local_addr();
         let setup_link = app.setup_link().map(str::to_owned);
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped(
+            async move {
+                let _ = stopped.await;
+            },
+            with_worker,
+        ));
         Self {
             base_url: format!("http://{addr}"),
             addr,
@@ -167,6 +183,7 @@ impl TestApp {
             setup_link,
             client: new_client(),
             master_key,
+            state,
             _data_dir: data_dir,
             _stop: stop,
         }

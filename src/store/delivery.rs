@@ -1,0 +1,339 @@
+//! The delivery queue and each destination's delivery state.
+//!
+//! A worker *claims a destination* (a lease on its `delivery_destinations` row, taken with
+//! `for update skip locked` in a statement of its own), reads up to a batch of its pending
+//! events, commits, and only then calls the SIEM. The outcome is written in one transaction
+//! guarded by the lease owner, so a worker that lost its lease cannot overwrite another's work.
+//! Because a destination is held by one worker at a time and every pending row is read (not
+//! "rows after a cursor"), events that commit out of id order are never skipped. Destinations
+//! are claimed by `next_attempt_at`, and a served destination goes to the back of that order, so
+//! a large backlog or a dead destination does not delay the others. Every timestamp comes from
+//! the caller, so tests can drive time.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Error;
+
+/// A destination a worker holds.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Claimed {
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Provider id.
+    pub provider: String,
+}
+
+/// A queued event with its delivery row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedEvent {
+    /// Queue row id.
+    pub queue_id: i64,
+    /// `EventUuid`.
+    pub event_uuid: Uuid,
+    /// Catalog id.
+    pub event_id: i32,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Who.
+    pub actor: Option<String>,
+    /// Details.
+    pub details: Value,
+    /// A previous worker died while sending it.
+    pub was_in_flight: bool,
+}
+
+/// Makes sure a destination row exists, and makes it due now (a saved change may fix it).
+pub async fn ensure_destination(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into delivery_destinations (subscription_id, provider) values ($1, $2)
+         on conflict on constraint delivery_destinations_pkey
+         do update set next_attempt_at = now(), consecutive_failures = 0",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Leases the destination that has waited longest among those with due pending work.
+pub async fn claim_destination(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+) -> Result<Option<Claimed>, Error> {
+    Ok(sqlx::query_as::<_, Claimed>(
+        "update delivery_destinations d
+         set leased_until = $2::timestamptz + $3, lease_owner = $1
+         where (d.subscription_id, d.provider) = (
+            select c.subscription_id, c.provider
+            from delivery_destinations c
+            join siem_settings s
+              on s.subscription_id = c.subscription_id and s.provider = c.provider and s.enabled
+            where c.next_attempt_at <= $2
+              and (c.leased_until is null or c.leased_until < $2)
+              and exists (
+                select 1 from delivery_queue q
+                where q.subscription_id = c.subscription_id and q.provider = c.provider
+                  and q.state = 'pending')
+            order by c.next_attempt_at, c.subscription_id
+            limit 1
+            for update of c skip locked)
+         returning d.subscription_id, d.provider",
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Reads up to `limit` pending events of a claimed destination, oldest first, and marks them
+/// in flight. Reports which ones a dead worker had in flight (possible duplicates).
+pub async fn take_batch(
+    pool: &PgPool,
+    claimed: &Claimed,
+    limit: i64,
+) -> Result<Vec<QueuedEvent>, Error> {
+    Ok(sqlx::query_as::<_, QueuedEvent>(
+        "with batch as (
+            select q.id, q.in_flight
+            from delivery_queue q
+            where q.subscription_id = $1 and q.provider = $2 and q.state = 'pending'
+            order by q.id
+            limit $3
+         ), marked as (
+            update delivery_queue q set in_flight = true, attempts = q.attempts + 1
+            from batch where q.id = batch.id
+            returning q.id, q.event_uuid, batch.in_flight as was_in_flight
+         )
+         select m.id as queue_id, m.event_uuid, e.event_id, e.occurred_at, e.recorded_at,
+                e.actor, e.details, m.was_in_flight
+         from marked m join audit_events e on e.id = m.event_uuid
+         order by m.id",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What happened to a batch, to be written back.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Accepted by the SIEM.
+    pub delivered: Vec<i64>,
+    /// Refused for good, with the reason shown in the portal.
+    pub parked: Vec<(i64, String)>,
+    /// Resent although a dead worker may have sent them already.
+    pub duplicates: i64,
+    /// How the destination fares.
+    pub health: Health,
+}
+
+/// The destination's state after a batch.
+#[derive(Debug, Default)]
+pub enum Health {
+    /// The SIEM answered; go on.
+    #[default]
+    Healthy,
+    /// Transient trouble: not before `next_attempt_at`.
+    Retry {
+        /// When to try again.
+        next_attempt_at: DateTime<Utc>,
+        /// Plain-language cause.
+        error: String,
+    },
+    /// The destination is misconfigured (key, URL): failing until a delivery succeeds.
+    Failing {
+        /// When to try again.
+        next_attempt_at: DateTime<Utc>,
+        /// Plain-language cause.
+        error: String,
+    },
+}
+
+/// Writes a batch's outcome and releases the destination, if this worker still holds it.
+/// Returns `false` when the lease was lost (another worker took over; nothing was written).
+pub async fn finish_batch(
+    pool: &PgPool,
+    claimed: &Claimed,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    result: &BatchResult,
+) -> Result<bool, Error> {
+    let mut tx = pool.begin().await?;
+    let held: Option<i32> = sqlx::query_scalar(
+        "select consecutive_failures from delivery_destinations
+         where subscription_id = $1 and provider = $2 and lease_owner = $3
+         for update",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(owner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    if !result.delivered.is_empty() {
+        sqlx::query("delete from delivery_queue where id = any($1)")
+            .bind(&result.delivered)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !result.parked.is_empty() {
+        let ids: Vec<i64> = result.parked.iter().map(|(id, _)| *id).collect();
+        let reasons: Vec<String> = result.parked.iter().map(|(_, r)| r.clone()).collect();
+        sqlx::query(
+            "update delivery_queue q set state = 'parked', in_flight = false,
+                parked_reason = p.reason, parked_at = $3
+             from unnest($1::bigint[], $2::text[]) as p(id, reason)
+             where q.id = p.id",
+        )
+        .bind(&ids)
+        .bind(&reasons)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Whatever is left of the batch was not sent (or not accepted): no longer in flight.
+    sqlx::query(
+        "update delivery_queue set in_flight = false
+         where subscription_id = $1 and provider = $2 and in_flight",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .execute(&mut *tx)
+    .await?;
+
+    let delivered = result.delivered.len() as i64;
+    match &result.health {
+        Health::Healthy => {
+            sqlx::query(
+                "update delivery_destinations set
+                    leased_until = null, lease_owner = null, next_attempt_at = $3,
+                    status = 'healthy', consecutive_failures = 0, failing_since = null,
+                    last_success_at = case when $4 > 0 then $3 else last_success_at end,
+                    delivered_total = delivered_total + $4,
+                    duplicates_total = duplicates_total + $5
+                 where subscription_id = $1 and provider = $2",
+            )
+            .bind(claimed.subscription_id)
+            .bind(&claimed.provider)
+            .bind(now)
+            .bind(delivered)
+            .bind(result.duplicates)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Health::Retry {
+            next_attempt_at,
+            error,
+        }
+        | Health::Failing {
+            next_attempt_at,
+            error,
+        } => {
+            let failing = matches!(result.health, Health::Failing { .. });
+            sqlx::query(
+                "update delivery_destinations set
+                    leased_until = null, lease_owner = null, next_attempt_at = $3,
+                    consecutive_failures = consecutive_failures + 1,
+                    last_error = $4, last_error_at = $5,
+                    status = case when $6 then 'failing' else status end,
+                    failing_since = case when $6 then coalesce(failing_since, $5) else failing_since end,
+                    last_success_at = case when $7 > 0 then $5 else last_success_at end,
+                    delivered_total = delivered_total + $7,
+                    duplicates_total = duplicates_total + $8
+                 where subscription_id = $1 and provider = $2",
+            )
+            .bind(claimed.subscription_id)
+            .bind(&claimed.provider)
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(now)
+            .bind(failing)
+            .bind(delivered)
+            .bind(result.duplicates)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Releases a destination without touching its events (shutdown before sending).
+pub async fn release(pool: &PgPool, claimed: &Claimed, owner: Uuid) -> Result<(), Error> {
+    sqlx::query(
+        "update delivery_queue set in_flight = false
+         where subscription_id = $1 and provider = $2 and in_flight",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "update delivery_destinations set leased_until = null, lease_owner = null
+         where subscription_id = $1 and provider = $2 and lease_owner = $3",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The consecutive failures of a destination (for backoff).
+pub async fn consecutive_failures(pool: &PgPool, claimed: &Claimed) -> Result<i32, Error> {
+    Ok(sqlx::query_scalar(
+        "select consecutive_failures from delivery_destinations where subscription_id = $1 and provider = $2",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Backlog figures of one destination.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Backlog {
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Provider.
+    pub provider: String,
+    /// Pending events.
+    pub pending: i64,
+    /// Parked events.
+    pub parked: i64,
+    /// When the oldest pending event was queued.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Backlog of every destination (metrics).
+pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
+    Ok(sqlx::query_as::<_, Backlog>(
+        "select d.subscription_id, d.provider,
+            count(q.id) filter (where q.state = 'pending') as pending,
+            count(q.id) filter (where q.state = 'parked') as parked,
+            min(q.enqueued_at) filter (where q.state = 'pending') as oldest_pending
+         from delivery_destinations d
+         left join delivery_queue q on q.subscription_id = d.subscription_id and q.provider = d.provider
+         group by d.subscription_id, d.provider",
+    )
+    .fetch_all(pool)
+    .await?)
+}
