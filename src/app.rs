@@ -39,6 +39,8 @@ pub struct Overrides {
     pub lookup: Option<Arc<dyn Lookup>>,
     /// Timeouts of SIEM calls.
     pub siem_timeouts: Option<HttpTimeouts>,
+    /// Period of the forwarder's sweep (a test that proves NOTIFY wake-ups makes it long).
+    pub forwarder_sweep: Option<Duration>,
 }
 
 /// File in the data dir that holds the generated master key (embedded mode).
@@ -58,6 +60,7 @@ struct Inner {
     egress: Arc<EgressPolicy>,
     siem_client: reqwest::Client,
     hostname: String,
+    forwarder_sweep: Duration,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
 }
 
@@ -94,6 +97,9 @@ impl AppState {
                 egress,
                 siem_client,
                 hostname,
+                forwarder_sweep: overrides
+                    .forwarder_sweep
+                    .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
                 test_attempts: Mutex::new(HashMap::new()),
             }),
         })
@@ -119,6 +125,7 @@ impl AppState {
             self.inner.hostname.clone(),
             crate::forwarder::ForwarderOptions {
                 lease: self.inner.config.worker_lease,
+                sweep: self.inner.forwarder_sweep,
                 ..crate::forwarder::ForwarderOptions::default()
             },
         )

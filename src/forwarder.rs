@@ -54,6 +54,8 @@ pub struct ForwarderOptions {
     pub lease: Duration,
     /// Concurrent claim loops.
     pub concurrency: usize,
+    /// Period of the sweep that runs between notifications.
+    pub sweep: Duration,
 }
 
 impl Default for ForwarderOptions {
@@ -61,6 +63,7 @@ impl Default for ForwarderOptions {
         Self {
             lease: DEFAULT_LEASE,
             concurrency: DEFAULT_CONCURRENCY,
+            sweep: SWEEP_INTERVAL,
         }
     }
 }
@@ -366,7 +369,7 @@ impl Forwarder {
                     }
                     tokio::select! {
                         _ = wake.changed() => {},
-                        _ = tokio::time::sleep(SWEEP_INTERVAL) => {},
+                        _ = tokio::time::sleep(me.options.sweep) => {},
                         _ = stop.changed() => {},
                     }
                 }

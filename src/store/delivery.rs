@@ -88,7 +88,9 @@ pub async fn claim_destination(
                   and q.state = 'pending')
             order by c.next_attempt_at, c.subscription_id
             limit 1
-            for update of c skip locked)
+            -- `no key update`: producers' foreign-key checks hold `key share` locks on this
+            -- row while they commit; a plain `for update` would skip busy destinations.
+            for no key update of c skip locked)
          returning d.subscription_id, d.provider",
     )
     .bind(owner)
@@ -177,7 +179,7 @@ pub async fn finish_batch(
     let held: Option<i32> = sqlx::query_scalar(
         "select consecutive_failures from delivery_destinations
          where subscription_id = $1 and provider = $2 and lease_owner = $3
-         for update",
+         for no key update",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)

@@ -145,8 +145,8 @@ impl TestApp {
     }
 
     /// Starts a portal that also runs the forwarder loop (LISTEN/NOTIFY and sweeps).
-    pub async fn spawn_with_worker(env: HashMap<String, String>) -> Self {
-        Self::start(env, Overrides::default(), true).await
+    pub async fn spawn_with_worker(env: HashMap<String, String>, overrides: Overrides) -> Self {
+        Self::start(env, overrides, true).await
     }
 
     async fn start(
@@ -258,6 +258,63 @@ impl TestApp {
             .execute(&self.pool)
             .await
             .expect("insert membership");
+    }
+
+    /// Stores Datadog settings for `subscription` directly (the settings page is tested on its
+    /// own): export on or off, the intake URL and a sealed API key.
+    pub async fn configure_datadog(&self, subscription: Uuid, url: &str, key: &str, enabled: bool) {
+        use cloudpki::{domain::provider::Provider, siem::stored, store};
+        let mut tx = self.pool.begin().await.expect("tx");
+        let admin = Uuid::new_v4();
+        sqlx::query("insert into users (id, email, password_hash) values ($1, $2, 'x') on conflict do nothing")
+            .bind(admin)
+            .bind(format!("setup-{admin}@example.com"))
+            .execute(&mut *tx)
+            .await
+            .expect("user");
+        store::siem::upsert_settings(&mut tx, subscription, enabled, "datadog", admin, "setup@example.com")
+            .await
+            .expect("settings");
+        store::siem::upsert_provider_fields(&mut tx, subscription, "datadog", &serde_json::json!({ "site": null, "url": url }))
+            .await
+            .expect("fields");
+        let context = stored::secret_context(subscription, Provider::Datadog, stored::DATADOG_API_KEY);
+        let sealed = self.master_key.seal(key.as_bytes(), &context);
+        store::siem::upsert_secret(&mut tx, subscription, "datadog", stored::DATADOG_API_KEY, &sealed, &key[key.len() - 4..])
+            .await
+            .expect("secret");
+        if enabled {
+            store::delivery::ensure_destination(&mut tx, subscription, "datadog").await.expect("destination");
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    /// A new ingestion token for `subscription`.
+    pub async fn token(&self, subscription: Uuid) -> String {
+        let token = cloudpki::crypto::random_token();
+        cloudpki::store::events::create_token(&self.pool, subscription, &cloudpki::crypto::token_digest(&token))
+            .await
+            .expect("token");
+        token
+    }
+
+    /// POSTs an ingestion body with a bearer token.
+    pub async fn post_events(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/events"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/v1/events")
+    }
+
+    /// Rows still in the delivery queue (pending or parked).
+    pub async fn queued(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from delivery_queue where state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
     }
 
     /// Signs in with the app's client; returns the response to the sign-in POST.

@@ -45,6 +45,9 @@ pub enum Behavior {
     Stall(Duration),
     /// Close the connection without answering.
     DropConnection,
+    /// Accept and record the logs, then wait this long before answering 202 (a sender that
+    /// dies meanwhile never learns that the logs arrived).
+    AcceptSlowly(Duration),
 }
 
 #[derive(Default)]
@@ -54,6 +57,7 @@ struct Recorded {
     truncated_logs: usize,
     script: VecDeque<Behavior>,
     last_headers: Option<HeaderMap>,
+    poison: Option<(String, Value)>,
 }
 
 #[derive(Clone)]
@@ -127,6 +131,12 @@ impl FakeDatadog {
         self.shared.lock().last_headers.clone()
     }
 
+    /// From now on, a request holding any log whose `details.<key>` equals `value` is refused
+    /// whole with 400, as Datadog refuses a malformed payload.
+    pub fn reject_logs_with_detail(&self, key: &str, value: Value) {
+        self.shared.lock().poison = Some((key.to_owned(), value));
+    }
+
     /// The next requests get these behaviours, in order; then back to normal.
     pub fn script(&self, behaviors: Vec<Behavior>) {
         self.shared.lock().script.extend(behaviors);
@@ -168,6 +178,14 @@ async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
         Some(Behavior::Stall(wait)) => {
             tokio::time::sleep(wait).await;
             return errors(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        }
+        Some(Behavior::AcceptSlowly(wait)) => {
+            let answer = accept(&shared, &headers, &body);
+            tokio::time::sleep(wait).await;
+            return match answer {
+                Ok(()) => (StatusCode::ACCEPTED, [("content-type", "application/json")], "{}").into_response(),
+                Err((status, message)) => errors(status, message),
+            };
         }
         Some(Behavior::DropConnection) => {
             // Unwinding ends the connection task, so hyper closes the socket without a
@@ -260,6 +278,11 @@ fn accept(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), Refus
         return Err((StatusCode::BAD_REQUEST, "Each log must be an object"));
     }
     let mut recorded = shared.lock();
+    if let Some((key, value)) = &recorded.poison {
+        if logs.iter().any(|log| log["details"].get(key) == Some(value)) {
+            return Err((StatusCode::BAD_REQUEST, "Malformed log"));
+        }
+    }
     for log in logs {
         if log.to_string().len() > MAX_LOG_BYTES {
             recorded.truncated_logs += 1;
