@@ -323,6 +323,93 @@ fn admin_commands_create_a_subscription_and_a_user_on_the_embedded_database() {
         .unwrap();
     assert_eq!(weak.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12"));
+
+    // Ingestion tokens and events from the command line.
+    let out = cloudpki(&data)
+        .args(["admin", "create-token", "--subscription", &sub])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.len() >= 40, "{token}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token_id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("token id "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token id in {stderr}"))
+        .to_owned();
+    let out = cloudpki(&data)
+        .args([
+            "events",
+            "emit",
+            "--subscription",
+            &sub,
+            "--event-id",
+            "4888",
+            "--actor",
+            "alice@example.com",
+            "--details",
+            r#"{"template":"WebServer"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    uuid::Uuid::parse_str(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("prints the event's id");
+    let bad = cloudpki(&data)
+        .args([
+            "events",
+            "emit",
+            "--subscription",
+            &sub,
+            "--event-id",
+            "9999",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--event-id"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let bad = cloudpki(&data)
+        .args([
+            "events",
+            "emit",
+            "--subscription",
+            &sub,
+            "--event-id",
+            "12",
+            "--details",
+            "[1]",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let out = cloudpki(&data)
+        .args(["admin", "revoke-token", "--id", &token_id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = cloudpki(&data)
+        .args(["admin", "revoke-token", "--id", &token_id])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
 }
 
 #[test]

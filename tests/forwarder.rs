@@ -35,9 +35,15 @@ async fn setup_with_key(key: &str) -> Setup {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("Contoso PKI").await;
     let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), key, true).await;
+    app.configure_datadog(sub, &intake.base_url(), key, true)
+        .await;
     let token = app.token(sub).await;
-    Setup { app, sub, token, intake }
+    Setup {
+        app,
+        sub,
+        token,
+        intake,
+    }
 }
 
 async fn setup() -> Setup {
@@ -45,13 +51,24 @@ async fn setup() -> Setup {
 }
 
 fn uuids(logs: &[Value]) -> Vec<String> {
-    logs.iter().map(|l| l["EventUuid"].as_str().unwrap().to_owned()).collect()
+    logs.iter()
+        .map(|l| l["EventUuid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn post_n(s: &Setup, n: usize, event_id: u32) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let body: Vec<Value> = chunk.iter().map(|i| json!({"event_id": event_id, "actor": format!("user{i}")})).collect();
-        assert_eq!(s.app.post_events(&s.token, &Value::Array(body)).await.status(), 202);
+        let body: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"event_id": event_id, "actor": format!("user{i}")}))
+            .collect();
+        assert_eq!(
+            s.app
+                .post_events(&s.token, &Value::Array(body))
+                .await
+                .status(),
+            202
+        );
     }
 }
 
@@ -71,7 +88,13 @@ async fn all_eleven_events_arrive_with_the_exact_design_fields() {
         .iter()
         .map(|id| json!({"event_id": id, "actor": "alice@example.com", "occurred_at": "2026-11-26T01:00:00Z", "details": {"ca": "Issuing CA"}}))
         .collect();
-    assert_eq!(s.app.post_events(&s.token, &Value::Array(body)).await.status(), 202);
+    assert_eq!(
+        s.app
+            .post_events(&s.token, &Value::Array(body))
+            .await
+            .status(),
+        202
+    );
     let report = s.app.state.forwarder().forward_once().await.unwrap();
     assert_eq!(report.delivered, 11);
     assert_eq!(s.app.queued().await, 0);
@@ -90,18 +113,30 @@ async fn all_eleven_events_arrive_with_the_exact_design_fields() {
         let crit = log["Criticality"].as_str().unwrap();
         assert_eq!(log["status"], expected_status(crit));
         let tags = log["ddtags"].as_str().unwrap();
-        assert!(tags.contains(&format!("criticality:{}", crit.to_lowercase())), "{tags}");
+        assert!(
+            tags.contains(&format!("criticality:{}", crit.to_lowercase())),
+            "{tags}"
+        );
         assert!(tags.contains(&format!("event_id:{id}")), "{tags}");
         assert_eq!(log["SubscriptionId"], s.sub.to_string());
         assert_eq!(log["Actor"], "alice@example.com");
         assert_eq!(log["details"], json!({"ca": "Issuing CA"}));
         let date = chrono::DateTime::parse_from_rfc3339(log["date"].as_str().unwrap()).unwrap();
-        assert_eq!(date, chrono::DateTime::parse_from_rfc3339("2026-11-26T01:00:00Z").unwrap());
+        assert_eq!(
+            date,
+            chrono::DateTime::parse_from_rfc3339("2026-11-26T01:00:00Z").unwrap()
+        );
         assert!(log["EventSummary"].as_str().is_some_and(|m| !m.is_empty()));
-        assert!(log["message"].as_str().unwrap().contains(&format!("Event ID {id}")));
+        assert!(log["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Event ID {id}")));
         Uuid::parse_str(log["EventUuid"].as_str().unwrap()).unwrap();
     }
-    assert_eq!(logs[7]["EventSummary"], "Certificate request denied due to insufficient permissions");
+    assert_eq!(
+        logs[7]["EventSummary"],
+        "Certificate request denied due to insufficient permissions"
+    );
     assert_eq!(logs[7]["Criticality"], "High");
     let headers = s.intake.last_headers().unwrap();
     assert_eq!(headers["content-encoding"], "gzip");
@@ -113,18 +148,39 @@ async fn an_outage_of_503s_then_a_429_with_retry_after_then_recovery_delivers_ev
     post_n(&s, 25, 4888).await;
     let f = s.app.state.forwarder();
     let t0 = Utc::now();
-    s.intake.script(vec![Behavior::Status(503), Behavior::Status(503), Behavior::StatusWithRetryAfter(429, 120)]);
+    s.intake.script(vec![
+        Behavior::Status(503),
+        Behavior::Status(503),
+        Behavior::StatusWithRetryAfter(429, 120),
+    ]);
 
     let r = f.forward_once_at(t0).await.unwrap();
     assert_eq!((r.delivered, r.failures), (0, 1));
-    assert_eq!(f.forward_once_at(t0).await.unwrap().batches, 0, "backing off: nothing is due");
-    let r = f.forward_once_at(t0 + chrono::Duration::minutes(10)).await.unwrap();
+    assert_eq!(
+        f.forward_once_at(t0).await.unwrap().batches,
+        0,
+        "backing off: nothing is due"
+    );
+    let r = f
+        .forward_once_at(t0 + chrono::Duration::minutes(10))
+        .await
+        .unwrap();
     assert_eq!((r.delivered, r.failures), (0, 1));
     let t1 = t0 + chrono::Duration::minutes(20);
     let r = f.forward_once_at(t1).await.unwrap();
     assert_eq!((r.delivered, r.failures), (0, 1), "429");
-    assert_eq!(f.forward_once_at(t1 + chrono::Duration::seconds(119)).await.unwrap().batches, 0, "Retry-After is honoured");
-    let r = f.forward_once_at(t1 + chrono::Duration::seconds(121)).await.unwrap();
+    assert_eq!(
+        f.forward_once_at(t1 + chrono::Duration::seconds(119))
+            .await
+            .unwrap()
+            .batches,
+        0,
+        "Retry-After is honoured"
+    );
+    let r = f
+        .forward_once_at(t1 + chrono::Duration::seconds(121))
+        .await
+        .unwrap();
     assert_eq!(r.delivered, 25);
     assert_eq!(s.app.queued().await, 0);
     assert_eq!(s.intake.logs().len(), 25);
@@ -147,14 +203,27 @@ async fn a_wrong_key_keeps_everything_queued_until_the_key_is_fixed_in_the_setti
     assert!(s.intake.logs().is_empty());
 
     // An admin fixes the key on the settings page.
-    s.app.create_user("admin@example.com", PASSWORD, s.sub, "admin").await;
+    s.app
+        .create_user("admin@example.com", PASSWORD, s.sub, "admin")
+        .await;
     s.app.login("admin@example.com", PASSWORD).await;
     let path = format!("/subscriptions/{}/settings", s.sub);
     let csrf = support::csrf_token(&s.app.get_page(&path).await);
     let url = s.intake.base_url();
     let r = s
         .app
-        .post_form(&path, &[("siem_enabled", "on"), ("provider", "datadog"), ("datadog_site", "custom"), ("datadog_url", &url), ("datadog_api_key", KEY), ("csrf_token", &csrf), ("action", "save")])
+        .post_form(
+            &path,
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "datadog"),
+                ("datadog_site", "custom"),
+                ("datadog_url", &url),
+                ("datadog_api_key", KEY),
+                ("csrf_token", &csrf),
+                ("action", "save"),
+            ],
+        )
         .await;
     assert_eq!(r.status(), 303);
     let r = f.forward_once().await.unwrap();
@@ -167,7 +236,13 @@ async fn a_wrong_key_keeps_everything_queued_until_the_key_is_fixed_in_the_setti
 async fn a_two_megabyte_event_is_truncated_flagged_and_delivered() {
     let s = setup().await;
     let big = "x".repeat(2_000_000);
-    let r = s.app.post_events(&s.token, &json!([{"event_id": 4887, "details": {"blob": big}}, {"event_id": 12}])).await;
+    let r = s
+        .app
+        .post_events(
+            &s.token,
+            &json!([{"event_id": 4887, "details": {"blob": big}}, {"event_id": 12}]),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let report = s.app.state.forwarder().forward_once().await.unwrap();
     assert_eq!(report.delivered, 2);
@@ -175,8 +250,17 @@ async fn a_two_megabyte_event_is_truncated_flagged_and_delivered() {
     let truncated = logs.iter().find(|l| l["EventID"] == 4887).unwrap();
     assert_eq!(truncated["Truncated"], true);
     assert!(truncated.to_string().len() < 1_000_000);
-    assert_eq!(s.intake.truncated_logs(), 0, "we cut it ourselves, under Datadog's limit");
-    let stored: i32 = sqlx::query_scalar("select length(details->>'blob') from audit_events where event_id = 4887").fetch_one(&s.app.pool).await.unwrap();
+    assert_eq!(
+        s.intake.truncated_logs(),
+        0,
+        "we cut it ourselves, under Datadog's limit"
+    );
+    let stored: i32 = sqlx::query_scalar(
+        "select length(details->>'blob') from audit_events where event_id = 4887",
+    )
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
     assert_eq!(stored, 2_000_000, "the audit trail keeps the whole event");
 }
 
@@ -187,7 +271,11 @@ async fn a_413_splits_the_batch_and_everything_arrives_once() {
     s.intake.script(vec![Behavior::Status(413)]);
     let report = s.app.state.forwarder().forward_once().await.unwrap();
     assert_eq!(report.delivered, 40);
-    assert_eq!(s.intake.requests(), 3, "one refused request, then two halves");
+    assert_eq!(
+        s.intake.requests(),
+        3,
+        "one refused request, then two halves"
+    );
     let ids = uuids(&s.intake.logs());
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 40);
 }
@@ -198,7 +286,13 @@ async fn a_400_parks_only_the_offending_event_with_its_reason() {
     s.intake.reject_logs_with_detail("poison", json!(true));
     let mut body: Vec<Value> = (0..15).map(|_| json!({"event_id": 4872})).collect();
     body.insert(6, json!({"event_id": 4888, "details": {"poison": true}}));
-    assert_eq!(s.app.post_events(&s.token, &Value::Array(body)).await.status(), 202);
+    assert_eq!(
+        s.app
+            .post_events(&s.token, &Value::Array(body))
+            .await
+            .status(),
+        202
+    );
     let report = s.app.state.forwarder().forward_once().await.unwrap();
     assert_eq!((report.delivered, report.parked), (15, 1));
     assert_eq!(s.intake.logs().len(), 15);
@@ -210,14 +304,24 @@ async fn a_400_parks_only_the_offending_event_with_its_reason() {
     .unwrap();
     assert_eq!(event_id, 4888);
     assert!(reason.contains("400"), "{reason}");
-    assert_eq!(destination(&s.app, s.sub).await.0, "healthy", "one bad event does not fail the destination");
+    assert_eq!(
+        destination(&s.app, s.sub).await.0,
+        "healthy",
+        "one bad event does not fail the destination"
+    );
 }
 
 #[tokio::test]
 async fn events_that_waited_longer_than_18_hours_are_sent_late_not_dropped() {
     let s = setup().await;
     let old = (Utc::now() - chrono::Duration::hours(30)).to_rfc3339();
-    assert_eq!(s.app.post_events(&s.token, &json!({"event_id": 19, "occurred_at": old})).await.status(), 202);
+    assert_eq!(
+        s.app
+            .post_events(&s.token, &json!({"event_id": 19, "occurred_at": old}))
+            .await
+            .status(),
+        202
+    );
     s.app.state.forwarder().forward_once().await.unwrap();
     let log = &s.intake.logs()[0];
     assert!(log["ddtags"].as_str().unwrap().contains("late:true"));
@@ -261,11 +365,15 @@ async fn two_forwarders_share_the_load_without_loss_or_duplicates() {
     let mut subs = Vec::new();
     for i in 0..4 {
         let sub = app.create_subscription(&format!("S{i}")).await;
-        app.configure_datadog(sub, &intake.base_url(), KEY, true).await;
+        app.configure_datadog(sub, &intake.base_url(), KEY, true)
+            .await;
         let token = app.token(sub).await;
         for _ in 0..3 {
             let body: Vec<Value> = (0..500).map(|_| json!({"event_id": 4887})).collect();
-            assert_eq!(app.post_events(&token, &Value::Array(body)).await.status(), 202);
+            assert_eq!(
+                app.post_events(&token, &Value::Array(body)).await.status(),
+                202
+            );
         }
         subs.push(sub);
     }
@@ -274,10 +382,17 @@ async fn two_forwarders_share_the_load_without_loss_or_duplicates() {
     let (ra, rb) = tokio::join!(a.forward_once(), b.forward_once());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.delivered + rb.delivered, 6000);
-    assert!(ra.batches > 0 && rb.batches > 0, "both took part: {ra:?} {rb:?}");
+    assert!(
+        ra.batches > 0 && rb.batches > 0,
+        "both took part: {ra:?} {rb:?}"
+    );
     let ids = uuids(&intake.logs());
     assert_eq!(ids.len(), 6000);
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 6000, "no event delivered twice");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        6000,
+        "no event delivered twice"
+    );
 }
 
 #[tokio::test]
@@ -287,31 +402,49 @@ async fn a_dead_destination_or_a_big_backlog_does_not_delay_other_subscriptions(
     let dead = app.create_subscription("Dead").await;
     let busy = app.create_subscription("Busy").await;
     let quiet = app.create_subscription("Quiet").await;
-    app.configure_datadog(dead, &intake.base_url(), WRONG_KEY, true).await;
-    app.configure_datadog(busy, &intake.base_url(), KEY, true).await;
-    app.configure_datadog(quiet, &intake.base_url(), KEY, true).await;
+    app.configure_datadog(dead, &intake.base_url(), WRONG_KEY, true)
+        .await;
+    app.configure_datadog(busy, &intake.base_url(), KEY, true)
+        .await;
+    app.configure_datadog(quiet, &intake.base_url(), KEY, true)
+        .await;
     for (sub, n) in [(dead, 10), (busy, 5000), (quiet, 1)] {
         let token = app.token(sub).await;
         for chunk in 0..(n + 999) / 1000 {
             let size = (n - chunk * 1000).min(1000);
             let body: Vec<Value> = (0..size).map(|_| json!({"event_id": 4872})).collect();
-            assert_eq!(app.post_events(&token, &Value::Array(body)).await.status(), 202);
+            assert_eq!(
+                app.post_events(&token, &Value::Array(body)).await.status(),
+                202
+            );
         }
     }
     let f = app.state.forwarder();
     let now = Utc::now();
     // Three claims serve the three destinations once each, whatever the backlogs.
     for _ in 0..3 {
-        f.serve_one(now).await.unwrap().expect("a destination is due");
+        f.serve_one(now)
+            .await
+            .unwrap()
+            .expect("a destination is due");
     }
     let logs = intake.logs();
-    assert!(logs.iter().any(|l| l["SubscriptionId"] == quiet.to_string()), "the quiet subscription was served within the first round");
+    assert!(
+        logs.iter()
+            .any(|l| l["SubscriptionId"] == quiet.to_string()),
+        "the quiet subscription was served within the first round"
+    );
     let (status, ..) = destination(&app, dead).await;
     assert_eq!(status, "failing");
     // The busy one drains in later rounds; the dead one waits for its backoff.
     let report = f.forward_once_at(now).await.unwrap();
     assert_eq!(report.delivered, 4000);
-    let pending_dead: i64 = sqlx::query_scalar("select count(*) from delivery_queue where subscription_id = $1").bind(dead).fetch_one(&app.pool).await.unwrap();
+    let pending_dead: i64 =
+        sqlx::query_scalar("select count(*) from delivery_queue where subscription_id = $1")
+            .bind(dead)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(pending_dead, 10, "kept, not dropped");
 }
 
@@ -320,12 +453,23 @@ async fn a_forwarder_that_dies_mid_send_is_replaced_and_the_resend_is_counted() 
     let s = setup().await;
     post_n(&s, 50, 4888).await;
     let lease = Duration::from_millis(300);
-    let options = ForwarderOptions { lease, ..ForwarderOptions::default() };
+    let options = ForwarderOptions {
+        lease,
+        ..ForwarderOptions::default()
+    };
     let client = reqwest::Client::new();
     let egress = Arc::new(cloudpki::siem::egress::EgressPolicy::parse("127.0.0.1").unwrap());
-    let doomed = Forwarder::new(s.app.pool.clone(), s.app.master_key.clone(), client.clone(), egress.clone(), "pki".into(), options.clone());
+    let doomed = Forwarder::new(
+        s.app.pool.clone(),
+        s.app.master_key.clone(),
+        client.clone(),
+        egress.clone(),
+        "pki".into(),
+        options.clone(),
+    );
     // The intake takes the logs but answers slowly; the sender dies before it hears back.
-    s.intake.script(vec![Behavior::AcceptSlowly(Duration::from_secs(5))]);
+    s.intake
+        .script(vec![Behavior::AcceptSlowly(Duration::from_secs(5))]);
     let pass = tokio::spawn(async move { doomed.forward_once().await });
     while s.intake.logs().len() < 50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -333,7 +477,14 @@ async fn a_forwarder_that_dies_mid_send_is_replaced_and_the_resend_is_counted() 
     pass.abort();
     let _ = pass.await;
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
-    let heir = Forwarder::new(s.app.pool.clone(), s.app.master_key.clone(), client, egress, "pki".into(), options);
+    let heir = Forwarder::new(
+        s.app.pool.clone(),
+        s.app.master_key.clone(),
+        client,
+        egress,
+        "pki".into(),
+        options,
+    );
     let report = heir.forward_once().await.unwrap();
     assert_eq!((report.delivered, report.duplicates), (50, 50));
     let logs = s.intake.logs();
@@ -349,17 +500,33 @@ async fn the_running_worker_wakes_on_notify_and_delivers_within_moments() {
     let mut env = support::test_env();
     env.insert("CLOUDPKI_WORKER_LEASE_SECONDS".into(), "5".into());
     // A sweep of an hour: only the notification can explain a prompt delivery.
-    let app = TestApp::spawn_with_worker(env, Overrides { forwarder_sweep: Some(Duration::from_secs(3600)), ..Overrides::default() }).await;
+    let app = TestApp::spawn_with_worker(
+        env,
+        Overrides {
+            forwarder_sweep: Some(Duration::from_secs(3600)),
+            ..Overrides::default()
+        },
+    )
+    .await;
     let sub = app.create_subscription("S").await;
     let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true).await;
+    app.configure_datadog(sub, &intake.base_url(), KEY, true)
+        .await;
     let token = app.token(sub).await;
     // Let the loops reach their first wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.post_events(&token, &json!({"event_id": 4882})).await.status(), 202);
+    assert_eq!(
+        app.post_events(&token, &json!({"event_id": 4882}))
+            .await
+            .status(),
+        202
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while intake.logs().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the notification did not wake the worker");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification did not wake the worker"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(intake.logs()[0]["EventID"], 4882);

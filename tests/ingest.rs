@@ -18,24 +18,43 @@ async fn events_are_accepted_and_recorded_even_when_export_is_off() {
     let sub = app.create_subscription("S").await;
     let token = app.token(sub).await;
     let r = app
-        .post_events(&token, &json!([{"event_id": 4888, "actor": "alice@example.com"}, {"event_id": 12}]))
+        .post_events(
+            &token,
+            &json!([{"event_id": 4888, "actor": "alice@example.com"}, {"event_id": 12}]),
+        )
         .await;
     assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 2, "duplicates": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 2, "duplicates": 0})
+    );
     assert_eq!(count(&app, "select count(*) from audit_events").await, 2);
-    assert_eq!(count(&app, "select count(*) from delivery_queue").await, 0, "no destination enabled");
+    assert_eq!(
+        count(&app, "select count(*) from delivery_queue").await,
+        0,
+        "no destination enabled"
+    );
 }
 
 #[tokio::test]
 async fn an_event_gets_one_delivery_entry_per_enabled_destination_in_the_same_commit() {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("S").await;
-    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.com", KEY, true).await;
+    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.com", KEY, true)
+        .await;
     let token = app.token(sub).await;
-    let r = app.post_events(&token, &json!({"event_id": 19, "details": {"ca": "Issuing CA 1"}})).await;
+    let r = app
+        .post_events(
+            &token,
+            &json!({"event_id": 19, "details": {"ca": "Issuing CA 1"}}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     assert_eq!(app.queued().await, 1);
-    let details: Value = sqlx::query_scalar("select details from audit_events").fetch_one(&app.pool).await.unwrap();
+    let details: Value = sqlx::query_scalar("select details from audit_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(details, json!({"ca": "Issuing CA 1"}));
 }
 
@@ -43,13 +62,25 @@ async fn an_event_gets_one_delivery_entry_per_enabled_destination_in_the_same_co
 async fn retrying_the_same_ids_is_idempotent() {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("S").await;
-    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.com", KEY, true).await;
+    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.com", KEY, true)
+        .await;
     let token = app.token(sub).await;
-    let body = json!([{"id": Uuid::new_v4(), "event_id": 4870}, {"id": Uuid::new_v4(), "event_id": 4887}]);
-    assert_eq!(app.post_events(&token, &body).await.json::<Value>().await.unwrap()["accepted"], 2);
+    let body =
+        json!([{"id": Uuid::new_v4(), "event_id": 4870}, {"id": Uuid::new_v4(), "event_id": 4887}]);
+    assert_eq!(
+        app.post_events(&token, &body)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["accepted"],
+        2
+    );
     let again = app.post_events(&token, &body).await;
     assert_eq!(again.status(), 202);
-    assert_eq!(again.json::<Value>().await.unwrap(), json!({"accepted": 0, "duplicates": 2}));
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"accepted": 0, "duplicates": 2})
+    );
     assert_eq!(count(&app, "select count(*) from audit_events").await, 2);
     assert_eq!(app.queued().await, 2, "no second delivery entry");
 }
@@ -64,9 +95,23 @@ async fn a_batch_with_one_bad_event_stores_nothing_and_names_every_bad_field() {
         .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    assert_eq!(fields, vec!["[1].event_id", "[1].occurred_at", "[2].event_id"]);
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("4888"), "lists the catalog: {body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["[1].event_id", "[1].occurred_at", "[2].event_id"]
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4888"),
+        "lists the catalog: {body}"
+    );
     assert_eq!(count(&app, "select count(*) from audit_events").await, 0);
 }
 
@@ -77,7 +122,10 @@ async fn an_id_used_by_another_subscription_is_refused() {
     let b = app.create_subscription("B").await;
     let id = Uuid::new_v4();
     let body = json!({"id": id, "event_id": 92});
-    assert_eq!(app.post_events(&app.token(a).await, &body).await.status(), 202);
+    assert_eq!(
+        app.post_events(&app.token(a).await, &body).await.status(),
+        202
+    );
     let r = app.post_events(&app.token(b).await, &body).await;
     assert_eq!(r.status(), 400);
     assert_eq!(count(&app, "select count(*) from audit_events").await, 1);
@@ -87,16 +135,49 @@ async fn an_id_used_by_another_subscription_is_refused() {
 async fn missing_unknown_and_revoked_tokens_get_401() {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("S").await;
-    let r = app.client.post(app.url("/api/v1/events")).json(&json!({"event_id": 12})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .json(&json!({"event_id": 12}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
-    assert_eq!(app.post_events("not-a-token", &json!({"event_id": 12})).await.status(), 401);
+    assert_eq!(
+        app.post_events("not-a-token", &json!({"event_id": 12}))
+            .await
+            .status(),
+        401
+    );
     let token = cloudpki::crypto::random_token();
-    let id = cloudpki::store::events::create_token(&app.pool, sub, &cloudpki::crypto::token_digest(&token)).await.unwrap();
-    assert_eq!(app.post_events(&token, &json!({"event_id": 12})).await.status(), 202);
-    assert!(cloudpki::store::events::revoke_token(&app.pool, id).await.unwrap());
-    assert_eq!(app.post_events(&token, &json!({"event_id": 12})).await.status(), 401);
-    let stored: i64 = count(&app, "select count(*) from api_tokens where token_digest is not null").await;
+    let id = cloudpki::store::events::create_token(
+        &app.pool,
+        sub,
+        &cloudpki::crypto::token_digest(&token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.post_events(&token, &json!({"event_id": 12}))
+            .await
+            .status(),
+        202
+    );
+    assert!(cloudpki::store::events::revoke_token(&app.pool, id)
+        .await
+        .unwrap());
+    assert_eq!(
+        app.post_events(&token, &json!({"event_id": 12}))
+            .await
+            .status(),
+        401
+    );
+    let stored: i64 = count(
+        &app,
+        "select count(*) from api_tokens where token_digest is not null",
+    )
+    .await;
     assert_eq!(stored, 1);
     let plain: i64 = sqlx::query_scalar("select count(*) from api_tokens where encode(token_digest, 'escape') like '%' || $1 || '%'")
         .bind(&token)
@@ -116,7 +197,12 @@ async fn more_than_a_thousand_events_is_413() {
     assert_eq!(r.status(), 413);
     assert_eq!(count(&app, "select count(*) from audit_events").await, 0);
     let thousand: Vec<Value> = (0..1000).map(|_| json!({"event_id": 4872})).collect();
-    assert_eq!(app.post_events(&token, &Value::Array(thousand)).await.status(), 202);
+    assert_eq!(
+        app.post_events(&token, &Value::Array(thousand))
+            .await
+            .status(),
+        202
+    );
 }
 
 #[tokio::test]
@@ -124,33 +210,77 @@ async fn bodies_that_are_not_json_are_refused_with_a_reason() {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("S").await;
     let token = app.token(sub).await;
-    let r = app.client.post(app.url("/api/v1/events")).bearer_auth(&token).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = app.client.post(app.url("/api/v1/events")).bearer_auth(&token).header("content-type", "application/json").body("{oops").send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("not valid JSON"));
+    assert!(r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
 }
 
 #[tokio::test]
 async fn the_events_page_lists_the_catalog_and_the_alert_queries_for_the_subscriptions_site() {
     let app = TestApp::spawn().await;
     let sub = app.create_subscription("S").await;
-    app.create_user("r@example.com", "correct horse battery staple", sub, "reader").await;
-    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.eu", KEY, false).await;
-    app.login("r@example.com", "correct horse battery staple").await;
+    app.create_user(
+        "r@example.com",
+        "correct horse battery staple",
+        sub,
+        "reader",
+    )
+    .await;
+    app.configure_datadog(sub, "https://http-intake.logs.datadoghq.eu", KEY, false)
+        .await;
+    app.login("r@example.com", "correct horse battery staple")
+        .await;
     let page = app.get_page(&format!("/subscriptions/{sub}/events")).await;
-    for id in ["4882", "92", "23", "19", "28", "22", "12", "4888", "4870", "4872", "4887"] {
+    for id in [
+        "4882", "92", "23", "19", "28", "22", "12", "4888", "4870", "4872", "4887",
+    ] {
         assert!(support::texts(&page, "td").contains(&id.to_owned()), "{id}");
     }
     let queries: Vec<String> = {
         let doc = scraper::Html::parse_document(&page);
         let sel = scraper::Selector::parse("input.query").unwrap();
-        doc.select(&sel).filter_map(|e| e.value().attr("value").map(str::to_owned)).collect()
+        doc.select(&sel)
+            .filter_map(|e| e.value().attr("value").map(str::to_owned))
+            .collect()
     };
-    for q in ["service:EZCA @EventID:4888", "service:EZCA @EventID:4882", "service:EZCA @EventID:92", "service:EZCA @EventID:19"] {
+    for q in [
+        "service:EZCA @EventID:4888",
+        "service:EZCA @EventID:4882",
+        "service:EZCA @EventID:92",
+        "service:EZCA @EventID:19",
+    ] {
         assert!(queries.contains(&q.to_owned()), "{q} in {queries:?}");
     }
-    assert!(page.contains("https://app.datadoghq.eu/logs?query="), "links open the EU1 Log Explorer");
+    assert!(
+        page.contains("https://app.datadoghq.eu/logs?query="),
+        "links open the EU1 Log Explorer"
+    );
     let other = app.create_subscription("Other").await;
-    assert_eq!(app.get(&format!("/subscriptions/{other}/events")).await.status(), 404);
+    assert_eq!(
+        app.get(&format!("/subscriptions/{other}/events"))
+            .await
+            .status(),
+        404
+    );
 }

@@ -99,24 +99,25 @@ async fn record_events(
             ));
         }
     };
-    let events =
-        match ingest::parse_body(&value, Utc::now()) {
-            Ok(events) => events,
-            Err(IngestError::TooMany(n)) => return Ok(error(
+    let events = match ingest::parse_body(&value, Utc::now()) {
+        Ok(events) => events,
+        Err(IngestError::TooMany(n)) => {
+            return Ok(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
                     "{n} events in one request; send at most {MAX_EVENTS_PER_REQUEST} per request."
                 ),
                 &[],
-            )),
-            Err(IngestError::Invalid(problems)) => {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "Nothing was recorded: fix the fields listed in `errors`.",
-                    &problems,
-                ));
-            }
-        };
+            ))
+        }
+        Err(IngestError::Invalid(problems)) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "Nothing was recorded: fix the fields listed in `errors`.",
+                &problems,
+            ));
+        }
+    };
     let new: Vec<NewEvent> = events
         .into_iter()
         .map(|e| NewEvent {

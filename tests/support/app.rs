@@ -272,19 +272,41 @@ impl TestApp {
             .execute(&mut *tx)
             .await
             .expect("user");
-        store::siem::upsert_settings(&mut tx, subscription, enabled, "datadog", admin, "setup@example.com")
-            .await
-            .expect("settings");
-        store::siem::upsert_provider_fields(&mut tx, subscription, "datadog", &serde_json::json!({ "site": null, "url": url }))
-            .await
-            .expect("fields");
-        let context = stored::secret_context(subscription, Provider::Datadog, stored::DATADOG_API_KEY);
+        store::siem::upsert_settings(
+            &mut tx,
+            subscription,
+            enabled,
+            "datadog",
+            admin,
+            "setup@example.com",
+        )
+        .await
+        .expect("settings");
+        store::siem::upsert_provider_fields(
+            &mut tx,
+            subscription,
+            "datadog",
+            &serde_json::json!({ "site": null, "url": url }),
+        )
+        .await
+        .expect("fields");
+        let context =
+            stored::secret_context(subscription, Provider::Datadog, stored::DATADOG_API_KEY);
         let sealed = self.master_key.seal(key.as_bytes(), &context);
-        store::siem::upsert_secret(&mut tx, subscription, "datadog", stored::DATADOG_API_KEY, &sealed, &key[key.len() - 4..])
-            .await
-            .expect("secret");
+        store::siem::upsert_secret(
+            &mut tx,
+            subscription,
+            "datadog",
+            stored::DATADOG_API_KEY,
+            &sealed,
+            &key[key.len() - 4..],
+        )
+        .await
+        .expect("secret");
         if enabled {
-            store::delivery::ensure_destination(&mut tx, subscription, "datadog").await.expect("destination");
+            store::delivery::ensure_destination(&mut tx, subscription, "datadog")
+                .await
+                .expect("destination");
         }
         tx.commit().await.expect("commit");
     }
@@ -292,9 +314,13 @@ impl TestApp {
     /// A new ingestion token for `subscription`.
     pub async fn token(&self, subscription: Uuid) -> String {
         let token = cloudpki::crypto::random_token();
-        cloudpki::store::events::create_token(&self.pool, subscription, &cloudpki::crypto::token_digest(&token))
-            .await
-            .expect("token");
+        cloudpki::store::events::create_token(
+            &self.pool,
+            subscription,
+            &cloudpki::crypto::token_digest(&token),
+        )
+        .await
+        .expect("token");
         token
     }
 

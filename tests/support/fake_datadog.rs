@@ -183,7 +183,12 @@ async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
             let answer = accept(&shared, &headers, &body);
             tokio::time::sleep(wait).await;
             return match answer {
-                Ok(()) => (StatusCode::ACCEPTED, [("content-type", "application/json")], "{}").into_response(),
+                Ok(()) => (
+                    StatusCode::ACCEPTED,
+                    [("content-type", "application/json")],
+                    "{}",
+                )
+                    .into_response(),
                 Err((status, message)) => errors(status, message),
             };
         }
@@ -279,7 +284,10 @@ fn accept(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), Refus
     }
     let mut recorded = shared.lock();
     if let Some((key, value)) = &recorded.poison {
-        if logs.iter().any(|log| log["details"].get(key) == Some(value)) {
+        if logs
+            .iter()
+            .any(|log| log["details"].get(key) == Some(value))
+        {
             return Err((StatusCode::BAD_REQUEST, "Malformed log"));
         }
     }
