@@ -61,6 +61,7 @@ struct Inner {
     siem_client: reqwest::Client,
     hostname: String,
     forwarder_sweep: Duration,
+    mailer: Option<crate::notify::Mailer>,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
 }
 
@@ -84,6 +85,10 @@ impl AppState {
             lookup,
             overrides.siem_timeouts.unwrap_or_default(),
         )?;
+        let mailer = match &config.smtp_url {
+            Some(url) => Some(crate::notify::Mailer::new(url, &config.mail_from)?),
+            None => None,
+        };
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -97,6 +102,7 @@ impl AppState {
                 egress,
                 siem_client,
                 hostname,
+                mailer,
                 forwarder_sweep: overrides
                     .forwarder_sweep
                     .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
@@ -113,6 +119,21 @@ impl AppState {
     /// The one HTTP client for SIEM calls (Test Connection and the forwarder).
     pub fn siem_client(&self) -> &reqwest::Client {
         &self.inner.siem_client
+    }
+
+    /// The notifier: incidents, retention and the email outbox.
+    pub fn notifier(&self) -> crate::notify::Notifier {
+        crate::notify::Notifier::new(
+            self.inner.pool.clone(),
+            self.inner.mailer.clone(),
+            self.inner.public_url.to_string(),
+            self.inner.config.retention_days,
+        )
+    }
+
+    /// Whether emails are really sent (an SMTP server is configured).
+    pub fn sends_email(&self) -> bool {
+        self.inner.mailer.is_some()
     }
 
     /// A forwarder sharing this state's pool, key and SIEM client.
@@ -284,7 +305,14 @@ impl Application {
         crate::web::metrics::handle();
         let router = crate::web::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let worker = with_worker.then(|| tokio::spawn(self.state.forwarder().run(stop_rx)));
+        let worker = with_worker.then(|| {
+            tokio::spawn(
+                self.state
+                    .forwarder()
+                    .with_notifier(self.state.notifier())
+                    .run(stop_rx),
+            )
+        });
         tracing::info!(addr = %self.local_addr(), "portal listening");
         let served = axum::serve(
             self.listener,
@@ -317,7 +345,12 @@ impl Worker {
     ) -> anyhow::Result<()> {
         crate::web::metrics::handle();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(self.state.forwarder().run(stop_rx));
+        let worker = tokio::spawn(
+            self.state
+                .forwarder()
+                .with_notifier(self.state.notifier())
+                .run(stop_rx),
+        );
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = worker.await;

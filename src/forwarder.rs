@@ -42,6 +42,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Longest retry delay while the destination is misconfigured (bad key or URL).
 pub const FAILING_RETRY_CAP: Duration = Duration::from_secs(600);
+/// Transient failures turn a destination *failing* (and email its admins) once they have
+/// lasted this long…
+pub const FAILING_AFTER: Duration = Duration::from_secs(300);
+/// …or after this many attempts in a row, whichever comes first.
+pub const FAILING_AFTER_ATTEMPTS: i32 = 5;
 /// Periodic sweep: retries that came due, and anything a lost notification left behind.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Concurrent claim loops per process.
@@ -103,6 +108,7 @@ pub struct Forwarder {
     hostname: String,
     owner: Uuid,
     options: ForwarderOptions,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 impl Forwarder {
@@ -123,7 +129,14 @@ impl Forwarder {
             hostname,
             owner: Uuid::new_v4(),
             options,
+            notifier: None,
         }
+    }
+
+    /// Also runs incident, retention and email passes in [`Self::run`].
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// One pass at the current time: see [`Self::forward_once_at`].
@@ -251,7 +264,7 @@ impl Forwarder {
         now: DateTime<Utc>,
         error: String,
     ) -> Result<Health, store::Error> {
-        let failures = store::delivery::consecutive_failures(&self.pool, claimed).await?;
+        let (failures, _) = store::delivery::failure_state(&self.pool, claimed).await?;
         Ok(Health::Failing {
             next_attempt_at: now + to_chrono(backoff(failures, FAILING_RETRY_CAP)),
             error,
@@ -323,16 +336,27 @@ impl Forwarder {
                     }
                     Disposition::Retry { after, reason } => {
                         metrics::counter!("cloudpki_delivery_retries_total", "provider" => claimed.provider.clone()).increment(1);
-                        let failures =
-                            store::delivery::consecutive_failures(&self.pool, claimed).await?;
+                        let (failures, since) =
+                            store::delivery::failure_state(&self.pool, claimed).await?;
                         let delay = match after {
                             Some(after) => after,
                             None => backoff(failures, BACKOFF_CAP),
                         };
                         tracing::info!(subscription_id = %claimed.subscription_id, delay_ms = delay.as_millis() as u64, %reason, "delivery will be retried");
-                        result.health = Health::Retry {
-                            next_attempt_at: now + to_chrono(delay),
-                            error: reason,
+                        let next_attempt_at = now + to_chrono(delay);
+                        // A short blip retries quietly; a long outage is an incident.
+                        let long_outage = failures + 1 >= FAILING_AFTER_ATTEMPTS
+                            || since.is_some_and(|t| now - t >= to_chrono(FAILING_AFTER));
+                        result.health = if long_outage {
+                            Health::Failing {
+                                next_attempt_at,
+                                error: reason,
+                            }
+                        } else {
+                            Health::Retry {
+                                next_attempt_at,
+                                error: reason,
+                            }
                         };
                         return Ok(());
                     }
@@ -371,6 +395,24 @@ impl Forwarder {
                         _ = wake.changed() => {},
                         _ = tokio::time::sleep(me.options.sweep) => {},
                         _ = stop.changed() => {},
+                    }
+                }
+            }));
+        }
+        if let Some(notifier) = self.notifier.clone() {
+            let mut stop = shutdown.clone();
+            let sweep = self.options.sweep.min(Duration::from_secs(5));
+            loops.push(tokio::spawn(async move {
+                loop {
+                    if let Err(e) = notifier.run_once_at(Utc::now()).await {
+                        tracing::error!(error = ?e, "notification pass failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(sweep) => {},
+                        _ = stop.changed() => {},
+                    }
+                    if *stop.borrow() {
+                        break;
                     }
                 }
             }));

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod forwarder;
+pub mod notify;
 pub mod siem;
 pub mod store;
 pub mod web;

@@ -221,6 +221,31 @@ pub async fn finish_batch(
     .await?;
 
     let delivered = result.delivered.len() as i64;
+    let (outcome, detail) = match &result.health {
+        Health::Healthy if result.parked.is_empty() => ("delivered", None),
+        Health::Healthy => (
+            "delivered",
+            Some(format!(
+                "{} event(s) parked: {}",
+                result.parked.len(),
+                result.parked[0].1
+            )),
+        ),
+        Health::Retry { error, .. } => ("retrying", Some(error.clone())),
+        Health::Failing { error, .. } => ("failing", Some(error.clone())),
+    };
+    sqlx::query(
+        "insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(now)
+    .bind(outcome)
+    .bind(i32::try_from(delivered).unwrap_or(i32::MAX))
+    .bind(detail)
+    .execute(&mut *tx)
+    .await?;
     match &result.health {
         Health::Healthy => {
             sqlx::query(
@@ -255,7 +280,7 @@ pub async fn finish_batch(
                     consecutive_failures = consecutive_failures + 1,
                     last_error = $4, last_error_at = $5,
                     status = case when $6 then 'failing' else status end,
-                    failing_since = case when $6 then coalesce(failing_since, $5) else failing_since end,
+                    failing_since = coalesce(failing_since, $5),
                     last_success_at = case when $7 > 0 then $5 else last_success_at end,
                     delivered_total = delivered_total + $7,
                     duplicates_total = duplicates_total + $8
@@ -299,10 +324,14 @@ pub async fn release(pool: &PgPool, claimed: &Claimed, owner: Uuid) -> Result<()
     Ok(())
 }
 
-/// The consecutive failures of a destination (for backoff).
-pub async fn consecutive_failures(pool: &PgPool, claimed: &Claimed) -> Result<i32, Error> {
-    Ok(sqlx::query_scalar(
-        "select consecutive_failures from delivery_destinations where subscription_id = $1 and provider = $2",
+/// How long a destination has been failing: consecutive failures, and since when.
+pub async fn failure_state(
+    pool: &PgPool,
+    claimed: &Claimed,
+) -> Result<(i32, Option<DateTime<Utc>>), Error> {
+    Ok(sqlx::query_as(
+        "select consecutive_failures, failing_since from delivery_destinations
+         where subscription_id = $1 and provider = $2",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
@@ -336,6 +365,214 @@ pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
          left join delivery_queue q on q.subscription_id = d.subscription_id and q.provider = d.provider
          group by d.subscription_id, d.provider",
     )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Everything the delivery health panel shows about one destination.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DestinationHealth {
+    /// `healthy` or `failing`.
+    pub status: String,
+    /// Last accepted batch.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Last error, in plain words.
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Start of the current run of failures.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Events delivered, ever.
+    pub delivered_total: i64,
+    /// Possible duplicates sent after a worker died.
+    pub duplicates_total: i64,
+    /// Events that expired undelivered.
+    pub expired_total: i64,
+    /// Events waiting.
+    pub pending: i64,
+    /// When the oldest waiting event was queued.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Events refused by the SIEM.
+    pub parked: i64,
+    /// Next attempt (backoff).
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// The health of a subscription's destination for `provider`, if it was ever enabled.
+pub async fn health(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<Option<DestinationHealth>, Error> {
+    Ok(sqlx::query_as::<_, DestinationHealth>(
+        "select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
+                d.delivered_total, d.duplicates_total, d.expired_total, d.next_attempt_at,
+                (select count(*) from delivery_queue q where q.subscription_id = d.subscription_id
+                    and q.provider = d.provider and q.state = 'pending') as pending,
+                (select min(enqueued_at) from delivery_queue q where q.subscription_id = d.subscription_id
+                    and q.provider = d.provider and q.state = 'pending') as oldest_pending,
+                (select count(*) from delivery_queue q where q.subscription_id = d.subscription_id
+                    and q.provider = d.provider and q.state = 'parked') as parked
+         from delivery_destinations d where d.subscription_id = $1 and d.provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A parked event, for the panel.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ParkedRow {
+    /// `EventUuid`.
+    pub event_uuid: Uuid,
+    /// Catalog id.
+    pub event_id: i32,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Why the SIEM refused it.
+    pub reason: String,
+}
+
+/// The most recently parked events.
+pub async fn parked(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    limit: i64,
+) -> Result<Vec<ParkedRow>, Error> {
+    Ok(sqlx::query_as::<_, ParkedRow>(
+        "select q.event_uuid, e.event_id, e.occurred_at, coalesce(q.parked_reason, '') as reason
+         from delivery_queue q join audit_events e on e.id = q.event_uuid
+         where q.subscription_id = $1 and q.provider = $2 and q.state = 'parked'
+         order by q.parked_at desc, q.id desc limit $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One delivery attempt, for the panel.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `delivered`, `retrying` or `failing`.
+    pub outcome: String,
+    /// Events delivered by it.
+    pub events: i32,
+    /// Error or note.
+    pub detail: Option<String>,
+}
+
+/// The latest delivery attempts.
+pub async fn attempts(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    limit: i64,
+) -> Result<Vec<AttemptRow>, Error> {
+    Ok(sqlx::query_as::<_, AttemptRow>(
+        "select at, outcome, events, detail from delivery_attempts
+         where subscription_id = $1 and provider = $2 order by at desc, id desc limit $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A gap record, for the panel.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GapSummary {
+    /// How many events expired.
+    pub expired_events: i64,
+    /// Oldest event time.
+    pub oldest_event_at: DateTime<Utc>,
+    /// Newest event time.
+    pub newest_event_at: DateTime<Utc>,
+    /// When they expired.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The latest gap records.
+pub async fn gaps(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    limit: i64,
+) -> Result<Vec<GapSummary>, Error> {
+    Ok(sqlx::query_as::<_, GapSummary>(
+        "select expired_events, oldest_event_at, newest_event_at, recorded_at from delivery_gaps
+         where subscription_id = $1 and provider = $2 order by recorded_at desc, id desc limit $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Puts every parked event of a destination back in the queue, due now; returns how many.
+pub async fn retry_parked(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<u64, Error> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "update delivery_queue set state = 'pending', parked_reason = null, parked_at = null
+         where subscription_id = $1 and provider = $2 and state = 'parked'",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("update delivery_destinations set next_attempt_at = now() where subscription_id = $1 and provider = $2")
+        .bind(subscription_id)
+        .bind(provider)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(super::events::EVENTS_CHANNEL)
+        .bind(subscription_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// A recent email of a subscription, for the panel.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NotificationSummary {
+    /// Kind.
+    pub kind: String,
+    /// Address.
+    pub recipient: String,
+    /// Queued at.
+    pub created_at: DateTime<Utc>,
+    /// `smtp`, `logged`, or none yet.
+    pub sent_via: Option<String>,
+    /// Last sending error.
+    pub last_error: Option<String>,
+}
+
+/// The latest emails about a subscription.
+pub async fn notifications(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    limit: i64,
+) -> Result<Vec<NotificationSummary>, Error> {
+    Ok(sqlx::query_as::<_, NotificationSummary>(
+        "select kind, recipient, created_at, sent_via, last_error from notifications
+         where subscription_id = $1 order by created_at desc, id desc limit $2",
+    )
+    .bind(subscription_id)
+    .bind(limit)
     .fetch_all(pool)
     .await?)
 }

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod delivery;
 pub mod events;
+pub mod notify;
 pub mod siem;
 
 /// A storage failure.

@@ -38,7 +38,173 @@ const HISTORY_SHOWN: i64 = 10;
 const CUSTOM_SITE: &str = "custom";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/subscriptions/{id}/settings", get(show).post(submit))
+    Router::new()
+        .route("/subscriptions/{id}/settings", get(show).post(submit))
+        .route(
+            "/subscriptions/{id}/settings/retry-parked",
+            axum::routing::post(retry_parked),
+        )
+}
+
+/// Parked events, attempts and emails the panel lists.
+const PANEL_ROWS: i64 = 10;
+
+/// The delivery health panel.
+struct HealthView {
+    /// `healthy`, `retrying`, `failing`, `disabled` or `idle` (never enabled).
+    state: &'static str,
+    label: &'static str,
+    summary: String,
+    last_success: Option<String>,
+    waiting: i64,
+    oldest_waiting: Option<String>,
+    last_error: Option<(String, String)>,
+    delivered_total: i64,
+    duplicates_total: i64,
+    expired_total: i64,
+    parked_total: i64,
+    parked: Vec<(String, String, String, String)>,
+    attempts: Vec<(String, String, i32, String)>,
+    gaps: Vec<(String, i64, String, String)>,
+    emails: Vec<(String, String, String, String)>,
+    sends_email: bool,
+}
+
+fn age(since: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - since).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=172_799 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+async fn health_view(
+    state: &AppState,
+    subscription_id: uuid::Uuid,
+    enabled: bool,
+    provider: &str,
+) -> Result<HealthView, WebError> {
+    let health = store::delivery::health(state.pool(), subscription_id, provider).await?;
+    let emails = store::delivery::notifications(state.pool(), subscription_id, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let status = match (n.sent_via.as_deref(), n.last_error) {
+                (Some("smtp"), _) => "sent".to_owned(),
+                (Some(_), _) => "recorded (email not configured)".to_owned(),
+                (None, Some(e)) => format!("not sent yet, retrying: {e}"),
+                (None, None) => "queued".to_owned(),
+            };
+            (when(n.created_at), n.kind, n.recipient, status)
+        })
+        .collect();
+    let Some(h) = health else {
+        return Ok(HealthView {
+            state: if enabled { "healthy" } else { "idle" },
+            label: if enabled { "Healthy" } else { "Not enabled" },
+            summary: if enabled {
+                "No event has been sent yet.".to_owned()
+            } else {
+                "SIEM export has never been turned on for this subscription.".to_owned()
+            },
+            last_success: None,
+            waiting: 0,
+            oldest_waiting: None,
+            last_error: None,
+            delivered_total: 0,
+            duplicates_total: 0,
+            expired_total: 0,
+            parked_total: 0,
+            parked: Vec::new(),
+            attempts: Vec::new(),
+            gaps: Vec::new(),
+            emails,
+            sends_email: state.sends_email(),
+        });
+    };
+    let parked = store::delivery::parked(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|p| {
+            (
+                p.event_id.to_string(),
+                p.event_uuid.to_string(),
+                when(p.occurred_at),
+                p.reason,
+            )
+        })
+        .collect();
+    let attempts = store::delivery::attempts(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|a| {
+            (
+                when(a.at),
+                a.outcome,
+                a.events,
+                a.detail.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let gaps = store::delivery::gaps(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|g| {
+            (
+                when(g.recorded_at),
+                g.expired_events,
+                when(g.oldest_event_at),
+                when(g.newest_event_at),
+            )
+        })
+        .collect();
+    let (state_name, label, summary) = if !enabled {
+        (
+            "disabled",
+            "Disabled",
+            format!(
+                "Export is off. {} event(s) wait and will be sent when it is turned on again.",
+                h.pending
+            ),
+        )
+    } else if h.status == "failing" {
+        ("failing", "Failing", format!(
+            "Delivery has been failing since {}. Events are kept and retried; the administrators are emailed.",
+            h.failing_since.map(when).unwrap_or_else(|| "recently".into())
+        ))
+    } else if h.failing_since.is_some() {
+        (
+            "retrying",
+            "Retrying",
+            "The last attempt failed; cloudpki retries automatically.".to_owned(),
+        )
+    } else {
+        (
+            "healthy",
+            "Healthy",
+            "Events are delivered as they arrive.".to_owned(),
+        )
+    };
+    Ok(HealthView {
+        state: state_name,
+        label,
+        summary,
+        last_success: h.last_success_at.map(when),
+        waiting: h.pending,
+        oldest_waiting: h.oldest_pending.map(age),
+        last_error: h.last_error.zip(h.last_error_at.map(when)),
+        delivered_total: h.delivered_total,
+        duplicates_total: h.duplicates_total,
+        expired_total: h.expired_total,
+        parked_total: h.parked,
+        parked,
+        attempts,
+        gaps,
+        emails,
+        sends_email: state.sends_email(),
+    })
 }
 
 /// What the user typed (or what is stored), as strings, for re-rendering.
@@ -130,6 +296,7 @@ struct SettingsPage {
     key_unreadable: bool,
     last_change: Option<(String, String)>,
     providers: Vec<(&'static str, &'static str)>,
+    health: HealthView,
     sites: Vec<SiteOption>,
     history: Vec<HistoryEntry>,
 }
@@ -148,6 +315,8 @@ fn when(at: DateTime<Utc>) -> String {
 struct ShowQuery {
     #[serde(default)]
     saved: Option<String>,
+    #[serde(default)]
+    retried: Option<u64>,
 }
 
 async fn show(
@@ -158,7 +327,14 @@ async fn show(
 ) -> Result<Html<String>, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
     let stored = stored_form(&state, &membership).await?;
-    let status = query.saved.map(|_| Status::plain("ok", "Settings saved."));
+    let status = match (query.saved, query.retried) {
+        (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
+        (None, Some(n)) => Some(Status::plain(
+            "ok",
+            format!("{n} parked event(s) are queued again and will be retried now."),
+        )),
+        (None, None) => None,
+    };
     let page = render(
         &state,
         &user,
@@ -214,6 +390,15 @@ async fn render(
     let sub = membership.subscription_id;
     let stored = stored::load_datadog(state.pool(), state.master_key(), sub).await?;
     let settings = store::siem::settings(state.pool(), sub).await?;
+    let health = health_view(
+        state,
+        sub,
+        settings.as_ref().is_some_and(|s| s.enabled),
+        settings
+            .as_ref()
+            .map_or(Provider::Datadog.id(), |s| s.provider.as_str()),
+    )
+    .await?;
     let history = store::siem::history(state.pool(), sub, HISTORY_SHOWN)
         .await?
         .into_iter()
@@ -238,6 +423,7 @@ async fn render(
         key_unreadable: matches!(stored.api_key, Some(StoredSecret::Unreadable(_))),
         last_change: settings.map(|s| (s.updated_by_email, when(s.updated_at))),
         providers: Provider::ALL.iter().map(|p| (p.id(), p.label())).collect(),
+        health,
         sites: DatadogSite::ALL
             .iter()
             .map(|s| SiteOption {
@@ -636,4 +822,50 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     } else {
         format!("{n} {many}")
     }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// Puts the parked events back in the queue (admins only).
+async fn retry_parked(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    let membership = membership_or_404(&state, &user, &id).await?;
+    user.check_csrf(&form.csrf_token)?;
+    let sub = membership.subscription_id;
+    if !membership.role().is_admin() {
+        store::siem::record_history(
+            state.pool(),
+            sub,
+            user.user_id,
+            &user.email,
+            "denied",
+            &["Tried to retry parked events without the admin role".to_owned()],
+        )
+        .await?;
+        return Err(WebError::Forbidden(
+            "Only administrators of this subscription can retry parked events.".into(),
+        ));
+    }
+    let provider = store::siem::settings(state.pool(), sub)
+        .await?
+        .map_or_else(|| Provider::Datadog.id().to_owned(), |s| s.provider);
+    let n = store::delivery::retry_parked(state.pool(), sub, &provider).await?;
+    store::siem::record_history(
+        state.pool(),
+        sub,
+        user.user_id,
+        &user.email,
+        "saved",
+        &[format!("Retried {n} parked event(s)")],
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?retried={n}#health")).into_response())
 }

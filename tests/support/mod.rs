@@ -9,6 +9,7 @@
 pub mod app;
 pub mod browser;
 pub mod fake_datadog;
+pub mod smtp;
 
 #[allow(unused_imports)]
 pub use app::*;

@@ -1,0 +1,450 @@
+//! Telling people: incidents (a destination that keeps failing), reminders, recovery, expired
+//! events, and the email outbox that delivers those messages reliably.
+//!
+//! [`Notifier::run_once_at`] is one maintenance pass, safe to run from any number of workers at
+//! once: it expires events past the retention period (counted, recorded as a gap, mailed),
+//! opens an incident for each newly failing destination (one email per admin), sends reminders
+//! at most every [`REMINDER_INTERVAL`], closes incidents whose destination recovered (one
+//! recovery email), then sends what is due from the outbox. Messages are rows first, so an SMTP
+//! outage only delays them; without `CLOUDPKI_SMTP_URL` they are recorded and logged instead.
+
+use std::time::Duration;
+
+use askama::Template;
+use chrono::{DateTime, Utc};
+use lettre::{
+    message::{header::ContentType, Mailbox, MultiPart, SinglePart},
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
+use sqlx::PgPool;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+use uuid::Uuid;
+
+use crate::{
+    domain::provider::Provider,
+    store::{
+        self,
+        notify::{GapRow, IncidentRow, NewMessage},
+    },
+};
+
+/// Longest wait for the SMTP server, per message.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reminders while a destination stays failing: at most one per this interval.
+pub const REMINDER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Messages sent per pass.
+const SEND_BATCH: i64 = 50;
+/// How many delivery attempts the health panel keeps per destination.
+pub const ATTEMPTS_KEPT: i64 = 50;
+
+/// Sends email through the configured SMTP server.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+/// The SMTP URL or sender could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MailerError(String);
+
+impl Mailer {
+    /// From `CLOUDPKI_SMTP_URL` (`smtp://host:port` plain, `?tls=required` for STARTTLS,
+    /// `smtps://` for implicit TLS, `user:pass@` for AUTH) and `CLOUDPKI_MAIL_FROM`.
+    pub fn new(url: &url::Url, from: &str) -> Result<Mailer, MailerError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.as_str())
+            .map_err(|e| MailerError(format!("CLOUDPKI_SMTP_URL cannot be used: {e}")))?
+            .timeout(Some(SMTP_TIMEOUT))
+            .build();
+        let from = from
+            .parse::<Mailbox>()
+            .map_err(|e| MailerError(format!("CLOUDPKI_MAIL_FROM is not a mailbox: {e}")))?;
+        Ok(Mailer { transport, from })
+    }
+
+    async fn send(&self, to: &str, subject: &str, text: &str, html: &str) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| format!("bad recipient address: {e}"))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(text.to_owned()),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(html.to_owned()),
+                    ),
+            )
+            .map_err(|e| format!("cannot build the message: {e}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "email/message.txt")]
+struct TextEmail<'a> {
+    headline: &'a str,
+    paragraphs: &'a [String],
+    facts: &'a [(String, String)],
+    action_label: &'a str,
+    action_url: &'a str,
+    subscription: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/message.html")]
+struct HtmlEmail<'a> {
+    headline: &'a str,
+    paragraphs: &'a [String],
+    facts: &'a [(String, String)],
+    action_label: &'a str,
+    action_url: &'a str,
+    subscription: &'a str,
+}
+
+/// The content of one email, before rendering.
+struct EmailView {
+    subject: String,
+    headline: String,
+    paragraphs: Vec<String>,
+    facts: Vec<(String, String)>,
+    action_label: String,
+    action_url: String,
+    subscription: String,
+}
+
+impl EmailView {
+    fn render(&self) -> Result<(String, String), askama::Error> {
+        let text = TextEmail {
+            headline: &self.headline,
+            paragraphs: &self.paragraphs,
+            facts: &self.facts,
+            action_label: &self.action_label,
+            action_url: &self.action_url,
+            subscription: &self.subscription,
+        }
+        .render()?;
+        let html = HtmlEmail {
+            headline: &self.headline,
+            paragraphs: &self.paragraphs,
+            facts: &self.facts,
+            action_label: &self.action_label,
+            action_url: &self.action_url,
+            subscription: &self.subscription,
+        }
+        .render()?;
+        Ok((text, html))
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyReport {
+    /// Incidents opened.
+    pub opened: u64,
+    /// Reminders queued (per incident).
+    pub reminded: u64,
+    /// Incidents closed.
+    pub closed: u64,
+    /// Events expired past retention.
+    pub expired: u64,
+    /// Messages sent (or logged).
+    pub sent: u64,
+    /// Messages whose sending failed this time (retried later).
+    pub send_failures: u64,
+}
+
+/// Runs incidents, retention and the outbox.
+#[derive(Clone)]
+pub struct Notifier {
+    pool: PgPool,
+    mailer: Option<Mailer>,
+    public_url: String,
+    retention: chrono::Duration,
+}
+
+impl Notifier {
+    /// `public_url` is the portal's base URL for links; `retention_days` from the config.
+    pub fn new(
+        pool: PgPool,
+        mailer: Option<Mailer>,
+        public_url: String,
+        retention_days: u32,
+    ) -> Self {
+        Self {
+            pool,
+            mailer,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            retention: chrono::Duration::days(i64::from(retention_days)),
+        }
+    }
+
+    /// Whether emails really go out (an SMTP server is configured).
+    pub fn sends_email(&self) -> bool {
+        self.mailer.is_some()
+    }
+
+    /// One maintenance pass at `now`.
+    pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
+        let mut report = NotifyReport::default();
+        let mut tx = self.pool.begin().await?;
+        for gap in store::notify::expire(&mut tx, now - self.retention, now).await? {
+            report.expired += u64::try_from(gap.expired_events).unwrap_or_default();
+            tracing::warn!(subscription_id = %gap.subscription_id, expired = gap.expired_events, "undelivered events expired past retention");
+            self.queue_expired(&mut tx, &gap, now).await?;
+        }
+        for incident in store::notify::open_incidents(&mut tx, now).await? {
+            report.opened += 1;
+            tracing::warn!(subscription_id = %incident.subscription_id, reason = %incident.reason, "delivery incident opened");
+            self.queue_incident(&mut tx, &incident, "failing", now)
+                .await?;
+        }
+        let every =
+            chrono::Duration::from_std(REMINDER_INTERVAL).unwrap_or(chrono::Duration::days(1));
+        for incident in store::notify::due_reminders(&mut tx, now, every).await? {
+            report.reminded += 1;
+            self.queue_incident(&mut tx, &incident, "reminder", now)
+                .await?;
+        }
+        for incident in store::notify::close_incidents(&mut tx, now).await? {
+            report.closed += 1;
+            tracing::info!(subscription_id = %incident.subscription_id, delivered = incident.count, "delivery incident closed");
+            self.queue_incident(&mut tx, &incident, "recovered", now)
+                .await?;
+        }
+        tx.commit().await?;
+        let (sent, failed) = self.send_due(now).await?;
+        report.sent = sent;
+        report.send_failures = failed;
+        store::notify::prune_attempts(&self.pool, ATTEMPTS_KEPT).await?;
+        Ok(report)
+    }
+
+    fn settings_link(&self, subscription_id: Uuid) -> String {
+        format!(
+            "{}/subscriptions/{subscription_id}/settings#advanced",
+            self.public_url
+        )
+    }
+
+    async fn subscription_name(&self, tx: &mut Tx<'_>, id: Uuid) -> Result<String, store::Error> {
+        Ok(store::notify::subscription_name(tx, id)
+            .await?
+            .unwrap_or_else(|| id.to_string()))
+    }
+
+    async fn queue_incident(
+        &self,
+        tx: &mut Tx<'_>,
+        incident: &IncidentRow,
+        kind: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), store::Error> {
+        let provider = Provider::parse(&incident.provider)
+            .map(Provider::label)
+            .unwrap_or("SIEM");
+        let name = self.subscription_name(tx, incident.subscription_id).await?;
+        let (waiting, oldest) =
+            store::notify::waiting(tx, incident.subscription_id, &incident.provider).await?;
+        let (expired, parked) = store::notify::losses_since(
+            tx,
+            incident.subscription_id,
+            &incident.provider,
+            incident.opened_at,
+        )
+        .await?;
+        let since = fmt_time(incident.opened_at);
+        let mut facts = vec![
+            ("Destination".to_owned(), provider.to_owned()),
+            ("Failing since".to_owned(), since.clone()),
+            ("Events waiting".to_owned(), waiting.to_string()),
+        ];
+        if let Some(oldest) = oldest {
+            facts.push(("Oldest waiting event queued".to_owned(), fmt_time(oldest)));
+        }
+        if expired > 0 {
+            facts.push(("Events expired undelivered".to_owned(), expired.to_string()));
+        }
+        let view = match kind {
+            "recovered" => {
+                let lost = if expired == 0 && parked == 0 {
+                    "No event was lost.".to_owned()
+                } else {
+                    format!("During the outage {expired} event(s) expired past the retention period and {parked} were refused by {provider} (parked); see the delivery health panel.")
+                };
+                EmailView {
+                    subject: format!("Resolved: audit logs of {name} reach {provider} again"),
+                    headline: format!("Audit logs of {name} reach {provider} again"),
+                    paragraphs: vec![
+                        format!("Delivery works again. cloudpki delivered {} waiting event(s) since the problem started on {since}. {lost}", incident.count),
+                    ],
+                    facts,
+                    action_label: "Open the settings".into(),
+                    action_url: self.settings_link(incident.subscription_id),
+                    subscription: name,
+                }
+            }
+            _ => EmailView {
+                subject: if kind == "reminder" {
+                    format!("Still failing: audit logs of {name} are not reaching {provider}")
+                } else {
+                    format!("Action needed: audit logs of {name} are not reaching {provider}")
+                },
+                headline: format!("Audit logs of {name} are not reaching {provider}"),
+                paragraphs: vec![
+                    format!("cloudpki cannot deliver audit events to {provider}: {}", incident.reason),
+                    format!("No event is lost yet: {waiting} event(s) wait in the queue and are sent as soon as delivery works. Undelivered events are kept for {} days.", self.retention.num_days()),
+                    "What to do: open the settings, check the API key and the intake URL, press Test Connection, then Save changes. A fixed key or URL takes effect at once.".to_owned(),
+                ],
+                facts,
+                action_label: "Fix the settings".into(),
+                action_url: self.settings_link(incident.subscription_id),
+                subscription: name,
+            },
+        };
+        let key_part = match kind {
+            "reminder" => format!("reminder/{}", incident.count),
+            other => other.to_owned(),
+        };
+        self.queue_for_admins(
+            tx,
+            incident.subscription_id,
+            &format!("{}/{key_part}", incident.id),
+            kind,
+            &view,
+            now,
+        )
+        .await
+    }
+
+    async fn queue_expired(
+        &self,
+        tx: &mut Tx<'_>,
+        gap: &GapRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), store::Error> {
+        let provider = Provider::parse(&gap.provider)
+            .map(Provider::label)
+            .unwrap_or("SIEM");
+        let name = self.subscription_name(tx, gap.subscription_id).await?;
+        let view = EmailView {
+            subject: format!("{} audit event(s) of {name} expired undelivered", gap.expired_events),
+            headline: format!("{} audit event(s) of {name} were never delivered to {provider}", gap.expired_events),
+            paragraphs: vec![
+                format!(
+                    "These events waited longer than the retention period of {} days and were removed from the delivery queue. They remain in cloudpki's audit trail; your SIEM does not have them.",
+                    self.retention.num_days()
+                ),
+                "Fix the destination so that newer events arrive, and look up the missing period in cloudpki if you need it.".to_owned(),
+            ],
+            facts: vec![
+                ("Destination".to_owned(), provider.to_owned()),
+                ("Events expired".to_owned(), gap.expired_events.to_string()),
+                ("Oldest".to_owned(), fmt_time(gap.oldest_event_at)),
+                ("Newest".to_owned(), fmt_time(gap.newest_event_at)),
+            ],
+            action_label: "Open the settings".into(),
+            action_url: self.settings_link(gap.subscription_id),
+            subscription: name,
+        };
+        self.queue_for_admins(
+            tx,
+            gap.subscription_id,
+            &format!("gap/{}", gap.id),
+            "expired",
+            &view,
+            now,
+        )
+        .await
+    }
+
+    async fn queue_for_admins(
+        &self,
+        tx: &mut Tx<'_>,
+        subscription_id: Uuid,
+        key: &str,
+        kind: &'static str,
+        view: &EmailView,
+        now: DateTime<Utc>,
+    ) -> Result<(), store::Error> {
+        let (text_body, html_body) = view
+            .render()
+            .map_err(|e| store::Error::Database(sqlx::Error::Protocol(e.to_string())))?;
+        for recipient in store::notify::admin_emails(tx, subscription_id).await? {
+            let message = NewMessage {
+                subscription_id,
+                dedupe_key: format!("{key}/{recipient}"),
+                kind,
+                recipient,
+                subject: view.subject.clone(),
+                text_body: text_body.clone(),
+                html_body: html_body.clone(),
+            };
+            store::notify::enqueue(tx, &message, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends (or logs) what is due; failures are retried with backoff.
+    async fn send_due(&self, now: DateTime<Utc>) -> Result<(u64, u64), store::Error> {
+        let mut sent = 0;
+        let mut failed = 0;
+        let lease = chrono::Duration::seconds(120);
+        for message in store::notify::claim_due(&self.pool, now, lease, SEND_BATCH).await? {
+            match &self.mailer {
+                None => {
+                    tracing::info!(to = %message.recipient, subject = %message.subject, "email recorded, not sent: CLOUDPKI_SMTP_URL is not set");
+                    store::notify::mark_sent(&self.pool, message.id, now, "logged").await?;
+                    sent += 1;
+                }
+                Some(mailer) => match mailer
+                    .send(
+                        &message.recipient,
+                        &message.subject,
+                        &message.text_body,
+                        &message.html_body,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        store::notify::mark_sent(&self.pool, message.id, now, "smtp").await?;
+                        sent += 1;
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        let delay = 30i64
+                            .saturating_mul(1 << message.attempts.clamp(0, 7))
+                            .min(3600);
+                        tracing::warn!(to = %message.recipient, %error, retry_in_s = delay, "email not sent; will retry");
+                        store::notify::mark_failed(
+                            &self.pool,
+                            message.id,
+                            now + chrono::Duration::seconds(delay),
+                            &error,
+                        )
+                        .await?;
+                    }
+                },
+            }
+        }
+        Ok((sent, failed))
+    }
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}

@@ -1,0 +1,322 @@
+//! Incidents, the email outbox and retention expiry, each step exactly-once across workers:
+//! opening relies on the one-open-incident index, closing and reminding on row locks of an
+//! `update … where`, and every message has a unique dedupe key.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Error;
+
+/// An incident that was just opened, closed or reminded about.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IncidentRow {
+    /// Incident id.
+    pub id: Uuid,
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Provider id.
+    pub provider: String,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// The destination's last error.
+    pub reason: String,
+    /// Events delivered since it opened (for closing), or the reminder number.
+    pub count: i64,
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Unique per intended message.
+    pub dedupe_key: String,
+    /// `failing`, `reminder`, `recovered` or `expired`.
+    pub kind: &'static str,
+    /// Address.
+    pub recipient: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain text.
+    pub text_body: String,
+    /// HTML.
+    pub html_body: String,
+}
+
+/// A queued message claimed for sending.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// Address.
+    pub recipient: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain text.
+    pub text_body: String,
+    /// HTML.
+    pub html_body: String,
+    /// Attempts so far (including this one).
+    pub attempts: i32,
+}
+
+/// Expired events of one destination.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GapRow {
+    /// Gap record id.
+    pub id: i64,
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Provider.
+    pub provider: String,
+    /// How many.
+    pub expired_events: i64,
+    /// Time of the oldest.
+    pub oldest_event_at: DateTime<Utc>,
+    /// Time of the newest.
+    pub newest_event_at: DateTime<Utc>,
+}
+
+/// Opens an incident for every enabled destination that is failing and has none open.
+pub async fn open_incidents(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+) -> Result<Vec<IncidentRow>, Error> {
+    Ok(sqlx::query_as::<_, IncidentRow>(
+        "insert into incidents (id, subscription_id, provider, opened_at, reason, delivered_at_open, last_reminder_at)
+         select gen_random_uuid(), d.subscription_id, d.provider, $1,
+                coalesce(d.last_error, 'Delivery is failing.'), d.delivered_total, $1
+         from delivery_destinations d
+         join siem_settings s on s.subscription_id = d.subscription_id and s.provider = d.provider and s.enabled
+         where d.status = 'failing'
+           and not exists (select 1 from incidents i
+                           where i.subscription_id = d.subscription_id and i.provider = d.provider
+                             and i.closed_at is null)
+         on conflict (subscription_id, provider) where closed_at is null do nothing
+         returning id, subscription_id, provider, opened_at, reason, 0::bigint as count",
+    )
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Closes the incidents whose destination is healthy again; `count` = events delivered since.
+pub async fn close_incidents(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+) -> Result<Vec<IncidentRow>, Error> {
+    Ok(sqlx::query_as::<_, IncidentRow>(
+        "update incidents i set closed_at = $1
+         from delivery_destinations d
+         where i.closed_at is null and d.subscription_id = i.subscription_id
+           and d.provider = i.provider and d.status = 'healthy'
+         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason,
+                   d.delivered_total - i.delivered_at_open as count",
+    )
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Marks the incidents due for a reminder; `count` = the reminder's number.
+pub async fn due_reminders(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+    every: chrono::Duration,
+) -> Result<Vec<IncidentRow>, Error> {
+    Ok(sqlx::query_as::<_, IncidentRow>(
+        "update incidents i set last_reminder_at = $1, reminders = reminders + 1,
+                reason = coalesce(d.last_error, i.reason)
+         from delivery_destinations d
+         where i.closed_at is null and i.last_reminder_at <= $1::timestamptz - $2
+           and d.subscription_id = i.subscription_id and d.provider = i.provider
+         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason, i.reminders::bigint as count",
+    )
+    .bind(now)
+    .bind(every)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Deletes queue rows older than `cutoff`, records a gap per destination and counts them.
+pub async fn expire(
+    tx: &mut Transaction<'_, Postgres>,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<GapRow>, Error> {
+    Ok(sqlx::query_as::<_, GapRow>(
+        "with expired as (
+            delete from delivery_queue q where q.enqueued_at < $1
+            returning q.subscription_id, q.provider, q.event_uuid
+         ), grouped as (
+            select x.subscription_id, x.provider, count(*) as n,
+                   min(e.occurred_at) as oldest, max(e.occurred_at) as newest
+            from expired x join audit_events e on e.id = x.event_uuid
+            group by x.subscription_id, x.provider
+         ), counted as (
+            update delivery_destinations d set expired_total = d.expired_total + g.n
+            from grouped g where d.subscription_id = g.subscription_id and d.provider = g.provider
+         )
+         insert into delivery_gaps (subscription_id, provider, expired_events, oldest_event_at, newest_event_at, recorded_at)
+         select subscription_id, provider, n, oldest, newest, $2 from grouped
+         returning id, subscription_id, provider, expired_events, oldest_event_at, newest_event_at",
+    )
+    .bind(cutoff)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// The admins' addresses of a subscription.
+pub async fn admin_emails(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "select u.email from memberships m join users u on u.id = m.user_id
+         where m.subscription_id = $1 and m.role = 'admin' order by u.email",
+    )
+    .bind(subscription_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Pending events of a destination and when the oldest was queued.
+pub async fn waiting(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<(i64, Option<DateTime<Utc>>), Error> {
+    Ok(sqlx::query_as(
+        "select count(*), min(enqueued_at) from delivery_queue
+         where subscription_id = $1 and provider = $2 and state = 'pending'",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Events expired or parked for a destination since `since`.
+pub async fn losses_since(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), Error> {
+    Ok(sqlx::query_as(
+        "select
+            coalesce((select sum(expired_events)::bigint from delivery_gaps
+                      where subscription_id = $1 and provider = $2 and recorded_at >= $3), 0),
+            (select count(*) from delivery_queue
+             where subscription_id = $1 and provider = $2 and state = 'parked' and parked_at >= $3)",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(since)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Queues a message unless one with the same dedupe key exists.
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    message: &NewMessage,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into notifications (subscription_id, dedupe_key, kind, recipient, subject, text_body, html_body, created_at, next_attempt_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+         on conflict on constraint notifications_dedupe_key do nothing",
+    )
+    .bind(message.subscription_id)
+    .bind(&message.dedupe_key)
+    .bind(message.kind)
+    .bind(&message.recipient)
+    .bind(&message.subject)
+    .bind(&message.text_body)
+    .bind(&message.html_body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due messages for `lease`.
+pub async fn claim_due(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, Error> {
+    Ok(sqlx::query_as::<_, OutboxRow>(
+        "update notifications n set sending_until = $1::timestamptz + $2, attempts = n.attempts + 1
+         where n.id in (
+            select id from notifications
+            where sent_at is null and next_attempt_at <= $1
+              and (sending_until is null or sending_until < $1)
+            order by id limit $3
+            for update skip locked)
+         returning n.id, n.recipient, n.subject, n.text_body, n.html_body, n.attempts",
+    )
+    .bind(now)
+    .bind(lease)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Marks a message sent (`via` = `smtp` or `logged`).
+pub async fn mark_sent(pool: &PgPool, id: i64, now: DateTime<Utc>, via: &str) -> Result<(), Error> {
+    sqlx::query("update notifications set sent_at = $2, sent_via = $3, sending_until = null, last_error = null where id = $1")
+        .bind(id)
+        .bind(now)
+        .bind(via)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Schedules another attempt.
+pub async fn mark_failed(
+    pool: &PgPool,
+    id: i64,
+    next: DateTime<Utc>,
+    error: &str,
+) -> Result<(), Error> {
+    sqlx::query("update notifications set next_attempt_at = $2, last_error = $3, sending_until = null where id = $1")
+        .bind(id)
+        .bind(next)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the newest `keep` attempts per destination.
+pub async fn prune_attempts(pool: &PgPool, keep: i64) -> Result<(), Error> {
+    sqlx::query(
+        "delete from delivery_attempts a using (
+            select id, row_number() over (partition by subscription_id, provider order by at desc, id desc) as n
+            from delivery_attempts) r
+         where a.id = r.id and r.n > $1",
+    )
+    .bind(keep)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A subscription's name.
+pub async fn subscription_name(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+) -> Result<Option<String>, Error> {
+    Ok(
+        sqlx::query_scalar("select name from subscriptions where id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
