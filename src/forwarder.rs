@@ -365,6 +365,27 @@ impl Forwarder {
                         result.health = self.failing(claimed, now, reason).await?;
                         return Ok(());
                     }
+                    Disposition::PartialAccept { accepted, reason } => {
+                        let accepted = accepted.min(ids.len());
+                        result.delivered.extend(&ids[..accepted]);
+                        if let Some(bad) = ids.get(accepted) {
+                            result.parked.push((*bad, reason));
+                        }
+                        let rest: Vec<(i64, AuditLog)> = ids
+                            .iter()
+                            .skip(accepted + 1)
+                            .filter_map(|id| group.iter().find(|(g, _)| g == id).cloned())
+                            .collect();
+                        if !rest.is_empty() {
+                            groups.push_front(rest);
+                        }
+                    }
+                    Disposition::Gone { reason } => {
+                        tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination is gone; export turned off");
+                        result.disable = Some(reason.clone());
+                        result.health = self.failing(claimed, now, reason).await?;
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -57,6 +57,13 @@ pub enum Disposition {
     /// The destination is misconfigured (401/403 key, 404 URL, 3xx redirect): keep every event
     /// queued, mark the destination failing (email the admins), retry slowly.
     AuthFailed { reason: String },
+    /// The SIEM stored the first `accepted` events of the batch (in [`Batch::event_uuids`]
+    /// order), refused the next one for good (park it with `reason`) and did not process the
+    /// rest (send them again). Never resend the accepted ones (Splunk HEC code 6).
+    PartialAccept { accepted: usize, reason: String },
+    /// The destination says it is gone for good (webhook 410): stop sending, turn export off,
+    /// keep the events queued, and tell the admins.
+    Gone { reason: String },
 }
 
 /// A transport failure: the SIEM gave no HTTP answer. All but [`SendError::EgressDenied`] are

@@ -56,7 +56,7 @@ pub async fn ensure_destination(
     sqlx::query(
         "insert into delivery_destinations (subscription_id, provider) values ($1, $2)
          on conflict on constraint delivery_destinations_pkey
-         do update set next_attempt_at = now(), consecutive_failures = 0",
+         do update set next_attempt_at = now(), consecutive_failures = 0, disabled_reason = null",
     )
     .bind(subscription_id)
     .bind(provider)
@@ -142,6 +142,8 @@ pub struct BatchResult {
     pub duplicates: i64,
     /// How the destination fares.
     pub health: Health,
+    /// The destination said it is gone for good: turn export off with this reason.
+    pub disable: Option<String>,
 }
 
 /// The destination's state after a batch.
@@ -297,6 +299,32 @@ pub async fn finish_batch(
             .execute(&mut *tx)
             .await?;
         }
+    }
+    if let Some(reason) = &result.disable {
+        sqlx::query(
+            "update delivery_destinations set disabled_reason = $3
+             where subscription_id = $1 and provider = $2",
+        )
+        .bind(claimed.subscription_id)
+        .bind(&claimed.provider)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update siem_settings set enabled = false where subscription_id = $1 and provider = $2",
+        )
+        .bind(claimed.subscription_id)
+        .bind(&claimed.provider)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
+             values ($1, null, 'cloudpki', 'saved', $2)",
+        )
+        .bind(claimed.subscription_id)
+        .bind(serde_json::json!([format!("Send Audit Logs to SIEM turned off: {reason}")]))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(true)

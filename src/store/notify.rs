@@ -88,7 +88,8 @@ pub async fn open_incidents(
          select gen_random_uuid(), d.subscription_id, d.provider, $1,
                 coalesce(d.last_error, 'Delivery is failing.'), d.delivered_total, $1
          from delivery_destinations d
-         join siem_settings s on s.subscription_id = d.subscription_id and s.provider = d.provider and s.enabled
+         join siem_settings s on s.subscription_id = d.subscription_id and s.provider = d.provider
+              and (s.enabled or d.disabled_reason is not null)
          where d.status = 'failing'
            and not exists (select 1 from incidents i
                            where i.subscription_id = d.subscription_id and i.provider = d.provider
