@@ -693,6 +693,7 @@ mod tests {
             Disposition::Rejected { .. } => Expect::Rejected,
             Disposition::SplitBatch => Expect::Split,
             Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+            other => panic!("Datadog never answers {other:?}"),
         }
     }
 
