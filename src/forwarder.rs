@@ -22,10 +22,7 @@ use uuid::Uuid;
 use crate::{
     crypto::MasterKey,
     domain::{events::EventId, provider::Provider},
-    siem::{
-        datadog::DatadogDestination, egress::EgressPolicy, stored, AuditLog, Disposition,
-        SendError, SiemDestination,
-    },
+    siem::{egress::EgressPolicy, AuditLog, Disposition, SendError, SiemDestination},
     store::{
         self,
         delivery::{BatchResult, Claimed, Health, QueuedEvent},
@@ -238,24 +235,21 @@ impl Forwarder {
         &self,
         claimed: &Claimed,
     ) -> Result<Result<Box<dyn SiemDestination>, String>, store::Error> {
-        match Provider::parse(&claimed.provider) {
-            Ok(Provider::Datadog) => {
-                let stored =
-                    stored::load_datadog(&self.pool, &self.master_key, claimed.subscription_id)
-                        .await?;
-                Ok(match stored.config() {
-                    Some(config) => Ok(Box::new(DatadogDestination {
-                        config,
-                        hostname: self.hostname.clone(),
-                    })),
-                    None => Err("The Datadog settings are incomplete or the stored API key can no longer be read; open Settings, enter the key again and save.".to_owned()),
-                })
-            }
-            Err(_) => Ok(Err(format!(
+        let Ok(provider) = Provider::parse(&claimed.provider) else {
+            return Ok(Err(format!(
                 "Unknown SIEM provider `{}`.",
                 claimed.provider
-            ))),
-        }
+            )));
+        };
+        let config = crate::siem::config::destination_config(
+            &self.pool,
+            &self.master_key,
+            claimed.subscription_id,
+            provider,
+            &self.egress,
+        )
+        .await?;
+        Ok(config.map(|c| c.destination(&self.hostname)))
     }
 
     async fn failing(

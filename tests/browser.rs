@@ -26,12 +26,7 @@ async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
         .send_keys(PASSWORD)
         .await
         .unwrap();
-    c.find(Locator::Css("button[type=submit].primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.submit_with("button[type=submit].primary").await;
     browser.wait_css("ul.cards").await;
 }
 
@@ -109,12 +104,7 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
         .await
         .unwrap();
 
-    c.find(Locator::Css("#test-connection"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.submit_with("#test-connection").await;
     let status = status_text(&browser).await;
     assert!(status.contains("Datadog accepted the test log"), "{status}");
     let query = browser
@@ -141,12 +131,7 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
     assert_eq!(key.prop("value").await.unwrap().as_deref(), Some(""));
     key.send_keys(KEY).await.unwrap();
 
-    c.find(Locator::Css("#save-changes"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.submit_with("#save-changes").await;
     let status = status_text(&browser).await;
     assert_eq!(status, "Settings saved.");
 
@@ -209,12 +194,7 @@ async fn a_wrong_key_shows_the_invalid_key_message() {
         .send_keys(WRONG_KEY)
         .await
         .unwrap();
-    c.find(Locator::Css("#test-connection"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.submit_with("#test-connection").await;
     let status = status_text(&browser).await;
     assert!(status.contains("Datadog refused the API key"), "{status}");
     assert!(status.contains("another Datadog site"), "{status}");

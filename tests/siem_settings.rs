@@ -190,7 +190,7 @@ async fn every_invalid_field_is_reported_next_to_it_at_once_keeping_what_was_typ
             "save",
             &[
                 ("siem_enabled", "on"),
-                ("provider", "graylog"),
+                ("provider", "datadog"),
                 ("datadog_site", "MARS1"),
                 ("datadog_url", "ftp://intake.example.com"),
                 ("datadog_api_key", "0123-not-hex"),
@@ -199,7 +199,7 @@ async fn every_invalid_field_is_reported_next_to_it_at_once_keeping_what_was_typ
         .await;
     assert_eq!(r.status(), 422);
     let page = r.text().await.unwrap();
-    for field in ["provider", "datadog_site", "datadog_url", "datadog_api_key"] {
+    for field in ["datadog_site", "datadog_url", "datadog_api_key"] {
         assert!(
             field_error(&page, field).is_some(),
             "{field} has an error: {page}"
@@ -211,6 +211,10 @@ async fn every_invalid_field_is_reported_next_to_it_at_once_keeping_what_was_typ
         Some("ftp://intake.example.com")
     );
     assert!(!page.contains("0123-not-hex"), "the key is not echoed");
+    // A provider outside the list (a tampered request) is named too.
+    let r = f.submit("save", &[("provider", "graylog")]).await;
+    assert_eq!(r.status(), 422);
+    assert!(field_error(&r.text().await.unwrap(), "provider").is_some());
     let saved: i64 = sqlx::query_scalar("select count(*) from siem_settings")
         .fetch_one(&f.app.pool)
         .await

@@ -10,9 +10,9 @@
 //! Every outbound call goes through the client of [`egress::http_client`] and calls
 //! [`egress::EgressPolicy::check_url`] first.
 
+pub mod config;
 pub mod datadog;
 pub mod egress;
-pub mod stored;
 
 use std::error::Error as StdError;
 use std::io::{self, Write};

@@ -15,8 +15,9 @@ use crate::{
     domain::{
         datadog::DatadogSite,
         events::{alert_query, catalog, Category, Criticality},
+        provider::Provider,
     },
-    siem::stored,
+    siem::config,
     store::accounts::MembershipRow,
 };
 
@@ -55,11 +56,14 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Html<String>, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
-    let stored =
-        stored::load_datadog(state.pool(), state.master_key(), membership.subscription_id).await?;
-    let site = stored
-        .site
-        .or_else(|| stored.url.as_ref().and_then(|u| u.site()));
+    let stored = config::load(
+        state.pool(),
+        state.master_key(),
+        membership.subscription_id,
+        Provider::Datadog,
+    )
+    .await?;
+    let site = config::datadog_site(&stored);
     let explorer_site = site.unwrap_or(DatadogSite::ALL[0]);
 
     let sections = [Category::CaOperation, Category::CertificateOperation]

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod events;
 mod health;
+mod health_panel;
 pub mod metrics;
 mod session;
 mod settings;

@@ -263,7 +263,7 @@ impl TestApp {
     /// Stores Datadog settings for `subscription` directly (the settings page is tested on its
     /// own): export on or off, the intake URL and a sealed API key.
     pub async fn configure_datadog(&self, subscription: Uuid, url: &str, key: &str, enabled: bool) {
-        use cloudpki::{domain::provider::Provider, siem::stored, store};
+        use cloudpki::{domain::provider::Provider, siem::config, store};
         let mut tx = self.pool.begin().await.expect("tx");
         let admin = Uuid::new_v4();
         sqlx::query("insert into users (id, email, password_hash) values ($1, $2, 'x') on conflict do nothing")
@@ -286,18 +286,17 @@ impl TestApp {
             &mut tx,
             subscription,
             "datadog",
-            &serde_json::json!({ "site": null, "url": url }),
+            &serde_json::json!({ "datadog_url": url }),
         )
         .await
         .expect("fields");
-        let context =
-            stored::secret_context(subscription, Provider::Datadog, stored::DATADOG_API_KEY);
+        let context = config::secret_context(subscription, Provider::Datadog, "api_key");
         let sealed = self.master_key.seal(key.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,
             subscription,
             "datadog",
-            stored::DATADOG_API_KEY,
+            "api_key",
             &sealed,
             &key[key.len() - 4..],
         )

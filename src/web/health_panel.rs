@@ -1,0 +1,173 @@
+//! The delivery health panel of the settings page: status, last success, backlog, last error,
+//! parked events, gaps, recent attempts and the emails sent about the destination.
+
+use chrono::{DateTime, Utc};
+
+use super::WebError;
+use crate::{app::AppState, store};
+
+/// Parked events, attempts and emails the panel lists.
+pub const PANEL_ROWS: i64 = 10;
+
+/// The delivery health panel.
+pub struct HealthView {
+    /// `healthy`, `retrying`, `failing`, `disabled` or `idle` (never enabled).
+    pub state: &'static str,
+    pub label: &'static str,
+    pub summary: String,
+    pub last_success: Option<String>,
+    pub waiting: i64,
+    pub oldest_waiting: Option<String>,
+    pub last_error: Option<(String, String)>,
+    pub delivered_total: i64,
+    pub duplicates_total: i64,
+    pub expired_total: i64,
+    pub parked_total: i64,
+    pub parked: Vec<(String, String, String, String)>,
+    pub attempts: Vec<(String, String, i32, String)>,
+    pub gaps: Vec<(String, i64, String, String)>,
+    pub emails: Vec<(String, String, String, String)>,
+    pub sends_email: bool,
+}
+
+fn age(since: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - since).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=172_799 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+pub async fn health_view(
+    state: &AppState,
+    subscription_id: uuid::Uuid,
+    enabled: bool,
+    provider: &str,
+) -> Result<HealthView, WebError> {
+    let health = store::delivery::health(state.pool(), subscription_id, provider).await?;
+    let emails = store::delivery::notifications(state.pool(), subscription_id, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let status = match (n.sent_via.as_deref(), n.last_error) {
+                (Some("smtp"), _) => "sent".to_owned(),
+                (Some(_), _) => "recorded (email not configured)".to_owned(),
+                (None, Some(e)) => format!("not sent yet, retrying: {e}"),
+                (None, None) => "queued".to_owned(),
+            };
+            (when(n.created_at), n.kind, n.recipient, status)
+        })
+        .collect();
+    let Some(h) = health else {
+        return Ok(HealthView {
+            state: if enabled { "healthy" } else { "idle" },
+            label: if enabled { "Healthy" } else { "Not enabled" },
+            summary: if enabled {
+                "No event has been sent yet.".to_owned()
+            } else {
+                "SIEM export has never been turned on for this subscription.".to_owned()
+            },
+            last_success: None,
+            waiting: 0,
+            oldest_waiting: None,
+            last_error: None,
+            delivered_total: 0,
+            duplicates_total: 0,
+            expired_total: 0,
+            parked_total: 0,
+            parked: Vec::new(),
+            attempts: Vec::new(),
+            gaps: Vec::new(),
+            emails,
+            sends_email: state.sends_email(),
+        });
+    };
+    let parked = store::delivery::parked(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|p| {
+            (
+                p.event_id.to_string(),
+                p.event_uuid.to_string(),
+                when(p.occurred_at),
+                p.reason,
+            )
+        })
+        .collect();
+    let attempts = store::delivery::attempts(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|a| {
+            (
+                when(a.at),
+                a.outcome,
+                a.events,
+                a.detail.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let gaps = store::delivery::gaps(state.pool(), subscription_id, provider, PANEL_ROWS)
+        .await?
+        .into_iter()
+        .map(|g| {
+            (
+                when(g.recorded_at),
+                g.expired_events,
+                when(g.oldest_event_at),
+                when(g.newest_event_at),
+            )
+        })
+        .collect();
+    let (state_name, label, summary) = if !enabled {
+        (
+            "disabled",
+            "Disabled",
+            format!(
+                "Export is off. {} event(s) wait and will be sent when it is turned on again.",
+                h.pending
+            ),
+        )
+    } else if h.status == "failing" {
+        ("failing", "Failing", format!(
+            "Delivery has been failing since {}. Events are kept and retried; the administrators are emailed.",
+            h.failing_since.map(when).unwrap_or_else(|| "recently".into())
+        ))
+    } else if h.failing_since.is_some() {
+        (
+            "retrying",
+            "Retrying",
+            "The last attempt failed; cloudpki retries automatically.".to_owned(),
+        )
+    } else {
+        (
+            "healthy",
+            "Healthy",
+            "Events are delivered as they arrive.".to_owned(),
+        )
+    };
+    Ok(HealthView {
+        state: state_name,
+        label,
+        summary,
+        last_success: h.last_success_at.map(when),
+        waiting: h.pending,
+        oldest_waiting: h.oldest_pending.map(age),
+        last_error: h.last_error.zip(h.last_error_at.map(when)),
+        delivered_total: h.delivered_total,
+        duplicates_total: h.duplicates_total,
+        expired_total: h.expired_total,
+        parked_total: h.parked,
+        parked,
+        attempts,
+        gaps,
+        emails,
+        sends_email: state.sends_email(),
+    })
+}
+
+/// A time as the portal shows it.
+pub fn when(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
