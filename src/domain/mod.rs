@@ -5,5 +5,8 @@
 pub mod account;
 pub mod datadog;
 pub mod events;
+pub mod hec;
 pub mod ingest;
 pub mod provider;
+pub mod sentinel;
+pub mod webhook;

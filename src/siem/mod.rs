@@ -13,6 +13,9 @@
 pub mod config;
 pub mod datadog;
 pub mod egress;
+pub mod hec;
+pub mod sentinel;
+pub mod webhook;
 
 use std::error::Error as StdError;
 use std::io::{self, Write};

@@ -9,6 +9,9 @@
 pub mod app;
 pub mod browser;
 pub mod fake_datadog;
+pub mod fake_hec;
+pub mod fake_sentinel;
+pub mod fake_webhook;
 pub mod smtp;
 
 #[allow(unused_imports)]

@@ -1,0 +1,1447 @@
+//! Microsoft Sentinel provider: audit logs → Azure Monitor **Logs Ingestion API** (the
+//! DCR-based API that Sentinel reads from). The legacy SharedKey HTTP Data Collector API
+//! stops working on 14 September 2026 and is deliberately not spoken here.
+//!
+//! Contract (Microsoft Learn, "Logs Ingestion API in Azure Monitor", its limits include, and
+//! "Standard columns"):
+//!
+//! - **Token**: OAuth2 client credentials, `POST {login}/{tenant}/oauth2/v2.0/token` with the
+//!   form `client_id`, `client_secret`, `grant_type=client_credentials` and
+//!   `scope=https://monitor.azure.<com|us|cn>/.default`; the answer is
+//!   `{"token_type":"Bearer","expires_in":N,"access_token":"…"}`. Tokens are cached by
+//!   [`TokenCache`] until [`TOKEN_REFRESH_MARGIN`] before they expire.
+//! - **Ingestion**: `POST {endpoint}/dataCollectionRules/{dcr}/streams/{stream}?api-version=`
+//!   [`API_VERSION`] with `Authorization: Bearer`, `Content-Type: application/json`,
+//!   `Content-Encoding: gzip` and `x-ms-client-request-id` (a fresh GUID per request). The body
+//!   is a JSON array of objects; success is `204` with no body.
+//! - **Limits**, enforced before sending:
+//!   - at most 1 MB ([`AZURE_MAX_REQUEST_BYTES`]) per call, compressed or not (else 413
+//!     `ContentLengthLimitExceeded`): batches stay below [`MAX_BATCH_BYTES`] **uncompressed**,
+//!     so they fit whichever size Azure measures;
+//!   - Azure sets no count per call; we cap at [`MAX_BATCH_EVENTS`] so that a rejected batch
+//!     (400) is bisected in few steps, as with the other providers;
+//!   - field values over 64 KB are truncated by Azure: a serialised `details` of
+//!     [`MAX_FIELD_BYTES`] or more is cut by us instead, ending with [`TRUNCATION_MARKER`],
+//!     with `Truncated: true`; identifying fields are never dropped;
+//!   - `TimeGenerated` older than 2 days or more than 1 day ahead is replaced by Azure with the
+//!     receive time; such an event is sent with `TimeGenerated` = now and its own time in
+//!     `OriginalTime` (margins: [`MAX_TIME_GENERATED_AGE`], [`MAX_TIME_GENERATED_FUTURE`]).
+//! - **Row format** ([`log_object`]): `TimeGenerated` (RFC 3339) plus the Datadog attributes
+//!   `EventID` (number), `EventSummary`, `Criticality`, `SubscriptionId`, `EventUuid`, `Actor`,
+//!   `details` (an object), `message` and `Hostname`, so the DCR's stream declaration needs the
+//!   columns of [`STREAM_COLUMNS`]. None is a reserved column name (`TenantId`, `Type`, …).
+//! - **Statuses** ([`classify`]): 2xx delivered; 400 rejected (isolate, park); 401 refresh the
+//!   token once, then destination failing; 403 role missing; 404 wrong endpoint/DCR/stream;
+//!   3xx and other 4xx failing (configuration); 413 split; 408, 429 and 5xx retried, honouring
+//!   `Retry-After`; 501 failing (the URL is not an ingestion endpoint).
+//! - **Test Connection** gets a *fresh* token (proves tenant, client id and secret now, not an
+//!   hour ago) and then posts `[]` (as the issue asks and as Vector's healthcheck does), which
+//!   Azure answers 204 when endpoint, DCR, stream and role are right. Nothing is added to the
+//!   table, and the success message says so.
+//!
+//! Token errors are explained from the OAuth2 `error` field and the AADSTS number in
+//! `error_codes`/`error_description`. Microsoft warns that those numbers may change, so an
+//! unknown code falls back to the HTTP status and an excerpt of Entra's own description.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{json, Map, Value};
+use url::Url;
+use uuid::Uuid;
+
+use crate::domain::sentinel::{
+    AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
+    StreamName, TenantId,
+};
+use crate::siem::datadog::parse_retry_after;
+use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::{
+    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
+    TestSuccess,
+};
+
+/// The Logs Ingestion API version spoken here.
+pub const API_VERSION: &str = "2023-01-01";
+/// Largest request Azure accepts, compressed or not, in bytes.
+pub const AZURE_MAX_REQUEST_BYTES: usize = 1_048_576;
+/// Largest uncompressed body we send, in bytes; below [`AZURE_MAX_REQUEST_BYTES`].
+pub const MAX_BATCH_BYTES: usize = 1_000_000;
+/// Most rows per request (our cap; Azure sets none).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// A serialised field value must stay below this many bytes (Azure truncates at 64 KB; we
+/// keep a margin below both 64,000 and 65,536).
+pub const MAX_FIELD_BYTES: usize = 64_000;
+/// Azure replaces an older `TimeGenerated` (2 days, minus a margin for queueing).
+pub const MAX_TIME_GENERATED_AGE: Duration = Duration::from_secs(47 * 3600);
+/// Azure replaces a `TimeGenerated` further ahead (1 day, minus a margin).
+pub const MAX_TIME_GENERATED_FUTURE: Duration = Duration::from_secs(23 * 3600);
+/// A cached token is renewed this long before it expires.
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Ends a `details` (or other text field) that had to be cut below [`MAX_FIELD_BYTES`].
+pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: field exceeded 64 KB]";
+/// The columns (name, KQL type) the DCR's stream declaration and the table need.
+pub const STREAM_COLUMNS: [(&str, &str); 12] = [
+    ("TimeGenerated", "datetime"),
+    ("EventID", "int"),
+    ("EventSummary", "string"),
+    ("Criticality", "string"),
+    ("SubscriptionId", "string"),
+    ("EventUuid", "string"),
+    ("Actor", "string"),
+    ("details", "dynamic"),
+    ("message", "string"),
+    ("Hostname", "string"),
+    ("Truncated", "boolean"),
+    ("OriginalTime", "datetime"),
+];
+/// The event the query shown after a green Test Connection looks for (a high-criticality one).
+const EXAMPLE_QUERY_EVENT: u32 = 4888;
+/// Longest excerpt of an error body kept in a reason, in chars.
+const MAX_REASON_BODY_CHARS: usize = 300;
+
+/// A validated Sentinel destination: it cannot lack any of the seven settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub cloud: AzureCloud,
+    /// Sign-in base URL; normally `cloud.default_login_base()`.
+    pub login_base: LoginBaseUrl,
+    pub tenant_id: TenantId,
+    pub client_id: ClientId,
+    pub client_secret: ClientSecret,
+    pub endpoint: IngestionEndpoint,
+    pub dcr_id: DcrImmutableId,
+    pub stream: StreamName,
+}
+
+impl SentinelConfig {
+    /// `{login}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> Url {
+        self.login_base.token_url(&self.tenant_id)
+    }
+
+    /// `{endpoint}/dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01`.
+    pub fn ingestion_url(&self) -> Url {
+        self.endpoint
+            .stream_url(&self.dcr_id, &self.stream, API_VERSION)
+    }
+
+    /// The OAuth2 scope of the cloud.
+    pub fn scope(&self) -> &'static str {
+        self.cloud.monitor_scope()
+    }
+
+    /// A KQL query that finds events of `event` in the destination table.
+    pub fn query_for(&self, event: u32) -> String {
+        format!("{} | where EventID == {event}", self.stream.likely_table())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows and batches (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// The row of one audit event (see the module doc for the format).
+pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
+    let info = log.event_id.info();
+    let age = now.signed_duration_since(log.occurred_at);
+    let too_old = age.to_std().is_ok_and(|age| age > MAX_TIME_GENERATED_AGE);
+    let too_new = (-age)
+        .to_std()
+        .is_ok_and(|ahead| ahead > MAX_TIME_GENERATED_FUTURE);
+    let message = match &log.actor {
+        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
+        None => format!("{} (Event ID {})", info.summary, log.event_id),
+    };
+
+    let mut row = Map::new();
+    let time = if too_old || too_new {
+        now
+    } else {
+        log.occurred_at
+    };
+    row.insert("TimeGenerated".into(), json!(rfc3339(time)));
+    if too_old || too_new {
+        row.insert("OriginalTime".into(), json!(rfc3339(log.occurred_at)));
+    }
+    row.insert("EventID".into(), json!(log.event_id.get()));
+    row.insert("EventSummary".into(), json!(info.summary));
+    row.insert("Criticality".into(), json!(info.criticality.as_str()));
+    row.insert("SubscriptionId".into(), json!(log.subscription_id));
+    row.insert("EventUuid".into(), json!(log.uuid));
+    row.insert("Actor".into(), json!(log.actor));
+    row.insert("details".into(), log.details.clone());
+    row.insert("message".into(), json!(message));
+    row.insert("Hostname".into(), json!(hostname));
+
+    let mut truncated = false;
+    if log.details.to_string().len() >= MAX_FIELD_BYTES {
+        let cut = cut_text(&log.details.to_string());
+        row.insert("details".into(), json!(cut));
+        truncated = true;
+    }
+    for field in ["Actor", "message", "Hostname"] {
+        if let Some(Value::String(text)) = row.get(field) {
+            if json!(text).to_string().len() >= MAX_FIELD_BYTES {
+                let cut = cut_text(text);
+                row.insert(field.into(), json!(cut));
+                truncated = true;
+            }
+        }
+    }
+    if truncated {
+        row.insert("Truncated".into(), json!(true));
+    }
+    Value::Object(row)
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A prefix of `text` plus [`TRUNCATION_MARKER`] whose JSON string form (quotes and escapes
+/// included) is below [`MAX_FIELD_BYTES`].
+fn cut_text(text: &str) -> String {
+    let marker = json!(TRUNCATION_MARKER).to_string().len() - 2;
+    // 2 for the quotes, 1 to stay strictly below the limit.
+    let mut budget = MAX_FIELD_BYTES - marker - 3;
+    let mut prefix = String::new();
+    for c in text.chars() {
+        let cost = json_escaped_len(c);
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        prefix.push(c);
+    }
+    prefix.push_str(TRUNCATION_MARKER);
+    prefix
+}
+
+/// Bytes a char takes inside a JSON string as serde_json writes it.
+fn json_escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Packs logs, in order, into JSON-array batches of at most [`MAX_BATCH_EVENTS`] rows and
+/// less than [`MAX_BATCH_BYTES`] bytes. Every log lands in exactly one batch: a row is at most
+/// a few [`MAX_FIELD_BYTES`] long, far below the batch limit.
+pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut current = open_batch();
+    for log in logs {
+        let text = log_object(log, hostname, now).to_string();
+        // +1 for the separating comma, +1 for the closing bracket.
+        let grown = current.body.len() + text.len() + 2;
+        if !current.is_empty() && (current.len() >= MAX_BATCH_EVENTS || grown >= MAX_BATCH_BYTES) {
+            batches.push(close_batch(current));
+            current = open_batch();
+        }
+        if !current.is_empty() {
+            current.body.push(b',');
+        }
+        current.body.extend_from_slice(text.as_bytes());
+        current.event_uuids.push(log.uuid);
+    }
+    if !current.is_empty() {
+        batches.push(close_batch(current));
+    }
+    batches
+}
+
+fn open_batch() -> Batch {
+    Batch {
+        event_uuids: Vec::new(),
+        body: vec![b'['],
+    }
+}
+
+fn close_batch(mut batch: Batch) -> Batch {
+    batch.body.push(b']');
+    batch
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A bearer token for Azure Monitor. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(Arc<str>);
+
+impl AccessToken {
+    /// The token itself, for the `Authorization` header only.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(****)")
+    }
+}
+
+/// What a cached token belongs to: sign-in URL, tenant, client and (a keyed hash of) the secret,
+/// so a changed secret never reuses a token obtained with the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    login_base: String,
+    tenant: String,
+    client_id: String,
+    scope: &'static str,
+    /// SipHash with this process's random keys: not reversible offline, never stored.
+    secret_hash: u64,
+}
+
+struct CachedToken {
+    token: AccessToken,
+    refresh_at: Instant,
+}
+
+/// Why no token could be had, by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    WrongTenant,
+    WrongClientId,
+    WrongSecret,
+    ExpiredSecret,
+    WrongScope,
+    WrongLoginUrl,
+    Other,
+}
+
+/// A failed token request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No HTTP answer from the sign-in service.
+    #[error(transparent)]
+    Transport(#[from] SendError),
+    /// Microsoft Entra ID refused the credentials: a settings problem, shown to the user.
+    #[error("{reason}")]
+    Refused {
+        kind: TokenRefusal,
+        status: u16,
+        reason: String,
+    },
+    /// The sign-in service is throttling, failing or answered nonsense: retry later.
+    #[error("{reason}")]
+    Unavailable {
+        after: Option<Duration>,
+        reason: String,
+    },
+}
+
+/// OAuth2 client-credentials tokens, shared by every Sentinel destination of the process.
+///
+/// One fetch at a time per key (concurrent senders wait for it instead of each asking Entra),
+/// cached until [`TOKEN_REFRESH_MARGIN`] before expiry (or half the lifetime of a token that
+/// lives less than twice the margin).
+pub struct TokenCache {
+    hasher: RandomState,
+    margin: Duration,
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    fetch_locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::new()
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("cached", &lock(&self.tokens).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not poison token handling for every destination.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TokenCache {
+    /// An empty cache with the default [`TOKEN_REFRESH_MARGIN`].
+    pub fn new() -> TokenCache {
+        TokenCache::with_margin(TOKEN_REFRESH_MARGIN)
+    }
+
+    /// An empty cache that renews tokens `margin` before they expire.
+    pub fn with_margin(margin: Duration) -> TokenCache {
+        TokenCache {
+            hasher: RandomState::new(),
+            margin,
+            tokens: Mutex::default(),
+            fetch_locks: Mutex::default(),
+        }
+    }
+
+    /// The cache key of a destination's credentials.
+    pub fn key(&self, cfg: &SentinelConfig) -> TokenKey {
+        TokenKey {
+            login_base: cfg.login_base.as_str().to_owned(),
+            tenant: cfg.tenant_id.as_str().to_owned(),
+            client_id: cfg.client_id.as_str().to_owned(),
+            scope: cfg.scope(),
+            secret_hash: self.hasher.hash_one(cfg.client_secret.expose_secret()),
+        }
+    }
+
+    /// A valid token for `cfg`: the cached one, or a new one from the token endpoint.
+    /// The caller has checked the token URL against the egress policy.
+    pub async fn get(
+        &self,
+        client: &reqwest::Client,
+        cfg: &SentinelConfig,
+    ) -> Result<AccessToken, TokenError> {
+        let key = self.key(cfg);
+        if let Some(token) = self.cached(&key) {
+            return Ok(token);
+        }
+        let fetch_lock = self.fetch_lock(&key);
+        let _guard = fetch_lock.lock().await;
+        // Another sender may have fetched it while this one waited.
+        if let Some(token) = self.cached(&key) {
+            return Ok(token);
+        }
+        self.fetch_and_store(client, cfg, key).await
+    }
+
+    /// A brand-new token for `cfg`, replacing any cached one (Test Connection uses this so a
+    /// green test proves the credentials now).
+    pub async fn refresh(
+        &self,
+        client: &reqwest::Client,
+        cfg: &SentinelConfig,
+    ) -> Result<AccessToken, TokenError> {
+        let key = self.key(cfg);
+        let fetch_lock = self.fetch_lock(&key);
+        let _guard = fetch_lock.lock().await;
+        self.fetch_and_store(client, cfg, key).await
+    }
+
+    /// Forgets the cached token of `key` (after Azure Monitor refused it with 401).
+    pub fn invalidate(&self, key: &TokenKey) {
+        lock(&self.tokens).remove(key);
+    }
+
+    /// Forgets the cached token of `key` only if it is still `used`, so that a token another
+    /// sender already renewed is not thrown away too.
+    fn invalidate_if_current(&self, key: &TokenKey, used: &AccessToken) {
+        let mut tokens = lock(&self.tokens);
+        if tokens.get(key).is_some_and(|cached| &cached.token == used) {
+            tokens.remove(key);
+        }
+    }
+
+    fn cached(&self, key: &TokenKey) -> Option<AccessToken> {
+        lock(&self.tokens)
+            .get(key)
+            .filter(|cached| Instant::now() < cached.refresh_at)
+            .map(|cached| cached.token.clone())
+    }
+
+    fn fetch_lock(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.fetch_locks);
+        // Drop the locks nobody holds or waits for, so old keys do not pile up.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(locks.entry(key.clone()).or_default())
+    }
+
+    async fn fetch_and_store(
+        &self,
+        client: &reqwest::Client,
+        cfg: &SentinelConfig,
+        key: TokenKey,
+    ) -> Result<AccessToken, TokenError> {
+        let (token, lifetime) = request_token(client, cfg).await?;
+        let keep = if lifetime > self.margin * 2 {
+            lifetime - self.margin
+        } else {
+            lifetime / 2
+        };
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        tokens.retain(|_, cached| now < cached.refresh_at);
+        tokens.insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                refresh_at: now + keep,
+            },
+        );
+        Ok(token)
+    }
+}
+
+/// One client-credentials request. Never logs the secret or the token.
+async fn request_token(
+    client: &reqwest::Client,
+    cfg: &SentinelConfig,
+) -> Result<(AccessToken, Duration), TokenError> {
+    let form = serde_urlencoded::to_string([
+        ("client_id", cfg.client_id.as_str()),
+        ("client_secret", cfg.client_secret.expose_secret()),
+        ("grant_type", "client_credentials"),
+        ("scope", cfg.scope()),
+    ])
+    .map_err(|err| SendError::Other {
+        detail: format!("could not encode the token request: {err}"),
+    })?;
+    let response = client
+        .post(cfg.token_url())
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .map_err(|err| SendError::from_reqwest(&err))?;
+    let status = response.status().as_u16();
+    let retry_after = header_text(response.headers(), RETRY_AFTER);
+    let body = response.text().await.unwrap_or_default();
+    if status == 200 {
+        return parse_token_answer(&body).ok_or_else(|| TokenError::Unavailable {
+            after: None,
+            reason: "Microsoft Entra ID answered the token request without a usable access token; this is usually temporary. Delivery will be retried.".into(),
+        });
+    }
+    Err(explain_token_error(
+        status,
+        retry_after.as_deref(),
+        &body,
+        cfg,
+    ))
+}
+
+fn parse_token_answer(body: &str) -> Option<(AccessToken, Duration)> {
+    let answer: Value = serde_json::from_str(body).ok()?;
+    if !answer["token_type"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+    {
+        return None;
+    }
+    let token = answer["access_token"].as_str().filter(|t| !t.is_empty())?;
+    // v2.0 sends a number; older endpoints sent a string.
+    let expires_in = match &answer["expires_in"] {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    Some((
+        AccessToken(Arc::from(token)),
+        Duration::from_secs(expires_in),
+    ))
+}
+
+/// Maps a refused token request to a plain message, by AADSTS code, then OAuth2 error, then
+/// HTTP status.
+fn explain_token_error(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &str,
+    cfg: &SentinelConfig,
+) -> TokenError {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let error = parsed["error"].as_str().unwrap_or_default();
+    let description = parsed["error_description"].as_str().unwrap_or_default();
+    let mut codes: Vec<u64> = parsed["error_codes"]
+        .as_array()
+        .map(|codes| codes.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if let Some(code) = aadsts_code(description) {
+        codes.push(code);
+    }
+    let summary = description_summary(description);
+    let detail = if summary.is_empty() {
+        body_excerpt(body)
+    } else {
+        format!(": {summary}")
+    };
+    let tenant = cfg.tenant_id.as_str();
+    let client_id = cfg.client_id.as_str();
+    let refused = |kind: TokenRefusal, reason: String| TokenError::Refused {
+        kind,
+        status,
+        reason,
+    };
+    let has = |code: u64| codes.contains(&code);
+
+    if matches!(status, 408 | 429) || (500..=599).contains(&status) {
+        return TokenError::Unavailable {
+            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            reason: format!("The Microsoft Entra sign-in service is unavailable (HTTP {status}); delivery will be retried."),
+        };
+    }
+    if has(90002) || has(900023) || has(90072) || has(50128) || has(50059) {
+        return refused(
+            TokenRefusal::WrongTenant,
+            format!("Microsoft Entra ID does not know the tenant {tenant} (HTTP {status}){detail}. Copy the Directory (tenant) ID from the app registration's Overview page and check that the Azure cloud setting is the tenant's cloud."),
+        );
+    }
+    if has(700016) || error == "unauthorized_client" {
+        return refused(
+            TokenRefusal::WrongClientId,
+            format!("No application with client ID {client_id} exists in tenant {tenant} (HTTP {status}){detail}. Copy the Application (client) ID from the Overview page of the app registration in that same tenant."),
+        );
+    }
+    if has(7000222) {
+        return refused(
+            TokenRefusal::ExpiredSecret,
+            format!("The client secret has expired (HTTP {status}){detail}. Create a new secret under the app registration's Certificates & secrets and paste its Value here."),
+        );
+    }
+    if has(7000215) || error == "invalid_client" {
+        return refused(
+            TokenRefusal::WrongSecret,
+            format!("Microsoft Entra ID refused the client secret (HTTP {status}){detail}. Paste the secret's Value (not its Secret ID) from the app registration's Certificates & secrets, or create a new secret."),
+        );
+    }
+    if has(500011)
+        || has(70011)
+        || has(1002012)
+        || error == "invalid_scope"
+        || error == "invalid_resource"
+    {
+        return refused(
+            TokenRefusal::WrongScope,
+            format!("Microsoft Entra ID does not offer the Azure Monitor audience {} in this tenant (HTTP {status}){detail}. Check that the Azure cloud setting matches the cloud of the tenant and workspace.", cfg.scope()),
+        );
+    }
+    let url = cfg.token_url();
+    match status {
+        300..=399 | 404 | 405 => refused(
+            TokenRefusal::WrongLoginUrl,
+            format!("The sign-in URL {url} is not a Microsoft Entra token endpoint (HTTP {status}); use the default sign-in URL of the chosen Azure cloud."),
+        ),
+        400 | 401 | 403 => refused(
+            TokenRefusal::Other,
+            format!("Microsoft Entra ID refused the token request (HTTP {status}){detail}. Check the tenant ID, client ID and client secret."),
+        ),
+        _ => TokenError::Unavailable {
+            after: None,
+            reason: format!("The Microsoft Entra sign-in service gave an unexpected answer (HTTP {status}){detail}; delivery will be retried."),
+        },
+    }
+}
+
+/// The number of the first `AADSTS<n>` in an error description.
+fn aadsts_code(description: &str) -> Option<u64> {
+    let start = description.find("AADSTS")? + "AADSTS".len();
+    let digits: String = description[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The first line of an Entra error description (trace and correlation ids dropped).
+fn description_summary(description: &str) -> String {
+    let line = description
+        .split(['\r', '\n'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    line.chars()
+        .take(MAX_REASON_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------------------------
+
+/// Which leg of a delivery failed to get an HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    Token,
+    Ingestion,
+}
+
+/// The outcome of one delivery attempt, with what Test Connection needs to explain it.
+enum Outcome {
+    /// Azure Monitor answered (after at most one token refresh).
+    Answer { status: u16, body: String },
+    /// No token could be had.
+    Token(TokenError),
+}
+
+struct Failure {
+    leg: Leg,
+    error: SendError,
+}
+
+async fn deliver(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    tokens: &TokenCache,
+    cfg: &SentinelConfig,
+    batch: &Batch,
+    fresh_token: bool,
+) -> Result<(Outcome, Option<String>), Failure> {
+    let token_url = cfg.token_url();
+    let ingestion_url = cfg.ingestion_url();
+    // Both legs are checked before either is called, so a refusal sends nothing at all.
+    egress.check_url(&token_url).map_err(|err| Failure {
+        leg: Leg::Token,
+        error: err.into(),
+    })?;
+    egress.check_url(&ingestion_url).map_err(|err| Failure {
+        leg: Leg::Ingestion,
+        error: err.into(),
+    })?;
+    let body = batch.gzip_body().map_err(|err| Failure {
+        leg: Leg::Ingestion,
+        error: SendError::Other {
+            detail: format!("could not compress the batch: {err}"),
+        },
+    })?;
+    let key = tokens.key(cfg);
+    let mut refreshed = false;
+    let mut token = if fresh_token {
+        tokens.refresh(client, cfg).await
+    } else {
+        tokens.get(client, cfg).await
+    };
+    loop {
+        let access = match token {
+            Ok(access) => access,
+            Err(TokenError::Transport(error)) => {
+                return Err(Failure {
+                    leg: Leg::Token,
+                    error,
+                })
+            }
+            Err(other) => return Ok((Outcome::Token(other), None)),
+        };
+        let (status, retry_after, answer) =
+            post_rows(client, &ingestion_url, &access, body.clone())
+                .await
+                .map_err(|error| Failure {
+                    leg: Leg::Ingestion,
+                    error,
+                })?;
+        if status == 401 && !refreshed {
+            // The token may have been revoked or rotated early: renew once, then believe Azure.
+            tracing::info!(dcr = %cfg.dcr_id, "Azure Monitor refused the token (401); renewing it once");
+            tokens.invalidate_if_current(&key, &access);
+            refreshed = true;
+            token = tokens.get(client, cfg).await;
+            continue;
+        }
+        return Ok((
+            Outcome::Answer {
+                status,
+                body: answer,
+            },
+            retry_after,
+        ));
+    }
+}
+
+async fn post_rows(
+    client: &reqwest::Client,
+    url: &Url,
+    token: &AccessToken,
+    gzipped: Vec<u8>,
+) -> Result<(u16, Option<String>, String), SendError> {
+    let mut bearer =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
+            SendError::Other {
+                detail: "the access token is not a valid header value".into(),
+            }
+        })?;
+    bearer.set_sensitive(true);
+    let response = client
+        .post(url.clone())
+        .header(AUTHORIZATION, bearer)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_ENCODING, "gzip")
+        .header("x-ms-client-request-id", Uuid::new_v4().to_string())
+        .body(gzipped)
+        .send()
+        .await
+        .map_err(|err| SendError::from_reqwest(&err))?;
+    let status = response.status().as_u16();
+    let retry_after = header_text(response.headers(), RETRY_AFTER);
+    // The status decides; a body cut off mid-read only loses detail for the reason text.
+    let body = response.text().await.unwrap_or_default();
+    Ok((status, retry_after, body))
+}
+
+fn header_text(headers: &http::HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Sends one batch and classifies the answer. Checks the token URL and the ingestion URL
+/// against the egress policy first; on 401 renews the token once and resends.
+pub async fn send_batch(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    tokens: &TokenCache,
+    cfg: &SentinelConfig,
+    batch: &Batch,
+) -> Result<Disposition, SendError> {
+    match deliver(client, egress, tokens, cfg, batch, false).await {
+        Err(failure) => Err(failure.error),
+        Ok((Outcome::Token(err), _)) => Ok(token_disposition(err)),
+        Ok((Outcome::Answer { status, body }, retry_after)) => {
+            Ok(classify(status, retry_after.as_deref(), &body))
+        }
+    }
+}
+
+fn token_disposition(err: TokenError) -> Disposition {
+    match err {
+        TokenError::Refused { reason, .. } => Disposition::AuthFailed { reason },
+        TokenError::Unavailable { after, reason } => Disposition::Retry { after, reason },
+        // Transport errors are returned as `SendError` before this point.
+        TokenError::Transport(err) => Disposition::Retry {
+            after: None,
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// Maps an Azure Monitor answer to what the forwarder does with the batch. A 401 reaching this
+/// function has already survived one token renewal.
+///
+/// | status | disposition |
+/// |---|---|
+/// | 2xx (204, 200) | `Delivered` |
+/// | 3xx | `AuthFailed` (redirects are not followed: fix the endpoint) |
+/// | 400 | `Rejected` with Azure's error message |
+/// | 401 | `AuthFailed` (token refused after one renewal: cloud/audience or app) |
+/// | 403 | `AuthFailed`: grant Monitoring Metrics Publisher on the DCR |
+/// | 404 | `AuthFailed`: wrong endpoint, DCR immutable id or stream |
+/// | 413 | `SplitBatch` |
+/// | 408, 429, 5xx except 501 | `Retry`, honouring `Retry-After` (seconds or HTTP date) |
+/// | 501, other 4xx | `AuthFailed` (configuration error, shown to the user) |
+/// | 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
+pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
+    let detail = azure_error(body);
+    match status {
+        200..=299 => Disposition::Delivered,
+        300..=399 => Disposition::AuthFailed {
+            reason: format!("The ingestion endpoint answered with a redirect (HTTP {status}), which is not followed; enter the DCR's logs ingestion endpoint or the DCE URL itself."),
+        },
+        400 => Disposition::Rejected {
+            reason: format!("Azure Monitor rejected the rows (HTTP 400){detail}."),
+        },
+        401 => Disposition::AuthFailed {
+            reason: format!("Azure Monitor refused the access token even after renewing it (HTTP 401){detail}; check that the Azure cloud setting matches the ingestion endpoint's cloud."),
+        },
+        403 => Disposition::AuthFailed {
+            reason: format!("Azure Monitor refused the app (HTTP 403){detail}; grant the app the Monitoring Metrics Publisher role on the DCR (can take 30 minutes)."),
+        },
+        404 => Disposition::AuthFailed {
+            reason: format!("Azure Monitor did not find the target (HTTP 404){detail}; wrong endpoint, DCR immutable id or stream."),
+        },
+        413 => Disposition::SplitBatch,
+        408 | 429 | 500 | 502..=599 => Disposition::Retry {
+            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            reason: match status {
+                408 => format!("Azure Monitor timed out reading the request (HTTP 408){detail}."),
+                429 => format!("Azure Monitor is throttling this DCR (HTTP 429){detail}."),
+                _ => format!("Azure Monitor is unavailable (HTTP {status}){detail}."),
+            },
+        },
+        402 | 405..=407 | 409..=412 | 414..=428 | 430..=499 | 501 => Disposition::AuthFailed {
+            reason: format!("The ingestion endpoint refused the request (HTTP {status}){detail}; check the endpoint URL, DCR immutable id and stream."),
+        },
+        _ => Disposition::Retry {
+            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            reason: format!("Azure Monitor answered an unexpected HTTP {status}{detail}."),
+        },
+    }
+}
+
+/// `: <code>: <message>` from Azure's `{"error":{"code","message"}}`, else a body excerpt.
+fn azure_error(body: &str) -> String {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let error = &parsed["error"];
+    let code = error["code"].as_str().unwrap_or_default();
+    let message = error["message"].as_str().unwrap_or_default();
+    let text = match (code.is_empty(), message.is_empty()) {
+        (true, true) => return body_excerpt(body),
+        (false, true) => code.to_owned(),
+        (true, false) => message.to_owned(),
+        (false, false) => format!("{code}: {message}"),
+    };
+    let text: String = text
+        .chars()
+        .take(MAX_REASON_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(": {}", text.trim_end_matches('.'))
+}
+
+fn body_excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() || trimmed == "{}" {
+        return String::new();
+    }
+    let excerpt: String = trimmed
+        .chars()
+        .take(MAX_REASON_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(": {excerpt}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test Connection
+// ---------------------------------------------------------------------------------------------
+
+/// Gets a fresh token, then posts an empty batch `[]` through the same client and request as
+/// the forwarder, and explains the outcome for the page. `_subscription_id` is unused: nothing
+/// is written to the table.
+pub async fn test_connection(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    tokens: &TokenCache,
+    cfg: &SentinelConfig,
+    _subscription_id: Uuid,
+) -> Result<TestSuccess, TestFailure> {
+    let empty = Batch {
+        event_uuids: Vec::new(),
+        body: b"[]".to_vec(),
+    };
+    let (outcome, _) = match deliver(client, egress, tokens, cfg, &empty, true).await {
+        Ok(answer) => answer,
+        Err(Failure { leg, error }) => {
+            let host = match leg {
+                Leg::Token => cfg.login_base.host(),
+                Leg::Ingestion => cfg.endpoint.host().to_owned(),
+            };
+            return Err(explain_send_error(error, &host, leg));
+        }
+    };
+    match outcome {
+        Outcome::Token(err) => Err(explain_token_failure(err)),
+        Outcome::Answer { status, .. } if (200..=299).contains(&status) => {
+            let query = cfg.query_for(EXAMPLE_QUERY_EVENT);
+            Ok(TestSuccess {
+                message: format!(
+                    "Azure Monitor accepted an empty test batch: the app signed in and may write to stream {} of {}. Nothing was added to the table; audit events appear within a few minutes of happening, for example with {query}.",
+                    cfg.stream, cfg.dcr_id
+                ),
+                query,
+                explorer_url: None,
+            })
+        }
+        Outcome::Answer { status, body } => Err(explain_status(status, &body, cfg)),
+    }
+}
+
+fn failure(kind: TestFailureKind, message: String) -> TestFailure {
+    TestFailure { kind, message }
+}
+
+fn explain_token_failure(err: TokenError) -> TestFailure {
+    match err {
+        TokenError::Refused {
+            kind: TokenRefusal::WrongLoginUrl,
+            reason,
+            ..
+        } => failure(TestFailureKind::WrongUrl, reason),
+        TokenError::Refused { reason, .. } => failure(TestFailureKind::InvalidCredentials, reason),
+        TokenError::Unavailable { reason, .. } => failure(
+            TestFailureKind::Unavailable,
+            format!("{reason} The settings may well be right; try again in a few minutes."),
+        ),
+        TokenError::Transport(err) => TestFailure::from(err),
+    }
+}
+
+fn explain_status(status: u16, body: &str, cfg: &SentinelConfig) -> TestFailure {
+    let detail = azure_error(body);
+    let endpoint = cfg.endpoint.as_str();
+    match status {
+        401 => failure(
+            TestFailureKind::InvalidCredentials,
+            format!("The app signed in, but Azure Monitor refused its token (HTTP 401){detail}. Check that the Azure cloud setting ({}) is the cloud of the ingestion endpoint {endpoint}.", cfg.cloud),
+        ),
+        403 => failure(
+            TestFailureKind::InvalidCredentials,
+            format!("The app signed in, but may not write to the data collection rule (HTTP 403){detail}. In the Azure portal open the DCR, Access control (IAM), and grant the app the Monitoring Metrics Publisher role; the role can take up to 30 minutes to apply."),
+        ),
+        404 => failure(
+            TestFailureKind::WrongUrl,
+            format!("Azure Monitor did not find stream {} of {} at {endpoint} (HTTP 404){detail}. Check the ingestion endpoint (the DCR's logs ingestion endpoint or its DCE), the DCR immutable ID (dcr-…) and the stream name from the rule's streamDeclarations.", cfg.stream, cfg.dcr_id),
+        ),
+        300..=399 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The ingestion endpoint {endpoint} answered with a redirect (HTTP {status}), which is not followed. Enter the final https:// endpoint."),
+        ),
+        400 | 413 => failure(
+            TestFailureKind::PayloadRejected,
+            format!("Azure Monitor rejected the empty test batch (HTTP {status}){detail}. Check that the endpoint is a logs ingestion endpoint and the stream belongs to that DCR."),
+        ),
+        408 | 429 | 500 | 502..=599 => failure(
+            TestFailureKind::Unavailable,
+            format!("Azure Monitor is temporarily unavailable (HTTP {status}). The settings may well be right; try again in a few minutes. Events are kept and retried meanwhile."),
+        ),
+        _ => failure(
+            TestFailureKind::Other,
+            format!("The ingestion endpoint {endpoint} gave an unexpected answer (HTTP {status}){detail}. Check the endpoint URL."),
+        ),
+    }
+}
+
+fn explain_send_error(err: SendError, host: &str, leg: Leg) -> TestFailure {
+    let what = match leg {
+        Leg::Token => "the sign-in URL (Azure cloud setting)",
+        Leg::Ingestion => "the ingestion endpoint",
+    };
+    let (kind, message) = match &err {
+        SendError::Dns { .. } => (
+            TestFailureKind::Dns,
+            format!("The host name {host} could not be found (DNS). Check the spelling of {what}; if it is right, check this server's DNS."),
+        ),
+        SendError::ConnectionRefused { .. } => (
+            TestFailureKind::ConnectionRefused,
+            format!("{host} refused the connection. Check the host and port of {what}."),
+        ),
+        SendError::ConnectionClosed { .. } => (
+            TestFailureKind::ConnectionClosed,
+            format!("{host} closed the connection without answering. Try again in a few minutes; if it persists, check {what}."),
+        ),
+        SendError::Tls { detail } => (
+            TestFailureKind::Tls,
+            format!("The secure (TLS) connection to {host} failed ({detail}). Check that {what} starts with https:// and that no TLS-inspecting proxy is in the way."),
+        ),
+        SendError::Timeout => (
+            TestFailureKind::Timeout,
+            format!("{host} did not answer within {} seconds. Check that this server can reach it on port 443 (firewall or outbound proxy rules), then try again.", REQUEST_TIMEOUT.as_secs()),
+        ),
+        SendError::EgressDenied { reason } => (
+            TestFailureKind::EgressDenied,
+            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
+        ),
+        SendError::Other { detail } => (
+            TestFailureKind::Other,
+            format!("Calling {host} failed ({detail}). Check {what} and try again."),
+        ),
+    };
+    failure(kind, message)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The destination
+// ---------------------------------------------------------------------------------------------
+
+/// A configured Sentinel destination, as the forwarder holds it.
+#[derive(Debug, Clone)]
+pub struct SentinelDestination {
+    pub config: SentinelConfig,
+    /// The `Hostname` of every row: the name of this cloudpki deployment.
+    pub hostname: String,
+    /// The process-wide token cache.
+    pub tokens: Arc<TokenCache>,
+}
+
+impl SiemDestination for SentinelDestination {
+    fn provider(&self) -> &'static str {
+        "Microsoft Sentinel"
+    }
+
+    fn build_batches(&self, logs: &[AuditLog], now: DateTime<Utc>) -> Vec<Batch> {
+        build_batches(logs, &self.hostname, now)
+    }
+
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Disposition, SendError>> {
+        Box::pin(send_batch(
+            client,
+            egress,
+            &self.tokens,
+            &self.config,
+            batch,
+        ))
+    }
+
+    fn test_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>> {
+        Box::pin(test_connection(
+            client,
+            egress,
+            &self.tokens,
+            &self.config,
+            subscription_id,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::EventId;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 4, h, m, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
+        AuditLog {
+            uuid: Uuid::new_v4(),
+            subscription_id: Uuid::new_v4(),
+            event_id: EventId::parse(event).expect("catalog id"),
+            occurred_at,
+            recorded_at: occurred_at,
+            actor: Some("alice@example.com".into()),
+            details,
+        }
+    }
+
+    fn config() -> SentinelConfig {
+        SentinelConfig {
+            cloud: AzureCloud::Public,
+            login_base: AzureCloud::Public.default_login_base(),
+            tenant_id: TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("tenant"),
+            client_id: ClientId::parse("0d3c8e5a-1b2f-4c6d-9e8f-123456789abc").expect("client"),
+            client_secret: ClientSecret::parse("abc8Q~topsecretvalue.WXYZ").expect("secret"),
+            endpoint: IngestionEndpoint::parse("https://x.eastus-1.ingest.monitor.azure.com")
+                .expect("endpoint"),
+            dcr_id: DcrImmutableId::parse("dcr-000a00a000a00000a000000aa000a0aa").expect("dcr"),
+            stream: StreamName::parse("Custom-EzcaAudit_CL").expect("stream"),
+        }
+    }
+
+    #[test]
+    fn log_object_has_time_generated_and_the_datadog_attributes() {
+        let log = audit(4888, at(10, 0), json!({"template": "Web Server"}));
+        let value = log_object(&log, "pki.example.com", at(10, 5));
+        assert_eq!(
+            value,
+            json!({
+                "TimeGenerated": "2025-03-04T10:00:00.000Z",
+                "EventID": 4888,
+                "EventSummary": "Certificate request denied due to insufficient permissions",
+                "Criticality": "High",
+                "SubscriptionId": log.subscription_id.to_string(),
+                "EventUuid": log.uuid.to_string(),
+                "Actor": "alice@example.com",
+                "details": {"template": "Web Server"},
+                "message": "Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com",
+                "Hostname": "pki.example.com",
+            })
+        );
+        let names: Vec<&str> = STREAM_COLUMNS.iter().map(|(name, _)| *name).collect();
+        for key in value.as_object().expect("object").keys() {
+            assert!(names.contains(&key.as_str()), "{key} is a declared column");
+        }
+    }
+
+    #[test]
+    fn an_event_azure_would_redate_is_sent_now_with_its_original_time() {
+        let now = Utc
+            .with_ymd_and_hms(2025, 3, 7, 0, 0, 0)
+            .single()
+            .expect("t");
+        let value = log_object(&audit(19, at(0, 0), json!({})), "h", now);
+        assert_eq!(value["TimeGenerated"], "2025-03-07T00:00:00.000Z");
+        assert_eq!(value["OriginalTime"], "2025-03-04T00:00:00.000Z");
+        let recent = log_object(&audit(19, at(0, 0), json!({})), "h", at(20, 0));
+        assert_eq!(recent["TimeGenerated"], "2025-03-04T00:00:00.000Z");
+        assert!(recent.get("OriginalTime").is_none());
+    }
+
+    #[test]
+    fn details_over_64_kilobytes_are_cut_and_marked_never_dropped() {
+        let log = audit(4887, at(10, 0), json!({ "blob": "x\"".repeat(40_000) }));
+        let value = log_object(&log, "h", at(10, 0));
+        let details = value["details"].as_str().expect("details became text");
+        assert!(details.ends_with(TRUNCATION_MARKER));
+        let size = json!(details).to_string().len();
+        assert!(size < MAX_FIELD_BYTES, "{size}");
+        assert!(size > MAX_FIELD_BYTES - 10, "uses the room it has: {size}");
+        assert_eq!(value["Truncated"], true);
+        assert_eq!(value["EventUuid"], log.uuid.to_string());
+        assert_eq!(value["EventID"], 4887);
+
+        let mut huge_actor = audit(4887, at(10, 0), json!({}));
+        huge_actor.actor = Some("a".repeat(100_000));
+        let value = log_object(&huge_actor, "h", at(10, 0));
+        assert_eq!(value["Truncated"], true);
+        for field in ["Actor", "message"] {
+            assert!(value[field].to_string().len() < MAX_FIELD_BYTES, "{field}");
+        }
+
+        let small = log_object(&audit(4887, at(10, 0), json!({"a": 1})), "h", at(10, 0));
+        assert!(small.get("Truncated").is_none());
+    }
+
+    #[test]
+    fn batches_split_below_one_megabyte_and_at_the_row_count() {
+        let logs: Vec<AuditLog> = (0..40)
+            .map(|_| audit(4887, at(10, 0), json!({ "blob": "y".repeat(60_000) })))
+            .collect();
+        let batches = build_batches(&logs, "h", at(10, 0));
+        assert!(batches.len() >= 3, "{}", batches.len());
+        for batch in &batches {
+            assert!(batch.body.len() < MAX_BATCH_BYTES);
+            let rows: Vec<Value> = serde_json::from_slice(&batch.body).expect("json array");
+            assert_eq!(rows.len(), batch.len());
+            assert!(rows.iter().all(|row| row["TimeGenerated"].is_string()));
+        }
+        let uuids: Vec<Uuid> = batches.iter().flat_map(|b| b.event_uuids.clone()).collect();
+        assert_eq!(uuids, logs.iter().map(|l| l.uuid).collect::<Vec<_>>());
+
+        let many: Vec<AuditLog> = (0..2500).map(|_| audit(12, at(10, 0), json!({}))).collect();
+        let sizes: Vec<usize> = build_batches(&many, "h", at(10, 0))
+            .iter()
+            .map(Batch::len)
+            .collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        assert!(build_batches(&[], "h", at(10, 0)).is_empty());
+    }
+
+    #[test]
+    fn even_the_largest_rows_fit_a_batch_whole() {
+        let mut log = audit(4887, at(10, 0), json!({ "blob": "z".repeat(2_000_000) }));
+        log.actor = Some("b".repeat(2_000_000));
+        let batches = build_batches(&[log], &"h".repeat(100_000), at(10, 0));
+        assert_eq!(batches.len(), 1);
+        assert!(batches[0].body.len() < MAX_BATCH_BYTES);
+    }
+
+    /// The kind of disposition a table row expects.
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Delivered,
+        AuthFailed,
+        Rejected,
+        Split,
+        Retry(Option<u64>),
+    }
+
+    fn kind(d: &Disposition) -> Expect {
+        match d {
+            Disposition::Delivered => Expect::Delivered,
+            Disposition::AuthFailed { .. } => Expect::AuthFailed,
+            Disposition::Rejected { .. } => Expect::Rejected,
+            Disposition::SplitBatch => Expect::Split,
+            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+            other => panic!("Azure Monitor never answers {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classify_maps_every_status_row() {
+        use Expect::*;
+        let table = [
+            (204, None, Delivered),
+            (200, None, Delivered),
+            (301, None, AuthFailed),
+            (307, None, AuthFailed),
+            (400, None, Rejected),
+            (401, None, AuthFailed),
+            (403, None, AuthFailed),
+            (404, None, AuthFailed),
+            (405, None, AuthFailed),
+            (408, None, Retry(None)),
+            (413, None, Split),
+            (415, None, AuthFailed),
+            (429, Some("17"), Retry(Some(17))),
+            (429, Some("Tue, 04 Mar 2025 10:00:00 GMT"), Retry(Some(0))),
+            (429, Some("soon"), Retry(None)),
+            (500, None, Retry(None)),
+            (501, None, AuthFailed),
+            (502, Some("5"), Retry(Some(5))),
+            (503, Some("120"), Retry(Some(120))),
+            (504, None, Retry(None)),
+            (100, None, Retry(None)),
+            (600, None, Retry(None)),
+        ];
+        for (status, retry_after, expected) in table {
+            let got = classify(status, retry_after, "");
+            assert_eq!(
+                kind(&got),
+                expected,
+                "{status} {retry_after:?} gave {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn classify_explains_with_azures_own_message_and_the_hints() {
+        let Disposition::Rejected { reason } = classify(
+            400,
+            None,
+            r#"{"error":{"code":"InvalidRequest","message":"Unable to parse the payload."}}"#,
+        ) else {
+            panic!("400 is Rejected");
+        };
+        assert!(
+            reason.contains("InvalidRequest: Unable to parse the payload"),
+            "{reason}"
+        );
+        let Disposition::AuthFailed { reason } = classify(
+            403,
+            None,
+            r#"{"error":{"code":"OperationFailed","message":"The authentication token provided does not have access to ingest data for the data collection rule"}}"#,
+        ) else {
+            panic!("403 is AuthFailed");
+        };
+        assert!(reason.contains("grant the app the Monitoring Metrics Publisher role on the DCR (can take 30 minutes)"), "{reason}");
+        assert!(reason.contains("OperationFailed"), "{reason}");
+        let Disposition::AuthFailed { reason } = classify(404, None, "") else {
+            panic!("404 is AuthFailed");
+        };
+        assert!(
+            reason.contains("wrong endpoint, DCR immutable id or stream"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn token_errors_become_plain_messages_by_aadsts_code() {
+        let cfg = config();
+        let body = |code: u64, error: &str, text: &str| {
+            json!({
+                "error": error,
+                "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: 1\r\nCorrelation ID: 2"),
+                "error_codes": [code],
+            })
+            .to_string()
+        };
+        let table = [
+            (
+                400,
+                body(90002, "invalid_request", "Tenant 'x' not found."),
+                TokenRefusal::WrongTenant,
+            ),
+            (
+                400,
+                body(
+                    700016,
+                    "unauthorized_client",
+                    "Application with identifier 'y' was not found in the directory.",
+                ),
+                TokenRefusal::WrongClientId,
+            ),
+            (
+                401,
+                body(7000215, "invalid_client", "Invalid client secret provided."),
+                TokenRefusal::WrongSecret,
+            ),
+            (
+                401,
+                body(
+                    7000222,
+                    "invalid_client",
+                    "The provided client secret keys are expired.",
+                ),
+                TokenRefusal::ExpiredSecret,
+            ),
+            (
+                400,
+                body(
+                    500011,
+                    "invalid_resource",
+                    "The resource principal named https://monitor.azure.com was not found.",
+                ),
+                TokenRefusal::WrongScope,
+            ),
+            (404, String::new(), TokenRefusal::WrongLoginUrl),
+            (400, "garbage".into(), TokenRefusal::Other),
+        ];
+        for (status, body, expected) in table {
+            match explain_token_error(status, None, &body, &cfg) {
+                TokenError::Refused { kind, reason, .. } => {
+                    assert_eq!(kind, expected, "{reason}");
+                    assert!(!reason.contains("Trace ID"), "{reason}");
+                    assert!(!reason.contains("topsecret"), "{reason}");
+                }
+                other => panic!("{status} {body}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            explain_token_error(503, Some("9"), "", &cfg),
+            TokenError::Unavailable { after: Some(d), .. } if d == Duration::from_secs(9)
+        ));
+    }
+
+    #[test]
+    fn token_answers_are_parsed_strictly() {
+        let (token, life) = parse_token_answer(
+            r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#,
+        )
+        .expect("valid answer");
+        assert_eq!(token.expose_secret(), "eyJ0");
+        assert_eq!(life, Duration::from_secs(3599));
+        assert!(parse_token_answer(
+            r#"{"token_type":"Bearer","expires_in":"60","access_token":"a"}"#
+        )
+        .is_some());
+        assert!(
+            parse_token_answer(r#"{"token_type":"mac","expires_in":60,"access_token":"a"}"#)
+                .is_none()
+        );
+        assert!(
+            parse_token_answer(r#"{"token_type":"Bearer","expires_in":60,"access_token":""}"#)
+                .is_none()
+        );
+        assert!(parse_token_answer("<html>").is_none());
+    }
+
+    #[test]
+    fn secrets_and_tokens_never_show_in_debug_output() {
+        let cfg = config();
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("topsecret"), "{debug}");
+        assert!(debug.contains("****WXYZ"));
+        let token = AccessToken(Arc::from("eyJ0eXAiOiJKV1Qi.secret-part"));
+        assert_eq!(format!("{token:?}"), "AccessToken(****)");
+        let cache = TokenCache::new();
+        let key = cache.key(&cfg);
+        assert!(!format!("{key:?}").contains("topsecret"));
+        assert_eq!(format!("{cache:?}"), "TokenCache { cached: 0, .. }");
+    }
+
+    #[test]
+    fn the_cache_key_changes_with_the_secret() {
+        let cache = TokenCache::new();
+        let cfg = config();
+        let mut rotated = cfg.clone();
+        rotated.client_secret = ClientSecret::parse("another-secret-value-0000").expect("secret");
+        assert_eq!(cache.key(&cfg), cache.key(&cfg.clone()));
+        assert_ne!(cache.key(&cfg), cache.key(&rotated));
+    }
+
+    #[test]
+    fn the_query_names_the_table_of_the_stream() {
+        let mut cfg = config();
+        assert_eq!(cfg.query_for(4888), "EzcaAudit_CL | where EventID == 4888");
+        cfg.stream = StreamName::parse("Custom-EzcaAudit").expect("stream");
+        assert_eq!(cfg.query_for(4888), "EzcaAudit_CL | where EventID == 4888");
+    }
+}

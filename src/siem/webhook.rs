@@ -1,0 +1,1064 @@
+//! Custom webhook provider: audit logs → any HTTPS receiver, signed per Standard Webhooks 1.0.
+//!
+//! Contract (Standard Webhooks, `spec/standard-webhooks.md`): `POST <url>` with
+//!
+//! - `webhook-id`: `msg_` + 32 hex digits, derived from the batch's event UUIDs
+//!   ([`webhook_id`]); a retry of the same batch carries the same id, the receiver's dedupe key;
+//! - `webhook-timestamp`: unix seconds of this attempt (new on every retry, so a receiver can
+//!   refuse replays older than its tolerance, typically 5 minutes);
+//! - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with
+//!   the base64-decoded part of each `whsec_` secret; during a rotation one signature per
+//!   secret, space-separated, current first ([`sign`]);
+//! - `Content-Type: application/json`, then the user's extra headers. No `Content-Encoding`:
+//!   receivers verify the exact bytes they read, so the body goes out as it was signed.
+//!
+//! The body is minified JSON, in the spec's recommended payload shape:
+//! `{"type":"ezca.audit_events","timestamp":"<RFC 3339>","data":{"events":[…]}}`, where
+//! `timestamp` is the latest event time of the batch and each event holds `EventID` (number),
+//! `EventSummary`, `Criticality`, `SubscriptionId`, `EventUuid`, `Actor`, `details`, `date`
+//! (RFC 3339) and `message` (see DESIGN.md). The body depends on the events alone, so a batch
+//! rebuilt for a retry is byte-identical. Test Connection sends the same shape with `type`
+//! `ezca.test` and one event, `EventID` 0.
+//!
+//! Limits, enforced before sending: at most [`MAX_BATCH_EVENTS`] events and
+//! [`MAX_BATCH_BYTES`] bytes per request; an event over [`MAX_EVENT_BYTES`] has its `details`
+//! cut (marked `Truncated: true`, identity kept) so it always fits.
+//!
+//! Timeout: requests run under the shared SIEM client's
+//! [`REQUEST_TIMEOUT`](crate::siem::egress::REQUEST_TIMEOUT) (10 s). The spec recommends giving
+//! receivers 15–30 s; a slower receiver times out, which is retried like any timeout.
+//!
+//! Status classification is [`classify`]: 2xx delivered; 410 gone (the forwarder turns the
+//! destination off and tells the admins); 408, 429, 5xx retried honouring `Retry-After`; 413
+//! split; 400/422 isolate and park; 3xx (never followed), 401/403, 404 and other 4xx keep the
+//! events queued and mark the destination failing.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::HeaderMap;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::events::EventId;
+use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
+use crate::siem::datadog::parse_retry_after;
+use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::{
+    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
+    TestSuccess,
+};
+
+/// Most events in one request.
+pub const MAX_BATCH_EVENTS: usize = 100;
+/// Largest request body, in bytes.
+pub const MAX_BATCH_BYTES: usize = 1_000_000;
+/// Largest single event, in bytes of JSON; a larger one has its `details` truncated.
+pub const MAX_EVENT_BYTES: usize = 100_000;
+/// `type` of a batch of audit events.
+pub const EVENT_TYPE: &str = "ezca.audit_events";
+/// `type` of the Test Connection request.
+pub const TEST_EVENT_TYPE: &str = "ezca.test";
+/// Header carrying the message id.
+pub const HEADER_ID: &str = "webhook-id";
+/// Header carrying the attempt time, unix seconds.
+pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+/// Header carrying the space-separated signatures.
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
+/// Version tag of an HMAC-SHA256 signature.
+pub const SIGNATURE_VERSION: &str = "v1";
+/// Tolerance a receiver should allow between `webhook-timestamp` and its clock (replay guard).
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+/// Replaces the cut end of `details` when an event exceeded [`MAX_EVENT_BYTES`].
+pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: event exceeded 100 kB]";
+/// Longest `Actor` kept when an event has to be truncated, in chars.
+const MAX_ACTOR_CHARS_WHEN_TRUNCATED: usize = 1024;
+/// Longest excerpt of a receiver's answer kept in a reason, in chars.
+const MAX_REASON_BODY_CHARS: usize = 200;
+/// Hex digits of the SHA-256 digest kept in a webhook id (128 bits).
+const ID_HEX_DIGITS: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A validated webhook destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: WebhookUrl,
+    pub headers: ExtraHeaders,
+    /// Current secret first, then previous ones still in their rotation overlap window. A
+    /// destination without any secret sends nothing (every send is `AuthFailed`).
+    pub secrets: Vec<SigningSecret>,
+}
+
+/// The JSON object of one audit event (see the module doc), at most [`MAX_EVENT_BYTES`].
+pub fn event_object(log: &AuditLog) -> Value {
+    let value = full_event_object(log, log.actor.as_deref(), log.details.clone());
+    if value.to_string().len() <= MAX_EVENT_BYTES {
+        return value;
+    }
+    truncated_event_object(log)
+}
+
+fn full_event_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
+    let info = log.event_id.info();
+    let message = match actor {
+        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
+        None => format!("{} (Event ID {})", info.summary, log.event_id),
+    };
+    json!({
+        "EventID": log.event_id.get(),
+        "EventSummary": info.summary,
+        "Criticality": info.criticality.as_str(),
+        "SubscriptionId": log.subscription_id,
+        "EventUuid": log.uuid,
+        "Actor": actor,
+        "details": details,
+        "date": rfc3339(log.occurred_at),
+        "message": message,
+    })
+}
+
+/// Keeps every identifying field; `details` becomes a prefix of its JSON text plus
+/// [`TRUNCATION_MARKER`], sized to use the room left under [`MAX_EVENT_BYTES`].
+fn truncated_event_object(log: &AuditLog) -> Value {
+    let actor: Option<String> = log
+        .actor
+        .as_ref()
+        .map(|a| a.chars().take(MAX_ACTOR_CHARS_WHEN_TRUNCATED).collect());
+    let mut value = full_event_object(log, actor.as_deref(), json!(TRUNCATION_MARKER));
+    value["Truncated"] = json!(true);
+    let fixed = value.to_string().len();
+    let mut budget = MAX_EVENT_BYTES.saturating_sub(fixed);
+    let mut prefix = String::new();
+    for c in log.details.to_string().chars() {
+        let cost = json_escaped_len(c);
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        prefix.push(c);
+    }
+    prefix.push_str(TRUNCATION_MARKER);
+    value["details"] = json!(prefix);
+    value
+}
+
+/// Bytes a char takes inside a JSON string as serde_json writes it.
+fn json_escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Packs logs, in order, into signed-webhook bodies of at most [`MAX_BATCH_EVENTS`] events and
+/// [`MAX_BATCH_BYTES`] bytes. Every log lands in exactly one batch.
+///
+/// `now` is not used: the body depends on the events alone, so rebuilding a batch for a retry
+/// gives the same bytes and the same [`webhook_id`].
+pub fn build_batches(logs: &[AuditLog], _now: DateTime<Utc>) -> Vec<Batch> {
+    pack(logs, EVENT_TYPE)
+}
+
+fn pack(logs: &[AuditLog], kind: &str) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut open = OpenBatch::default();
+    for log in logs {
+        let text = event_object(log).to_string();
+        let latest = open
+            .latest
+            .map_or(log.occurred_at, |t| t.max(log.occurred_at));
+        let overhead = envelope(kind, latest, &[]).len();
+        let grown = overhead + open.text_bytes + open.texts.len() + text.len();
+        if !open.texts.is_empty()
+            && (open.texts.len() >= MAX_BATCH_EVENTS || grown > MAX_BATCH_BYTES)
+        {
+            batches.push(std::mem::take(&mut open).close(kind));
+        }
+        open.push(log, text);
+    }
+    if !open.texts.is_empty() {
+        batches.push(open.close(kind));
+    }
+    batches
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    texts: Vec<String>,
+    text_bytes: usize,
+    uuids: Vec<Uuid>,
+    latest: Option<DateTime<Utc>>,
+}
+
+impl OpenBatch {
+    fn push(&mut self, log: &AuditLog, text: String) {
+        self.text_bytes += text.len();
+        self.texts.push(text);
+        self.uuids.push(log.uuid);
+        self.latest = Some(
+            self.latest
+                .map_or(log.occurred_at, |t| t.max(log.occurred_at)),
+        );
+    }
+
+    fn close(self, kind: &str) -> Batch {
+        let latest = self.latest.unwrap_or_default();
+        Batch {
+            body: envelope(kind, latest, &self.texts),
+            event_uuids: self.uuids,
+        }
+    }
+}
+
+/// `{"type":…,"timestamp":…,"data":{"events":[…]}}` around already serialized events.
+fn envelope(kind: &str, timestamp: DateTime<Utc>, events: &[String]) -> Vec<u8> {
+    let mut body = String::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
+    body.push_str("{\"type\":");
+    body.push_str(&json!(kind).to_string());
+    body.push_str(",\"timestamp\":");
+    body.push_str(&json!(rfc3339(timestamp)).to_string());
+    body.push_str(",\"data\":{\"events\":[");
+    body.push_str(&events.join(","));
+    body.push_str("]}}");
+    body.into_bytes()
+}
+
+/// The `webhook-id` of a batch: `msg_` + the first 32 hex digits of SHA-256 over the 16-byte
+/// UUIDs of its events, in order. The same events give the same id on every retry.
+pub fn webhook_id(event_uuids: &[Uuid]) -> String {
+    let mut hasher = Sha256::new();
+    for uuid in event_uuids {
+        hasher.update(uuid.as_bytes());
+    }
+    let digest = hex::encode(hasher.finalize());
+    format!("msg_{}", &digest[..ID_HEX_DIGITS])
+}
+
+fn mac(secret: &SigningSecret, id: &str, timestamp: i64) -> HmacSha256 {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = HmacSha256::new_from_slice(secret.hmac_key())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac
+}
+
+/// The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` per
+/// secret, space-separated, in the order given (current secret first). Empty without secrets.
+pub fn sign(secrets: &[SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut header = String::new();
+    for secret in secrets {
+        let mut mac = mac(secret, id, timestamp);
+        mac.update(body);
+        let signature = BASE64.encode(mac.finalize().into_bytes());
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        let _ = write!(header, "{SIGNATURE_VERSION},{signature}");
+    }
+    header
+}
+
+/// Why a receiver refuses a request (see [`verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the {0} header is missing or empty")]
+    MissingHeader(&'static str),
+    #[error("webhook-timestamp is not a whole number of unix seconds")]
+    InvalidTimestamp,
+    #[error("webhook-timestamp is {skew_secs} s away from now, outside the tolerance (replay?)")]
+    OutsideTolerance { skew_secs: i64 },
+    #[error("no v1 signature in webhook-signature matches this secret")]
+    NoMatchingSignature,
+}
+
+/// Checks a request as a Standard Webhooks receiver does: `webhook-id` present, the
+/// `webhook-timestamp` within `tolerance` of `now`, and one `v1` signature of
+/// `webhook-signature` equal (constant-time) to the HMAC of `"{id}.{timestamp}.{body}"`
+/// under `secret`. Signatures of other versions are skipped.
+pub fn verify(
+    secret: &SigningSecret,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
+    let header = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or(VerifyError::MissingHeader(name))
+    };
+    let id = header(HEADER_ID)?;
+    let timestamp_text = header(HEADER_TIMESTAMP)?;
+    let signatures = header(HEADER_SIGNATURE)?;
+    let timestamp: i64 = timestamp_text
+        .parse()
+        .map_err(|_| VerifyError::InvalidTimestamp)?;
+    let skew_secs = now.timestamp().saturating_sub(timestamp);
+    let tolerance_secs = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    if skew_secs.unsigned_abs() > tolerance_secs.unsigned_abs() {
+        return Err(VerifyError::OutsideTolerance { skew_secs });
+    }
+    let mut expected = mac(secret, id, timestamp);
+    expected.update(body);
+    for entry in signatures.split(' ') {
+        let Some((version, encoded)) = entry.split_once(',') else {
+            continue;
+        };
+        if version != SIGNATURE_VERSION {
+            continue;
+        }
+        let Ok(candidate) = BASE64.decode(encoded) else {
+            continue;
+        };
+        // `verify_slice` compares in constant time.
+        if expected.clone().verify_slice(&candidate).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(VerifyError::NoMatchingSignature)
+}
+
+/// Maps a receiver's answer to what the forwarder does with the batch.
+///
+/// | status | disposition |
+/// |---|---|
+/// | 2xx | `Delivered` |
+/// | 3xx | `AuthFailed` (redirects are not followed: the URL must be fixed) |
+/// | 400, 422 | `Rejected` (isolate the event, park it) |
+/// | 401, 403 | `AuthFailed` (the receiver's authentication or signature check refused us) |
+/// | 404 | `AuthFailed` (wrong URL; events stay queued) |
+/// | 410 | `Gone` (the receiver wants no more webhooks: turn the destination off) |
+/// | 413 | `SplitBatch` |
+/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to an hour |
+/// | other 4xx | `AuthFailed` with the status (a configuration problem) |
+/// | 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
+pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
+    let detail = body_excerpt(body);
+    let after = || retry_after.and_then(|value| parse_retry_after(value, Utc::now()));
+    match status {
+        200..=299 => Disposition::Delivered,
+        300..=399 => Disposition::AuthFailed {
+            reason: format!("The webhook URL answered with a redirect (HTTP {status}), which is not followed; enter the final URL."),
+        },
+        400 | 422 => Disposition::Rejected {
+            reason: format!("The webhook receiver rejected the events (HTTP {status}){detail}."),
+        },
+        401 | 403 => Disposition::AuthFailed {
+            reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check its authentication (extra headers) and that it verifies signatures with the current signing secret."),
+        },
+        404 => Disposition::AuthFailed {
+            reason: format!("The webhook URL was not found (HTTP 404){detail}; check the URL."),
+        },
+        410 => Disposition::Gone {
+            reason: format!("The webhook receiver answered 410 Gone{detail}: it no longer accepts these events, so sending was turned off."),
+        },
+        413 => Disposition::SplitBatch,
+        408 | 429 | 500..=599 => Disposition::Retry {
+            after: after(),
+            reason: match status {
+                408 => format!("The webhook receiver timed out reading the request (HTTP 408){detail}."),
+                429 => format!("The webhook receiver is rate limiting (HTTP 429){detail}."),
+                _ => format!("The webhook receiver is unavailable (HTTP {status}){detail}."),
+            },
+        },
+        400..=499 => Disposition::AuthFailed {
+            reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check the URL and the receiver's configuration."),
+        },
+        _ => Disposition::Retry {
+            after: after(),
+            reason: format!("The webhook receiver answered an unexpected HTTP {status}{detail}."),
+        },
+    }
+}
+
+fn body_excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return String::new();
+    }
+    let excerpt: String = trimmed
+        .chars()
+        .take(MAX_REASON_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(": {excerpt}")
+}
+
+/// The receiver's answer, classified.
+struct Answer {
+    status: u16,
+    body: String,
+    disposition: Disposition,
+}
+
+/// Why a request was not even attempted.
+enum NotSent {
+    NoSecret,
+    Send(SendError),
+}
+
+impl From<SendError> for NotSent {
+    fn from(err: SendError) -> Self {
+        NotSent::Send(err)
+    }
+}
+
+const NO_SECRET_REASON: &str = "The webhook destination has no signing secret, so nothing was sent; generate one on the settings page.";
+
+async fn post_batch(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &WebhookConfig,
+    batch: &Batch,
+    now: DateTime<Utc>,
+) -> Result<Answer, NotSent> {
+    egress
+        .check_url(cfg.url.as_url())
+        .map_err(SendError::from)?;
+    if cfg.secrets.is_empty() {
+        return Err(NotSent::NoSecret);
+    }
+    let id = webhook_id(&batch.event_uuids);
+    let timestamp = now.timestamp();
+    let signature = sign(&cfg.secrets, &id, timestamp, &batch.body);
+    let mut request = client
+        .post(cfg.url.as_url().clone())
+        .header(HEADER_ID, id)
+        .header(HEADER_TIMESTAMP, timestamp.to_string())
+        .header(HEADER_SIGNATURE, signature)
+        .header(CONTENT_TYPE, "application/json");
+    for (name, value) in cfg.headers.iter() {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| SendError::Other {
+            detail: format!("the extra header name {name} is not valid"),
+        })?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| SendError::Other {
+            detail: format!("the value of the extra header {name} is not valid"),
+        })?;
+        // Extra headers often carry credentials (Authorization).
+        value.set_sensitive(true);
+        request = request.header(name, value);
+    }
+    let response = request
+        .body(batch.body.clone())
+        .send()
+        .await
+        .map_err(|err| SendError::from_reqwest(&err))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    // The status decides; a body cut off mid-read only loses detail for the reason text.
+    let body = response.text().await.unwrap_or_default();
+    let disposition = classify(status, retry_after.as_deref(), &body);
+    Ok(Answer {
+        status,
+        body,
+        disposition,
+    })
+}
+
+/// Signs one batch for this attempt (`webhook-timestamp` = `now`) and POSTs it uncompressed,
+/// then classifies the answer. Calls [`EgressPolicy::check_url`] before anything leaves the
+/// host. The `webhook-id` is derived again from `batch.event_uuids` ([`webhook_id`]).
+pub async fn send_batch(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &WebhookConfig,
+    batch: &Batch,
+    now: DateTime<Utc>,
+) -> Result<Disposition, SendError> {
+    match post_batch(client, egress, cfg, batch, now).await {
+        Ok(answer) => Ok(answer.disposition),
+        Err(NotSent::NoSecret) => Ok(Disposition::AuthFailed {
+            reason: NO_SECRET_REASON.into(),
+        }),
+        Err(NotSent::Send(err)) => Err(err),
+    }
+}
+
+/// Sends one signed test event (`type` `ezca.test`, `EventID` 0, "SIEM connection test")
+/// through the same builder, signer, client and request as the forwarder, and explains the
+/// outcome for the page.
+pub async fn test_connection(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    cfg: &WebhookConfig,
+    subscription_id: Uuid,
+) -> Result<TestSuccess, TestFailure> {
+    let now = Utc::now();
+    let probe = AuditLog {
+        uuid: Uuid::new_v4(),
+        subscription_id,
+        event_id: EventId::CONNECTION_TEST,
+        occurred_at: now,
+        recorded_at: now,
+        actor: None,
+        details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
+    };
+    let batches = pack(std::slice::from_ref(&probe), TEST_EVENT_TYPE);
+    let Some(batch) = batches.first() else {
+        return Err(failure(
+            TestFailureKind::Other,
+            "The test event could not be built.".into(),
+        ));
+    };
+    let id = webhook_id(&batch.event_uuids);
+    let host = cfg.url.host().to_owned();
+    let answer = match post_batch(client, egress, cfg, batch, now).await {
+        Ok(answer) => answer,
+        Err(NotSent::NoSecret) => {
+            return Err(failure(
+                TestFailureKind::InvalidCredentials,
+                NO_SECRET_REASON.into(),
+            ))
+        }
+        Err(NotSent::Send(err)) => return Err(explain_send_error(err, &host)),
+    };
+    match answer.disposition {
+        Disposition::Delivered => Ok(TestSuccess {
+            message: format!("The receiver accepted the signed test event (HTTP {}). Look for webhook-id {id}, type {TEST_EVENT_TYPE}, in its logs.", answer.status),
+            query: format!("webhook-id {id}"),
+            explorer_url: None,
+        }),
+        _ => Err(explain_status(answer.status, &answer.body, cfg)),
+    }
+}
+
+fn failure(kind: TestFailureKind, message: String) -> TestFailure {
+    TestFailure { kind, message }
+}
+
+fn explain_status(status: u16, body: &str, cfg: &WebhookConfig) -> TestFailure {
+    let url = cfg.url.redacted();
+    let detail = body_excerpt(body);
+    match status {
+        401 | 403 => failure(
+            TestFailureKind::InvalidCredentials,
+            format!("The receiver refused the request (HTTP {status}){detail}. Check that it verifies signatures with this destination's signing secret (the one ending in {}) and that any Authorization header it expects is set under Extra headers.", cfg.secrets.first().map_or("—", SigningSecret::last4)),
+        ),
+        404 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The webhook URL {url} was not found (HTTP 404). Check the path the receiver listens on."),
+        ),
+        410 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The receiver at {url} answered 410 Gone: it no longer accepts webhooks from cloudpki. Enter the URL of an active receiver."),
+        ),
+        300..=399 => failure(
+            TestFailureKind::WrongUrl,
+            format!("The webhook URL {url} answered with a redirect (HTTP {status}), which is not followed. Enter the final https:// URL."),
+        ),
+        400 | 413 | 422 => failure(
+            TestFailureKind::PayloadRejected,
+            format!("The receiver rejected the test event (HTTP {status}){detail}. Check that it accepts JSON bodies of type {TEST_EVENT_TYPE}."),
+        ),
+        408 | 429 | 500..=599 => failure(
+            TestFailureKind::Unavailable,
+            format!("The receiver is temporarily unavailable (HTTP {status}). The settings may well be right; try again in a few minutes. Events are kept and retried meanwhile."),
+        ),
+        _ => failure(
+            TestFailureKind::Other,
+            format!("The webhook URL {url} gave an unexpected answer (HTTP {status}){detail}. Check the URL."),
+        ),
+    }
+}
+
+fn explain_send_error(err: SendError, host: &str) -> TestFailure {
+    let (kind, message) = match &err {
+        SendError::Dns { .. } => (
+            TestFailureKind::Dns,
+            format!("The host name {host} could not be found (DNS). Check the spelling of the webhook URL; if it is right, check this server's DNS."),
+        ),
+        SendError::ConnectionRefused { .. } => (
+            TestFailureKind::ConnectionRefused,
+            format!("{host} refused the connection. Check the host and port of the webhook URL and that the receiver is running."),
+        ),
+        SendError::ConnectionClosed { .. } => (
+            TestFailureKind::ConnectionClosed,
+            format!("{host} closed the connection without answering. Check the receiver's logs, then try again."),
+        ),
+        SendError::Tls { detail } => (
+            TestFailureKind::Tls,
+            format!("The secure (TLS) connection to {host} failed ({detail}). Check that the URL starts with https:// and that the receiver has a valid, publicly trusted certificate."),
+        ),
+        SendError::Timeout => (
+            TestFailureKind::Timeout,
+            format!("{host} did not answer within {} seconds. Check that this server can reach it (firewall rules) and that the receiver answers quickly (it should acknowledge first and process later).", REQUEST_TIMEOUT.as_secs()),
+        ),
+        SendError::EgressDenied { reason } => (
+            TestFailureKind::EgressDenied,
+            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
+        ),
+        SendError::Other { detail } => (
+            TestFailureKind::Other,
+            format!("Sending the test event to {host} failed ({detail}). Check the webhook URL and try again."),
+        ),
+    };
+    failure(kind, message)
+}
+
+/// A configured webhook destination, as the forwarder holds it.
+#[derive(Debug, Clone)]
+pub struct WebhookDestination {
+    pub config: WebhookConfig,
+}
+
+impl SiemDestination for WebhookDestination {
+    fn provider(&self) -> &'static str {
+        "Webhook"
+    }
+
+    fn build_batches(&self, logs: &[AuditLog], now: DateTime<Utc>) -> Vec<Batch> {
+        build_batches(logs, now)
+    }
+
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Disposition, SendError>> {
+        Box::pin(send_batch(client, egress, &self.config, batch, Utc::now()))
+    }
+
+    fn test_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>> {
+        Box::pin(test_connection(
+            client,
+            egress,
+            &self.config,
+            subscription_id,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 4, h, m, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn uuid(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn audit(event: u32, n: u128, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
+        AuditLog {
+            uuid: uuid(n),
+            subscription_id: uuid(0xabc),
+            event_id: EventId::parse(event).expect("catalog id"),
+            occurred_at,
+            recorded_at: occurred_at,
+            actor: Some("alice@example.com".into()),
+            details,
+        }
+    }
+
+    fn secret(text: &str) -> SigningSecret {
+        SigningSecret::parse(text).expect("valid secret")
+    }
+
+    fn headers(id: &str, timestamp: &str, signature: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in [
+            (HEADER_ID, id),
+            (HEADER_TIMESTAMP, timestamp),
+            (HEADER_SIGNATURE, signature),
+        ] {
+            map.insert(name, HeaderValue::from_str(value).expect("ascii"));
+        }
+        map
+    }
+
+    #[test]
+    fn a_batch_body_is_the_documented_envelope_byte_for_byte() {
+        let log = audit(4888, 1, at(10, 0), json!({"template": "Web Server"}));
+        let batches = build_batches(std::slice::from_ref(&log), at(12, 0));
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].event_uuids, [uuid(1)]);
+        let expected = concat!(
+            r#"{"type":"ezca.audit_events","timestamp":"2025-03-04T10:00:00.000Z","data":{"events":[{"#,
+            r#""Actor":"alice@example.com","Criticality":"High","EventID":4888,"#,
+            r#""EventSummary":"Certificate request denied due to insufficient permissions","#,
+            r#""EventUuid":"00000000-0000-0000-0000-000000000001","#,
+            r#""SubscriptionId":"00000000-0000-0000-0000-000000000abc","#,
+            r#""date":"2025-03-04T10:00:00.000Z","details":{"template":"Web Server"},"#,
+            r#""message":"Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com"}]}}"#,
+        );
+        assert_eq!(
+            String::from_utf8(batches[0].body.clone()).expect("utf-8"),
+            expected
+        );
+    }
+
+    #[test]
+    fn the_body_does_not_depend_on_now_and_keeps_event_order() {
+        let logs = [
+            audit(4870, 3, at(10, 5), json!({})),
+            audit(19, 1, at(10, 9), json!({})),
+            audit(12, 2, at(10, 1), json!({})),
+        ];
+        let first = build_batches(&logs, at(11, 0));
+        let again = build_batches(&logs, at(23, 59));
+        assert_eq!(first, again);
+        assert_eq!(first[0].event_uuids, [uuid(3), uuid(1), uuid(2)]);
+        let body: Value = serde_json::from_slice(&first[0].body).expect("json");
+        assert_eq!(
+            body["timestamp"], "2025-03-04T10:09:00.000Z",
+            "latest event"
+        );
+        let ids: Vec<&Value> = body["data"]["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| &e["EventID"])
+            .collect();
+        assert_eq!(ids, [&json!(4870), &json!(19), &json!(12)]);
+        assert_eq!(body["data"]["events"][0]["Criticality"], "Medium");
+        assert!(build_batches(&[], at(10, 0)).is_empty());
+    }
+
+    #[test]
+    fn a_missing_actor_is_null_and_left_out_of_the_message() {
+        let mut log = audit(4872, 1, at(10, 0), json!({}));
+        log.actor = None;
+        let value = event_object(&log);
+        assert_eq!(value["Actor"], Value::Null);
+        assert_eq!(value["message"], "Publish CRL (Event ID 4872)");
+    }
+
+    #[test]
+    fn batches_split_at_the_event_count_and_the_byte_limit() {
+        let logs: Vec<AuditLog> = (0..250)
+            .map(|n| audit(4887, n, at(10, 0), json!({})))
+            .collect();
+        let batches = build_batches(&logs, at(10, 0));
+        let sizes: Vec<usize> = batches.iter().map(Batch::len).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let uuids: Vec<Uuid> = batches.iter().flat_map(|b| b.event_uuids.clone()).collect();
+        assert_eq!(uuids, logs.iter().map(|l| l.uuid).collect::<Vec<_>>());
+
+        let big: Vec<AuditLog> = (0..30)
+            .map(|n| audit(4887, n, at(10, 0), json!({ "blob": "y".repeat(90_000) })))
+            .collect();
+        let batches = build_batches(&big, at(10, 0));
+        assert!(batches.len() >= 3, "{}", batches.len());
+        for batch in &batches {
+            assert!(batch.body.len() <= MAX_BATCH_BYTES, "{}", batch.body.len());
+            let parsed: Value = serde_json::from_slice(&batch.body).expect("json");
+            assert_eq!(
+                parsed["data"]["events"].as_array().map(Vec::len),
+                Some(batch.len())
+            );
+        }
+        assert_eq!(batches.iter().map(Batch::len).sum::<usize>(), 30);
+    }
+
+    #[test]
+    fn an_oversized_event_is_truncated_but_keeps_its_identity() {
+        let mut log = audit(4887, 7, at(10, 0), json!({ "blob": "x\"".repeat(200_000) }));
+        log.actor = Some("a".repeat(5000));
+        let value = event_object(&log);
+        let size = value.to_string().len();
+        assert!(size <= MAX_EVENT_BYTES, "{size}");
+        assert!(size > MAX_EVENT_BYTES - 100, "uses the room it has: {size}");
+        assert_eq!(value["Truncated"], true);
+        assert_eq!(value["EventUuid"], uuid(7).to_string());
+        assert_eq!(value["EventID"], 4887);
+        assert_eq!(value["Actor"].as_str().map(str::len), Some(1024));
+        assert!(value["details"]
+            .as_str()
+            .expect("details became text")
+            .ends_with(TRUNCATION_MARKER));
+        let batches = build_batches(&[log], at(10, 0));
+        assert!(batches[0].body.len() <= MAX_BATCH_BYTES);
+    }
+
+    #[test]
+    fn the_webhook_id_is_stable_and_depends_on_the_ordered_uuids() {
+        let id = webhook_id(&[uuid(1), uuid(2)]);
+        assert_eq!(id, webhook_id(&[uuid(1), uuid(2)]));
+        assert_ne!(id, webhook_id(&[uuid(2), uuid(1)]));
+        assert_ne!(id, webhook_id(&[uuid(1)]));
+        assert!(id.starts_with("msg_"));
+        assert_eq!(id.len(), 4 + 32);
+        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // SHA-256 of the 16 bytes of UUID 1, first 16 bytes in hex (checked with sha256sum).
+        assert_eq!(
+            webhook_id(&[uuid(1)]),
+            "msg_7c3ccd10bb7ec37b46d37926ae627426"
+        );
+    }
+
+    #[test]
+    fn sign_matches_the_standard_webhooks_reference_vector() {
+        // The example of the Standard Webhooks reference libraries.
+        let key = secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let signature = sign(
+            std::slice::from_ref(&key),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn sign_lists_one_signature_per_secret_current_first() {
+        let current = SigningSecret::generate();
+        let previous = SigningSecret::generate();
+        let both = sign(
+            &[current.clone(), previous.clone()],
+            "msg_1",
+            1700000000,
+            b"{}",
+        );
+        let only_current = sign(std::slice::from_ref(&current), "msg_1", 1700000000, b"{}");
+        let only_previous = sign(std::slice::from_ref(&previous), "msg_1", 1700000000, b"{}");
+        assert_eq!(both, format!("{only_current} {only_previous}"));
+        assert_eq!(sign(&[], "msg_1", 1700000000, b"{}"), "");
+    }
+
+    #[test]
+    fn verify_accepts_a_good_request_and_refuses_each_kind_of_bad_one() {
+        let key = SigningSecret::generate();
+        let other = SigningSecret::generate();
+        let now = Utc.timestamp_opt(1_700_000_000, 0).single().expect("time");
+        let body = br#"{"type":"ezca.test"}"#;
+        let ts = now.timestamp();
+        let good = sign(std::slice::from_ref(&key), "msg_1", ts, body);
+        let tolerance = DEFAULT_TOLERANCE;
+        let ok = |h: &HeaderMap, b: &[u8]| verify(&key, h, b, now, tolerance);
+
+        assert_eq!(ok(&headers("msg_1", &ts.to_string(), &good), body), Ok(()));
+        // Rotation: the matching signature may come second, other versions are skipped.
+        let rotated = format!(
+            "v1a,AAAA {} {good}",
+            sign(std::slice::from_ref(&other), "msg_1", ts, body)
+        );
+        assert_eq!(
+            ok(&headers("msg_1", &ts.to_string(), &rotated), body),
+            Ok(())
+        );
+        // At the edge of the tolerance, both ways.
+        for edge in [ts - 300, ts + 300] {
+            let sig = sign(std::slice::from_ref(&key), "msg_1", edge, body);
+            assert_eq!(ok(&headers("msg_1", &edge.to_string(), &sig), body), Ok(()));
+        }
+
+        let stale = ts - 301;
+        let sig = sign(std::slice::from_ref(&key), "msg_1", stale, body);
+        assert_eq!(
+            ok(&headers("msg_1", &stale.to_string(), &sig), body),
+            Err(VerifyError::OutsideTolerance { skew_secs: 301 })
+        );
+        assert_eq!(
+            ok(
+                &headers("msg_1", &ts.to_string(), &good),
+                b"{\"type\":\"ezca.tesT\"}"
+            ),
+            Err(VerifyError::NoMatchingSignature),
+            "tampered body"
+        );
+        assert_eq!(
+            ok(&headers("msg_2", &ts.to_string(), &good), body),
+            Err(VerifyError::NoMatchingSignature),
+            "other id"
+        );
+        assert_eq!(
+            verify(
+                &other,
+                &headers("msg_1", &ts.to_string(), &good),
+                body,
+                now,
+                tolerance
+            ),
+            Err(VerifyError::NoMatchingSignature),
+            "other secret"
+        );
+        assert_eq!(
+            ok(&headers("msg_1", "soon", &good), body),
+            Err(VerifyError::InvalidTimestamp)
+        );
+        assert_eq!(
+            ok(&headers("msg_1", &ts.to_string(), "v1,!!notbase64"), body),
+            Err(VerifyError::NoMatchingSignature)
+        );
+        let mut missing = headers("msg_1", &ts.to_string(), &good);
+        missing.remove(HEADER_ID);
+        assert_eq!(
+            ok(&missing, body),
+            Err(VerifyError::MissingHeader(HEADER_ID))
+        );
+    }
+
+    /// The worked example of the README ("Verifying cloudpki webhooks"): keep both in step.
+    #[test]
+    fn the_documented_worked_example_is_true() {
+        let key = secret(DOC_SECRET);
+        assert_eq!(key.hmac_key(), b"cloudpki-webhook-example-key-32b");
+        let event = AuditLog {
+            uuid: Uuid::parse_str("6f9619ff-8b86-4011-b42d-00c04fc964ff").expect("uuid"),
+            subscription_id: Uuid::parse_str("2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d").expect("uuid"),
+            event_id: EventId::parse(4870).expect("catalog id"),
+            occurred_at: at(10, 0),
+            recorded_at: at(10, 0),
+            actor: Some("bob@example.com".into()),
+            details: json!({ "serial": "4f:1a" }),
+        };
+        let batches = build_batches(std::slice::from_ref(&event), at(10, 0));
+        assert_eq!(
+            String::from_utf8(batches[0].body.clone()).expect("utf-8"),
+            DOC_BODY
+        );
+        assert_eq!(webhook_id(&batches[0].event_uuids), DOC_ID);
+        let signature = sign(
+            std::slice::from_ref(&key),
+            DOC_ID,
+            DOC_TIMESTAMP,
+            DOC_BODY.as_bytes(),
+        );
+        assert_eq!(signature, DOC_SIGNATURE);
+        let now = Utc
+            .timestamp_opt(DOC_TIMESTAMP + 10, 0)
+            .single()
+            .expect("time");
+        let request = headers(DOC_ID, &DOC_TIMESTAMP.to_string(), DOC_SIGNATURE);
+        assert_eq!(
+            verify(&key, &request, DOC_BODY.as_bytes(), now, DEFAULT_TOLERANCE),
+            Ok(())
+        );
+        let readme = include_str!("../../README.md");
+        for fact in [DOC_SECRET, DOC_ID, DOC_BODY, &DOC_SIGNATURE[3..]] {
+            assert!(readme.contains(fact), "the README shows {fact}");
+        }
+    }
+
+    const DOC_SECRET: &str = "whsec_Y2xvdWRwa2ktd2ViaG9vay1leGFtcGxlLWtleS0zMmI=";
+    const DOC_ID: &str = "msg_10978922e20ef32b4f4bda2389b52520";
+    const DOC_TIMESTAMP: i64 = 1_741_082_405;
+    const DOC_BODY: &str = r#"{"type":"ezca.audit_events","timestamp":"2025-03-04T10:00:00.000Z","data":{"events":[{"Actor":"bob@example.com","Criticality":"Medium","EventID":4870,"EventSummary":"A certificate has been revoked","EventUuid":"6f9619ff-8b86-4011-b42d-00c04fc964ff","SubscriptionId":"2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d","date":"2025-03-04T10:00:00.000Z","details":{"serial":"4f:1a"},"message":"A certificate has been revoked (Event ID 4870) by bob@example.com"}]}}"#;
+    const DOC_SIGNATURE: &str = "v1,g9UhOZS/ijfa4s50gLb/0sqB96SND5y0nr2Ssb84m6Y=";
+
+    /// The kind of disposition a table row expects.
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Delivered,
+        AuthFailed,
+        Rejected,
+        Split,
+        Gone,
+        Retry(Option<u64>),
+    }
+
+    fn kind(d: &Disposition) -> Expect {
+        match d {
+            Disposition::Delivered => Expect::Delivered,
+            Disposition::AuthFailed { .. } => Expect::AuthFailed,
+            Disposition::Rejected { .. } => Expect::Rejected,
+            Disposition::SplitBatch => Expect::Split,
+            Disposition::Gone { .. } => Expect::Gone,
+            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+            other => panic!("a webhook never answers {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classify_maps_every_status_row() {
+        use Expect::*;
+        let table = [
+            (200, None, Delivered),
+            (202, None, Delivered),
+            (204, None, Delivered),
+            (299, None, Delivered),
+            (301, None, AuthFailed),
+            (302, None, AuthFailed),
+            (307, None, AuthFailed),
+            (308, None, AuthFailed),
+            (400, None, Rejected),
+            (401, None, AuthFailed),
+            (403, None, AuthFailed),
+            (404, None, AuthFailed),
+            (405, None, AuthFailed),
+            (408, None, Retry(None)),
+            (409, None, AuthFailed),
+            (410, None, Gone),
+            (413, None, Split),
+            (415, None, AuthFailed),
+            (422, None, Rejected),
+            (429, Some("30"), Retry(Some(30))),
+            (429, Some("86400"), Retry(Some(3600))),
+            (429, Some("soon"), Retry(None)),
+            (429, None, Retry(None)),
+            (500, None, Retry(None)),
+            (501, None, Retry(None)),
+            (502, Some("5"), Retry(Some(5))),
+            (503, Some("120"), Retry(Some(120))),
+            (504, None, Retry(None)),
+            (100, None, Retry(None)),
+            (600, None, Retry(None)),
+        ];
+        for (status, retry_after, expected) in table {
+            let got = classify(status, retry_after, "");
+            assert_eq!(
+                kind(&got),
+                expected,
+                "{status} {retry_after:?} gave {got:?}"
+            );
+        }
+        let Disposition::AuthFailed { reason } = classify(418, None, "teapot\nhere") else {
+            panic!("418 is AuthFailed");
+        };
+        assert!(
+            reason.contains("HTTP 418") && reason.contains("teapot here"),
+            "{reason}"
+        );
+        let Disposition::Gone { reason } = classify(410, None, "") else {
+            panic!("410 is Gone");
+        };
+        assert!(reason.contains("410 Gone"), "{reason}");
+    }
+
+    #[test]
+    fn config_debug_shows_no_secret() {
+        let key = SigningSecret::generate();
+        let cfg = WebhookConfig {
+            url: WebhookUrl::parse("https://siem.example.com/in?token=q1w2e3").expect("url"),
+            headers: ExtraHeaders::parse("Authorization: Bearer zxcvbn").expect("headers"),
+            secrets: vec![key.clone()],
+        };
+        let printed = format!("{cfg:?}");
+        for hidden in [key.expose_secret(), "q1w2e3", "zxcvbn"] {
+            assert!(!printed.contains(hidden), "{printed}");
+        }
+    }
+}
