@@ -62,6 +62,7 @@ struct Inner {
     hostname: String,
     forwarder_sweep: Duration,
     mailer: Option<crate::notify::Mailer>,
+    shared: crate::siem::config::Shared,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
 }
 
@@ -103,6 +104,7 @@ impl AppState {
                 siem_client,
                 hostname,
                 mailer,
+                shared: crate::siem::config::Shared::default(),
                 forwarder_sweep: overrides
                     .forwarder_sweep
                     .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
@@ -131,6 +133,11 @@ impl AppState {
         )
     }
 
+    /// Provider state shared by every destination of this process.
+    pub fn shared(&self) -> &crate::siem::config::Shared {
+        &self.inner.shared
+    }
+
     /// Whether emails are really sent (an SMTP server is configured).
     pub fn sends_email(&self) -> bool {
         self.inner.mailer.is_some()
@@ -150,6 +157,7 @@ impl AppState {
                 ..crate::forwarder::ForwarderOptions::default()
             },
         )
+        .with_shared(self.inner.shared.clone())
     }
 
     /// The host name put into every log.

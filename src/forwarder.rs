@@ -106,6 +106,7 @@ pub struct Forwarder {
     owner: Uuid,
     options: ForwarderOptions,
     notifier: Option<crate::notify::Notifier>,
+    shared: crate::siem::config::Shared,
 }
 
 impl Forwarder {
@@ -127,7 +128,14 @@ impl Forwarder {
             owner: Uuid::new_v4(),
             options,
             notifier: None,
+            shared: crate::siem::config::Shared::default(),
         }
+    }
+
+    /// Shares the process's provider state (Sentinel token cache) with the portal.
+    pub fn with_shared(mut self, shared: crate::siem::config::Shared) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Also runs incident, retention and email passes in [`Self::run`].
@@ -249,7 +257,7 @@ impl Forwarder {
             &self.egress,
         )
         .await?;
-        Ok(config.map(|c| c.destination(&self.hostname)))
+        Ok(config.map(|c| c.destination(&self.hostname, &self.shared)))
     }
 
     async fn failing(

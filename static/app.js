@@ -35,3 +35,17 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+
+// Show only the fields of the chosen SIEM provider (without JavaScript every section shows).
+document.addEventListener("DOMContentLoaded", () => {
+  const provider = document.getElementById("provider");
+  if (!provider) return;
+  const sections = document.querySelectorAll("fieldset.provider-fields[data-provider]");
+  const show = () => {
+    sections.forEach((section) => {
+      section.hidden = section.dataset.provider !== provider.value;
+    });
+  };
+  provider.addEventListener("change", show);
+  show();
+});

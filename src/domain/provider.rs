@@ -5,16 +5,34 @@
 pub enum Provider {
     /// Datadog Logs.
     Datadog,
+    /// Splunk HTTP Event Collector.
+    Splunk,
+    /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API.
+    Sentinel,
+    /// CrowdStrike Falcon LogScale through its HEC-compatible endpoint.
+    LogScale,
+    /// Any HTTPS receiver, signed per Standard Webhooks.
+    Webhook,
 }
 
 impl Provider {
     /// Every provider, in the order the select shows them.
-    pub const ALL: [Provider; 1] = [Provider::Datadog];
+    pub const ALL: [Provider; 5] = [
+        Provider::Datadog,
+        Provider::Splunk,
+        Provider::Sentinel,
+        Provider::LogScale,
+        Provider::Webhook,
+    ];
 
     /// The id stored in the database and sent by the form.
     pub fn id(self) -> &'static str {
         match self {
             Provider::Datadog => "datadog",
+            Provider::Splunk => "splunk",
+            Provider::Sentinel => "sentinel",
+            Provider::LogScale => "logscale",
+            Provider::Webhook => "webhook",
         }
     }
 
@@ -22,6 +40,10 @@ impl Provider {
     pub fn label(self) -> &'static str {
         match self {
             Provider::Datadog => "Datadog",
+            Provider::Splunk => "Splunk",
+            Provider::Sentinel => "Microsoft Sentinel",
+            Provider::LogScale => "CrowdStrike Falcon LogScale",
+            Provider::Webhook => "Signed webhook",
         }
     }
 

@@ -8,7 +8,9 @@
 //! `datadog_api_key`, and `<provider>_<field>` for the others). Secrets are write-only: a blank
 //! secret field keeps the stored secret.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,11 +19,20 @@ use crate::{
     crypto::MasterKey,
     domain::{
         datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite},
+        hec::{HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex},
         provider::Provider,
+        sentinel::{
+            AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
+            StreamName, TenantId,
+        },
+        webhook::{ExtraHeaders, SigningSecret, WebhookUrl},
     },
     siem::{
         datadog::{self, DatadogConfig, DatadogDestination},
         egress::EgressPolicy,
+        hec::{self, HecConfig, HecDestination, HecFlavor},
+        sentinel::{self, SentinelConfig, SentinelDestination, TokenCache},
+        webhook::{self, WebhookConfig, WebhookDestination},
         SiemDestination, TestFailure, TestSuccess,
     },
     store,
@@ -101,6 +112,9 @@ pub struct SecretField {
     pub name: &'static str,
 }
 
+/// How long a replaced webhook signing secret still signs (receivers switch over meanwhile).
+pub const WEBHOOK_ROTATION_OVERLAP_HOURS: i64 = 24;
+
 /// The secret fields of each provider.
 pub fn secret_fields(provider: Provider) -> &'static [SecretField] {
     match provider {
@@ -108,6 +122,34 @@ pub fn secret_fields(provider: Provider) -> &'static [SecretField] {
             field: "datadog_api_key",
             name: "api_key",
         }],
+        Provider::Splunk => &[SecretField {
+            field: "splunk_token",
+            name: "token",
+        }],
+        Provider::LogScale => &[SecretField {
+            field: "logscale_token",
+            name: "token",
+        }],
+        Provider::Sentinel => &[SecretField {
+            field: "sentinel_client_secret",
+            name: "client_secret",
+        }],
+        // The signing secrets are generated, never typed; the extra headers may carry
+        // credentials (`Authorization`), so they are sealed too.
+        Provider::Webhook => &[
+            SecretField {
+                field: "webhook_secret",
+                name: "signing_secret",
+            },
+            SecretField {
+                field: "webhook_secret_previous",
+                name: "signing_secret_previous",
+            },
+            SecretField {
+                field: "webhook_headers",
+                name: "headers",
+            },
+        ],
     }
 }
 
@@ -147,16 +189,34 @@ pub async fn load(
 pub enum ProviderConfig {
     /// Datadog Logs.
     Datadog(DatadogConfig),
+    /// Splunk HEC or LogScale's HEC-compatible endpoint.
+    Hec(HecConfig),
+    /// Microsoft Sentinel (Logs Ingestion API).
+    Sentinel(SentinelConfig),
+    /// Signed webhook.
+    Webhook(WebhookConfig),
+}
+
+/// Parts every destination of a process shares (the Entra ID token cache).
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// OAuth2 tokens for Sentinel, cached until shortly before they expire.
+    pub tokens: Arc<TokenCache>,
 }
 
 impl ProviderConfig {
     /// The destination the forwarder sends through.
-    pub fn destination(self, hostname: &str) -> Box<dyn SiemDestination> {
+    pub fn destination(self, hostname: &str, shared: &Shared) -> Box<dyn SiemDestination> {
+        let hostname = hostname.to_owned();
         match self {
-            ProviderConfig::Datadog(config) => Box::new(DatadogDestination {
+            ProviderConfig::Datadog(config) => Box::new(DatadogDestination { config, hostname }),
+            ProviderConfig::Hec(config) => Box::new(HecDestination { config, hostname }),
+            ProviderConfig::Sentinel(config) => Box::new(SentinelDestination {
                 config,
-                hostname: hostname.to_owned(),
+                hostname,
+                tokens: shared.tokens.clone(),
             }),
+            ProviderConfig::Webhook(config) => Box::new(WebhookDestination { config }),
         }
     }
 
@@ -165,12 +225,23 @@ impl ProviderConfig {
         &self,
         client: &reqwest::Client,
         egress: &EgressPolicy,
+        shared: &Shared,
         subscription_id: Uuid,
         hostname: &str,
     ) -> Result<TestSuccess, TestFailure> {
         match self {
             ProviderConfig::Datadog(config) => {
                 datadog::test_connection(client, egress, config, subscription_id, hostname).await
+            }
+            ProviderConfig::Hec(config) => {
+                hec::test_connection(client, egress, config, subscription_id, hostname).await
+            }
+            ProviderConfig::Sentinel(config) => {
+                sentinel::test_connection(client, egress, &shared.tokens, config, subscription_id)
+                    .await
+            }
+            ProviderConfig::Webhook(config) => {
+                webhook::test_connection(client, egress, config, subscription_id).await
             }
         }
     }
@@ -186,6 +257,10 @@ pub struct Validated {
     pub fields: BTreeMap<String, String>,
     /// Newly typed secrets to seal: (storage name, value, hint).
     pub new_secrets: Vec<(&'static str, String, String)>,
+    /// Secrets to delete (storage names).
+    pub removed_secrets: Vec<&'static str>,
+    /// A signing secret generated by this save, to show once.
+    pub generated_secret: Option<String>,
 }
 
 /// Checks `form` for `provider`; `complete` demands a usable configuration (Test Connection,
@@ -209,6 +284,8 @@ pub fn validate(
         config: None,
         fields: BTreeMap::new(),
         new_secrets: Vec::new(),
+        removed_secrets: Vec::new(),
+        generated_secret: None,
     };
     match provider {
         Provider::Datadog => {
@@ -288,12 +365,412 @@ pub fn validate(
                 }
             }
         }
+        Provider::Splunk | Provider::LogScale => {
+            let (prefix, flavor) = if provider == Provider::Splunk {
+                ("splunk", HecFlavor::Splunk)
+            } else {
+                ("logscale", HecFlavor::LogScale)
+            };
+            let url_field = format!("{prefix}_url");
+            let token_field = format!("{prefix}_token");
+            let url = required(
+                &get(&url_field),
+                complete,
+                &url_field,
+                "Enter the HEC URL.",
+                &mut errors,
+                |t| {
+                    let url = HecUrl::parse(t).map_err(|e| e.to_string())?;
+                    egress
+                        .check_url(&url.endpoint(flavor.event_path()))
+                        .map_err(|e| e.to_string())?;
+                    Ok(url)
+                },
+            );
+            let token_parse = |raw: &str| {
+                let token = if flavor == HecFlavor::Splunk {
+                    HecToken::parse_splunk(raw)
+                } else {
+                    HecToken::parse_logscale(raw)
+                };
+                token.map_err(|e| e.to_string()).map(|t| {
+                    let hint = t.last4().to_owned();
+                    (t, hint)
+                })
+            };
+            let missing = if flavor == HecFlavor::Splunk {
+                "Enter the HEC token (Settings → Data inputs → HTTP Event Collector in Splunk)."
+            } else {
+                "Enter the ingest token of the LogScale repository."
+            };
+            let token = secret_value(
+                form,
+                stored,
+                &token_field,
+                complete,
+                &mut errors,
+                token_parse,
+                missing,
+            );
+            let (mut index, mut sourcetype, mut source, mut host, mut ack) =
+                (None, SourceType::default(), None, None, false);
+            if flavor == HecFlavor::Splunk {
+                index = SplunkIndex::parse_optional(&get("splunk_index"))
+                    .map_err(|e| errors.add("splunk_index", e.to_string()))
+                    .ok()
+                    .flatten();
+                sourcetype = SourceType::parse_or_default(&get("splunk_sourcetype"))
+                    .map_err(|e| errors.add("splunk_sourcetype", e.to_string()))
+                    .unwrap_or_default();
+                source = optional(&get("splunk_source"), "splunk_source", &mut errors, |t| {
+                    HecSource::parse(t).map_err(|e| e.to_string())
+                });
+                host = optional(&get("splunk_host"), "splunk_host", &mut errors, |t| {
+                    HecHost::parse(t).map_err(|e| e.to_string())
+                });
+                ack = form.get("splunk_ack").is_some_and(|v| v == "on");
+                if let Some(index) = &index {
+                    validated
+                        .fields
+                        .insert("splunk_index".into(), index.as_str().into());
+                }
+                validated
+                    .fields
+                    .insert("splunk_sourcetype".into(), sourcetype.as_str().into());
+                if let Some(source) = &source {
+                    validated
+                        .fields
+                        .insert("splunk_source".into(), source.as_str().into());
+                }
+                if let Some(host) = &host {
+                    validated
+                        .fields
+                        .insert("splunk_host".into(), host.as_str().into());
+                }
+                if ack {
+                    validated.fields.insert("splunk_ack".into(), "on".into());
+                }
+            }
+            if let Some(url) = &url {
+                validated
+                    .fields
+                    .insert(url_field.clone(), url.as_str().into());
+            }
+            if let Some((token, typed, hint)) = token {
+                if typed {
+                    validated
+                        .new_secrets
+                        .push(("token", token.expose_secret().to_owned(), hint));
+                }
+                if let Some(url) = url {
+                    let mut config = HecConfig::new(flavor, url, token);
+                    config.index = index;
+                    config.sourcetype = sourcetype;
+                    config.source = source;
+                    config.host = host;
+                    config.ack = ack;
+                    match config.validate() {
+                        Ok(()) => validated.config = Some(ProviderConfig::Hec(config)),
+                        Err(e) => errors.add(&format!("{prefix}_ack"), e.to_string()),
+                    }
+                }
+            }
+        }
+        Provider::Sentinel => {
+            let cloud = AzureCloud::parse(&get("sentinel_cloud"))
+                .or_else(|e| {
+                    if get("sentinel_cloud").is_empty() {
+                        Ok(AzureCloud::Public)
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| errors.add("sentinel_cloud", e.to_string()))
+                .ok();
+            let login_base = match get("sentinel_login_url").as_str() {
+                "" => cloud.map(AzureCloud::default_login_base),
+                text => LoginBaseUrl::parse(text)
+                    .map_err(|e| errors.add("sentinel_login_url", e.to_string()))
+                    .ok(),
+            };
+            let tenant = required(
+                &get("sentinel_tenant_id"),
+                complete,
+                "sentinel_tenant_id",
+                "Enter the Directory (tenant) ID of your Entra ID app registration.",
+                &mut errors,
+                |t| TenantId::parse(t).map_err(|e| e.to_string()),
+            );
+            let client_id = required(
+                &get("sentinel_client_id"),
+                complete,
+                "sentinel_client_id",
+                "Enter the Application (client) ID of the app registration.",
+                &mut errors,
+                |t| ClientId::parse(t).map_err(|e| e.to_string()),
+            );
+            let endpoint = required(
+                &get("sentinel_endpoint"),
+                complete,
+                "sentinel_endpoint",
+                "Enter the logs ingestion endpoint of the data collection rule (or its DCE).",
+                &mut errors,
+                |t| IngestionEndpoint::parse(t).map_err(|e| e.to_string()),
+            );
+            let dcr = required(
+                &get("sentinel_dcr_id"),
+                complete,
+                "sentinel_dcr_id",
+                "Enter the immutable ID of the data collection rule (dcr-…).",
+                &mut errors,
+                |t| DcrImmutableId::parse(t).map_err(|e| e.to_string()),
+            );
+            let stream = required(&get("sentinel_stream"), complete, "sentinel_stream", "Enter the stream name declared in the data collection rule, e.g. Custom-EzcaAudit.", &mut errors, |t| StreamName::parse(t).map_err(|e| e.to_string()));
+            let secret = secret_value(
+                form,
+                stored,
+                "sentinel_client_secret",
+                complete,
+                &mut errors,
+                |raw| {
+                    ClientSecret::parse(raw)
+                        .map_err(|e| e.to_string())
+                        .map(|s| {
+                            let hint = s.last4().to_owned();
+                            (s, hint)
+                        })
+                },
+                "Enter a client secret of the app registration (Certificates & secrets).",
+            );
+            if let Some(cloud) = cloud {
+                validated
+                    .fields
+                    .insert("sentinel_cloud".into(), cloud.code().into());
+            }
+            if !get("sentinel_login_url").is_empty() {
+                if let Some(base) = &login_base {
+                    validated
+                        .fields
+                        .insert("sentinel_login_url".into(), base.as_str().into());
+                }
+            }
+            for (name, value) in [
+                (
+                    "sentinel_tenant_id",
+                    tenant.as_ref().map(|v| v.as_str().to_owned()),
+                ),
+                (
+                    "sentinel_client_id",
+                    client_id.as_ref().map(|v| v.as_str().to_owned()),
+                ),
+                (
+                    "sentinel_endpoint",
+                    endpoint.as_ref().map(|v| v.as_str().to_owned()),
+                ),
+                (
+                    "sentinel_dcr_id",
+                    dcr.as_ref().map(|v| v.as_str().to_owned()),
+                ),
+                (
+                    "sentinel_stream",
+                    stream.as_ref().map(|v| v.as_str().to_owned()),
+                ),
+            ] {
+                if let Some(value) = value {
+                    validated.fields.insert(name.into(), value);
+                }
+            }
+            if let Some((secret, typed, hint)) = secret {
+                if typed {
+                    validated.new_secrets.push((
+                        "client_secret",
+                        secret.expose_secret().to_owned(),
+                        hint,
+                    ));
+                }
+                if let (
+                    Some(cloud),
+                    Some(login_base),
+                    Some(tenant_id),
+                    Some(client_id),
+                    Some(endpoint),
+                    Some(dcr_id),
+                    Some(stream),
+                ) = (cloud, login_base, tenant, client_id, endpoint, dcr, stream)
+                {
+                    let config = SentinelConfig {
+                        cloud,
+                        login_base,
+                        tenant_id,
+                        client_id,
+                        client_secret: secret,
+                        endpoint,
+                        dcr_id,
+                        stream,
+                    };
+                    let checked = egress
+                        .check_url(&config.token_url())
+                        .map_err(|e| errors.add("sentinel_login_url", e.to_string()))
+                        .and_then(|()| {
+                            egress
+                                .check_url(&config.ingestion_url())
+                                .map_err(|e| errors.add("sentinel_endpoint", e.to_string()))
+                        });
+                    if checked.is_ok() {
+                        validated.config = Some(ProviderConfig::Sentinel(config));
+                    }
+                }
+            }
+        }
+        Provider::Webhook => {
+            let url = required(
+                &get("webhook_url"),
+                complete,
+                "webhook_url",
+                "Enter the https URL that receives the events.",
+                &mut errors,
+                |t| {
+                    let url = WebhookUrl::parse(t).map_err(|e| e.to_string())?;
+                    egress.check_url(url.as_url()).map_err(|e| e.to_string())?;
+                    Ok(url)
+                },
+            );
+            let typed_headers = form
+                .get("webhook_headers")
+                .map(|v| v.trim())
+                .unwrap_or_default();
+            let clear_headers = form.get("webhook_clear_headers").is_some_and(|v| v == "on");
+            let headers = if clear_headers {
+                validated.removed_secrets.push("headers");
+                Some(ExtraHeaders::none())
+            } else if !typed_headers.is_empty() {
+                match ExtraHeaders::parse(typed_headers) {
+                    Ok(h) => {
+                        let names = h.names().collect::<Vec<_>>().join(", ");
+                        validated
+                            .new_secrets
+                            .push(("headers", h.expose_text(), names));
+                        Some(h)
+                    }
+                    Err(e) => {
+                        errors.add("webhook_headers", e.to_string());
+                        None
+                    }
+                }
+            } else {
+                match stored
+                    .secrets
+                    .get("webhook_headers")
+                    .and_then(StoredSecret::usable)
+                {
+                    Some(text) => ExtraHeaders::parse(text).ok(),
+                    None => Some(ExtraHeaders::none()),
+                }
+            };
+            // The signing secret is the portal's to generate: on first use and on rotation.
+            let current = stored
+                .secrets
+                .get("webhook_secret")
+                .and_then(StoredSecret::usable)
+                .and_then(|s| SigningSecret::parse(s).ok());
+            let rotate = form.get("webhook_rotate").is_some_and(|v| v == "on");
+            let now = Utc::now();
+            let mut secrets = Vec::new();
+            match (&current, rotate) {
+                (Some(current), false) => secrets.push(current.clone()),
+                (old, _) => {
+                    let fresh = SigningSecret::generate();
+                    validated.new_secrets.push((
+                        "signing_secret",
+                        fresh.expose_secret().to_owned(),
+                        fresh.last4().to_owned(),
+                    ));
+                    validated.generated_secret = Some(fresh.expose_secret().to_owned());
+                    secrets.push(fresh);
+                    if let Some(old) = old {
+                        let until = now + chrono::Duration::hours(WEBHOOK_ROTATION_OVERLAP_HOURS);
+                        validated.new_secrets.push((
+                            "signing_secret_previous",
+                            old.expose_secret().to_owned(),
+                            old.last4().to_owned(),
+                        ));
+                        validated
+                            .fields
+                            .insert("webhook_previous_until".into(), until.to_rfc3339());
+                        secrets.push(old.clone());
+                    }
+                }
+            }
+            if !rotate {
+                let previous_until = stored
+                    .fields
+                    .get("webhook_previous_until")
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                if let Some(until) = previous_until.filter(|until| *until > now) {
+                    if let Some(previous) = stored
+                        .secrets
+                        .get("webhook_secret_previous")
+                        .and_then(StoredSecret::usable)
+                        .and_then(|s| SigningSecret::parse(s).ok())
+                    {
+                        secrets.push(previous);
+                        validated
+                            .fields
+                            .insert("webhook_previous_until".into(), until.to_rfc3339());
+                    }
+                }
+            }
+            if let Some(url) = &url {
+                validated
+                    .fields
+                    .insert("webhook_url".into(), url.as_str().into());
+            }
+            if let (Some(url), Some(headers)) = (url, headers) {
+                validated.config = Some(ProviderConfig::Webhook(WebhookConfig {
+                    url,
+                    headers,
+                    secrets,
+                }));
+            }
+        }
     }
     if errors.count() > 0 {
         Err(errors)
     } else {
         Ok(validated)
     }
+}
+
+/// A required plain field: parsed when present, an error when missing and `complete`.
+fn required<T>(
+    text: &str,
+    complete: bool,
+    field: &str,
+    missing: &str,
+    errors: &mut FieldErrors,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    if text.is_empty() {
+        if complete {
+            errors.add(field, missing);
+        }
+        return None;
+    }
+    parse(text).map_err(|e| errors.add(field, e)).ok()
+}
+
+/// An optional plain field: `None` when blank.
+fn optional<T>(
+    text: &str,
+    field: &str,
+    errors: &mut FieldErrors,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    if text.is_empty() {
+        return None;
+    }
+    parse(text).map_err(|e| errors.add(field, e)).ok()
 }
 
 /// A secret from the form (typed now) or from storage (kept), parsed; `None` with an error

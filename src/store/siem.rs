@@ -206,3 +206,21 @@ pub async fn history(
     .fetch_all(pool)
     .await?)
 }
+
+/// Deletes a sealed secret.
+pub async fn delete_secret(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    name: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "delete from siem_secrets where subscription_id = $1 and provider = $2 and name = $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -52,6 +52,8 @@ struct Status {
     message: String,
     query: Option<String>,
     link: Option<String>,
+    /// A newly generated signing secret, shown once.
+    secret: Option<String>,
 }
 
 impl Status {
@@ -61,6 +63,7 @@ impl Status {
             message: message.into(),
             query: None,
             link: None,
+            secret: None,
         }
     }
 }
@@ -78,14 +81,125 @@ struct HistoryEntry {
     at: String,
 }
 
+/// How a provider field is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Url,
+    Secret,
+    Check,
+    Select(&'static [(&'static str, &'static str)]),
+    SecretLines,
+}
+
+/// One field of a provider's section (Datadog's section is written out in the template).
+struct FieldSpec {
+    name: &'static str,
+    label: &'static str,
+    kind: Kind,
+    hint: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    label: &'static str,
+    kind: Kind,
+    hint: &'static str,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        label,
+        kind,
+        hint,
+    }
+}
+
+const AZURE_CLOUDS: &[(&str, &str)] = &[
+    ("public", "Azure (global)"),
+    ("usgovernment", "Azure US Government"),
+    ("china", "Azure China (21Vianet)"),
+];
+
+static SPLUNK_FIELDS: &[FieldSpec] = &[
+            spec("splunk_url", "HEC URL", Kind::Url, "The HTTP Event Collector address, e.g. https://splunk.example.com:8088 (the …/services/collector URL works too). Its certificate must be publicly trusted."),
+            spec("splunk_token", "HEC token", Kind::Secret, "The token of an HTTP Event Collector input (a GUID)."),
+            spec("splunk_index", "Index", Kind::Text, "Optional; it must be allowed for the token. Blank uses the token's default index."),
+            spec("splunk_sourcetype", "Source type", Kind::Text, "Defaults to ezca:audit."),
+            spec("splunk_source", "Source", Kind::Text, "Optional; defaults to cloudpki."),
+            spec("splunk_host", "Host", Kind::Text, "Optional; defaults to this server's name."),
+            spec("splunk_ack", "Use indexer acknowledgement", Kind::Check, "Turn on only if the token has indexer acknowledgement enabled: events then count as delivered once Splunk confirms they are indexed."),
+];
+
+static SENTINEL_FIELDS: &[FieldSpec] = &[
+            spec("sentinel_cloud", "Azure cloud", Kind::Select(AZURE_CLOUDS), "Where your tenant lives; it decides the sign-in and ingestion audiences."),
+            spec("sentinel_tenant_id", "Tenant ID", Kind::Text, "Directory (tenant) ID of the Entra ID app registration (a GUID)."),
+            spec("sentinel_client_id", "Client ID", Kind::Text, "Application (client) ID of the app registration (a GUID)."),
+            spec("sentinel_client_secret", "Client secret", Kind::Secret, "A client secret of the app registration; note its expiry date. The app needs the Monitoring Metrics Publisher role on the data collection rule."),
+            spec("sentinel_endpoint", "Ingestion endpoint", Kind::Url, "The logs ingestion endpoint of the data collection rule, or its data collection endpoint, e.g. https://my-dce.eastus-1.ingest.monitor.azure.com."),
+            spec("sentinel_dcr_id", "DCR immutable ID", Kind::Text, "The immutable ID of the data collection rule (dcr-…, on its JSON view)."),
+            spec("sentinel_stream", "Stream name", Kind::Text, "The stream declared in the rule, e.g. Custom-EzcaAudit_CL."),
+            spec("sentinel_login_url", "Sign-in URL (advanced)", Kind::Url, "Leave blank to use the cloud's Entra ID sign-in address."),
+];
+
+static LOGSCALE_FIELDS: &[FieldSpec] = &[
+            spec("logscale_url", "Ingest URL", Kind::Url, "The address of your LogScale cluster, e.g. https://cloud.community.humio.com (events go to its HEC-compatible endpoint /api/v1/ingest/hec)."),
+            spec("logscale_token", "Ingest token", Kind::Secret, "An ingest token of the repository that receives the events."),
+];
+
+static WEBHOOK_FIELDS: &[FieldSpec] = &[
+            spec("webhook_url", "Webhook URL", Kind::Url, "The https address that receives the signed events."),
+            spec("webhook_headers", "Extra headers", Kind::SecretLines, "Optional; one `Name: value` per line, e.g. Authorization: Bearer …. Stored sealed; leave blank to keep the stored headers."),
+            spec("webhook_clear_headers", "Remove the extra headers", Kind::Check, "Sends no extra headers from now on."),
+            spec("webhook_rotate", "Rotate the signing secret", Kind::Check, "Generates a new signing secret on save and shows it once; the old one keeps signing for 24 hours so receivers can switch over."),
+];
+
+/// The fields of the providers other than Datadog, in the order the page shows them.
+fn provider_specs(provider: Provider) -> &'static [FieldSpec] {
+    match provider {
+        Provider::Datadog => &[],
+        Provider::Splunk => SPLUNK_FIELDS,
+        Provider::Sentinel => SENTINEL_FIELDS,
+        Provider::LogScale => LOGSCALE_FIELDS,
+        Provider::Webhook => WEBHOOK_FIELDS,
+    }
+}
+
 /// The label people see for a form field (history entries use it too).
 fn field_label(name: &str) -> &str {
     match name {
         "datadog_site" => "Datadog site",
         "datadog_url" => "Logs intake URL",
         "datadog_api_key" => "API key",
-        other => other,
+        "webhook_secret" => "Signing secret",
+        "webhook_secret_previous" => "Previous signing secret",
+        "webhook_previous_until" => "Previous signing secret valid until",
+        other => Provider::ALL
+            .iter()
+            .flat_map(|p| provider_specs(*p))
+            .find(|s| s.name == other)
+            .map_or(other, |s| s.label),
     }
+}
+
+/// A provider field as the template renders it.
+struct FieldView {
+    name: &'static str,
+    label: &'static str,
+    /// `text`, `url`, `password`, `checkbox`, `select` or `textarea`.
+    kind: &'static str,
+    value: String,
+    options: &'static [(&'static str, &'static str)],
+    hint: &'static str,
+    error: Option<String>,
+    /// For secrets: the last characters (or header names) of the stored value.
+    stored_hint: Option<String>,
+}
+
+/// A provider's section.
+struct ProviderView {
+    id: &'static str,
+    label: &'static str,
+    fields: Vec<FieldView>,
 }
 
 #[derive(Template)]
@@ -103,6 +217,7 @@ struct SettingsPage {
     secret_hints: BTreeMap<String, (String, bool)>,
     last_change: Option<(String, String)>,
     providers: Vec<(&'static str, &'static str)>,
+    other_providers: Vec<ProviderView>,
     health: HealthView,
     sites: Vec<SiteOption>,
     history: Vec<HistoryEntry>,
@@ -164,6 +279,12 @@ async fn show(
     values
         .entry("datadog_url".into())
         .or_insert_with(|| DatadogSite::ALL[0].intake_base_url());
+    values
+        .entry("splunk_sourcetype".into())
+        .or_insert_with(|| "ezca:audit".into());
+    values
+        .entry("sentinel_cloud".into())
+        .or_insert_with(|| "public".into());
     let status = match (query.saved, query.retried) {
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
         (None, Some(n)) => Some(Status::plain(
@@ -264,6 +385,37 @@ async fn render(
         }
     }
     let open = status.is_some() || errors.count() > 0;
+    let other_providers: Vec<ProviderView> = Provider::ALL
+        .iter()
+        .filter(|p| **p != Provider::Datadog)
+        .map(|p| ProviderView {
+            id: p.id(),
+            label: p.label(),
+            fields: provider_specs(*p)
+                .iter()
+                .map(|spec| FieldView {
+                    name: spec.name,
+                    label: spec.label,
+                    kind: match spec.kind {
+                        Kind::Text => "text",
+                        Kind::Url => "url",
+                        Kind::Secret => "password",
+                        Kind::Check => "checkbox",
+                        Kind::Select(_) => "select",
+                        Kind::SecretLines => "textarea",
+                    },
+                    value: values.get(spec.name).cloned().unwrap_or_default(),
+                    options: match spec.kind {
+                        Kind::Select(options) => options,
+                        _ => &[],
+                    },
+                    hint: spec.hint,
+                    error: errors.get(spec.name).map(str::to_owned),
+                    stored_hint: secret_hints.get(spec.name).map(|(h, _)| h.clone()),
+                })
+                .collect(),
+        })
+        .collect();
     let page = SettingsPage {
         layout: Layout::signed_in(user, &format!("Settings — {}", membership.name)),
         is_admin: membership.role().is_admin(),
@@ -276,6 +428,7 @@ async fn render(
         secret_hints,
         last_change: settings.map(|s| (s.updated_by_email, when(s.updated_at))),
         providers: Provider::ALL.iter().map(|p| (p.id(), p.label())).collect(),
+        other_providers,
         health,
         sites: DatadogSite::ALL
             .iter()
@@ -411,7 +564,13 @@ async fn submit(
                 )));
             };
             let outcome = config
-                .test_connection(state.siem_client(), state.egress(), sub, state.hostname())
+                .test_connection(
+                    state.siem_client(),
+                    state.egress(),
+                    state.shared(),
+                    sub,
+                    state.hostname(),
+                )
                 .await;
             let status = match outcome {
                 Ok(ok) => Status {
@@ -422,6 +581,7 @@ async fn submit(
                     ),
                     query: Some(ok.query),
                     link: ok.explorer_url,
+                    secret: None,
                 },
                 Err(failure) => {
                     tracing::info!(subscription_id = %sub, kind = ?failure.kind, "test connection failed");
@@ -474,11 +634,42 @@ async fn submit(
                     return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response());
                 }
             };
+            let generated = validated.generated_secret.clone();
             save(&state, &user, sub, enabled, &stored_provider, validated).await?;
-            Ok(
-                Redirect::to(&format!("/subscriptions/{sub}/settings?saved=1#advanced"))
-                    .into_response(),
-            )
+            match generated {
+                // A new signing secret is shown exactly once, on this answer (never stored in
+                // a URL or a session); the page is not cached.
+                Some(secret) => {
+                    let stored = stored_all(&state, sub).await?;
+                    let status = Status {
+                        kind: "ok",
+                        message: "Settings saved. Copy the new signing secret into your receiver now: it is shown only this once.".to_owned(),
+                        query: None,
+                        link: None,
+                        secret: Some(secret),
+                    };
+                    let mut values = form;
+                    values.remove("webhook_rotate");
+                    values.remove("webhook_clear_headers");
+                    let page = render(
+                        &state,
+                        &user,
+                        membership,
+                        enabled,
+                        provider.id().into(),
+                        values,
+                        FieldErrors::default(),
+                        Some(status),
+                        &stored,
+                    )
+                    .await?;
+                    Ok(Html(page).into_response())
+                }
+                None => Ok(Redirect::to(&format!(
+                    "/subscriptions/{sub}/settings?saved=1#advanced"
+                ))
+                .into_response()),
+            }
         }
         _ => {
             let status = Status::plain("error", "Use Test Connection or Save changes.");
@@ -523,6 +714,9 @@ async fn save(
     )
     .await?;
     store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), &fields).await?;
+    for name in &validated.removed_secrets {
+        store::siem::delete_secret(&mut tx, sub, provider.id(), name).await?;
+    }
     for (name, value, hint) in &validated.new_secrets {
         let sealed = state.master_key().seal(
             value.as_bytes(),

@@ -79,7 +79,7 @@ struct Recorded {
 
 #[derive(Clone)]
 struct Shared {
-    options: Arc<ReceiverOptions>,
+    options: Arc<Mutex<ReceiverOptions>>,
     recorded: Arc<Mutex<Recorded>>,
 }
 
@@ -110,7 +110,7 @@ impl FakeWebhook {
     /// Starts a receiver with these options on 127.0.0.1:0.
     pub async fn start_with(options: ReceiverOptions) -> FakeWebhook {
         let shared = Shared {
-            options: Arc::new(options),
+            options: Arc::new(Mutex::new(options)),
             recorded: Arc::default(),
         };
         let app = Router::new()
@@ -130,6 +130,16 @@ impl FakeWebhook {
             shared,
             server,
         }
+    }
+
+    /// From now on, verify with these secrets (a receiver configured after the portal showed
+    /// its new secret).
+    pub fn trust(&self, secrets: &[SigningSecret]) {
+        self.shared
+            .options
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .secrets = secrets.to_vec();
     }
 
     /// `http://127.0.0.1:<port>/hooks/ezca`, the receiver's URL.
@@ -257,7 +267,12 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
 }
 
 fn accept(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
-    if let Some((name, value)) = &shared.options.required_header {
+    let options = shared
+        .options
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some((name, value)) = &options.required_header {
         if headers.get(name.as_str()).map(|v| v.as_bytes()) != Some(value.as_bytes()) {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
@@ -267,7 +282,7 @@ fn accept(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), Refus
     }
     let now = Utc::now();
     let mut last_error = "no signing secret configured on the receiver".to_owned();
-    let verified = shared.options.secrets.iter().any(|secret| {
+    let verified = options.secrets.iter().any(|secret| {
         match verify(secret, headers, body, now, DEFAULT_TOLERANCE) {
             Ok(()) => true,
             Err(err) => {

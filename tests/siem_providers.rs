@@ -1,0 +1,433 @@
+//! Every provider end to end through the portal: chosen and saved on the settings page (secrets
+//! sealed and write-only), tested with Test Connection, and delivering all eleven catalog events
+//! to its strict fake intake in its documented format, with a failure class each.
+
+mod support;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use support::{
+    csrf_token,
+    fake_hec::{FakeHec, HecMode},
+    fake_sentinel::{self, FakeSentinel},
+    fake_webhook::FakeWebhook,
+    texts, TestApp,
+};
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery staple";
+const SPLUNK_TOKEN: &str = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
+const LOGSCALE_TOKEN: &str = "a1b2c3d4-ingest-token-0123456789";
+const CATALOG: [u32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887];
+
+struct Portal {
+    app: TestApp,
+    sub: Uuid,
+    path: String,
+    token: String,
+}
+
+async fn portal() -> Portal {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
+    let token = app.token(sub).await;
+    Portal {
+        path: format!("/subscriptions/{sub}/settings"),
+        app,
+        sub,
+        token,
+    }
+}
+
+impl Portal {
+    async fn submit(&self, action: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let csrf = csrf_token(&self.app.get_page(&self.path).await);
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &csrf));
+        form.push(("action", action));
+        self.app.post_form(&self.path, &form).await
+    }
+
+    async fn status_after(&self, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let r = self.submit(action, fields).await;
+        let code = r.status().as_u16();
+        let page = r.text().await.unwrap();
+        (code, page)
+    }
+
+    async fn send_catalog(&self) {
+        let body: Vec<Value> = CATALOG
+            .iter()
+            .map(|id| json!({"event_id": id, "actor": "alice@example.com", "details": {"ca": "Issuing CA"}}))
+            .collect();
+        assert_eq!(
+            self.app
+                .post_events(&self.token, &Value::Array(body))
+                .await
+                .status(),
+            202
+        );
+        let report = self.app.state.forwarder().forward_once().await.unwrap();
+        assert_eq!(report.delivered, 11, "{report:?}");
+        assert_eq!(self.app.queued().await, 0);
+    }
+
+    async fn destination_status(&self) -> (String, Option<String>) {
+        sqlx::query_as(
+            "select status, last_error from delivery_destinations where subscription_id = $1",
+        )
+        .bind(self.sub)
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn status(page: &str) -> String {
+    texts(page, "[role=status]").join(" ")
+}
+
+fn assert_event_fields(event: &Value, id: u32, sub: Uuid) {
+    assert_eq!(event["EventID"], id);
+    assert_eq!(event["SubscriptionId"], sub.to_string());
+    assert_eq!(event["Actor"], "alice@example.com");
+    assert_eq!(event["details"], json!({"ca": "Issuing CA"}));
+    assert!(event["EventSummary"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(["High", "Medium", "Low"].contains(&event["Criticality"].as_str().unwrap()));
+    Uuid::parse_str(event["EventUuid"].as_str().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn splunk_is_configured_tested_and_receives_every_event_as_hec_envelopes() {
+    let p = portal().await;
+    let hec = FakeHec::start(HecMode::Splunk, SPLUNK_TOKEN).await;
+    let url = hec.base_url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "splunk"),
+        ("splunk_url", url.as_str()),
+        ("splunk_token", SPLUNK_TOKEN),
+        ("splunk_sourcetype", "ezca:audit"),
+    ];
+
+    // Validation names the fields in plain words.
+    let (code, page) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "splunk"),
+                ("splunk_url", "ftp://x"),
+                ("splunk_token", "not-a-guid"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(
+        !texts(&page, "#splunk_url-error").is_empty()
+            && !texts(&page, "#splunk_token-error").is_empty()
+    );
+    assert!(!page.contains("not-a-guid"));
+
+    let (_, page) = p.status_after("test", &fields).await;
+    assert!(
+        status(&page).contains("EventID=0"),
+        "the search that finds it: {}",
+        status(&page)
+    );
+    assert_eq!(hec.events().len(), 1, "the test event is indexed");
+    assert_eq!(hec.events()[0]["event"]["EventID"], 0);
+
+    assert_eq!(p.submit("save", &fields).await.status(), 303);
+    let page = p.app.get_page(&p.path).await;
+    assert!(!page.contains(SPLUNK_TOKEN), "the token is write-only");
+    assert!(
+        texts(&page, "#splunk_token-state")[0].contains("64ff"),
+        "{page}"
+    );
+    assert!(page.contains(r#"<option value="splunk" selected>"#));
+
+    p.send_catalog().await;
+    let envelopes = hec.events();
+    assert_eq!(envelopes.len(), 12);
+    for (envelope, id) in envelopes[1..].iter().zip(CATALOG) {
+        assert_eq!(envelope["sourcetype"], "ezca:audit");
+        assert!(envelope["time"].as_f64().is_some(), "time is epoch seconds");
+        assert_event_fields(&envelope["event"], id, p.sub);
+    }
+
+    // A disabled token: the destination fails and the events stay queued.
+    hec.script(vec![support::fake_hec::Behavior::Status(403, 1)]);
+    assert_eq!(
+        p.app
+            .post_events(&p.token, &json!({"event_id": 19}))
+            .await
+            .status(),
+        202
+    );
+    p.app.state.forwarder().forward_once().await.unwrap();
+    assert_eq!(p.destination_status().await.0, "failing");
+    assert_eq!(p.app.queued().await, 1);
+}
+
+#[tokio::test]
+async fn logscale_is_configured_tested_and_receives_every_event_through_its_hec_endpoint() {
+    let p = portal().await;
+    let hec = FakeHec::start(HecMode::LogScale, LOGSCALE_TOKEN).await;
+    let url = hec.base_url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "logscale"),
+        ("logscale_url", url.as_str()),
+        ("logscale_token", LOGSCALE_TOKEN),
+    ];
+    let (_, page) = p.status_after("test", &fields).await;
+    assert!(!status(&page).is_empty());
+    assert_eq!(hec.events().len(), 1, "{}", status(&page));
+    assert_eq!(p.submit("save", &fields).await.status(), 303);
+    p.send_catalog().await;
+    let envelopes = hec.events();
+    for (envelope, id) in envelopes[1..].iter().zip(CATALOG) {
+        assert_event_fields(&envelope["event"], id, p.sub);
+    }
+    assert!(hec.last_headers().unwrap()["authorization"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer "));
+
+    // A wrong token is a plain-language test failure.
+    let (_, page) = p
+        .status_after(
+            "test",
+            &[
+                ("provider", "logscale"),
+                ("logscale_url", url.as_str()),
+                ("logscale_token", "wrong-token-0123456789abc"),
+            ],
+        )
+        .await;
+    assert!(
+        status(&page).to_lowercase().contains("token"),
+        "{}",
+        status(&page)
+    );
+}
+
+#[tokio::test]
+async fn sentinel_is_configured_tested_and_receives_every_event_with_time_generated() {
+    let p = portal().await;
+    let azure = FakeSentinel::start().await;
+    let base = azure.base_url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "sentinel"),
+        ("sentinel_cloud", "public"),
+        ("sentinel_login_url", base.as_str()),
+        ("sentinel_tenant_id", fake_sentinel::TENANT),
+        ("sentinel_client_id", fake_sentinel::CLIENT_ID),
+        ("sentinel_client_secret", fake_sentinel::CLIENT_SECRET),
+        ("sentinel_endpoint", base.as_str()),
+        ("sentinel_dcr_id", fake_sentinel::DCR_ID),
+        ("sentinel_stream", fake_sentinel::STREAM),
+    ];
+    let (_, page) = p.status_after("test", &fields).await;
+    assert!(
+        status(&page).contains("EzcaAudit"),
+        "a KQL query for the table: {}",
+        status(&page)
+    );
+    assert_eq!(p.submit("save", &fields).await.status(), 303);
+    let page = p.app.get_page(&p.path).await;
+    assert!(!page.contains(fake_sentinel::CLIENT_SECRET));
+    p.send_catalog().await;
+    let rows = azure.rows();
+    assert_eq!(rows.len(), 11);
+    for (row, id) in rows.iter().zip(CATALOG) {
+        assert!(row["TimeGenerated"].as_str().is_some());
+        assert_event_fields(row, id, p.sub);
+    }
+
+    // A wrong secret is explained at Test Connection.
+    let mut wrong = fields.to_vec();
+    wrong[6] = ("sentinel_client_secret", "wrong~secret-value-0123456789");
+    let (_, page) = p.status_after("test", &wrong).await;
+    assert!(
+        status(&page).to_lowercase().contains("secret"),
+        "{}",
+        status(&page)
+    );
+    // Bad identifiers are refused before anything is sent.
+    let (code, page) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "sentinel"),
+                ("sentinel_tenant_id", "contoso"),
+                ("sentinel_dcr_id", "dcr-xyz"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 422);
+    for field in [
+        "sentinel_tenant_id",
+        "sentinel_dcr_id",
+        "sentinel_client_id",
+        "sentinel_endpoint",
+        "sentinel_stream",
+    ] {
+        assert!(
+            !texts(&page, &format!("#{field}-error")).is_empty(),
+            "{field}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_signed_webhook_gets_a_secret_shown_once_verifies_every_event_and_rotates_with_overlap() {
+    let p = portal().await;
+    let hook = FakeWebhook::start(&[]).await;
+    let url = hook.url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "webhook"),
+        ("webhook_url", url.as_str()),
+        ("webhook_headers", "Authorization: Bearer receiver-token"),
+    ];
+    let (code, page) = p.status_after("save", &fields).await;
+    assert_eq!(code, 200, "the new secret is shown on this answer");
+    let secret = texts(&page, "#new-signing-secret")
+        .pop()
+        .expect("the secret is shown once");
+    assert!(secret.starts_with("whsec_"));
+    let reload = p.app.get_page(&p.path).await;
+    assert!(!reload.contains(&secret), "never shown again");
+    assert!(!reload.contains("receiver-token"), "headers are write-only");
+    let first = cloudpki::domain::webhook::SigningSecret::parse(&secret).unwrap();
+    hook.trust(std::slice::from_ref(&first));
+
+    let (_, page) = p
+        .status_after(
+            "test",
+            &[("provider", "webhook"), ("webhook_url", url.as_str())],
+        )
+        .await;
+    assert!(status(&page).contains("webhook-id"), "{}", status(&page));
+    p.send_catalog().await;
+    let events = hook.events();
+    for (event, id) in events[1..].iter().zip(CATALOG) {
+        assert_event_fields(event, id, p.sub);
+    }
+
+    // Rotation: a receiver that still knows only the old secret keeps verifying.
+    let (code, page) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", url.as_str()),
+                ("webhook_rotate", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let second = texts(&page, "#new-signing-secret").pop().unwrap();
+    assert_ne!(second, secret);
+    assert_eq!(
+        p.app
+            .post_events(&p.token, &json!({"event_id": 4888}))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        p.app
+            .state
+            .forwarder()
+            .forward_once()
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
+
+    // 410 Gone turns the export off, keeps the event, and tells the admins.
+    hook.script(vec![support::fake_webhook::Behavior::Gone]);
+    assert_eq!(
+        p.app
+            .post_events(&p.token, &json!({"event_id": 19}))
+            .await
+            .status(),
+        202
+    );
+    p.app.state.forwarder().forward_once().await.unwrap();
+    let enabled: bool =
+        sqlx::query_scalar("select enabled from siem_settings where subscription_id = $1")
+            .bind(p.sub)
+            .fetch_one(&p.app.pool)
+            .await
+            .unwrap();
+    assert!(!enabled, "export is off");
+    assert_eq!(p.app.queued().await, 1, "nothing dropped");
+    let report = p
+        .app
+        .state
+        .notifier()
+        .run_once_at(Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.opened, 1, "the admins are told");
+    let page = p.app.get_page(&p.path).await;
+    assert!(
+        texts(&page, "table.history td")
+            .join(" ")
+            .contains("turned off"),
+        "the history says why"
+    );
+}
+
+#[tokio::test]
+async fn provider_secrets_never_reach_a_page_or_a_log_line() {
+    let p = portal().await;
+    let hec = FakeHec::start(HecMode::Splunk, SPLUNK_TOKEN).await;
+    let url = hec.base_url();
+    let mut bodies = Vec::new();
+    for action in ["test", "save"] {
+        bodies.push(
+            p.status_after(
+                action,
+                &[
+                    ("siem_enabled", "on"),
+                    ("provider", "splunk"),
+                    ("splunk_url", url.as_str()),
+                    ("splunk_token", SPLUNK_TOKEN),
+                ],
+            )
+            .await
+            .1,
+        );
+        bodies.push(
+            p.status_after(
+                action,
+                &[
+                    ("provider", "sentinel"),
+                    ("sentinel_client_secret", fake_sentinel::CLIENT_SECRET),
+                ],
+            )
+            .await
+            .1,
+        );
+    }
+    bodies.push(p.app.get_page(&p.path).await);
+    for body in &bodies {
+        assert!(!body.contains(SPLUNK_TOKEN) && !body.contains(fake_sentinel::CLIENT_SECRET));
+    }
+    let logs = support::captured_logs();
+    assert!(!logs.contains(SPLUNK_TOKEN) && !logs.contains(fake_sentinel::CLIENT_SECRET));
+}
