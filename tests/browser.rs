@@ -232,3 +232,137 @@ async fn a_reader_sees_every_control_disabled() {
     }
     browser.close().await;
 }
+
+/// Fills the visible fields of a provider and runs Test Connection.
+async fn test_provider(browser: &Browser, provider: &str, fields: &[(&str, &str)]) -> String {
+    let c = &browser.client;
+    c.find(Locator::Css("#provider"))
+        .await
+        .unwrap()
+        .select_by_value(provider)
+        .await
+        .unwrap();
+    let section = c
+        .find(Locator::Css(&format!("fieldset[data-provider={provider}]")))
+        .await
+        .unwrap();
+    assert!(
+        section.is_displayed().await.unwrap(),
+        "{provider} fields show"
+    );
+    let datadog = c
+        .find(Locator::Css("fieldset[data-provider=datadog]"))
+        .await
+        .unwrap();
+    assert!(
+        !datadog.is_displayed().await.unwrap(),
+        "other providers' fields hide"
+    );
+    for (name, value) in fields {
+        let input = c.find(Locator::Css(&format!("#{name}"))).await.unwrap();
+        if input.tag_name().await.unwrap() == "select" {
+            input.select_by_value(value).await.unwrap();
+        } else {
+            input.clear().await.unwrap();
+            input.send_keys(value).await.unwrap();
+        }
+    }
+    browser.submit_with("#test-connection").await;
+    status_text(browser).await
+}
+
+#[tokio::test]
+async fn each_provider_can_be_chosen_and_tested_in_the_browser() {
+    use support::{
+        fake_hec::{FakeHec, HecMode},
+        fake_sentinel::{self, FakeSentinel},
+        fake_webhook::FakeWebhook,
+    };
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, "admin@example.com").await;
+    open_settings(&browser).await;
+
+    let splunk = FakeHec::start(HecMode::Splunk, "6f9619ff-8b86-4011-b42d-00c04fc964ff").await;
+    let status = test_provider(
+        &browser,
+        "splunk",
+        &[
+            ("splunk_url", &splunk.base_url()),
+            ("splunk_token", "6f9619ff-8b86-4011-b42d-00c04fc964ff"),
+        ],
+    )
+    .await;
+    assert_eq!(splunk.events().len(), 1, "{status}");
+
+    let logscale = FakeHec::start(HecMode::LogScale, "a1b2c3d4-ingest-token-0123456789").await;
+    let status = test_provider(
+        &browser,
+        "logscale",
+        &[
+            ("logscale_url", &logscale.base_url()),
+            ("logscale_token", "a1b2c3d4-ingest-token-0123456789"),
+        ],
+    )
+    .await;
+    assert_eq!(logscale.events().len(), 1, "{status}");
+
+    let azure = FakeSentinel::start().await;
+    let base = azure.base_url();
+    let status = test_provider(
+        &browser,
+        "sentinel",
+        &[
+            ("sentinel_cloud", "public"),
+            ("sentinel_tenant_id", fake_sentinel::TENANT),
+            ("sentinel_client_id", fake_sentinel::CLIENT_ID),
+            ("sentinel_client_secret", fake_sentinel::CLIENT_SECRET),
+            ("sentinel_endpoint", &base),
+            ("sentinel_dcr_id", fake_sentinel::DCR_ID),
+            ("sentinel_stream", fake_sentinel::STREAM),
+            ("sentinel_login_url", &base),
+        ],
+    )
+    .await;
+    assert!(azure.token_requests() >= 1, "{status}");
+    assert!(
+        !browser
+            .client
+            .find(Locator::Css("[role=status]"))
+            .await
+            .unwrap()
+            .attr("class")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .contains("error"),
+        "{status}"
+    );
+
+    // The webhook's signing secret comes from saving it first.
+    let hook = FakeWebhook::start(&[]).await;
+    let c = &browser.client;
+    c.find(Locator::Css("#provider"))
+        .await
+        .unwrap()
+        .select_by_value("webhook")
+        .await
+        .unwrap();
+    let url = c.find(Locator::Css("#webhook_url")).await.unwrap();
+    url.send_keys(&hook.url()).await.unwrap();
+    browser.submit_with("#save-changes").await;
+    let secret = browser
+        .wait_css("#new-signing-secret")
+        .await
+        .text()
+        .await
+        .unwrap();
+    hook.trust(&[cloudpki::domain::webhook::SigningSecret::parse(&secret).unwrap()]);
+    let status = test_provider(&browser, "webhook", &[("webhook_url", &hook.url())]).await;
+    assert_eq!(hook.events().len(), 1, "{status}");
+    browser.screenshot("settings-webhook").await;
+    browser.close().await;
+}
