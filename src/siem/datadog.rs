@@ -31,8 +31,8 @@ use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
 use crate::domain::events::{alert_query, EventId};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::{
-    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
-    TestSuccess,
+    parse_retry_after, AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure,
+    TestFailureKind, TestSuccess,
 };
 
 /// Most log objects Datadog accepts in one request.
@@ -45,8 +45,6 @@ pub const MAX_LOG_BYTES: usize = 1_000_000;
 pub const MAX_LOG_AGE: Duration = Duration::from_secs(18 * 3600);
 /// Furthest future `date` Datadog accepts.
 pub const MAX_LOG_FUTURE: Duration = Duration::from_secs(2 * 3600);
-/// Longest `Retry-After` honoured; a larger one is capped so a destination is retried hourly.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `service` of every log; customers' alert queries rely on it.
 pub const SERVICE: &str = "EZCA";
 /// `ddsource` of every log.
@@ -287,7 +285,7 @@ pub async fn send_batch(
 /// | 400 | `Rejected` (isolate the event, park it) |
 /// | 401, 403 | `AuthFailed` (missing / invalid key, or key of another site) |
 /// | 404 | `AuthFailed` (wrong URL; a destination problem, events stay queued) |
-/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to [`MAX_RETRY_AFTER`] |
+/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to [`crate::siem::MAX_RETRY_AFTER`] |
 /// | 413 | `SplitBatch` |
 /// | other 4xx, 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
@@ -336,22 +334,6 @@ fn body_excerpt(body: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     format!(": {excerpt}")
-}
-
-/// Parses `Retry-After` (delay in seconds, or an HTTP date), capped at [`MAX_RETRY_AFTER`].
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    let delay = if let Ok(seconds) = value.parse::<u64>() {
-        Duration::from_secs(seconds)
-    } else {
-        let at = DateTime::parse_from_rfc2822(value)
-            .ok()?
-            .with_timezone(&Utc);
-        at.signed_duration_since(now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-    };
-    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// Sends one connection-test log (`EventID` 0, "SIEM connection test") through the same
@@ -753,7 +735,7 @@ mod tests {
         );
         assert_eq!(
             parse_retry_after("Wed, 05 Mar 2025 10:00:00 GMT", now),
-            Some(MAX_RETRY_AFTER)
+            Some(crate::siem::MAX_RETRY_AFTER)
         );
         assert_eq!(parse_retry_after("later", now), None);
     }

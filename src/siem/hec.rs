@@ -58,8 +58,8 @@ use crate::domain::hec::{
     HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex, LOGSCALE_HEC_PATH,
     SPLUNK_ACK_PATH, SPLUNK_EVENT_PATH,
 };
-use crate::siem::datadog::parse_retry_after;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::parse_retry_after;
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,

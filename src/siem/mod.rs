@@ -282,3 +282,22 @@ pub trait SiemDestination: Send + Sync {
         subscription_id: Uuid,
     ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>>;
 }
+
+/// Longest `Retry-After` honoured; a larger one is capped so a destination is retried hourly.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After` (delay in seconds, or an HTTP date), capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc);
+        at.signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}

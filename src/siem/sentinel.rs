@@ -60,8 +60,8 @@ use crate::domain::sentinel::{
     AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
     StreamName, TenantId,
 };
-use crate::siem::datadog::parse_retry_after;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::parse_retry_after;
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,

@@ -48,8 +48,8 @@ use uuid::Uuid;
 
 use crate::domain::events::EventId;
 use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
-use crate::siem::datadog::parse_retry_after;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::parse_retry_after;
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
