@@ -144,6 +144,8 @@ pub struct BatchResult {
     pub health: Health,
     /// The destination said it is gone for good: turn export off with this reason.
     pub disable: Option<String>,
+    /// Every queue row of the batch (all were marked in flight when taken).
+    pub taken: Vec<i64>,
 }
 
 /// The destination's state after a batch.
@@ -212,15 +214,12 @@ pub async fn finish_batch(
         .execute(&mut *tx)
         .await?;
     }
-    // Whatever is left of the batch was not sent (or not accepted): no longer in flight.
-    sqlx::query(
-        "update delivery_queue set in_flight = false
-         where subscription_id = $1 and provider = $2 and in_flight",
-    )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .execute(&mut *tx)
-    .await?;
+    // Whatever is left of the batch was not sent (or not accepted): no longer in flight. By id,
+    // so the cost is the batch's, not the backlog's.
+    sqlx::query("update delivery_queue set in_flight = false where id = any($1) and in_flight")
+        .bind(&result.taken)
+        .execute(&mut *tx)
+        .await?;
 
     let delivered = result.delivered.len() as i64;
     let (outcome, detail) = match &result.health {

@@ -1,0 +1,1936 @@
+//! End-to-end throughput, latency and memory of the export pipeline, each beside a baseline
+//! measured in the same run (the machine is shared and noisy: ratios travel, absolutes do not).
+//!
+//! `cargo bench --bench pipeline` (full, a few minutes) or `cargo bench --bench pipeline -- --quick`
+//! (under two minutes after compilation). `-- --only drain,page` runs some scenarios only.
+//!
+//! The bench starts its own PostgreSQL (`DATABASE_URL` when set, else an embedded cluster under
+//! `target/bench/pg`, not durable), a minimal fake Datadog intake on 127.0.0.1 (gunzips, parses,
+//! counts; no artificial delay) and the real `cloudpki worker` / `cloudpki serve --no-worker`
+//! binaries (cargo builds them for benches: `CARGO_BIN_EXE_cloudpki`). Each scenario gets a fresh
+//! database that is dropped afterwards. Backlogs are pre-filled with set-based SQL.
+//!
+//! Scenarios and their baselines:
+//! - drain: events/s delivered from a backlog by 1 and 2 worker processes (1 destination, then
+//!   100); baselines *wire limit* (the same gzipped payloads POSTed by a bare client) and *store
+//!   limit* (claim/take/finish with a sink that does nothing).
+//! - latency: commit-to-intake delay at a steady offered rate (events recorded in-process through
+//!   `store::events::record`, the function the ingestion API calls).
+//! - ingest: `POST /api/v1/events` in batches of 1 and 500 vs one multi-row `insert` statement.
+//! - page: the signed-in settings page at 32 connections vs `/healthz`.
+//! - scale: drain of a large vs a small backlog; worst wait of small subscriptions while one has
+//!   a large backlog, vs the same without it.
+//! - memory: peak RSS (`VmHWM`) of the worker and server processes.
+//!
+//! Output: a table on stdout, `target/bench/pipeline.md` and `target/bench/pipeline.json`.
+//! Every wait has a deadline; a scenario that overruns is reported as incomplete, not hung.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    io::Read as _,
+    net::SocketAddr,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode},
+    routing::post,
+    Router,
+};
+use chrono::Utc;
+use cloudpki::{
+    crypto::MasterKey,
+    db::embedded::{EmbeddedOptions, EmbeddedPostgres},
+    domain::{events::EventId, provider::Provider},
+    siem::{config, datadog, AuditLog},
+    store::{
+        self,
+        delivery::{BatchResult, Claimed},
+        events::NewEvent,
+    },
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions as _, Executor as _, PgPool,
+};
+use uuid::Uuid;
+
+/// API key the fake intake accepts and every destination is configured with.
+const API_KEY: &str = "0123456789abcdef0123456789abcdef";
+const PROVIDER: &str = "datadog";
+/// The catalog's event ids (domain::events); pre-filled events cycle through them.
+const CATALOG: [i32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887];
+/// Host name in the wire-limit payloads (the worker uses its own; same length class).
+const HOSTNAME: &str = "cloudpki-bench";
+/// Connections of the bench's own pools (the processes under test have their own).
+const BENCH_POOL: u32 = 16;
+/// Concurrent load connections for the ingest scenario (API and direct insert alike).
+const INGEST_CONNECTIONS: usize = 8;
+/// Concurrent connections for the page scenario.
+const PAGE_CONNECTIONS: usize = 32;
+/// Claim loops of the store-limit baseline (the worker's `DEFAULT_CONCURRENCY`).
+const STORE_LOOPS: usize = cloudpki::forwarder::DEFAULT_CONCURRENCY;
+/// The wire-limit client repeats the payloads for at least this long (one pass is too short
+/// to time).
+const WIRE_MIN_TIME: Duration = Duration::from_secs(1);
+/// Poll period while waiting for a backlog to drain.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Longest wait for a process to come up or stop.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Serialize)]
+struct Sizes {
+    drain_backlog: i64,
+    drain_subscriptions: usize,
+    scale_large: i64,
+    scale_small: i64,
+    fair_subscriptions: usize,
+    fair_backlog: i64,
+    latency_secs: u64,
+    latency_rates: [u64; 2],
+    load_secs: u64,
+    drain_deadline_secs: u64,
+}
+
+impl Sizes {
+    fn quick() -> Self {
+        Self {
+            drain_backlog: 20_000,
+            drain_subscriptions: 100,
+            scale_large: 100_000,
+            scale_small: 10_000,
+            fair_subscriptions: 200,
+            fair_backlog: 20_000,
+            latency_secs: 3,
+            latency_rates: [1_000, 10_000],
+            load_secs: 2,
+            drain_deadline_secs: 30,
+        }
+    }
+
+    fn full() -> Self {
+        Self {
+            drain_backlog: 200_000,
+            drain_subscriptions: 100,
+            scale_large: 1_000_000,
+            scale_small: 10_000,
+            fair_subscriptions: 1_000,
+            fair_backlog: 100_000,
+            latency_secs: 10,
+            latency_rates: [1_000, 10_000],
+            load_secs: 5,
+            drain_deadline_secs: 150,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(quick, only)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pipeline bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(quick: bool, only: Option<Vec<String>>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == name));
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(out_dir.join("logs"))?;
+
+    let pg = Postgres::start(&out_dir).await?;
+    let intake = Intake::start().await?;
+    let machine = Machine::probe(&pg).await;
+    println!(
+        "pipeline bench ({}) on {} cores, {}; {}; database: {}",
+        if quick { "quick" } else { "full" },
+        machine.cores,
+        machine.cpu,
+        machine.postgres,
+        pg.describe()
+    );
+
+    let mut report = Report::default();
+    let ctx = Ctx {
+        pg: &pg,
+        intake: &intake,
+        sizes: &sizes,
+        out_dir: &out_dir,
+    };
+    // ingest and page share one server process when both run.
+    let both_web = wanted("ingest") && wanted("page");
+    for name in ["drain", "latency", "ingest", "page", "scale"] {
+        if !wanted(name) || (both_web && name == "page") {
+            continue;
+        }
+        let t = Instant::now();
+        println!("-- {name} …");
+        let outcome = match name {
+            "drain" => drain(&ctx, &mut report).await,
+            "latency" => latency(&ctx, &mut report).await,
+            "ingest" => ingest_and_page(&ctx, &mut report, true, both_web).await,
+            "page" => ingest_and_page(&ctx, &mut report, false, true).await,
+            _ => scale(&ctx, &mut report).await,
+        };
+        if let Err(e) = outcome {
+            eprintln!("   scenario {name} failed: {e:#}");
+            report.push(Row::failed(name, &format!("{e:#}")));
+        }
+        println!("   {name} took {:.1} s", t.elapsed().as_secs_f64());
+    }
+    report.memory_rows();
+
+    let table = report.table();
+    println!("\n{table}");
+    let md = format!(
+        "# cloudpki pipeline bench\n\nMode: {}. Machine: {} cores, {}; {}. Database: {}. Wall time {:.0} s.\n\n{table}\n{}",
+        if quick { "quick" } else { "full" },
+        machine.cores,
+        machine.cpu,
+        machine.postgres,
+        pg.describe(),
+        started.elapsed().as_secs_f64(),
+        report.notes()
+    );
+    std::fs::write(out_dir.join("pipeline.md"), md)?;
+    let json = serde_json::json!({
+        "mode": if quick { "quick" } else { "full" },
+        "machine": machine,
+        "database": pg.describe(),
+        "sizes": sizes,
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "rows": report.rows,
+        "notes": report.notes,
+    });
+    std::fs::write(
+        out_dir.join("pipeline.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!(
+        "wrote {} and {} ({:.0} s)",
+        out_dir.join("pipeline.md").display(),
+        out_dir.join("pipeline.json").display(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(intake);
+    pg.stop().await;
+    Ok(())
+}
+
+/// What every scenario needs.
+struct Ctx<'a> {
+    pg: &'a Postgres,
+    intake: &'a Intake,
+    sizes: &'a Sizes,
+    out_dir: &'a Path,
+}
+
+/// `target/` of this build (benches get `CARGO_TARGET_TMPDIR` = `target/tmp`).
+fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or(tmp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+/// One line of the result table.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    scenario: String,
+    measured: String,
+    value: Option<f64>,
+    baseline: String,
+    baseline_value: Option<f64>,
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn new(scenario: &str, measured: String, value: Option<f64>) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            measured,
+            value,
+            baseline: "—".into(),
+            baseline_value: None,
+            ratio: None,
+            target: "—".into(),
+            met: None,
+        }
+    }
+
+    fn baseline(mut self, text: String, value: f64) -> Self {
+        self.baseline = text;
+        self.baseline_value = Some(value);
+        if let Some(v) = self.value {
+            if value > 0.0 {
+                self.ratio = Some(v / value);
+            }
+        }
+        self
+    }
+
+    fn target(mut self, text: &str, met: bool) -> Self {
+        self.target = text.to_owned();
+        self.met = Some(met);
+        self
+    }
+
+    fn failed(scenario: &str, why: &str) -> Self {
+        Self::new(scenario, format!("FAILED: {why}"), None)
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    worker_peak_kb: Vec<(String, u64)>,
+    server_peak_kb: Vec<(String, u64)>,
+}
+
+impl Report {
+    fn push(&mut self, row: Row) {
+        println!(
+            "   {} | {} | {} | {} | {} | {}",
+            row.scenario,
+            row.measured,
+            row.baseline,
+            row.ratio.map_or("—".into(), |r| format!("{r:.2}")),
+            row.target,
+            met_text(row.met)
+        );
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, text: String) {
+        println!("   note: {text}");
+        self.notes.push(text);
+    }
+
+    fn memory_rows(&mut self) {
+        if let Some((what, kb)) = self
+            .worker_peak_kb
+            .iter()
+            .max_by_key(|(_, kb)| *kb)
+            .cloned()
+        {
+            let mb = kb as f64 / 1024.0;
+            let row = Row::new(
+                "memory: worker peak RSS",
+                format!("{mb:.1} MB ({what})"),
+                Some(mb),
+            )
+            .target("≤ 64 MB", mb <= 64.0);
+            self.push(row);
+        }
+        if let Some((what, kb)) = self
+            .server_peak_kb
+            .iter()
+            .max_by_key(|(_, kb)| *kb)
+            .cloned()
+        {
+            let mb = kb as f64 / 1024.0;
+            self.push(Row::new(
+                "memory: server peak RSS",
+                format!("{mb:.1} MB ({what})"),
+                Some(mb),
+            ));
+        }
+    }
+
+    fn table(&self) -> String {
+        let header = ["scenario", "measured", "baseline", "ratio", "target", "met"];
+        let cells: Vec<[String; 6]> = self
+            .rows
+            .iter()
+            .map(|r| {
+                [
+                    r.scenario.clone(),
+                    r.measured.clone(),
+                    r.baseline.clone(),
+                    r.ratio.map_or("—".into(), |x| format!("{x:.2}")),
+                    r.target.clone(),
+                    met_text(r.met).to_owned(),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &cells {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cols: &[String]| {
+            let mut s = String::from("|");
+            for (c, w) in cols.iter().zip(widths) {
+                let pad = w - c.chars().count();
+                let _ = write!(s, " {c}{} |", " ".repeat(pad));
+            }
+            s.push('\n');
+            s
+        };
+        let mut out = line(&header.map(str::to_owned));
+        out.push('|');
+        for w in widths {
+            let _ = write!(out, "{}|", "-".repeat(w + 2));
+        }
+        out.push('\n');
+        for row in &cells {
+            out.push_str(&line(row));
+        }
+        out
+    }
+
+    fn notes(&self) -> String {
+        let mut s = String::new();
+        if !self.notes.is_empty() {
+            s.push_str("\nNotes:\n\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+}
+
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "—",
+    }
+}
+
+fn per_sec(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut grouped = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    format!("{}{grouped}/s", if n < 0 { "-" } else { "" })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Machine facts printed with the results.
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    cpu: String,
+    postgres: String,
+}
+
+impl Machine {
+    async fn probe(pg: &Postgres) -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let postgres = async {
+            let mut conn = pg.admin.connect().await.ok()?;
+            sqlx::query_scalar::<_, String>("show server_version")
+                .fetch_one(&mut conn)
+                .await
+                .ok()
+        }
+        .await
+        .map_or("PostgreSQL ?".into(), |v| format!("PostgreSQL {v}"));
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            postgres,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: embedded or DATABASE_URL, one fresh database per scenario
+
+struct Postgres {
+    admin: PgConnectOptions,
+    url: Option<url::Url>,
+    embedded: Mutex<Option<EmbeddedPostgres>>,
+}
+
+impl Postgres {
+    async fn start(out_dir: &Path) -> anyhow::Result<Self> {
+        let pg = match std::env::var("DATABASE_URL") {
+            Ok(raw) if !raw.trim().is_empty() => Self {
+                admin: PgConnectOptions::from_str(raw.trim()).context("DATABASE_URL")?,
+                url: Some(url::Url::parse(raw.trim()).context("DATABASE_URL")?),
+                embedded: Mutex::new(None),
+            },
+            _ => {
+                let data_dir = out_dir.join("pg");
+                let cluster = tokio::task::spawn_blocking(move || {
+                    EmbeddedPostgres::start(EmbeddedOptions {
+                        data_dir,
+                        durable: false,
+                    })
+                })
+                .await?
+                .context("embedded PostgreSQL")?;
+                Self {
+                    admin: cluster.connect_options("postgres"),
+                    url: None,
+                    embedded: Mutex::new(Some(cluster)),
+                }
+            }
+        };
+        // Databases left by an interrupted run.
+        let mut conn = pg.admin.connect().await?;
+        let stale: Vec<String> =
+            sqlx::query_scalar("select datname from pg_database where datname like 'bench\\_%'")
+                .fetch_all(&mut conn)
+                .await?;
+        for name in stale {
+            conn.execute(format!(r#"drop database "{name}" with (force)"#).as_str())
+                .await?;
+        }
+        Ok(pg)
+    }
+
+    fn describe(&self) -> String {
+        match &self.url {
+            Some(_) => "DATABASE_URL".into(),
+            None => "embedded (fsync off)".into(),
+        }
+    }
+
+    /// A new migrated database.
+    async fn fresh(&self, scenario: &str) -> anyhow::Result<Db> {
+        let name = format!("bench_{scenario}_{}", std::process::id());
+        let mut conn = self.admin.connect().await?;
+        conn.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
+            .await?;
+        conn.execute(format!(r#"create database "{name}""#).as_str())
+            .await?;
+        let options = self.admin.clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(BENCH_POOL)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        cloudpki::db::migrate(&pool).await?;
+        let url = match &self.url {
+            Some(base) => {
+                let mut url = base.clone();
+                url.set_path(&format!("/{name}"));
+                url.to_string()
+            }
+            None => {
+                let socket = self
+                    .admin
+                    .get_socket()
+                    .context("embedded options use a socket")?;
+                format!(
+                    "postgres://{}@localhost:{}/{name}?host={}",
+                    self.admin.get_username(),
+                    self.admin.get_port(),
+                    socket.display()
+                )
+            }
+        };
+        Ok(Db {
+            pool,
+            name,
+            url,
+            master_key: MasterKey::generate(),
+        })
+    }
+
+    async fn drop_db(&self, db: Db) {
+        db.pool.close().await;
+        if let Ok(mut conn) = self.admin.connect().await {
+            let _ = conn
+                .execute(format!(r#"drop database if exists "{}" with (force)"#, db.name).as_str())
+                .await;
+        }
+    }
+
+    async fn stop(&self) {
+        let cluster = self
+            .embedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut cluster) = cluster {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
+    }
+}
+
+/// One scenario's database.
+struct Db {
+    pool: PgPool,
+    name: String,
+    /// `DATABASE_URL` for the cloudpki processes.
+    url: String,
+    master_key: MasterKey,
+}
+
+impl Db {
+    /// `n` subscriptions, each with an enabled Datadog destination pointing at `intake`.
+    async fn subscriptions(&self, n: usize, intake: &str) -> anyhow::Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("Bench {i}")).collect();
+        sqlx::query(
+            "insert into subscriptions (id, name) select * from unnest($1::uuid[], $2::text[])",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .execute(&self.pool)
+        .await?;
+        let admin = Uuid::new_v4();
+        sqlx::query("insert into users (id, email, password_hash) values ($1, $2, 'x')")
+            .bind(admin)
+            .bind(format!("setup-{admin}@example.com"))
+            .execute(&self.pool)
+            .await?;
+        for id in &ids {
+            self.configure_datadog(*id, admin, intake).await?;
+        }
+        Ok(ids)
+    }
+
+    /// The settings a saved settings page leaves (as tests/support/app.rs does it).
+    async fn configure_datadog(
+        &self,
+        subscription: Uuid,
+        admin: Uuid,
+        intake: &str,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::siem::upsert_settings(
+            &mut tx,
+            subscription,
+            true,
+            PROVIDER,
+            admin,
+            "setup@example.com",
+        )
+        .await?;
+        store::siem::upsert_provider_fields(
+            &mut tx,
+            subscription,
+            PROVIDER,
+            &serde_json::json!({ "datadog_url": intake }),
+        )
+        .await?;
+        let context = config::secret_context(subscription, Provider::Datadog, "api_key");
+        let sealed = self.master_key.seal(API_KEY.as_bytes(), &context);
+        store::siem::upsert_secret(
+            &mut tx,
+            subscription,
+            PROVIDER,
+            "api_key",
+            &sealed,
+            &API_KEY[API_KEY.len() - 4..],
+        )
+        .await?;
+        store::delivery::ensure_destination(&mut tx, subscription, PROVIDER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Empties the event tables (between runs).
+    async fn clear(&self) -> anyhow::Result<()> {
+        sqlx::query("truncate delivery_queue, delivery_attempts, audit_events")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `n` events spread round-robin over `subs`, each queued for its destination; then
+    /// `vacuum analyze` so the planner sees the real sizes.
+    async fn prefill(&self, subs: &[Uuid], n: i64) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        sqlx::query(
+            "insert into audit_events (id, subscription_id, event_id, occurred_at, recorded_at, actor, details)
+             select gen_random_uuid(),
+                    ($1::uuid[])[1 + g % array_length($1::uuid[], 1)],
+                    ($2::int[])[1 + g % array_length($2::int[], 1)],
+                    now() - interval '1 minute', now(),
+                    'operator' || (g % 50) || '@example.com',
+                    jsonb_build_object(
+                        'serial', encode(sha256(g::text::bytea), 'hex'),
+                        'subject', 'CN=device-' || g || '.example.com,O=Example',
+                        'issuer', 'CN=Example Issuing CA 1,O=Example',
+                        'template', 'TLS Server')
+             from generate_series(0, $3 - 1) g",
+        )
+        .bind(subs)
+        .bind(CATALOG.as_slice())
+        .bind(n)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "insert into delivery_queue (event_uuid, subscription_id, provider)
+             select e.id, e.subscription_id, $2 from audit_events e
+             where e.subscription_id = any($1)
+               and not exists (select 1 from delivery_queue q where q.event_uuid = e.id)",
+        )
+        .bind(subs)
+        .bind(PROVIDER)
+        .execute(&self.pool)
+        .await?;
+        self.pool
+            .execute("vacuum analyze audit_events, delivery_queue, delivery_destinations")
+            .await?;
+        Ok(t.elapsed())
+    }
+
+    /// Makes every destination not due, so workers can start without touching the backlog.
+    async fn hold(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "update delivery_destinations set next_attempt_at = now() + interval '1 day',
+                leased_until = null, lease_owner = null, consecutive_failures = 0,
+                status = 'healthy', failing_since = null",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes every destination due and wakes the workers.
+    async fn release(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("update delivery_destinations set next_attempt_at = now()")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("select pg_notify($1, 'bench')")
+            .bind(store::events::EVENTS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queued(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from delivery_queue")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The database clock (to tell new connections from old ones).
+    async fn now(&self) -> anyhow::Result<chrono::DateTime<Utc>> {
+        Ok(sqlx::query_scalar("select clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Waits until `n` connections opened since `since` listen for commits
+    /// (`LISTEN cloudpki_events`): that many worker processes are up.
+    async fn wait_listeners(&self, n: usize, since: chrono::DateTime<Utc>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            let listening: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and query ilike 'listen%'
+                   and backend_start >= $1",
+            )
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+            if listening >= n as i64 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{n} worker(s) did not start listening within {PROCESS_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The events `prefill` writes, as the forwarder hands them to the Datadog builder.
+fn prefill_logs(subs: &[Uuid], n: i64) -> Vec<AuditLog> {
+    let occurred = Utc::now() - chrono::Duration::minutes(1);
+    (0..n)
+        .map(|g| {
+            let serial = hex::encode(sha2::Sha256::digest(g.to_string().as_bytes()));
+            AuditLog {
+                uuid: Uuid::new_v4(),
+                subscription_id: subs[(g as usize) % subs.len()],
+                event_id: EventId::parse(CATALOG[(g as usize) % CATALOG.len()] as u32)
+                    .expect("catalog id"),
+                occurred_at: occurred,
+                recorded_at: occurred,
+                actor: Some(format!("operator{}@example.com", g % 50)),
+                details: serde_json::json!({
+                    "serial": serial,
+                    "subject": format!("CN=device-{g}.example.com,O=Example"),
+                    "issuer": "CN=Example Issuing CA 1,O=Example",
+                    "template": "TLS Server",
+                }),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake intake
+
+#[derive(Default)]
+struct IntakeState {
+    events: AtomicU64,
+    requests: AtomicU64,
+    refused: AtomicU64,
+    track: AtomicBool,
+    arrivals: Mutex<HashMap<Uuid, Instant>>,
+}
+
+/// A minimal Datadog logs intake on loopback: checks the key, gunzips, parses, counts.
+struct Intake {
+    addr: SocketAddr,
+    state: Arc<IntakeState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Deserialize)]
+struct LogId {
+    #[serde(rename = "EventUuid")]
+    uuid: Uuid,
+}
+
+impl Intake {
+    async fn start() -> anyhow::Result<Self> {
+        let state = Arc::new(IntakeState::default());
+        let app = Router::new()
+            .route("/api/v2/logs", post(intake_logs))
+            .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            state,
+            server,
+        })
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn events(&self) -> u64 {
+        self.state.events.load(Ordering::Relaxed)
+    }
+
+    fn reset(&self, track: bool) {
+        self.state.events.store(0, Ordering::Relaxed);
+        self.state.requests.store(0, Ordering::Relaxed);
+        self.state.refused.store(0, Ordering::Relaxed);
+        self.state.track.store(track, Ordering::Relaxed);
+        self.state
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn arrival(&self, id: &Uuid) -> Option<Instant> {
+        self.state
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    fn arrived_all(&self, ids: &[Uuid]) -> bool {
+        let arrivals = self
+            .state
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ids.iter().all(|id| arrivals.contains_key(id))
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn intake_logs(
+    State(state): State<Arc<IntakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let received = Instant::now();
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    if headers.get("dd-api-key").map(|v| v.as_bytes()) != Some(API_KEY.as_bytes()) {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::FORBIDDEN, r#"{"errors":["Forbidden"]}"#);
+    }
+    let mut plain = Vec::with_capacity(body.len() * 8);
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let read = if gzip {
+        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain)
+    } else {
+        plain.extend_from_slice(&body);
+        Ok(plain.len())
+    };
+    let logs: Vec<LogId> = match read.ok().and_then(|_| serde_json::from_slice(&plain).ok()) {
+        Some(logs) => logs,
+        None => {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::BAD_REQUEST, r#"{"errors":["Malformed"]}"#);
+        }
+    };
+    if state.track.load(Ordering::Relaxed) {
+        let mut arrivals = state.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        for log in &logs {
+            arrivals.entry(log.uuid).or_insert(received);
+        }
+    }
+    state.events.fetch_add(logs.len() as u64, Ordering::Relaxed);
+    (StatusCode::ACCEPTED, "{}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// cloudpki processes
+
+/// A running `cloudpki` process; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    child: Option<Child>,
+    label: String,
+}
+
+impl Proc {
+    fn spawn(
+        db: &Db,
+        out_dir: &Path,
+        label: &str,
+        args: &[&str],
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let data = out_dir.join("data").join(label);
+        std::fs::create_dir_all(&data)?;
+        let log = std::fs::File::create(out_dir.join("logs").join(format!("{label}.log")))?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudpki"));
+        cmd.args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("CLOUDPKI_MASTER_KEY", db.master_key.to_base64())
+            .env("CLOUDPKI_EGRESS_ALLOW", "127.0.0.1")
+            .env("CLOUDPKI_DATA_DIR", &data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(addr) = listen {
+            cmd.env("CLOUDPKI_LISTEN", addr.to_string());
+        }
+        // SAFETY: one async-signal-safe prctl call. A bench killed from outside (timeout,
+        // Ctrl-C) must not leave workers polling a database that is gone.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", env!("CARGO_BIN_EXE_cloudpki")))?;
+        Ok(Self {
+            child: Some(child),
+            label: label.to_owned(),
+        })
+    }
+
+    fn worker(db: &Db, out_dir: &Path, label: &str) -> anyhow::Result<Self> {
+        Self::spawn(db, out_dir, label, &["worker"], None)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Peak resident set (`VmHWM`), in KiB.
+    fn peak_rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("   {} ignored SIGTERM; killing it", self.label);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free loopback port (bound and released; the server binds it a moment later).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// drain
+
+struct Drained {
+    rate: f64,
+    secs: f64,
+    complete: bool,
+}
+
+/// Starts `workers` worker processes on a held backlog of `expected` events, releases it and
+/// measures events delivered at the intake per second until the queue is empty.
+async fn drain_with_workers(
+    ctx: &Ctx<'_>,
+    db: &Db,
+    workers: usize,
+    expected: u64,
+    report: &mut Report,
+    label: &str,
+) -> anyhow::Result<Drained> {
+    ctx.intake.reset(false);
+    db.hold().await?;
+    let since = db.now().await?;
+    let mut procs = Vec::new();
+    for i in 0..workers {
+        procs.push(Proc::worker(
+            db,
+            ctx.out_dir,
+            &format!("worker-{label}-{i}"),
+        )?);
+    }
+    db.wait_listeners(workers, since).await?;
+    db.release().await?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(ctx.sizes.drain_deadline_secs);
+    let mut complete = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+        if ctx.intake.events() >= expected && db.queued().await? == 0 {
+            complete = true;
+            break;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let delivered = ctx.intake.events();
+    for p in &procs {
+        if let Some(kb) = p.peak_rss_kb() {
+            report.worker_peak_kb.push((label.to_owned(), kb));
+        }
+    }
+    drop(procs);
+    if !complete {
+        report.note(format!(
+            "{label}: backlog not drained within {} s ({delivered} of {expected} delivered)",
+            ctx.sizes.drain_deadline_secs
+        ));
+    }
+    if delivered > expected {
+        report.note(format!(
+            "{label}: {} events delivered more than once",
+            delivered - expected
+        ));
+    }
+    Ok(Drained {
+        rate: delivered.min(expected) as f64 / secs,
+        secs,
+        complete,
+    })
+}
+
+/// The same payloads the worker builds, gzipped up front, POSTed by a bare client.
+async fn wire_limit(
+    intake: &Intake,
+    subs: &[Uuid],
+    n: i64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let mut logs = prefill_logs(subs, n);
+    // The forwarder batches per destination.
+    logs.sort_by_key(|l| l.subscription_id);
+    let mut payloads = Vec::new();
+    for chunk in logs.chunk_by(|a, b| a.subscription_id == b.subscription_id) {
+        for batch in datadog::build_batches(chunk, HOSTNAME, Utc::now()) {
+            payloads.push(Bytes::from(batch.gzip_body()?));
+        }
+    }
+    let sizes: Vec<u64> = logs
+        .chunk_by(|a, b| a.subscription_id == b.subscription_id)
+        .flat_map(|chunk| {
+            chunk
+                .chunks(datadog::MAX_BATCH_EVENTS)
+                .map(|c| c.len() as u64)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if sizes.len() != payloads.len() {
+        bail!("wire limit: unexpected batching");
+    }
+    intake.reset(false);
+    let payloads = Arc::new(payloads.into_iter().zip(sizes).collect::<Vec<_>>());
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v2/logs", intake.base_url());
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (payloads, next, sent, client, url) = (
+            payloads.clone(),
+            next.clone(),
+            sent.clone(),
+            client.clone(),
+            url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                // At least one pass over every payload, and at least WIRE_MIN_TIME.
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= payloads.len() && t0.elapsed() >= WIRE_MIN_TIME {
+                    return Ok::<(), reqwest::Error>(());
+                }
+                let (body, events) = &payloads[i % payloads.len()];
+                let r = client
+                    .post(&url)
+                    .header("DD-API-KEY", API_KEY)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                r.error_for_status()?.bytes().await?;
+                sent.fetch_add(*events, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let sent = sent.load(Ordering::Relaxed);
+    if intake.events() != sent {
+        bail!("wire limit: intake counted {} of {sent}", intake.events());
+    }
+    Ok(sent as f64 / secs)
+}
+
+/// Claim + take + acknowledge through `store::delivery`, with a sink that does nothing.
+async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
+    let pool = PgPoolOptions::new()
+        .max_connections(cloudpki::db::MAX_CONNECTIONS)
+        .connect_with(db.pool.connect_options().as_ref().clone())
+        .await?;
+    db.release().await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..STORE_LOOPS {
+        let (pool, done) = (pool.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let owner = Uuid::new_v4();
+            let lease = chrono::Duration::seconds(60);
+            loop {
+                let now = Utc::now();
+                let Some(claimed): Option<Claimed> =
+                    store::delivery::claim_destination(&pool, owner, now, lease).await?
+                else {
+                    let any: bool =
+                        sqlx::query_scalar("select exists (select 1 from delivery_queue)")
+                            .fetch_one(&pool)
+                            .await?;
+                    if !any {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    // Another loop holds the only due destination; the real worker would
+                    // sleep until woken, so do not hammer the database either.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let batch =
+                    store::delivery::take_batch(&pool, &claimed, cloudpki::forwarder::BATCH_EVENTS)
+                        .await?;
+                let result = BatchResult {
+                    delivered: batch.iter().map(|e| e.queue_id).collect(),
+                    taken: batch.iter().map(|e| e.queue_id).collect(),
+                    ..BatchResult::default()
+                };
+                store::delivery::finish_batch(&pool, &claimed, owner, now, &result).await?;
+                done.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    pool.close().await;
+    let n = done.load(Ordering::Relaxed);
+    if n != expected {
+        bail!("store limit: acknowledged {n} of {expected}");
+    }
+    Ok(n as f64 / secs)
+}
+
+async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let db = ctx.pg.fresh("drain").await?;
+    let n = ctx.sizes.drain_backlog;
+    let intake_url = ctx.intake.base_url();
+    let subs = db
+        .subscriptions(ctx.sizes.drain_subscriptions, &intake_url)
+        .await?;
+    for dests in [&subs[..1], &subs[..]] {
+        let layout = if dests.len() == 1 {
+            "1 destination".to_owned()
+        } else {
+            format!("{} destinations", dests.len())
+        };
+        // Baselines first: the bare wire, then the store alone.
+        let wire = wire_limit(ctx.intake, dests, n, STORE_LOOPS).await?;
+        db.clear().await?;
+        db.hold().await?;
+        let fill = db.prefill(dests, n).await?;
+        let store = store_limit(&db, n as u64).await?;
+        report.note(format!(
+            "drain {layout}: wire limit {} (concurrency {STORE_LOOPS}), store limit {} ({STORE_LOOPS} claim loops, 16 connections); prefill of {n} took {:.1} s",
+            per_sec(wire),
+            per_sec(store),
+            fill.as_secs_f64()
+        ));
+        for workers in [1usize, 2] {
+            db.clear().await?;
+            db.prefill(dests, n).await?;
+            let label = format!("drain-{}d-{workers}w", dests.len());
+            let d = drain_with_workers(ctx, &db, workers, n as u64, report, &label).await?;
+            let scenario = format!(
+                "drain {n} ({layout}, {workers} worker{})",
+                if workers > 1 { "s" } else { "" }
+            );
+            let measured = format!(
+                "{} ({:.2} s{})",
+                per_sec(d.rate),
+                d.secs,
+                if d.complete { "" } else { ", INCOMPLETE" }
+            );
+            let row = Row::new(&scenario, measured.clone(), Some(d.rate))
+                .baseline(format!("wire {}", per_sec(wire)), wire);
+            let row = if workers == 1 && dests.len() == 1 {
+                let met = d.rate >= 50_000.0 && d.rate >= 0.5 * wire;
+                row.target("≥ 50,000/s and ≥ 0.5 × wire", met)
+            } else {
+                row
+            };
+            report.push(row);
+            report.push(
+                Row::new("  same vs store limit", measured, Some(d.rate))
+                    .baseline(format!("store {}", per_sec(store)), store),
+            );
+        }
+    }
+    ctx.pg.drop_db(db).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// latency
+
+/// Percentile of sorted durations (nearest rank).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn new_events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            id: Uuid::new_v4(),
+            event_id: CATALOG[i % CATALOG.len()],
+            occurred_at: Utc::now(),
+            actor: Some(format!("operator{}@example.com", i % 50)),
+            details: serde_json::json!({
+                "serial": format!("{:032x}", rand_u128()),
+                "subject": format!("CN=device-{i}.example.com,O=Example"),
+                "issuer": "CN=Example Issuing CA 1,O=Example",
+                "template": "TLS Server",
+            }),
+        })
+        .collect()
+}
+
+fn rand_u128() -> u128 {
+    Uuid::new_v4().as_u128()
+}
+
+/// Records events at `rate`/s for `secs` (open loop, one `record` per 10 ms tick) and returns
+/// each event's commit-to-intake delay.
+async fn steady_load(
+    db: &Db,
+    intake: &Intake,
+    subscription: Uuid,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(Vec<Duration>, f64, usize)> {
+    const TICK: Duration = Duration::from_millis(10);
+    let per_tick = (rate as usize / 100).max(1);
+    intake.reset(true);
+    let commits: Arc<Mutex<Vec<(Uuid, Instant)>>> = Arc::default();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    let mut offered = 0usize;
+    while Instant::now() < end {
+        ticker.tick().await;
+        let events = new_events(per_tick);
+        offered += events.len();
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (pool, commits) = (db.pool.clone(), commits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            store::events::record(&pool, subscription, &events)
+                .await
+                .map_err(|e| anyhow::anyhow!("record: {e}"))?;
+            let at = Instant::now();
+            commits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(events.iter().map(|e| (e.id, at)));
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let offered_rate = offered as f64 / t0.elapsed().as_secs_f64();
+    let commits = std::mem::take(&mut *commits.lock().unwrap_or_else(|p| p.into_inner()));
+    let ids: Vec<Uuid> = commits.iter().map(|(id, _)| *id).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !intake.arrived_all(&ids) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut missing = 0;
+    let mut delays: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(id, at)| {
+            let arrival = intake.arrival(id);
+            if arrival.is_none() {
+                missing += 1;
+            }
+            arrival.map(|a| a.saturating_duration_since(*at))
+        })
+        .collect();
+    delays.sort();
+    intake.reset(false);
+    Ok((delays, offered_rate, missing))
+}
+
+async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let db = ctx.pg.fresh("latency").await?;
+    let subs = db.subscriptions(1, &ctx.intake.base_url()).await?;
+    let since = db.now().await?;
+    let worker = Proc::worker(&db, ctx.out_dir, "worker-latency")?;
+    db.wait_listeners(1, since).await?;
+    for rate in ctx.sizes.latency_rates {
+        db.clear().await?;
+        let (delays, offered, missing) =
+            steady_load(&db, ctx.intake, subs[0], rate, ctx.sizes.latency_secs).await?;
+        let p = |q| percentile(&delays, q);
+        let measured = format!(
+            "p50 {} · p95 {} · p99 {} · max {} (offered {}, {} events{})",
+            ms(p(50.0)),
+            ms(p(95.0)),
+            ms(p(99.0)),
+            ms(delays.last().copied().unwrap_or_default()),
+            per_sec(offered),
+            delays.len(),
+            if missing > 0 {
+                format!(", {missing} NOT DELIVERED")
+            } else {
+                String::new()
+            }
+        );
+        let row = Row::new(
+            &format!("latency at {}", per_sec(rate as f64)),
+            measured,
+            Some(p(99.0).as_secs_f64() * 1000.0),
+        );
+        let row = if rate == 1_000 {
+            let met = p(99.0) <= Duration::from_millis(100) && missing == 0;
+            row.target("p99 ≤ 100 ms", met)
+        } else {
+            row
+        };
+        report.push(row);
+    }
+    if let Some(kb) = worker.peak_rss_kb() {
+        report.worker_peak_kb.push(("latency".into(), kb));
+    }
+    drop(worker);
+    ctx.pg.drop_db(db).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ingest and page (one `cloudpki serve --no-worker` process)
+
+/// Runs `load` on `connections` tasks for `secs`; returns (operations, seconds, latencies).
+async fn closed_loop<F, Fut>(
+    connections: usize,
+    secs: u64,
+    load: F,
+) -> anyhow::Result<(u64, f64, Vec<Duration>)>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let load = Arc::new(load);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                done += load().await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>((done, latencies))
+        }));
+    }
+    let mut total = 0;
+    let mut all = Vec::new();
+    for t in tasks {
+        let (done, latencies) = t.await??;
+        total += done;
+        all.extend(latencies);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    all.sort();
+    Ok((total, secs, all))
+}
+
+/// Body of `n` events as the PKI core sends them (no ids: the server assigns them).
+fn ingest_body(n: usize) -> Bytes {
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "event_id": CATALOG[i % CATALOG.len()],
+                "actor": format!("operator{}@example.com", i % 50),
+                "details": {
+                    "serial": format!("{:032x}", rand_u128()),
+                    "subject": format!("CN=device-{i}.example.com,O=Example"),
+                    "issuer": "CN=Example Issuing CA 1,O=Example",
+                    "template": "TLS Server",
+                },
+            })
+        })
+        .collect();
+    let value = if n == 1 {
+        events.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::Value::Array(events)
+    };
+    Bytes::from(serde_json::to_vec(&value).expect("json"))
+}
+
+/// The rows the API writes for one batch, in one statement: events and their queue entries.
+async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::Result<u64> {
+    let events = new_events(n);
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let event_ids: Vec<i32> = events.iter().map(|e| e.event_id).collect();
+    let occurred: Vec<chrono::DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let actors: Vec<Option<String>> = events.iter().map(|e| e.actor.clone()).collect();
+    let details: Vec<serde_json::Value> = events.iter().map(|e| e.details.clone()).collect();
+    let (inserted,): (i64,) = sqlx::query_as(
+        "with inserted as (
+            insert into audit_events (id, subscription_id, event_id, occurred_at, actor, details)
+            select id, $6, event_id, occurred_at, actor, details
+            from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::jsonb[])
+                as t(id, event_id, occurred_at, actor, details)
+            returning id
+         ), queued as (
+            insert into delivery_queue (event_uuid, subscription_id, provider)
+            select id, $6, $7 from inserted
+            returning 1
+         )
+         select count(*) from queued",
+    )
+    .bind(&ids)
+    .bind(&event_ids)
+    .bind(&occurred)
+    .bind(&actors)
+    .bind(&details)
+    .bind(subscription)
+    .bind(PROVIDER)
+    .fetch_one(pool)
+    .await?;
+    Ok(inserted as u64)
+}
+
+/// Signs in through the login form; returns the `cloudpki_session` cookie pair.
+async fn sign_in(base: &str, email: &str, password: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = client.get(format!("{base}/login")).send().await?;
+    let csrf_cookie = set_cookie(page.headers(), "cloudpki_csrf").context("csrf cookie")?;
+    let html = page.text().await?;
+    let at = html
+        .find(r#"name="csrf_token""#)
+        .context("csrf_token field")?;
+    let rest = &html[at..];
+    let start = rest.find(r#"value=""#).context("csrf value")? + 7;
+    let csrf = &rest[start..start + rest[start..].find('"').context("csrf end")?];
+    let answer = client
+        .post(format!("{base}/login"))
+        .header("cookie", &csrf_cookie)
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", csrf),
+        ])
+        .send()
+        .await?;
+    set_cookie(answer.headers(), "cloudpki_session")
+        .with_context(|| format!("sign-in answered {} without a session", answer.status()))
+}
+
+fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("cloudpki serve did not answer /healthz within {PROCESS_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ingest_and_page(
+    ctx: &Ctx<'_>,
+    report: &mut Report,
+    do_ingest: bool,
+    do_page: bool,
+) -> anyhow::Result<()> {
+    let db = ctx.pg.fresh("web").await?;
+    let subs = db.subscriptions(1, &ctx.intake.base_url()).await?;
+    let sub = subs[0];
+    let addr = free_port()?;
+    let server = Proc::spawn(
+        &db,
+        ctx.out_dir,
+        "serve",
+        &["serve", "--no-worker"],
+        Some(addr),
+    )?;
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(PAGE_CONNECTIONS)
+        .build()?;
+    wait_healthy(&client, &base).await?;
+    let secs = ctx.sizes.load_secs;
+
+    if do_ingest {
+        let token = cloudpki::crypto::random_token();
+        store::events::create_token(&db.pool, sub, &cloudpki::crypto::token_digest(&token)).await?;
+        for batch in [1usize, 500] {
+            db.clear().await?;
+            let body = ingest_body(batch);
+            let (client2, url, token2) = (
+                client.clone(),
+                format!("{base}/api/v1/events"),
+                token.clone(),
+            );
+            let (events, took, lat) = closed_loop(INGEST_CONNECTIONS, secs, move || {
+                let (client, url, token, body) =
+                    (client2.clone(), url.clone(), token2.clone(), body.clone());
+                async move {
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    if r.status() != StatusCode::ACCEPTED {
+                        bail!("ingest answered {}", r.status());
+                    }
+                    r.bytes().await?;
+                    Ok(batch as u64)
+                }
+            })
+            .await?;
+            let api = events as f64 / took;
+            db.clear().await?;
+            let pool = db.pool.clone();
+            let (direct_events, direct_took, _) =
+                closed_loop(INGEST_CONNECTIONS, secs, move || {
+                    let pool = pool.clone();
+                    async move { insert_direct(&pool, sub, batch).await }
+                })
+                .await?;
+            let direct = direct_events as f64 / direct_took;
+            let row = Row::new(
+                &format!("ingest, batches of {batch}"),
+                format!(
+                    "{} (p50 {} per request)",
+                    per_sec(api),
+                    ms(percentile(&lat, 50.0))
+                ),
+                Some(api),
+            )
+            .baseline(format!("direct insert {}", per_sec(direct)), direct);
+            let row = if batch == 500 {
+                row.target(
+                    "≥ 30,000/s and ≥ 0.5 × direct",
+                    api >= 30_000.0 && api >= 0.5 * direct,
+                )
+            } else {
+                row
+            };
+            report.push(row);
+        }
+        report.note(format!(
+            "ingest: {INGEST_CONNECTIONS} concurrent connections for {secs} s each, API and direct insert alike; the destination is enabled, so each event also writes a queue row"
+        ));
+    }
+
+    if do_page {
+        let email = "bench-admin@example.com";
+        let password = "correct horse battery staple";
+        let user = Uuid::new_v4();
+        sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
+            .bind(user)
+            .bind(email)
+            .bind(cloudpki::crypto::hash_password(password))
+            .execute(&db.pool)
+            .await?;
+        sqlx::query(
+            "insert into memberships (user_id, subscription_id, role) values ($1, $2, 'admin')",
+        )
+        .bind(user)
+        .bind(sub)
+        .execute(&db.pool)
+        .await?;
+        let session = sign_in(&base, email, password).await?;
+        let get = |path: String, cookie: Option<String>| {
+            let client = client.clone();
+            move || {
+                let (client, path, cookie) = (client.clone(), path.clone(), cookie.clone());
+                async move {
+                    let mut req = client.get(&path);
+                    if let Some(c) = cookie {
+                        req = req.header("cookie", c);
+                    }
+                    let r = req.send().await?;
+                    if r.status() != StatusCode::OK {
+                        bail!("GET {path} answered {}", r.status());
+                    }
+                    r.bytes().await?;
+                    Ok(1)
+                }
+            }
+        };
+        // The target is for a subscription whose export keeps up (empty queue); ingest may
+        // have left rows behind.
+        db.clear().await?;
+        // Warm both paths (connections, prepared statements).
+        closed_loop(PAGE_CONNECTIONS, 1, get(format!("{base}/healthz"), None)).await?;
+        let settings = format!("{base}/subscriptions/{sub}/settings");
+        closed_loop(
+            PAGE_CONNECTIONS,
+            1,
+            get(settings.clone(), Some(session.clone())),
+        )
+        .await?;
+        let (hn, hs, hl) =
+            closed_loop(PAGE_CONNECTIONS, secs, get(format!("{base}/healthz"), None)).await?;
+        let (pn, ps, pl) = closed_loop(
+            PAGE_CONNECTIONS,
+            secs,
+            get(settings.clone(), Some(session.clone())),
+        )
+        .await?;
+        let (health, page) = (hn as f64 / hs, pn as f64 / ps);
+        report.push(
+            Row::new(
+                "page: settings, 32 connections",
+                format!(
+                    "{} req (p50 {} · p99 {})",
+                    per_sec(page),
+                    ms(percentile(&pl, 50.0)),
+                    ms(percentile(&pl, 99.0))
+                ),
+                Some(page),
+            )
+            .baseline(
+                format!(
+                    "/healthz {} req (p50 {} · p99 {})",
+                    per_sec(health),
+                    ms(percentile(&hl, 50.0)),
+                    ms(percentile(&hl, 99.0))
+                ),
+                health,
+            )
+            .target("≥ 5,000 req/s", page >= 5_000.0),
+        );
+        // The same page while the subscription has a backlog (the delivery health panel
+        // counts it).
+        let backlog = ctx.sizes.drain_backlog;
+        db.prefill(&subs, backlog).await?;
+        let (bn, bs, bl) =
+            closed_loop(PAGE_CONNECTIONS, secs, get(settings, Some(session))).await?;
+        let with_backlog = bn as f64 / bs;
+        report.push(
+            Row::new(
+                &format!("page: settings, {backlog} events queued"),
+                format!(
+                    "{} req (p50 {} · p99 {})",
+                    per_sec(with_backlog),
+                    ms(percentile(&bl, 50.0)),
+                    ms(percentile(&bl, 99.0))
+                ),
+                Some(with_backlog),
+            )
+            .baseline(format!("empty queue {} req", per_sec(page)), page),
+        );
+    }
+    if let Some(kb) = server.peak_rss_kb() {
+        let what = match (do_ingest, do_page) {
+            (true, true) => "ingest + page",
+            (true, false) => "ingest",
+            _ => "page",
+        };
+        report.server_peak_kb.push((what.into(), kb));
+    }
+    drop(server);
+    ctx.pg.drop_db(db).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// scale
+
+/// Records one event for each of `subs` (one transaction each, as single API calls would) and
+/// returns each one's commit-to-intake wait.
+async fn one_each(
+    db: &Db,
+    intake: &Intake,
+    subs: &[Uuid],
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut commits = Vec::with_capacity(subs.len());
+    for sub in subs {
+        let events = new_events(1);
+        store::events::record(&db.pool, *sub, &events)
+            .await
+            .map_err(|e| anyhow::anyhow!("record: {e}"))?;
+        commits.push((events[0].id, Instant::now()));
+    }
+    let ids: Vec<Uuid> = commits.iter().map(|(id, _)| *id).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !intake.arrived_all(&ids) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut missing = 0;
+    let mut waits: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(id, at)| match intake.arrival(id) {
+            Some(a) => Some(a.saturating_duration_since(*at)),
+            None => {
+                missing += 1;
+                None
+            }
+        })
+        .collect();
+    waits.sort();
+    Ok((waits, missing))
+}
+
+async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let (small, large) = (ctx.sizes.scale_small, ctx.sizes.scale_large);
+    let db = ctx.pg.fresh("scale").await?;
+    let n_subs = ctx.sizes.fair_subscriptions;
+    let subs = db.subscriptions(n_subs, &ctx.intake.base_url()).await?;
+    let one = &subs[..1];
+
+    let mut rates = Vec::new();
+    for n in [small, large] {
+        db.clear().await?;
+        let fill = db.prefill(one, n).await?;
+        let d = drain_with_workers(ctx, &db, 1, n as u64, report, &format!("scale-{n}")).await?;
+        report.note(format!(
+            "scale: prefill of {n} took {:.1} s; drained in {:.1} s{}",
+            fill.as_secs_f64(),
+            d.secs,
+            if d.complete { "" } else { " (INCOMPLETE)" }
+        ));
+        rates.push(d.rate);
+    }
+    let ratio = rates[1] / rates[0];
+    report.push(
+        Row::new(
+            &format!("scale: drain of {large} backlog"),
+            per_sec(rates[1]),
+            Some(rates[1]),
+        )
+        .baseline(format!("{small} backlog {}", per_sec(rates[0])), rates[0])
+        .target("ratio ≥ 0.8", ratio >= 0.8),
+    );
+
+    // Fairness: one event for each other subscription, without and then with a large backlog.
+    db.clear().await?;
+    db.hold().await?;
+    let since = db.now().await?;
+    let worker = Proc::worker(&db, ctx.out_dir, "worker-fairness")?;
+    db.wait_listeners(1, since).await?;
+    db.release().await?;
+    ctx.intake.reset(true);
+    let (calm, calm_missing) = one_each(&db, ctx.intake, &subs[1..]).await?;
+    db.clear().await?;
+    db.hold().await?;
+    let backlog = ctx.sizes.fair_backlog;
+    db.prefill(one, backlog).await?;
+    ctx.intake.reset(true);
+    db.release().await?;
+    // Let the worker get busy with the large backlog first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (busy, busy_missing) = one_each(&db, ctx.intake, &subs[1..]).await?;
+    let still_queued = db.queued().await?;
+    if let Some(kb) = worker.peak_rss_kb() {
+        report.worker_peak_kb.push(("fairness".into(), kb));
+    }
+    drop(worker);
+    ctx.intake.reset(false);
+    let worst = busy.last().copied().unwrap_or_default();
+    let calm_worst = calm.last().copied().unwrap_or_default();
+    report.push(
+        Row::new(
+            &format!(
+                "scale: worst wait of {} subscriptions, one with {backlog} backlog",
+                n_subs - 1
+            ),
+            format!(
+                "max {} · p50 {}{}",
+                ms(worst),
+                ms(percentile(&busy, 50.0)),
+                if busy_missing > 0 {
+                    format!(", {busy_missing} NOT DELIVERED")
+                } else {
+                    String::new()
+                }
+            ),
+            Some(worst.as_secs_f64() * 1000.0),
+        )
+        .baseline(
+            format!(
+                "no backlog: max {} · p50 {}{}",
+                ms(calm_worst),
+                ms(percentile(&calm, 50.0)),
+                if calm_missing > 0 {
+                    format!(", {calm_missing} NOT DELIVERED")
+                } else {
+                    String::new()
+                }
+            ),
+            calm_worst.as_secs_f64() * 1000.0,
+        ),
+    );
+    report.note(format!(
+        "scale fairness: {} queue rows of the large backlog were still pending when the last small subscription's event had arrived",
+        still_queued
+    ));
+    ctx.pg.drop_db(db).await;
+    Ok(())
+}
