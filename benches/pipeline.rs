@@ -1222,7 +1222,6 @@ async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
                         .await?;
                 let result = BatchResult {
                     delivered: batch.iter().map(|e| e.queue_id).collect(),
-                    taken: batch.iter().map(|e| e.queue_id).collect(),
                     ..BatchResult::default()
                 };
                 store::delivery::finish_batch(&pool, &claimed, owner, now, &result).await?;

@@ -188,7 +188,6 @@ impl Forwarder {
         let duplicates = events.iter().filter(|e| e.was_in_flight).count() as i64;
         let mut result = BatchResult {
             duplicates,
-            taken: events.iter().map(|e| e.queue_id).collect(),
             ..BatchResult::default()
         };
 

@@ -24,6 +24,8 @@ pub struct Claimed {
     pub subscription_id: Uuid,
     /// Provider id.
     pub provider: String,
+    /// Queue rows a previous holder had in flight and never finished (it died mid-send).
+    pub inflight_ids: Vec<i64>,
 }
 
 /// A queued event with its delivery row.
@@ -91,7 +93,7 @@ pub async fn claim_destination(
             -- `no key update`: producers' foreign-key checks hold `key share` locks on this
             -- row while they commit; a plain `for update` would skip busy destinations.
             for no key update of c skip locked)
-         returning d.subscription_id, d.provider",
+         returning d.subscription_id, d.provider, d.inflight_ids",
     )
     .bind(owner)
     .bind(now)
@@ -100,33 +102,35 @@ pub async fn claim_destination(
     .await?)
 }
 
-/// Reads up to `limit` pending events of a claimed destination, oldest first, and marks them
-/// in flight. Reports which ones a dead worker had in flight (possible duplicates).
+/// Reads up to `limit` pending events of a claimed destination, oldest first, and records them
+/// as the destination's batch in flight. Reports which ones a dead holder had in flight
+/// (possible duplicates).
 pub async fn take_batch(
     pool: &PgPool,
     claimed: &Claimed,
     limit: i64,
 ) -> Result<Vec<QueuedEvent>, Error> {
     Ok(sqlx::query_as::<_, QueuedEvent>(
-        "with batch as (
-            select q.id, q.in_flight
+        "with batch as materialized (
+            select q.id, q.event_uuid
             from delivery_queue q
             where q.subscription_id = $1 and q.provider = $2 and q.state = 'pending'
             order by q.id
             limit $3
          ), marked as (
-            update delivery_queue q set in_flight = true, attempts = q.attempts + 1
-            from batch where q.id = batch.id
-            returning q.id, q.event_uuid, batch.in_flight as was_in_flight
+            update delivery_destinations d
+            set inflight_ids = coalesce((select array_agg(id) from batch), '{}')
+            where d.subscription_id = $1 and d.provider = $2
          )
-         select m.id as queue_id, m.event_uuid, e.event_id, e.occurred_at, e.recorded_at,
-                e.actor, e.details, m.was_in_flight
-         from marked m join audit_events e on e.id = m.event_uuid
-         order by m.id",
+         select b.id as queue_id, b.event_uuid, e.event_id, e.occurred_at, e.recorded_at,
+                e.actor, e.details, b.id = any($4) as was_in_flight
+         from batch b join audit_events e on e.id = b.event_uuid
+         order by b.id",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
     .bind(limit)
+    .bind(&claimed.inflight_ids)
     .fetch_all(pool)
     .await?)
 }
@@ -144,8 +148,6 @@ pub struct BatchResult {
     pub health: Health,
     /// The destination said it is gone for good: turn export off with this reason.
     pub disable: Option<String>,
-    /// Every queue row of the batch (all were marked in flight when taken).
-    pub taken: Vec<i64>,
 }
 
 /// The destination's state after a batch.
@@ -203,7 +205,7 @@ pub async fn finish_batch(
         let ids: Vec<i64> = result.parked.iter().map(|(id, _)| *id).collect();
         let reasons: Vec<String> = result.parked.iter().map(|(_, r)| r.clone()).collect();
         sqlx::query(
-            "update delivery_queue q set state = 'parked', in_flight = false,
+            "update delivery_queue q set state = 'parked',
                 parked_reason = p.reason, parked_at = $3
              from unnest($1::bigint[], $2::text[]) as p(id, reason)
              where q.id = p.id",
@@ -214,12 +216,6 @@ pub async fn finish_batch(
         .execute(&mut *tx)
         .await?;
     }
-    // Whatever is left of the batch was not sent (or not accepted): no longer in flight. By id,
-    // so the cost is the batch's, not the backlog's.
-    sqlx::query("update delivery_queue set in_flight = false where id = any($1) and in_flight")
-        .bind(&result.taken)
-        .execute(&mut *tx)
-        .await?;
 
     let delivered = result.delivered.len() as i64;
     let (outcome, detail) = match &result.health {
@@ -252,7 +248,7 @@ pub async fn finish_batch(
             sqlx::query(
                 "update delivery_destinations set
                     leased_until = null, lease_owner = null, next_attempt_at = $3,
-                    status = 'healthy', consecutive_failures = 0, failing_since = null,
+                    inflight_ids = '{}', status = 'healthy', consecutive_failures = 0, failing_since = null,
                     last_success_at = case when $4 > 0 then $3 else last_success_at end,
                     delivered_total = delivered_total + $4,
                     duplicates_total = duplicates_total + $5
@@ -278,7 +274,7 @@ pub async fn finish_batch(
             sqlx::query(
                 "update delivery_destinations set
                     leased_until = null, lease_owner = null, next_attempt_at = $3,
-                    consecutive_failures = consecutive_failures + 1,
+                    inflight_ids = '{}', consecutive_failures = consecutive_failures + 1,
                     last_error = $4, last_error_at = $5,
                     status = case when $6 then 'failing' else status end,
                     failing_since = coalesce(failing_since, $5),
@@ -331,14 +327,7 @@ pub async fn finish_batch(
 
 /// Releases a destination without touching its events (shutdown before sending).
 pub async fn release(pool: &PgPool, claimed: &Claimed, owner: Uuid) -> Result<(), Error> {
-    sqlx::query(
-        "update delivery_queue set in_flight = false
-         where subscription_id = $1 and provider = $2 and in_flight",
-    )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .execute(pool)
-    .await?;
+    // The batch in flight stays recorded: it may have reached the SIEM.
     sqlx::query(
         "update delivery_destinations set leased_until = null, lease_owner = null
          where subscription_id = $1 and provider = $2 and lease_owner = $3",
