@@ -184,6 +184,46 @@ pub async fn load(
     Ok(StoredProvider { fields, secrets })
 }
 
+/// Loads and unseals what is stored for every provider, in two queries.
+pub async fn load_all(
+    pool: &PgPool,
+    master_key: &MasterKey,
+    subscription_id: Uuid,
+) -> Result<Vec<(Provider, StoredProvider)>, store::Error> {
+    let fields = store::siem::all_provider_fields(pool, subscription_id).await?;
+    let secrets = store::siem::all_secrets(pool, subscription_id).await?;
+    Ok(Provider::ALL
+        .iter()
+        .map(|provider| {
+            let mut stored = StoredProvider {
+                fields: fields
+                    .iter()
+                    .find(|(p, _)| p == provider.id())
+                    .and_then(|(_, v)| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default(),
+                secrets: BTreeMap::new(),
+            };
+            for secret in secret_fields(*provider) {
+                if let Some((_, _, row)) = secrets
+                    .iter()
+                    .find(|(p, n, _)| p == provider.id() && n == secret.name)
+                {
+                    let context = secret_context(subscription_id, *provider, secret.name);
+                    let value = master_key
+                        .open(&row.sealed, &context)
+                        .and_then(|bytes| String::from_utf8(bytes).ok());
+                    let opened = match value {
+                        Some(v) => StoredSecret::Usable(v, row.hint.clone()),
+                        None => StoredSecret::Unreadable(row.hint.clone()),
+                    };
+                    stored.secrets.insert(secret.field.to_owned(), opened);
+                }
+            }
+            (*provider, stored)
+        })
+        .collect())
+}
+
 /// A complete, valid configuration of one provider.
 #[derive(Clone, Debug)]
 pub enum ProviderConfig {

@@ -385,6 +385,9 @@ pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
     .await?)
 }
 
+/// The panel counts waiting events exactly up to this many ("more than" beyond).
+pub const PENDING_COUNT_CAP: i64 = 10_000;
+
 /// Everything the delivery health panel shows about one destination.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DestinationHealth {
@@ -423,16 +426,21 @@ pub async fn health(
     Ok(sqlx::query_as::<_, DestinationHealth>(
         "select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
                 d.delivered_total, d.duplicates_total, d.expired_total, d.next_attempt_at,
-                (select count(*) from delivery_queue q where q.subscription_id = d.subscription_id
-                    and q.provider = d.provider and q.state = 'pending') as pending,
-                (select min(enqueued_at) from delivery_queue q where q.subscription_id = d.subscription_id
-                    and q.provider = d.provider and q.state = 'pending') as oldest_pending,
+                -- counted up to a cap, so the page costs the same whatever the backlog
+                (select count(*) from (select 1 from delivery_queue q
+                    where q.subscription_id = d.subscription_id and q.provider = d.provider
+                      and q.state = 'pending' limit $3) capped) as pending,
+                -- queue ids grow with time: the first pending row is the oldest
+                (select q.enqueued_at from delivery_queue q where q.subscription_id = d.subscription_id
+                    and q.provider = d.provider and q.state = 'pending'
+                    order by q.id limit 1) as oldest_pending,
                 (select count(*) from delivery_queue q where q.subscription_id = d.subscription_id
                     and q.provider = d.provider and q.state = 'parked') as parked
          from delivery_destinations d where d.subscription_id = $1 and d.provider = $2",
     )
     .bind(subscription_id)
     .bind(provider)
+    .bind(PENDING_COUNT_CAP + 1)
     .fetch_optional(pool)
     .await?)
 }

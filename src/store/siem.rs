@@ -224,3 +224,57 @@ pub async fn delete_secret(
     .await?;
     Ok(())
 }
+
+/// Every provider's plain fields of a subscription: (provider, fields).
+pub async fn all_provider_fields(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<Vec<(String, Value)>, Error> {
+    Ok(sqlx::query_as(
+        "select provider, fields from siem_provider_fields where subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct SecretListRow {
+    provider: String,
+    name: String,
+    key_id: String,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    hint: String,
+}
+
+/// Every sealed secret of a subscription: (provider, name, secret).
+pub async fn all_secrets(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<Vec<(String, String, SecretRow)>, Error> {
+    let rows: Vec<SecretListRow> = sqlx::query_as(
+        "select provider, name, key_id, nonce, ciphertext, hint from siem_secrets where subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let sealed = Sealed {
+                key_id: r.key_id,
+                nonce: r.nonce,
+                ciphertext: r.ciphertext,
+            };
+            (
+                r.provider,
+                r.name,
+                SecretRow {
+                    sealed,
+                    hint: r.hint,
+                },
+            )
+        })
+        .collect())
+}

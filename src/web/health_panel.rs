@@ -16,7 +16,7 @@ pub struct HealthView {
     pub label: &'static str,
     pub summary: String,
     pub last_success: Option<String>,
-    pub waiting: i64,
+    pub waiting: String,
     pub oldest_waiting: Option<String>,
     pub last_error: Option<(String, String)>,
     pub delivered_total: i64,
@@ -70,7 +70,7 @@ pub async fn health_view(
                 "SIEM export has never been turned on for this subscription.".to_owned()
             },
             last_success: None,
-            waiting: 0,
+            waiting: "0".to_owned(),
             oldest_waiting: None,
             last_error: None,
             delivered_total: 0,
@@ -152,7 +152,11 @@ pub async fn health_view(
         label,
         summary,
         last_success: h.last_success_at.map(when),
-        waiting: h.pending,
+        waiting: if h.pending > store::delivery::PENDING_COUNT_CAP {
+            format!("more than {}", store::delivery::PENDING_COUNT_CAP)
+        } else {
+            h.pending.to_string()
+        },
         oldest_waiting: h.oldest_pending.map(age),
         last_error: h.last_error.zip(h.last_error_at.map(when)),
         delivered_total: h.delivered_total,

@@ -325,14 +325,7 @@ async fn stored_all(
     state: &AppState,
     subscription_id: uuid::Uuid,
 ) -> Result<Vec<(Provider, StoredProvider)>, WebError> {
-    let mut all = Vec::new();
-    for provider in Provider::ALL {
-        all.push((
-            provider,
-            config::load(state.pool(), state.master_key(), subscription_id, provider).await?,
-        ));
-    }
-    Ok(all)
+    Ok(config::load_all(state.pool(), state.master_key(), subscription_id).await?)
 }
 
 #[allow(clippy::too_many_arguments)]
