@@ -213,6 +213,13 @@ impl Notifier {
             self.queue_incident(&mut tx, &incident, "failing", now)
                 .await?;
         }
+        let switched_off = store::notify::close_switched_off(&mut tx, now).await?;
+        if switched_off > 0 {
+            tracing::info!(
+                incidents = switched_off,
+                "incidents closed: export switched off by an administrator"
+            );
+        }
         let every =
             chrono::Duration::from_std(REMINDER_INTERVAL).unwrap_or(chrono::Duration::days(1));
         for incident in store::notify::due_reminders(&mut tx, now, every).await? {

@@ -530,3 +530,25 @@ async fn breaking_the_key_in_a_running_portal_mails_each_admin_and_fixing_it_mai
     );
     assert_eq!(intake.logs().len(), 20);
 }
+
+#[tokio::test]
+async fn switching_export_off_ends_the_reminders() {
+    let s = setup(WRONG_KEY, &[]).await;
+    post_n(&s, 2).await;
+    s.app.state.forwarder().forward_once().await.unwrap();
+    let n = s.app.state.notifier();
+    let t0 = Utc::now();
+    n.run_once_at(t0).await.unwrap();
+    assert_eq!(s.sink.messages().len(), 2);
+    // An admin turns the export off on purpose: no more reminders, no "resolved" either.
+    s.app
+        .configure_datadog(s.sub, &s.intake.base_url(), WRONG_KEY, false)
+        .await;
+    for hours in [25, 49, 73] {
+        n.run_once_at(t0 + chrono::Duration::hours(hours))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.sink.messages().len(), 2);
+    assert_eq!(s.app.queued().await, 2, "the events are kept");
+}

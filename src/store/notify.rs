@@ -140,6 +140,28 @@ pub async fn due_reminders(
     .await?)
 }
 
+/// Closes, without a message, the incidents of destinations an admin switched off (export
+/// disabled by a person, not by the destination going away): nobody wants daily reminders
+/// about something they turned off on purpose. Returns how many.
+pub async fn close_switched_off(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "update incidents i set closed_at = $1
+         from delivery_destinations d, siem_settings s
+         where i.closed_at is null
+           and d.subscription_id = i.subscription_id and d.provider = i.provider
+           and s.subscription_id = i.subscription_id
+           and (not s.enabled or s.provider <> i.provider)
+           and d.disabled_reason is null",
+    )
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
 /// Deletes queue rows older than `cutoff`, records a gap per destination and counts them.
 pub async fn expire(
     tx: &mut Transaction<'_, Postgres>,
