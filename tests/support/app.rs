@@ -51,8 +51,17 @@ fn server() -> &'static Server {
                 .next()
                 .unwrap_or("tests")
                 .to_owned();
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join("test-pg")
+            // Under the system temp dir (not the checkout): the cluster runs as `postgres` when
+            // we are root, and a checkout under a private home directory would be out of its
+            // reach. Keyed by the target dir, so checkouts do not share clusters.
+            let key = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                env!("CARGO_TARGET_TMPDIR").hash(&mut h);
+                h.finish()
+            };
+            let dir = std::env::temp_dir()
+                .join(format!("cloudpki-test-pg-{key:016x}"))
                 .join(name);
             std::fs::create_dir_all(&dir).expect("create test cluster dir");
             let cluster = EmbeddedPostgres::start(EmbeddedOptions {
@@ -72,6 +81,29 @@ pub async fn fresh_database() -> (PgPool, PgConnectOptions) {
         .await
         .expect("cluster start");
     let admin = server.admin_options();
+    if matches!(server, Server::Embedded(..)) {
+        // The embedded cluster is reused across runs: drop the databases earlier runs left,
+        // once, before this run creates any.
+        static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        CLEANED
+            .get_or_init(|| async {
+                let mut conn = admin.connect().await.expect("connect as admin");
+                let stale: Vec<String> = sqlx::query_scalar(
+                    "select datname from pg_database where datname like 'test\\_%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .expect("list test databases");
+                for name in stale {
+                    let _ = conn
+                        .execute(
+                            format!(r#"drop database if exists "{name}" with (force)"#).as_str(),
+                        )
+                        .await;
+                }
+            })
+            .await;
+    }
     let name = format!("test_{}", Uuid::new_v4().simple());
     let mut conn = admin.connect().await.expect("connect as admin");
     conn.execute(format!(r#"create database "{name}""#).as_str())
