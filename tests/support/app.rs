@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    path::PathBuf,
     str::FromStr,
     sync::{Mutex, OnceLock},
 };
