@@ -513,7 +513,26 @@ async fn the_running_worker_wakes_on_notify_and_delivers_within_moments() {
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
     let token = app.token(sub).await;
-    // Let the loops reach their first wait.
+    // Wait until the worker's LISTEN is in place (its backend's last statement), then give the
+    // claim loops time to finish their first pass and wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and query ilike 'listen%'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         app.post_events(&token, &json!({"event_id": 4882}))
