@@ -552,3 +552,41 @@ async fn switching_export_off_ends_the_reminders() {
     assert_eq!(s.sink.messages().len(), 2);
     assert_eq!(s.app.queued().await, 2, "the events are kept");
 }
+
+#[tokio::test]
+async fn events_left_for_a_provider_no_longer_chosen_are_pointed_out() {
+    let s = setup(WRONG_KEY, &[]).await;
+    post_n(&s, 3).await;
+    s.app.state.forwarder().forward_once().await.unwrap();
+    // The admin switches to Splunk (not enabled yet): the Datadog backlog is still there.
+    let client = support::new_client();
+    support::login_with(&client, &s.app.base_url, ADMINS[0], PASSWORD).await;
+    let settings = s.app.url(&format!("/subscriptions/{}/settings", s.sub));
+    let csrf = support::csrf_token(
+        &client
+            .get(&settings)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let r = client
+        .post(&settings)
+        .form(&[
+            ("provider", "splunk"),
+            ("csrf_token", csrf.as_str()),
+            ("action", "save"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let page = panel(&s, ADMINS[0]).await;
+    let warning = texts(&page, "p.stranded").join(" ");
+    assert!(
+        warning.contains("3 event(s) still wait for Datadog"),
+        "{warning}"
+    );
+}

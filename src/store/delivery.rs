@@ -600,3 +600,20 @@ pub async fn notifications(
     .fetch_all(pool)
     .await?)
 }
+
+/// Pending events of a subscription's other destinations (a provider it no longer uses).
+pub async fn stranded(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    current_provider: &str,
+) -> Result<Vec<(String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "select provider, count(*) from delivery_queue
+         where subscription_id = $1 and provider <> $2 and state = 'pending'
+         group by provider order by provider",
+    )
+    .bind(subscription_id)
+    .bind(current_provider)
+    .fetch_all(pool)
+    .await?)
+}

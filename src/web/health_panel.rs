@@ -28,6 +28,8 @@ pub struct HealthView {
     pub gaps: Vec<(String, i64, String, String)>,
     pub emails: Vec<(String, String, String, String)>,
     pub sends_email: bool,
+    /// Events still waiting for providers the subscription no longer uses: (label, count).
+    pub stranded: Vec<(String, i64)>,
 }
 
 fn age(since: DateTime<Utc>) -> String {
@@ -47,6 +49,16 @@ pub async fn health_view(
     provider: &str,
 ) -> Result<HealthView, WebError> {
     let health = store::delivery::health(state.pool(), subscription_id, provider).await?;
+    let stranded = store::delivery::stranded(state.pool(), subscription_id, provider)
+        .await?
+        .into_iter()
+        .map(|(p, n)| {
+            let label = crate::domain::provider::Provider::parse(&p)
+                .map(|p| p.label().to_owned())
+                .unwrap_or(p);
+            (label, n)
+        })
+        .collect();
     let emails = store::delivery::notifications(state.pool(), subscription_id, PANEL_ROWS)
         .await?
         .into_iter()
@@ -82,6 +94,7 @@ pub async fn health_view(
             gaps: Vec::new(),
             emails,
             sends_email: state.sends_email(),
+            stranded,
         });
     };
     let parked = store::delivery::parked(state.pool(), subscription_id, provider, PANEL_ROWS)
@@ -168,6 +181,7 @@ pub async fn health_view(
         gaps,
         emails,
         sends_email: state.sends_email(),
+        stranded,
     })
 }
 
