@@ -153,35 +153,19 @@ pub fn secret_fields(provider: Provider) -> &'static [SecretField] {
     }
 }
 
-/// Loads and unseals what is stored for `provider`.
+/// Loads and unseals what is stored for `provider` (see [`load_all`]).
 pub async fn load(
     pool: &PgPool,
     master_key: &MasterKey,
     subscription_id: Uuid,
     provider: Provider,
 ) -> Result<StoredProvider, store::Error> {
-    let fields: BTreeMap<String, String> =
-        store::siem::provider_fields(pool, subscription_id, provider.id())
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-    let mut secrets = BTreeMap::new();
-    for secret in secret_fields(provider) {
-        if let Some(row) =
-            store::siem::secret(pool, subscription_id, provider.id(), secret.name).await?
-        {
-            let context = secret_context(subscription_id, provider, secret.name);
-            let value = master_key
-                .open(&row.sealed, &context)
-                .and_then(|bytes| String::from_utf8(bytes).ok());
-            let stored = match value {
-                Some(v) => StoredSecret::Usable(v, row.hint),
-                None => StoredSecret::Unreadable(row.hint),
-            };
-            secrets.insert(secret.field.to_owned(), stored);
-        }
-    }
-    Ok(StoredProvider { fields, secrets })
+    Ok(load_all(pool, master_key, subscription_id)
+        .await?
+        .into_iter()
+        .find(|(p, _)| *p == provider)
+        .map(|(_, stored)| stored)
+        .unwrap_or_default())
 }
 
 /// Loads and unseals what is stored for every provider, in two queries.

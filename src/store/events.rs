@@ -161,13 +161,3 @@ pub async fn record(
         queued: u64::try_from(queued).unwrap_or_default(),
     })
 }
-
-/// How many events a subscription has recorded.
-pub async fn count(pool: &PgPool, subscription_id: Uuid) -> Result<i64, Error> {
-    Ok(
-        sqlx::query_scalar("select count(*) from audit_events where subscription_id = $1")
-            .bind(subscription_id)
-            .fetch_one(pool)
-            .await?,
-    )
-}

@@ -54,47 +54,6 @@ pub async fn settings(pool: &PgPool, subscription_id: Uuid) -> Result<Option<Set
     .await?)
 }
 
-/// A provider's plain fields (a JSON object), if ever saved.
-pub async fn provider_fields(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-) -> Result<Option<Value>, Error> {
-    Ok(sqlx::query_scalar(
-        "select fields from siem_provider_fields where subscription_id = $1 and provider = $2",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .fetch_optional(pool)
-    .await?)
-}
-
-/// A provider's sealed secret, if set.
-pub async fn secret(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-    name: &str,
-) -> Result<Option<SecretRow>, Error> {
-    let row: Option<(String, Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
-        "select key_id, nonce, ciphertext, hint from siem_secrets
-         where subscription_id = $1 and provider = $2 and name = $3",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(key_id, nonce, ciphertext, hint)| SecretRow {
-        sealed: Sealed {
-            key_id,
-            nonce,
-            ciphertext,
-        },
-        hint,
-    }))
-}
-
 /// Writes the switch and provider.
 pub async fn upsert_settings(
     tx: &mut Transaction<'_, Postgres>,

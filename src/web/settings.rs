@@ -263,14 +263,13 @@ async fn show(
     Query(query): Query<ShowQuery>,
 ) -> Result<Html<String>, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
-    let stored = stored_all(&state, membership.subscription_id).await?;
-    let settings = store::siem::settings(state.pool(), membership.subscription_id).await?;
+    let loaded = Loaded::fetch(&state, membership.subscription_id).await?;
     let mut values = FormValues::new();
-    for (_, s) in &stored {
+    for (_, s) in &loaded.stored {
         values.extend(s.fields.clone());
     }
     values.entry("datadog_site".into()).or_insert_with(|| {
-        if values_has_url(&stored) {
+        if values_has_url(&loaded.stored) {
             "custom".into()
         } else {
             DatadogSite::ALL[0].code().into()
@@ -293,23 +292,18 @@ async fn show(
         )),
         (None, None) => None,
     };
-    let enabled = settings.as_ref().is_some_and(|s| s.enabled);
-    let provider = settings
-        .map(|s| s.provider)
-        .unwrap_or_else(|| Provider::Datadog.id().to_owned());
-    let page = render(
-        &state,
-        &user,
+    let form = FormState {
         membership,
-        enabled,
-        provider,
+        enabled: loaded.settings.as_ref().is_some_and(|s| s.enabled),
+        provider: loaded
+            .settings
+            .as_ref()
+            .map_or_else(|| Provider::Datadog.id().to_owned(), |s| s.provider.clone()),
         values,
-        FieldErrors::default(),
+        errors: FieldErrors::default(),
         status,
-        &stored,
-    )
-    .await?;
-    Ok(Html(page))
+    };
+    Ok(Html(render(&state, &user, form, &loaded).await?))
 }
 
 fn values_has_url(stored: &[(Provider, StoredProvider)]) -> bool {
@@ -320,35 +314,54 @@ fn values_has_url(stored: &[(Provider, StoredProvider)]) -> bool {
     })
 }
 
-/// What is stored for every provider.
-async fn stored_all(
-    state: &AppState,
-    subscription_id: uuid::Uuid,
-) -> Result<Vec<(Provider, StoredProvider)>, WebError> {
-    Ok(config::load_all(state.pool(), state.master_key(), subscription_id).await?)
+/// The subscription's stored SIEM state, read once per request.
+struct Loaded {
+    /// What is stored for every provider.
+    stored: Vec<(Provider, StoredProvider)>,
+    /// The switch, the chosen provider and who changed them last.
+    settings: Option<store::siem::SettingsRow>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn render(
-    state: &AppState,
-    user: &CurrentUser,
+impl Loaded {
+    async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
+        Ok(Loaded {
+            stored: config::load_all(state.pool(), state.master_key(), subscription_id).await?,
+            settings: store::siem::settings(state.pool(), subscription_id).await?,
+        })
+    }
+}
+
+/// The form as the page shows it: what was typed (or stored), its errors and the outcome.
+struct FormState {
     membership: MembershipRow,
     enabled: bool,
     provider: String,
-    mut values: FormValues,
+    values: FormValues,
     errors: FieldErrors,
     status: Option<Status>,
-    stored: &[(Provider, StoredProvider)],
+}
+
+async fn render(
+    state: &AppState,
+    user: &CurrentUser,
+    form: FormState,
+    loaded: &Loaded,
 ) -> Result<String, WebError> {
+    let FormState {
+        membership,
+        enabled,
+        provider,
+        mut values,
+        errors,
+        status,
+    } = form;
     let sub = membership.subscription_id;
-    let settings = store::siem::settings(state.pool(), sub).await?;
+    let settings = loaded.settings.as_ref();
     let health = health_view(
         state,
         sub,
-        settings.as_ref().is_some_and(|s| s.enabled),
-        settings
-            .as_ref()
-            .map_or(Provider::Datadog.id(), |s| s.provider.as_str()),
+        settings.is_some_and(|s| s.enabled),
+        settings.map_or(Provider::Datadog.id(), |s| s.provider.as_str()),
     )
     .await?;
     let history = store::siem::history(state.pool(), sub, HISTORY_SHOWN)
@@ -363,7 +376,7 @@ async fn render(
         .collect();
     // Secrets are write-only: whatever was typed is never sent back.
     let mut secret_hints = BTreeMap::new();
-    for (p, s) in stored {
+    for (p, s) in &loaded.stored {
         for secret in config::secret_fields(*p) {
             values.remove(secret.field);
             if let Some(stored) = s.secrets.get(secret.field) {
@@ -419,7 +432,7 @@ async fn render(
         status,
         open,
         secret_hints,
-        last_change: settings.map(|s| (s.updated_by_email, when(s.updated_at))),
+        last_change: settings.map(|s| (s.updated_by_email.clone(), when(s.updated_at))),
         providers: Provider::ALL.iter().map(|p| (p.id(), p.label())).collect(),
         other_providers,
         health,
@@ -437,6 +450,17 @@ async fn render(
     Ok(page.render()?)
 }
 
+/// Answers with the page re-rendered for `form`.
+async fn answer(
+    state: &AppState,
+    user: &CurrentUser,
+    form: FormState,
+    loaded: &Loaded,
+    code: StatusCode,
+) -> Result<Response, WebError> {
+    Ok((code, Html(render(state, user, form, loaded).await?)).into_response())
+}
+
 async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -444,10 +468,10 @@ async fn submit(
     Form(raw): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
-    let mut form: FormValues = raw.into_iter().collect();
-    let csrf = form.remove("csrf_token").unwrap_or_default();
+    let mut values: FormValues = raw.into_iter().collect();
+    let csrf = values.remove("csrf_token").unwrap_or_default();
     user.check_csrf(&csrf)?;
-    let action = form.remove("action").unwrap_or_default();
+    let action = values.remove("action").unwrap_or_default();
     let sub = membership.subscription_id;
 
     if !membership.role().is_admin() {
@@ -471,31 +495,37 @@ async fn submit(
         ));
     }
 
-    let enabled = form.remove("siem_enabled").is_some();
-    let provider_raw = form.remove("provider").unwrap_or_default();
-    let stored = stored_all(&state, sub).await?;
+    let enabled = values.remove("siem_enabled").is_some();
+    let provider_raw = values.remove("provider").unwrap_or_default();
+    let loaded = Loaded::fetch(&state, sub).await?;
+    // The page again, as submitted, with field errors and a status.
+    let again = |values: FormValues, errors: FieldErrors, status: Status| FormState {
+        membership: membership.clone(),
+        enabled,
+        provider: provider_raw.trim().to_owned(),
+        values,
+        errors,
+        status: Some(status),
+    };
     let provider = match Provider::parse(&provider_raw) {
         Ok(p) => p,
         Err(e) => {
             let mut errors = FieldErrors::default();
             errors.add("provider", e);
             let status = Status::plain("error", "Nothing was saved. Fix the field marked below.");
-            let page = render(
+            let form = again(values, errors, status);
+            return answer(
                 &state,
                 &user,
-                membership,
-                enabled,
-                provider_raw,
                 form,
-                errors,
-                Some(status),
-                &stored,
+                &loaded,
+                StatusCode::UNPROCESSABLE_ENTITY,
             )
-            .await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response());
+            .await;
         }
     };
-    let stored_provider = stored
+    let stored = loaded
+        .stored
         .iter()
         .find(|(p, _)| *p == provider)
         .map(|(_, s)| s.clone())
@@ -503,32 +533,28 @@ async fn submit(
 
     match action.as_str() {
         "test" => {
-            let validated =
-                match config::validate(provider, &form, &stored_provider, state.egress(), true) {
-                    Ok(v) => v,
-                    Err(errors) => {
-                        let status = Status::plain(
-                            "error",
-                            format!(
-                                "Fix the {} marked below, then test again.",
-                                plural(errors.count(), "field", "fields")
-                            ),
-                        );
-                        let page = render(
-                            &state,
-                            &user,
-                            membership,
-                            enabled,
-                            provider.id().into(),
-                            form,
-                            errors,
-                            Some(status),
-                            &stored,
-                        )
-                        .await?;
-                        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response());
-                    }
-                };
+            let validated = match config::validate(provider, &values, &stored, state.egress(), true)
+            {
+                Ok(v) => v,
+                Err(errors) => {
+                    let status = Status::plain(
+                        "error",
+                        format!(
+                            "Fix the {} marked below, then test again.",
+                            plural(errors.count(), "field", "fields")
+                        ),
+                    );
+                    let form = again(values, errors, status);
+                    return answer(
+                        &state,
+                        &user,
+                        form,
+                        &loaded,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await;
+                }
+            };
             if !state.allow_test_connection(user.user_id) {
                 let status = Status::plain(
                     "error",
@@ -537,19 +563,8 @@ async fn submit(
                         crate::app::TEST_CONNECTION_LIMIT
                     ),
                 );
-                let page = render(
-                    &state,
-                    &user,
-                    membership,
-                    enabled,
-                    provider.id().into(),
-                    form,
-                    FieldErrors::default(),
-                    Some(status),
-                    &stored,
-                )
-                .await?;
-                return Ok((StatusCode::TOO_MANY_REQUESTS, Html(page)).into_response());
+                let form = again(values, FieldErrors::default(), status);
+                return answer(&state, &user, form, &loaded, StatusCode::TOO_MANY_REQUESTS).await;
             }
             let Some(config) = validated.config else {
                 return Err(WebError::Internal(anyhow::anyhow!(
@@ -581,59 +596,47 @@ async fn submit(
                     Status::plain("error", failure.message)
                 }
             };
-            let page = render(
-                &state,
-                &user,
-                membership,
-                enabled,
-                provider.id().into(),
-                form,
-                FieldErrors::default(),
-                Some(status),
-                &stored,
-            )
-            .await?;
-            Ok(Html(page).into_response())
+            let form = again(values, FieldErrors::default(), status);
+            answer(&state, &user, form, &loaded, StatusCode::OK).await
         }
         "save" => {
-            let validated = match config::validate(
-                provider,
-                &form,
-                &stored_provider,
-                state.egress(),
-                enabled,
-            ) {
-                Ok(v) => v,
-                Err(errors) => {
-                    let status = Status::plain(
-                        "error",
-                        format!(
-                            "Nothing was saved. Fix the {} marked below.",
-                            plural(errors.count(), "field", "fields")
-                        ),
-                    );
-                    let page = render(
-                        &state,
-                        &user,
-                        membership,
-                        enabled,
-                        provider.id().into(),
-                        form,
-                        errors,
-                        Some(status),
-                        &stored,
-                    )
-                    .await?;
-                    return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response());
-                }
-            };
+            let validated =
+                match config::validate(provider, &values, &stored, state.egress(), enabled) {
+                    Ok(v) => v,
+                    Err(errors) => {
+                        let status = Status::plain(
+                            "error",
+                            format!(
+                                "Nothing was saved. Fix the {} marked below.",
+                                plural(errors.count(), "field", "fields")
+                            ),
+                        );
+                        let form = again(values, errors, status);
+                        return answer(
+                            &state,
+                            &user,
+                            form,
+                            &loaded,
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                        )
+                        .await;
+                    }
+                };
             let generated = validated.generated_secret.clone();
-            save(&state, &user, sub, enabled, &stored_provider, validated).await?;
+            save(
+                &state,
+                &user,
+                sub,
+                enabled,
+                loaded.settings.as_ref(),
+                &stored,
+                validated,
+            )
+            .await?;
             match generated {
                 // A new signing secret is shown exactly once, on this answer (never stored in
                 // a URL or a session); the page is not cached.
                 Some(secret) => {
-                    let stored = stored_all(&state, sub).await?;
                     let status = Status {
                         kind: "ok",
                         message: "Settings saved. Copy the new signing secret into your receiver now: it is shown only this once.".to_owned(),
@@ -641,22 +644,11 @@ async fn submit(
                         link: None,
                         secret: Some(secret),
                     };
-                    let mut values = form;
                     values.remove("webhook_rotate");
                     values.remove("webhook_clear_headers");
-                    let page = render(
-                        &state,
-                        &user,
-                        membership,
-                        enabled,
-                        provider.id().into(),
-                        values,
-                        FieldErrors::default(),
-                        Some(status),
-                        &stored,
-                    )
-                    .await?;
-                    Ok(Html(page).into_response())
+                    let form = again(values, FieldErrors::default(), status);
+                    let saved = Loaded::fetch(&state, sub).await?;
+                    answer(&state, &user, form, &saved, StatusCode::OK).await
                 }
                 None => Ok(Redirect::to(&format!(
                     "/subscriptions/{sub}/settings?saved=1#advanced"
@@ -666,19 +658,15 @@ async fn submit(
         }
         _ => {
             let status = Status::plain("error", "Use Test Connection or Save changes.");
-            let page = render(
+            let form = again(values, FieldErrors::default(), status);
+            answer(
                 &state,
                 &user,
-                membership,
-                enabled,
-                provider.id().into(),
                 form,
-                FieldErrors::default(),
-                Some(status),
-                &stored,
+                &loaded,
+                StatusCode::UNPROCESSABLE_ENTITY,
             )
-            .await?;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response())
+            .await
         }
     }
 }
@@ -688,12 +676,12 @@ async fn save(
     user: &CurrentUser,
     sub: uuid::Uuid,
     enabled: bool,
+    before: Option<&store::siem::SettingsRow>,
     stored: &StoredProvider,
     validated: config::Validated,
 ) -> Result<(), WebError> {
     let provider = validated.provider;
-    let before = store::siem::settings(state.pool(), sub).await?;
-    let changes = describe_changes(before.as_ref(), enabled, stored, &validated);
+    let changes = describe_changes(before, enabled, stored, &validated);
     let fields = serde_json::to_value(&validated.fields).map_err(anyhow::Error::from)?;
 
     let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
