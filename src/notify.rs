@@ -5,7 +5,8 @@
 //! once: it expires events past the retention period (counted, recorded as a gap, mailed),
 //! opens an incident for each newly failing destination (one email per admin), sends reminders
 //! at most every [`REMINDER_INTERVAL`], closes incidents whose destination recovered (one
-//! recovery email), then sends what is due from the outbox. Messages are rows first, so an SMTP
+//! recovery email), then sends what is due from the outbox, and prunes old attempts, expired
+//! sessions and stale sign-in failures. Messages are rows first, so an SMTP
 //! outage only delays them; without `CLOUDPKI_SMTP_URL` they are recorded and logged instead.
 
 use std::time::Duration;
@@ -238,6 +239,8 @@ impl Notifier {
         report.sent = sent;
         report.send_failures = failed;
         store::notify::prune_attempts(&self.pool, ATTEMPTS_KEPT).await?;
+        // Expired sessions and day-old sign-in failures: nothing reads them any more.
+        store::accounts::purge_expired(&self.pool).await?;
         Ok(report)
     }
 
