@@ -794,6 +794,7 @@ fn prefill_logs(subs: &[Uuid], n: i64) -> Vec<AuditLog> {
         .map(|g| {
             let serial = hex::encode(sha2::Sha256::digest(g.to_string().as_bytes()));
             AuditLog {
+                sequence: 0,
                 uuid: Uuid::new_v4(),
                 subscription_id: subs[(g as usize) % subs.len()],
                 event_id: EventId::parse(CATALOG[(g as usize) % CATALOG.len()] as u32)

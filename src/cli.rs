@@ -243,7 +243,10 @@ async fn emit(
     }
     let events = match crate::domain::ingest::parse_body(&body, chrono::Utc::now()) {
         Ok(events) => events,
-        Err(crate::domain::ingest::IngestError::Invalid(problems)) => {
+        Err(
+            crate::domain::ingest::IngestError::Invalid(problems)
+            | crate::domain::ingest::IngestError::TooLarge(problems),
+        ) => {
             let text = problems
                 .iter()
                 .map(|p| format!("--{}: {}", p.field.replace('_', "-"), p.message))
@@ -251,7 +254,9 @@ async fn emit(
                 .join("; ");
             return Err(UsageError(text).into());
         }
-        Err(crate::domain::ingest::IngestError::TooMany(_)) => unreachable!("one event"),
+        Err(crate::domain::ingest::IngestError::TooMany(n)) => {
+            return Err(UsageError(format!("{n} events given; emit takes one")).into())
+        }
     };
     let new: Vec<store::events::NewEvent> = events
         .into_iter()

@@ -1,22 +1,35 @@
-//! The forwarder: delivers every queued audit event to its SIEM destination, at least once.
+//! The forwarder: delivers every subscription's audit log to its SIEM destination, at least
+//! once, reading each destination's log from its cursor (see `store::delivery`).
 //!
-//! One pass ([`Forwarder::forward_once_at`]) claims due destinations one at a time, sends a batch
-//! each, and writes the outcome; [`Forwarder::run`] repeats passes when PostgreSQL notifies a
-//! commit (`LISTEN cloudpki_events`) and on a periodic sweep, so a lost notification only
-//! delays. Several loops run in one process and any number of processes may share a database:
-//! they coordinate only through destination leases in PostgreSQL (see `store::delivery`).
+//! A dispatcher claims due destinations while it has free slots and serves each claim in a
+//! task of its own, so a destination that hangs for the whole HTTP timeout holds one slot, not
+//! the process. A claim reads ranges of `seq > cursor`, sends them with several ranges in
+//! flight when the SIEM keeps up (a window that widens by one per settled range, starting at
+//! one), settles them in order, renews its lease while it waits, and gives the destination
+//! back after [`ForwarderOptions::claim_budget`]. [`Forwarder::forward_once_at`] serves every
+//! due destination one claim at a time; tests drive it with an injected clock.
 //!
-//! Answers are handled per [`Disposition`]: delivered events leave the queue; 413 splits the
-//! batch; 400 splits until the offending event is alone, then parks it with its reason; 408,
-//! 429, 5xx and network errors back off exponentially with full jitter (honouring
-//! `Retry-After`); 401/403/404 keep every event queued and mark the destination failing.
+//! Answers are handled per [`Disposition`]: delivered events move the cursor; 413 splits the
+//! batch; 400 splits (depth first) until the offending event is alone, then parks it with its
+//! reason. When single events are refused the same way with nothing accepted (checked with one
+//! probe from the far end of the range), or bisection exceeds `2·log2(n) + 8` requests, the
+//! fault is the destination's: it is marked failing, the events are kept. 408, 429, 5xx and
+//! network errors back off exponentially with full jitter (honouring a clamped
+//! `Retry-After`); 401/403/404 keep every event and mark the destination failing; 410 pauses
+//! it. A panic in provider code marks that destination failing with the reason; it never ends
+//! a loop, and the loops themselves are supervised.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use sqlx::{postgres::PgListener, PgPool};
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
 use crate::{
@@ -25,14 +38,17 @@ use crate::{
     siem::{egress::EgressPolicy, AuditLog, Disposition, SendError, SiemDestination},
     store::{
         self,
-        delivery::{BatchResult, Claimed, Health, QueuedEvent},
+        delivery::{Claimed, Finish, Health, LogEvent, Range, Settled},
     },
 };
 
-/// Most events read per claim (Datadog's per-request limit; larger batches are split by size).
+/// Most events read per range (Datadog's per-request limit; larger batches split by size).
 pub const BATCH_EVENTS: i64 = 1000;
-/// How long a claim holds a destination; a worker that dies releases it by letting it expire.
+/// How long a claim holds a destination without a renewal; a worker that dies releases it by
+/// letting it expire. Renewed every third of it while sending.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// How long one claim may go on reading new ranges before it gives the destination back.
+pub const DEFAULT_CLAIM_BUDGET: Duration = Duration::from_secs(5);
 /// First retry delay; doubles with each consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay for transient trouble.
@@ -46,18 +62,28 @@ pub const FAILING_AFTER: Duration = Duration::from_secs(300);
 pub const FAILING_AFTER_ATTEMPTS: i32 = 5;
 /// Periodic sweep: retries that came due, and anything a lost notification left behind.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// Concurrent claim loops per process.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Destinations served at once per process.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Ranges of one destination in flight at once, at most.
+pub const MAX_WINDOW: usize = 8;
+/// How long SIGTERM waits for sends in flight before handing them back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of a forwarder; tests shorten the lease.
 #[derive(Debug, Clone)]
 pub struct ForwarderOptions {
     /// Lease of a claimed destination.
     pub lease: Duration,
-    /// Concurrent claim loops.
+    /// Destinations served at once.
     pub concurrency: usize,
     /// Period of the sweep that runs between notifications.
     pub sweep: Duration,
+    /// How long a claim goes on reading new ranges.
+    pub claim_budget: Duration,
+    /// How long a stop waits for sends in flight.
+    pub shutdown_grace: Duration,
+    /// Ranges in flight per destination, at most.
+    pub max_window: usize,
 }
 
 impl Default for ForwarderOptions {
@@ -66,6 +92,9 @@ impl Default for ForwarderOptions {
             lease: DEFAULT_LEASE,
             concurrency: DEFAULT_CONCURRENCY,
             sweep: SWEEP_INTERVAL,
+            claim_budget: DEFAULT_CLAIM_BUDGET,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_window: MAX_WINDOW,
         }
     }
 }
@@ -73,13 +102,13 @@ impl Default for ForwarderOptions {
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
-    /// Batches claimed.
+    /// Ranges (batches of up to [`BATCH_EVENTS`]) served.
     pub batches: u64,
     /// Events the SIEMs accepted.
     pub delivered: u64,
     /// Events parked (refused for good).
     pub parked: u64,
-    /// Events resent after a worker died mid-send.
+    /// Events resent after a holder died or lost its lease mid-send.
     pub duplicates: u64,
     /// Claims that ended in a retry or a failing destination.
     pub failures: u64,
@@ -95,7 +124,80 @@ impl PassReport {
     }
 }
 
-/// Delivers queued events to SIEM destinations.
+/// A claim's clock: the (injectable) time the claim started plus the real time since.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: DateTime<Utc>,
+    started: Instant,
+}
+
+impl Clock {
+    fn at(base: DateTime<Utc>) -> Self {
+        Self {
+            base,
+            started: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        later(self.base, self.started.elapsed())
+    }
+}
+
+/// What became of one event of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    /// Not sent, or refused in a way that says nothing about the event.
+    Unsent,
+    /// Sent without an answer: the SIEM may have it.
+    MaybeSent,
+    Delivered,
+    Parked(String),
+}
+
+/// Why a range stopped short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Trouble {
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    Failing {
+        reason: String,
+    },
+    /// The destination refuses everything the same way.
+    Refused {
+        reason: String,
+    },
+    Gone {
+        reason: String,
+    },
+    /// The worker stopped while sending (shutdown).
+    Interrupted,
+}
+
+#[derive(Debug)]
+struct RangeOutcome {
+    fates: Vec<Fate>,
+    trouble: Option<Trouble>,
+}
+
+impl RangeOutcome {
+    fn all(n: usize, fate: Fate, trouble: Trouble) -> Self {
+        Self {
+            fates: vec![fate; n],
+            trouble: Some(trouble),
+        }
+    }
+}
+
+/// A range on its way: its events and the task sending them.
+struct InFlight {
+    events: Vec<LogEvent>,
+    handle: JoinHandle<RangeOutcome>,
+}
+
+/// Delivers the audit log to SIEM destinations.
 #[derive(Clone)]
 pub struct Forwarder {
     pool: PgPool,
@@ -103,14 +205,13 @@ pub struct Forwarder {
     client: reqwest::Client,
     egress: Arc<EgressPolicy>,
     hostname: String,
-    owner: Uuid,
     options: ForwarderOptions,
     notifier: Option<crate::notify::Notifier>,
     shared: crate::siem::config::Shared,
 }
 
 impl Forwarder {
-    /// A forwarder with its own lease-owner id.
+    /// A forwarder; each claim gets its own lease token.
     pub fn new(
         pool: PgPool,
         master_key: MasterKey,
@@ -125,7 +226,6 @@ impl Forwarder {
             client,
             egress,
             hostname,
-            owner: Uuid::new_v4(),
             options,
             notifier: None,
             shared: crate::siem::config::Shared::default(),
@@ -149,8 +249,8 @@ impl Forwarder {
         self.forward_once_at(Utc::now()).await
     }
 
-    /// Serves every destination that is due at `now` until none has due work left: each claim
-    /// sends one batch, and a served destination goes to the back of the line.
+    /// Serves every destination that is due at `now`, one claim at a time, until none has due
+    /// work left. A served destination goes to the back of the line.
     pub async fn forward_once_at(&self, now: DateTime<Utc>) -> Result<PassReport, store::Error> {
         let mut report = PassReport::default();
         while let Some(one) = self.serve_one(now).await? {
@@ -159,67 +259,124 @@ impl Forwarder {
         Ok(report)
     }
 
-    /// Claims one due destination and sends one batch to it; `None` when nothing is due.
+    /// Claims one due destination and serves it; `None` when nothing is due.
     pub async fn serve_one(&self, now: DateTime<Utc>) -> Result<Option<PassReport>, store::Error> {
-        let lease =
-            chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::Duration::seconds(60));
+        let (_keep, stop) = watch::channel(false);
         let Some(claimed) =
-            store::delivery::claim_destination(&self.pool, self.owner, now, lease).await?
+            store::delivery::claim_destination(&self.pool, now, to_chrono(self.options.lease))
+                .await?
         else {
             return Ok(None);
         };
-        let report = match self.serve_claimed(&claimed, now).await {
-            Ok(report) => report,
+        Ok(Some(
+            self.serve_isolated(claimed, Clock::at(now), stop).await?,
+        ))
+    }
+
+    /// Serves a claim in a task of its own: a panic anywhere in it marks that destination
+    /// failing, with the reason, and is never more than that.
+    async fn serve_isolated(
+        &self,
+        claimed: Claimed,
+        clock: Clock,
+        stop: watch::Receiver<bool>,
+    ) -> Result<PassReport, store::Error> {
+        let me = self.clone();
+        let task = tokio::spawn({
+            let claimed = claimed.clone();
+            async move { me.serve_claimed(claimed, clock, stop).await }
+        });
+        match task.await {
+            Ok(result) => result,
             Err(e) => {
-                // Let another pass retry; the events stay queued.
-                let _ = store::delivery::release(&self.pool, &claimed, self.owner).await;
-                return Err(e);
+                let reason = crash_reason(&claimed.provider, e);
+                tracing::error!(subscription_id = %claimed.subscription_id, provider = %claimed.provider, %reason, "a claim failed unexpectedly; the destination is marked failing");
+                let health = Health::Failing {
+                    next_attempt_at: later(
+                        clock.now(),
+                        backoff(claimed.consecutive_failures, FAILING_RETRY_CAP),
+                    ),
+                    error: reason,
+                };
+                let finish = Finish {
+                    health,
+                    ..Finish::default()
+                };
+                store::delivery::finish(
+                    &self.pool,
+                    &claimed,
+                    clock.now(),
+                    &finish,
+                    claimed.inflight_to,
+                )
+                .await?;
+                Ok(PassReport {
+                    failures: 1,
+                    ..PassReport::default()
+                })
             }
-        };
-        Ok(Some(report))
+        }
     }
 
     async fn serve_claimed(
-        &self,
-        claimed: &Claimed,
-        now: DateTime<Utc>,
+        self,
+        claimed: Claimed,
+        clock: Clock,
+        stop: watch::Receiver<bool>,
     ) -> Result<PassReport, store::Error> {
-        let events = store::delivery::take_batch(&self.pool, claimed, BATCH_EVENTS).await?;
-        let duplicates = events.iter().filter(|e| e.was_in_flight).count() as i64;
-        let mut result = BatchResult {
-            duplicates,
-            ..BatchResult::default()
+        let mut report = PassReport::default();
+        let destination = match self.destination(&claimed).await? {
+            Ok(d) => d,
+            Err(problem) => {
+                let finish = Finish {
+                    health: self.health_after(
+                        &claimed,
+                        clock.now(),
+                        Trouble::Failing { reason: problem },
+                    ),
+                    ..Finish::default()
+                };
+                store::delivery::finish(
+                    &self.pool,
+                    &claimed,
+                    clock.now(),
+                    &finish,
+                    claimed.inflight_to,
+                )
+                .await?;
+                report.failures = 1;
+                return Ok(report);
+            }
+        };
+        let mut claim = ClaimState {
+            probe_first: claimed.status == "failing",
+            maybe_sent_to: claimed.inflight_to,
+            ..ClaimState::default()
         };
 
-        match self.destination(claimed).await? {
-            Err(problem) => {
-                result.health = self.failing(claimed, now, problem).await?;
-            }
-            Ok(destination) => {
-                let mut logs = Vec::with_capacity(events.len());
-                for event in &events {
-                    match to_audit_log(event, claimed.subscription_id) {
-                        Some(log) => logs.push((event.queue_id, log)),
-                        None => result.parked.push((
-                            event.queue_id,
-                            format!(
-                                "Event ID {} is not in the catalog; it cannot be sent.",
-                                event.event_id
-                            ),
-                        )),
-                    }
-                }
-                self.deliver(destination.as_ref(), claimed, logs, now, &mut result)
-                    .await?;
-            }
+        if claimed.has_retries {
+            self.serve_retries(&claimed, &destination, clock, &mut claim, &mut report)
+                .await?;
+        }
+        if claim.trouble.is_none() {
+            self.serve_log(
+                &claimed,
+                &destination,
+                clock,
+                &stop,
+                &mut claim,
+                &mut report,
+            )
+            .await?;
         }
 
-        let report = PassReport {
-            batches: 1,
-            delivered: result.delivered.len() as u64,
-            parked: result.parked.len() as u64,
-            duplicates: result.duplicates as u64,
-            failures: u64::from(!matches!(result.health, Health::Healthy)),
+        let refused = matches!(claim.trouble, Some(Trouble::Refused { .. }));
+        let health = match claim.trouble.take() {
+            None => Health::Healthy,
+            Some(t) => {
+                report.failures = 1;
+                self.health_after(&claimed, clock.now(), t)
+            }
         };
         let provider = claimed.provider.clone();
         metrics::counter!("cloudpki_events_delivered_total", "provider" => provider.clone())
@@ -228,21 +385,220 @@ impl Forwarder {
             .increment(report.parked);
         metrics::counter!("cloudpki_events_duplicated_total", "provider" => provider.clone())
             .increment(report.duplicates);
+        if refused {
+            metrics::counter!("cloudpki_delivery_refusals_total", "provider" => provider.clone())
+                .increment(1);
+        }
         if report.failures > 0 {
             metrics::counter!("cloudpki_delivery_failures_total", "provider" => provider)
                 .increment(1);
         }
-        if !store::delivery::finish_batch(&self.pool, claimed, self.owner, now, &result).await? {
-            tracing::warn!(subscription_id = %claimed.subscription_id, "lost the destination lease while sending; another worker took over");
+        let finish = Finish {
+            health,
+            delivered: i64::try_from(report.delivered).unwrap_or(i64::MAX),
+            parked: i64::try_from(report.parked).unwrap_or(i64::MAX),
+            park_reason: claim.park_reason,
+            refused,
+        };
+        if !store::delivery::finish(
+            &self.pool,
+            &claimed,
+            clock.now(),
+            &finish,
+            claim.maybe_sent_to,
+        )
+        .await?
+        {
+            tracing::warn!(subscription_id = %claimed.subscription_id, provider = %claimed.provider, "the lease ran out while sending; what was accepted is recorded, another worker carries on");
         }
         Ok(report)
+    }
+
+    /// Sends the events waiting out of order (a retry of parked events).
+    async fn serve_retries(
+        &self,
+        claimed: &Claimed,
+        destination: &Arc<dyn SiemDestination>,
+        clock: Clock,
+        claim: &mut ClaimState,
+        report: &mut PassReport,
+    ) -> Result<(), store::Error> {
+        let events = store::delivery::read_retries(&self.pool, claimed, BATCH_EVENTS).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let handle = self.spawn_range(claimed, destination, &events, clock, claim.probe_first);
+        let outcome = join_range(handle, events.len()).await;
+        let mut settled = Settled::default();
+        for (event, fate) in events.iter().zip(&outcome.fates) {
+            match fate {
+                Fate::Delivered => {
+                    settled.retried.push(event.seq);
+                    settled.delivered += 1;
+                    settled.duplicates += i64::from(event.maybe_sent);
+                }
+                Fate::Parked(reason) => settled.parked.push((event.seq, reason.clone())),
+                // Stays marked in flight: a resend is counted as a possible duplicate.
+                Fate::MaybeSent => {}
+                Fate::Unsent => settled.unsent_retries.push(event.seq),
+            }
+        }
+        report.batches += 1;
+        claim.record(&settled, report);
+        store::delivery::settle(&self.pool, claimed, clock.now(), &settled).await?;
+        claim.trouble = outcome.trouble;
+        Ok(())
+    }
+
+    /// Reads and sends the log after the cursor, several ranges in flight, settling in order.
+    async fn serve_log(
+        &self,
+        claimed: &Claimed,
+        destination: &Arc<dyn SiemDestination>,
+        clock: Clock,
+        stop: &watch::Receiver<bool>,
+        claim: &mut ClaimState,
+        report: &mut PassReport,
+    ) -> Result<(), store::Error> {
+        let lease = to_chrono(self.options.lease);
+        let beat = (self.options.lease / 3).max(Duration::from_millis(50));
+        let budget_end = Instant::now() + self.options.claim_budget;
+        let mut read_after = claimed.cursor;
+        let mut window = 1usize;
+        let mut reading = true;
+        let mut contiguous = true;
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut next_beat = Instant::now() + beat;
+        let mut grace_end: Option<Instant> = None;
+        loop {
+            while reading && inflight.len() < window {
+                if *stop.borrow() || Instant::now() >= budget_end {
+                    reading = false;
+                    break;
+                }
+                match store::delivery::read_range(&self.pool, claimed, read_after, BATCH_EVENTS)
+                    .await?
+                {
+                    Range::LeaseLost => reading = false,
+                    Range::Events(events) if events.is_empty() => reading = false,
+                    Range::Events(events) => {
+                        read_after = events.last().map_or(read_after, |e| e.seq);
+                        let handle = self.spawn_range(
+                            claimed,
+                            destination,
+                            &events,
+                            clock,
+                            claim.probe_first,
+                        );
+                        claim.probe_first = false;
+                        inflight.push_back(InFlight { events, handle });
+                    }
+                }
+            }
+            let Some(mut front) = inflight.pop_front() else {
+                break;
+            };
+            let joined = loop {
+                tokio::select! {
+                    joined = &mut front.handle => break joined,
+                    _ = tokio::time::sleep_until(next_beat) => {
+                        next_beat = Instant::now() + beat;
+                        if !store::delivery::renew(&self.pool, claimed, clock.now(), lease).await? {
+                            reading = false;
+                        }
+                    }
+                    _ = stopped(stop), if grace_end.is_none() => {
+                        reading = false;
+                        grace_end = Some(Instant::now() + self.options.shutdown_grace);
+                    }
+                    _ = sleep_until_opt(grace_end) => {
+                        // Out of time: hand the sends back; the events count as maybe sent.
+                        front.handle.abort();
+                        for other in &inflight {
+                            other.handle.abort();
+                        }
+                    }
+                }
+            };
+            let outcome = range_outcome(joined, front.events.len(), &claimed.provider);
+            let settled = settle_range(&front.events, &outcome.fates, contiguous);
+            contiguous &= settled.cursor_to == front.events.last().map(|e| e.seq);
+            report.batches += 1;
+            claim.record(&settled, report);
+            store::delivery::settle(&self.pool, claimed, clock.now(), &settled).await?;
+            match outcome.trouble {
+                Some(trouble) => {
+                    reading = false;
+                    claim.trouble.get_or_insert(trouble);
+                }
+                None if !contiguous && claim.trouble.is_none() => {
+                    reading = false;
+                    claim.trouble = Some(Trouble::Failing {
+                        reason: "Some events of a batch were neither accepted nor refused by the SIEM; they are kept and sent again.".into(),
+                    });
+                }
+                None => window = (window + 1).min(self.options.max_window.max(1)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts sending one range in a task of its own.
+    fn spawn_range(
+        &self,
+        claimed: &Claimed,
+        destination: &Arc<dyn SiemDestination>,
+        events: &[LogEvent],
+        clock: Clock,
+        probe_first: bool,
+    ) -> JoinHandle<RangeOutcome> {
+        let mut fates = vec![Fate::Unsent; events.len()];
+        let mut logs = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
+        for (k, event) in events.iter().enumerate() {
+            match to_audit_log(event, claimed.subscription_id) {
+                Some(log) => {
+                    logs.push(log);
+                    positions.push(k);
+                }
+                None => {
+                    fates[k] = Fate::Parked(format!(
+                        "Event ID {} is not in the catalog; it cannot be sent.",
+                        event.event_id
+                    ))
+                }
+            }
+        }
+        let destination = destination.clone();
+        let client = self.client.clone();
+        let egress = self.egress.clone();
+        let provider = claimed.provider.clone();
+        tokio::spawn(async move {
+            let outcome = deliver_range(
+                &*destination,
+                &client,
+                &egress,
+                &provider,
+                &logs,
+                clock,
+                probe_first,
+            )
+            .await;
+            for (fate, k) in outcome.fates.into_iter().zip(positions) {
+                fates[k] = fate;
+            }
+            RangeOutcome {
+                fates,
+                trouble: outcome.trouble,
+            }
+        })
     }
 
     /// The configured destination, or why it cannot be used.
     async fn destination(
         &self,
         claimed: &Claimed,
-    ) -> Result<Result<Box<dyn SiemDestination>, String>, store::Error> {
+    ) -> Result<Result<Arc<dyn SiemDestination>, String>, store::Error> {
         let Ok(provider) = Provider::parse(&claimed.provider) else {
             return Ok(Err(format!(
                 "Unknown SIEM provider `{}`.",
@@ -257,197 +613,491 @@ impl Forwarder {
             &self.egress,
         )
         .await?;
-        Ok(config.map(|c| c.destination(&self.hostname, &self.shared)))
+        Ok(config.map(|c| Arc::from(c.destination(&self.hostname, &self.shared))))
     }
 
-    async fn failing(
-        &self,
-        claimed: &Claimed,
-        now: DateTime<Utc>,
-        error: String,
-    ) -> Result<Health, store::Error> {
-        let (failures, _) = store::delivery::failure_state(&self.pool, claimed).await?;
-        Ok(Health::Failing {
-            next_attempt_at: now + to_chrono(backoff(failures, FAILING_RETRY_CAP)),
-            error,
-        })
-    }
-
-    /// Sends `logs`, splitting on 413 and isolating 400s, and records the outcome in `result`.
-    async fn deliver(
-        &self,
-        destination: &dyn SiemDestination,
-        claimed: &Claimed,
-        logs: Vec<(i64, AuditLog)>,
-        now: DateTime<Utc>,
-        result: &mut BatchResult,
-    ) -> Result<(), store::Error> {
-        let mut groups = std::collections::VecDeque::from([logs]);
-        while let Some(group) = groups.pop_front() {
-            if group.is_empty() {
-                continue;
-            }
-            let by_uuid: std::collections::HashMap<Uuid, i64> =
-                group.iter().map(|(id, log)| (log.uuid, *id)).collect();
-            let audit_logs: Vec<AuditLog> = group.iter().map(|(_, log)| log.clone()).collect();
-            for batch in destination.build_batches(&audit_logs, now) {
-                let ids: Vec<i64> = batch
-                    .event_uuids
-                    .iter()
-                    .filter_map(|u| by_uuid.get(u).copied())
-                    .collect();
-                metrics::histogram!("cloudpki_batch_events").record(batch.len() as f64);
-                let started = std::time::Instant::now();
-                let answer = destination.send(&self.client, &self.egress, &batch).await;
-                metrics::histogram!("cloudpki_send_seconds", "provider" => claimed.provider.clone())
-                    .record(started.elapsed().as_secs_f64());
-                let disposition = match answer {
-                    Ok(d) => d,
-                    Err(SendError::EgressDenied { reason }) => Disposition::AuthFailed {
-                        reason: format!(
-                            "The call was blocked by this server's outbound policy. {reason}"
-                        ),
-                    },
-                    Err(e) => Disposition::Retry {
-                        after: None,
-                        reason: e.to_string(),
-                    },
-                };
-                match disposition {
-                    Disposition::Delivered => result.delivered.extend(ids),
-                    Disposition::SplitBatch | Disposition::Rejected { .. } if ids.len() > 1 => {
-                        let members: Vec<(i64, AuditLog)> = group
-                            .iter()
-                            .filter(|(id, _)| ids.contains(id))
-                            .cloned()
-                            .collect();
-                        let half = members.len() / 2;
-                        let (left, right) = members.split_at(half);
-                        groups.push_back(left.to_vec());
-                        groups.push_back(right.to_vec());
+    /// The destination's state after a claim that stopped short.
+    fn health_after(&self, claimed: &Claimed, now: DateTime<Utc>, trouble: Trouble) -> Health {
+        let failures = claimed.consecutive_failures;
+        match trouble {
+            Trouble::Retry { after, reason } => {
+                metrics::counter!("cloudpki_delivery_retries_total", "provider" => claimed.provider.clone()).increment(1);
+                let delay = after
+                    .map(|d| d.min(crate::siem::MAX_RETRY_AFTER))
+                    .unwrap_or_else(|| backoff(failures, BACKOFF_CAP));
+                tracing::info!(subscription_id = %claimed.subscription_id, delay_ms = delay.as_millis() as u64, %reason, "delivery will be retried");
+                let next_attempt_at = later(now, delay);
+                // A short blip retries quietly; a long outage is an incident.
+                let long_outage = failures.saturating_add(1) >= FAILING_AFTER_ATTEMPTS
+                    || claimed
+                        .failing_since
+                        .is_some_and(|t| now - t >= to_chrono(FAILING_AFTER));
+                if long_outage {
+                    Health::Failing {
+                        next_attempt_at,
+                        error: reason,
                     }
-                    Disposition::SplitBatch => {
-                        result.parked.extend(ids.into_iter().map(|id| {
-                            (id, "The SIEM refused this event as too large even on its own (HTTP 413).".to_owned())
-                        }));
-                    }
-                    Disposition::Rejected { reason } => {
-                        result
-                            .parked
-                            .extend(ids.into_iter().map(|id| (id, reason.clone())));
-                    }
-                    Disposition::Retry { after, reason } => {
-                        metrics::counter!("cloudpki_delivery_retries_total", "provider" => claimed.provider.clone()).increment(1);
-                        let (failures, since) =
-                            store::delivery::failure_state(&self.pool, claimed).await?;
-                        let delay = match after {
-                            Some(after) => after,
-                            None => backoff(failures, BACKOFF_CAP),
-                        };
-                        tracing::info!(subscription_id = %claimed.subscription_id, delay_ms = delay.as_millis() as u64, %reason, "delivery will be retried");
-                        let next_attempt_at = now + to_chrono(delay);
-                        // A short blip retries quietly; a long outage is an incident.
-                        let long_outage = failures + 1 >= FAILING_AFTER_ATTEMPTS
-                            || since.is_some_and(|t| now - t >= to_chrono(FAILING_AFTER));
-                        result.health = if long_outage {
-                            Health::Failing {
-                                next_attempt_at,
-                                error: reason,
-                            }
-                        } else {
-                            Health::Retry {
-                                next_attempt_at,
-                                error: reason,
-                            }
-                        };
-                        return Ok(());
-                    }
-                    Disposition::AuthFailed { reason } => {
-                        tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination failing; events stay queued");
-                        result.health = self.failing(claimed, now, reason).await?;
-                        return Ok(());
-                    }
-                    Disposition::PartialAccept { accepted, reason } => {
-                        let accepted = accepted.min(ids.len());
-                        result.delivered.extend(&ids[..accepted]);
-                        if let Some(bad) = ids.get(accepted) {
-                            result.parked.push((*bad, reason));
-                        }
-                        let rest: Vec<(i64, AuditLog)> = ids
-                            .iter()
-                            .skip(accepted + 1)
-                            .filter_map(|id| group.iter().find(|(g, _)| g == id).cloned())
-                            .collect();
-                        if !rest.is_empty() {
-                            groups.push_front(rest);
-                        }
-                    }
-                    Disposition::Gone { reason } => {
-                        tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination is gone; export turned off");
-                        result.disable = Some(reason.clone());
-                        result.health = self.failing(claimed, now, reason).await?;
-                        return Ok(());
+                } else {
+                    Health::Retry {
+                        next_attempt_at,
+                        error: reason,
                     }
                 }
             }
+            Trouble::Failing { reason } => {
+                tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination failing; events are kept");
+                Health::Failing {
+                    next_attempt_at: later(now, backoff(failures, FAILING_RETRY_CAP)),
+                    error: reason,
+                }
+            }
+            Trouble::Refused { reason } => {
+                tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination refuses every event; failing, events are kept");
+                Health::Failing {
+                    next_attempt_at: later(now, backoff(failures, FAILING_RETRY_CAP)),
+                    error: format!(
+                        "The SIEM refused every event it was sent in the same way, so the fault is the destination's (a proxy, a pipeline or its settings), not the events'. The events are kept and sent again once it accepts them. It said: {reason}"
+                    ),
+                }
+            }
+            Trouble::Gone { reason } => {
+                tracing::warn!(subscription_id = %claimed.subscription_id, %reason, "destination is gone; export paused, events are kept");
+                Health::Paused {
+                    error: format!("{reason} Export to it is paused and the events are kept; save the settings again to resume."),
+                }
+            }
+            Trouble::Interrupted => Health::Retry {
+                next_attempt_at: now,
+                error:
+                    "A worker stopped while sending; the events it had in flight are sent again."
+                        .into(),
+            },
         }
-        Ok(())
     }
 
-    /// Runs passes on every notification and sweep until `shutdown` turns true. A batch in
-    /// flight is finished (or, if its send outlives the grace period, its lease expires).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Serves destinations on every notification and sweep until `shutdown` turns true: stops
+    /// claiming at once, lets claims finish their sends for up to the shutdown grace, records
+    /// what happened, and hands back the rest. The dispatcher and the notification loop are
+    /// supervised: if one ever dies it is logged and started again.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let listener = tokio::spawn(listen(self.pool.clone(), wake_tx, shutdown.clone()));
         let mut loops = Vec::new();
-        for _ in 0..self.options.concurrency.max(1) {
+        {
             let me = self.clone();
-            let mut wake = wake_rx.clone();
-            let mut stop = shutdown.clone();
-            loops.push(tokio::spawn(async move {
-                loop {
-                    if *stop.borrow() {
-                        break;
-                    }
-                    match me.serve_one(Utc::now()).await {
-                        Ok(Some(_)) => continue,
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(error = ?e, "forwarder pass failed; retrying"),
-                    }
-                    tokio::select! {
-                        _ = wake.changed() => {},
-                        _ = tokio::time::sleep(me.options.sweep) => {},
-                        _ = stop.changed() => {},
-                    }
-                }
-            }));
+            let stop = shutdown.clone();
+            loops.push(tokio::spawn(supervise(
+                "forwarder",
+                stop.clone(),
+                move || {
+                    let me = me.clone();
+                    let wake = wake_rx.clone();
+                    let stop = stop.clone();
+                    async move { me.dispatch(wake, stop).await }
+                },
+            )));
         }
         if let Some(notifier) = self.notifier.clone() {
-            let mut stop = shutdown.clone();
+            let stop = shutdown.clone();
             let sweep = self.options.sweep.min(Duration::from_secs(5));
-            loops.push(tokio::spawn(async move {
-                loop {
-                    if let Err(e) = notifier.run_once_at(Utc::now()).await {
-                        tracing::error!(error = ?e, "notification pass failed; retrying");
+            loops.push(tokio::spawn(supervise(
+                "notifier",
+                stop.clone(),
+                move || {
+                    let notifier = notifier.clone();
+                    let mut stop = stop.clone();
+                    async move {
+                        loop {
+                            if let Err(e) = notifier.run_once_at(Utc::now()).await {
+                                tracing::error!(error = ?e, "notification pass failed; retrying");
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(sweep) => {},
+                                _ = stop.changed() => {},
+                            }
+                            if *stop.borrow() {
+                                break;
+                            }
+                        }
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(sweep) => {},
-                        _ = stop.changed() => {},
-                    }
-                    if *stop.borrow() {
-                        break;
-                    }
-                }
-            }));
+                },
+            )));
         }
-        tracing::info!(owner = %self.owner, concurrency = self.options.concurrency, "forwarder running");
-        let _ = shutdown.wait_for(|stop| *stop).await;
+        tracing::info!(concurrency = self.options.concurrency, "forwarder running");
         for handle in loops {
             let _ = handle.await;
         }
         listener.abort();
         tracing::info!("forwarder stopped");
     }
+
+    /// Claims due destinations while slots are free and serves each in a task of its own.
+    async fn dispatch(self, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
+        let slots = self.options.concurrency.max(1);
+        let mut claims = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            while claims.len() < slots {
+                let now = Utc::now();
+                match store::delivery::claim_destination(
+                    &self.pool,
+                    now,
+                    to_chrono(self.options.lease),
+                )
+                .await
+                {
+                    Ok(Some(claimed)) => {
+                        let me = self.clone();
+                        let stop = stop.clone();
+                        claims.spawn(async move {
+                            let (subscription_id, provider) = (claimed.subscription_id, claimed.provider.clone());
+                            if let Err(e) = me.serve_isolated(claimed, Clock::at(now), stop).await {
+                                tracing::error!(%subscription_id, %provider, error = ?e, "serving a destination failed; its lease runs out and it is tried again");
+                            }
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "claiming a destination failed; retrying");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = wake.changed() => {},
+                _ = tokio::time::sleep(self.options.sweep) => {},
+                Some(_) = claims.join_next(), if !claims.is_empty() => {},
+                _ = stop.changed() => {},
+            }
+        }
+        // Claims see the stop themselves and finish within the grace period.
+        while claims.join_next().await.is_some() {}
+    }
+}
+
+/// Runs `make()` again whenever it panics, until it returns or `stop` turns true.
+async fn supervise<F, Fut>(name: &'static str, stop: watch::Receiver<bool>, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(loop_name = name, error = %e, "a loop died; starting it again");
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// What a claim has done so far.
+#[derive(Debug, Default)]
+struct ClaimState {
+    /// The destination is failing: send one event alone first.
+    probe_first: bool,
+    /// Up to here the SIEM may have events beyond the cursor.
+    maybe_sent_to: i64,
+    park_reason: Option<String>,
+    trouble: Option<Trouble>,
+}
+
+impl ClaimState {
+    fn record(&mut self, settled: &Settled, report: &mut PassReport) {
+        report.delivered += u64::try_from(settled.delivered).unwrap_or_default();
+        report.duplicates += u64::try_from(settled.duplicates).unwrap_or_default();
+        report.parked += settled.parked.len() as u64;
+        self.maybe_sent_to = self.maybe_sent_to.max(settled.maybe_sent_to);
+        if self.park_reason.is_none() {
+            self.park_reason = settled.parked.first().map(|(_, r)| r.clone());
+        }
+    }
+}
+
+/// The settlement of a log range: the cursor moves over the prefix of delivered or parked
+/// events (only if every earlier range moved it to its end); what the SIEM may hold beyond it
+/// marks possible duplicates.
+fn settle_range(events: &[LogEvent], fates: &[Fate], contiguous: bool) -> Settled {
+    let prefix = if contiguous {
+        fates
+            .iter()
+            .take_while(|f| matches!(f, Fate::Delivered | Fate::Parked(_)))
+            .count()
+    } else {
+        0
+    };
+    let mut settled = Settled {
+        cursor_from: events.first().map_or(0, |e| e.seq - 1),
+        cursor_to: prefix.checked_sub(1).map(|k| events[k].seq),
+        ..Settled::default()
+    };
+    for (k, (event, fate)) in events.iter().zip(fates).enumerate() {
+        match fate {
+            Fate::Delivered => {
+                settled.delivered += 1;
+                settled.duplicates += i64::from(event.maybe_sent);
+                if k >= prefix {
+                    settled.maybe_sent_to = settled.maybe_sent_to.max(event.seq);
+                }
+            }
+            Fate::Parked(reason) if k < prefix => settled.parked.push((event.seq, reason.clone())),
+            Fate::MaybeSent => settled.maybe_sent_to = settled.maybe_sent_to.max(event.seq),
+            Fate::Parked(_) | Fate::Unsent => {}
+        }
+    }
+    settled
+}
+
+/// The outcome of a range task; a panic or an abort still accounts for every event.
+fn range_outcome(
+    joined: Result<RangeOutcome, tokio::task::JoinError>,
+    n: usize,
+    provider: &str,
+) -> RangeOutcome {
+    match joined {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_cancelled() => RangeOutcome::all(n, Fate::MaybeSent, Trouble::Interrupted),
+        Err(e) => RangeOutcome::all(
+            n,
+            Fate::MaybeSent,
+            Trouble::Failing {
+                reason: crash_reason(provider, e),
+            },
+        ),
+    }
+}
+
+async fn join_range(handle: JoinHandle<RangeOutcome>, n: usize) -> RangeOutcome {
+    range_outcome(handle.await, n, "")
+}
+
+/// Plain words for a task that panicked.
+fn crash_reason(provider: &str, e: tokio::task::JoinError) -> String {
+    let detail = match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into()),
+        Err(e) => e.to_string(),
+    };
+    let provider = Provider::parse(provider).map_or("the provider", |p| p.label());
+    format!("cloudpki's code for {provider} failed unexpectedly ({detail}). The events are kept; this was logged for the cloudpki team and delivery is retried.")
+}
+
+/// Resolves when `stop` turns true; never, if its sender is gone.
+async fn stopped(stop: &watch::Receiver<bool>) {
+    let mut stop = stop.clone();
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The most requests one range may take while isolating refused events: `2·log2(n) + 8`.
+fn bisection_cap(n: usize) -> usize {
+    let log2 = usize::BITS - n.max(1).next_power_of_two().leading_zeros() - 1;
+    2 * log2 as usize + 8
+}
+
+/// Sends `logs` (one range), splitting on 413 and isolating 400s depth first. Every event
+/// gets a fate; the trouble says why the range stopped short.
+async fn deliver_range(
+    destination: &dyn SiemDestination,
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    provider: &str,
+    logs: &[AuditLog],
+    clock: Clock,
+    probe_first: bool,
+) -> RangeOutcome {
+    let n = logs.len();
+    let mut fates = vec![Fate::Unsent; n];
+    let index: HashMap<Uuid, usize> = logs.iter().enumerate().map(|(i, l)| (l.uuid, i)).collect();
+    let mut groups: VecDeque<Vec<usize>> = VecDeque::new();
+    if probe_first && n > 1 {
+        groups.push_back(vec![0]);
+        groups.push_back((1..n).collect());
+    } else if n > 0 {
+        groups.push_back((0..n).collect());
+    }
+    let cap = bisection_cap(n);
+    let mut requests = 0usize;
+    let mut delivered_any = false;
+    let mut refusals: Vec<(usize, String)> = Vec::new();
+    let mut trouble = None;
+    'groups: while let Some(group) = groups.pop_front() {
+        let group_logs: Vec<AuditLog> = group.iter().map(|&i| logs[i].clone()).collect();
+        // Late events are re-timed here, right before sending (Datadog's age limit).
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            destination.build_batches(&group_logs, clock.now())
+        }));
+        let mut batches = match built {
+            Ok(batches) => VecDeque::from(batches),
+            Err(payload) => {
+                let detail = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                trouble = Some(Trouble::Failing {
+                    reason: format!("cloudpki could not build a request for {} ({detail}). The events are kept; delivery is retried.", destination.provider()),
+                });
+                break;
+            }
+        };
+        while let Some(batch) = batches.pop_front() {
+            let ids: Vec<usize> = batch
+                .event_uuids
+                .iter()
+                .filter_map(|u| index.get(u).copied())
+                .collect();
+            if requests >= cap {
+                trouble = Some(Trouble::Refused {
+                    reason: format!("more than {cap} requests were refused while looking for the events at fault."),
+                });
+                break 'groups;
+            }
+            requests += 1;
+            metrics::histogram!("cloudpki_batch_events").record(batch.len() as f64);
+            let started = std::time::Instant::now();
+            let answer = destination.send(client, egress, &batch).await;
+            metrics::histogram!("cloudpki_send_seconds", "provider" => provider.to_owned())
+                .record(started.elapsed().as_secs_f64());
+            let disposition = match answer {
+                Ok(d) => d,
+                Err(SendError::EgressDenied { reason }) => Disposition::AuthFailed {
+                    reason: format!(
+                        "The call was blocked by this server's outbound policy. {reason}"
+                    ),
+                },
+                Err(e) => {
+                    // No answer: the SIEM may have stored the batch.
+                    for &i in &ids {
+                        fates[i] = Fate::MaybeSent;
+                    }
+                    trouble = Some(Trouble::Retry {
+                        after: None,
+                        reason: e.to_string(),
+                    });
+                    break 'groups;
+                }
+            };
+            match disposition {
+                Disposition::Delivered => {
+                    for &i in &ids {
+                        fates[i] = Fate::Delivered;
+                    }
+                    delivered_any |= !ids.is_empty();
+                }
+                Disposition::SplitBatch | Disposition::Rejected { .. } if ids.len() > 1 => {
+                    requeue(&mut groups, batches, &index);
+                    let half = ids.len() / 2;
+                    groups.push_front(ids[half..].to_vec());
+                    groups.push_front(ids[..half].to_vec());
+                    continue 'groups;
+                }
+                Disposition::SplitBatch => {
+                    for &i in &ids {
+                        fates[i] = Fate::Parked(
+                            "The SIEM refused this event as too large even on its own (HTTP 413)."
+                                .into(),
+                        );
+                    }
+                }
+                Disposition::Rejected { reason } => {
+                    let Some(&i) = ids.first() else { continue };
+                    if !delivered_any {
+                        if refusals.iter().any(|(_, r)| *r == reason) {
+                            // Two events refused alike and none accepted: the destination's
+                            // fault. Nothing is parked.
+                            for (j, _) in &refusals {
+                                fates[*j] = Fate::Unsent;
+                            }
+                            trouble = Some(Trouble::Refused { reason });
+                            break 'groups;
+                        }
+                        refusals.push((i, reason.clone()));
+                        fates[i] = Fate::Parked(reason);
+                        // Probe: one event from the far end of the range, alone.
+                        requeue(&mut groups, batches, &index);
+                        if let Some(probe) = take_last(&mut groups) {
+                            groups.push_front(vec![probe]);
+                        }
+                        continue 'groups;
+                    }
+                    fates[i] = Fate::Parked(reason);
+                }
+                Disposition::Retry { after, reason } => {
+                    trouble = Some(Trouble::Retry { after, reason });
+                    break 'groups;
+                }
+                Disposition::AuthFailed { reason } => {
+                    trouble = Some(Trouble::Failing { reason });
+                    break 'groups;
+                }
+                Disposition::PartialAccept { accepted, reason } => {
+                    let accepted = accepted.min(ids.len());
+                    for &i in &ids[..accepted] {
+                        fates[i] = Fate::Delivered;
+                    }
+                    delivered_any |= accepted > 0;
+                    if let Some(&bad) = ids.get(accepted) {
+                        fates[bad] = Fate::Parked(reason);
+                    }
+                    requeue(&mut groups, batches, &index);
+                    let rest: Vec<usize> = ids.iter().skip(accepted + 1).copied().collect();
+                    if !rest.is_empty() {
+                        groups.push_front(rest);
+                    }
+                    continue 'groups;
+                }
+                Disposition::Gone { reason } => {
+                    trouble = Some(Trouble::Gone { reason });
+                    break 'groups;
+                }
+            }
+        }
+    }
+    RangeOutcome { fates, trouble }
+}
+
+/// Puts the batches not sent yet back at the front of the work, in order.
+fn requeue(
+    groups: &mut VecDeque<Vec<usize>>,
+    mut batches: VecDeque<crate::siem::Batch>,
+    index: &HashMap<Uuid, usize>,
+) {
+    while let Some(batch) = batches.pop_back() {
+        groups.push_front(
+            batch
+                .event_uuids
+                .iter()
+                .filter_map(|u| index.get(u).copied())
+                .collect(),
+        );
+    }
+}
+
+/// Takes the last event of the remaining work (the far end of the range).
+fn take_last(groups: &mut VecDeque<Vec<usize>>) -> Option<usize> {
+    let last = groups.back_mut()?.pop();
+    if groups.back().is_some_and(Vec::is_empty) {
+        groups.pop_back();
+    }
+    last
 }
 
 /// Forwards `NOTIFY cloudpki_events` to the claim loops; reconnects after errors.
@@ -478,21 +1128,6 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut shutdown: watch::Rec
     }
 }
 
-fn to_audit_log(event: &QueuedEvent, subscription_id: Uuid) -> Option<AuditLog> {
-    let event_id = u32::try_from(event.event_id)
-        .ok()
-        .and_then(|id| EventId::parse(id).ok())?;
-    Some(AuditLog {
-        uuid: event.event_uuid,
-        subscription_id,
-        event_id,
-        occurred_at: event.occurred_at,
-        recorded_at: event.recorded_at,
-        actor: event.actor.clone(),
-        details: event.details.clone(),
-    })
-}
-
 /// Capped exponential backoff with full jitter: uniform in `[0, min(cap, base·2^failures)]`,
 /// at least 100 ms.
 pub fn backoff(consecutive_failures: i32, cap: Duration) -> Duration {
@@ -503,7 +1138,30 @@ pub fn backoff(consecutive_failures: i32, cap: Duration) -> Duration {
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
+    // Durations here are capped far below chrono's range; saturate all the same.
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn to_audit_log(event: &LogEvent, subscription_id: Uuid) -> Option<AuditLog> {
+    let event_id = u32::try_from(event.event_id)
+        .ok()
+        .and_then(|id| EventId::parse(id).ok())?;
+    Some(AuditLog {
+        uuid: event.event_uuid,
+        sequence: event.seq,
+        subscription_id,
+        event_id,
+        occurred_at: event.occurred_at,
+        recorded_at: event.recorded_at,
+        actor: event.actor.clone(),
+        details: event.details.clone(),
+    })
+}
+
+/// `at + d`, saturating far in the future instead of overflowing.
+fn later(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    at.checked_add_signed(to_chrono(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ fn config(fake: &FakeSentinel) -> SentinelConfig {
 fn audit(event_id: EventId, details: Value) -> AuditLog {
     let now = Utc::now();
     AuditLog {
+        sequence: 0,
         uuid: Uuid::new_v4(),
         subscription_id: Uuid::new_v4(),
         event_id,

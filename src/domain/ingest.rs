@@ -14,6 +14,8 @@ use super::events::EventId;
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 /// Longest actor, in characters.
 pub const MAX_ACTOR_CHARS: usize = 512;
+/// Largest `details`, serialized as JSON, in bytes (DESIGN.md: 64 KiB).
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 /// How far in the future `occurred_at` may be (clock skew).
 pub const MAX_FUTURE_SKEW_MINUTES: i64 = 60;
 
@@ -48,6 +50,8 @@ pub enum IngestError {
     TooMany(usize),
     /// Field problems (HTTP 400).
     Invalid(Vec<FieldProblem>),
+    /// `details` larger than [`MAX_DETAILS_BYTES`] (HTTP 413), naming each event.
+    TooLarge(Vec<FieldProblem>),
 }
 
 /// Parses a request body.
@@ -72,6 +76,7 @@ pub fn parse_body(body: &Value, now: DateTime<Utc>) -> Result<Vec<IncomingEvent>
         }]));
     }
     let mut problems = Vec::new();
+    let mut too_large = Vec::new();
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let prefix = if in_array {
@@ -79,6 +84,18 @@ pub fn parse_body(body: &Value, now: DateTime<Utc>) -> Result<Vec<IncomingEvent>
         } else {
             String::new()
         };
+        if let Some(details) = item.get("details") {
+            let size = serde_json::to_vec(details).map_or(usize::MAX, |v| v.len());
+            if size > MAX_DETAILS_BYTES {
+                too_large.push(FieldProblem {
+                    field: format!("{prefix}details"),
+                    message: format!(
+                        "Is {size} bytes as JSON; details may be at most {MAX_DETAILS_BYTES} bytes. Keep large payloads elsewhere and send a reference."
+                    ),
+                });
+                continue;
+            }
+        }
         match parse_event(item, now) {
             Ok(event) => events.push(event),
             Err(mine) => problems.extend(mine.into_iter().map(|(field, message)| FieldProblem {
@@ -87,10 +104,23 @@ pub fn parse_body(body: &Value, now: DateTime<Utc>) -> Result<Vec<IncomingEvent>
             })),
         }
     }
-    if problems.is_empty() {
+    if !too_large.is_empty() {
+        Err(IngestError::TooLarge(too_large))
+    } else if problems.is_empty() {
         Ok(events)
     } else {
         Err(IngestError::Invalid(problems))
+    }
+}
+
+/// Whether a JSON value holds a NUL character in a key or a string (PostgreSQL's jsonb and text
+/// cannot store one).
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -212,6 +242,13 @@ fn parse_event(item: &Value, now: DateTime<Utc>) -> Result<IncomingEvent, Vec<(S
     };
     let details = match object.get("details") {
         None | Some(Value::Null) => Some(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) if has_nul(v) => {
+            problems.push((
+                "details".into(),
+                "Contains a NUL character (\\u0000), which cannot be stored; remove it.".into(),
+            ));
+            None
+        }
         Some(v @ Value::Object(_)) => Some(v.clone()),
         Some(_) => {
             problems.push(("details".into(), "Must be a JSON object.".into()));

@@ -43,6 +43,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
 pub const MAX_LOG_BYTES: usize = 1_000_000;
 /// Oldest `date` Datadog accepts.
 pub const MAX_LOG_AGE: Duration = Duration::from_secs(18 * 3600);
+/// From this age on, a log is re-timed: an hour's margin under [`MAX_LOG_AGE`] for the time a
+/// request spends in flight and in retries (the check runs when the request is built).
+pub const LATE_AFTER: Duration = Duration::from_secs(17 * 3600);
 /// Furthest future `date` Datadog accepts.
 pub const MAX_LOG_FUTURE: Duration = Duration::from_secs(2 * 3600);
 /// `service` of every log; customers' alert queries rely on it.
@@ -83,7 +86,7 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
         log.subscription_id
     );
     let age = now.signed_duration_since(log.occurred_at);
-    let too_old = age.to_std().is_ok_and(|age| age > MAX_LOG_AGE);
+    let too_old = age.to_std().is_ok_and(|age| age >= LATE_AFTER);
     let too_new = (-age).to_std().is_ok_and(|ahead| ahead > MAX_LOG_FUTURE);
     let date = if too_old || too_new {
         now
@@ -112,6 +115,11 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_old || too_new {
         object.insert("OriginalDate".into(), json!(rfc3339(log.occurred_at)));
     }
+    if too_old {
+        object.insert("late".into(), json!(true));
+    }
+    object.insert("OccurredAt".into(), json!(rfc3339(log.occurred_at)));
+    object.insert("Sequence".into(), json!(log.sequence));
     object.insert("EventID".into(), json!(log.event_id.get()));
     object.insert("EventSummary".into(), json!(info.summary));
     object.insert("Criticality".into(), json!(criticality.as_str()));
@@ -347,6 +355,7 @@ pub async fn test_connection(
 ) -> Result<TestSuccess, TestFailure> {
     let now = Utc::now();
     let probe = AuditLog {
+        sequence: 0,
         uuid: Uuid::new_v4(),
         subscription_id,
         event_id: EventId::CONNECTION_TEST,
@@ -509,6 +518,7 @@ mod tests {
 
     fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
         AuditLog {
+            sequence: 0,
             uuid: Uuid::new_v4(),
             subscription_id: Uuid::new_v4(),
             event_id: EventId::parse(event).expect("catalog id"),
@@ -533,6 +543,8 @@ mod tests {
                 "message": "Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com",
                 "ddtags": format!("criticality:high,event_id:4888,subscription_id:{}", log.subscription_id),
                 "date": "2025-03-04T10:00:00.000Z",
+                "OccurredAt": "2025-03-04T10:00:00.000Z",
+                "Sequence": 0,
                 "EventID": 4888,
                 "EventSummary": "Certificate request denied due to insufficient permissions",
                 "Criticality": "High",
@@ -578,8 +590,14 @@ mod tests {
             .expect("tags")
             .ends_with(",late:true"));
 
-        let recent = log_object(&audit(19, at(6, 0), json!({})), "h", now);
-        assert_eq!(recent["date"], "2025-03-04T06:00:00.000Z");
+        // At 17 h the log is re-timed already: an hour's margin for time in flight.
+        let edge = log_object(&audit(19, at(6, 0), json!({})), "h", now);
+        assert_eq!(edge["date"], "2025-03-04T23:00:00.000Z");
+        assert_eq!(edge["late"], true);
+        assert_eq!(edge["OccurredAt"], "2025-03-04T06:00:00.000Z");
+
+        let recent = log_object(&audit(19, at(6, 1), json!({})), "h", now);
+        assert_eq!(recent["date"], "2025-03-04T06:01:00.000Z");
         assert!(recent.get("OriginalDate").is_none());
         assert!(!recent["ddtags"].as_str().expect("tags").contains("late"));
     }

@@ -218,6 +218,10 @@ struct EventFields<'a> {
     subscription_id: Uuid,
     #[serde(rename = "EventUuid")]
     event_uuid: Uuid,
+    #[serde(rename = "Sequence")]
+    sequence: i64,
+    #[serde(rename = "OccurredAt")]
+    occurred_at: String,
     #[serde(rename = "Actor")]
     actor: Option<Cow<'a, str>>,
     message: Cow<'a, str>,
@@ -249,6 +253,10 @@ fn event_fields(log: &AuditLog) -> EventFields<'_> {
         criticality: info.criticality.as_str(),
         subscription_id: log.subscription_id,
         event_uuid: log.uuid,
+        sequence: log.sequence,
+        occurred_at: log
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         actor: log.actor.as_deref().map(Cow::Borrowed),
         message: Cow::Owned(message),
         details: Cow::Borrowed(&log.details),
@@ -758,6 +766,7 @@ pub async fn test_connection(
     }
     let now = Utc::now();
     let probe = AuditLog {
+        sequence: 0,
         uuid: Uuid::new_v4(),
         subscription_id,
         event_id: EventId::CONNECTION_TEST,
@@ -992,6 +1001,7 @@ mod tests {
 
     fn audit(event: u32, details: Value) -> AuditLog {
         AuditLog {
+            sequence: 0,
             uuid: Uuid::parse_str("11111111-2222-4333-8444-555555555555").expect("uuid"),
             subscription_id: Uuid::parse_str("aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee").expect("uuid"),
             event_id: EventId::parse(event).expect("catalog id"),
@@ -1020,7 +1030,8 @@ mod tests {
             r#""sourcetype":"ezca:audit","index":"pki","event":{"EventID":4888,"#,
             r#""EventSummary":"Certificate request denied due to insufficient permissions","#,
             r#""Criticality":"High","SubscriptionId":"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee","#,
-            r#""EventUuid":"11111111-2222-4333-8444-555555555555","Actor":"alice@example.com","#,
+            r#""EventUuid":"11111111-2222-4333-8444-555555555555","Sequence":0,"#,
+            r#""OccurredAt":"2025-03-04T10:00:00.123Z","Actor":"alice@example.com","#,
             r#""message":"Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com","#,
             r#""details":{"template":"Web Server"}}}"#
         );

@@ -32,6 +32,8 @@ use egress::{find_resolve_denied, BoxFuture, EgressError, EgressPolicy};
 pub struct AuditLog {
     /// Stable id of the event; sent as `EventUuid` so the SIEM side can deduplicate.
     pub uuid: Uuid,
+    /// Its number in the subscription's log (`Sequence`; 0 for a connection test).
+    pub sequence: i64,
     pub subscription_id: Uuid,
     pub event_id: EventId,
     /// When the PKI core says it happened.

@@ -67,6 +67,8 @@ use crate::siem::{
     TestSuccess,
 };
 
+/// Longest token lifetime believed, whatever `expires_in` says.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The Logs Ingestion API version spoken here.
 pub const API_VERSION: &str = "2023-01-01";
 /// Largest request Azure accepts, compressed or not, in bytes.
@@ -87,13 +89,15 @@ pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Ends a `details` (or other text field) that had to be cut below [`MAX_FIELD_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: field exceeded 64 KB]";
 /// The columns (name, KQL type) the DCR's stream declaration and the table need.
-pub const STREAM_COLUMNS: [(&str, &str); 12] = [
+pub const STREAM_COLUMNS: [(&str, &str); 14] = [
     ("TimeGenerated", "datetime"),
     ("EventID", "int"),
     ("EventSummary", "string"),
     ("Criticality", "string"),
     ("SubscriptionId", "string"),
     ("EventUuid", "string"),
+    ("Sequence", "long"),
+    ("OccurredAt", "datetime"),
     ("Actor", "string"),
     ("details", "dynamic"),
     ("message", "string"),
@@ -170,6 +174,8 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_old || too_new {
         row.insert("OriginalTime".into(), json!(rfc3339(log.occurred_at)));
     }
+    row.insert("OccurredAt".into(), json!(rfc3339(log.occurred_at)));
+    row.insert("Sequence".into(), json!(log.sequence));
     row.insert("EventID".into(), json!(log.event_id.get()));
     row.insert("EventSummary".into(), json!(info.summary));
     row.insert("Criticality".into(), json!(info.criticality.as_str()));
@@ -476,13 +482,16 @@ impl TokenCache {
         let now = Instant::now();
         let mut tokens = lock(&self.tokens);
         tokens.retain(|_, cached| now < cached.refresh_at);
-        tokens.insert(
-            key,
-            CachedToken {
-                token: token.clone(),
-                refresh_at: now + keep,
-            },
-        );
+        // Checked: a lifetime from outside must never overflow the clock.
+        if let Some(refresh_at) = now.checked_add(keep) {
+            tokens.insert(
+                key,
+                CachedToken {
+                    token: token.clone(),
+                    refresh_at,
+                },
+            );
+        }
         Ok(token)
     }
 }
@@ -540,9 +549,11 @@ fn parse_token_answer(body: &str) -> Option<(AccessToken, Duration)> {
         Value::String(s) => s.parse().ok()?,
         _ => return None,
     };
+    // Entra ID issues tokens for about an hour; an absurd lifetime from a hostile or broken
+    // endpoint is clamped, so it can neither overflow a clock nor pin a token for years.
     Some((
         AccessToken(Arc::from(token)),
-        Duration::from_secs(expires_in),
+        Duration::from_secs(expires_in.min(MAX_TOKEN_LIFETIME.as_secs())),
     ))
 }
 
@@ -1111,6 +1122,7 @@ mod tests {
 
     fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
         AuditLog {
+            sequence: 0,
             uuid: Uuid::new_v4(),
             subscription_id: Uuid::new_v4(),
             event_id: EventId::parse(event).expect("catalog id"),
@@ -1143,6 +1155,8 @@ mod tests {
             value,
             json!({
                 "TimeGenerated": "2025-03-04T10:00:00.000Z",
+                "OccurredAt": "2025-03-04T10:00:00.000Z",
+                "Sequence": 0,
                 "EventID": 4888,
                 "EventSummary": "Certificate request denied due to insufficient permissions",
                 "Criticality": "High",

@@ -117,6 +117,8 @@ fn full_event_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Val
         "Criticality": info.criticality.as_str(),
         "SubscriptionId": log.subscription_id,
         "EventUuid": log.uuid,
+        "Sequence": log.sequence,
+        "OccurredAt": rfc3339(log.occurred_at),
         "Actor": actor,
         "details": details,
         "date": rfc3339(log.occurred_at),
@@ -507,6 +509,7 @@ pub async fn test_connection(
 ) -> Result<TestSuccess, TestFailure> {
     let now = Utc::now();
     let probe = AuditLog {
+        sequence: 0,
         uuid: Uuid::new_v4(),
         subscription_id,
         event_id: EventId::CONNECTION_TEST,
@@ -673,6 +676,7 @@ mod tests {
 
     fn audit(event: u32, n: u128, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
         AuditLog {
+            sequence: 0,
             uuid: uuid(n),
             subscription_id: uuid(0xabc),
             event_id: EventId::parse(event).expect("catalog id"),
@@ -710,6 +714,7 @@ mod tests {
             r#""Actor":"alice@example.com","Criticality":"High","EventID":4888,"#,
             r#""EventSummary":"Certificate request denied due to insufficient permissions","#,
             r#""EventUuid":"00000000-0000-0000-0000-000000000001","#,
+            r#""OccurredAt":"2025-03-04T10:00:00.000Z","Sequence":0,"#,
             r#""SubscriptionId":"00000000-0000-0000-0000-000000000abc","#,
             r#""date":"2025-03-04T10:00:00.000Z","details":{"template":"Web Server"},"#,
             r#""message":"Certificate request denied due to insufficient permissions (Event ID 4888) by alice@example.com"}]}}"#,
@@ -927,6 +932,7 @@ mod tests {
         let key = secret(DOC_SECRET);
         assert_eq!(key.hmac_key(), b"cloudpki-webhook-example-key-32b");
         let event = AuditLog {
+            sequence: 1,
             uuid: Uuid::parse_str("6f9619ff-8b86-4011-b42d-00c04fc964ff").expect("uuid"),
             subscription_id: Uuid::parse_str("2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d").expect("uuid"),
             event_id: EventId::parse(4870).expect("catalog id"),
@@ -966,8 +972,8 @@ mod tests {
     const DOC_SECRET: &str = "whsec_Y2xvdWRwa2ktd2ViaG9vay1leGFtcGxlLWtleS0zMmI=";
     const DOC_ID: &str = "msg_10978922e20ef32b4f4bda2389b52520";
     const DOC_TIMESTAMP: i64 = 1_741_082_405;
-    const DOC_BODY: &str = r#"{"type":"ezca.audit_events","timestamp":"2025-03-04T10:00:00.000Z","data":{"events":[{"Actor":"bob@example.com","Criticality":"Medium","EventID":4870,"EventSummary":"A certificate has been revoked","EventUuid":"6f9619ff-8b86-4011-b42d-00c04fc964ff","SubscriptionId":"2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d","date":"2025-03-04T10:00:00.000Z","details":{"serial":"4f:1a"},"message":"A certificate has been revoked (Event ID 4870) by bob@example.com"}]}}"#;
-    const DOC_SIGNATURE: &str = "v1,g9UhOZS/ijfa4s50gLb/0sqB96SND5y0nr2Ssb84m6Y=";
+    const DOC_BODY: &str = r#"{"type":"ezca.audit_events","timestamp":"2025-03-04T10:00:00.000Z","data":{"events":[{"Actor":"bob@example.com","Criticality":"Medium","EventID":4870,"EventSummary":"A certificate has been revoked","EventUuid":"6f9619ff-8b86-4011-b42d-00c04fc964ff","OccurredAt":"2025-03-04T10:00:00.000Z","Sequence":1,"SubscriptionId":"2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d","date":"2025-03-04T10:00:00.000Z","details":{"serial":"4f:1a"},"message":"A certificate has been revoked (Event ID 4870) by bob@example.com"}]}}"#;
+    const DOC_SIGNATURE: &str = "v1,KahOzSmKjdJEVf8iAeCsI11JjzVx96ROpY4f1wbg3LI=";
 
     /// The kind of disposition a table row expects.
     #[derive(Debug, PartialEq)]

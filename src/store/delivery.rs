@@ -1,14 +1,17 @@
-//! The delivery queue and each destination's delivery state.
+//! The delivery log's cursors: what each destination has settled, what is in flight, and what
+//! it refused.
 //!
-//! A worker *claims a destination* (a lease on its `delivery_destinations` row, taken with
-//! `for update skip locked` in a statement of its own), reads up to a batch of its pending
-//! events, commits, and only then calls the SIEM. The outcome is written in one transaction
-//! guarded by the lease owner, so a worker that lost its lease cannot overwrite another's work.
-//! Because a destination is held by one worker at a time and every pending row is read (not
-//! "rows after a cursor"), events that commit out of id order are never skipped. Destinations
-//! are claimed by `next_attempt_at`, and a served destination goes to the back of that order, so
-//! a large backlog or a dead destination does not delay the others. Every timestamp comes from
-//! the caller, so tests can drive time.
+//! Every audit event of a subscription has a gap-free `seq` (see `store::events::record`). A
+//! destination keeps a `cursor`: every event with `seq <= cursor` is settled (delivered, parked
+//! or expired). A worker *claims* a destination with a lease that carries a fresh token per
+//! claim (`lease_owner`), reads `seq > cursor` by index range, marks how far it has handed
+//! events to the SIEM (`inflight_to`), commits, and only then sends. Settling a range moves the
+//! cursor forward with `greatest`, guarded by contiguity, and needs no lease: a holder whose
+//! lease expired mid-send still records what the SIEM accepted. Events between the cursor and
+//! `inflight_to` at claim time may have reached the SIEM already (the previous holder died or
+//! lost its lease): resending them is counted as duplicates. Delivering writes nothing per
+//! event; refused events go to `delivery_parked` (as do events to resend out of order). Every
+//! timestamp comes from the caller, so tests can drive time.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -24,15 +27,36 @@ pub struct Claimed {
     pub subscription_id: Uuid,
     /// Provider id.
     pub provider: String,
-    /// Queue rows a previous holder had in flight and never finished (it died mid-send).
-    pub inflight_ids: Vec<i64>,
+    /// This claim's lease token: renewals and the release must present it.
+    pub token: Uuid,
+    /// Every event up to here is settled.
+    pub cursor: i64,
+    /// A previous holder handed events up to here to the SIEM.
+    pub inflight_to: i64,
+    /// The subscription's latest event when claimed.
+    pub last_seq: i64,
+    /// Some events wait to be sent out of order (a retry of parked events).
+    pub has_retries: bool,
+    /// `healthy` or `failing`.
+    pub status: String,
+    /// Failed claims in a row.
+    pub consecutive_failures: i32,
+    /// Start of the current run of failures.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
-/// A queued event with its delivery row.
+impl Claimed {
+    /// Whether a previous holder may already have sent the event `seq`.
+    pub fn maybe_sent(&self, seq: i64) -> bool {
+        seq > self.cursor && seq <= self.inflight_to
+    }
+}
+
+/// An event of the log, as the forwarder reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct QueuedEvent {
-    /// Queue row id.
-    pub queue_id: i64,
+pub struct LogEvent {
+    /// Its number in the subscription's log.
+    pub seq: i64,
     /// `EventUuid`.
     pub event_uuid: Uuid,
     /// Catalog id.
@@ -45,20 +69,30 @@ pub struct QueuedEvent {
     pub actor: Option<String>,
     /// Details.
     pub details: Value,
-    /// A previous worker died while sending it.
-    pub was_in_flight: bool,
+    /// A previous holder may have sent it already (a resend is a possible duplicate).
+    pub maybe_sent: bool,
 }
 
-/// Makes sure a destination row exists, and makes it due now (a saved change may fix it).
+/// Makes sure a destination row exists and makes it due now (a saved change may fix it). A
+/// new destination owes the events recorded from now on; one switched on again owes, besides
+/// what it still owed when it was switched off, only what is recorded from now on. Saving
+/// also lifts a pause (the admin has seen to the destination).
 pub async fn ensure_destination(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<(), Error> {
     sqlx::query(
-        "insert into delivery_destinations (subscription_id, provider) values ($1, $2)
+        "with sub as (select last_seq from subscriptions where id = $1)
+         insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
+         values ($1, $2, (select last_seq from sub), (select last_seq from sub))
          on conflict on constraint delivery_destinations_pkey
-         do update set next_attempt_at = now(), consecutive_failures = 0, disabled_reason = null",
+         do update set next_attempt_at = now(), consecutive_failures = 0, paused_reason = null,
+            cursor = case when d.off_at_seq is not null and d.cursor >= d.off_at_seq
+                          then greatest(d.cursor, (select last_seq from sub)) else d.cursor end,
+            inflight_to = greatest(d.inflight_to, case when d.off_at_seq is not null
+                and d.cursor >= d.off_at_seq then (select last_seq from sub) else 0 end),
+            off_at_seq = null",
     )
     .bind(subscription_id)
     .bind(provider)
@@ -67,91 +101,270 @@ pub async fn ensure_destination(
     Ok(())
 }
 
-/// Leases the destination that has waited longest among those with due pending work.
+/// Export to a destination was switched off: it keeps owing what was recorded until now.
+pub async fn switch_off(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update delivery_destinations
+         set off_at_seq = coalesce(off_at_seq, (select last_seq from subscriptions where id = $1))
+         where subscription_id = $1 and provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Leases the destination that has waited longest among those with due work, under a fresh
+/// token. Taking over an expired lease is counted.
 pub async fn claim_destination(
     pool: &PgPool,
-    owner: Uuid,
     now: DateTime<Utc>,
     lease: chrono::Duration,
 ) -> Result<Option<Claimed>, Error> {
     Ok(sqlx::query_as::<_, Claimed>(
         "update delivery_destinations d
-         set leased_until = $2::timestamptz + $3, lease_owner = $1
-         where (d.subscription_id, d.provider) = (
-            select c.subscription_id, c.provider
+         set leased_until = $1::timestamptz + $2, lease_owner = gen_random_uuid(),
+             takeovers_total = d.takeovers_total + (d.lease_owner is not null)::int
+         from (
+            select c.subscription_id, c.provider, sub.last_seq,
+                   exists (select 1 from delivery_parked p
+                           where p.subscription_id = c.subscription_id
+                             and p.provider = c.provider and p.state = 'retry') as has_retries
             from delivery_destinations c
             join siem_settings s
               on s.subscription_id = c.subscription_id and s.provider = c.provider and s.enabled
-            where c.next_attempt_at <= $2
-              and (c.leased_until is null or c.leased_until < $2)
-              and exists (
-                select 1 from delivery_queue q
-                where q.subscription_id = c.subscription_id and q.provider = c.provider
-                  and q.state = 'pending')
+            join subscriptions sub on sub.id = c.subscription_id
+            where c.next_attempt_at <= $1
+              and (c.leased_until is null or c.leased_until < $1)
+              and c.paused_reason is null
+              and (c.cursor < sub.last_seq
+                   or exists (select 1 from delivery_parked p
+                              where p.subscription_id = c.subscription_id
+                                and p.provider = c.provider and p.state = 'retry'))
             order by c.next_attempt_at, c.subscription_id
             limit 1
             -- `no key update`: producers' foreign-key checks hold `key share` locks on this
             -- row while they commit; a plain `for update` would skip busy destinations.
-            for no key update of c skip locked)
-         returning d.subscription_id, d.provider, d.inflight_ids",
+            for no key update of c skip locked
+         ) picked
+         where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
+         returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
+                   d.inflight_to, picked.last_seq, picked.has_retries, d.status,
+                   d.consecutive_failures, d.failing_since",
     )
-    .bind(owner)
     .bind(now)
     .bind(lease)
     .fetch_optional(pool)
     .await?)
 }
 
-/// Reads up to `limit` pending events of a claimed destination, oldest first, and records them
-/// as the destination's batch in flight. Reports which ones a dead holder had in flight
-/// (possible duplicates).
-pub async fn take_batch(
+/// Extends a claim's lease; `false` when the claim lost it (another worker took over).
+pub async fn renew(
+    pool: &PgPool,
+    claimed: &Claimed,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update delivery_destinations set leased_until = $4::timestamptz + $5
+         where subscription_id = $1 and provider = $2 and lease_owner = $3",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(claimed.token)
+    .bind(now)
+    .bind(lease)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// What reading a range found.
+#[derive(Debug)]
+pub enum Range {
+    /// The events after `after`, in `seq` order (empty when caught up).
+    Events(Vec<LogEvent>),
+    /// The claim's lease is gone: send nothing more.
+    LeaseLost,
+}
+
+/// Reads up to `limit` events after `after` and records, under the claim's lease, that they
+/// are about to be sent. One round trip; an index range scan of `audit_events_pkey`.
+pub async fn read_range(
+    pool: &PgPool,
+    claimed: &Claimed,
+    after: i64,
+    limit: i64,
+) -> Result<Range, Error> {
+    let rows = sqlx::query_as::<
+        _,
+        (
+            i64,
+            Uuid,
+            i32,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Option<String>,
+            Value,
+            bool,
+        ),
+    >(
+        "with r as materialized (
+            select seq, id, event_id, occurred_at, recorded_at, actor, details
+            from audit_events
+            where subscription_id = $1 and seq > $3
+            order by seq
+            limit $4
+         ), m as (
+            update delivery_destinations
+            set inflight_to = greatest(inflight_to, (select max(seq) from r))
+            where subscription_id = $1 and provider = $2 and lease_owner = $5
+              and exists (select 1 from r)
+            returning 1
+         )
+         select r.seq, r.id, r.event_id, r.occurred_at, r.recorded_at, r.actor, r.details,
+                exists (select 1 from m) as held
+         from r order by r.seq",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(after)
+    .bind(limit)
+    .bind(claimed.token)
+    .fetch_all(pool)
+    .await?;
+    if rows.first().is_some_and(|r| !r.7) {
+        return Ok(Range::LeaseLost);
+    }
+    Ok(Range::Events(
+        rows.into_iter()
+            .map(
+                |(seq, event_uuid, event_id, occurred_at, recorded_at, actor, details, _)| {
+                    LogEvent {
+                        seq,
+                        event_uuid,
+                        event_id,
+                        occurred_at,
+                        recorded_at,
+                        actor,
+                        details,
+                        maybe_sent: claimed.maybe_sent(seq),
+                    }
+                },
+            )
+            .collect(),
+    ))
+}
+
+/// Reads up to `limit` events waiting to be sent out of order and marks them in flight. An
+/// event already marked was in flight with a holder that died: it may have reached the SIEM.
+pub async fn read_retries(
     pool: &PgPool,
     claimed: &Claimed,
     limit: i64,
-) -> Result<Vec<QueuedEvent>, Error> {
-    Ok(sqlx::query_as::<_, QueuedEvent>(
-        "with batch as materialized (
-            select q.id, q.event_uuid
-            from delivery_queue q
-            where q.subscription_id = $1 and q.provider = $2 and q.state = 'pending'
-            order by q.id
-            limit $3
+) -> Result<Vec<LogEvent>, Error> {
+    Ok(sqlx::query_as::<_, LogEvent>(
+        "with picked as materialized (
+            select seq, in_flight from delivery_parked
+            where subscription_id = $1 and provider = $2 and state = 'retry'
+            order by seq limit $3
          ), marked as (
-            update delivery_destinations d
-            set inflight_ids = coalesce((select array_agg(id) from batch), '{}')
-            where d.subscription_id = $1 and d.provider = $2
+            update delivery_parked p set in_flight = true from picked
+            where p.subscription_id = $1 and p.provider = $2 and p.seq = picked.seq
          )
-         select b.id as queue_id, b.event_uuid, e.event_id, e.occurred_at, e.recorded_at,
-                e.actor, e.details, b.id = any($4) as was_in_flight
-         from batch b join audit_events e on e.id = b.event_uuid
-         order by b.id",
+         select e.seq, e.id as event_uuid, e.event_id, e.occurred_at, e.recorded_at, e.actor,
+                e.details, picked.in_flight as maybe_sent
+         from picked join audit_events e on e.subscription_id = $1 and e.seq = picked.seq
+         order by e.seq",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
     .bind(limit)
-    .bind(&claimed.inflight_ids)
     .fetch_all(pool)
     .await?)
 }
 
-/// What happened to a batch, to be written back.
-#[derive(Debug, Default)]
-pub struct BatchResult {
-    /// Accepted by the SIEM.
-    pub delivered: Vec<i64>,
-    /// Refused for good, with the reason shown in the portal.
-    pub parked: Vec<(i64, String)>,
-    /// Resent although a dead worker may have sent them already.
+/// What became of some events of a claim, to be written back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// For a log range: the cursor moves to here (the end of the settled prefix).
+    pub cursor_to: Option<i64>,
+    /// …provided the cursor is at least here (the range's first `seq` − 1).
+    pub cursor_from: i64,
+    /// Out-of-order events the SIEM accepted (their `delivery_parked` rows go).
+    pub retried: Vec<i64>,
+    /// Out-of-order events that go back to waiting (not sent, or not accepted yet).
+    pub unsent_retries: Vec<i64>,
+    /// Events accepted by the SIEM.
+    pub delivered: i64,
+    /// Of those, resends of events a previous holder may have sent.
     pub duplicates: i64,
-    /// How the destination fares.
-    pub health: Health,
-    /// The destination said it is gone for good: turn export off with this reason.
-    pub disable: Option<String>,
+    /// Events refused for good, with the reason shown in the portal.
+    pub parked: Vec<(i64, String)>,
+    /// The SIEM may have events beyond the settled prefix (sent in parallel, or a failure
+    /// after a send): up to here, a later resend is a possible duplicate.
+    pub maybe_sent_to: i64,
 }
 
-/// The destination's state after a batch.
-#[derive(Debug, Default)]
+/// Writes what a claim settled, in one statement. Needs no lease: what the SIEM accepted is
+/// recorded even when the lease expired meanwhile.
+pub async fn settle(
+    pool: &PgPool,
+    claimed: &Claimed,
+    now: DateTime<Utc>,
+    settled: &Settled,
+) -> Result<(), Error> {
+    let parked_seqs: Vec<i64> = settled.parked.iter().map(|(s, _)| *s).collect();
+    let reasons: Vec<String> = settled.parked.iter().map(|(_, r)| r.clone()).collect();
+    sqlx::query(
+        "with parked as (
+            insert into delivery_parked (subscription_id, provider, seq, state, reason, parked_at)
+            select $1, $2, p.seq, 'parked', p.reason, $3
+            from unnest($4::bigint[], $5::text[]) as p(seq, reason)
+            on conflict on constraint delivery_parked_pkey do update
+               set state = 'parked', reason = excluded.reason, parked_at = excluded.parked_at,
+                   in_flight = false
+         ), retried as (
+            delete from delivery_parked
+            where subscription_id = $1 and provider = $2 and seq = any($6) and state = 'retry'
+         ), unsent as (
+            update delivery_parked set in_flight = false
+            where subscription_id = $1 and provider = $2 and seq = any($7)
+         )
+         update delivery_destinations set
+            cursor = case when $8::bigint is not null and cursor >= $9
+                          then greatest(cursor, $8) else cursor end,
+            inflight_to = greatest(inflight_to, $8, $10),
+            delivered_total = delivered_total + $11,
+            duplicates_total = duplicates_total + $12,
+            last_success_at = case when $11 > 0 then $3 else last_success_at end
+         where subscription_id = $1 and provider = $2",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(now)
+    .bind(&parked_seqs)
+    .bind(&reasons)
+    .bind(&settled.retried)
+    .bind(&settled.unsent_retries)
+    .bind(settled.cursor_to)
+    .bind(settled.cursor_from)
+    .bind(settled.maybe_sent_to)
+    .bind(settled.delivered)
+    .bind(settled.duplicates)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The destination's state after a claim.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Health {
     /// The SIEM answered; go on.
     #[default]
@@ -163,197 +376,159 @@ pub enum Health {
         /// Plain-language cause.
         error: String,
     },
-    /// The destination is misconfigured (key, URL): failing until a delivery succeeds.
+    /// The destination is misconfigured (key, URL) or refuses everything: failing (an
+    /// incident, emails) until a delivery succeeds.
     Failing {
         /// When to try again.
         next_attempt_at: DateTime<Utc>,
         /// Plain-language cause.
         error: String,
     },
+    /// The destination asked to stop (webhook 410): paused with this reason until an admin
+    /// saves the settings again. Failing meanwhile, so the admins are told.
+    Paused {
+        /// Plain-language cause.
+        error: String,
+    },
 }
 
-/// Writes a batch's outcome and releases the destination, if this worker still holds it.
-/// Returns `false` when the lease was lost (another worker took over; nothing was written).
-pub async fn finish_batch(
+/// How a claim ended, to be written back.
+#[derive(Debug, Default, Clone)]
+pub struct Finish {
+    /// How the destination fares.
+    pub health: Health,
+    /// Events delivered during the claim (for the attempts list).
+    pub delivered: i64,
+    /// Events parked during the claim.
+    pub parked: i64,
+    /// First park reason, for the attempts list.
+    pub park_reason: Option<String>,
+    /// The destination refused everything the same way (counted).
+    pub refused: bool,
+}
+
+/// Records how a claim ended and releases the destination, if this claim still holds it.
+/// `maybe_sent_to` is how far the SIEM may hold events beyond the cursor (what the next holder
+/// counts as duplicates when it resends them). Returns `false` when the lease was lost
+/// (another worker took over; only the attempt row was written, the new holder owns the
+/// destination's state).
+pub async fn finish(
     pool: &PgPool,
     claimed: &Claimed,
-    owner: Uuid,
     now: DateTime<Utc>,
-    result: &BatchResult,
+    finish: &Finish,
+    maybe_sent_to: i64,
 ) -> Result<bool, Error> {
-    let mut tx = pool.begin().await?;
-    let held: Option<i32> = sqlx::query_scalar(
-        "select consecutive_failures from delivery_destinations
-         where subscription_id = $1 and provider = $2 and lease_owner = $3
-         for no key update",
-    )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(owner)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
-        return Ok(false);
-    }
-    if !result.delivered.is_empty() {
-        sqlx::query("delete from delivery_queue where id = any($1)")
-            .bind(&result.delivered)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !result.parked.is_empty() {
-        let ids: Vec<i64> = result.parked.iter().map(|(id, _)| *id).collect();
-        let reasons: Vec<String> = result.parked.iter().map(|(_, r)| r.clone()).collect();
-        sqlx::query(
-            "update delivery_queue q set state = 'parked',
-                parked_reason = p.reason, parked_at = $3
-             from unnest($1::bigint[], $2::text[]) as p(id, reason)
-             where q.id = p.id",
-        )
-        .bind(&ids)
-        .bind(&reasons)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    let delivered = result.delivered.len() as i64;
-    let (outcome, detail) = match &result.health {
-        Health::Healthy if result.parked.is_empty() => ("delivered", None),
+    let (outcome, detail, next_attempt_at, error, failing, paused) = match &finish.health {
         Health::Healthy => (
             "delivered",
-            Some(format!(
-                "{} event(s) parked: {}",
-                result.parked.len(),
-                result.parked[0].1
-            )),
+            finish
+                .park_reason
+                .as_ref()
+                .map(|r| format!("{} event(s) parked: {r}", finish.parked)),
+            now,
+            None,
+            false,
+            None,
         ),
-        Health::Retry { error, .. } => ("retrying", Some(error.clone())),
-        Health::Failing { error, .. } => ("failing", Some(error.clone())),
-    };
-    sqlx::query(
-        "insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(now)
-    .bind(outcome)
-    .bind(i32::try_from(delivered).unwrap_or(i32::MAX))
-    .bind(detail)
-    .execute(&mut *tx)
-    .await?;
-    match &result.health {
-        Health::Healthy => {
-            sqlx::query(
-                "update delivery_destinations set
-                    leased_until = null, lease_owner = null, next_attempt_at = $3,
-                    inflight_ids = '{}', status = 'healthy', consecutive_failures = 0, failing_since = null,
-                    last_success_at = case when $4 > 0 then $3 else last_success_at end,
-                    delivered_total = delivered_total + $4,
-                    duplicates_total = duplicates_total + $5
-                 where subscription_id = $1 and provider = $2",
-            )
-            .bind(claimed.subscription_id)
-            .bind(&claimed.provider)
-            .bind(now)
-            .bind(delivered)
-            .bind(result.duplicates)
-            .execute(&mut *tx)
-            .await?;
-        }
         Health::Retry {
             next_attempt_at,
             error,
-        }
-        | Health::Failing {
+        } => (
+            "retrying",
+            Some(error.clone()),
+            *next_attempt_at,
+            Some(error),
+            false,
+            None,
+        ),
+        Health::Failing {
             next_attempt_at,
             error,
-        } => {
-            let failing = matches!(result.health, Health::Failing { .. });
-            sqlx::query(
-                "update delivery_destinations set
-                    leased_until = null, lease_owner = null, next_attempt_at = $3,
-                    inflight_ids = '{}', consecutive_failures = consecutive_failures + 1,
-                    last_error = $4, last_error_at = $5,
-                    status = case when $6 then 'failing' else status end,
-                    failing_since = coalesce(failing_since, $5),
-                    last_success_at = case when $7 > 0 then $5 else last_success_at end,
-                    delivered_total = delivered_total + $7,
-                    duplicates_total = duplicates_total + $8
-                 where subscription_id = $1 and provider = $2",
-            )
-            .bind(claimed.subscription_id)
-            .bind(&claimed.provider)
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(now)
-            .bind(failing)
-            .bind(delivered)
-            .bind(result.duplicates)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    if let Some(reason) = &result.disable {
-        sqlx::query(
-            "update delivery_destinations set disabled_reason = $3
-             where subscription_id = $1 and provider = $2",
-        )
-        .bind(claimed.subscription_id)
-        .bind(&claimed.provider)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "update siem_settings set enabled = false where subscription_id = $1 and provider = $2",
-        )
-        .bind(claimed.subscription_id)
-        .bind(&claimed.provider)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
-             values ($1, null, 'cloudpki', 'saved', $2)",
-        )
-        .bind(claimed.subscription_id)
-        .bind(serde_json::json!([format!("Send Audit Logs to SIEM turned off: {reason}")]))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// Releases a destination without touching its events (shutdown before sending).
-pub async fn release(pool: &PgPool, claimed: &Claimed, owner: Uuid) -> Result<(), Error> {
-    // The batch in flight stays recorded: it may have reached the SIEM.
-    sqlx::query(
-        "update delivery_destinations set leased_until = null, lease_owner = null
-         where subscription_id = $1 and provider = $2 and lease_owner = $3",
+        } => (
+            "failing",
+            Some(error.clone()),
+            *next_attempt_at,
+            Some(error),
+            true,
+            None,
+        ),
+        Health::Paused { error } => (
+            "failing",
+            Some(error.clone()),
+            now,
+            Some(error),
+            true,
+            Some(error),
+        ),
+    };
+    let healthy = matches!(finish.health, Health::Healthy);
+    let held: Option<i32> = sqlx::query_scalar(
+        "with attempt as (
+            insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
+            values ($1, $2, $4, $5, $6, $7)
+         )
+         update delivery_destinations set
+            leased_until = null, lease_owner = null, next_attempt_at = $8,
+            status = case when $9 then 'healthy' when $10 then 'failing' else status end,
+            consecutive_failures = case when $9 then 0 else consecutive_failures + 1 end,
+            failing_since = case when $9 then null else coalesce(failing_since, $4) end,
+            last_error = coalesce($11, last_error),
+            last_error_at = case when $11 is null then last_error_at else $4 end,
+            paused_reason = coalesce($12, paused_reason),
+            refusals_total = refusals_total + $13,
+            inflight_to = greatest(cursor, $14)
+         where subscription_id = $1 and provider = $2 and lease_owner = $3
+         returning 1",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
-    .bind(owner)
-    .execute(pool)
+    .bind(claimed.token)
+    .bind(now)
+    .bind(outcome)
+    .bind(i32::try_from(finish.delivered).unwrap_or(i32::MAX))
+    .bind(detail)
+    .bind(next_attempt_at)
+    .bind(healthy)
+    .bind(failing)
+    .bind(error)
+    .bind(paused)
+    .bind(i64::from(finish.refused))
+    .bind(maybe_sent_to)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(held.is_some())
 }
 
-/// How long a destination has been failing: consecutive failures, and since when.
-pub async fn failure_state(
+/// Events of a destination not settled yet: `(waiting, oldest recorded_at)`, by cursor
+/// arithmetic (no row counts). A destination switched off owes only what was recorded before.
+pub async fn owed(
     pool: &PgPool,
-    claimed: &Claimed,
-) -> Result<(i32, Option<DateTime<Utc>>), Error> {
-    Ok(sqlx::query_as(
-        "select consecutive_failures, failing_since from delivery_destinations
-         where subscription_id = $1 and provider = $2",
-    )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .fetch_one(pool)
-    .await?)
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<(i64, Option<DateTime<Utc>>), Error> {
+    Ok(sqlx::query_as(OWED_SQL)
+        .bind(subscription_id)
+        .bind(provider)
+        .fetch_one(pool)
+        .await?)
 }
+
+/// `(waiting, oldest recorded_at)` of destination ($1, $2).
+pub(crate) const OWED_SQL: &str = "
+    select greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
+             + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                and p.provider = d.provider and p.state = 'retry') as waiting,
+           least(
+             (select e.recorded_at from audit_events e
+              where e.subscription_id = d.subscription_id and e.seq = d.cursor + 1
+                and d.cursor < coalesce(d.off_at_seq, sub.last_seq)),
+             (select e.recorded_at from delivery_parked p join audit_events e
+                on e.subscription_id = p.subscription_id and e.seq = p.seq
+              where p.subscription_id = d.subscription_id and p.provider = d.provider
+                and p.state = 'retry' order by p.seq limit 1)) as oldest
+    from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
+    where d.subscription_id = $1 and d.provider = $2";
 
 /// Backlog figures of one destination.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -362,31 +537,38 @@ pub struct Backlog {
     pub subscription_id: Uuid,
     /// Provider.
     pub provider: String,
-    /// Pending events.
+    /// Events waiting.
     pub pending: i64,
     /// Parked events.
     pub parked: i64,
-    /// When the oldest pending event was queued.
+    /// When the oldest waiting event was recorded.
     pub oldest_pending: Option<DateTime<Utc>>,
+    /// Resends counted as possible duplicates.
+    pub duplicates: i64,
+    /// Leases taken over from a holder that died or stalled.
+    pub takeovers: i64,
+    /// Claims that found the destination refusing everything.
+    pub refusals: i64,
 }
 
-/// Backlog of every destination (metrics).
+/// Backlog of every destination (metrics), by cursor arithmetic.
 pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
     Ok(sqlx::query_as::<_, Backlog>(
         "select d.subscription_id, d.provider,
-            count(q.id) filter (where q.state = 'pending') as pending,
-            count(q.id) filter (where q.state = 'parked') as parked,
-            min(q.enqueued_at) filter (where q.state = 'pending') as oldest_pending
-         from delivery_destinations d
-         left join delivery_queue q on q.subscription_id = d.subscription_id and q.provider = d.provider
-         group by d.subscription_id, d.provider",
+            greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
+              + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                 and p.provider = d.provider and p.state = 'retry') as pending,
+            (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                 and p.provider = d.provider and p.state = 'parked') as parked,
+            (select e.recorded_at from audit_events e where e.subscription_id = d.subscription_id
+                 and e.seq = d.cursor + 1) as oldest_pending,
+            d.duplicates_total as duplicates, d.takeovers_total as takeovers,
+            d.refusals_total as refusals
+         from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id",
     )
     .fetch_all(pool)
     .await?)
 }
-
-/// The panel counts waiting events exactly up to this many ("more than" beyond).
-pub const PENDING_COUNT_CAP: i64 = 10_000;
 
 /// Everything the delivery health panel shows about one destination.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -403,44 +585,43 @@ pub struct DestinationHealth {
     pub failing_since: Option<DateTime<Utc>>,
     /// Events delivered, ever.
     pub delivered_total: i64,
-    /// Possible duplicates sent after a worker died.
+    /// Possible duplicates: resends after a holder died or lost its lease.
     pub duplicates_total: i64,
+    /// Leases taken over from a holder that died or stalled.
+    pub takeovers_total: i64,
     /// Events that expired undelivered.
     pub expired_total: i64,
     /// Events waiting.
     pub pending: i64,
-    /// When the oldest waiting event was queued.
+    /// When the oldest waiting event was recorded.
     pub oldest_pending: Option<DateTime<Utc>>,
     /// Events refused by the SIEM.
     pub parked: i64,
     /// Next attempt (backoff).
     pub next_attempt_at: DateTime<Utc>,
+    /// Why the destination is paused, if it is.
+    pub paused_reason: Option<String>,
 }
 
-/// The health of a subscription's destination for `provider`, if it was ever enabled.
+/// The health of a subscription's destination for `provider`, if it was ever enabled. Costs
+/// the same whatever the backlog: counts are cursor arithmetic.
 pub async fn health(
     pool: &PgPool,
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<Option<DestinationHealth>, Error> {
-    Ok(sqlx::query_as::<_, DestinationHealth>(
-        "select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
-                d.delivered_total, d.duplicates_total, d.expired_total, d.next_attempt_at,
-                -- counted up to a cap, so the page costs the same whatever the backlog
-                (select count(*) from (select 1 from delivery_queue q
-                    where q.subscription_id = d.subscription_id and q.provider = d.provider
-                      and q.state = 'pending' limit $3) capped) as pending,
-                -- queue ids grow with time: the first pending row is the oldest
-                (select q.enqueued_at from delivery_queue q where q.subscription_id = d.subscription_id
-                    and q.provider = d.provider and q.state = 'pending'
-                    order by q.id limit 1) as oldest_pending,
-                (select count(*) from delivery_queue q where q.subscription_id = d.subscription_id
-                    and q.provider = d.provider and q.state = 'parked') as parked
-         from delivery_destinations d where d.subscription_id = $1 and d.provider = $2",
-    )
+    Ok(sqlx::query_as::<_, DestinationHealth>(&format!(
+        "with owed as ({OWED_SQL})
+         select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
+                d.delivered_total, d.duplicates_total, d.takeovers_total, d.expired_total,
+                d.next_attempt_at, d.paused_reason,
+                owed.waiting as pending, owed.oldest as oldest_pending,
+                (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                    and p.provider = d.provider and p.state = 'parked') as parked
+         from delivery_destinations d, owed where d.subscription_id = $1 and d.provider = $2"
+    ))
     .bind(subscription_id)
     .bind(provider)
-    .bind(PENDING_COUNT_CAP + 1)
     .fetch_optional(pool)
     .await?)
 }
@@ -450,6 +631,8 @@ pub async fn health(
 pub struct ParkedRow {
     /// `EventUuid`.
     pub event_uuid: Uuid,
+    /// Its number in the log.
+    pub seq: i64,
     /// Catalog id.
     pub event_id: i32,
     /// When it happened.
@@ -466,16 +649,69 @@ pub async fn parked(
     limit: i64,
 ) -> Result<Vec<ParkedRow>, Error> {
     Ok(sqlx::query_as::<_, ParkedRow>(
-        "select q.event_uuid, e.event_id, e.occurred_at, coalesce(q.parked_reason, '') as reason
-         from delivery_queue q join audit_events e on e.id = q.event_uuid
-         where q.subscription_id = $1 and q.provider = $2 and q.state = 'parked'
-         order by q.parked_at desc, q.id desc limit $3",
+        "select e.id as event_uuid, p.seq, e.event_id, e.occurred_at,
+                coalesce(p.reason, '') as reason
+         from delivery_parked p
+         join audit_events e on e.subscription_id = p.subscription_id and e.seq = p.seq
+         where p.subscription_id = $1 and p.provider = $2 and p.state = 'parked'
+         order by p.parked_at desc, p.seq desc limit $3",
     )
     .bind(subscription_id)
     .bind(provider)
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+/// Sends every parked event of a destination again, out of order, due now; returns how many.
+pub async fn retry_parked(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<u64, Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "with moved as (
+            update delivery_parked set state = 'retry', in_flight = false
+            where subscription_id = $1 and provider = $2 and state = 'parked'
+            returning 1
+         ), due as (
+            update delivery_destinations set next_attempt_at = now()
+            where subscription_id = $1 and provider = $2
+         ), woken as (
+            select pg_notify($3, $1::text)
+         )
+         select count(*) from moved, (select count(*) from woken) as w",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(super::events::EVENTS_CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
+/// Events still owed by a subscription's other destinations (a provider it no longer uses).
+pub async fn stranded(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    current_provider: &str,
+) -> Result<Vec<(String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "select d.provider,
+                greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
+                + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                   and p.provider = d.provider and p.state = 'retry') as n
+         from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
+         where d.subscription_id = $1 and d.provider <> $2
+         order by d.provider",
+    )
+    .bind(subscription_id)
+    .bind(current_provider)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .filter(|(_, n): &(String, i64)| *n > 0)
+    .collect())
 }
 
 /// One delivery attempt, for the panel.
@@ -540,36 +776,6 @@ pub async fn gaps(
     .await?)
 }
 
-/// Puts every parked event of a destination back in the queue, due now; returns how many.
-pub async fn retry_parked(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-) -> Result<u64, Error> {
-    let mut tx = pool.begin().await?;
-    let n = sqlx::query(
-        "update delivery_queue set state = 'pending', parked_reason = null, parked_at = null
-         where subscription_id = $1 and provider = $2 and state = 'parked'",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("update delivery_destinations set next_attempt_at = now() where subscription_id = $1 and provider = $2")
-        .bind(subscription_id)
-        .bind(provider)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(super::events::EVENTS_CHANNEL)
-        .bind(subscription_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
 /// A recent email of a subscription, for the panel.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NotificationSummary {
@@ -597,23 +803,6 @@ pub async fn notifications(
     )
     .bind(subscription_id)
     .bind(limit)
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Pending events of a subscription's other destinations (a provider it no longer uses).
-pub async fn stranded(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    current_provider: &str,
-) -> Result<Vec<(String, i64)>, Error> {
-    Ok(sqlx::query_as(
-        "select provider, count(*) from delivery_queue
-         where subscription_id = $1 and provider <> $2 and state = 'pending'
-         group by provider order by provider",
-    )
-    .bind(subscription_id)
-    .bind(current_provider)
     .fetch_all(pool)
     .await?)
 }

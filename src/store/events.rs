@@ -32,25 +32,8 @@ pub struct Recorded {
     pub accepted: u64,
     /// Events whose id was already stored for this subscription (retries).
     pub duplicates: u64,
-    /// Delivery entries queued (events × enabled destinations).
-    pub queued: u64,
-}
-
-/// Recording failed because of the request, not the database.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// Some ids already belong to events of another subscription.
-    #[error("event id {0} is already used by another event; use a new UUID")]
-    IdTaken(Uuid),
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] Error),
-}
-
-impl From<sqlx::Error> for RecordError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(Error::Database(e))
-    }
+    /// The subscription's last `seq` after this batch.
+    pub last_seq: i64,
 }
 
 /// Stores a new ingestion token (its digest) and returns the token's id.
@@ -91,13 +74,16 @@ pub async fn token_subscription(pool: &PgPool, digest: &[u8]) -> Result<Option<U
     .await?)
 }
 
-/// Records a batch all-or-nothing: the events, one delivery entry per destination enabled right
-/// now, and a notification for the forwarder, in one transaction.
+/// Records a batch all-or-nothing: the events get the subscription's next `seq` numbers, in
+/// request order, under the subscription's counter row lock, so `seq` order is commit order and
+/// has no gaps. Ids are idempotency keys within the subscription: an id it already used (or one
+/// repeated within the request) is a duplicate and gets no number. The forwarder is notified at
+/// commit when an enabled destination will read the new events.
 pub async fn record(
     pool: &PgPool,
     subscription_id: Uuid,
     events: &[NewEvent],
-) -> Result<Recorded, RecordError> {
+) -> Result<Recorded, Error> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let event_ids: Vec<i32> = events.iter().map(|e| e.event_id).collect();
     let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
@@ -105,36 +91,40 @@ pub async fn record(
     let details: Vec<Value> = events.iter().map(|e| e.details.clone()).collect();
 
     let mut tx = pool.begin().await?;
-    let taken: Option<Uuid> = sqlx::query_scalar(
-        "select id from audit_events where id = any($1) and subscription_id <> $2 limit 1",
-    )
-    .bind(&ids)
-    .bind(subscription_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(id) = taken {
-        return Err(RecordError::IdTaken(id));
-    }
-    let (accepted, queued): (i64, i64) = sqlx::query_as(
+    // The counter lock, in a statement of its own: the insert below then runs on a snapshot
+    // taken after any earlier writer of this subscription committed, so its duplicate check
+    // sees every id already stored.
+    let base: i64 =
+        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for no key update")
+            .bind(subscription_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let (accepted, last_seq): (i64, i64) = sqlx::query_as(
         "with input as (
             select * from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                as t(id, event_id, occurred_at, actor, details)
+                with ordinality as t(id, event_id, occurred_at, actor, details, ord)
+         ), fresh as (
+            select distinct on (i.id) i.* from input i
+            where not exists (
+                select 1 from audit_events e where e.subscription_id = $6 and e.id = i.id)
+            order by i.id, i.ord
+         ), numbered as (
+            select f.*, $7::bigint + row_number() over (order by f.ord) as seq from fresh f
          ), inserted as (
-            insert into audit_events (id, subscription_id, event_id, occurred_at, actor, details)
-            select id, $6, event_id, occurred_at, actor, details from input
-            on conflict (id) do nothing
-            returning id
-         ), queued as (
-            insert into delivery_queue (event_uuid, subscription_id, provider)
-            select i.id, d.subscription_id, d.provider
-            from inserted i
-            cross join delivery_destinations d
-            join siem_settings s
-              on s.subscription_id = d.subscription_id and s.provider = d.provider and s.enabled
-            where d.subscription_id = $6
-            returning 1
+            insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor, details)
+            select $6, seq, id, event_id, occurred_at, actor, details from numbered
+            returning seq
+         ), counted as (
+            select count(*) as n, coalesce(max(seq), $7::bigint) as last from inserted
+         ), bumped as (
+            update subscriptions set last_seq = (select last from counted)
+            where id = $6 and (select n from counted) > 0
+         ), notified as (
+            -- delivered to listeners at commit, so the forwarder never wakes before the rows
+            select pg_notify($8, $6::text) where (select n from counted) > 0
+              and exists (select 1 from siem_settings s where s.subscription_id = $6 and s.enabled)
          )
-         select (select count(*) from inserted), (select count(*) from queued)",
+         select n, last from counted, (select count(*) from notified) as x",
     )
     .bind(&ids)
     .bind(&event_ids)
@@ -142,22 +132,16 @@ pub async fn record(
     .bind(&actors)
     .bind(&details)
     .bind(subscription_id)
+    .bind(base)
+    .bind(EVENTS_CHANNEL)
     .fetch_one(&mut *tx)
     .await?;
-    if queued > 0 {
-        // Delivered to listeners at commit, so the forwarder never wakes before the rows exist.
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(subscription_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
     let accepted = u64::try_from(accepted).unwrap_or_default();
     Ok(Recorded {
         accepted,
         // Ids already stored, and ids repeated within this request.
         duplicates: (ids.len() as u64).saturating_sub(accepted),
-        queued: u64::try_from(queued).unwrap_or_default(),
+        last_seq,
     })
 }

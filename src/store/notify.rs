@@ -89,7 +89,7 @@ pub async fn open_incidents(
                 coalesce(d.last_error, 'Delivery is failing.'), d.delivered_total, $1
          from delivery_destinations d
          join siem_settings s on s.subscription_id = d.subscription_id and s.provider = d.provider
-              and (s.enabled or d.disabled_reason is not null)
+              and s.enabled
          where d.status = 'failing'
            and not exists (select 1 from incidents i
                            where i.subscription_id = d.subscription_id and i.provider = d.provider
@@ -153,8 +153,7 @@ pub async fn close_switched_off(
          where i.closed_at is null
            and d.subscription_id = i.subscription_id and d.provider = i.provider
            and s.subscription_id = i.subscription_id
-           and (not s.enabled or s.provider <> i.provider)
-           and d.disabled_reason is null",
+           and (not s.enabled or s.provider <> i.provider)",
     )
     .bind(now)
     .execute(&mut **tx)
@@ -162,33 +161,80 @@ pub async fn close_switched_off(
     .rows_affected())
 }
 
-/// Deletes queue rows older than `cutoff`, records a gap per destination and counts them.
+/// Expires what waited longer than the retention period: each destination's cursor jumps
+/// over the events recorded before `cutoff` (never while a worker holds the destination, so
+/// nothing in flight is skipped), and out-of-order retries that old are dropped. Every jump is
+/// a gap record, counted on the destination. The events stay in the audit trail.
 pub async fn expire(
     tx: &mut Transaction<'_, Postgres>,
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<GapRow>, Error> {
-    Ok(sqlx::query_as::<_, GapRow>(
-        "with expired as (
-            delete from delivery_queue q where q.enqueued_at < $1
-            returning q.subscription_id, q.provider, q.event_uuid
-         ), grouped as (
-            select x.subscription_id, x.provider, count(*) as n,
-                   min(e.occurred_at) as oldest, max(e.occurred_at) as newest
-            from expired x join audit_events e on e.id = x.event_uuid
-            group by x.subscription_id, x.provider
-         ), counted as (
-            update delivery_destinations d set expired_total = d.expired_total + g.n
-            from grouped g where d.subscription_id = g.subscription_id and d.provider = g.provider
+    let mut gaps = sqlx::query_as::<_, GapRow>(
+        "with cand as (
+            select d.subscription_id, d.provider, d.cursor as old_cursor,
+                   least(coalesce(d.off_at_seq, sub.last_seq),
+                         -- no event that old: no jump (least() would skip a null)
+                         coalesce((select e.seq from audit_events e
+                          where e.subscription_id = d.subscription_id and e.recorded_at < $1
+                          order by e.recorded_at desc limit 1), 0)) as new_cursor
+            from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
+            where d.leased_until is null or d.leased_until < $2
+            for no key update of d skip locked
+         ), moved as (
+            update delivery_destinations d
+            set cursor = c.new_cursor, inflight_to = greatest(d.inflight_to, c.new_cursor),
+                expired_total = d.expired_total + (c.new_cursor - c.old_cursor)
+            from cand c
+            where d.subscription_id = c.subscription_id and d.provider = c.provider
+              and c.new_cursor > c.old_cursor
+            returning d.subscription_id, d.provider, c.old_cursor, c.new_cursor
          )
-         insert into delivery_gaps (subscription_id, provider, expired_events, oldest_event_at, newest_event_at, recorded_at)
-         select subscription_id, provider, n, oldest, newest, $2 from grouped
+         insert into delivery_gaps (subscription_id, provider, expired_events, oldest_event_at,
+                                    newest_event_at, recorded_at, from_seq, to_seq)
+         select m.subscription_id, m.provider, m.new_cursor - m.old_cursor,
+                (select occurred_at from audit_events e
+                 where e.subscription_id = m.subscription_id and e.seq = m.old_cursor + 1),
+                (select occurred_at from audit_events e
+                 where e.subscription_id = m.subscription_id and e.seq = m.new_cursor),
+                $2, m.old_cursor + 1, m.new_cursor
+         from moved m
          returning id, subscription_id, provider, expired_events, oldest_event_at, newest_event_at",
     )
     .bind(cutoff)
     .bind(now)
     .fetch_all(&mut **tx)
-    .await?)
+    .await?;
+    gaps.extend(
+        sqlx::query_as::<_, GapRow>(
+            "with expired as (
+                delete from delivery_parked p using audit_events e, delivery_destinations d
+                where p.state = 'retry' and e.subscription_id = p.subscription_id
+                  and e.seq = p.seq and e.recorded_at < $1
+                  and d.subscription_id = p.subscription_id and d.provider = p.provider
+                  and (d.leased_until is null or d.leased_until < $2)
+                returning p.subscription_id, p.provider, e.occurred_at
+             ), grouped as (
+                select subscription_id, provider, count(*) as n,
+                       min(occurred_at) as oldest, max(occurred_at) as newest
+                from expired group by subscription_id, provider
+             ), counted as (
+                update delivery_destinations d set expired_total = d.expired_total + g.n
+                from grouped g
+                where d.subscription_id = g.subscription_id and d.provider = g.provider
+             )
+             insert into delivery_gaps (subscription_id, provider, expired_events,
+                                        oldest_event_at, newest_event_at, recorded_at)
+             select subscription_id, provider, n, oldest, newest, $2 from grouped
+             returning id, subscription_id, provider, expired_events, oldest_event_at,
+                       newest_event_at",
+        )
+        .bind(cutoff)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?,
+    );
+    Ok(gaps)
 }
 
 /// The admins' addresses of a subscription.
@@ -205,20 +251,17 @@ pub async fn admin_emails(
     .await?)
 }
 
-/// Pending events of a destination and when the oldest was queued.
+/// Events a destination still owes and when the oldest was recorded (cursor arithmetic).
 pub async fn waiting(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<(i64, Option<DateTime<Utc>>), Error> {
-    Ok(sqlx::query_as(
-        "select count(*), min(enqueued_at) from delivery_queue
-         where subscription_id = $1 and provider = $2 and state = 'pending'",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .fetch_one(&mut **tx)
-    .await?)
+    Ok(sqlx::query_as(super::delivery::OWED_SQL)
+        .bind(subscription_id)
+        .bind(provider)
+        .fetch_one(&mut **tx)
+        .await?)
 }
 
 /// Events expired or parked for a destination since `since`.
@@ -232,7 +275,7 @@ pub async fn losses_since(
         "select
             coalesce((select sum(expired_events)::bigint from delivery_gaps
                       where subscription_id = $1 and provider = $2 and recorded_at >= $3), 0),
-            (select count(*) from delivery_queue
+            (select count(*) from delivery_parked
              where subscription_id = $1 and provider = $2 and state = 'parked' and parked_at >= $3)",
     )
     .bind(subscription_id)

@@ -1,13 +1,13 @@
 //! The ingestion API: `POST /api/v1/events` (DESIGN.md, "Contract: ingestion API").
 //!
 //! `Authorization: Bearer <token>`; the token names the subscription. The body is parsed in full
-//! and any problem refuses the whole request (nothing stored); otherwise the events, their
-//! delivery entries and the forwarder's wake-up commit in one transaction before the 202.
+//! and any problem refuses the whole request (nothing stored); otherwise the events (numbered in
+//! their subscription's log) and the forwarder's wake-up commit in one transaction before the
+//! 202. The token is checked before the body is read.
 
 use axum::{
-    body::Bytes,
-    extract::{DefaultBodyLimit, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::{DefaultBodyLimit, Request, State},
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
     Json, Router,
@@ -48,9 +48,10 @@ fn error(status: StatusCode, message: &str, problems: &[FieldProblem]) -> Respon
 
 async fn record_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, super::WebError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,6 +90,17 @@ async fn record_events(
             &[],
         ));
     }
+    // The token is checked before the body is read: a stranger cannot make us buffer 16 MB.
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("The body is larger than {MAX_BODY_BYTES} bytes or was cut off; send fewer events per request."),
+                &[],
+            ))
+        }
+    };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -110,6 +122,13 @@ async fn record_events(
                 &[],
             ))
         }
+        Err(IngestError::TooLarge(problems)) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Nothing was recorded: some events carry details that are too large (see `errors`).",
+                &problems,
+            ));
+        }
         Err(IngestError::Invalid(problems)) => {
             return Ok(error(
                 StatusCode::BAD_REQUEST,
@@ -128,23 +147,11 @@ async fn record_events(
             details: e.details,
         })
         .collect();
-    match store::events::record(state.pool(), subscription_id, &new).await {
-        Ok(recorded) => {
-            metrics::counter!("cloudpki_events_recorded_total").increment(recorded.accepted);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "accepted": recorded.accepted, "duplicates": recorded.duplicates })),
-            )
-                .into_response())
-        }
-        Err(store::events::RecordError::IdTaken(id)) => Ok(error(
-            StatusCode::BAD_REQUEST,
-            "Nothing was recorded: an id is already used by another event.",
-            &[FieldProblem {
-                field: "id".into(),
-                message: format!("{id} is already used by another event; use a new UUID."),
-            }],
-        )),
-        Err(store::events::RecordError::Store(e)) => Err(e.into()),
-    }
+    let recorded = store::events::record(state.pool(), subscription_id, &new).await?;
+    metrics::counter!("cloudpki_events_recorded_total").increment(recorded.accepted);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": recorded.accepted, "duplicates": recorded.duplicates })),
+    )
+        .into_response())
 }

@@ -21,6 +21,7 @@ pub struct HealthView {
     pub last_error: Option<(String, String)>,
     pub delivered_total: i64,
     pub duplicates_total: i64,
+    pub takeovers_total: i64,
     pub expired_total: i64,
     pub parked_total: i64,
     pub parked: Vec<(String, String, String, String)>,
@@ -87,6 +88,7 @@ pub async fn health_view(
             last_error: None,
             delivered_total: 0,
             duplicates_total: 0,
+            takeovers_total: 0,
             expired_total: 0,
             parked_total: 0,
             parked: Vec::new(),
@@ -142,6 +144,10 @@ pub async fn health_view(
                 h.pending
             ),
         )
+    } else if let Some(reason) = &h.paused_reason {
+        ("failing", "Paused", format!(
+            "Export to this destination is paused: {reason} Events are recorded and kept; save the settings to resume."
+        ))
     } else if h.status == "failing" {
         ("failing", "Failing", format!(
             "Delivery has been failing since {}. Events are kept and retried; the administrators are emailed.",
@@ -165,15 +171,12 @@ pub async fn health_view(
         label,
         summary,
         last_success: h.last_success_at.map(when),
-        waiting: if h.pending > store::delivery::PENDING_COUNT_CAP {
-            format!("more than {}", store::delivery::PENDING_COUNT_CAP)
-        } else {
-            h.pending.to_string()
-        },
+        waiting: h.pending.to_string(),
         oldest_waiting: h.oldest_pending.map(age),
         last_error: h.last_error.zip(h.last_error_at.map(when)),
         delivered_total: h.delivered_total,
         duplicates_total: h.duplicates_total,
+        takeovers_total: h.takeovers_total,
         expired_total: h.expired_total,
         parked_total: h.parked,
         parked,

@@ -53,6 +53,9 @@ async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, WebE
         ];
         metrics::gauge!("cloudpki_backlog_events", &labels).set(b.pending as f64);
         metrics::gauge!("cloudpki_parked_events", &labels).set(b.parked as f64);
+        metrics::gauge!("cloudpki_duplicates_sent", &labels).set(b.duplicates as f64);
+        metrics::gauge!("cloudpki_lease_takeovers", &labels).set(b.takeovers as f64);
+        metrics::gauge!("cloudpki_destination_refusals", &labels).set(b.refusals as f64);
         let age = b
             .oldest_pending
             .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)

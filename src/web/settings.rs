@@ -705,6 +705,11 @@ async fn save(
         );
         store::siem::upsert_secret(&mut tx, sub, provider.id(), name, &sealed, hint).await?;
     }
+    if let Some(before) = before.filter(|b| b.enabled) {
+        if !enabled || before.provider != provider.id() {
+            store::delivery::switch_off(&mut tx, sub, &before.provider).await?;
+        }
+    }
     if enabled {
         store::delivery::ensure_destination(&mut tx, sub, provider.id()).await?;
     }

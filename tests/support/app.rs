@@ -365,9 +365,13 @@ impl TestApp {
             .expect("POST /api/v1/events")
     }
 
-    /// Rows still in the delivery queue (pending or parked).
+    /// Events every destination still owes (cursor arithmetic plus out-of-order retries).
     pub async fn queued(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from delivery_queue where state = 'pending'")
+        sqlx::query_scalar(
+            "select (select coalesce(sum(greatest(coalesce(d.off_at_seq, s.last_seq) - d.cursor, 0)), 0)::bigint
+                     from delivery_destinations d join subscriptions s on s.id = d.subscription_id)
+                  + (select count(*) from delivery_parked where state = 'retry')",
+        )
             .fetch_one(&self.pool)
             .await
             .expect("count")
