@@ -30,9 +30,14 @@ async fn events_are_accepted_and_recorded_even_when_export_is_off() {
     );
     assert_eq!(count(&app, "select count(*) from audit_events").await, 2);
     assert_eq!(
-        count(&app, "select count(*) from delivery_queue").await,
+        app.queued().await,
         0,
-        "no destination enabled"
+        "no destination enabled, nothing owed"
+    );
+    assert_eq!(
+        count(&app, "select last_seq from subscriptions").await,
+        2,
+        "numbered in the subscription's log all the same"
     );
 }
 
@@ -116,7 +121,8 @@ async fn a_batch_with_one_bad_event_stores_nothing_and_names_every_bad_field() {
 }
 
 #[tokio::test]
-async fn an_id_used_by_another_subscription_is_refused() {
+async fn an_id_is_an_idempotency_key_within_its_subscription_only_and_reveals_nothing_about_others()
+{
     let app = TestApp::spawn().await;
     let a = app.create_subscription("A").await;
     let b = app.create_subscription("B").await;
@@ -127,8 +133,100 @@ async fn an_id_used_by_another_subscription_is_refused() {
         202
     );
     let r = app.post_events(&app.token(b).await, &body).await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(count(&app, "select count(*) from audit_events").await, 1);
+    assert_eq!(r.status(), 202, "B cannot tell that A used this id");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 1, "duplicates": 0})
+    );
+    let again = app.post_events(&app.token(b).await, &body).await;
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"accepted": 0, "duplicates": 1})
+    );
+    assert_eq!(count(&app, "select count(*) from audit_events").await, 2);
+    assert_eq!(
+        count(&app, "select count(*) from audit_events where seq = 1").await,
+        2,
+        "each subscription numbers its own log"
+    );
+}
+
+#[tokio::test]
+async fn details_over_64_kib_are_refused_with_413_naming_the_event_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("S").await;
+    let token = app.token(sub).await;
+    let big = "x".repeat(64 * 1024);
+    let r = app
+        .post_events(
+            &token,
+            &json!([{"event_id": 12}, {"event_id": 4887, "details": {"blob": big}}]),
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "[1].details", "{body}");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("65536"));
+    assert_eq!(count(&app, "select count(*) from audit_events").await, 0);
+
+    let fits = "x".repeat(60 * 1024);
+    let r = app
+        .post_events(
+            &token,
+            &json!({"event_id": 4887, "details": {"blob": fits}}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn a_nul_character_in_details_is_a_400_not_a_500() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("S").await;
+    let token = app.token(sub).await;
+    for details in [
+        json!({"note": "a\u{0}b"}),
+        json!({"a\u{0}": 1}),
+        json!({"list": ["ok", "\u{0}"]}),
+    ] {
+        let r = app
+            .post_events(&token, &json!({"event_id": 12, "details": details}))
+            .await;
+        assert_eq!(r.status(), 400, "{details}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "details");
+        assert!(body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NUL"));
+    }
+    assert_eq!(count(&app, "select count(*) from audit_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_before_a_huge_body_is_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Announce 16 MB but send none of it: the answer must not wait for the body.
+    stream
+        .write_all(
+            b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        stream.read_exact(&mut answer),
+    )
+    .await
+    .expect("answered without the body")
+    .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
 }
 
 #[tokio::test]

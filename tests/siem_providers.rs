@@ -357,7 +357,7 @@ async fn a_signed_webhook_gets_a_secret_shown_once_verifies_every_event_and_rota
         1
     );
 
-    // 410 Gone turns the export off, keeps the event, and tells the admins.
+    // 410 Gone pauses the destination, keeps the event, and tells the admins.
     hook.script(vec![support::fake_webhook::Behavior::Gone]);
     assert_eq!(
         p.app
@@ -367,14 +367,29 @@ async fn a_signed_webhook_gets_a_secret_shown_once_verifies_every_event_and_rota
         202
     );
     p.app.state.forwarder().forward_once().await.unwrap();
-    let enabled: bool =
-        sqlx::query_scalar("select enabled from siem_settings where subscription_id = $1")
-            .bind(p.sub)
-            .fetch_one(&p.app.pool)
-            .await
-            .unwrap();
-    assert!(!enabled, "export is off");
+    let (enabled, paused): (bool, Option<String>) = sqlx::query_as(
+        "select s.enabled, d.paused_reason from siem_settings s join delivery_destinations d
+         on d.subscription_id = s.subscription_id and d.provider = s.provider
+         where s.subscription_id = $1",
+    )
+    .bind(p.sub)
+    .fetch_one(&p.app.pool)
+    .await
+    .unwrap();
+    assert!(enabled, "export stays on");
+    assert!(paused.is_some(), "the destination is paused");
     assert_eq!(p.app.queued().await, 1, "nothing dropped");
+    assert_eq!(
+        p.app
+            .state
+            .forwarder()
+            .forward_once()
+            .await
+            .unwrap()
+            .batches,
+        0,
+        "a paused destination is not sent to"
+    );
     let report = p
         .app
         .state
@@ -387,7 +402,7 @@ async fn a_signed_webhook_gets_a_secret_shown_once_verifies_every_event_and_rota
     assert!(
         texts(&page, "table.history td")
             .join(" ")
-            .contains("turned off"),
+            .contains("paused"),
         "the history says why"
     );
 }

@@ -467,6 +467,11 @@ pub async fn finish(
         "with attempt as (
             insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
             values ($1, $2, $4, $5, $6, $7)
+         ), history as (
+            insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
+            select $1, null, 'cloudpki', 'saved',
+                   jsonb_build_array('Export paused by the destination: ' || $12::text)
+            where $12::text is not null
          )
          update delivery_destinations set
             leased_until = null, lease_owner = null, next_attempt_at = $8,
