@@ -5,21 +5,29 @@
 //! (under two minutes after compilation). `-- --only drain,page` runs some scenarios only.
 //!
 //! The bench starts its own PostgreSQL (`DATABASE_URL` when set, else an embedded cluster under
-//! `target/bench/pg`, not durable), a minimal fake Datadog intake on 127.0.0.1 (gunzips, parses,
-//! counts; no artificial delay) and the real `cloudpki worker` / `cloudpki serve --no-worker`
-//! binaries (cargo builds them for benches: `CARGO_BIN_EXE_cloudpki`). Each scenario gets a fresh
-//! database that is dropped afterwards. Backlogs are pre-filled with set-based SQL.
+//! `target/bench/pg`), a minimal fake Datadog intake on 127.0.0.1 (gunzips, parses, counts; no
+//! artificial delay) and the real `cloudpki worker` / `cloudpki serve --no-worker` binaries (cargo
+//! builds them for benches: `CARGO_BIN_EXE_cloudpki`). Each scenario gets a fresh database that is
+//! dropped afterwards. Backlogs are pre-filled with set-based SQL: events numbered per
+//! subscription (`seq`), owed to each destination by its cursor.
+//!
+//! The drain scenario runs durable (fsync and synchronous_commit on: the embedded cluster is
+//! restarted so for it), and its headline is run once more without durability, labelled. The
+//! other scenarios run the embedded cluster with fsync, synchronous_commit and full_page_writes
+//! off. With `DATABASE_URL` the server's own settings apply; the rows say what they were.
 //!
 //! Scenarios and their baselines:
 //! - drain: events/s delivered from a backlog by 1 and 2 worker processes (1 destination, then
 //!   100); baselines *wire limit* (the same gzipped payloads POSTed by a bare client) and *store
-//!   limit* (claim/take/finish with a sink that does nothing).
+//!   limit* (claim, then read/settle range after range, then finish, with nothing sent).
 //! - latency: commit-to-intake delay at a steady offered rate (events recorded in-process through
 //!   `store::events::record`, the function the ingestion API calls).
-//! - ingest: `POST /api/v1/events` in batches of 1 and 500 vs one multi-row `insert` statement.
+//! - ingest: `POST /api/v1/events` in batches of 1 and 500, and `store::events::record` called
+//!   in-process, vs one `insert … select` statement writing the same rows (with `seq`).
 //! - page: the signed-in settings page at 32 connections vs `/healthz`.
-//! - scale: drain of a large vs a small backlog; worst wait of small subscriptions while one has
-//!   a large backlog, vs the same without it.
+//! - scale: drain of a large vs a small backlog; p99 of claiming and reading one range of 1000
+//!   events at the large backlog vs at the small one; worst wait of small subscriptions while one
+//!   has a large backlog, vs the same without it.
 //! - memory: peak RSS (`VmHWM`) of the worker and server processes.
 //!
 //! Output: a table on stdout, `target/bench/pipeline.md` and `target/bench/pipeline.json`.
@@ -54,10 +62,11 @@ use cloudpki::{
     crypto::MasterKey,
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
     domain::{events::EventId, provider::Provider},
+    forwarder::{BATCH_EVENTS, DEFAULT_CLAIM_BUDGET},
     siem::{config, datadog, AuditLog},
     store::{
         self,
-        delivery::{BatchResult, Claimed},
+        delivery::{Claimed, Finish, Range, Settled},
         events::NewEvent,
     },
 };
@@ -168,7 +177,8 @@ async fn run(quick: bool, only: Option<Vec<String>>) -> anyhow::Result<()> {
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(out_dir.join("logs"))?;
 
-    let pg = Postgres::start(&out_dir).await?;
+    // Started durable when the drain scenario (first) will run: one restart fewer.
+    let pg = Postgres::start(&out_dir, wanted("drain")).await?;
     let intake = Intake::start().await?;
     let machine = Machine::probe(&pg).await;
     println!(
@@ -206,6 +216,10 @@ async fn run(quick: bool, only: Option<Vec<String>>) -> anyhow::Result<()> {
             eprintln!("   scenario {name} failed: {e:#}");
             report.push(Row::failed(name, &format!("{e:#}")));
         }
+        // Only the drain scenario runs durable, even when it stopped half way.
+        pg.set_durable(false)
+            .await
+            .context("restart the embedded PostgreSQL without fsync")?;
         println!("   {name} took {:.1} s", t.elapsed().as_secs_f64());
     }
     report.memory_rows();
@@ -494,30 +508,45 @@ struct Postgres {
     admin: PgConnectOptions,
     url: Option<url::Url>,
     embedded: Mutex<Option<EmbeddedPostgres>>,
+    /// The embedded cluster's data directory.
+    data_dir: PathBuf,
+    /// The embedded cluster runs with fsync and synchronous_commit on.
+    durable: AtomicBool,
+    /// The embedded cluster ran durable at some point (the drain scenario).
+    ran_durable: AtomicBool,
+}
+
+/// Starts the embedded cluster in `data_dir` (blocking work on the blocking pool).
+async fn start_embedded(data_dir: PathBuf, durable: bool) -> anyhow::Result<EmbeddedPostgres> {
+    tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start(EmbeddedOptions { data_dir, durable })
+    })
+    .await?
+    .context("embedded PostgreSQL")
 }
 
 impl Postgres {
-    async fn start(out_dir: &Path) -> anyhow::Result<Self> {
+    /// `durable` applies to the embedded cluster only.
+    async fn start(out_dir: &Path, durable: bool) -> anyhow::Result<Self> {
+        let data_dir = out_dir.join("pg");
         let pg = match std::env::var("DATABASE_URL") {
             Ok(raw) if !raw.trim().is_empty() => Self {
                 admin: PgConnectOptions::from_str(raw.trim()).context("DATABASE_URL")?,
                 url: Some(url::Url::parse(raw.trim()).context("DATABASE_URL")?),
                 embedded: Mutex::new(None),
+                data_dir,
+                durable: AtomicBool::new(false),
+                ran_durable: AtomicBool::new(false),
             },
             _ => {
-                let data_dir = out_dir.join("pg");
-                let cluster = tokio::task::spawn_blocking(move || {
-                    EmbeddedPostgres::start(EmbeddedOptions {
-                        data_dir,
-                        durable: false,
-                    })
-                })
-                .await?
-                .context("embedded PostgreSQL")?;
+                let cluster = start_embedded(data_dir.clone(), durable).await?;
                 Self {
                     admin: cluster.connect_options("postgres"),
                     url: None,
                     embedded: Mutex::new(Some(cluster)),
+                    data_dir,
+                    durable: AtomicBool::new(durable),
+                    ran_durable: AtomicBool::new(durable),
                 }
             }
         };
@@ -536,9 +565,42 @@ impl Postgres {
 
     fn describe(&self) -> String {
         match &self.url {
-            Some(_) => "DATABASE_URL".into(),
+            Some(_) => "DATABASE_URL (its own fsync and synchronous_commit settings; the drain rows say which)".into(),
+            None if self.ran_durable.load(Ordering::Relaxed) => {
+                "embedded; drain rows durable (fsync, synchronous_commit on) unless labelled, other scenarios fsync off".into()
+            }
             None => "embedded (fsync off)".into(),
         }
+    }
+
+    /// Restarts the embedded cluster with or without fsync and synchronous commit (every
+    /// connection to it breaks). With `DATABASE_URL` nothing changes: the server's settings
+    /// apply, and [`Durability`] reports them.
+    async fn set_durable(&self, durable: bool) -> anyhow::Result<()> {
+        if self.url.is_some() || self.durable.load(Ordering::Relaxed) == durable {
+            return Ok(());
+        }
+        let old = self
+            .embedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut old) = old {
+            tokio::task::spawn_blocking(move || old.stop())
+                .await?
+                .context("stop the embedded PostgreSQL")?;
+        }
+        let cluster = start_embedded(self.data_dir.clone(), durable).await?;
+        *self.embedded.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
+        self.durable.store(durable, Ordering::Relaxed);
+        if durable {
+            self.ran_durable.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn is_embedded(&self) -> bool {
+        self.url.is_none()
     }
 
     /// A new migrated database.
@@ -677,49 +739,83 @@ impl Db {
         Ok(())
     }
 
-    /// Empties the event tables (between runs).
+    /// Empties the log (between runs): no events, every counter and cursor back to 0.
     async fn clear(&self) -> anyhow::Result<()> {
-        sqlx::query("truncate delivery_queue, delivery_attempts, audit_events")
-            .execute(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("truncate delivery_parked, delivery_attempts, audit_events")
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("update subscriptions set last_seq = 0")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("update delivery_destinations set cursor = 0, inflight_to = 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// `n` events spread round-robin over `subs`, each queued for its destination; then
-    /// `vacuum analyze` so the planner sees the real sizes.
+    /// `n` events spread round-robin over `subs`, numbered per subscription after its
+    /// `last_seq` (which moves to the last of them); then `vacuum analyze` so the planner sees
+    /// the real sizes. Every subscription in `subs` has its destination already, and a cursor
+    /// never passes `last_seq`, so every pre-filled event is owed to it.
     async fn prefill(&self, subs: &[Uuid], n: i64) -> anyhow::Result<Duration> {
         let t = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        // The counter lock `store::events::record` takes, so a concurrent record cannot
+        // interleave its numbers with these.
+        let locked: Vec<(Uuid, bool)> = sqlx::query_as(
+            "select s.id, exists (select 1 from delivery_destinations d
+                                  where d.subscription_id = s.id and d.provider = $2
+                                    and d.off_at_seq is null and d.cursor <= s.last_seq)
+             from subscriptions s where s.id = any($1) order by s.id for no key update of s",
+        )
+        .bind(subs)
+        .bind(PROVIDER)
+        .fetch_all(&mut *tx)
+        .await?;
+        if locked.len() != subs.len() || locked.iter().any(|(_, owed)| !owed) {
+            bail!("prefill: a subscription has no destination that would owe the events");
+        }
         sqlx::query(
-            "insert into audit_events (id, subscription_id, event_id, occurred_at, recorded_at, actor, details)
-             select gen_random_uuid(),
-                    ($1::uuid[])[1 + g % array_length($1::uuid[], 1)],
-                    ($2::int[])[1 + g % array_length($2::int[], 1)],
+            "with picked as (
+                select g, ($1::uuid[])[1 + g % array_length($1::uuid[], 1)] as subscription_id
+                from generate_series(0, $3 - 1) g
+             )
+             insert into audit_events
+                (subscription_id, seq, id, event_id, occurred_at, recorded_at, actor, details)
+             select p.subscription_id,
+                    s.last_seq + row_number() over (partition by p.subscription_id order by p.g),
+                    gen_random_uuid(),
+                    ($2::int[])[1 + p.g % array_length($2::int[], 1)],
                     now() - interval '1 minute', now(),
-                    'operator' || (g % 50) || '@example.com',
+                    'operator' || (p.g % 50) || '@example.com',
                     jsonb_build_object(
-                        'serial', encode(sha256(g::text::bytea), 'hex'),
-                        'subject', 'CN=device-' || g || '.example.com,O=Example',
+                        'serial', encode(sha256(p.g::text::bytea), 'hex'),
+                        'subject', 'CN=device-' || p.g || '.example.com,O=Example',
                         'issuer', 'CN=Example Issuing CA 1,O=Example',
                         'template', 'TLS Server')
-             from generate_series(0, $3 - 1) g",
+             from picked p join subscriptions s on s.id = p.subscription_id",
         )
         .bind(subs)
         .bind(CATALOG.as_slice())
         .bind(n)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "insert into delivery_queue (event_uuid, subscription_id, provider)
-             select e.id, e.subscription_id, $2 from audit_events e
-             where e.subscription_id = any($1)
-               and not exists (select 1 from delivery_queue q where q.event_uuid = e.id)",
+            "update subscriptions s set last_seq = m.last
+             from (select subscription_id, max(seq) as last from audit_events
+                   where subscription_id = any($1) group by subscription_id) m
+             where s.id = m.subscription_id",
         )
         .bind(subs)
-        .bind(PROVIDER)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.pool
-            .execute("vacuum analyze audit_events, delivery_queue, delivery_destinations")
+            .execute(
+                "vacuum analyze audit_events, subscriptions, delivery_destinations, delivery_parked",
+            )
             .await?;
         Ok(t.elapsed())
     }
@@ -750,10 +846,9 @@ impl Db {
         Ok(())
     }
 
+    /// Events owed by every destination (cursor arithmetic, as `store::delivery::backlogs`).
     async fn queued(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("select count(*) from delivery_queue")
-            .fetch_one(&self.pool)
-            .await?)
+        owed(&self.pool).await
     }
 
     /// The database clock (to tell new connections from old ones).
@@ -784,6 +879,69 @@ impl Db {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Events owed, over every destination: what its cursor has not reached yet (up to where export
+/// was switched off), plus the events waiting to be sent out of order.
+async fn owed(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select coalesce(sum(greatest(coalesce(d.off_at_seq, s.last_seq) - d.cursor, 0)), 0)::bigint
+                + (select count(*) from delivery_parked p where p.state = 'retry')
+         from delivery_destinations d join subscriptions s on s.id = d.subscription_id",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// What the server says about durability, asked on a new connection to a scenario's database
+/// (database-level settings apply to new connections only).
+struct Durability {
+    fsync: String,
+    synchronous_commit: String,
+    full_page_writes: String,
+}
+
+impl Durability {
+    async fn probe(db: &Db) -> anyhow::Result<Self> {
+        let mut conn = db.pool.connect_options().connect().await?;
+        let (fsync, synchronous_commit, full_page_writes): (String, String, String) =
+            sqlx::query_as(
+                "select current_setting('fsync'), current_setting('synchronous_commit'),
+                        current_setting('full_page_writes')",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(Self {
+            fsync,
+            synchronous_commit,
+            full_page_writes,
+        })
+    }
+
+    /// A commit reported to the client survives a crash of the machine.
+    fn durable(&self) -> bool {
+        self.fsync == "on" && self.synchronous_commit != "off"
+    }
+
+    /// For a row's scenario name.
+    fn label(&self) -> String {
+        if self.durable() {
+            "durable".into()
+        } else {
+            format!(
+                "NOT durable: fsync {}, synchronous_commit {}",
+                self.fsync, self.synchronous_commit
+            )
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "fsync {}, synchronous_commit {}, full_page_writes {}",
+            self.fsync, self.synchronous_commit, self.full_page_writes
+        )
     }
 }
 
@@ -1186,7 +1344,9 @@ async fn wire_limit(
     Ok(sent as f64 / secs)
 }
 
-/// Claim + take + acknowledge through `store::delivery`, with a sink that does nothing.
+/// Claims through `store::delivery` and reads and settles range after range as the forwarder
+/// does (until caught up or the claim budget is spent), then finishes the claim; nothing is
+/// sent. What the store alone can do per second.
 async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
     let pool = PgPoolOptions::new()
         .max_connections(cloudpki::db::MAX_CONNECTIONS)
@@ -1199,18 +1359,12 @@ async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
     for _ in 0..STORE_LOOPS {
         let (pool, done) = (pool.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            let owner = Uuid::new_v4();
             let lease = chrono::Duration::seconds(60);
             loop {
-                let now = Utc::now();
-                let Some(claimed): Option<Claimed> =
-                    store::delivery::claim_destination(&pool, owner, now, lease).await?
+                let Some(claimed) =
+                    store::delivery::claim_destination(&pool, Utc::now(), lease).await?
                 else {
-                    let any: bool =
-                        sqlx::query_scalar("select exists (select 1 from delivery_queue)")
-                            .fetch_one(&pool)
-                            .await?;
-                    if !any {
+                    if owed(&pool).await? == 0 {
                         return Ok::<(), anyhow::Error>(());
                     }
                     // Another loop holds the only due destination; the real worker would
@@ -1218,15 +1372,8 @@ async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let batch =
-                    store::delivery::take_batch(&pool, &claimed, cloudpki::forwarder::BATCH_EVENTS)
-                        .await?;
-                let result = BatchResult {
-                    delivered: batch.iter().map(|e| e.queue_id).collect(),
-                    ..BatchResult::default()
-                };
-                store::delivery::finish_batch(&pool, &claimed, owner, now, &result).await?;
-                done.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let n = drain_claim(&pool, &claimed).await?;
+                done.fetch_add(n, Ordering::Relaxed);
             }
         }));
     }
@@ -1237,13 +1384,66 @@ async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
     pool.close().await;
     let n = done.load(Ordering::Relaxed);
     if n != expected {
-        bail!("store limit: acknowledged {n} of {expected}");
+        bail!("store limit: settled {n} of {expected}");
     }
     Ok(n as f64 / secs)
 }
 
+/// Serves one claim without sending: reads ranges of [`BATCH_EVENTS`] after the cursor and
+/// settles each as delivered, until caught up or [`DEFAULT_CLAIM_BUDGET`] is spent, then
+/// finishes the claim. Returns the events settled.
+async fn drain_claim(pool: &PgPool, claimed: &Claimed) -> anyhow::Result<u64> {
+    let budget_end = Instant::now() + DEFAULT_CLAIM_BUDGET;
+    let mut after = claimed.cursor;
+    let mut delivered = 0i64;
+    while Instant::now() < budget_end {
+        let events = match store::delivery::read_range(pool, claimed, after, BATCH_EVENTS).await? {
+            Range::Events(events) => events,
+            Range::LeaseLost => bail!("store limit: the lease was lost"),
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            break;
+        };
+        let n = events.len() as i64;
+        let settled = Settled {
+            cursor_from: after,
+            cursor_to: Some(last),
+            delivered: n,
+            duplicates: events.iter().filter(|e| e.maybe_sent).count() as i64,
+            maybe_sent_to: 0,
+            ..Settled::default()
+        };
+        store::delivery::settle(pool, claimed, Utc::now(), &settled).await?;
+        after = last;
+        delivered += n;
+    }
+    let finish = Finish {
+        delivered,
+        ..Finish::default()
+    };
+    if !store::delivery::finish(pool, claimed, Utc::now(), &finish, after).await? {
+        bail!("store limit: the lease was lost before finishing");
+    }
+    Ok(delivered as u64)
+}
+
 async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
+    // The drain rows run durable: a cursor the worker moved survives a crash of the machine.
+    ctx.pg.set_durable(true).await?;
     let db = ctx.pg.fresh("drain").await?;
+    sqlx::query(&format!(
+        r#"alter database "{}" set synchronous_commit = on"#,
+        db.name
+    ))
+    .execute(&db.pool)
+    .await?;
+    let durability = Durability::probe(&db).await?;
+    report.note(format!(
+        "drain: {} ({}), as the worker processes and the store limit see it",
+        durability.label(),
+        durability.describe()
+    ));
+    let mut headline = None;
     let n = ctx.sizes.drain_backlog;
     let intake_url = ctx.intake.base_url();
     let subs = db
@@ -1273,8 +1473,9 @@ async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
             let label = format!("drain-{}d-{workers}w", dests.len());
             let d = drain_with_workers(ctx, &db, workers, n as u64, report, &label).await?;
             let scenario = format!(
-                "drain {n} ({layout}, {workers} worker{})",
-                if workers > 1 { "s" } else { "" }
+                "drain {n} ({layout}, {workers} worker{}, {})",
+                if workers > 1 { "s" } else { "" },
+                durability.label()
             );
             let measured = format!(
                 "{} ({:.2} s{})",
@@ -1285,6 +1486,7 @@ async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
             let row = Row::new(&scenario, measured.clone(), Some(d.rate))
                 .baseline(format!("wire {}", per_sec(wire)), wire);
             let row = if workers == 1 && dests.len() == 1 {
+                headline = Some(d.rate);
                 let met = d.rate >= 50_000.0 && d.rate >= 0.5 * wire;
                 row.target("≥ 50,000/s and ≥ 0.5 × wire", met)
             } else {
@@ -1297,6 +1499,35 @@ async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
             );
         }
     }
+    ctx.pg.drop_db(db).await;
+
+    // The headline once more without durability (the embedded cluster's usual settings),
+    // labelled, beside the durable one.
+    let (Some(durable_rate), true) = (headline, ctx.pg.is_embedded()) else {
+        return Ok(());
+    };
+    ctx.pg.set_durable(false).await?;
+    let db = ctx.pg.fresh("drain_nondurable").await?;
+    let subs = db.subscriptions(1, &intake_url).await?;
+    let durability = Durability::probe(&db).await?;
+    db.prefill(&subs, n).await?;
+    let d = drain_with_workers(ctx, &db, 1, n as u64, report, "drain-1d-1w-nondurable").await?;
+    report.push(
+        Row::new(
+            &format!(
+                "drain {n} (1 destination, 1 worker, {})",
+                durability.label()
+            ),
+            format!(
+                "{} ({:.2} s{})",
+                per_sec(d.rate),
+                d.secs,
+                if d.complete { "" } else { ", INCOMPLETE" }
+            ),
+            Some(d.rate),
+        )
+        .baseline(format!("durable {}", per_sec(durable_rate)), durable_rate),
+    );
     ctx.pg.drop_db(db).await;
     Ok(())
 }
@@ -1511,7 +1742,9 @@ fn ingest_body(n: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).expect("json"))
 }
 
-/// The rows the API writes for one batch, in one statement: events and their queue entries.
+/// The rows `store::events::record` writes for one batch, in one statement: the events with
+/// the subscription's next `seq` numbers (taken from its counter, which serializes writers as
+/// `record` does) and nothing per destination. No duplicate check, no notification.
 async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::Result<u64> {
     let events = new_events(n);
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
@@ -1520,18 +1753,18 @@ async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::R
     let actors: Vec<Option<String>> = events.iter().map(|e| e.actor.clone()).collect();
     let details: Vec<serde_json::Value> = events.iter().map(|e| e.details.clone()).collect();
     let (inserted,): (i64,) = sqlx::query_as(
-        "with inserted as (
-            insert into audit_events (id, subscription_id, event_id, occurred_at, actor, details)
-            select id, $6, event_id, occurred_at, actor, details
+        "with bumped as (
+            update subscriptions set last_seq = last_seq + $7 where id = $6
+            returning last_seq - $7 as base
+         ), inserted as (
+            insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor, details)
+            select $6, (select base from bumped) + t.ord, t.id, t.event_id, t.occurred_at,
+                   t.actor, t.details
             from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                as t(id, event_id, occurred_at, actor, details)
-            returning id
-         ), queued as (
-            insert into delivery_queue (event_uuid, subscription_id, provider)
-            select id, $6, $7 from inserted
+                with ordinality as t(id, event_id, occurred_at, actor, details, ord)
             returning 1
          )
-         select count(*) from queued",
+         select count(*) from inserted",
     )
     .bind(&ids)
     .bind(&event_ids)
@@ -1539,7 +1772,7 @@ async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::R
     .bind(&actors)
     .bind(&details)
     .bind(subscription)
-    .bind(PROVIDER)
+    .bind(n as i64)
     .fetch_one(pool)
     .await?;
     Ok(inserted as u64)
@@ -1662,6 +1895,21 @@ async fn ingest_and_page(
                 })
                 .await?;
             let direct = direct_events as f64 / direct_took;
+            db.clear().await?;
+            let pool = db.pool.clone();
+            let (recorded, record_took, record_lat) =
+                closed_loop(INGEST_CONNECTIONS, secs, move || {
+                    let pool = pool.clone();
+                    async move {
+                        let events = new_events(batch);
+                        let r = store::events::record(&pool, sub, &events)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("record: {e}"))?;
+                        Ok(r.accepted)
+                    }
+                })
+                .await?;
+            let record = recorded as f64 / record_took;
             let row = Row::new(
                 &format!("ingest, batches of {batch}"),
                 format!(
@@ -1681,9 +1929,21 @@ async fn ingest_and_page(
                 row
             };
             report.push(row);
+            report.push(
+                Row::new(
+                    &format!("  record() in-process, batches of {batch}"),
+                    format!(
+                        "{} (p50 {} per call)",
+                        per_sec(record),
+                        ms(percentile(&record_lat, 50.0))
+                    ),
+                    Some(record),
+                )
+                .baseline(format!("direct insert {}", per_sec(direct)), direct),
+            );
         }
         report.note(format!(
-            "ingest: {INGEST_CONNECTIONS} concurrent connections for {secs} s each, API and direct insert alike; the destination is enabled, so each event also writes a queue row"
+            "ingest: {INGEST_CONNECTIONS} concurrent connections for {secs} s each, API, record() and direct insert alike; the destination is enabled, yet an event writes only its audit_events row (with seq, under the subscription's counter lock), nothing per destination"
         ));
     }
 
@@ -1723,8 +1983,8 @@ async fn ingest_and_page(
                 }
             }
         };
-        // The target is for a subscription whose export keeps up (empty queue); ingest may
-        // have left rows behind.
+        // The target is for a subscription whose export keeps up (nothing owed); ingest left a
+        // backlog behind (no worker runs).
         db.clear().await?;
         // Warm both paths (connections, prepared statements).
         closed_loop(PAGE_CONNECTIONS, 1, get(format!("{base}/healthz"), None)).await?;
@@ -1775,7 +2035,7 @@ async fn ingest_and_page(
         let with_backlog = bn as f64 / bs;
         report.push(
             Row::new(
-                &format!("page: settings, {backlog} events queued"),
+                &format!("page: settings, {backlog} events owed"),
                 format!(
                     "{} req (p50 {} · p99 {})",
                     per_sec(with_backlog),
@@ -1784,7 +2044,7 @@ async fn ingest_and_page(
                 ),
                 Some(with_backlog),
             )
-            .baseline(format!("empty queue {} req", per_sec(page)), page),
+            .baseline(format!("nothing owed {} req", per_sec(page)), page),
         );
     }
     if let Some(kb) = server.peak_rss_kb() {
@@ -1802,6 +2062,72 @@ async fn ingest_and_page(
 
 // ---------------------------------------------------------------------------------------------
 // scale
+
+/// Claims the destination of `sub` and reads its backlog one range of [`BATCH_EVENTS`] per
+/// claim, settling each range and finishing the claim without sending, `ranges` times (read
+/// again from the start when caught up). Returns the time of each claim and of each
+/// `read_range`. The cursor goes back to where it was, so the backlog is owed again after.
+async fn read_latencies(
+    db: &Db,
+    sub: Uuid,
+    ranges: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let rewind = |to: i64| {
+        sqlx::query(
+            "update delivery_destinations set cursor = $2, inflight_to = $2
+             where subscription_id = $1 and provider = $3",
+        )
+        .bind(sub)
+        .bind(to)
+        .bind(PROVIDER)
+        .execute(&db.pool)
+    };
+    db.release().await?;
+    let lease = chrono::Duration::seconds(60);
+    let (mut claims, mut reads) = (Vec::with_capacity(ranges), Vec::with_capacity(ranges));
+    let mut start = None;
+    while reads.len() < ranges {
+        let t = Instant::now();
+        let claimed = store::delivery::claim_destination(&db.pool, Utc::now(), lease).await?;
+        claims.push(t.elapsed());
+        let claimed = match claimed {
+            Some(c) if c.subscription_id == sub => c,
+            Some(c) => bail!("read latencies: claimed {} instead", c.subscription_id),
+            None => bail!("read latencies: nothing to claim"),
+        };
+        let from = *start.get_or_insert(claimed.cursor);
+        let t = Instant::now();
+        let range =
+            store::delivery::read_range(&db.pool, &claimed, claimed.cursor, BATCH_EVENTS).await?;
+        reads.push(t.elapsed());
+        let Range::Events(events) = range else {
+            bail!("read latencies: the lease was lost");
+        };
+        let last = events
+            .last()
+            .map(|e| e.seq)
+            .context("read latencies: an empty range")?;
+        let settled = Settled {
+            cursor_from: claimed.cursor,
+            cursor_to: Some(last),
+            delivered: events.len() as i64,
+            ..Settled::default()
+        };
+        store::delivery::settle(&db.pool, &claimed, Utc::now(), &settled).await?;
+        let finish = Finish {
+            delivered: settled.delivered,
+            ..Finish::default()
+        };
+        store::delivery::finish(&db.pool, &claimed, Utc::now(), &finish, last).await?;
+        if last >= claimed.last_seq {
+            rewind(from).await?;
+        }
+    }
+    if let Some(from) = start {
+        rewind(from).await?;
+    }
+    Ok((claims, reads))
+}
 
 /// Records one event for each of `subs` (one transaction each, as single API calls would) and
 /// returns each one's commit-to-intake wait.
@@ -1846,9 +2172,13 @@ async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     let one = &subs[..1];
 
     let mut rates = Vec::new();
+    let mut reads = Vec::new();
+    // As many ranges as the large backlog has, at each size.
+    let ranges = usize::try_from(large / BATCH_EVENTS).unwrap_or(1).max(1);
     for n in [small, large] {
         db.clear().await?;
         let fill = db.prefill(one, n).await?;
+        reads.push(read_latencies(&db, one[0], ranges).await?);
         let d = drain_with_workers(ctx, &db, 1, n as u64, report, &format!("scale-{n}")).await?;
         report.note(format!(
             "scale: prefill of {n} took {:.1} s; drained in {:.1} s{}",
@@ -1867,6 +2197,27 @@ async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
         )
         .baseline(format!("{small} backlog {}", per_sec(rates[0])), rates[0])
         .target("ratio ≥ 0.8", ratio >= 0.8),
+    );
+    let read_text = |(claims, reads): &(Vec<Duration>, Vec<Duration>)| {
+        format!(
+            "read p99 {} · p50 {} · claim p99 {} ({} reads of {BATCH_EVENTS})",
+            ms(percentile(reads, 99.0)),
+            ms(percentile(reads, 50.0)),
+            ms(percentile(claims, 99.0)),
+            reads.len()
+        )
+    };
+    let read_p99 = |i: usize| percentile(&reads[i].1, 99.0).as_secs_f64() * 1000.0;
+    report.push(
+        Row::new(
+            &format!("scale: claim/read p99 at {large} backlog"),
+            read_text(&reads[1]),
+            Some(read_p99(1)),
+        )
+        .baseline(
+            format!("{small} backlog: {}", read_text(&reads[0])),
+            read_p99(0),
+        ),
     );
 
     // Fairness: one event for each other subscription, without and then with a large backlog.
@@ -1928,7 +2279,7 @@ async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
         ),
     );
     report.note(format!(
-        "scale fairness: {} queue rows of the large backlog were still pending when the last small subscription's event had arrived",
+        "scale fairness: {} events of the large backlog were still owed when the last small subscription's event had arrived",
         still_queued
     ));
     ctx.pg.drop_db(db).await;

@@ -154,6 +154,7 @@ impl AppState {
             crate::forwarder::ForwarderOptions {
                 lease: self.inner.config.worker_lease,
                 sweep: self.inner.forwarder_sweep,
+                shutdown_grace: self.inner.config.shutdown_grace,
                 ..crate::forwarder::ForwarderOptions::default()
             },
         )
@@ -313,6 +314,7 @@ impl Application {
         crate::web::metrics::handle();
         let router = crate::web::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
         let worker = with_worker.then(|| {
             tokio::spawn(
                 self.state
@@ -334,6 +336,9 @@ impl Application {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.database.shutdown().await;
         served.context("the HTTP server failed")
     }
@@ -353,6 +358,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         crate::web::metrics::handle();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
         let worker = tokio::spawn(
             self.state
                 .forwarder()
@@ -362,9 +368,37 @@ impl Worker {
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = worker.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.database.shutdown().await;
         Ok(())
     }
+}
+
+/// Starts the Prometheus listener on `CLOUDPKI_METRICS_LISTEN`, if set; it stops with `stop`.
+async fn serve_metrics(
+    state: &AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = state.config().metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (CLOUDPKI_METRICS_LISTEN)"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let router = crate::web::metrics::router(state.clone());
+    Ok(Some(tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    })))
 }
 
 /// On an empty database, creates a one-time setup token and logs the link that uses it.

@@ -58,6 +58,11 @@ pub struct Config {
     /// `CLOUDPKI_WORKER_LEASE_SECONDS`: how long a worker holds a destination; after a crash,
     /// its batch is resent once the lease runs out.
     pub worker_lease: std::time::Duration,
+    /// `CLOUDPKI_METRICS_LISTEN`: the Prometheus listener's address; `None`: no listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `CLOUDPKI_SHUTDOWN_GRACE_SECONDS`: how long a stopping forwarder waits for its sends
+    /// before handing them back.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -74,6 +79,8 @@ impl std::fmt::Debug for Config {
             .field("retention_days", &self.retention_days)
             .field("egress_allow", &self.egress_allow)
             .field("worker_lease", &self.worker_lease)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -214,6 +221,28 @@ impl Config {
             None => crate::forwarder::DEFAULT_LEASE,
         };
 
+        let metrics_listen = match get("CLOUDPKI_METRICS_LISTEN") {
+            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "CLOUDPKI_METRICS_LISTEN",
+                    format!("`{raw}` is not an address like 127.0.0.1:9090"),
+                )
+            })?),
+            None => None,
+        };
+        let shutdown_grace = match get("CLOUDPKI_SHUTDOWN_GRACE_SECONDS") {
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(secs) if secs <= 300 => std::time::Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_SHUTDOWN_GRACE_SECONDS",
+                        format!("`{raw}` is not a whole number of seconds between 0 and 300"),
+                    ))
+                }
+            },
+            None => crate::forwarder::DEFAULT_SHUTDOWN_GRACE,
+        };
+
         Ok(Self {
             database_url,
             data_dir,
@@ -225,6 +254,8 @@ impl Config {
             retention_days,
             egress_allow,
             worker_lease,
+            metrics_listen,
+            shutdown_grace,
         })
     }
 

@@ -584,15 +584,39 @@ async fn the_running_worker_wakes_on_notify_and_delivers_within_moments() {
     assert_eq!(intake.logs()[0]["EventID"], 4882);
 }
 
+/// Serves the metrics router on a listener of its own, as `CLOUDPKI_METRICS_LISTEN` does.
+async fn metrics_listener(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let router = cloudpki::web::metrics::router(app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
 #[tokio::test]
-async fn metrics_report_recorded_delivered_and_backlog() {
+async fn metrics_report_recorded_delivered_and_backlog_on_their_own_listener_only() {
     let s = setup().await;
     post_n(&s, 5, 4888).await;
-    let before = s.app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        s.app.get("/metrics").await.status(),
+        404,
+        "the portal's port never serves metrics"
+    );
+    let url = metrics_listener(&s.app).await;
+    let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
     assert!(before.contains("cloudpki_backlog_events"), "{before}");
     assert!(before.contains(&format!("subscription_id=\"{}\"", s.sub)));
     s.app.state.forwarder().forward_once().await.unwrap();
-    let after = s.app.get("/metrics").await.text().await.unwrap();
+    let after = scrape().await;
+    for counted in [
+        "cloudpki_duplicates_sent",
+        "cloudpki_lease_takeovers",
+        "cloudpki_destination_refusals",
+        "cloudpki_parked_events",
+    ] {
+        assert!(after.contains(counted), "{counted}");
+    }
     assert!(after.contains("cloudpki_events_delivered_total"), "{after}");
     assert!(after.contains("cloudpki_events_recorded_total"));
     assert!(after.contains("cloudpki_send_seconds"));

@@ -520,7 +520,7 @@ pub async fn owed(
 }
 
 /// `(waiting, oldest recorded_at)` of destination ($1, $2).
-pub(crate) const OWED_SQL: &str = "
+pub const OWED_SQL: &str = "
     select greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
              + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
                 and p.provider = d.provider and p.state = 'retry') as waiting,

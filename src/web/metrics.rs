@@ -2,7 +2,8 @@
 //!
 //! Counters and histograms are recorded where things happen (ingestion, forwarder); the backlog
 //! gauges are read from the queue at scrape time, so they are right whichever process did the
-//! work. Meant for the operator's scraper: restrict it at the network edge.
+//! work. Served only on `CLOUDPKI_METRICS_LISTEN`, a listener of its own for the operator's
+//! scraper, never on the portal's port (it names every subscription).
 
 use std::sync::OnceLock;
 
@@ -39,8 +40,12 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+/// The metrics listener's whole router (`CLOUDPKI_METRICS_LISTEN`); the portal's own port
+/// never serves `/metrics`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(state)
 }
 
 async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, WebError> {

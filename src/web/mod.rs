@@ -51,7 +51,6 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(events::router())
         .merge(api::router())
-        .merge(metrics::router())
         .nest_service("/static", ServeDir::new(static_dir))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(error::log_and_render_errors))

@@ -56,6 +56,7 @@ struct Recorded {
     requests: usize,
     truncated_logs: usize,
     script: VecDeque<Behavior>,
+    always: Option<Behavior>,
     last_headers: Option<HeaderMap>,
     poison: Option<(String, Value)>,
 }
@@ -137,7 +138,14 @@ impl FakeDatadog {
         self.shared.lock().poison = Some((key.to_owned(), value));
     }
 
-    /// The next requests get these behaviours, in order; then back to normal.
+    /// Every request gets this behaviour once the script (if any) is used up: a proxy that
+    /// answers 400 to everything, an intake that is always slow.
+    pub fn always(&self, behavior: Behavior) {
+        self.shared.lock().always = Some(behavior);
+    }
+
+    /// The next requests get these behaviours, in order; then back to normal (or to
+    /// [`Self::always`]).
     pub fn script(&self, behaviors: Vec<Behavior>) {
         self.shared.lock().script.extend(behaviors);
     }
@@ -168,7 +176,8 @@ async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
         let mut recorded = shared.lock();
         recorded.requests += 1;
         recorded.last_headers = Some(headers.clone());
-        recorded.script.pop_front()
+        let next = recorded.script.pop_front();
+        next.or_else(|| recorded.always.clone())
     };
     match scripted {
         Some(Behavior::Status(code)) => return scripted_status(code, None),
