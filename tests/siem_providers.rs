@@ -16,6 +16,7 @@ use support::{
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
+const DATADOG_KEY: &str = "0123456789abcdef0123456789abcdef";
 const SPLUNK_TOKEN: &str = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
 const LOGSCALE_TOKEN: &str = "a1b2c3d4-ingest-token-0123456789";
 const CATALOG: [u32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887];
@@ -445,4 +446,64 @@ async fn provider_secrets_never_reach_a_page_or_a_log_line() {
     }
     let logs = support::captured_logs();
     assert!(!logs.contains(SPLUNK_TOKEN) && !logs.contains(fake_sentinel::CLIENT_SECRET));
+}
+
+#[tokio::test]
+async fn a_hostile_token_lifetime_fails_only_its_own_destination_and_other_tenants_keep_flowing() {
+    let p = portal().await;
+    let azure = FakeSentinel::start().await;
+    // u64::MAX seconds: once enough to overflow the token cache's clock and kill the loop.
+    azure.issue_tokens_for(std::time::Duration::from_secs(u64::MAX));
+    let base = azure.base_url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "sentinel"),
+        ("sentinel_cloud", "public"),
+        ("sentinel_login_url", base.as_str()),
+        ("sentinel_tenant_id", fake_sentinel::TENANT),
+        ("sentinel_client_id", fake_sentinel::CLIENT_ID),
+        ("sentinel_client_secret", fake_sentinel::CLIENT_SECRET),
+        ("sentinel_endpoint", base.as_str()),
+        ("sentinel_dcr_id", fake_sentinel::DCR_ID),
+        ("sentinel_stream", fake_sentinel::STREAM),
+    ];
+    assert_eq!(p.submit("save", &fields).await.status(), 303);
+    // Another tenant on Datadog.
+    let intake = support::fake_datadog::FakeDatadog::start(DATADOG_KEY).await;
+    let other = p.app.create_subscription("Fabrikam PKI").await;
+    p.app
+        .configure_datadog(other, &intake.base_url(), DATADOG_KEY, true)
+        .await;
+    let other_token = p.app.token(other).await;
+
+    let f = p.app.state.forwarder();
+    for round in 0..3 {
+        assert_eq!(
+            p.app
+                .post_events(&p.token, &json!({"event_id": 4888}))
+                .await
+                .status(),
+            202
+        );
+        let body: Vec<Value> = (0..50).map(|_| json!({"event_id": 12})).collect();
+        assert_eq!(
+            p.app
+                .post_events(&other_token, &Value::Array(body))
+                .await
+                .status(),
+            202
+        );
+        f.forward_once().await.unwrap();
+        assert_eq!(
+            intake.logs().len(),
+            50 * (round + 1),
+            "the other tenant flows"
+        );
+    }
+    assert_eq!(p.app.queued().await, 0);
+    assert_eq!(
+        azure.rows().len(),
+        3,
+        "the odd lifetime is clamped, not trusted"
+    );
 }

@@ -389,7 +389,12 @@ async fn token(
     let access_token = format!("fake-token-{}-{}", recorded.issued, rand::random::<u64>());
     recorded
         .tokens
-        .insert(access_token.clone(), Instant::now() + lifetime);
+        // A hostile lifetime (u64::MAX s) is what the answer says; the fake's own clock
+        // saturates at a century.
+        .insert(
+            access_token.clone(),
+            Instant::now() + lifetime.min(Duration::from_secs(100 * 365 * 86_400)),
+        );
     (
         StatusCode::OK,
         [("content-type", "application/json; charset=utf-8")],
