@@ -912,7 +912,7 @@ impl Durability {
             )
             .fetch_one(&mut conn)
             .await?;
-        let _ = conn.close().await;
+        drop(conn);
         Ok(Self {
             fsync,
             synchronous_commit,

@@ -470,6 +470,7 @@ impl Forwarder {
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut next_beat = Instant::now() + beat;
         let mut grace_end: Option<Instant> = None;
+        let mut handed_back = false;
         loop {
             while reading && inflight.len() < window {
                 if *stop.borrow() || Instant::now() >= budget_end {
@@ -511,8 +512,9 @@ impl Forwarder {
                         reading = false;
                         grace_end = Some(Instant::now() + self.options.shutdown_grace);
                     }
-                    _ = sleep_until_opt(grace_end) => {
+                    _ = sleep_until_opt(grace_end), if !handed_back => {
                         // Out of time: hand the sends back; the events count as maybe sent.
+                        handed_back = true;
                         front.handle.abort();
                         for other in &inflight {
                             other.handle.abort();
@@ -1183,5 +1185,88 @@ mod tests {
                 assert!(d >= Duration::from_millis(100));
             }
         }
+    }
+
+    #[test]
+    fn bisection_is_capped_at_twice_log2_plus_eight() {
+        assert_eq!(bisection_cap(1), 8);
+        assert_eq!(bisection_cap(100), 22);
+        assert_eq!(bisection_cap(1000), 28);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_provider_code_becomes_that_destinations_failure_with_the_reason() {
+        let handle = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("boom in the provider");
+            }
+            RangeOutcome {
+                fates: Vec::new(),
+                trouble: None,
+            }
+        });
+        let outcome = range_outcome(handle.await, 3, "datadog");
+        assert_eq!(outcome.fates, vec![Fate::MaybeSent; 3]);
+        match outcome.trouble {
+            Some(Trouble::Failing { reason }) => {
+                assert!(reason.contains("boom in the provider"), "{reason}");
+                assert!(reason.contains("Datadog"), "{reason}");
+                assert!(reason.contains("The events are kept"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn event(seq: i64, maybe_sent: bool) -> LogEvent {
+        LogEvent {
+            seq,
+            event_uuid: Uuid::new_v4(),
+            event_id: 12,
+            occurred_at: Utc::now(),
+            recorded_at: Utc::now(),
+            actor: None,
+            details: serde_json::json!({}),
+            maybe_sent,
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_over_the_settled_prefix_only() {
+        let events: Vec<LogEvent> = (11..=14).map(|s| event(s, s == 11)).collect();
+        let fates = [
+            Fate::Delivered,
+            Fate::Parked("bad".into()),
+            Fate::Unsent,
+            Fate::Delivered,
+        ];
+        let settled = settle_range(&events, &fates, true);
+        assert_eq!(settled.cursor_from, 10);
+        assert_eq!(settled.cursor_to, Some(12));
+        assert_eq!(settled.parked, vec![(12, "bad".to_owned())]);
+        assert_eq!(settled.delivered, 2);
+        assert_eq!(
+            settled.duplicates, 1,
+            "11 was in flight with a previous holder"
+        );
+        assert_eq!(
+            settled.maybe_sent_to, 14,
+            "14 reached the SIEM beyond the cursor"
+        );
+
+        let after_a_gap = settle_range(
+            &events,
+            &[
+                Fate::Delivered,
+                Fate::Delivered,
+                Fate::Delivered,
+                Fate::Delivered,
+            ],
+            false,
+        );
+        assert_eq!(
+            after_a_gap.cursor_to, None,
+            "an earlier range is not settled"
+        );
+        assert_eq!(after_a_gap.maybe_sent_to, 14);
     }
 }

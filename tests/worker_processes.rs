@@ -37,9 +37,14 @@ fn database_url(app: &TestApp) -> String {
 }
 
 fn worker(app: &TestApp, lease_secs: u64) -> Child {
+    worker_with(app, lease_secs, &[])
+}
+
+fn worker_with(app: &TestApp, lease_secs: u64, env: &[(&str, &str)]) -> Child {
     let data = tempfile::tempdir().unwrap().keep();
     Command::new(env!("CARGO_BIN_EXE_cloudpki"))
         .arg("worker")
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url(app))
         .env("CLOUDPKI_MASTER_KEY", app.master_key.to_base64())
         .env("CLOUDPKI_EGRESS_ALLOW", "127.0.0.1")
@@ -158,4 +163,61 @@ async fn a_worker_killed_mid_batch_is_restarted_and_every_event_arrives() {
     .await
     .unwrap();
     assert_eq!(duplicates, 300, "the resend is counted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_a_slow_intake_hands_the_sends_back_within_the_grace_period() {
+    let app = TestApp::spawn().await;
+    let intake = FakeDatadog::start(KEY).await;
+    let sub = app.create_subscription("S").await;
+    app.configure_datadog(sub, &intake.base_url(), KEY, true)
+        .await;
+    let token = app.token(sub).await;
+    let body: Vec<Value> = (0..500).map(|_| json!({"event_id": 4870})).collect();
+    assert_eq!(
+        app.post_events(&token, &Value::Array(body)).await.status(),
+        202
+    );
+    // The intake keeps every request for a minute before it answers.
+    intake.always(Behavior::AcceptSlowly(Duration::from_secs(60)));
+    let stopping = worker_with(&app, 60, &[("CLOUDPKI_SHUTDOWN_GRACE_SECONDS", "1")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while intake.logs().len() < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the batch never reached the intake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stops well before the intake answers (terminate() allows 20 s).
+    assert!(terminate(stopping).success());
+    let (owner, cursor, inflight_to, outcome): (Option<uuid::Uuid>, i64, i64, String) =
+        sqlx::query_as(
+            "select d.lease_owner, d.cursor, d.inflight_to,
+                    (select outcome from delivery_attempts a where a.subscription_id = d.subscription_id
+                     order by a.id desc limit 1)
+             from delivery_destinations d where d.subscription_id = $1",
+        )
+        .bind(sub)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "handed back, not left to expire");
+    assert_eq!((cursor, inflight_to), (0, 500), "recorded as possibly sent");
+    assert_eq!(outcome, "retrying");
+
+    // The next worker starts at once (no lease to wait out) and counts the resend.
+    intake.always(Behavior::AcceptSlowly(Duration::ZERO));
+    let heir = worker(&app, 60);
+    wait_until_drained(&app).await;
+    assert!(terminate(heir).success());
+    let duplicates: i64 = sqlx::query_scalar(
+        "select duplicates_total from delivery_destinations where subscription_id = $1",
+    )
+    .bind(sub)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 500, "the resend is counted");
+    assert_eq!(intake.logs().len(), 1000);
 }
