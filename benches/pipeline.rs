@@ -2066,7 +2066,8 @@ async fn ingest_and_page(
 /// Claims the destination of `sub` and reads its backlog one range of [`BATCH_EVENTS`] per
 /// claim, settling each range and finishing the claim without sending, `ranges` times (read
 /// again from the start when caught up). Returns the time of each claim and of each
-/// `read_range`. The cursor goes back to where it was, so the backlog is owed again after.
+/// `read_range`, sorted. The cursor goes back to where it was, so the backlog is owed again
+/// after.
 async fn read_latencies(
     db: &Db,
     sub: Uuid,
@@ -2126,6 +2127,9 @@ async fn read_latencies(
     if let Some(from) = start {
         rewind(from).await?;
     }
+    // `percentile` takes sorted samples.
+    claims.sort();
+    reads.sort();
     Ok((claims, reads))
 }
 

@@ -507,3 +507,123 @@ async fn a_hostile_token_lifetime_fails_only_its_own_destination_and_other_tenan
         "the odd lifetime is clamped, not trusted"
     );
 }
+
+#[tokio::test]
+async fn a_stored_secret_is_never_sent_to_a_changed_address() {
+    let p = portal().await;
+    let real = support::fake_datadog::FakeDatadog::start(DATADOG_KEY).await;
+    let attacker = support::fake_datadog::FakeDatadog::start(DATADOG_KEY).await;
+    let (real_url, attacker_url) = (real.base_url(), attacker.base_url());
+    let datadog = |url: &str, key: &'static str| {
+        let mut fields = vec![
+            ("siem_enabled", "on"),
+            ("provider", "datadog"),
+            ("datadog_site", "custom"),
+            ("datadog_url", url),
+        ];
+        fields.push(("datadog_api_key", key));
+        fields
+            .into_iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let as_refs = |fields: &[(&'static str, String)]| {
+        fields
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect::<Vec<(&str, String)>>()
+    };
+    let submit = |action: &'static str, fields: Vec<(&'static str, String)>| {
+        let p = &p;
+        async move {
+            let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            p.status_after(action, &refs).await
+        }
+    };
+    let (code, _) = submit("save", datadog(&real_url, DATADOG_KEY)).await;
+    assert!(code == 200 || code == 303, "{code}");
+
+    // The URL changes, the key field is left blank: neither a test nor a save sends the key.
+    for action in ["test", "save"] {
+        let (code, page) = submit(action, as_refs(&datadog(&attacker_url, ""))).await;
+        assert_eq!(code, 422, "{action}");
+        assert!(
+            page.contains("only ever sent to the address it was saved with"),
+            "{action}"
+        );
+    }
+    assert_eq!(
+        attacker.requests(),
+        0,
+        "the stored key never left for the new address"
+    );
+
+    // Typed again, the key may go there; the test is recorded in the history.
+    let (code, page) = submit("test", datadog(&attacker_url, DATADOG_KEY)).await;
+    assert_eq!(code, 200);
+    assert!(status(&page).contains("service:EZCA"), "{}", status(&page));
+    assert_eq!(attacker.requests(), 1);
+    let history = texts(&p.app.get_page(&p.path).await, "table.history td").join(" ");
+    assert!(
+        history.contains("Test Connection to Datadog (127.0.0.1) succeeded"),
+        "{history}"
+    );
+
+    // Splunk's token and a webhook's extra headers are bound the same way.
+    let hec = FakeHec::start(HecMode::Splunk, SPLUNK_TOKEN).await;
+    let other_hec = FakeHec::start(HecMode::Splunk, SPLUNK_TOKEN).await;
+    let (hec_url, other_url) = (hec.base_url(), other_hec.base_url());
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "splunk"),
+                ("splunk_url", hec_url.as_str()),
+                ("splunk_token", SPLUNK_TOKEN),
+            ],
+        )
+        .await;
+    assert!(code == 200 || code == 303, "{code}");
+    let (code, page) = p
+        .status_after(
+            "test",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "splunk"),
+                ("splunk_url", other_url.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(page.contains("enter the HEC token again"));
+    assert_eq!(other_hec.requests(), 0);
+
+    let hook = FakeWebhook::start(&[]).await;
+    let other_hook = FakeWebhook::start(&[]).await;
+    let (hook_url, other_hook_url) = (hook.url(), other_hook.url());
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", hook_url.as_str()),
+                ("webhook_headers", "Authorization: Bearer receiver-token"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, page) = p
+        .status_after(
+            "test",
+            &[
+                ("provider", "webhook"),
+                ("webhook_url", other_hook_url.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(page.contains("enter the extra headers again"));
+    assert_eq!(other_hook.requests(), 0);
+}

@@ -759,10 +759,74 @@ pub fn validate(
             }
         }
     }
+    keep_secrets_with_their_address(provider, form, stored, &validated, &mut errors);
     if errors.count() > 0 {
         Err(errors)
     } else {
         Ok(validated)
+    }
+}
+
+/// The fields that decide where a provider's secrets are sent, with their labels.
+pub fn address_fields(provider: Provider) -> &'static [(&'static str, &'static str)] {
+    match provider {
+        Provider::Datadog => &[("datadog_url", "Logs intake URL")],
+        Provider::Splunk => &[("splunk_url", "HEC URL")],
+        Provider::LogScale => &[("logscale_url", "HEC URL")],
+        // The client secret goes to the sign-in URL (per cloud); the bearer token it buys goes
+        // to the ingestion endpoint.
+        Provider::Sentinel => &[
+            ("sentinel_cloud", "Azure cloud"),
+            ("sentinel_login_url", "Sign-in URL"),
+            ("sentinel_endpoint", "Logs ingestion endpoint"),
+        ],
+        Provider::Webhook => &[("webhook_url", "Webhook URL")],
+    }
+}
+
+/// Secrets a person types (a generated webhook signing secret is not one: it only signs).
+fn typed_secret_fields(provider: Provider) -> &'static [(&'static str, &'static str)] {
+    match provider {
+        Provider::Datadog => &[("datadog_api_key", "API key")],
+        Provider::Splunk => &[("splunk_token", "HEC token")],
+        Provider::LogScale => &[("logscale_token", "ingest token")],
+        Provider::Sentinel => &[("sentinel_client_secret", "client secret")],
+        Provider::Webhook => &[("webhook_headers", "extra headers")],
+    }
+}
+
+/// A stored secret is only ever sent to the address it was saved with: when an address field
+/// changes, every stored secret the form leaves blank must be entered again.
+fn keep_secrets_with_their_address(
+    provider: Provider,
+    form: &FormValues,
+    stored: &StoredProvider,
+    validated: &Validated,
+    errors: &mut FieldErrors,
+) {
+    let value = |fields: &BTreeMap<String, String>, name: &str| {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let Some((_, label)) = address_fields(provider)
+        .iter()
+        .find(|(field, _)| value(&validated.fields, field) != value(&stored.fields, field))
+    else {
+        return;
+    };
+    let clearing_headers = form.get("webhook_clear_headers").is_some_and(|v| v == "on");
+    for (field, secret) in typed_secret_fields(provider) {
+        let typed = form.get(*field).is_some_and(|v| !v.trim().is_empty());
+        let cleared = *field == "webhook_headers" && clearing_headers;
+        if !typed && !cleared && stored.secrets.contains_key(*field) {
+            errors.add(
+                field,
+                format!("The {label} changed, so enter the {secret} again: a stored secret is only ever sent to the address it was saved with."),
+            );
+        }
     }
 }
 

@@ -580,6 +580,34 @@ async fn submit(
                     state.hostname(),
                 )
                 .await;
+            let result = match &outcome {
+                Ok(_) => "succeeded".to_owned(),
+                Err(failure) => format!("failed ({:?})", failure.kind),
+            };
+            let target = config::address_fields(provider)
+                .iter()
+                .filter_map(|(field, _)| validated.fields.get(*field))
+                .filter_map(|v| url::Url::parse(v).ok())
+                .filter_map(|u| u.host_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", ");
+            store::siem::record_history(
+                state.pool(),
+                sub,
+                user.user_id,
+                &user.email,
+                "tested",
+                &[format!(
+                    "Test Connection to {} ({}) {result}",
+                    provider.label(),
+                    if target.is_empty() {
+                        "default address".to_owned()
+                    } else {
+                        target
+                    }
+                )],
+            )
+            .await?;
             let status = match outcome {
                 Ok(ok) => Status {
                     kind: "ok",
