@@ -212,7 +212,7 @@ async fn run_admin(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
                 None => {
                     let password = read_password_from_stdin()?;
                     let hash =
-                        crypto::hash_password_blocking(password.expose_secret().to_owned()).await;
+                        crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
                     store::accounts::create_user(&mut tx, &email, &hash).await?
                 }
             };

@@ -47,17 +47,46 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
-/// Hashes on a blocking thread.
-pub async fn hash_password_blocking(password: String) -> String {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .expect("hashing thread panicked")
+/// Password hashes computed at once, at most: each takes 19 MiB and a core for a while, so an
+/// unbounded burst of sign-ins would be a memory and CPU denial of service.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+/// How long a request waits for a hashing slot before it is told to come back.
+pub const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+static HASH_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+
+/// Every hashing slot stayed taken for [`HASH_QUEUE_WAIT`]: answer 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is busy checking passwords; try again in a moment")]
+pub struct HashingBusy;
+
+async fn hashing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, HashingBusy> {
+    match tokio::time::timeout(HASH_QUEUE_WAIT, HASH_SLOTS.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(HashingBusy),
+    }
 }
 
-/// Verifies on a blocking thread. With `phc = None` (unknown account) it still spends the same
-/// time on a dummy hash, so the answer's timing does not tell whether the account exists.
-pub async fn verify_password_blocking(password: String, phc: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || match phc {
+/// Hashes on a blocking thread, within the hashing bound.
+pub async fn hash_password_blocking(password: String) -> Result<String, HashingBusy> {
+    let _slot = hashing_slot().await?;
+    Ok(
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .expect("hashing thread panicked"),
+    )
+}
+
+/// Verifies on a blocking thread, within the hashing bound. With `phc = None` (unknown
+/// account) it still spends the same time on a dummy hash, so the answer's timing does not
+/// tell whether the account exists.
+pub async fn verify_password_blocking(
+    password: String,
+    phc: Option<String>,
+) -> Result<bool, HashingBusy> {
+    let _slot = hashing_slot().await?;
+    Ok(tokio::task::spawn_blocking(move || match phc {
         Some(phc) => verify_password(&password, &phc),
         None => {
             let _ = verify_password(&password, dummy_hash());
@@ -65,7 +94,7 @@ pub async fn verify_password_blocking(password: String, phc: Option<String>) -> 
         }
     })
     .await
-    .expect("verification thread panicked")
+    .expect("verification thread panicked"))
 }
 
 fn dummy_hash() -> &'static str {
@@ -216,5 +245,19 @@ mod tests {
         let printed = format!("{key:?}");
         assert!(!printed.contains(&key.to_base64()));
         assert!(printed.contains(key.id()));
+    }
+
+    #[tokio::test]
+    async fn hashing_past_the_bound_answers_busy_instead_of_queueing_without_limit() {
+        let held = HASH_SLOTS
+            .acquire_many(MAX_CONCURRENT_HASHES as u32)
+            .await
+            .expect("slots");
+        assert_eq!(
+            verify_password_blocking("pw".into(), None).await,
+            Err(HashingBusy)
+        );
+        drop(held);
+        assert_eq!(verify_password_blocking("pw".into(), None).await, Ok(false));
     }
 }

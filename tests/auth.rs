@@ -225,3 +225,27 @@ async fn pages_need_a_session() {
     let r = login_with(&app.client, &app.base_url, "x@example.com", "y").await;
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_parallel_guesses_gets_only_the_allowance_evaluated() {
+    let (app, _) = app_with_admin().await;
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let base = app.base_url.clone();
+        burst.spawn(async move {
+            let client = support::new_client();
+            support::login_with(&client, &base, "admin@example.com", "wrong password!")
+                .await
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = burst.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(evaluated, 5, "{statuses:?}");
+    assert_eq!(refused, 35, "{statuses:?}");
+}

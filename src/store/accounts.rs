@@ -221,37 +221,51 @@ pub async fn purge_expired(pool: &PgPool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Records a failed sign-in.
-pub async fn record_login_failure(
-    pool: &PgPool,
-    email: &str,
-    client_ip: &str,
-) -> Result<(), Error> {
-    sqlx::query("insert into login_failures (email, client_ip) values ($1, $2)")
-        .bind(email)
-        .bind(client_ip)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Failed sign-ins since `since`, for the account and for the client address.
-pub async fn recent_login_failures(
+/// Takes a sign-in attempt's slot before the password is checked: counted as a failure until
+/// it succeeds. Under per-account and per-address advisory locks (always in that order), so
+/// parallel attempts cannot all see room. `None`: the allowance is used up.
+pub async fn reserve_login_attempt(
     pool: &PgPool,
     email: &str,
     client_ip: &str,
     since: DateTime<Utc>,
-) -> Result<(i64, i64), Error> {
-    Ok(sqlx::query_as::<_, (i64, i64)>(
-        "select
-            (select count(*) from login_failures where email = $1 and failed_at > $3),
-            (select count(*) from login_failures where client_ip = $2 and failed_at > $3)",
+    max_per_account: i64,
+    max_per_address: i64,
+) -> Result<Option<i64>, Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('login-account:' || $1, 0)),
+                pg_advisory_xact_lock(hashtextextended('login-address:' || $2, 0))",
+    )
+    .bind(email)
+    .bind(client_ip)
+    .execute(&mut *tx)
+    .await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "insert into login_failures (email, client_ip)
+         select $1, $2
+         where (select count(*) from login_failures where email = $1 and failed_at > $3) < $4
+           and (select count(*) from login_failures where client_ip = $2 and failed_at > $3) < $5
+         returning id",
     )
     .bind(email)
     .bind(client_ip)
     .bind(since)
-    .fetch_one(pool)
-    .await?)
+    .bind(max_per_account)
+    .bind(max_per_address)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Gives back a reserved attempt that was never evaluated.
+pub async fn release_login_attempt(pool: &PgPool, attempt: i64) -> Result<(), Error> {
+    sqlx::query("delete from login_failures where id = $1")
+        .bind(attempt)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Forgets an account's failures after a successful sign-in.

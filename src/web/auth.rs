@@ -106,10 +106,19 @@ async fn login(
     let email = form.email.trim().to_lowercase();
     let client_ip = peer.ip().to_string();
 
+    // The attempt takes a failure slot before any hashing, atomically: a burst of parallel
+    // guesses gets at most the allowance evaluated, and the rest are refused at once.
     let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
-    let (per_account, per_address) =
-        store::accounts::recent_login_failures(state.pool(), &email, &client_ip, since).await?;
-    if per_account >= MAX_FAILURES_PER_ACCOUNT || per_address >= MAX_FAILURES_PER_ADDRESS {
+    let reserved = store::accounts::reserve_login_attempt(
+        state.pool(),
+        &email,
+        &client_ip,
+        since,
+        MAX_FAILURES_PER_ACCOUNT,
+        MAX_FAILURES_PER_ADDRESS,
+    )
+    .await?;
+    let Some(attempt) = reserved else {
         tracing::warn!(client_ip, "sign-in throttled after repeated failures");
         let page = LoginPage {
             layout: Layout::anonymous(csrf, "Sign in"),
@@ -123,18 +132,25 @@ async fn login(
             StatusCode::TOO_MANY_REQUESTS,
             None,
         ));
-    }
+    };
 
     let user = store::accounts::find_user_by_email(state.pool(), &email).await?;
-    let ok = crypto::verify_password_blocking(
+    let ok = match crypto::verify_password_blocking(
         form.password,
         user.as_ref().map(|u| u.password_hash.clone()),
     )
-    .await;
+    .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            // Not evaluated: the slot goes back.
+            store::accounts::release_login_attempt(state.pool(), attempt).await?;
+            return Err(busy.into());
+        }
+    };
     let user = match (ok, user) {
         (true, Some(user)) => user,
         _ => {
-            store::accounts::record_login_failure(state.pool(), &email, &client_ip).await?;
             let page = LoginPage {
                 layout: Layout::anonymous(csrf, "Sign in"),
                 email: form.email,
@@ -274,7 +290,7 @@ async fn setup(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page.render()?)).into_response());
     };
 
-    let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await;
+    let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
     let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
     if !store::accounts::consume_setup_token(&mut tx, &digest).await? {
         return Err(WebError::NotFound);

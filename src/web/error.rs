@@ -28,9 +28,18 @@ pub enum WebError {
     /// Too many attempts.
     #[error("too many requests: {0}")]
     TooManyRequests(String),
+    /// The server is saturated (password hashing): come back after `Retry-After`.
+    #[error("busy")]
+    Busy,
     /// Anything else: a bug or an outage.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::crypto::HashingBusy> for WebError {
+    fn from(_: crate::crypto::HashingBusy) -> Self {
+        Self::Busy
+    }
 }
 
 impl From<crate::store::Error> for WebError {
@@ -88,6 +97,19 @@ impl IntoResponse for WebError {
                 "",
             ),
             Self::TooManyRequests(why) => page(StatusCode::TOO_MANY_REQUESTS, "Slow down", &why, ""),
+            Self::Busy => {
+                let mut response = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Busy",
+                    "The portal is busy checking other sign-ins. Try again in a few seconds.",
+                    "",
+                );
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("2"),
+                );
+                response
+            }
             Self::Internal(err) => {
                 let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 response
