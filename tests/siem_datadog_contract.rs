@@ -577,3 +577,43 @@ async fn the_fake_is_strict_about_the_intake_contract() {
     assert_eq!(fake.logs().len(), 2);
     assert_eq!(fake.requests(), 8);
 }
+
+#[tokio::test]
+async fn an_endless_error_body_is_read_only_up_to_its_cap() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A hostile intake: 400 with a body of a gigabyte, streamed for as long as we read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut request).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 1000000000\r\n\r\n")
+            .await;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        // Bounded: stops when the client hangs up, or after 1 GB.
+        while sent < 1_000_000_000 {
+            if socket.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let cfg = config(&base, KEY);
+    let batches = build_batches(&[any_event(json!({}))], HOSTNAME, Utc::now());
+    let outcome = send_batch(&client(), &loopback_egress(), &cfg, &batches[0])
+        .await
+        .expect("an HTTP answer");
+    match outcome {
+        Disposition::Rejected { reason } => assert!(reason.len() < 2_000, "{}", reason.len()),
+        other => panic!("{other:?}"),
+    }
+    let sent = served.await.unwrap();
+    assert!(
+        sent < 100 * 1024 * 1024,
+        "we hung up after the cap, not after {sent} bytes"
+    );
+}

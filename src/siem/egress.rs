@@ -203,6 +203,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
         || (seg[0] & 0xff00) == 0xff00 // multicast
         || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        // Teredo 2001::/32 tunnels to an IPv4 address of anyone's choosing (private included)
+        || (seg[0] == 0x2001 && seg[1] == 0x0000)
+        || (seg[0] == 0x2001 && seg[1] == 0x0002 && seg[2] == 0) // benchmarking 2001:2::/48
         || (seg[0] == 0x0064 && seg[1] == 0xff9b) // local-use NAT64 64:ff9b:1::/48
         || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only 100::/64
         || seg[0] == 0; // rest of ::/16 (reserved)
@@ -455,6 +458,10 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "64:ff9b::7f00:1",
             "2002:7f00:1::",
+            // Teredo: server 65.54.227.120, client 192.168.1.1 obfuscated; refused whole
+            "2001:0:4136:e378:8000:63bf:3f57:fefe",
+            "2001::1",
+            "2001:2::1",
         ] {
             assert!(!is_public(ip(reserved)), "{reserved} is not public");
         }

@@ -584,7 +584,7 @@ async fn post_batch(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = response.text().await.unwrap_or_default();
+    let body = crate::siem::read_body_capped(response).await;
     let mut disposition = classify(cfg.flavor, status, retry_after.as_deref(), &body);
     let reply = HecReply::parse(&body);
     if let Disposition::PartialAccept { accepted, .. } = disposition {
@@ -691,7 +691,7 @@ async fn poll_ack(
         Err(err) => return AckPoll::Problem(SendError::from_reqwest(&err).to_string()),
     };
     let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
+    let body = crate::siem::read_body_capped(response).await;
     match status {
         200 => {
             let acked = serde_json::from_str::<Value>(&body)

@@ -285,6 +285,26 @@ pub trait SiemDestination: Send + Sync {
     ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>>;
 }
 
+/// Most bytes of a SIEM's answer body that are read (for error excerpts and acknowledgements);
+/// the rest is never read, so a hostile endpoint cannot make us buffer without bound.
+pub const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads at most [`MAX_RESPONSE_BODY_BYTES`] of an answer's body as text (lossy UTF-8); a
+/// body that fails midway yields what arrived.
+pub async fn read_body_capped(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Longest `Retry-After` honoured; a larger one is capped so a destination is retried hourly.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 

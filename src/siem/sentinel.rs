@@ -519,7 +519,7 @@ async fn request_token(
         .map_err(|err| SendError::from_reqwest(&err))?;
     let status = response.status().as_u16();
     let retry_after = header_text(response.headers(), RETRY_AFTER);
-    let body = response.text().await.unwrap_or_default();
+    let body = crate::siem::read_body_capped(response).await;
     if status == 200 {
         return parse_token_answer(&body).ok_or_else(|| TokenError::Unavailable {
             after: None,
@@ -789,7 +789,7 @@ async fn post_rows(
     let status = response.status().as_u16();
     let retry_after = header_text(response.headers(), RETRY_AFTER);
     // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = response.text().await.unwrap_or_default();
+    let body = crate::siem::read_body_capped(response).await;
     Ok((status, retry_after, body))
 }
 

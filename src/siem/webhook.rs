@@ -470,7 +470,7 @@ async fn post_batch(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = response.text().await.unwrap_or_default();
+    let body = crate::siem::read_body_capped(response).await;
     let disposition = classify(status, retry_after.as_deref(), &body);
     Ok(Answer {
         status,
