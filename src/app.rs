@@ -411,7 +411,7 @@ async fn issue_setup_link_if_first_run(state: &AppState) -> anyhow::Result<Optio
     let link = state.link(&format!("/setup/{token}"));
     // The token is single-use and dies with the first administrator; logging it is the point.
     tracing::warn!(
-        "first run: no administrator yet. Open this one-time setup link to create one: {link}"
+        "first run: no administrator yet. Open this one-time setup link (valid 24 hours; `cloudpki admin setup-link` prints a fresh one) to create one: {link}"
     );
     Ok(Some(link))
 }

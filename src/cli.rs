@@ -97,6 +97,8 @@ enum AdminCommand {
         #[arg(long)]
         id: String,
     },
+    /// Print a fresh one-time setup link (valid 24 h) while no administrator exists.
+    SetupLink,
 }
 
 /// An error the user caused and can fix; printed as one line, exit code 2.
@@ -149,7 +151,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = Database::connect(&config).await?;
             let db_migrated = db.migrate().await;
             let result = match db_migrated {
-                Ok(()) => run_admin(&db, admin).await,
+                Ok(()) => run_admin(&db, &config, admin).await,
                 Err(e) => Err(e.into()),
             };
             db.shutdown().await;
@@ -158,8 +160,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn run_admin(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
+async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::SetupLink => {
+            if store::accounts::any_user_exists(&db.pool).await? {
+                return Err(UsageError(
+                    "an administrator exists already: sign in, or create users with `cloudpki admin create-user`".into(),
+                )
+                .into());
+            }
+            let token = crypto::random_token();
+            store::accounts::replace_setup_token(&db.pool, &crypto::token_digest(&token)).await?;
+            let base = config.effective_public_url(config.listen);
+            eprintln!(
+                "one-time setup link, valid for {} hours (any older link stops working):",
+                store::accounts::SETUP_TOKEN_HOURS
+            );
+            println!("{}/setup/{token}", base.as_str().trim_end_matches('/'));
+            Ok(())
+        }
         AdminCommand::CreateSubscription { name } => {
             let name =
                 SubscriptionName::parse(&name).map_err(|e| UsageError(format!("--name: {e}")))?;

@@ -105,3 +105,73 @@ async fn no_setup_link_once_a_user_exists() {
     let path = path_of(app.setup_link.as_deref().unwrap());
     assert_eq!(app.get(&path).await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_setup_link_older_than_24_hours_is_dead() {
+    let app = TestApp::spawn().await;
+    let path = path_of(app.setup_link.as_deref().unwrap());
+    assert_eq!(app.get(&path).await.status(), 200);
+    sqlx::query("update setup_tokens set created_at = now() - interval '25 hours'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get(&path).await.status(), 404);
+}
+
+fn database_url(app: &TestApp) -> String {
+    let o = &app.db_options;
+    let db = o.get_database().unwrap();
+    match o.get_socket() {
+        Some(dir) => format!(
+            "postgres://{}@localhost:{}/{db}?host={}",
+            o.get_username(),
+            o.get_port(),
+            dir.display()
+        ),
+        None => format!(
+            "postgres://{}@{}:{}/{db}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port()
+        ),
+    }
+}
+
+fn admin_setup_link(app: &TestApp) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cloudpki"))
+        .args(["admin", "setup-link"])
+        .env("DATABASE_URL", database_url(app))
+        .env("CLOUDPKI_MASTER_KEY", app.master_key.to_base64())
+        .env("CLOUDPKI_PUBLIC_URL", &app.base_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_setup_link_prints_a_fresh_link_and_the_old_one_stops_working() {
+    let app = TestApp::spawn().await;
+    let old = path_of(app.setup_link.as_deref().unwrap());
+    let out = admin_setup_link(&app);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/setup/", app.base_url)),
+        "{link}"
+    );
+    assert_eq!(app.get(&path_of(&link)).await.status(), 200);
+    assert_eq!(app.get(&old).await.status(), 404);
+
+    app.create_subscription("S").await;
+    sqlx::query("insert into users (id, email, password_hash) values (gen_random_uuid(), 'a@example.com', 'x')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let out = admin_setup_link(&app);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an administrator exists already"));
+}

@@ -291,13 +291,19 @@ pub async fn replace_setup_token(pool: &PgPool, token_digest: &[u8]) -> Result<(
     Ok(())
 }
 
-/// Whether this setup token is still valid: unused, and no user exists yet.
+/// How long a setup link works (`cloudpki admin setup-link` prints a fresh one).
+pub const SETUP_TOKEN_HOURS: i32 = 24;
+
+/// Whether this setup token is still valid: unused, younger than [`SETUP_TOKEN_HOURS`], and no
+/// user exists yet.
 pub async fn setup_token_is_valid(pool: &PgPool, token_digest: &[u8]) -> Result<bool, Error> {
     Ok(sqlx::query_scalar(
-        "select exists (select 1 from setup_tokens where token_digest = $1 and used_at is null)
+        "select exists (select 1 from setup_tokens where token_digest = $1 and used_at is null
+                        and created_at > now() - make_interval(hours => $2))
             and not exists (select 1 from users)",
     )
     .bind(token_digest)
+    .bind(SETUP_TOKEN_HOURS)
     .fetch_one(pool)
     .await?)
 }
@@ -309,9 +315,11 @@ pub async fn consume_setup_token(
     token_digest: &[u8],
 ) -> Result<bool, Error> {
     let updated = sqlx::query(
-        "update setup_tokens set used_at = now() where token_digest = $1 and used_at is null",
+        "update setup_tokens set used_at = now() where token_digest = $1 and used_at is null
+         and created_at > now() - make_interval(hours => $2)",
     )
     .bind(token_digest)
+    .bind(SETUP_TOKEN_HOURS)
     .execute(&mut **tx)
     .await?
     .rows_affected();
