@@ -63,6 +63,8 @@ pub struct Config {
     /// `CLOUDPKI_SHUTDOWN_GRACE_SECONDS`: how long a stopping forwarder waits for its sends
     /// before handing them back.
     pub shutdown_grace: std::time::Duration,
+    /// `CLOUDPKI_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Config {
@@ -81,6 +83,7 @@ impl std::fmt::Debug for Config {
             .field("worker_lease", &self.worker_lease)
             .field("metrics_listen", &self.metrics_listen)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -243,6 +246,25 @@ impl Config {
             None => crate::forwarder::DEFAULT_SHUTDOWN_GRACE,
         };
 
+        let mut trusted_proxies = Vec::new();
+        for entry in get("CLOUDPKI_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let net = entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "CLOUDPKI_TRUSTED_PROXIES",
+                        format!("`{entry}` is not an IP address or CIDR such as 10.0.0.0/8"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+
         Ok(Self {
             database_url,
             data_dir,
@@ -256,6 +278,7 @@ impl Config {
             worker_lease,
             metrics_listen,
             shutdown_grace,
+            trusted_proxies,
         })
     }
 

@@ -201,6 +201,46 @@ pub async fn find_session(pool: &PgPool, token_digest: &[u8]) -> Result<Option<S
     .await?)
 }
 
+/// Replaces a user's password hash.
+pub async fn update_password(
+    pool: &PgPool,
+    user_id: Uuid,
+    password_hash: &str,
+) -> Result<(), Error> {
+    sqlx::query("update users set password_hash = $2 where id = $1")
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user but the one with `keep` (if given); returns how many ended.
+pub async fn end_sessions_of(
+    pool: &PgPool,
+    user_id: Uuid,
+    keep: Option<&[u8]>,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "delete from sessions where user_id = $1 and ($2::bytea is null or token_digest <> $2)",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// A user's live sessions.
+pub async fn count_sessions(pool: &PgPool, user_id: Uuid) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "select count(*) from sessions where user_id = $1 and expires_at > now()",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Ends a session.
 pub async fn delete_session(pool: &PgPool, token_digest: &[u8]) -> Result<(), Error> {
     sqlx::query("delete from sessions where token_digest = $1")

@@ -104,7 +104,7 @@ async fn login(
     session::check_anonymous_csrf(&headers, &form.csrf_token)?;
     let (csrf, _) = session::anonymous_csrf(&state, &headers);
     let email = form.email.trim().to_lowercase();
-    let client_ip = peer.ip().to_string();
+    let client_ip = super::client_ip(&state, peer, &headers);
 
     // The attempt takes a failure slot before any hashing, atomically: a burst of parallel
     // guesses gets at most the allowance evaluated, and the rest are refused at once.

@@ -4,6 +4,7 @@
 //! tracing (by matched route, so tokens in paths never reach a log line), timeout, compression,
 //! security headers, and one place where internal errors are logged with their request id.
 
+mod account;
 mod api;
 mod auth;
 mod error;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(account::router())
         .merge(subscriptions::router())
         .merge(settings::router())
         .merge(events::router())
@@ -95,6 +97,38 @@ fn set_header(
     SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy
+/// (`CLOUDPKI_TRUSTED_PROXIES`), the rightmost `X-Forwarded-For` entry that is not one.
+pub fn client_ip(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> String {
+    forwarded_client(&state.config().trusted_proxies, peer.ip(), headers).to_string()
+}
+
+fn forwarded_client(
+    trusted: &[ipnet::IpNet],
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
 /// What the base layout needs: the page title and, when signed in, who and the sign-out token.
 pub struct Layout {
     /// `<title>` and heading context.
@@ -122,5 +156,35 @@ impl Layout {
             user_email: Some(user.email.clone()),
             csrf_token: user.csrf_token.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 203.0.113.7, 10.1.2.3"),
+        );
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // From the proxy: the rightmost address that is not a proxy of ours.
+        assert_eq!(
+            forwarded_client(&trusted, ip("10.0.0.1"), &headers),
+            ip("203.0.113.7")
+        );
+        // From anyone else: the header is ignored (it could say anything).
+        assert_eq!(
+            forwarded_client(&trusted, ip("192.0.2.1"), &headers),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            forwarded_client(&[], ip("10.0.0.1"), &headers),
+            ip("10.0.0.1")
+        );
     }
 }

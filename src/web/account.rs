@@ -1,0 +1,191 @@
+//! The account page of the signed-in user: change the password (which ends every other
+//! session) and sign out everywhere.
+
+use askama::Template;
+use axum::{
+    extract::{ConnectInfo, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Form, Router,
+};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+use super::{
+    auth::{MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, THROTTLE_WINDOW_MINUTES},
+    session::{self, CurrentUser},
+    Layout, WebError,
+};
+use crate::{app::AppState, crypto, domain::account::NewPassword, store};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(account_page))
+        .route("/account/password", post(change_password))
+        .route("/account/sign-out-everywhere", post(sign_out_everywhere))
+}
+
+#[derive(Default)]
+struct PasswordErrors {
+    current_password: Option<String>,
+    new_password: Option<String>,
+    new_password_confirm: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    layout: Layout,
+    email: String,
+    sessions: i64,
+    status: Option<String>,
+    errors: PasswordErrors,
+}
+
+async fn render(
+    state: &AppState,
+    user: &CurrentUser,
+    status_code: StatusCode,
+    status: Option<String>,
+    errors: PasswordErrors,
+) -> Result<Response, WebError> {
+    let page = AccountPage {
+        layout: Layout::signed_in(user, "Your account"),
+        email: user.email.clone(),
+        sessions: store::accounts::count_sessions(state.pool(), user.user_id).await?,
+        status,
+        errors,
+    };
+    Ok((status_code, Html(page.render()?)).into_response())
+}
+
+async fn account_page(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Response, WebError> {
+    render(
+        &state,
+        &user,
+        StatusCode::OK,
+        None,
+        PasswordErrors::default(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    new_password_confirm: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, WebError> {
+    user.check_csrf(&form.csrf_token)?;
+    let mut errors = PasswordErrors::default();
+    let new = NewPassword::parse(&form.new_password)
+        .map_err(|e| errors.new_password = Some(e))
+        .ok();
+    if form.new_password != form.new_password_confirm {
+        errors.new_password_confirm = Some("The two new passwords differ.".into());
+    }
+    // The current password is a password guess like any other: same allowance and bound.
+    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
+    let client_ip = super::client_ip(&state, peer, &headers);
+    let Some(attempt) = store::accounts::reserve_login_attempt(
+        state.pool(),
+        &user.email,
+        &client_ip,
+        since,
+        MAX_FAILURES_PER_ACCOUNT,
+        MAX_FAILURES_PER_ADDRESS,
+    )
+    .await?
+    else {
+        return Err(WebError::TooManyRequests(format!(
+            "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+        )));
+    };
+    let stored = store::accounts::find_user_by_email(state.pool(), &user.email).await?;
+    let verified = match crypto::verify_password_blocking(
+        form.current_password,
+        stored.map(|u| u.password_hash),
+    )
+    .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            store::accounts::release_login_attempt(state.pool(), attempt).await?;
+            return Err(busy.into());
+        }
+    };
+    if !verified {
+        errors.current_password = Some("This is not your current password.".into());
+    } else {
+        store::accounts::release_login_attempt(state.pool(), attempt).await?;
+    }
+    let Some(new) = new.filter(|_| {
+        errors.current_password.is_none()
+            && errors.new_password.is_none()
+            && errors.new_password_confirm.is_none()
+    }) else {
+        return render(
+            &state,
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            errors,
+        )
+        .await;
+    };
+    let hash = crypto::hash_password_blocking(new.expose_secret().to_owned()).await?;
+    store::accounts::update_password(state.pool(), user.user_id, &hash).await?;
+    let keep = session::cookie(&headers, session::SESSION_COOKIE).map(crypto::token_digest);
+    let ended =
+        store::accounts::end_sessions_of(state.pool(), user.user_id, keep.as_deref()).await?;
+    tracing::info!(user_id = %user.user_id, other_sessions_ended = ended, "password changed");
+    render(
+        &state,
+        &user,
+        StatusCode::OK,
+        Some(format!(
+            "Password changed. {ended} other session(s) were signed out."
+        )),
+        PasswordErrors::default(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    user.check_csrf(&form.csrf_token)?;
+    let ended = store::accounts::end_sessions_of(state.pool(), user.user_id, None).await?;
+    tracing::info!(user_id = %user.user_id, sessions_ended = ended, "signed out everywhere");
+    let cookie = session::end_session(&state, &headers).await?;
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}

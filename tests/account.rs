@@ -1,0 +1,218 @@
+//! The account page: password change (which ends every other session), sign out everywhere,
+//! and throttling that believes `X-Forwarded-For` only from trusted proxies.
+
+mod support;
+
+use support::{csrf_token, location, login_with, new_client, TestApp};
+
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+async fn app_with_user() -> TestApp {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
+    app
+}
+
+async fn change_password(
+    app: &TestApp,
+    current: &str,
+    new: &str,
+    again: &str,
+) -> reqwest::Response {
+    let csrf = csrf_token(&app.get_page("/account").await);
+    app.post_form(
+        "/account/password",
+        &[
+            ("csrf_token", csrf.as_str()),
+            ("current_password", current),
+            ("new_password", new),
+            ("new_password_confirm", again),
+        ],
+    )
+    .await
+}
+
+async fn signed_in(client: &reqwest::Client, base: &str) -> bool {
+    let r = client
+        .get(format!("{base}/subscriptions"))
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
+}
+
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_signs_out_every_other_session() {
+    let app = app_with_user().await;
+    let elsewhere = new_client();
+    assert_eq!(
+        login_with(&elsewhere, &app.base_url, "admin@example.com", PASSWORD)
+            .await
+            .status(),
+        303
+    );
+
+    let r = change_password(&app, "not my password", NEW_PASSWORD, NEW_PASSWORD).await;
+    assert_eq!(r.status(), 422);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("This is not your current password."));
+    let r = change_password(&app, PASSWORD, NEW_PASSWORD, "something else entirely").await;
+    assert_eq!(r.status(), 422);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("The two new passwords differ."));
+    let r = change_password(&app, PASSWORD, "short", "short").await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        signed_in(&elsewhere, &app.base_url).await,
+        "nothing changed yet"
+    );
+
+    let r = change_password(&app, PASSWORD, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Password changed. 1 other session(s) were signed out."),
+        "{page}"
+    );
+    assert!(
+        !signed_in(&elsewhere, &app.base_url).await,
+        "the other session ended"
+    );
+    assert!(
+        signed_in(&app.client, &app.base_url).await,
+        "this one stays"
+    );
+
+    let fresh = new_client();
+    assert_eq!(
+        login_with(&fresh, &app.base_url, "admin@example.com", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login_with(&fresh, &app.base_url, "admin@example.com", NEW_PASSWORD)
+            .await
+            .status(),
+        303
+    );
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_session_this_one_too() {
+    let app = app_with_user().await;
+    let elsewhere = new_client();
+    login_with(&elsewhere, &app.base_url, "admin@example.com", PASSWORD).await;
+    let page = app.get_page("/account").await;
+    assert!(page.contains("2 active session(s)"), "{page}");
+    let csrf = csrf_token(&page);
+    let r = app
+        .post_form(
+            "/account/sign-out-everywhere",
+            &[("csrf_token", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login");
+    assert!(!signed_in(&elsewhere, &app.base_url).await);
+    assert!(!signed_in(&app.client, &app.base_url).await);
+}
+
+#[tokio::test]
+async fn account_forms_need_the_csrf_token() {
+    let app = app_with_user().await;
+    let r = app
+        .post_form(
+            "/account/password",
+            &[
+                ("csrf_token", "forged"),
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = app
+        .post_form("/account/sign-out-everywhere", &[("csrf_token", "forged")])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(signed_in(&app.client, &app.base_url).await);
+}
+
+async fn login_from(app: &TestApp, forwarded_for: &str, password: &str) -> u16 {
+    let client = new_client();
+    let page = client
+        .get(format!("{}/login", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    client
+        .post(format!("{}/login", app.base_url))
+        .header("x-forwarded-for", forwarded_for)
+        .form(&[
+            ("email", "someone@example.com"),
+            ("password", password),
+            ("csrf_token", csrf_token(&page).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_throttling_keys_on_the_forwarded_client() {
+    let mut env = support::test_env();
+    env.insert("CLOUDPKI_TRUSTED_PROXIES".into(), "127.0.0.1".into());
+    let app = TestApp::spawn_with(env).await;
+    for i in 0..20 {
+        // Twenty different accounts from one client behind the proxy.
+        let client = new_client();
+        let page = client
+            .get(format!("{}/login", app.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let status = client
+            .post(format!("{}/login", app.base_url))
+            .header("x-forwarded-for", "203.0.113.7")
+            .form(&[
+                ("email", format!("user{i}@example.com").as_str()),
+                ("password", "wrong password!"),
+                ("csrf_token", csrf_token(&page).as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        login_from(&app, "203.0.113.7", "x").await,
+        429,
+        "that client is throttled"
+    );
+    assert_eq!(
+        login_from(&app, "198.51.100.9", "x").await,
+        401,
+        "another client behind the same proxy is not"
+    );
+}
