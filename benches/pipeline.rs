@@ -741,6 +741,19 @@ impl Db {
 
     /// Empties the log (between runs): no events, every counter and cursor back to 0.
     async fn clear(&self) -> anyhow::Result<()> {
+        // A running worker may hold locks on these tables in another order: the truncation
+        // can lose a deadlock to it, and simply goes again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.clear_once().await {
+                Err(e) if attempt < 5 && is_deadlock(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn clear_once(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("truncate delivery_parked, delivery_attempts, audit_events")
             .execute(&mut *tx)
@@ -1347,7 +1360,7 @@ async fn wire_limit(
 /// Claims through `store::delivery` and reads and settles range after range as the forwarder
 /// does (until caught up or the claim budget is spent), then finishes the claim; nothing is
 /// sent. What the store alone can do per second.
-async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
+async fn store_limit(db: &Db, expected: u64, loops: usize) -> anyhow::Result<f64> {
     let pool = PgPoolOptions::new()
         .max_connections(cloudpki::db::MAX_CONNECTIONS)
         .connect_with(db.pool.connect_options().as_ref().clone())
@@ -1356,7 +1369,7 @@ async fn store_limit(db: &Db, expected: u64) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..STORE_LOOPS {
+    for _ in 0..loops {
         let (pool, done) = (pool.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let lease = chrono::Duration::seconds(60);
@@ -1460,9 +1473,12 @@ async fn drain(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
         db.clear().await?;
         db.hold().await?;
         let fill = db.prefill(dests, n).await?;
-        let store = store_limit(&db, n as u64).await?;
+        // One claim loop per destination, as many as a worker's slots: more loops than
+        // destinations would only poll each other's leases.
+        let loops = dests.len().min(STORE_LOOPS);
+        let store = store_limit(&db, n as u64, loops).await?;
         report.note(format!(
-            "drain {layout}: wire limit {} (concurrency {STORE_LOOPS}), store limit {} ({STORE_LOOPS} claim loops, 16 connections); prefill of {n} took {:.1} s",
+            "drain {layout}: wire limit {} (concurrency {STORE_LOOPS}), store limit {} ({loops} claim loops, 16 connections); prefill of {n} took {:.1} s",
             per_sec(wire),
             per_sec(store),
             fill.as_secs_f64()
@@ -1678,6 +1694,14 @@ async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // ingest and page (one `cloudpki serve --no-worker` process)
+
+/// Whether PostgreSQL chose this statement as a deadlock's victim (SQLSTATE 40P01).
+fn is_deadlock(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01")
+}
 
 /// Runs `load` on `connections` tasks for `secs`; returns (operations, seconds, latencies).
 async fn closed_loop<F, Fut>(
