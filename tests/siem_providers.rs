@@ -627,3 +627,54 @@ async fn a_stored_secret_is_never_sent_to_a_changed_address() {
     assert!(page.contains("enter the extra headers again"));
     assert_eq!(other_hook.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_webhook_url_query_is_sealed_and_never_shown_or_recorded() {
+    let p = portal().await;
+    let hook = FakeWebhook::start(&[]).await;
+    let url = format!("{}?token=s3cr3t-query-token&tenant=t1", hook.url());
+    let (code, page) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", url.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let secret = texts(&page, "#new-signing-secret")
+        .pop()
+        .expect("shown once");
+    hook.trust(&[cloudpki::domain::webhook::SigningSecret::parse(&secret).unwrap()]);
+    let reload = p.app.get_page(&p.path).await;
+    assert!(
+        !reload.contains("s3cr3t-query-token"),
+        "neither in the form nor in the history"
+    );
+    let shown = support::input_value(&reload, "webhook_url").expect("the URL field");
+    assert_eq!(shown, format!("{}?token=…&tenant=…", hook.url()));
+    let stored: i64 = sqlx::query_scalar(
+        "select count(*) from siem_provider_fields where fields::text like '%s3cr3t%'",
+    )
+    .fetch_one(&p.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "the query is sealed, not stored in clear");
+
+    // Saving the page as shown keeps the sealed URL: events still reach it.
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", shown.as_str()),
+            ],
+        )
+        .await;
+    assert!(code == 200 || code == 303, "{code}");
+    p.send_catalog().await;
+    assert_eq!(hook.events().len(), 11);
+}

@@ -149,6 +149,12 @@ pub fn secret_fields(provider: Provider) -> &'static [SecretField] {
                 field: "webhook_headers",
                 name: "headers",
             },
+            // A query (`?token=…`) may carry a credential: the whole URL is sealed, and the
+            // page and the history see it with the query's values hidden.
+            SecretField {
+                field: "webhook_url_sealed",
+                name: "url",
+            },
         ],
     }
 }
@@ -647,8 +653,27 @@ pub fn validate(
             }
         }
         Provider::Webhook => {
+            // The page shows the URL with its query's values hidden; sending that back
+            // unchanged keeps the sealed URL.
+            let typed_url = get("webhook_url");
+            let sealed_url = stored
+                .secrets
+                .get("webhook_url_sealed")
+                .and_then(StoredSecret::usable)
+                .filter(|_| {
+                    !typed_url.is_empty()
+                        && stored.fields.get("webhook_url").map(String::as_str)
+                            == Some(typed_url.as_str())
+                })
+                .map(str::to_owned);
+            if sealed_url.is_none() && typed_url.contains('…') {
+                errors.add(
+                    "webhook_url",
+                    "The query's values are hidden on this page; to change the URL, type it again in full, query included.",
+                );
+            }
             let url = required(
-                &get("webhook_url"),
+                sealed_url.as_deref().unwrap_or(&typed_url),
                 complete,
                 "webhook_url",
                 "Enter the https URL that receives the events.",
@@ -746,9 +771,19 @@ pub fn validate(
                 }
             }
             if let Some(url) = &url {
-                validated
-                    .fields
-                    .insert("webhook_url".into(), url.as_str().into());
+                let shown = hide_query_values(url.as_url());
+                if shown != url.as_str() {
+                    if sealed_url.as_deref() != Some(url.as_str()) {
+                        validated.new_secrets.push((
+                            "url",
+                            url.as_str().to_owned(),
+                            "query".into(),
+                        ));
+                    }
+                } else if stored.secrets.contains_key("webhook_url_sealed") {
+                    validated.removed_secrets.push("url");
+                }
+                validated.fields.insert("webhook_url".into(), shown);
             }
             if let (Some(url), Some(headers)) = (url, headers) {
                 validated.config = Some(ProviderConfig::Webhook(WebhookConfig {
@@ -765,6 +800,24 @@ pub fn validate(
     } else {
         Ok(validated)
     }
+}
+
+/// A URL as the page and the history may show it: every query value replaced by `…`.
+pub fn hide_query_values(url: &url::Url) -> String {
+    let Some(query) = url.query() else {
+        return url.as_str().to_owned();
+    };
+    let hidden: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) => format!("{key}=…"),
+            None => "…".to_owned(),
+        })
+        .collect();
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    format!("{}?{}", shown.as_str(), hidden.join("&"))
 }
 
 /// The fields that decide where a provider's secrets are sent, with their labels.

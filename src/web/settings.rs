@@ -173,6 +173,7 @@ fn field_label(name: &str) -> &str {
         "webhook_secret" => "Signing secret",
         "webhook_secret_previous" => "Previous signing secret",
         "webhook_previous_until" => "Previous signing secret valid until",
+        "webhook_url_sealed" => "Webhook URL query",
         other => Provider::ALL
             .iter()
             .flat_map(|p| provider_specs(*p))
@@ -374,6 +375,15 @@ async fn render(
             at: when(h.at),
         })
         .collect();
+    // A webhook URL's query may carry a credential: its values are never shown (rows saved
+    // before the query was sealed included).
+    if let Some(shown) = values
+        .get("webhook_url")
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| config::hide_query_values(&u))
+    {
+        values.insert("webhook_url".into(), shown);
+    }
     // Secrets are write-only: whatever was typed is never sent back.
     let mut secret_hints = BTreeMap::new();
     for (p, s) in &loaded.stored {
