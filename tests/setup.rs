@@ -118,29 +118,10 @@ async fn a_setup_link_older_than_24_hours_is_dead() {
     assert_eq!(app.get(&path).await.status(), 404);
 }
 
-fn database_url(app: &TestApp) -> String {
-    let o = &app.db_options;
-    let db = o.get_database().unwrap();
-    match o.get_socket() {
-        Some(dir) => format!(
-            "postgres://{}@localhost:{}/{db}?host={}",
-            o.get_username(),
-            o.get_port(),
-            dir.display()
-        ),
-        None => format!(
-            "postgres://{}@{}:{}/{db}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port()
-        ),
-    }
-}
-
 fn admin_setup_link(app: &TestApp) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_cloudpki"))
         .args(["admin", "setup-link"])
-        .env("DATABASE_URL", database_url(app))
+        .env("DATABASE_URL", app.database_url())
         .env("CLOUDPKI_MASTER_KEY", app.master_key.to_base64())
         .env("CLOUDPKI_PUBLIC_URL", &app.base_url)
         .env("RUST_LOG", "warn")

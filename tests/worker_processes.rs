@@ -16,26 +16,6 @@ use support::{
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
-/// A `DATABASE_URL` that reaches the test's own database.
-fn database_url(app: &TestApp) -> String {
-    let o = &app.db_options;
-    let db = o.get_database().unwrap();
-    match o.get_socket() {
-        Some(dir) => format!(
-            "postgres://{}@localhost:{}/{db}?host={}",
-            o.get_username(),
-            o.get_port(),
-            dir.display()
-        ),
-        None => format!(
-            "postgres://{}@{}:{}/{db}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port()
-        ),
-    }
-}
-
 fn worker(app: &TestApp, lease_secs: u64) -> Child {
     worker_with(app, lease_secs, &[])
 }
@@ -45,7 +25,7 @@ fn worker_with(app: &TestApp, lease_secs: u64, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cloudpki"))
         .arg("worker")
         .envs(env.iter().copied())
-        .env("DATABASE_URL", database_url(app))
+        .env("DATABASE_URL", app.database_url())
         .env("CLOUDPKI_MASTER_KEY", app.master_key.to_base64())
         .env("CLOUDPKI_EGRESS_ALLOW", "127.0.0.1")
         .env("CLOUDPKI_DATA_DIR", data)

@@ -4,8 +4,8 @@
 use askama::Template;
 use axum::{
     extract::{ConnectInfo, State},
-    http::{header, HeaderMap, StatusCode},
-    response::{Html, IntoResponse, Redirect, Response},
+    http::{HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
     Form, Router,
 };
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use super::{
-    auth::{MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, THROTTLE_WINDOW_MINUTES},
+    auth::{CsrfForm, MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, THROTTLE_WINDOW_MINUTES},
     session::{self, CurrentUser},
     Layout, WebError,
 };
@@ -169,12 +169,6 @@ async fn change_password(
     .await
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 async fn sign_out_everywhere(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -184,8 +178,5 @@ async fn sign_out_everywhere(
     user.check_csrf(&form.csrf_token)?;
     let ended = store::accounts::end_sessions_of(state.pool(), user.user_id, None).await?;
     tracing::info!(user_id = %user.user_id, sessions_ended = ended, "signed out everywhere");
-    let cookie = session::end_session(&state, &headers).await?;
-    let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(header::SET_COOKIE, cookie);
-    Ok(response)
+    super::auth::signed_out(&state, &headers).await
 }

@@ -172,10 +172,11 @@ async fn login(
     Ok(response)
 }
 
+/// A form that carries only its CSRF token.
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(super) struct CsrfForm {
     #[serde(default)]
-    csrf_token: String,
+    pub(super) csrf_token: String,
 }
 
 async fn logout(
@@ -185,7 +186,15 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     user.check_csrf(&form.csrf_token)?;
-    let cookie = session::end_session(&state, &headers).await?;
+    signed_out(&state, &headers).await
+}
+
+/// Ends the request's session and sends the visitor to the sign-in page.
+pub(super) async fn signed_out(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Response, WebError> {
+    let cookie = session::end_session(state, headers).await?;
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(response)

@@ -365,6 +365,26 @@ impl TestApp {
             .expect("POST /api/v1/events")
     }
 
+    /// A `DATABASE_URL` that reaches this test's database (for `cloudpki` child processes).
+    pub fn database_url(&self) -> String {
+        let o = &self.db_options;
+        let db = o.get_database().unwrap_or("postgres");
+        match o.get_socket() {
+            Some(dir) => format!(
+                "postgres://{}@localhost:{}/{db}?host={}",
+                o.get_username(),
+                o.get_port(),
+                dir.display()
+            ),
+            None => format!(
+                "postgres://{}@{}:{}/{db}",
+                o.get_username(),
+                o.get_host(),
+                o.get_port()
+            ),
+        }
+    }
+
     /// Events every destination still owes (cursor arithmetic plus out-of-order retries).
     pub async fn queued(&self) -> i64 {
         sqlx::query_scalar(
