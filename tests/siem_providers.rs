@@ -678,3 +678,50 @@ async fn a_webhook_url_query_is_sealed_and_never_shown_or_recorded() {
     p.send_catalog().await;
     assert_eq!(hook.events().len(), 11);
 }
+
+#[tokio::test]
+async fn an_unreadable_signing_secret_stops_sending_instead_of_signing_with_a_made_up_key() {
+    let p = portal().await;
+    let hook = FakeWebhook::start(&[]).await;
+    let url = hook.url();
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", url.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    // As if the master key had changed: the sealed secret no longer opens.
+    sqlx::query(
+        "update siem_secrets set ciphertext = '\\x00'::bytea where name = 'signing_secret'",
+    )
+    .execute(&p.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        p.app
+            .post_events(&p.token, &json!({"event_id": 4888}))
+            .await
+            .status(),
+        202
+    );
+    let report = p.app.state.forwarder().forward_once().await.unwrap();
+    assert_eq!((report.delivered, report.failures), (0, 1));
+    assert_eq!(hook.requests(), 0, "nothing signed with a key nobody has");
+    let error: String = sqlx::query_scalar(
+        "select last_error from delivery_destinations where subscription_id = $1",
+    )
+    .bind(p.sub)
+    .fetch_one(&p.app.pool)
+    .await
+    .unwrap();
+    assert!(
+        error.contains("signing secret can no longer be read"),
+        "{error}"
+    );
+    assert_eq!(p.app.queued().await, 1, "the event is kept");
+}

@@ -974,6 +974,15 @@ pub async fn destination_config(
     let stored = load(pool, master_key, subscription_id, provider).await?;
     let form: FormValues = stored.fields.clone();
     Ok(match validate(provider, &form, &stored, egress, true) {
+        // The send path never makes up a secret: a signing secret generated here (the stored
+        // one could not be read) would sign with a key no receiver has.
+        Ok(Validated {
+            generated_secret: Some(_),
+            ..
+        }) => Err(format!(
+            "The stored {} signing secret can no longer be read (the master key changed); open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver.",
+            provider.label()
+        )),
         Ok(Validated {
             config: Some(config),
             ..
