@@ -143,6 +143,10 @@ fn configuration_errors_stop_start_up_with_one_line_naming_the_variable() {
         ("CLOUDPKI_RETENTION_DAYS", "-3"),
         ("CLOUDPKI_EGRESS_ALLOW", "10.0.0.0/99"),
         ("CLOUDPKI_PUBLIC_URL", "pki.example.com"),
+        ("CLOUDPKI_METRICS_LISTEN", "everywhere"),
+        ("CLOUDPKI_SHUTDOWN_GRACE_SECONDS", "9999"),
+        ("CLOUDPKI_TRUSTED_PROXIES", "10.0.0.0/99"),
+        ("CLOUDPKI_LOG_FORMAT", "yaml"),
     ];
     for (var, value) in cases {
         let out = cloudpki(&data)

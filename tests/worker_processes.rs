@@ -201,3 +201,51 @@ async fn sigterm_under_a_slow_intake_hands_the_sends_back_within_the_grace_perio
     assert_eq!(duplicates, 500, "the resend is counted");
     assert_eq!(intake.logs().len(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_cloudpki_log_format_json_every_log_line_is_a_json_object() {
+    use std::io::BufRead as _;
+    let app = TestApp::spawn().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudpki"))
+        .arg("worker")
+        .env("DATABASE_URL", app.database_url())
+        .env("CLOUDPKI_MASTER_KEY", app.master_key.to_base64())
+        .env("CLOUDPKI_DATA_DIR", data.path())
+        .env("CLOUDPKI_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker logged that it runs");
+        let running = line.contains("forwarder running");
+        lines.push(line);
+        if running {
+            break;
+        }
+    }
+    assert!(terminate(child).success());
+    // The lines of the shutdown too.
+    lines.extend(rx.iter());
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["fields"]["message"].is_string(), "{line}");
+    }
+}
