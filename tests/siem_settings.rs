@@ -744,3 +744,83 @@ async fn the_key_never_appears_in_a_response_or_a_log_line() {
         "a key reached the logs"
     );
 }
+
+async fn stored_hint(f: &Fixture) -> Option<String> {
+    sqlx::query_scalar(
+        "select hint from siem_secrets where subscription_id = $1 and name = 'api_key'",
+    )
+    .bind(f.sub)
+    .fetch_optional(&f.app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn save_right_after_a_green_test_keeps_the_tested_key_without_retyping() {
+    let f = fixture().await;
+    let intake = FakeDatadog::start(KEY).await;
+    let page = f.test_datadog(&intake.base_url(), KEY).await;
+    assert!(
+        status_text(&page).contains("kept for 10 minutes"),
+        "{}",
+        status_text(&page)
+    );
+    assert!(!page.contains(KEY), "the key is never sent back");
+    assert_eq!(f.save_datadog(&intake.base_url(), "").await.status(), 303);
+    assert_eq!(stored_hint(&f).await.as_deref(), Some("cdef"));
+    let left: i64 = sqlx::query_scalar("select count(*) from tested_secrets")
+        .fetch_one(&f.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "used once, then forgotten");
+}
+
+#[tokio::test]
+async fn tested_secrets_stay_with_their_session_their_address_and_ten_minutes() {
+    let f = fixture().await;
+    let intake = FakeDatadog::start(KEY).await;
+    let other_intake = FakeDatadog::start(KEY).await;
+    f.test_datadog(&intake.base_url(), KEY).await;
+
+    // Another address: the tested key does not follow.
+    let r = f.save_datadog(&other_intake.base_url(), "").await;
+    assert_eq!(r.status(), 422);
+    assert!(field_error(&r.text().await.unwrap(), "datadog_api_key").is_some());
+
+    // Another session of the same admin: nothing held for it.
+    let elsewhere = support::new_client();
+    support::login_with(&elsewhere, &f.app.base_url, "admin@example.com", PASSWORD).await;
+    let page = elsewhere
+        .get(format!("{}{}", f.app.base_url, f.path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_token(&page);
+    let url = intake.base_url();
+    let r = elsewhere
+        .post(format!("{}{}", f.app.base_url, f.path))
+        .form(&[
+            ("siem_enabled", "on"),
+            ("provider", "datadog"),
+            ("datadog_site", "custom"),
+            ("datadog_url", url.as_str()),
+            ("datadog_api_key", ""),
+            ("csrf_token", csrf.as_str()),
+            ("action", "save"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "another session must type the key");
+
+    // Ten minutes later: gone.
+    sqlx::query("update tested_secrets set expires_at = now() - interval '1 second'")
+        .execute(&f.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(f.save_datadog(&intake.base_url(), "").await.status(), 422);
+    assert_eq!(stored_hint(&f).await, None);
+}

@@ -838,7 +838,7 @@ pub fn address_fields(provider: Provider) -> &'static [(&'static str, &'static s
 }
 
 /// Secrets a person types (a generated webhook signing secret is not one: it only signs).
-fn typed_secret_fields(provider: Provider) -> &'static [(&'static str, &'static str)] {
+pub fn typed_secret_fields(provider: Provider) -> &'static [(&'static str, &'static str)] {
     match provider {
         Provider::Datadog => &[("datadog_api_key", "API key")],
         Provider::Splunk => &[("splunk_token", "HEC token")],

@@ -237,3 +237,83 @@ pub async fn all_secrets(
         })
         .collect())
 }
+
+/// Secrets held after a green Test Connection (see the migration `tested_secrets`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TestedSecrets {
+    /// Address field → value, as tested.
+    pub addresses: serde_json::Value,
+    /// Master key id.
+    pub key_id: String,
+    /// Nonce.
+    pub nonce: Vec<u8>,
+    /// Sealed JSON object of field → secret.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Holds the secrets a session just tested, until `expires_at`.
+pub async fn hold_tested_secrets(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    session_digest: &[u8],
+    provider: &str,
+    addresses: &serde_json::Value,
+    sealed: &Sealed,
+    expires_at: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into tested_secrets (subscription_id, session_digest, provider, addresses, key_id, nonce, ciphertext, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict on constraint tested_secrets_pkey do update set
+            addresses = excluded.addresses, key_id = excluded.key_id, nonce = excluded.nonce,
+            ciphertext = excluded.ciphertext, expires_at = excluded.expires_at",
+    )
+    .bind(subscription_id)
+    .bind(session_digest)
+    .bind(provider)
+    .bind(addresses)
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The secrets this session tested for `provider`, if still held.
+pub async fn tested_secrets(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    session_digest: &[u8],
+    provider: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<TestedSecrets>, Error> {
+    Ok(sqlx::query_as::<_, TestedSecrets>(
+        "select addresses, key_id, nonce, ciphertext from tested_secrets
+         where subscription_id = $1 and session_digest = $2 and provider = $3 and expires_at > $4",
+    )
+    .bind(subscription_id)
+    .bind(session_digest)
+    .bind(provider)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Forgets what a session tested for a subscription (after a save) and every expired hold.
+pub async fn drop_tested_secrets(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    session_digest: &[u8],
+) -> Result<(), Error> {
+    sqlx::query(
+        "delete from tested_secrets
+         where (subscription_id = $1 and session_digest = $2) or expires_at < now()",
+    )
+    .bind(subscription_id)
+    .bind(session_digest)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

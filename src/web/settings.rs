@@ -475,8 +475,12 @@ async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     Form(raw): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
+    // Secrets that pass Test Connection are held for this session (see `hold_tested`).
+    let session_digest = super::session::cookie(&headers, super::session::SESSION_COOKIE)
+        .map(crate::crypto::token_digest);
     let membership = membership_or_404(&state, &user, &id).await?;
     let mut values: FormValues = raw.into_iter().collect();
     let csrf = values.remove("csrf_token").unwrap_or_default();
@@ -618,12 +622,23 @@ async fn submit(
                 )],
             )
             .await?;
+            let held = match (&outcome, &session_digest) {
+                (Ok(_), Some(digest)) => {
+                    hold_tested(&state, sub, digest, provider, &values).await?
+                }
+                _ => false,
+            };
             let status = match outcome {
                 Ok(ok) => Status {
                     kind: "ok",
                     message: format!(
-                        "{} Nothing was saved: press Save changes to keep these settings.",
-                        ok.message
+                        "{} Nothing was saved: press Save changes to keep these settings{}.",
+                        ok.message,
+                        if held {
+                            " (the secrets you just typed are kept for 10 minutes for that, so leave their fields blank)"
+                        } else {
+                            ""
+                        }
                     ),
                     query: Some(ok.query),
                     link: ok.explorer_url,
@@ -638,6 +653,10 @@ async fn submit(
             answer(&state, &user, form, &loaded, StatusCode::OK).await
         }
         "save" => {
+            let mut values = values;
+            if let Some(digest) = &session_digest {
+                reuse_tested(&state, sub, digest, provider, &mut values).await?;
+            }
             let validated =
                 match config::validate(provider, &values, &stored, state.egress(), enabled) {
                     Ok(v) => v,
@@ -671,6 +690,9 @@ async fn submit(
                 validated,
             )
             .await?;
+            if let Some(digest) = &session_digest {
+                store::siem::drop_tested_secrets(state.pool(), sub, digest).await?;
+            }
             match generated {
                 // A new signing secret is shown exactly once, on this answer (never stored in
                 // a URL or a session); the page is not cached.
@@ -755,6 +777,102 @@ async fn save(
         .await?;
     tx.commit().await.map_err(store::Error::from)?;
     tracing::info!(subscription_id = %sub, user_id = %user.user_id, enabled, provider = provider.id(), "SIEM settings saved");
+    Ok(())
+}
+
+/// How long secrets that passed Test Connection are held for Save changes.
+pub const TESTED_SECRETS_MINUTES: i64 = 10;
+
+fn tested_context(sub: uuid::Uuid, provider: Provider, digest: &[u8]) -> String {
+    format!("{sub}/{}/tested/{}", provider.id(), hex::encode(digest))
+}
+
+/// After a green Test Connection: holds the secrets typed for it, sealed, bound to this
+/// session and to the address fields as tested. Returns whether anything is held.
+async fn hold_tested(
+    state: &AppState,
+    sub: uuid::Uuid,
+    digest: &[u8],
+    provider: Provider,
+    values: &FormValues,
+) -> Result<bool, WebError> {
+    let typed: BTreeMap<&str, &str> = config::typed_secret_fields(provider)
+        .iter()
+        .filter_map(|(field, _)| {
+            values
+                .get(*field)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*field, v))
+        })
+        .collect();
+    if typed.is_empty() {
+        return Ok(false);
+    }
+    let addresses: BTreeMap<&str, &str> = config::address_fields(provider)
+        .iter()
+        .map(|(field, _)| (*field, values.get(*field).map_or("", |v| v.trim())))
+        .collect();
+    let plain = serde_json::to_vec(&typed).map_err(anyhow::Error::from)?;
+    let sealed = state
+        .master_key()
+        .seal(&plain, &tested_context(sub, provider, digest));
+    store::siem::hold_tested_secrets(
+        state.pool(),
+        sub,
+        digest,
+        provider.id(),
+        &serde_json::to_value(addresses).map_err(anyhow::Error::from)?,
+        &sealed,
+        chrono::Utc::now() + chrono::Duration::minutes(TESTED_SECRETS_MINUTES),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Before Save changes: secret fields left blank take the secrets this session just tested,
+/// if the address fields are still the ones they were tested against.
+async fn reuse_tested(
+    state: &AppState,
+    sub: uuid::Uuid,
+    digest: &[u8],
+    provider: Provider,
+    values: &mut FormValues,
+) -> Result<(), WebError> {
+    let Some(held) =
+        store::siem::tested_secrets(state.pool(), sub, digest, provider.id(), chrono::Utc::now())
+            .await?
+    else {
+        return Ok(());
+    };
+    let same_addresses = config::address_fields(provider).iter().all(|(field, _)| {
+        held.addresses
+            .get(*field)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            == values.get(*field).map_or("", |v| v.trim())
+    });
+    if !same_addresses {
+        return Ok(());
+    }
+    let sealed = crate::crypto::Sealed {
+        key_id: held.key_id,
+        nonce: held.nonce,
+        ciphertext: held.ciphertext,
+    };
+    let Some(secrets) = state
+        .master_key()
+        .open(&sealed, &tested_context(sub, provider, digest))
+        .and_then(|plain| serde_json::from_slice::<BTreeMap<String, String>>(&plain).ok())
+    else {
+        return Ok(());
+    };
+    for (field, secret) in secrets {
+        let blank = values.get(&field).is_none_or(|v| v.trim().is_empty());
+        if blank {
+            values.insert(field, secret);
+        }
+    }
     Ok(())
 }
 
