@@ -382,3 +382,34 @@ async fn the_events_page_lists_the_catalog_and_the_alert_queries_for_the_subscri
         404
     );
 }
+
+#[tokio::test]
+async fn while_the_database_is_unreachable_the_api_answers_503_with_retry_after_not_500() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("S").await;
+    let token = app.token(sub).await;
+    app.create_user(
+        "admin@example.com",
+        "correct horse battery staple",
+        sub,
+        "admin",
+    )
+    .await;
+    assert_eq!(
+        app.login("admin@example.com", "correct horse battery staple")
+            .await
+            .status(),
+        303
+    );
+    app.pool.close().await;
+    let r = app.post_events(&token, &json!({"event_id": 12})).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was recorded"));
+    let page = app.get("/subscriptions").await;
+    assert_eq!(page.status(), 503, "pages too");
+}

@@ -22,6 +22,24 @@ pub enum Error {
     Database(#[from] sqlx::Error),
 }
 
+impl Error {
+    /// The database could not be reached (no connection, a connection lost, the pool closed or
+    /// exhausted, or the server shutting down or starting up): worth a retry later, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => true,
+            // 57P01–57P03: admin shutdown, crash shutdown, cannot connect now; 08xxx:
+            // connection exceptions.
+            Error::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            _ => false,
+        }
+    }
+}
+
 /// The name of the violated constraint, when the error is one.
 pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     match err {

@@ -46,8 +46,27 @@ fn error(status: StatusCode, message: &str, problems: &[FieldProblem]) -> Respon
     response
 }
 
-async fn record_events(
-    State(state): State<AppState>,
+async fn record_events(State(state): State<AppState>, request: Request) -> Response {
+    match record_events_inner(state, request).await {
+        Ok(response) => response,
+        // Producers retry on 503: say when, in JSON like every other answer here.
+        Err(super::WebError::Unavailable) => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is unavailable right now; nothing was recorded. Retry after the delay in Retry-After.",
+                &[],
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn record_events_inner(
+    state: AppState,
     request: Request,
 ) -> Result<Response, super::WebError> {
     let (parts, body) = request.into_parts();

@@ -31,6 +31,10 @@ pub enum WebError {
     /// The server is saturated (password hashing): come back after `Retry-After`.
     #[error("busy")]
     Busy,
+    /// The database cannot be reached right now: come back after `Retry-After`, nothing was
+    /// recorded.
+    #[error("the database is unavailable")]
+    Unavailable,
     /// Anything else: a bug or an outage.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -46,6 +50,10 @@ impl From<crate::store::Error> for WebError {
     fn from(e: crate::store::Error) -> Self {
         match e {
             crate::store::Error::NotFound => Self::NotFound,
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database is unreachable; answering 503");
+                Self::Unavailable
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -107,6 +115,19 @@ impl IntoResponse for WebError {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from_static("2"),
+                );
+                response
+            }
+            Self::Unavailable => {
+                let mut response = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Temporarily unavailable",
+                    "The portal cannot reach its database right now. Nothing was changed; try again in a few seconds.",
+                    "",
+                );
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
                 );
                 response
             }
