@@ -129,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             details,
         }) => {
             let config = Config::from_env(None)?;
-            let db = Database::connect(&config).await?;
+            let db = Database::connect_or_join(&config).await?;
             let result = match db.migrate().await {
                 Ok(()) => emit(&db, &subscription, event_id, actor, details).await,
                 Err(e) => Err(e.into()),
@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = Config::from_env(None)?;
-            let db = Database::connect(&config).await?;
+            let db = Database::connect_or_join(&config).await?;
             let result = db.migrate().await;
             db.shutdown().await;
             result?;
@@ -148,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin(admin) => {
             let config = Config::from_env(None)?;
-            let db = Database::connect(&config).await?;
+            let db = Database::connect_or_join(&config).await?;
             let db_migrated = db.migrate().await;
             let result = match db_migrated {
                 Ok(()) => run_admin(&db, &config, admin).await,

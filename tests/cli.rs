@@ -441,3 +441,75 @@ fn a_data_dir_the_postgres_user_cannot_reach_gives_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_work_beside_a_running_embedded_portal() {
+    let (_dir, data) = scratch();
+    let mut served = Served::start(&mut cloudpki(&data));
+    let base = served.base_url();
+
+    let out = cloudpki(&data)
+        .args(["admin", "create-subscription", "--name", "Beside"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sub = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut child = cloudpki(&data)
+        .args([
+            "admin",
+            "create-user",
+            "--email",
+            "colleague@example.com",
+            "--subscription",
+            &sub,
+            "--role",
+            "admin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cloudpki(&data)
+        .args([
+            "events",
+            "emit",
+            "--subscription",
+            &sub,
+            "--event-id",
+            "4888",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The running portal sees what the commands did: the colleague signs in.
+    let client = support::new_client();
+    let r = support::login_with(&client, &base, "colleague@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    let page = client
+        .get(format!("{base}/subscriptions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Beside"));
+    assert!(served.terminate().success());
+}

@@ -215,6 +215,19 @@ impl EmbeddedPostgres {
             .application_name("cloudpki")
     }
 
+    /// sqlx options that reach the cluster another cloudpki process runs in `data_dir` (its
+    /// owner), over the Unix socket, as `connect_options` does.
+    pub fn join_options(data_dir: &Path, database: &str) -> PgConnectOptions {
+        let data_dir = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        PgConnectOptions::new_without_pgpass()
+            .socket(data_dir.join("postgres"))
+            .port(PORT)
+            .username(SUPERUSER)
+            .database(database)
+            .ssl_mode(PgSslMode::Disable)
+            .application_name("cloudpki-admin")
+    }
+
     /// Directory holding the cluster and its Unix socket (`data_dir/postgres`).
     pub fn cluster_dir(&self) -> &Path {
         &self.cluster_dir

@@ -72,6 +72,31 @@ impl Database {
         }
     }
 
+    /// Like [`Self::connect`], but when another cloudpki process owns the embedded cluster
+    /// (`serve` is running), connects to that cluster instead of refusing: for the admin
+    /// commands, which must work beside a running portal.
+    pub async fn connect_or_join(config: &Config) -> Result<Self, DbError> {
+        match Self::connect(config).await {
+            Err(DbError::Embedded(embedded::EmbeddedError::AlreadyInUse { .. }))
+                if config.database_url.is_none() =>
+            {
+                let options =
+                    embedded::EmbeddedPostgres::join_options(&config.data_dir, "cloudpki");
+                let pool = pool_options()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await
+                    .map_err(DbError::Connect)?;
+                tracing::info!("joined the embedded database of the running cloudpki process");
+                Ok(Self {
+                    pool,
+                    embedded: None,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// Wraps an existing pool (tests).
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
