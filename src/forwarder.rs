@@ -299,29 +299,7 @@ impl Forwarder {
             Err(e) => {
                 let reason = crash_reason(&claimed.provider, e);
                 tracing::error!(subscription_id = %claimed.subscription_id, provider = %claimed.provider, %reason, "a claim failed unexpectedly; the destination is marked failing");
-                let health = Health::Failing {
-                    next_attempt_at: later(
-                        clock.now(),
-                        backoff(claimed.consecutive_failures, FAILING_RETRY_CAP),
-                    ),
-                    error: reason,
-                };
-                let finish = Finish {
-                    health,
-                    ..Finish::default()
-                };
-                store::delivery::finish(
-                    &self.pool,
-                    &claimed,
-                    clock.now(),
-                    &finish,
-                    claimed.inflight_to,
-                )
-                .await?;
-                Ok(PassReport {
-                    failures: 1,
-                    ..PassReport::default()
-                })
+                self.fail_claim(&claimed, clock, reason).await
             }
         }
     }
@@ -335,26 +313,7 @@ impl Forwarder {
         let mut report = PassReport::default();
         let destination = match self.destination(&claimed).await? {
             Ok(d) => d,
-            Err(problem) => {
-                let finish = Finish {
-                    health: self.health_after(
-                        &claimed,
-                        clock.now(),
-                        Trouble::Failing { reason: problem },
-                    ),
-                    ..Finish::default()
-                };
-                store::delivery::finish(
-                    &self.pool,
-                    &claimed,
-                    clock.now(),
-                    &finish,
-                    claimed.inflight_to,
-                )
-                .await?;
-                report.failures = 1;
-                return Ok(report);
-            }
+            Err(problem) => return self.fail_claim(&claimed, clock, problem).await,
         };
         let mut claim = ClaimState {
             probe_first: claimed.status == "failing",
@@ -420,6 +379,31 @@ impl Forwarder {
             tracing::warn!(subscription_id = %claimed.subscription_id, provider = %claimed.provider, "the lease ran out while sending; what was accepted is recorded, another worker carries on");
         }
         Ok(report)
+    }
+
+    /// Ends a claim that could not send anything: the destination is failing with `reason`.
+    async fn fail_claim(
+        &self,
+        claimed: &Claimed,
+        clock: Clock,
+        reason: String,
+    ) -> Result<PassReport, store::Error> {
+        let finish = Finish {
+            health: self.health_after(claimed, clock.now(), Trouble::Failing { reason }),
+            ..Finish::default()
+        };
+        store::delivery::finish(
+            &self.pool,
+            claimed,
+            clock.now(),
+            &finish,
+            claimed.inflight_to,
+        )
+        .await?;
+        Ok(PassReport {
+            failures: 1,
+            ..PassReport::default()
+        })
     }
 
     /// Sends the events waiting out of order (a retry of parked events).

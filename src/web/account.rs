@@ -9,12 +9,11 @@ use axum::{
     routing::{get, post},
     Form, Router,
 };
-use chrono::{Duration, Utc};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
 use super::{
-    auth::{CsrfForm, MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, THROTTLE_WINDOW_MINUTES},
+    auth::{CsrfForm, Guess, THROTTLE_WINDOW_MINUTES},
     session::{self, CurrentUser},
     Layout, WebError,
 };
@@ -103,39 +102,19 @@ async fn change_password(
         errors.new_password_confirm = Some("The two new passwords differ.".into());
     }
     // The current password is a password guess like any other: same allowance and bound.
-    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
     let client_ip = super::client_ip(&state, peer, &headers);
-    let Some(attempt) = store::accounts::reserve_login_attempt(
-        state.pool(),
-        &user.email,
-        &client_ip,
-        since,
-        MAX_FAILURES_PER_ACCOUNT,
-        MAX_FAILURES_PER_ADDRESS,
-    )
-    .await?
-    else {
-        return Err(WebError::TooManyRequests(format!(
-            "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
-        )));
-    };
-    let stored = store::accounts::find_user_by_email(state.pool(), &user.email).await?;
-    let verified = match crypto::verify_password_blocking(
-        form.current_password,
-        stored.map(|u| u.password_hash),
-    )
-    .await
+    match super::auth::check_password(&state, &user.email, &client_ip, form.current_password)
+        .await?
     {
-        Ok(ok) => ok,
-        Err(busy) => {
-            store::accounts::release_login_attempt(state.pool(), attempt).await?;
-            return Err(busy.into());
+        Guess::Right(_) => {}
+        Guess::Wrong => {
+            errors.current_password = Some("This is not your current password.".into());
         }
-    };
-    if !verified {
-        errors.current_password = Some("This is not your current password.".into());
-    } else {
-        store::accounts::release_login_attempt(state.pool(), attempt).await?;
+        Guess::Throttled => {
+            return Err(WebError::TooManyRequests(format!(
+                "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+            )))
+        }
     }
     let Some(new) = new.filter(|_| {
         errors.current_password.is_none()

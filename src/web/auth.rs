@@ -106,51 +106,24 @@ async fn login(
     let email = form.email.trim().to_lowercase();
     let client_ip = super::client_ip(&state, peer, &headers);
 
-    // The attempt takes a failure slot before any hashing, atomically: a burst of parallel
-    // guesses gets at most the allowance evaluated, and the rest are refused at once.
-    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
-    let reserved = store::accounts::reserve_login_attempt(
-        state.pool(),
-        &email,
-        &client_ip,
-        since,
-        MAX_FAILURES_PER_ACCOUNT,
-        MAX_FAILURES_PER_ADDRESS,
-    )
-    .await?;
-    let Some(attempt) = reserved else {
-        tracing::warn!(client_ip, "sign-in throttled after repeated failures");
-        let page = LoginPage {
-            layout: Layout::anonymous(csrf, "Sign in"),
-            email: form.email,
-            error: Some(format!(
-                "Too many failed sign-in attempts. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
-            )),
-        };
-        return Ok(with_cookie(
-            Html(page.render()?),
-            StatusCode::TOO_MANY_REQUESTS,
-            None,
-        ));
-    };
-
-    let user = store::accounts::find_user_by_email(state.pool(), &email).await?;
-    let ok = match crypto::verify_password_blocking(
-        form.password,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await
-    {
-        Ok(ok) => ok,
-        Err(busy) => {
-            // Not evaluated: the slot goes back.
-            store::accounts::release_login_attempt(state.pool(), attempt).await?;
-            return Err(busy.into());
+    let user = match check_password(&state, &email, &client_ip, form.password).await? {
+        Guess::Right(user) => user,
+        Guess::Throttled => {
+            tracing::warn!(client_ip, "sign-in throttled after repeated failures");
+            let page = LoginPage {
+                layout: Layout::anonymous(csrf, "Sign in"),
+                email: form.email,
+                error: Some(format!(
+                    "Too many failed sign-in attempts. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+                )),
+            };
+            return Ok(with_cookie(
+                Html(page.render()?),
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+            ));
         }
-    };
-    let user = match (ok, user) {
-        (true, Some(user)) => user,
-        _ => {
+        Guess::Wrong => {
             let page = LoginPage {
                 layout: Layout::anonymous(csrf, "Sign in"),
                 email: form.email,
@@ -170,6 +143,56 @@ async fn login(
     let mut response = Redirect::to("/subscriptions").into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(response)
+}
+
+/// What checking a password guess found.
+pub(super) enum Guess {
+    /// The allowance of failures is used up: nothing was checked.
+    Throttled,
+    /// Wrong email or password (counted as a failure).
+    Wrong,
+    /// Right: the user.
+    Right(store::accounts::UserRow),
+}
+
+/// Checks a password guess for `email`. The guess takes a failure slot before any hashing,
+/// atomically, so a burst of parallel guesses gets at most the allowance evaluated; hashing is
+/// bounded (busy: 503). A right guess gives its slot back.
+pub(super) async fn check_password(
+    state: &AppState,
+    email: &str,
+    client_ip: &str,
+    password: String,
+) -> Result<Guess, WebError> {
+    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
+    let Some(attempt) = store::accounts::reserve_login_attempt(
+        state.pool(),
+        email,
+        client_ip,
+        since,
+        MAX_FAILURES_PER_ACCOUNT,
+        MAX_FAILURES_PER_ADDRESS,
+    )
+    .await?
+    else {
+        return Ok(Guess::Throttled);
+    };
+    let user = store::accounts::find_user_by_email(state.pool(), email).await?;
+    let verified =
+        crypto::verify_password_blocking(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await;
+    match (verified, user) {
+        (Ok(true), Some(user)) => {
+            store::accounts::release_login_attempt(state.pool(), attempt).await?;
+            Ok(Guess::Right(user))
+        }
+        (Ok(_), _) => Ok(Guess::Wrong),
+        (Err(busy), _) => {
+            // Not evaluated: the slot goes back.
+            store::accounts::release_login_attempt(state.pool(), attempt).await?;
+            Err(busy.into())
+        }
+    }
 }
 
 /// A form that carries only its CSRF token.

@@ -88,6 +88,16 @@ fn page(status: StatusCode, title: &str, message: &str, request_id: &str) -> Res
     (status, Html(body)).into_response()
 }
 
+/// A 503 page that says when to come back (`Retry-After`, in seconds).
+fn retry_later(title: &str, message: &str, seconds: &'static str) -> Response {
+    let mut response = page(StatusCode::SERVICE_UNAVAILABLE, title, message, "");
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static(seconds),
+    );
+    response
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         match self {
@@ -105,32 +115,16 @@ impl IntoResponse for WebError {
                 "",
             ),
             Self::TooManyRequests(why) => page(StatusCode::TOO_MANY_REQUESTS, "Slow down", &why, ""),
-            Self::Busy => {
-                let mut response = page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Busy",
-                    "The portal is busy checking other sign-ins. Try again in a few seconds.",
-                    "",
-                );
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("2"),
-                );
-                response
-            }
-            Self::Unavailable => {
-                let mut response = page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Temporarily unavailable",
-                    "The portal cannot reach its database right now. Nothing was changed; try again in a few seconds.",
-                    "",
-                );
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("5"),
-                );
-                response
-            }
+            Self::Busy => retry_later(
+                "Busy",
+                "The portal is busy checking other sign-ins. Try again in a few seconds.",
+                "2",
+            ),
+            Self::Unavailable => retry_later(
+                "Temporarily unavailable",
+                "The portal cannot reach its database right now. Nothing was changed; try again in a few seconds.",
+                "5",
+            ),
             Self::Internal(err) => {
                 let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 response
