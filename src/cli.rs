@@ -114,13 +114,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if no_worker {
                 tracing::info!("--no-worker: this process runs the portal only");
             }
+            let shutdown = shutdown_signal();
             let app = Application::build(config).await?;
-            app.run_until_stopped(shutdown_signal(), !no_worker).await
+            app.run_until_stopped(shutdown, !no_worker).await
         }
         Command::Worker => {
             let config = Config::from_env(None)?;
+            let shutdown = shutdown_signal();
             let app = Application::build_worker(config).await?;
-            app.run_worker_until_stopped(shutdown_signal()).await
+            app.run_worker_until_stopped(shutdown).await
         }
         Command::Events(EventsCommand::Emit {
             subscription,
@@ -319,21 +321,32 @@ fn read_password_from_stdin() -> anyhow::Result<NewPassword> {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, before any work starts: a SIGTERM that arrives early
+    // still shuts down cleanly instead of killing the process.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let int = async {
+            match int {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = term => {},
+            () = int => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown requested; finishing requests in flight");
     }
-    tracing::info!("shutdown requested; finishing requests in flight");
 }
