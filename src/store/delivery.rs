@@ -505,21 +505,8 @@ pub async fn finish(
     Ok(held.is_some())
 }
 
-/// Events of a destination not settled yet: `(waiting, oldest recorded_at)`, by cursor
-/// arithmetic (no row counts). A destination switched off owes only what was recorded before.
-pub async fn owed(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-) -> Result<(i64, Option<DateTime<Utc>>), Error> {
-    Ok(sqlx::query_as(OWED_SQL)
-        .bind(subscription_id)
-        .bind(provider)
-        .fetch_one(pool)
-        .await?)
-}
-
-/// `(waiting, oldest recorded_at)` of destination ($1, $2).
+/// `(waiting, oldest recorded_at)` of destination ($1, $2), by cursor arithmetic (no row
+/// counts). A destination switched off owes only what was recorded before.
 pub const OWED_SQL: &str = "
     select greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
              + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
