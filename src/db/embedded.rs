@@ -180,6 +180,16 @@ impl EmbeddedPostgres {
             for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
                 cmd.arg("-c").arg(format!("{setting}=off"));
             }
+            // Keep the disk footprint small too: no WAL for replicas, and WAL recycled early
+            // (checkpoints cost little without fsync).
+            for setting in [
+                "wal_level=minimal",
+                "max_wal_senders=0",
+                "max_wal_size=64MB",
+                "min_wal_size=32MB",
+            ] {
+                cmd.arg("-c").arg(setting);
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(log)

@@ -59,9 +59,9 @@ fn server() -> &'static Server {
                 env!("CARGO_TARGET_TMPDIR").hash(&mut h);
                 h.finish()
             };
-            let dir = std::env::temp_dir()
-                .join(format!("cloudpki-test-pg-{key:016x}"))
-                .join(name);
+            let ours = format!("cloudpki-test-pg-{key:016x}");
+            remove_abandoned_clusters(&ours);
+            let dir = std::env::temp_dir().join(ours).join(name);
             std::fs::create_dir_all(&dir).expect("create test cluster dir");
             let cluster = EmbeddedPostgres::start(EmbeddedOptions {
                 data_dir: dir,
@@ -72,6 +72,44 @@ fn server() -> &'static Server {
             Server::Embedded(Mutex::new(cluster), options)
         }
     })
+}
+
+/// Every checkout (CI clones one per run) has its own clusters under the temp dir; without
+/// this they would pile up until the disk is full. A cluster whose lock nobody holds and whose
+/// log has been quiet for an hour belongs to a run that is over.
+fn remove_abandoned_clusters(ours: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let quiet = std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !file_name.starts_with("cloudpki-test-pg-") || file_name == ours {
+            continue;
+        }
+        let root = entry.path();
+        let Ok(clusters) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let abandoned = clusters.flatten().all(|cluster| {
+            let dir = cluster.path();
+            let idle = std::fs::metadata(dir.join("postgres.log"))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age > quiet);
+            let unlocked = std::fs::File::open(dir.join("cloudpki.lock"))
+                .map(|f| f.try_lock().is_ok())
+                .unwrap_or(true);
+            idle && unlocked
+        });
+        if abandoned {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
 }
 
 /// A new, empty database, and the options to reach it again.
