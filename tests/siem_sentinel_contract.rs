@@ -90,9 +90,16 @@ async fn send(tokens: &TokenCache, cfg: &SentinelConfig, batch: &Batch) -> Dispo
 }
 
 async fn test_fails(tokens: &TokenCache, cfg: &SentinelConfig) -> TestFailure {
-    test_connection(&client(), &loopback_egress(), tokens, cfg, Uuid::new_v4())
-        .await
-        .expect_err("the test fails")
+    test_connection(
+        &client(),
+        &loopback_egress(),
+        tokens,
+        cfg,
+        Uuid::new_v4(),
+        "h",
+    )
+    .await
+    .expect_err("the test fails")
 }
 
 fn unused_port() -> u16 {
@@ -421,7 +428,7 @@ async fn a_wrong_dcr_or_stream_is_404_with_a_hint() {
 }
 
 #[tokio::test]
-async fn test_connection_gets_a_fresh_token_and_posts_an_empty_batch() {
+async fn test_connection_gets_a_fresh_token_and_lands_a_findable_test_row() {
     let fake = FakeSentinel::start().await;
     let tokens = TokenCache::new();
     let cfg = config(&fake);
@@ -431,23 +438,32 @@ async fn test_connection_gets_a_fresh_token_and_posts_an_empty_batch() {
         Disposition::Delivered
     );
     let before = fake.rows().len();
+    let subscription = Uuid::new_v4();
 
-    let success = test_connection(&client(), &loopback_egress(), &tokens, &cfg, Uuid::new_v4())
-        .await
-        .expect("test passes");
+    let success = test_connection(
+        &client(),
+        &loopback_egress(),
+        &tokens,
+        &cfg,
+        subscription,
+        "pki.example",
+    )
+    .await
+    .expect("test passes");
 
     assert_eq!(fake.token_requests(), 2);
     assert_eq!(fake.ingestion_requests(), 2);
-    assert_eq!(fake.rows().len(), before, "the test batch is empty");
-    assert_eq!(success.query, "EzcaAudit_CL | where EventID == 4888");
+    let rows = fake.rows();
+    assert_eq!(rows.len(), before + 1, "one test row lands in the table");
+    let row = rows.last().expect("the test row");
+    assert_eq!(row["EventID"], 0);
+    assert_eq!(row["EventSummary"], "SIEM connection test");
+    assert_eq!(row["SubscriptionId"], subscription.to_string());
+    assert_eq!(row["Hostname"], "pki.example");
+    assert_eq!(success.query, "EzcaAudit_CL | where EventID == 0");
     assert_eq!(success.explorer_url, None);
     assert!(
-        success.message.contains("empty test batch"),
-        "{}",
-        success.message
-    );
-    assert!(
-        success.message.contains("Nothing was added"),
+        success.message.contains("accepted the test row"),
         "{}",
         success.message
     );
@@ -572,6 +588,7 @@ async fn the_egress_policy_refuses_before_anything_is_sent() {
         &tokens,
         &cfg,
         Uuid::new_v4(),
+        "h",
     )
     .await
     .expect_err("refused");

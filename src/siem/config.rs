@@ -267,8 +267,15 @@ impl ProviderConfig {
                 hec::test_connection(client, egress, config, subscription_id, hostname).await
             }
             ProviderConfig::Sentinel(config) => {
-                sentinel::test_connection(client, egress, &shared.tokens, config, subscription_id)
-                    .await
+                sentinel::test_connection(
+                    client,
+                    egress,
+                    &shared.tokens,
+                    config,
+                    subscription_id,
+                    hostname,
+                )
+                .await
             }
             ProviderConfig::Webhook(config) => {
                 webhook::test_connection(client, egress, config, subscription_id).await

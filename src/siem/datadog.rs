@@ -22,14 +22,16 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use chrono::{DateTime, Utc};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
 use crate::domain::events::{alert_query, EventId};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::explain::{self, failure, Hints};
+use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     parse_retry_after, AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure,
     TestFailureKind, TestSuccess,
@@ -99,10 +101,7 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_new {
         tags.push_str(",future_date:true");
     }
-    let message = match &log.actor {
-        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
-        None => format!("{} (Event ID {})", info.summary, log.event_id),
-    };
+    let message = wire::message(log);
 
     let mut object = Map::new();
     object.insert("service".into(), json!(SERVICE));
@@ -118,25 +117,13 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_old {
         object.insert("late".into(), json!(true));
     }
-    object.insert("OccurredAt".into(), json!(rfc3339(log.occurred_at)));
-    object.insert("Sequence".into(), json!(log.sequence));
-    object.insert("EventID".into(), json!(log.event_id.get()));
-    object.insert("EventSummary".into(), json!(info.summary));
-    object.insert("Criticality".into(), json!(criticality.as_str()));
-    object.insert("SubscriptionId".into(), json!(log.subscription_id));
-    object.insert("EventUuid".into(), json!(log.uuid));
-    object.insert("Actor".into(), json!(log.actor));
-    object.insert("details".into(), log.details.clone());
+    wire::insert_attributes(&mut object, log);
 
     let mut value = Value::Object(object);
     if value.to_string().len() >= MAX_LOG_BYTES {
         truncate_details(&mut value, &log.details);
     }
     value
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Replaces `details` by a prefix of its JSON text plus [`TRUNCATION_MARKER`] so the log stays
@@ -161,66 +148,27 @@ fn truncate_details(value: &mut Value, details: &Value) {
         object.insert("message".into(), message);
         fixed = Value::Object(object.clone()).to_string().len();
     }
-    let mut budget = MAX_LOG_BYTES.saturating_sub(fixed + 1);
-    let mut prefix = String::new();
-    for c in details.to_string().chars() {
-        let cost = json_escaped_len(c);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        prefix.push(c);
-    }
-    prefix.push_str(TRUNCATION_MARKER);
+    let budget = MAX_LOG_BYTES.saturating_sub(fixed + 1);
+    let prefix = wire::json_prefix(&details.to_string(), budget, TRUNCATION_MARKER);
     object.insert("details".into(), json!(prefix));
-}
-
-/// Bytes a char takes inside a JSON string as serde_json writes it.
-fn json_escaped_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
 }
 
 /// Packs logs, in order, into JSON-array batches of at most [`MAX_BATCH_EVENTS`] logs and
 /// less than [`MAX_PAYLOAD_BYTES`] bytes. Every log lands in exactly one batch (a single log
 /// is always below [`MAX_LOG_BYTES`], so it always fits).
 pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
-    let mut batches = Vec::new();
-    let mut current = open_batch();
-    for log in logs {
-        let text = log_object(log, hostname, now).to_string();
-        // +1 for the separating comma, +1 for the closing bracket.
-        let grown = current.body.len() + text.len() + 2;
-        if !current.is_empty() && (current.len() >= MAX_BATCH_EVENTS || grown >= MAX_PAYLOAD_BYTES)
-        {
-            batches.push(close_batch(current));
-            current = open_batch();
-        }
-        if !current.is_empty() {
-            current.body.push(b',');
-        }
-        current.body.extend_from_slice(text.as_bytes());
-        current.event_uuids.push(log.uuid);
-    }
-    if !current.is_empty() {
-        batches.push(close_batch(current));
-    }
-    batches
-}
-
-fn open_batch() -> Batch {
-    Batch {
-        event_uuids: Vec::new(),
-        body: vec![b'['],
-    }
-}
-
-fn close_batch(mut batch: Batch) -> Batch {
-    batch.body.push(b']');
-    batch
+    let events = logs.iter().map(|log| {
+        (
+            log.uuid,
+            log_object(log, hostname, now).to_string().into_bytes(),
+        )
+    });
+    wire::pack(
+        Framing::JsonArray,
+        MAX_BATCH_EVENTS,
+        MAX_PAYLOAD_BYTES,
+        events,
+    )
 }
 
 /// The HTTP answer of the intake, classified.
@@ -251,18 +199,12 @@ async fn post_batch(
         .header("DD-API-KEY", key)
         .header(CONTENT_TYPE, "application/json")
         .header(CONTENT_ENCODING, "gzip")
-        .body(body)
-        .send()
-        .await
-        .map_err(|err| SendError::from_reqwest(&err))?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = crate::siem::read_body_capped(response).await;
+        .body(body);
+    let wire::Reply {
+        status,
+        retry_after,
+        body,
+    } = wire::send(response).await?;
     let disposition = classify(status, retry_after.as_deref(), &body);
     Ok(Answer {
         status,
@@ -332,16 +274,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Dispositi
 }
 
 fn body_excerpt(body: &str) -> String {
-    let trimmed = body.trim();
-    if trimmed.is_empty() || trimmed == "{}" {
-        return String::new();
-    }
-    let excerpt: String = trimmed
-        .chars()
-        .take(MAX_REASON_BODY_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!(": {excerpt}")
+    wire::body_excerpt(body, MAX_REASON_BODY_CHARS)
 }
 
 /// Sends one connection-test log (`EventID` 0, "SIEM connection test") through the same
@@ -354,16 +287,7 @@ pub async fn test_connection(
     hostname: &str,
 ) -> Result<TestSuccess, TestFailure> {
     let now = Utc::now();
-    let probe = AuditLog {
-        sequence: 0,
-        uuid: Uuid::new_v4(),
-        subscription_id,
-        event_id: EventId::CONNECTION_TEST,
-        occurred_at: now,
-        recorded_at: now,
-        actor: None,
-        details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
-    };
+    let probe = wire::test_log(subscription_id, now);
     let batches = build_batches(std::slice::from_ref(&probe), hostname, now);
     let Some(batch) = batches.first() else {
         return Err(failure(
@@ -385,10 +309,6 @@ pub async fn test_connection(
         }),
         _ => Err(explain_status(answer.status, &answer.body, cfg)),
     }
-}
-
-fn failure(kind: TestFailureKind, message: String) -> TestFailure {
-    TestFailure { kind, message }
 }
 
 fn explain_status(status: u16, body: &str, cfg: &DatadogConfig) -> TestFailure {
@@ -429,37 +349,20 @@ fn explain_status(status: u16, body: &str, cfg: &DatadogConfig) -> TestFailure {
 }
 
 fn explain_send_error(err: SendError, host: &str) -> TestFailure {
-    let (kind, message) = match &err {
-        SendError::Dns { .. } => (
-            TestFailureKind::Dns,
-            format!("The host name {host} could not be found (DNS). Check the spelling of the Logs intake URL, or choose your Datadog site to fill it in; if it is right, check this server's DNS."),
-        ),
-        SendError::ConnectionRefused { .. } => (
-            TestFailureKind::ConnectionRefused,
-            format!("{host} refused the connection. Check the host and port of the Logs intake URL; if it points at a proxy, check that the proxy is running."),
-        ),
-        SendError::ConnectionClosed { .. } => (
-            TestFailureKind::ConnectionClosed,
-            format!("{host} closed the connection without answering. If the URL points at a proxy, check its logs; otherwise try again in a few minutes."),
-        ),
-        SendError::Tls { detail } => (
-            TestFailureKind::Tls,
-            format!("The secure (TLS) connection to {host} failed ({detail}). Check that the URL starts with https:// and points at the intake itself; a proxy that inspects TLS needs a publicly trusted certificate."),
-        ),
-        SendError::Timeout => (
-            TestFailureKind::Timeout,
-            format!("{host} did not answer within {} seconds. Check that this server can reach it on port 443 (firewall or outbound proxy rules), then try again.", REQUEST_TIMEOUT.as_secs()),
-        ),
-        SendError::EgressDenied { reason } => (
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
-        ),
-        SendError::Other { detail } => (
-            TestFailureKind::Other,
-            format!("Sending the test log to {host} failed ({detail}). Check the Logs intake URL and try again."),
-        ),
-    };
-    failure(kind, message)
+    explain::send_error(
+        err,
+        host,
+        &Hints {
+            sent: "test log",
+            address: "the Logs intake URL",
+            dns: ", or choose your Datadog site to fill it in",
+            refused: "If it points at a proxy, check that the proxy is running.",
+            closed: "If the URL points at a proxy, check its logs; otherwise try again in a few minutes.",
+            tls: "Check that the URL starts with https:// and points at the intake itself; a proxy that inspects TLS needs a publicly trusted certificate.",
+            timeout: REQUEST_TIMEOUT,
+            ..Hints::default()
+        },
+    )
 }
 
 /// A configured Datadog destination, as the forwarder holds it.
@@ -676,26 +579,7 @@ mod tests {
         assert_eq!(plain, batch.body);
     }
 
-    /// The kind of disposition a table row expects.
-    #[derive(Debug, PartialEq)]
-    enum Expect {
-        Delivered,
-        AuthFailed,
-        Rejected,
-        Split,
-        Retry(Option<u64>),
-    }
-
-    fn kind(d: &Disposition) -> Expect {
-        match d {
-            Disposition::Delivered => Expect::Delivered,
-            Disposition::AuthFailed { .. } => Expect::AuthFailed,
-            Disposition::Rejected { .. } => Expect::Rejected,
-            Disposition::SplitBatch => Expect::Split,
-            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
-            other => panic!("Datadog never answers {other:?}"),
-        }
-    }
+    use crate::siem::test_table::{kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {

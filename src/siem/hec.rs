@@ -48,18 +48,19 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::domain::events::EventId;
 use crate::domain::hec::{
     HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex, LOGSCALE_HEC_PATH,
     SPLUNK_ACK_PATH, SPLUNK_EVENT_PATH,
 };
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
+use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
@@ -243,10 +244,7 @@ struct Envelope<'a> {
 
 fn event_fields(log: &AuditLog) -> EventFields<'_> {
     let info = log.event_id.info();
-    let message = match &log.actor {
-        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
-        None => format!("{} (Event ID {})", info.summary, log.event_id),
-    };
+    let message = wire::message(log);
     EventFields {
         event_id: log.event_id.get(),
         summary: info.summary,
@@ -254,9 +252,7 @@ fn event_fields(log: &AuditLog) -> EventFields<'_> {
         subscription_id: log.subscription_id,
         event_uuid: log.uuid,
         sequence: log.sequence,
-        occurred_at: log
-            .occurred_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        occurred_at: wire::rfc3339(log.occurred_at),
         actor: log.actor.as_deref().map(Cow::Borrowed),
         message: Cow::Owned(message),
         details: Cow::Borrowed(&log.details),
@@ -315,27 +311,9 @@ fn truncate_details(envelope: &mut Envelope<'_>, details: &Value) {
         envelope.event.message = Cow::Borrowed(envelope.event.summary);
         fixed = to_json(envelope).len();
     }
-    let mut budget = MAX_BATCH_BYTES.saturating_sub(fixed + 1);
-    let mut prefix = String::new();
-    for c in details.to_string().chars() {
-        let cost = json_escaped_len(c);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        prefix.push(c);
-    }
-    prefix.push_str(TRUNCATION_MARKER);
+    let budget = MAX_BATCH_BYTES.saturating_sub(fixed + 1);
+    let prefix = wire::json_prefix(&details.to_string(), budget, TRUNCATION_MARKER);
     envelope.event.details = Cow::Owned(Value::String(prefix));
-}
-
-/// Bytes a char takes inside a JSON string as serde_json writes it.
-fn json_escaped_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
 }
 
 /// Packs logs, in order, into batches of newline-separated envelopes: at most
@@ -348,33 +326,10 @@ pub fn build_batches(
     hostname: &str,
     _now: DateTime<Utc>,
 ) -> Vec<Batch> {
-    let mut batches = Vec::new();
-    let mut current = Batch {
-        event_uuids: Vec::new(),
-        body: Vec::new(),
-    };
-    for log in logs {
-        let text = envelope(cfg, log, hostname);
-        let grown = current.body.len() + 1 + text.len();
-        if !current.is_empty() && (current.len() >= MAX_BATCH_EVENTS || grown >= MAX_BATCH_BYTES) {
-            batches.push(std::mem::replace(
-                &mut current,
-                Batch {
-                    event_uuids: Vec::new(),
-                    body: Vec::new(),
-                },
-            ));
-        }
-        if !current.is_empty() {
-            current.body.push(b'\n');
-        }
-        current.body.extend_from_slice(&text);
-        current.event_uuids.push(log.uuid);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
+    let events = logs
+        .iter()
+        .map(|log| (log.uuid, envelope(cfg, log, hostname)));
+    wire::pack(Framing::Lines, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, events)
 }
 
 /// What a collector said in its `{"text","code"}` reply (all optional: proxies say other
@@ -442,12 +397,7 @@ fn reply_excerpt(reply: &HecReply, body: &str) -> String {
     if source.is_empty() {
         return String::new();
     }
-    let excerpt: String = source
-        .chars()
-        .take(MAX_REASON_BODY_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!(", {excerpt}")
+    format!(", {}", wire::clean_excerpt(&source, MAX_REASON_BODY_CHARS))
 }
 
 /// Maps a collector's answer to what the forwarder does with the batch.
@@ -573,18 +523,11 @@ async fn post_batch(
     if cfg.uses_ack() {
         request = request.header(CHANNEL_HEADER, cfg.channel.to_string());
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| SendError::from_reqwest(&err))?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = crate::siem::read_body_capped(response).await;
+    let wire::Reply {
+        status,
+        retry_after,
+        body,
+    } = wire::send(request).await?;
     let mut disposition = classify(cfg.flavor, status, retry_after.as_deref(), &body);
     let reply = HecReply::parse(&body);
     if let Disposition::PartialAccept { accepted, .. } = disposition {
@@ -683,15 +626,11 @@ async fn poll_ack(
         .header(AUTHORIZATION, auth)
         .header(CONTENT_TYPE, "application/json")
         .header(CHANNEL_HEADER, cfg.channel.to_string())
-        .body(json!({ "acks": [ack_id] }).to_string())
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(err) => return AckPoll::Problem(SendError::from_reqwest(&err).to_string()),
+        .body(json!({ "acks": [ack_id] }).to_string());
+    let (status, body) = match wire::send(sent).await {
+        Ok(reply) => (reply.status, reply.body),
+        Err(err) => return AckPoll::Problem(err.to_string()),
     };
-    let status = response.status().as_u16();
-    let body = crate::siem::read_body_capped(response).await;
     match status {
         200 => {
             let acked = serde_json::from_str::<Value>(&body)
@@ -765,19 +704,8 @@ pub async fn test_connection(
         return Err(failure(TestFailureKind::Other, err.to_string()));
     }
     let now = Utc::now();
-    let probe = AuditLog {
-        sequence: 0,
-        uuid: Uuid::new_v4(),
-        subscription_id,
-        event_id: EventId::CONNECTION_TEST,
-        occurred_at: now,
-        recorded_at: now,
-        actor: None,
-        details: json!({
-            "ConnectionTest": true,
-            "note": "Sent by Test Connection on the cloudpki settings page",
-        }),
-    };
+    let mut probe = wire::test_log(subscription_id, now);
+    probe.details["ConnectionTest"] = json!(true);
     let batches = build_batches(cfg, std::slice::from_ref(&probe), hostname, now);
     let Some(batch) = batches.first() else {
         return Err(failure(
@@ -832,10 +760,6 @@ pub async fn test_connection(
         query,
         explorer_url: None,
     })
-}
-
-fn failure(kind: TestFailureKind, message: String) -> TestFailure {
-    TestFailure { kind, message }
 }
 
 fn explain_status(answer: &Answer, cfg: &HecConfig) -> TestFailure {
@@ -897,42 +821,28 @@ fn explain_status(answer: &Answer, cfg: &HecConfig) -> TestFailure {
 }
 
 fn explain_send_error(err: SendError, host: &str, cfg: &HecConfig) -> TestFailure {
-    let port_hint = if cfg.flavor == HecFlavor::Splunk {
-        "the collector's port (8088 on Splunk Enterprise, 443 on Splunk Cloud)"
-    } else {
-        "port 443"
-    };
-    let (kind, message) = match &err {
-        SendError::Dns { .. } => (
-            TestFailureKind::Dns,
-            format!("The host name {host} could not be found (DNS). Check the spelling of the collector URL; if it is right, check this server's DNS."),
-        ),
-        SendError::ConnectionRefused { .. } => (
-            TestFailureKind::ConnectionRefused,
-            format!("{host} refused the connection. Check the host and port of the collector URL ({port_hint}) and that HTTP Event Collector is enabled."),
-        ),
-        SendError::ConnectionClosed { .. } => (
-            TestFailureKind::ConnectionClosed,
-            format!("{host} closed the connection without answering. If the URL uses http:// while the collector expects https:// (or the reverse), fix the scheme; otherwise try again in a few minutes."),
-        ),
-        SendError::Tls { detail } => (
-            TestFailureKind::Tls,
-            format!("The secure (TLS) connection to {host} failed ({detail}). Self-signed certificates are refused, including Splunk's default certificate on port 8088: give the collector a publicly trusted certificate, or put it behind a proxy that has one."),
-        ),
-        SendError::Timeout => (
-            TestFailureKind::Timeout,
-            format!("{host} did not answer within {} seconds. Check that this server can reach it on {port_hint} (firewall or outbound proxy rules), then try again.", REQUEST_TIMEOUT.as_secs()),
-        ),
-        SendError::EgressDenied { reason } => (
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
-        ),
-        SendError::Other { detail } => (
-            TestFailureKind::Other,
-            format!("Sending the test event to {host} failed ({detail}). Check the collector URL and try again."),
-        ),
-    };
-    failure(kind, message)
+    let splunk = cfg.flavor == HecFlavor::Splunk;
+    explain::send_error(
+        err,
+        host,
+        &Hints {
+            address: "the collector URL",
+            port: if splunk {
+                "the collector's port: 8088 on Splunk Enterprise, 443 on Splunk Cloud"
+            } else {
+                "port 443"
+            },
+            refused: "Check that HTTP Event Collector is enabled.",
+            closed: "If the URL uses http:// while the collector expects https:// (or the reverse), fix the scheme; otherwise try again in a few minutes.",
+            tls: if splunk {
+                "Self-signed certificates are refused, including Splunk's default certificate on port 8088: give the collector a publicly trusted certificate, or put it behind a proxy that has one."
+            } else {
+                "Check that the URL starts with https:// and that LogScale's certificate is publicly trusted."
+            },
+            timeout: REQUEST_TIMEOUT,
+            ..Hints::default()
+        },
+    )
 }
 
 /// A configured HEC destination (Splunk or LogScale), as the forwarder holds it.
@@ -1193,28 +1103,8 @@ mod tests {
         assert_eq!(HecReply::parse("<html>"), HecReply::default());
     }
 
-    /// The kind of disposition a table row expects.
-    #[derive(Debug, PartialEq)]
-    enum Expect {
-        Delivered,
-        Config,
-        Rejected,
-        Partial(usize),
-        Split,
-        Retry(Option<u64>),
-    }
-
-    fn kind(d: &Disposition) -> Expect {
-        match d {
-            Disposition::Delivered => Expect::Delivered,
-            Disposition::AuthFailed { .. } => Expect::Config,
-            Disposition::Rejected { .. } => Expect::Rejected,
-            Disposition::PartialAccept { accepted, .. } => Expect::Partial(*accepted),
-            Disposition::SplitBatch => Expect::Split,
-            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
-            Disposition::Gone { .. } => panic!("HEC never answers Gone"),
-        }
-    }
+    use crate::domain::events::EventId;
+    use crate::siem::test_table::{kind, Expect};
 
     fn reply(code: i64, text: &str) -> String {
         json!({ "text": text, "code": code }).to_string()
@@ -1236,47 +1126,52 @@ mod tests {
             (200, None, String::new(), Delivered),
             (200, None, r#"{"ackId":3}"#.into(), Delivered),
             (204, None, String::new(), Delivered),
-            (200, None, reply(17, "HEC is healthy"), Config),
-            (200, None, "<html>login</html>".into(), Config),
-            (301, None, String::new(), Config),
-            (307, None, String::new(), Config),
-            (400, None, reply(5, "No data"), Config),
+            (200, None, reply(17, "HEC is healthy"), AuthFailed),
+            (200, None, "<html>login</html>".into(), AuthFailed),
+            (301, None, String::new(), AuthFailed),
+            (307, None, String::new(), AuthFailed),
+            (400, None, reply(5, "No data"), AuthFailed),
             (400, None, code6_field.into(), Partial(2)),
             (400, None, code6_text.into(), Partial(0)),
             (400, None, reply(6, "Invalid data format"), Rejected),
-            (400, None, reply(7, "Incorrect index"), Config),
-            (400, None, reply(10, "Data channel is missing"), Config),
-            (400, None, reply(11, "Invalid data channel"), Config),
-            (400, None, reply(12, "Event field is required"), Config),
-            (400, None, reply(13, "Event field cannot be blank"), Config),
-            (400, None, reply(14, "ACK is disabled"), Config),
+            (400, None, reply(7, "Incorrect index"), AuthFailed),
+            (400, None, reply(10, "Data channel is missing"), AuthFailed),
+            (400, None, reply(11, "Invalid data channel"), AuthFailed),
+            (400, None, reply(12, "Event field is required"), AuthFailed),
+            (
+                400,
+                None,
+                reply(13, "Event field cannot be blank"),
+                AuthFailed,
+            ),
+            (400, None, reply(14, "ACK is disabled"), AuthFailed),
             (
                 400,
                 None,
                 reply(15, "Error in handling indexed fields"),
-                Config,
+                AuthFailed,
             ),
             (
                 400,
                 None,
                 reply(16, "Query string authorization is not enabled"),
-                Config,
+                AuthFailed,
             ),
-            (400, None, reply(21, "Invalid token"), Config),
-            (400, None, reply(22, "Token disabled"), Config),
+            (400, None, reply(21, "Invalid token"), AuthFailed),
+            (400, None, reply(22, "Token disabled"), AuthFailed),
             (400, None, "bad".into(), Rejected),
-            (401, None, reply(2, "Token is required"), Config),
-            (401, None, reply(3, "Invalid authorization"), Config),
-            (403, None, reply(1, "Token disabled"), Config),
-            (403, None, reply(4, "Invalid token"), Config),
-            (404, None, String::new(), Config),
-            (405, None, String::new(), Config),
+            (401, None, reply(2, "Token is required"), AuthFailed),
+            (401, None, reply(3, "Invalid authorization"), AuthFailed),
+            (403, None, reply(1, "Token disabled"), AuthFailed),
+            (403, None, reply(4, "Invalid token"), AuthFailed),
+            (404, None, String::new(), AuthFailed),
+            (405, None, String::new(), AuthFailed),
             (408, None, String::new(), Retry(None)),
             (413, None, String::new(), Split),
             (429, Some("30"), String::new(), Retry(Some(30))),
             (429, Some("soon"), String::new(), Retry(None)),
             (500, None, reply(8, "Internal server error"), Retry(None)),
-            (501, None, String::new(), Config),
+            (501, None, String::new(), AuthFailed),
             (502, Some("5"), String::new(), Retry(Some(5))),
             (
                 503,

@@ -13,9 +13,11 @@
 pub mod config;
 pub mod datadog;
 pub mod egress;
+pub mod explain;
 pub mod hec;
 pub mod sentinel;
 pub mod webhook;
+pub mod wire;
 
 use std::error::Error as StdError;
 use std::io::{self, Write};
@@ -324,4 +326,33 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
             .unwrap_or(Duration::ZERO)
     };
     Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// The table tests of every provider's `classify`: the kind of disposition a row expects.
+#[cfg(test)]
+pub(crate) mod test_table {
+    use super::Disposition;
+
+    #[derive(Debug, PartialEq)]
+    pub enum Expect {
+        Delivered,
+        AuthFailed,
+        Rejected,
+        Partial(usize),
+        Split,
+        Gone,
+        Retry(Option<u64>),
+    }
+
+    pub fn kind(d: &Disposition) -> Expect {
+        match d {
+            Disposition::Delivered => Expect::Delivered,
+            Disposition::AuthFailed { .. } => Expect::AuthFailed,
+            Disposition::Rejected { .. } => Expect::Rejected,
+            Disposition::PartialAccept { accepted, .. } => Expect::Partial(*accepted),
+            Disposition::SplitBatch => Expect::Split,
+            Disposition::Gone { .. } => Expect::Gone,
+            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+        }
+    }
 }

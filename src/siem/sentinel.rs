@@ -50,18 +50,21 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use chrono::{DateTime, Utc};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{json, Map, Value};
 use url::Url;
 use uuid::Uuid;
 
+use crate::domain::events::EventId;
 use crate::domain::sentinel::{
     AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
     StreamName, TenantId,
 };
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
+use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
@@ -153,16 +156,12 @@ impl SentinelConfig {
 
 /// The row of one audit event (see the module doc for the format).
 pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
-    let info = log.event_id.info();
     let age = now.signed_duration_since(log.occurred_at);
     let too_old = age.to_std().is_ok_and(|age| age > MAX_TIME_GENERATED_AGE);
     let too_new = (-age)
         .to_std()
         .is_ok_and(|ahead| ahead > MAX_TIME_GENERATED_FUTURE);
-    let message = match &log.actor {
-        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
-        None => format!("{} (Event ID {})", info.summary, log.event_id),
-    };
+    let message = wire::message(log);
 
     let mut row = Map::new();
     let time = if too_old || too_new {
@@ -174,15 +173,7 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_old || too_new {
         row.insert("OriginalTime".into(), json!(rfc3339(log.occurred_at)));
     }
-    row.insert("OccurredAt".into(), json!(rfc3339(log.occurred_at)));
-    row.insert("Sequence".into(), json!(log.sequence));
-    row.insert("EventID".into(), json!(log.event_id.get()));
-    row.insert("EventSummary".into(), json!(info.summary));
-    row.insert("Criticality".into(), json!(info.criticality.as_str()));
-    row.insert("SubscriptionId".into(), json!(log.subscription_id));
-    row.insert("EventUuid".into(), json!(log.uuid));
-    row.insert("Actor".into(), json!(log.actor));
-    row.insert("details".into(), log.details.clone());
+    wire::insert_attributes(&mut row, log);
     row.insert("message".into(), json!(message));
     row.insert("Hostname".into(), json!(hostname));
 
@@ -207,74 +198,30 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     Value::Object(row)
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// A prefix of `text` plus [`TRUNCATION_MARKER`] whose JSON string form (quotes and escapes
 /// included) is below [`MAX_FIELD_BYTES`].
 fn cut_text(text: &str) -> String {
     let marker = json!(TRUNCATION_MARKER).to_string().len() - 2;
     // 2 for the quotes, 1 to stay strictly below the limit.
-    let mut budget = MAX_FIELD_BYTES - marker - 3;
-    let mut prefix = String::new();
-    for c in text.chars() {
-        let cost = json_escaped_len(c);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        prefix.push(c);
-    }
-    prefix.push_str(TRUNCATION_MARKER);
-    prefix
-}
-
-/// Bytes a char takes inside a JSON string as serde_json writes it.
-fn json_escaped_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
+    wire::json_prefix(text, MAX_FIELD_BYTES - marker - 3, TRUNCATION_MARKER)
 }
 
 /// Packs logs, in order, into JSON-array batches of at most [`MAX_BATCH_EVENTS`] rows and
 /// less than [`MAX_BATCH_BYTES`] bytes. Every log lands in exactly one batch: a row is at most
 /// a few [`MAX_FIELD_BYTES`] long, far below the batch limit.
 pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
-    let mut batches = Vec::new();
-    let mut current = open_batch();
-    for log in logs {
-        let text = log_object(log, hostname, now).to_string();
-        // +1 for the separating comma, +1 for the closing bracket.
-        let grown = current.body.len() + text.len() + 2;
-        if !current.is_empty() && (current.len() >= MAX_BATCH_EVENTS || grown >= MAX_BATCH_BYTES) {
-            batches.push(close_batch(current));
-            current = open_batch();
-        }
-        if !current.is_empty() {
-            current.body.push(b',');
-        }
-        current.body.extend_from_slice(text.as_bytes());
-        current.event_uuids.push(log.uuid);
-    }
-    if !current.is_empty() {
-        batches.push(close_batch(current));
-    }
-    batches
-}
-
-fn open_batch() -> Batch {
-    Batch {
-        event_uuids: Vec::new(),
-        body: vec![b'['],
-    }
-}
-
-fn close_batch(mut batch: Batch) -> Batch {
-    batch.body.push(b']');
-    batch
+    let events = logs.iter().map(|log| {
+        (
+            log.uuid,
+            log_object(log, hostname, now).to_string().into_bytes(),
+        )
+    });
+    wire::pack(
+        Framing::JsonArray,
+        MAX_BATCH_EVENTS,
+        MAX_BATCH_BYTES,
+        events,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,13 +460,12 @@ async fn request_token(
     let response = client
         .post(cfg.token_url())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .map_err(|err| SendError::from_reqwest(&err))?;
-    let status = response.status().as_u16();
-    let retry_after = header_text(response.headers(), RETRY_AFTER);
-    let body = crate::siem::read_body_capped(response).await;
+        .body(form);
+    let wire::Reply {
+        status,
+        retry_after,
+        body,
+    } = wire::send(response).await.map_err(TokenError::Transport)?;
     if status == 200 {
         return parse_token_answer(&body).ok_or_else(|| TokenError::Unavailable {
             after: None,
@@ -782,22 +728,9 @@ async fn post_rows(
         .header(CONTENT_TYPE, "application/json")
         .header(CONTENT_ENCODING, "gzip")
         .header("x-ms-client-request-id", Uuid::new_v4().to_string())
-        .body(gzipped)
-        .send()
-        .await
-        .map_err(|err| SendError::from_reqwest(&err))?;
-    let status = response.status().as_u16();
-    let retry_after = header_text(response.headers(), RETRY_AFTER);
-    // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = crate::siem::read_body_capped(response).await;
-    Ok((status, retry_after, body))
-}
-
-fn header_text(headers: &http::HeaderMap, name: http::header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
+        .body(gzipped);
+    let reply = wire::send(response).await?;
+    Ok((reply.status, reply.retry_after, reply.body))
 }
 
 /// Sends one batch and classifies the answer. Checks the token URL and the ingestion URL
@@ -904,37 +837,34 @@ fn azure_error(body: &str) -> String {
 }
 
 fn body_excerpt(body: &str) -> String {
-    let trimmed = body.trim();
-    if trimmed.is_empty() || trimmed == "{}" {
-        return String::new();
-    }
-    let excerpt: String = trimmed
-        .chars()
-        .take(MAX_REASON_BODY_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!(": {excerpt}")
+    wire::body_excerpt(body, MAX_REASON_BODY_CHARS)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Test Connection
 // ---------------------------------------------------------------------------------------------
 
-/// Gets a fresh token, then posts an empty batch `[]` through the same client and request as
-/// the forwarder, and explains the outcome for the page. `_subscription_id` is unused: nothing
-/// is written to the table.
+/// Gets a fresh token, then posts the test row (`EventID` 0, "SIEM connection test") through
+/// the same builder, client and request as the forwarder, and explains the outcome for the
+/// page. The row lands in the table, where the query of the answer finds it.
 pub async fn test_connection(
     client: &reqwest::Client,
     egress: &EgressPolicy,
     tokens: &TokenCache,
     cfg: &SentinelConfig,
-    _subscription_id: Uuid,
+    subscription_id: Uuid,
+    hostname: &str,
 ) -> Result<TestSuccess, TestFailure> {
-    let empty = Batch {
-        event_uuids: Vec::new(),
-        body: b"[]".to_vec(),
+    let now = Utc::now();
+    let probe = wire::test_log(subscription_id, now);
+    let batches = build_batches(std::slice::from_ref(&probe), hostname, now);
+    let Some(batch) = batches.first() else {
+        return Err(failure(
+            TestFailureKind::Other,
+            "The test row could not be built.".into(),
+        ));
     };
-    let (outcome, _) = match deliver(client, egress, tokens, cfg, &empty, true).await {
+    let (outcome, _) = match deliver(client, egress, tokens, cfg, batch, true).await {
         Ok(answer) => answer,
         Err(Failure { leg, error }) => {
             let host = match leg {
@@ -947,11 +877,11 @@ pub async fn test_connection(
     match outcome {
         Outcome::Token(err) => Err(explain_token_failure(err)),
         Outcome::Answer { status, .. } if (200..=299).contains(&status) => {
-            let query = cfg.query_for(EXAMPLE_QUERY_EVENT);
+            let query = cfg.query_for(EventId::CONNECTION_TEST.get());
             Ok(TestSuccess {
                 message: format!(
-                    "Azure Monitor accepted an empty test batch: the app signed in and may write to stream {} of {}. Nothing was added to the table; audit events appear within a few minutes of happening, for example with {query}.",
-                    cfg.stream, cfg.dcr_id
+                    "Azure Monitor accepted the test row: the app signed in and may write to stream {} of {}. Ingestion takes a few minutes; then find the row with {query}, and alert on events such as {}.",
+                    cfg.stream, cfg.dcr_id, cfg.query_for(EXAMPLE_QUERY_EVENT)
                 ),
                 query,
                 explorer_url: None,
@@ -959,10 +889,6 @@ pub async fn test_connection(
         }
         Outcome::Answer { status, body } => Err(explain_status(status, &body, cfg)),
     }
-}
-
-fn failure(kind: TestFailureKind, message: String) -> TestFailure {
-    TestFailure { kind, message }
 }
 
 fn explain_token_failure(err: TokenError) -> TestFailure {
@@ -1003,7 +929,7 @@ fn explain_status(status: u16, body: &str, cfg: &SentinelConfig) -> TestFailure 
         ),
         400 | 413 => failure(
             TestFailureKind::PayloadRejected,
-            format!("Azure Monitor rejected the empty test batch (HTTP {status}){detail}. Check that the endpoint is a logs ingestion endpoint and the stream belongs to that DCR."),
+            format!("Azure Monitor rejected the test row (HTTP {status}){detail}. Check that the endpoint is a logs ingestion endpoint, that the stream belongs to that DCR, and that the stream declares the columns in the README's DCR template."),
         ),
         408 | 429 | 500 | 502..=599 => failure(
             TestFailureKind::Unavailable,
@@ -1017,41 +943,21 @@ fn explain_status(status: u16, body: &str, cfg: &SentinelConfig) -> TestFailure 
 }
 
 fn explain_send_error(err: SendError, host: &str, leg: Leg) -> TestFailure {
-    let what = match leg {
+    let address = match leg {
         Leg::Token => "the sign-in URL (Azure cloud setting)",
         Leg::Ingestion => "the ingestion endpoint",
     };
-    let (kind, message) = match &err {
-        SendError::Dns { .. } => (
-            TestFailureKind::Dns,
-            format!("The host name {host} could not be found (DNS). Check the spelling of {what}; if it is right, check this server's DNS."),
-        ),
-        SendError::ConnectionRefused { .. } => (
-            TestFailureKind::ConnectionRefused,
-            format!("{host} refused the connection. Check the host and port of {what}."),
-        ),
-        SendError::ConnectionClosed { .. } => (
-            TestFailureKind::ConnectionClosed,
-            format!("{host} closed the connection without answering. Try again in a few minutes; if it persists, check {what}."),
-        ),
-        SendError::Tls { detail } => (
-            TestFailureKind::Tls,
-            format!("The secure (TLS) connection to {host} failed ({detail}). Check that {what} starts with https:// and that no TLS-inspecting proxy is in the way."),
-        ),
-        SendError::Timeout => (
-            TestFailureKind::Timeout,
-            format!("{host} did not answer within {} seconds. Check that this server can reach it on port 443 (firewall or outbound proxy rules), then try again.", REQUEST_TIMEOUT.as_secs()),
-        ),
-        SendError::EgressDenied { reason } => (
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
-        ),
-        SendError::Other { detail } => (
-            TestFailureKind::Other,
-            format!("Calling {host} failed ({detail}). Check {what} and try again."),
-        ),
-    };
-    failure(kind, message)
+    explain::send_error(
+        err,
+        host,
+        &Hints {
+            sent: "test row",
+            address,
+            tls: &format!("Check that {address} starts with https:// and that no TLS-inspecting proxy is in the way."),
+            timeout: REQUEST_TIMEOUT,
+            ..Hints::default()
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1104,6 +1010,7 @@ impl SiemDestination for SentinelDestination {
             &self.tokens,
             &self.config,
             subscription_id,
+            &self.hostname,
         ))
     }
 }
@@ -1247,26 +1154,7 @@ mod tests {
         assert!(batches[0].body.len() < MAX_BATCH_BYTES);
     }
 
-    /// The kind of disposition a table row expects.
-    #[derive(Debug, PartialEq)]
-    enum Expect {
-        Delivered,
-        AuthFailed,
-        Rejected,
-        Split,
-        Retry(Option<u64>),
-    }
-
-    fn kind(d: &Disposition) -> Expect {
-        match d {
-            Disposition::Delivered => Expect::Delivered,
-            Disposition::AuthFailed { .. } => Expect::AuthFailed,
-            Disposition::Rejected { .. } => Expect::Rejected,
-            Disposition::SplitBatch => Expect::Split,
-            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
-            other => panic!("Azure Monitor never answers {other:?}"),
-        }
-    }
+    use crate::siem::test_table::{kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {

@@ -38,18 +38,19 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::events::EventId;
 use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
+use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
+use crate::siem::wire::{self, rfc3339};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
@@ -107,10 +108,7 @@ pub fn event_object(log: &AuditLog) -> Value {
 
 fn full_event_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
     let info = log.event_id.info();
-    let message = match actor {
-        Some(actor) => format!("{} (Event ID {}) by {}", info.summary, log.event_id, actor),
-        None => format!("{} (Event ID {})", info.summary, log.event_id),
-    };
+    let message = wire::message_by(log, actor);
     json!({
         "EventID": log.event_id.get(),
         "EventSummary": info.summary,
@@ -136,32 +134,10 @@ fn truncated_event_object(log: &AuditLog) -> Value {
     let mut value = full_event_object(log, actor.as_deref(), json!(TRUNCATION_MARKER));
     value["Truncated"] = json!(true);
     let fixed = value.to_string().len();
-    let mut budget = MAX_EVENT_BYTES.saturating_sub(fixed);
-    let mut prefix = String::new();
-    for c in log.details.to_string().chars() {
-        let cost = json_escaped_len(c);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        prefix.push(c);
-    }
-    prefix.push_str(TRUNCATION_MARKER);
+    let budget = MAX_EVENT_BYTES.saturating_sub(fixed);
+    let prefix = wire::json_prefix(&log.details.to_string(), budget, TRUNCATION_MARKER);
     value["details"] = json!(prefix);
     value
-}
-
-/// Bytes a char takes inside a JSON string as serde_json writes it.
-fn json_escaped_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Packs logs, in order, into signed-webhook bodies of at most [`MAX_BATCH_EVENTS`] events and
@@ -392,16 +368,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Dispositi
 }
 
 fn body_excerpt(body: &str) -> String {
-    let trimmed = body.trim();
-    if trimmed.is_empty() {
-        return String::new();
-    }
-    let excerpt: String = trimmed
-        .chars()
-        .take(MAX_REASON_BODY_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!(": {excerpt}")
+    wire::body_excerpt(body, MAX_REASON_BODY_CHARS)
 }
 
 /// The receiver's answer, classified.
@@ -458,19 +425,11 @@ async fn post_batch(
         value.set_sensitive(true);
         request = request.header(name, value);
     }
-    let response = request
-        .body(batch.body.clone())
-        .send()
-        .await
-        .map_err(|err| SendError::from_reqwest(&err))?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    // The status decides; a body cut off mid-read only loses detail for the reason text.
-    let body = crate::siem::read_body_capped(response).await;
+    let wire::Reply {
+        status,
+        retry_after,
+        body,
+    } = wire::send(request.body(batch.body.clone())).await?;
     let disposition = classify(status, retry_after.as_deref(), &body);
     Ok(Answer {
         status,
@@ -508,16 +467,7 @@ pub async fn test_connection(
     subscription_id: Uuid,
 ) -> Result<TestSuccess, TestFailure> {
     let now = Utc::now();
-    let probe = AuditLog {
-        sequence: 0,
-        uuid: Uuid::new_v4(),
-        subscription_id,
-        event_id: EventId::CONNECTION_TEST,
-        occurred_at: now,
-        recorded_at: now,
-        actor: None,
-        details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
-    };
+    let probe = wire::test_log(subscription_id, now);
     let batches = pack(std::slice::from_ref(&probe), TEST_EVENT_TYPE);
     let Some(batch) = batches.first() else {
         return Err(failure(
@@ -545,10 +495,6 @@ pub async fn test_connection(
         }),
         _ => Err(explain_status(answer.status, &answer.body, cfg)),
     }
-}
-
-fn failure(kind: TestFailureKind, message: String) -> TestFailure {
-    TestFailure { kind, message }
 }
 
 fn explain_status(status: u16, body: &str, cfg: &WebhookConfig) -> TestFailure {
@@ -587,37 +533,19 @@ fn explain_status(status: u16, body: &str, cfg: &WebhookConfig) -> TestFailure {
 }
 
 fn explain_send_error(err: SendError, host: &str) -> TestFailure {
-    let (kind, message) = match &err {
-        SendError::Dns { .. } => (
-            TestFailureKind::Dns,
-            format!("The host name {host} could not be found (DNS). Check the spelling of the webhook URL; if it is right, check this server's DNS."),
-        ),
-        SendError::ConnectionRefused { .. } => (
-            TestFailureKind::ConnectionRefused,
-            format!("{host} refused the connection. Check the host and port of the webhook URL and that the receiver is running."),
-        ),
-        SendError::ConnectionClosed { .. } => (
-            TestFailureKind::ConnectionClosed,
-            format!("{host} closed the connection without answering. Check the receiver's logs, then try again."),
-        ),
-        SendError::Tls { detail } => (
-            TestFailureKind::Tls,
-            format!("The secure (TLS) connection to {host} failed ({detail}). Check that the URL starts with https:// and that the receiver has a valid, publicly trusted certificate."),
-        ),
-        SendError::Timeout => (
-            TestFailureKind::Timeout,
-            format!("{host} did not answer within {} seconds. Check that this server can reach it (firewall rules) and that the receiver answers quickly (it should acknowledge first and process later).", REQUEST_TIMEOUT.as_secs()),
-        ),
-        SendError::EgressDenied { reason } => (
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
-        ),
-        SendError::Other { detail } => (
-            TestFailureKind::Other,
-            format!("Sending the test event to {host} failed ({detail}). Check the webhook URL and try again."),
-        ),
-    };
-    failure(kind, message)
+    explain::send_error(
+        err,
+        host,
+        &Hints {
+            address: "the webhook URL",
+            port: "the URL's port",
+            refused: "Check that the receiver is running.",
+            closed: "Check the receiver's logs, then try again.",
+            tls: "Check that the URL starts with https:// and that the receiver has a valid, publicly trusted certificate.",
+            timeout: REQUEST_TIMEOUT,
+            ..Hints::default()
+        },
+    )
 }
 
 /// A configured webhook destination, as the forwarder holds it.
@@ -975,28 +903,8 @@ mod tests {
     const DOC_BODY: &str = r#"{"type":"ezca.audit_events","timestamp":"2025-03-04T10:00:00.000Z","data":{"events":[{"Actor":"bob@example.com","Criticality":"Medium","EventID":4870,"EventSummary":"A certificate has been revoked","EventUuid":"6f9619ff-8b86-4011-b42d-00c04fc964ff","OccurredAt":"2025-03-04T10:00:00.000Z","Sequence":1,"SubscriptionId":"2b4e6c8a-1d3f-4a5b-9c7d-0e1f2a3b4c5d","date":"2025-03-04T10:00:00.000Z","details":{"serial":"4f:1a"},"message":"A certificate has been revoked (Event ID 4870) by bob@example.com"}]}}"#;
     const DOC_SIGNATURE: &str = "v1,KahOzSmKjdJEVf8iAeCsI11JjzVx96ROpY4f1wbg3LI=";
 
-    /// The kind of disposition a table row expects.
-    #[derive(Debug, PartialEq)]
-    enum Expect {
-        Delivered,
-        AuthFailed,
-        Rejected,
-        Split,
-        Gone,
-        Retry(Option<u64>),
-    }
-
-    fn kind(d: &Disposition) -> Expect {
-        match d {
-            Disposition::Delivered => Expect::Delivered,
-            Disposition::AuthFailed { .. } => Expect::AuthFailed,
-            Disposition::Rejected { .. } => Expect::Rejected,
-            Disposition::SplitBatch => Expect::Split,
-            Disposition::Gone { .. } => Expect::Gone,
-            Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
-            other => panic!("a webhook never answers {other:?}"),
-        }
-    }
+    use crate::domain::events::EventId;
+    use crate::siem::test_table::{kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {
