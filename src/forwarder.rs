@@ -34,7 +34,8 @@ use uuid::Uuid;
 
 use crate::{
     crypto::MasterKey,
-    domain::{events::EventId, provider::Provider},
+    domain::events::EventId,
+    siem::Provider,
     siem::{egress::EgressPolicy, AuditLog, Disposition, SendError, SiemDestination},
     store::{
         self,
@@ -606,15 +607,19 @@ impl Forwarder {
                 claimed.provider
             )));
         };
-        let config = crate::siem::config::destination_config(
+        let destination = crate::settings::destination(
             &self.pool,
             &self.master_key,
             claimed.subscription_id,
             provider,
             &self.egress,
+            crate::siem::config::Context {
+                hostname: &self.hostname,
+                shared: &self.shared,
+            },
         )
         .await?;
-        Ok(config.map(|c| Arc::from(c.destination(&self.hostname, &self.shared))))
+        Ok(destination.map(Arc::from))
     }
 
     /// The destination's state after a claim that stopped short.

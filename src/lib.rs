@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod forwarder;
 pub mod notify;
+pub mod settings;
 pub mod siem;
 pub mod store;
 pub mod web;

@@ -23,7 +23,7 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 use uuid::Uuid;
 
 use crate::{
-    domain::provider::Provider,
+    siem::Provider,
     store::{
         self,
         notify::{GapRow, IncidentRow, NewMessage},

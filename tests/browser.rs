@@ -140,7 +140,7 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
     browser.wait_css("details#advanced").await;
     let enabled = c.find(Locator::Css("#siem_enabled")).await.unwrap();
     assert!(enabled.is_selected().await.unwrap());
-    let key_state = c.find(Locator::Css("#key-state")).await.unwrap();
+    let key_state = c.find(Locator::Css("#datadog_api_key-state")).await.unwrap();
     let summary = c
         .find(Locator::Css("details#advanced > summary"))
         .await
@@ -150,7 +150,7 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
     }
     assert_eq!(
         key_state.text().await.unwrap(),
-        "A key is set, ending in cdef."
+        "Set, ending in cdef. Leave this blank to keep it."
     );
     assert_eq!(
         c.find(Locator::Css("#datadog_url"))

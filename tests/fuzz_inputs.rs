@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use cloudpki::{
-    domain::{ingest, provider::Provider},
+    domain::ingest,
     siem::{
         config::{self, StoredProvider},
         egress::EgressPolicy,
+        Provider,
     },
 };
 use proptest::{prelude::*, strategy::ValueTree as _};
@@ -93,40 +94,9 @@ fn ingest_body() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn field_names(provider: Provider) -> &'static [&'static str] {
-    match provider {
-        Provider::Datadog => &["datadog_site", "datadog_url", "datadog_api_key"],
-        Provider::Splunk => &[
-            "splunk_url",
-            "splunk_token",
-            "splunk_index",
-            "splunk_sourcetype",
-            "splunk_source",
-            "splunk_host",
-            "splunk_ack",
-        ],
-        Provider::LogScale => &["logscale_url", "logscale_token"],
-        Provider::Sentinel => &[
-            "sentinel_cloud",
-            "sentinel_login_url",
-            "sentinel_tenant_id",
-            "sentinel_client_id",
-            "sentinel_client_secret",
-            "sentinel_endpoint",
-            "sentinel_dcr_id",
-            "sentinel_stream",
-        ],
-        Provider::Webhook => &[
-            "webhook_url",
-            "webhook_headers",
-            "webhook_clear_headers",
-            "webhook_rotate",
-        ],
-    }
-}
-
 fn settings_form(provider: Provider) -> impl Strategy<Value = BTreeMap<String, String>> {
-    let names = field_names(provider);
+    // Every field the provider declares, the internal ones included (a form may carry them).
+    let names: Vec<&'static str> = provider.fields().iter().map(|f| f.name).collect();
     prop::collection::vec(prop::option::of(nasty_string()), names.len()).prop_map(move |values| {
         names
             .iter()
@@ -146,12 +116,21 @@ proptest! {
 
     #[test]
     fn every_settings_form_validates_without_panicking(
-        (provider, form) in prop::sample::select(Provider::ALL.to_vec())
+        (provider, form) in prop::sample::select(Provider::all().collect::<Vec<_>>())
             .prop_flat_map(|p| (Just(p), settings_form(p))),
     ) {
         let egress = EgressPolicy::parse("").unwrap();
+        let shared = config::Shared::default();
+        let context = config::Context { hostname: "h", shared: &shared };
         for complete in [false, true] {
-            let _ = config::validate(provider, &form, &StoredProvider::default(), &egress, complete);
+            let _ = config::validate(
+                provider,
+                &form,
+                &StoredProvider::default(),
+                &egress,
+                complete,
+                context,
+            );
         }
     }
 }
@@ -206,7 +185,8 @@ async fn generated_settings_forms_never_get_a_500_and_refused_ones_change_nothin
         }
     };
     for round in 0..300 {
-        let provider = Provider::ALL[round % Provider::ALL.len()];
+        let all: Vec<Provider> = Provider::all().collect();
+        let provider = all[round % all.len()];
         let form = settings_form(provider)
             .new_tree(&mut runner)
             .unwrap()

@@ -102,7 +102,7 @@ async fn an_admin_saves_datadog_settings_and_sees_only_the_last_four_characters_
     assert!(status_text(&page).contains("Settings saved."));
     assert!(!page.contains(KEY), "the key is never rendered back");
     assert_eq!(input_value(&page, "datadog_api_key").as_deref(), Some(""));
-    assert!(texts(&page, "#key-state")[0].contains("cdef"));
+    assert!(texts(&page, "#datadog_api_key-state")[0].contains("cdef"));
     assert_eq!(
         input_value(&page, "datadog_url").as_deref(),
         Some(intake.base_url().as_str())
@@ -363,7 +363,7 @@ async fn enabling_needs_a_complete_configuration_and_disabling_keeps_it() {
     let page = f.app.get_page(&f.path).await;
     assert!(!page.contains("checked"), "export is off");
     assert!(
-        texts(&page, "#key-state")[0].contains("cdef"),
+        texts(&page, "#datadog_api_key-state")[0].contains("cdef"),
         "the key is kept"
     );
     assert_eq!(

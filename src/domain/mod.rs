@@ -7,6 +7,5 @@ pub mod datadog;
 pub mod events;
 pub mod hec;
 pub mod ingest;
-pub mod provider;
 pub mod sentinel;
 pub mod webhook;

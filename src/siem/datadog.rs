@@ -29,8 +29,10 @@ use uuid::Uuid;
 
 use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
 use crate::domain::events::{alert_query, EventId};
+use crate::siem::config::FormCheck;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
+use crate::siem::registry::{Choice, Field, FieldKind, Provider, ProviderSpec};
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     parse_retry_after, AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure,
@@ -363,6 +365,121 @@ fn explain_send_error(err: SendError, host: &str) -> TestFailure {
             ..Hints::default()
         },
     )
+}
+
+/// Datadog's entry in the registry.
+pub static SPEC: ProviderSpec = ProviderSpec {
+    id: "datadog",
+    label: "Datadog",
+    fields: &[
+        Field::plain(
+            "datadog_site",
+            "Datadog site",
+            FieldKind::Select(site_choices),
+            "The site shown at the top right of Datadog's docs and in your Datadog address. Choosing one fills in its intake URL.",
+        )
+        .with_default("US1"),
+        Field::address(
+            "datadog_url",
+            "Logs intake URL",
+            "For example https://http-intake.logs.datadoghq.com; the full …/api/v2/logs URL from Datadog's docs works too. Change it only to go through a proxy or pipeline.",
+        )
+        .with_default("https://http-intake.logs.datadoghq.com"),
+        Field::secret(
+            "datadog_api_key",
+            "API key",
+            "api_key",
+            "An API key from Organization Settings → API Keys (not an application key).",
+        )
+        .with_placeholder("32 characters, 0-9 and a-f"),
+    ],
+    parse,
+};
+
+/// Datadog, as a provider handle.
+pub fn provider() -> Provider {
+    Provider::of(&SPEC)
+}
+
+fn site_choices() -> Vec<Choice> {
+    let mut choices: Vec<Choice> = DatadogSite::ALL
+        .iter()
+        .map(|site| Choice {
+            value: site.code(),
+            label: site.label(),
+            fills: Some(site.intake_base_url()),
+        })
+        .collect();
+    choices.push(Choice::new("custom", "Custom URL (proxy or pipeline)"));
+    choices
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+    let site = match check.get("datadog_site").as_str() {
+        "" | "custom" => None,
+        code => match DatadogSite::parse(code) {
+            Ok(site) => Some(site),
+            Err(e) => {
+                check.error("datadog_site", e.to_string());
+                None
+            }
+        },
+    };
+    // Without JavaScript the select cannot fill the URL in: a blank URL means the site's.
+    let url_text = match (check.get("datadog_url"), site) {
+        (text, Some(site)) if text.is_empty() => site.intake_base_url(),
+        (text, _) => text,
+    };
+    let egress = check.egress;
+    let url = check.required_text(
+        &url_text,
+        "datadog_url",
+        "Enter the logs intake URL, or choose a Datadog site.",
+        |text| {
+            let url = DatadogIntakeUrl::parse(text).map_err(|e| e.to_string())?;
+            egress
+                .check_url(&url.logs_endpoint())
+                .map_err(|e| e.to_string())?;
+            Ok(url)
+        },
+    );
+    let key = check.secret(
+        "datadog_api_key",
+        "Enter the API key from Datadog (Organization Settings → API Keys).",
+        |raw| {
+            let key = DatadogApiKey::parse(raw).map_err(|e| e.to_string())?;
+            let (text, hint) = (key.expose_secret().to_owned(), key.last4().to_owned());
+            Ok((key, text, hint))
+        },
+    );
+    if let Some(site) = site {
+        check.keep("datadog_site", site.code());
+    }
+    if let Some(url) = &url {
+        check.keep("datadog_url", url.as_str());
+    }
+    Some(Box::new(DatadogDestination {
+        config: DatadogConfig {
+            site,
+            url: url?,
+            api_key: key?,
+        },
+        hostname: check.context.hostname.to_owned(),
+    }))
+}
+
+/// The Datadog site of stored settings (as chosen, else recognised from the intake URL), for
+/// links into its Log Explorer.
+pub fn stored_site(fields: &std::collections::BTreeMap<String, String>) -> Option<DatadogSite> {
+    fields
+        .get("datadog_site")
+        .and_then(|s| DatadogSite::parse(s).ok())
+        .or_else(|| {
+            fields
+                .get("datadog_url")
+                .and_then(|u| DatadogIntakeUrl::parse(u).ok())
+                .and_then(|u| u.site())
+        })
 }
 
 /// A configured Datadog destination, as the forwarder holds it.

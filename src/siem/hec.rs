@@ -57,9 +57,11 @@ use crate::domain::hec::{
     HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex, LOGSCALE_HEC_PATH,
     SPLUNK_ACK_PATH, SPLUNK_EVENT_PATH,
 };
+use crate::siem::config::FormCheck;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
+use crate::siem::registry::{Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
@@ -843,6 +845,119 @@ fn explain_send_error(err: SendError, host: &str, cfg: &HecConfig) -> TestFailur
             ..Hints::default()
         },
     )
+}
+
+/// Splunk's entry in the registry.
+pub static SPLUNK: ProviderSpec = ProviderSpec {
+    id: "splunk",
+    label: "Splunk",
+    fields: &[
+        Field::address("splunk_url", "HEC URL", "The HTTP Event Collector address, e.g. https://splunk.example.com:8088 (the …/services/collector URL works too). Its certificate must be publicly trusted."),
+        Field::secret("splunk_token", "HEC token", "token", "The token of an HTTP Event Collector input (a GUID)."),
+        Field::plain("splunk_index", "Index", FieldKind::Text, "Optional; it must be allowed for the token. Blank uses the token's default index."),
+        Field::plain("splunk_sourcetype", "Source type", FieldKind::Text, "Defaults to ezca:audit.").with_default("ezca:audit"),
+        Field::plain("splunk_source", "Source", FieldKind::Text, "Optional; defaults to cloudpki."),
+        Field::plain("splunk_host", "Host", FieldKind::Text, "Optional; defaults to this server's name."),
+        Field::plain("splunk_ack", "Use indexer acknowledgement", FieldKind::Check, "Turn on only if the token has indexer acknowledgement enabled: events then count as delivered once Splunk confirms they are indexed."),
+    ],
+    parse: parse_splunk,
+};
+
+/// LogScale's entry in the registry (its HEC-compatible endpoint).
+pub static LOGSCALE: ProviderSpec = ProviderSpec {
+    id: "logscale",
+    label: "CrowdStrike Falcon LogScale",
+    fields: &[
+        Field::address("logscale_url", "Ingest URL", "The address of your LogScale cluster, e.g. https://cloud.community.humio.com (events go to its HEC-compatible endpoint /api/v1/ingest/hec)."),
+        Field::secret("logscale_token", "Ingest token", "token", "An ingest token of the repository that receives the events."),
+    ],
+    parse: parse_logscale,
+};
+
+fn parse_splunk(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+    parse_hec(check, HecFlavor::Splunk)
+}
+
+fn parse_logscale(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+    parse_hec(check, HecFlavor::LogScale)
+}
+
+fn parse_hec(check: &mut FormCheck<'_>, flavor: HecFlavor) -> Option<Box<dyn SiemDestination>> {
+    let prefix = check.provider().id();
+    let url_field = format!("{prefix}_url");
+    let token_field = format!("{prefix}_token");
+    let egress = check.egress;
+    let url = check.required(&url_field, "Enter the HEC URL.", |text| {
+        let url = HecUrl::parse(text).map_err(|e| e.to_string())?;
+        egress
+            .check_url(&url.endpoint(flavor.event_path()))
+            .map_err(|e| e.to_string())?;
+        Ok(url)
+    });
+    let missing = if flavor == HecFlavor::Splunk {
+        "Enter the HEC token (Settings → Data inputs → HTTP Event Collector in Splunk)."
+    } else {
+        "Enter the ingest token of the LogScale repository."
+    };
+    let token = check.secret(&token_field, missing, |raw| {
+        let token = if flavor == HecFlavor::Splunk {
+            HecToken::parse_splunk(raw)
+        } else {
+            HecToken::parse_logscale(raw)
+        }
+        .map_err(|e| e.to_string())?;
+        let (text, hint) = (token.expose_secret().to_owned(), token.last4().to_owned());
+        Ok((token, text, hint))
+    });
+    let (mut index, mut sourcetype, mut source, mut host, mut ack) =
+        (None, SourceType::default(), None, None, false);
+    if flavor == HecFlavor::Splunk {
+        index = check
+            .optional("splunk_index", |t| {
+                SplunkIndex::parse_optional(t).map_err(|e| e.to_string())
+            })
+            .flatten();
+        sourcetype = SourceType::parse_or_default(&check.get("splunk_sourcetype"))
+            .map_err(|e| check.error("splunk_sourcetype", e.to_string()))
+            .unwrap_or_default();
+        source = check.optional("splunk_source", |t| {
+            HecSource::parse(t).map_err(|e| e.to_string())
+        });
+        host = check.optional("splunk_host", |t| {
+            HecHost::parse(t).map_err(|e| e.to_string())
+        });
+        ack = check.ticked("splunk_ack");
+        if let Some(index) = &index {
+            check.keep("splunk_index", index.as_str());
+        }
+        check.keep("splunk_sourcetype", sourcetype.as_str());
+        if let Some(source) = &source {
+            check.keep("splunk_source", source.as_str());
+        }
+        if let Some(host) = &host {
+            check.keep("splunk_host", host.as_str());
+        }
+        if ack {
+            check.keep("splunk_ack", "on");
+        }
+    }
+    if let Some(url) = &url {
+        check.keep(&url_field, url.as_str());
+    }
+    let mut config = HecConfig::new(flavor, url?, token?);
+    config.index = index;
+    config.sourcetype = sourcetype;
+    config.source = source;
+    config.host = host;
+    config.ack = ack;
+    if let Err(e) = config.validate() {
+        check.error(&format!("{prefix}_ack"), e.to_string());
+        return None;
+    }
+    Some(Box::new(HecDestination {
+        config,
+        hostname: check.context.hostname.to_owned(),
+    }))
 }
 
 /// A configured HEC destination (Splunk or LogScale), as the forwarder holds it.

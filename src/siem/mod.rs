@@ -15,6 +15,7 @@ pub mod datadog;
 pub mod egress;
 pub mod explain;
 pub mod hec;
+pub mod registry;
 pub mod sentinel;
 pub mod webhook;
 pub mod wire;
@@ -28,6 +29,17 @@ use uuid::Uuid;
 
 use crate::domain::events::EventId;
 use egress::{find_resolve_denied, BoxFuture, EgressError, EgressPolicy};
+pub use registry::Provider;
+
+/// Every provider, in the order the settings page offers them. Adding a provider is a module
+/// and a line here.
+pub static PROVIDERS: &[&registry::ProviderSpec] = &[
+    &datadog::SPEC,
+    &hec::SPLUNK,
+    &sentinel::SPEC,
+    &hec::LOGSCALE,
+    &webhook::SPEC,
+];
 
 /// One recorded audit event, as the forwarder hands it to a provider.
 #[derive(Debug, Clone, PartialEq)]

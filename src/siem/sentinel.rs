@@ -61,9 +61,11 @@ use crate::domain::sentinel::{
     AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
     StreamName, TenantId,
 };
+use crate::siem::config::FormCheck;
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
+use crate::siem::registry::{Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
@@ -963,6 +965,141 @@ fn explain_send_error(err: SendError, host: &str, leg: Leg) -> TestFailure {
 // ---------------------------------------------------------------------------------------------
 // The destination
 // ---------------------------------------------------------------------------------------------
+
+/// Microsoft Sentinel's entry in the registry.
+pub static SPEC: ProviderSpec = ProviderSpec {
+    id: "sentinel",
+    label: "Microsoft Sentinel",
+    fields: &[
+        Field::plain("sentinel_cloud", "Azure cloud", FieldKind::Select(cloud_choices), "Where your tenant lives; it decides the sign-in and ingestion audiences.").addressing().with_default("public"),
+        Field::plain("sentinel_tenant_id", "Tenant ID", FieldKind::Text, "Directory (tenant) ID of the Entra ID app registration (a GUID)."),
+        Field::plain("sentinel_client_id", "Client ID", FieldKind::Text, "Application (client) ID of the app registration (a GUID)."),
+        Field::secret("sentinel_client_secret", "Client secret", "client_secret", "A client secret of the app registration; note its expiry date. The app needs the Monitoring Metrics Publisher role on the data collection rule."),
+        Field::address("sentinel_endpoint", "Ingestion endpoint", "The logs ingestion endpoint of the data collection rule, or its data collection endpoint, e.g. https://my-dce.eastus-1.ingest.monitor.azure.com."),
+        Field::plain("sentinel_dcr_id", "DCR immutable ID", FieldKind::Text, "The immutable ID of the data collection rule (dcr-…, on its JSON view)."),
+        Field::plain("sentinel_stream", "Stream name", FieldKind::Text, "The stream declared in the rule, e.g. Custom-EzcaAudit_CL."),
+        Field::address("sentinel_login_url", "Sign-in URL (advanced)", "Leave blank to use the cloud's Entra ID sign-in address."),
+    ],
+    parse,
+};
+
+fn cloud_choices() -> Vec<Choice> {
+    AzureCloud::ALL
+        .iter()
+        .map(|cloud| Choice::new(cloud.code(), cloud.label()))
+        .collect()
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+    let cloud_text = check.get("sentinel_cloud");
+    let cloud = if cloud_text.is_empty() {
+        Some(AzureCloud::Public)
+    } else {
+        AzureCloud::parse(&cloud_text)
+            .map_err(|e| check.error("sentinel_cloud", e.to_string()))
+            .ok()
+    };
+    let login_text = check.get("sentinel_login_url");
+    let login_base = if login_text.is_empty() {
+        cloud.map(AzureCloud::default_login_base)
+    } else {
+        check.optional("sentinel_login_url", |t| {
+            LoginBaseUrl::parse(t).map_err(|e| e.to_string())
+        })
+    };
+    let tenant = check.required(
+        "sentinel_tenant_id",
+        "Enter the Directory (tenant) ID of your Entra ID app registration.",
+        |t| TenantId::parse(t).map_err(|e| e.to_string()),
+    );
+    let client_id = check.required(
+        "sentinel_client_id",
+        "Enter the Application (client) ID of the app registration.",
+        |t| ClientId::parse(t).map_err(|e| e.to_string()),
+    );
+    let endpoint = check.required(
+        "sentinel_endpoint",
+        "Enter the logs ingestion endpoint of the data collection rule (or its DCE).",
+        |t| IngestionEndpoint::parse(t).map_err(|e| e.to_string()),
+    );
+    let dcr = check.required(
+        "sentinel_dcr_id",
+        "Enter the immutable ID of the data collection rule (dcr-…).",
+        |t| DcrImmutableId::parse(t).map_err(|e| e.to_string()),
+    );
+    let stream = check.required(
+        "sentinel_stream",
+        "Enter the stream name declared in the data collection rule, e.g. Custom-EzcaAudit.",
+        |t| StreamName::parse(t).map_err(|e| e.to_string()),
+    );
+    let secret = check.secret(
+        "sentinel_client_secret",
+        "Enter a client secret of the app registration (Certificates & secrets).",
+        |raw| {
+            let secret = ClientSecret::parse(raw).map_err(|e| e.to_string())?;
+            let (text, hint) = (secret.expose_secret().to_owned(), secret.last4().to_owned());
+            Ok((secret, text, hint))
+        },
+    );
+    if let Some(cloud) = cloud {
+        check.keep("sentinel_cloud", cloud.code());
+    }
+    if !login_text.is_empty() {
+        if let Some(base) = &login_base {
+            check.keep("sentinel_login_url", base.as_str());
+        }
+    }
+    for (name, value) in [
+        (
+            "sentinel_tenant_id",
+            tenant.as_ref().map(|v| v.as_str().to_owned()),
+        ),
+        (
+            "sentinel_client_id",
+            client_id.as_ref().map(|v| v.as_str().to_owned()),
+        ),
+        (
+            "sentinel_endpoint",
+            endpoint.as_ref().map(|v| v.as_str().to_owned()),
+        ),
+        (
+            "sentinel_dcr_id",
+            dcr.as_ref().map(|v| v.as_str().to_owned()),
+        ),
+        (
+            "sentinel_stream",
+            stream.as_ref().map(|v| v.as_str().to_owned()),
+        ),
+    ] {
+        if let Some(value) = value {
+            check.keep(name, value);
+        }
+    }
+    let config = SentinelConfig {
+        cloud: cloud?,
+        login_base: login_base?,
+        tenant_id: tenant?,
+        client_id: client_id?,
+        client_secret: secret?,
+        endpoint: endpoint?,
+        dcr_id: dcr?,
+        stream: stream?,
+    };
+    let egress = check.egress;
+    if let Err(e) = egress.check_url(&config.token_url()) {
+        check.error("sentinel_login_url", e.to_string());
+        return None;
+    }
+    if let Err(e) = egress.check_url(&config.ingestion_url()) {
+        check.error("sentinel_endpoint", e.to_string());
+        return None;
+    }
+    Some(Box::new(SentinelDestination {
+        config,
+        hostname: check.context.hostname.to_owned(),
+        tokens: check.context.shared.tokens.clone(),
+    }))
+}
 
 /// A configured Sentinel destination, as the forwarder holds it.
 #[derive(Debug, Clone)]

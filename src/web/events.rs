@@ -15,9 +15,8 @@ use crate::{
     domain::{
         datadog::DatadogSite,
         events::{alert_query, catalog, Category, Criticality},
-        provider::Provider,
     },
-    siem::config,
+    siem::datadog,
     store::accounts::MembershipRow,
 };
 
@@ -56,14 +55,14 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Html<String>, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
-    let stored = config::load(
+    let stored = crate::settings::load(
         state.pool(),
         state.master_key(),
         membership.subscription_id,
-        Provider::Datadog,
+        datadog::provider(),
     )
     .await?;
-    let site = config::datadog_site(&stored);
+    let site = datadog::stored_site(&stored.fields);
     let explorer_site = site.unwrap_or(DatadogSite::ALL[0]);
 
     let sections = [Category::CaOperation, Category::CertificateOperation]

@@ -54,7 +54,7 @@ pub async fn health_view(
         .await?
         .into_iter()
         .map(|(p, n)| {
-            let label = crate::domain::provider::Provider::parse(&p)
+            let label = crate::siem::Provider::parse(&p)
                 .map(|p| p.label().to_owned())
                 .unwrap_or(p);
             (label, n)

@@ -28,8 +28,11 @@ use super::{
 };
 use crate::{
     app::AppState,
-    domain::{datadog::DatadogSite, provider::Provider},
-    siem::config::{self, FieldErrors, FormValues, StoredProvider, StoredSecret},
+    siem::{
+        config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
+        registry::{Choice, FieldKind},
+        Provider,
+    },
     store::{self, accounts::MembershipRow},
 };
 
@@ -68,12 +71,6 @@ impl Status {
     }
 }
 
-struct SiteOption {
-    code: &'static str,
-    label: String,
-    intake_url: String,
-}
-
 struct HistoryEntry {
     who: String,
     outcome: String,
@@ -81,105 +78,11 @@ struct HistoryEntry {
     at: String,
 }
 
-/// How a provider field is shown.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    Url,
-    Secret,
-    Check,
-    Select(&'static [(&'static str, &'static str)]),
-    SecretLines,
-}
-
-/// One field of a provider's section (Datadog's section is written out in the template).
-struct FieldSpec {
-    name: &'static str,
-    label: &'static str,
-    kind: Kind,
-    hint: &'static str,
-}
-
-const fn spec(
-    name: &'static str,
-    label: &'static str,
-    kind: Kind,
-    hint: &'static str,
-) -> FieldSpec {
-    FieldSpec {
-        name,
-        label,
-        kind,
-        hint,
-    }
-}
-
-const AZURE_CLOUDS: &[(&str, &str)] = &[
-    ("public", "Azure (global)"),
-    ("usgovernment", "Azure US Government"),
-    ("china", "Azure China (21Vianet)"),
-];
-
-static SPLUNK_FIELDS: &[FieldSpec] = &[
-            spec("splunk_url", "HEC URL", Kind::Url, "The HTTP Event Collector address, e.g. https://splunk.example.com:8088 (the …/services/collector URL works too). Its certificate must be publicly trusted."),
-            spec("splunk_token", "HEC token", Kind::Secret, "The token of an HTTP Event Collector input (a GUID)."),
-            spec("splunk_index", "Index", Kind::Text, "Optional; it must be allowed for the token. Blank uses the token's default index."),
-            spec("splunk_sourcetype", "Source type", Kind::Text, "Defaults to ezca:audit."),
-            spec("splunk_source", "Source", Kind::Text, "Optional; defaults to cloudpki."),
-            spec("splunk_host", "Host", Kind::Text, "Optional; defaults to this server's name."),
-            spec("splunk_ack", "Use indexer acknowledgement", Kind::Check, "Turn on only if the token has indexer acknowledgement enabled: events then count as delivered once Splunk confirms they are indexed."),
-];
-
-static SENTINEL_FIELDS: &[FieldSpec] = &[
-            spec("sentinel_cloud", "Azure cloud", Kind::Select(AZURE_CLOUDS), "Where your tenant lives; it decides the sign-in and ingestion audiences."),
-            spec("sentinel_tenant_id", "Tenant ID", Kind::Text, "Directory (tenant) ID of the Entra ID app registration (a GUID)."),
-            spec("sentinel_client_id", "Client ID", Kind::Text, "Application (client) ID of the app registration (a GUID)."),
-            spec("sentinel_client_secret", "Client secret", Kind::Secret, "A client secret of the app registration; note its expiry date. The app needs the Monitoring Metrics Publisher role on the data collection rule."),
-            spec("sentinel_endpoint", "Ingestion endpoint", Kind::Url, "The logs ingestion endpoint of the data collection rule, or its data collection endpoint, e.g. https://my-dce.eastus-1.ingest.monitor.azure.com."),
-            spec("sentinel_dcr_id", "DCR immutable ID", Kind::Text, "The immutable ID of the data collection rule (dcr-…, on its JSON view)."),
-            spec("sentinel_stream", "Stream name", Kind::Text, "The stream declared in the rule, e.g. Custom-EzcaAudit_CL."),
-            spec("sentinel_login_url", "Sign-in URL (advanced)", Kind::Url, "Leave blank to use the cloud's Entra ID sign-in address."),
-];
-
-static LOGSCALE_FIELDS: &[FieldSpec] = &[
-            spec("logscale_url", "Ingest URL", Kind::Url, "The address of your LogScale cluster, e.g. https://cloud.community.humio.com (events go to its HEC-compatible endpoint /api/v1/ingest/hec)."),
-            spec("logscale_token", "Ingest token", Kind::Secret, "An ingest token of the repository that receives the events."),
-];
-
-static WEBHOOK_FIELDS: &[FieldSpec] = &[
-            spec("webhook_url", "Webhook URL", Kind::Url, "The https address that receives the signed events."),
-            spec("webhook_headers", "Extra headers", Kind::SecretLines, "Optional; one `Name: value` per line, e.g. Authorization: Bearer …. Stored sealed; leave blank to keep the stored headers."),
-            spec("webhook_clear_headers", "Remove the extra headers", Kind::Check, "Sends no extra headers from now on."),
-            spec("webhook_rotate", "Rotate the signing secret", Kind::Check, "Generates a new signing secret on save and shows it once; the old one keeps signing for 24 hours so receivers can switch over."),
-];
-
-/// The fields of the providers other than Datadog, in the order the page shows them.
-fn provider_specs(provider: Provider) -> &'static [FieldSpec] {
-    match provider {
-        Provider::Datadog => &[],
-        Provider::Splunk => SPLUNK_FIELDS,
-        Provider::Sentinel => SENTINEL_FIELDS,
-        Provider::LogScale => LOGSCALE_FIELDS,
-        Provider::Webhook => WEBHOOK_FIELDS,
-    }
-}
-
-/// The label people see for a form field (history entries use it too).
-fn field_label(name: &str) -> &str {
-    match name {
-        "datadog_site" => "Datadog site",
-        "datadog_url" => "Logs intake URL",
-        "datadog_api_key" => "API key",
-        "webhook_secret" => "Signing secret",
-        "webhook_secret_previous" => "Previous signing secret",
-        "webhook_previous_until" => "Previous signing secret valid until",
-        "webhook_url_sealed" => "Webhook URL query",
-        other => Provider::ALL
-            .iter()
-            .flat_map(|p| provider_specs(*p))
-            .find(|s| s.name == other)
-            .map_or(other, |s| s.label),
-    }
+/// The label people see for a stored field (history entries use it).
+fn field_label(provider: Provider, name: &str) -> String {
+    provider
+        .field(name)
+        .map_or_else(|| name.to_owned(), |f| f.label.to_owned())
 }
 
 /// A provider field as the template renders it.
@@ -189,11 +92,14 @@ struct FieldView {
     /// `text`, `url`, `password`, `checkbox`, `select` or `textarea`.
     kind: &'static str,
     value: String,
-    options: &'static [(&'static str, &'static str)],
+    options: Vec<Choice>,
     hint: &'static str,
+    placeholder: &'static str,
     error: Option<String>,
     /// For secrets: the last characters (or header names) of the stored value.
     stored_hint: Option<String>,
+    /// For secrets: the stored value no longer opens (the master key changed).
+    unreadable: bool,
 }
 
 /// A provider's section.
@@ -211,41 +117,19 @@ struct SettingsPage {
     is_admin: bool,
     enabled: bool,
     provider: String,
-    values: FormValues,
     errors: FieldErrors,
     status: Option<Status>,
     open: bool,
-    secret_hints: BTreeMap<String, (String, bool)>,
     last_change: Option<(String, String)>,
-    providers: Vec<(&'static str, &'static str)>,
-    other_providers: Vec<ProviderView>,
+    providers: Vec<ProviderView>,
     health: HealthView,
-    sites: Vec<SiteOption>,
     history: Vec<HistoryEntry>,
 }
 
 impl SettingsPage {
-    /// A field's value as typed or stored.
-    fn value(&self, name: &str) -> &str {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_default()
-    }
-
     /// A field's error.
     fn error(&self, name: &str) -> Option<&str> {
         self.errors.get(name)
-    }
-
-    /// The last 4 characters of a stored secret.
-    fn hint(&self, name: &str) -> Option<&str> {
-        self.secret_hints.get(name).map(|(h, _)| h.as_str())
-    }
-
-    /// Whether a stored secret no longer opens.
-    fn unreadable(&self, name: &str) -> bool {
-        self.secret_hints.get(name).is_some_and(|(_, u)| *u)
     }
 }
 
@@ -266,25 +150,14 @@ async fn show(
     let membership = membership_or_404(&state, &user, &id).await?;
     let loaded = Loaded::fetch(&state, membership.subscription_id).await?;
     let mut values = FormValues::new();
-    for (_, s) in &loaded.stored {
-        values.extend(s.fields.clone());
-    }
-    values.entry("datadog_site".into()).or_insert_with(|| {
-        if values_has_url(&loaded.stored) {
-            "custom".into()
-        } else {
-            DatadogSite::ALL[0].code().into()
+    for (provider, stored) in &loaded.stored {
+        values.extend(stored.fields.clone());
+        for field in provider.fields().iter().filter(|f| !f.default.is_empty()) {
+            values
+                .entry(field.name.to_owned())
+                .or_insert_with(|| field.default.to_owned());
         }
-    });
-    values
-        .entry("datadog_url".into())
-        .or_insert_with(|| DatadogSite::ALL[0].intake_base_url());
-    values
-        .entry("splunk_sourcetype".into())
-        .or_insert_with(|| "ezca:audit".into());
-    values
-        .entry("sentinel_cloud".into())
-        .or_insert_with(|| "public".into());
+    }
     let status = match (query.saved, query.retried) {
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
         (None, Some(n)) => Some(Status::plain(
@@ -299,20 +172,12 @@ async fn show(
         provider: loaded
             .settings
             .as_ref()
-            .map_or_else(|| Provider::Datadog.id().to_owned(), |s| s.provider.clone()),
+            .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider.clone()),
         values,
         errors: FieldErrors::default(),
         status,
     };
     Ok(Html(render(&state, &user, form, &loaded).await?))
-}
-
-fn values_has_url(stored: &[(Provider, StoredProvider)]) -> bool {
-    stored.iter().any(|(p, s)| {
-        *p == Provider::Datadog
-            && s.fields.contains_key("datadog_url")
-            && !s.fields.contains_key("datadog_site")
-    })
 }
 
 /// The subscription's stored SIEM state, read once per request.
@@ -326,7 +191,8 @@ struct Loaded {
 impl Loaded {
     async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
         Ok(Loaded {
-            stored: config::load_all(state.pool(), state.master_key(), subscription_id).await?,
+            stored: crate::settings::load_all(state.pool(), state.master_key(), subscription_id)
+                .await?,
             settings: store::siem::settings(state.pool(), subscription_id).await?,
         })
     }
@@ -362,7 +228,7 @@ async fn render(
         state,
         sub,
         settings.is_some_and(|s| s.enabled),
-        settings.map_or(Provider::Datadog.id(), |s| s.provider.as_str()),
+        settings.map_or(Provider::first().id(), |s| s.provider.as_str()),
     )
     .await?;
     let history = store::siem::history(state.pool(), sub, HISTORY_SHOWN)
@@ -386,48 +252,56 @@ async fn render(
     }
     // Secrets are write-only: whatever was typed is never sent back.
     let mut secret_hints = BTreeMap::new();
-    for (p, s) in &loaded.stored {
-        for secret in config::secret_fields(*p) {
-            values.remove(secret.field);
-            if let Some(stored) = s.secrets.get(secret.field) {
+    for (provider, stored) in &loaded.stored {
+        for field in provider.sealed_fields() {
+            if matches!(field.kind, FieldKind::Url) {
+                // A URL sealed for its query is shown with the query's values hidden.
+                continue;
+            }
+            values.remove(field.name);
+            if let Some(secret) = stored.secrets.get(field.name) {
                 secret_hints.insert(
-                    secret.field.to_owned(),
+                    field.name.to_owned(),
                     (
-                        stored.hint().to_owned(),
-                        matches!(stored, StoredSecret::Unreadable(_)),
+                        secret.hint().to_owned(),
+                        matches!(secret, StoredSecret::Unreadable(_)),
                     ),
                 );
             }
         }
     }
     let open = status.is_some() || errors.count() > 0;
-    let other_providers: Vec<ProviderView> = Provider::ALL
-        .iter()
-        .filter(|p| **p != Provider::Datadog)
+    let providers: Vec<ProviderView> = Provider::all()
         .map(|p| ProviderView {
             id: p.id(),
             label: p.label(),
-            fields: provider_specs(*p)
+            fields: p
+                .fields()
                 .iter()
-                .map(|spec| FieldView {
-                    name: spec.name,
-                    label: spec.label,
-                    kind: match spec.kind {
-                        Kind::Text => "text",
-                        Kind::Url => "url",
-                        Kind::Secret => "password",
-                        Kind::Check => "checkbox",
-                        Kind::Select(_) => "select",
-                        Kind::SecretLines => "textarea",
+                // An internal value shows as its state, when it is a sealed one.
+                .filter(|f| !matches!(f.kind, FieldKind::Internal) || f.sealed_as.is_some())
+                .map(|field| FieldView {
+                    name: field.name,
+                    label: field.label,
+                    kind: match field.kind {
+                        FieldKind::Text => "text",
+                        FieldKind::Internal => "state",
+                        FieldKind::Url => "url",
+                        FieldKind::Secret => "password",
+                        FieldKind::Check => "checkbox",
+                        FieldKind::Select(_) => "select",
+                        FieldKind::SecretLines => "textarea",
                     },
-                    value: values.get(spec.name).cloned().unwrap_or_default(),
-                    options: match spec.kind {
-                        Kind::Select(options) => options,
-                        _ => &[],
+                    value: values.get(field.name).cloned().unwrap_or_default(),
+                    options: match field.kind {
+                        FieldKind::Select(choices) => choices(),
+                        _ => Vec::new(),
                     },
-                    hint: spec.hint,
-                    error: errors.get(spec.name).map(str::to_owned),
-                    stored_hint: secret_hints.get(spec.name).map(|(h, _)| h.clone()),
+                    hint: field.hint,
+                    placeholder: field.placeholder,
+                    error: errors.get(field.name).map(str::to_owned),
+                    stored_hint: secret_hints.get(field.name).map(|(h, _)| h.clone()),
+                    unreadable: secret_hints.get(field.name).is_some_and(|(_, u)| *u),
                 })
                 .collect(),
         })
@@ -437,23 +311,12 @@ async fn render(
         is_admin: membership.role().is_admin(),
         enabled,
         provider,
-        values,
         errors,
         status,
         open,
-        secret_hints,
         last_change: settings.map(|s| (s.updated_by_email.clone(), when(s.updated_at))),
-        providers: Provider::ALL.iter().map(|p| (p.id(), p.label())).collect(),
-        other_providers,
+        providers,
         health,
-        sites: DatadogSite::ALL
-            .iter()
-            .map(|s| SiteOption {
-                code: s.code(),
-                label: s.label(),
-                intake_url: s.intake_base_url(),
-            })
-            .collect(),
         history,
         membership,
     };
@@ -544,31 +407,40 @@ async fn submit(
         .find(|(p, _)| *p == provider)
         .map(|(_, s)| s.clone())
         .unwrap_or_default();
+    let context = Context {
+        hostname: state.hostname(),
+        shared: state.shared(),
+    };
+    // Blank secret fields take what this session just tested (see `hold_tested`).
+    let mut values = values;
+    if let Some(digest) = &session_digest {
+        reuse_tested(&state, sub, digest, provider, &mut values).await?;
+    }
 
     match action.as_str() {
         "test" => {
-            let validated = match config::validate(provider, &values, &stored, state.egress(), true)
-            {
-                Ok(v) => v,
-                Err(errors) => {
-                    let status = Status::plain(
-                        "error",
-                        format!(
-                            "Fix the {} marked below, then test again.",
-                            plural(errors.count(), "field", "fields")
-                        ),
-                    );
-                    let form = again(values, errors, status);
-                    return answer(
-                        &state,
-                        &user,
-                        form,
-                        &loaded,
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                    )
-                    .await;
-                }
-            };
+            let validated =
+                match config::validate(provider, &values, &stored, state.egress(), true, context) {
+                    Ok(v) => v,
+                    Err(errors) => {
+                        let status = Status::plain(
+                            "error",
+                            format!(
+                                "Fix the {} marked below, then test again.",
+                                plural(errors.count(), "field", "fields")
+                            ),
+                        );
+                        let form = again(values, errors, status);
+                        return answer(
+                            &state,
+                            &user,
+                            form,
+                            &loaded,
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                        )
+                        .await;
+                    }
+                };
             if !state.allow_test_connection(user.user_id) {
                 let status = Status::plain(
                     "error",
@@ -580,27 +452,21 @@ async fn submit(
                 let form = again(values, FieldErrors::default(), status);
                 return answer(&state, &user, form, &loaded, StatusCode::TOO_MANY_REQUESTS).await;
             }
-            let Some(config) = validated.config else {
+            let Some(destination) = &validated.destination else {
                 return Err(WebError::Internal(anyhow::anyhow!(
-                    "a complete validation produced no configuration"
+                    "a complete validation produced no destination"
                 )));
             };
-            let outcome = config
-                .test_connection(
-                    state.siem_client(),
-                    state.egress(),
-                    state.shared(),
-                    sub,
-                    state.hostname(),
-                )
+            let outcome = destination
+                .test_connection(state.siem_client(), state.egress(), sub)
                 .await;
             let result = match &outcome {
                 Ok(_) => "succeeded".to_owned(),
                 Err(failure) => format!("failed ({:?})", failure.kind),
             };
-            let target = config::address_fields(provider)
-                .iter()
-                .filter_map(|(field, _)| validated.fields.get(*field))
+            let target = provider
+                .address_fields()
+                .filter_map(|field| validated.fields.get(field.name))
                 .filter_map(|v| url::Url::parse(v).ok())
                 .filter_map(|u| u.host_str().map(str::to_owned))
                 .collect::<Vec<_>>()
@@ -622,12 +488,19 @@ async fn submit(
                 )],
             )
             .await?;
+            // A signing secret generated for this test comes back with the page (shown once),
+            // so that Save changes keeps the secret the receiver was just tested with.
+            let generated = validated.generated_secret.clone();
+            if let Some(secret) = &generated {
+                values.insert("webhook_secret".into(), secret.clone());
+            }
             let held = match (&outcome, &session_digest) {
                 (Ok(_), Some(digest)) => {
                     hold_tested(&state, sub, digest, provider, &values).await?
                 }
                 _ => false,
             };
+            values.remove("webhook_secret");
             let status = match outcome {
                 Ok(ok) => Status {
                     kind: "ok",
@@ -642,7 +515,7 @@ async fn submit(
                     ),
                     query: Some(ok.query),
                     link: ok.explorer_url,
-                    secret: None,
+                    secret: generated.filter(|_| held),
                 },
                 Err(failure) => {
                     tracing::info!(subscription_id = %sub, kind = ?failure.kind, "test connection failed");
@@ -653,32 +526,34 @@ async fn submit(
             answer(&state, &user, form, &loaded, StatusCode::OK).await
         }
         "save" => {
-            let mut values = values;
-            if let Some(digest) = &session_digest {
-                reuse_tested(&state, sub, digest, provider, &mut values).await?;
-            }
-            let validated =
-                match config::validate(provider, &values, &stored, state.egress(), enabled) {
-                    Ok(v) => v,
-                    Err(errors) => {
-                        let status = Status::plain(
-                            "error",
-                            format!(
-                                "Nothing was saved. Fix the {} marked below.",
-                                plural(errors.count(), "field", "fields")
-                            ),
-                        );
-                        let form = again(values, errors, status);
-                        return answer(
-                            &state,
-                            &user,
-                            form,
-                            &loaded,
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                        )
-                        .await;
-                    }
-                };
+            let validated = match config::validate(
+                provider,
+                &values,
+                &stored,
+                state.egress(),
+                enabled,
+                context,
+            ) {
+                Ok(v) => v,
+                Err(errors) => {
+                    let status = Status::plain(
+                        "error",
+                        format!(
+                            "Nothing was saved. Fix the {} marked below.",
+                            plural(errors.count(), "field", "fields")
+                        ),
+                    );
+                    let form = again(values, errors, status);
+                    return answer(
+                        &state,
+                        &user,
+                        form,
+                        &loaded,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await;
+                }
+            };
             let generated = validated.generated_secret.clone();
             save(
                 &state,
@@ -796,22 +671,23 @@ async fn hold_tested(
     provider: Provider,
     values: &FormValues,
 ) -> Result<bool, WebError> {
-    let typed: BTreeMap<&str, &str> = config::typed_secret_fields(provider)
-        .iter()
-        .filter_map(|(field, _)| {
+    let typed: BTreeMap<&str, &str> = provider
+        .sealed_fields()
+        .filter(|field| !matches!(field.kind, FieldKind::Url))
+        .filter_map(|field| {
             values
-                .get(*field)
+                .get(field.name)
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
-                .map(|v| (*field, v))
+                .map(|v| (field.name, v))
         })
         .collect();
     if typed.is_empty() {
         return Ok(false);
     }
-    let addresses: BTreeMap<&str, &str> = config::address_fields(provider)
-        .iter()
-        .map(|(field, _)| (*field, values.get(*field).map_or("", |v| v.trim())))
+    let addresses: BTreeMap<&str, &str> = provider
+        .address_fields()
+        .map(|field| (field.name, values.get(field.name).map_or("", |v| v.trim())))
         .collect();
     let plain = serde_json::to_vec(&typed).map_err(anyhow::Error::from)?;
     let sealed = state
@@ -845,12 +721,12 @@ async fn reuse_tested(
     else {
         return Ok(());
     };
-    let same_addresses = config::address_fields(provider).iter().all(|(field, _)| {
+    let same_addresses = provider.address_fields().all(|field| {
         held.addresses
-            .get(*field)
+            .get(field.name)
             .and_then(|v| v.as_str())
             .unwrap_or("")
-            == values.get(*field).map_or("", |v| v.trim())
+            == values.get(field.name).map_or("", |v| v.trim())
     });
     if !same_addresses {
         return Ok(());
@@ -903,18 +779,19 @@ fn describe_changes(
         if old != now {
             changes.push(format!(
                 "{} changed from {} to {}",
-                field_label(name),
+                field_label(new.provider, name),
                 old.map_or("none", String::as_str),
                 now.map_or("none", String::as_str)
             ));
         }
     }
     for (name, value, hint) in &new.new_secrets {
-        let field = config::secret_fields(new.provider)
-            .iter()
-            .find(|s| s.name == *name)
-            .map_or(*name, |s| s.field);
-        let label = field_label(field);
+        let field = new
+            .provider
+            .sealed_fields()
+            .find(|f| f.sealed_as == Some(*name))
+            .map_or(*name, |f| f.name);
+        let label = field_label(new.provider, field);
         changes.push(match stored.secrets.get(field) {
             Some(old) if old.usable() == Some(value.as_str()) => {
                 format!("{label} entered again (unchanged)")
@@ -969,7 +846,7 @@ async fn retry_parked(
     }
     let provider = store::siem::settings(state.pool(), sub)
         .await?
-        .map_or_else(|| Provider::Datadog.id().to_owned(), |s| s.provider);
+        .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
     let n = store::delivery::retry_parked(state.pool(), sub, &provider).await?;
     store::siem::record_history(
         state.pool(),
