@@ -140,7 +140,10 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
     browser.wait_css("details#advanced").await;
     let enabled = c.find(Locator::Css("#siem_enabled")).await.unwrap();
     assert!(enabled.is_selected().await.unwrap());
-    let key_state = c.find(Locator::Css("#datadog_api_key-state")).await.unwrap();
+    let key_state = c
+        .find(Locator::Css("#datadog_api_key-state"))
+        .await
+        .unwrap();
     let summary = c
         .find(Locator::Css("details#advanced > summary"))
         .await

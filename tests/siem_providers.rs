@@ -413,6 +413,46 @@ async fn a_signed_webhook_gets_a_secret_shown_once_verifies_every_event_and_rota
 }
 
 #[tokio::test]
+async fn a_webhook_tested_before_its_first_save_shows_the_secret_that_signed_it_and_save_keeps_it()
+{
+    let p = portal().await;
+    let hook = FakeWebhook::start(&[]).await;
+    let url = hook.url();
+    let fields = [
+        ("siem_enabled", "on"),
+        ("provider", "webhook"),
+        ("webhook_url", url.as_str()),
+    ];
+    // The receiver does not know the secret yet: the test fails, but the secret it was signed
+    // with is shown, so the receiver can be set up with it.
+    let (_, page) = p.status_after("test", &fields).await;
+    let shown = texts(&page, "#new-signing-secret")
+        .pop()
+        .expect("the generated secret is shown with the test");
+    let secret = cloudpki::domain::webhook::SigningSecret::parse(&shown).unwrap();
+    assert!(status(&page).contains(secret.last4()), "{}", status(&page));
+    hook.trust(std::slice::from_ref(&secret));
+
+    // Tested again: the same secret signs, and the receiver verifies it.
+    let (_, page) = p.status_after("test", &fields).await;
+    assert!(
+        status(&page).contains(&format!(
+            "signed with the signing secret ending in {}",
+            secret.last4()
+        )),
+        "{}",
+        status(&page)
+    );
+    assert!(texts(&page, "#new-signing-secret").is_empty(), "shown once");
+
+    // Save keeps the tested secret: events verify without touching the receiver.
+    assert_eq!(p.submit("save", &fields).await.status(), 303);
+    let before = hook.events().len();
+    p.send_catalog().await;
+    assert_eq!(hook.events().len(), before + CATALOG.len());
+}
+
+#[tokio::test]
 async fn provider_secrets_never_reach_a_page_or_a_log_line() {
     let p = portal().await;
     let hec = FakeHec::start(HecMode::Splunk, SPLUNK_TOKEN).await;

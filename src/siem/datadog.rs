@@ -452,8 +452,10 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             Ok((key, text, hint))
         },
     );
-    if let Some(site) = site {
-        check.keep("datadog_site", site.code());
+    match site {
+        Some(site) => check.keep("datadog_site", site.code()),
+        None if url.is_some() => check.keep("datadog_site", "custom"),
+        None => {}
     }
     if let Some(url) = &url {
         check.keep("datadog_url", url.as_str());

@@ -491,7 +491,11 @@ pub async fn test_connection(
     };
     match answer.disposition {
         Disposition::Delivered => Ok(TestSuccess {
-            message: format!("The receiver accepted the signed test event (HTTP {}). Look for webhook-id {id}, type {TEST_EVENT_TYPE}, in its logs.", answer.status),
+            message: format!(
+                "The receiver accepted the test event (HTTP {}), signed with the signing secret ending in {}. Look for webhook-id {id}, type {TEST_EVENT_TYPE}, in its logs.",
+                answer.status,
+                cfg.secrets.first().map_or("—", SigningSecret::last4)
+            ),
             query: format!("webhook-id {id}"),
             explorer_url: None,
         }),
@@ -659,16 +663,20 @@ fn signing_secrets(check: &mut FormCheck<'_>) -> Vec<SigningSecret> {
     match (&current, rotate) {
         (Some(current), false) => secrets.push(current.clone()),
         (old, _) => {
-            let fresh = SigningSecret::parse(&check.get("webhook_secret"))
+            // A secret that an earlier Test Connection generated and showed comes back in the
+            // form; anything else is generated now, to be shown once.
+            let shown = SigningSecret::parse(&check.get("webhook_secret"))
                 .ok()
-                .filter(|shown| old.as_ref() != Some(shown))
-                .unwrap_or_else(SigningSecret::generate);
+                .filter(|shown| old.as_ref() != Some(shown));
+            let fresh = shown.clone().unwrap_or_else(SigningSecret::generate);
             check.seal(
                 "signing_secret",
                 fresh.expose_secret().to_owned(),
                 fresh.last4().to_owned(),
             );
-            check.out.generated_secret = Some(fresh.expose_secret().to_owned());
+            if shown.is_none() {
+                check.out.generated_secret = Some(fresh.expose_secret().to_owned());
+            }
             secrets.push(fresh);
             if let Some(old) = old {
                 let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);

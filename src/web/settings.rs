@@ -494,13 +494,28 @@ async fn submit(
             if let Some(secret) = &generated {
                 values.insert("webhook_secret".into(), secret.clone());
             }
+            // A green test holds what was typed; a red one still holds a secret it generated,
+            // which is shown now so the receiver can be set up with it.
             let held = match (&outcome, &session_digest) {
                 (Ok(_), Some(digest)) => {
                     hold_tested(&state, sub, digest, provider, &values).await?
                 }
+                (Err(_), Some(digest)) if generated.is_some() => {
+                    let mut only_generated: FormValues = provider
+                        .address_fields()
+                        .filter_map(|f| values.get(f.name).map(|v| (f.name.to_owned(), v.clone())))
+                        .collect();
+                    only_generated.extend(
+                        values
+                            .get("webhook_secret")
+                            .map(|v| ("webhook_secret".to_owned(), v.clone())),
+                    );
+                    hold_tested(&state, sub, digest, provider, &only_generated).await?
+                }
                 _ => false,
             };
             values.remove("webhook_secret");
+            let generated = generated.filter(|_| held);
             let status = match outcome {
                 Ok(ok) => Status {
                     kind: "ok",
@@ -515,11 +530,25 @@ async fn submit(
                     ),
                     query: Some(ok.query),
                     link: ok.explorer_url,
-                    secret: generated.filter(|_| held),
+                    secret: generated,
                 },
                 Err(failure) => {
                     tracing::info!(subscription_id = %sub, kind = ?failure.kind, "test connection failed");
-                    Status::plain("error", failure.message)
+                    match generated {
+                        Some(secret) => Status {
+                            kind: "error",
+                            message: format!(
+                                "{} The test was signed with a new signing secret, ending in {}, shown below once: set it up in your receiver, then test again. Save changes keeps this secret.",
+                                failure.message,
+                                // ASCII (prefix and base64): any byte index is a boundary.
+                                &secret[secret.len().saturating_sub(4)..]
+                            ),
+                            query: None,
+                            link: None,
+                            secret: Some(secret),
+                        },
+                        None => Status::plain("error", failure.message),
+                    }
                 }
             };
             let form = again(values, FieldErrors::default(), status);
