@@ -61,7 +61,7 @@ use chrono::Utc;
 use cloudpki::{
     crypto::MasterKey,
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
-    domain::{events::EventId, provider::Provider},
+    domain::events::EventId,
     forwarder::{BATCH_EVENTS, DEFAULT_CLAIM_BUDGET},
     siem::{config, datadog, AuditLog},
     store::{
@@ -723,7 +723,8 @@ impl Db {
             &serde_json::json!({ "datadog_url": intake }),
         )
         .await?;
-        let context = config::secret_context(subscription, Provider::Datadog, "api_key");
+        let context =
+            config::secret_context(subscription, cloudpki::siem::datadog::provider(), "api_key");
         let sealed = self.master_key.seal(API_KEY.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,

@@ -412,7 +412,6 @@ async fn submit(
         shared: state.shared(),
     };
     // Blank secret fields take what this session just tested (see `hold_tested`).
-    let mut values = values;
     if let Some(digest) = &session_digest {
         reuse_tested(&state, sub, digest, provider, &mut values).await?;
     }
