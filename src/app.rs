@@ -83,7 +83,7 @@ impl AppState {
             .unwrap_or_else(|| Arc::new(SystemLookup));
         let siem_client = egress::http_client_with_timeouts(
             egress.clone(),
-            lookup,
+            lookup.clone(),
             overrides.siem_timeouts.unwrap_or_default(),
         )?;
         let mailer = match &config.smtp_url {
@@ -104,7 +104,10 @@ impl AppState {
                 siem_client,
                 hostname,
                 mailer,
-                shared: crate::siem::config::Shared::default(),
+                shared: crate::siem::config::Shared {
+                    lookup,
+                    ..crate::siem::config::Shared::default()
+                },
                 forwarder_sweep: overrides
                     .forwarder_sweep
                     .unwrap_or(crate::forwarder::SWEEP_INTERVAL),

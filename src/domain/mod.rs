@@ -7,5 +7,6 @@ pub mod datadog;
 pub mod events;
 pub mod hec;
 pub mod ingest;
+pub mod kafka;
 pub mod sentinel;
 pub mod webhook;

@@ -12,7 +12,12 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use uuid::Uuid;
 
-use super::{egress::EgressPolicy, registry::Provider, sentinel::TokenCache, SiemDestination};
+use super::{
+    egress::{EgressPolicy, Lookup, SystemLookup},
+    registry::Provider,
+    sentinel::TokenCache,
+    SiemDestination,
+};
 
 /// Raw form values by field name.
 pub type FormValues = BTreeMap<String, String>;
@@ -80,11 +85,23 @@ pub struct StoredProvider {
     pub secrets: BTreeMap<String, StoredSecret>,
 }
 
-/// Parts every destination of a process shares (the Entra ID token cache).
-#[derive(Clone, Default)]
+/// Parts every destination of a process shares.
+#[derive(Clone)]
 pub struct Shared {
     /// OAuth2 tokens for Sentinel, cached until shortly before they expire.
     pub tokens: Arc<TokenCache>,
+    /// Name resolution for clients that do not go through the HTTP client (Kafka), judged by
+    /// the same egress policy.
+    pub lookup: Arc<dyn Lookup>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            tokens: Arc::default(),
+            lookup: Arc::new(SystemLookup),
+        }
+    }
 }
 
 /// What a destination is built with besides its settings.

@@ -15,6 +15,7 @@ pub mod datadog;
 pub mod egress;
 pub mod explain;
 pub mod hec;
+pub mod kafka;
 pub mod registry;
 pub mod sentinel;
 pub mod webhook;
@@ -39,6 +40,7 @@ pub static PROVIDERS: &[&registry::ProviderSpec] = &[
     &sentinel::SPEC,
     &hec::LOGSCALE,
     &webhook::SPEC,
+    &kafka::SPEC,
 ];
 
 /// One recorded audit event, as the forwarder hands it to a provider.

@@ -81,7 +81,6 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// Replaces the cut end of `details` when an event exceeded [`MAX_EVENT_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: event exceeded 100 kB]";
 /// Longest `Actor` kept when an event has to be truncated, in chars.
-const MAX_ACTOR_CHARS_WHEN_TRUNCATED: usize = 1024;
 /// Longest excerpt of a receiver's answer kept in a reason, in chars.
 const MAX_REASON_BODY_CHARS: usize = 200;
 /// Hex digits of the SHA-256 digest kept in a webhook id (128 bits).
@@ -101,45 +100,7 @@ pub struct WebhookConfig {
 
 /// The JSON object of one audit event (see the module doc), at most [`MAX_EVENT_BYTES`].
 pub fn event_object(log: &AuditLog) -> Value {
-    let value = full_event_object(log, log.actor.as_deref(), log.details.clone());
-    if value.to_string().len() <= MAX_EVENT_BYTES {
-        return value;
-    }
-    truncated_event_object(log)
-}
-
-fn full_event_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
-    let info = log.event_id.info();
-    let message = wire::message_by(log, actor);
-    json!({
-        "EventID": log.event_id.get(),
-        "EventSummary": info.summary,
-        "Criticality": info.criticality.as_str(),
-        "SubscriptionId": log.subscription_id,
-        "EventUuid": log.uuid,
-        "Sequence": log.sequence,
-        "OccurredAt": rfc3339(log.occurred_at),
-        "Actor": actor,
-        "details": details,
-        "date": rfc3339(log.occurred_at),
-        "message": message,
-    })
-}
-
-/// Keeps every identifying field; `details` becomes a prefix of its JSON text plus
-/// [`TRUNCATION_MARKER`], sized to use the room left under [`MAX_EVENT_BYTES`].
-fn truncated_event_object(log: &AuditLog) -> Value {
-    let actor: Option<String> = log
-        .actor
-        .as_ref()
-        .map(|a| a.chars().take(MAX_ACTOR_CHARS_WHEN_TRUNCATED).collect());
-    let mut value = full_event_object(log, actor.as_deref(), json!(TRUNCATION_MARKER));
-    value["Truncated"] = json!(true);
-    let fixed = value.to_string().len();
-    let budget = MAX_EVENT_BYTES.saturating_sub(fixed);
-    let prefix = wire::json_prefix(&log.details.to_string(), budget, TRUNCATION_MARKER);
-    value["details"] = json!(prefix);
-    value
+    wire::event_object(log, MAX_EVENT_BYTES, TRUNCATION_MARKER)
 }
 
 /// Packs logs, in order, into signed-webhook bodies of at most [`MAX_BATCH_EVENTS`] events and

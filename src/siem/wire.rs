@@ -45,6 +45,47 @@ pub fn insert_attributes(object: &mut Map<String, Value>, log: &AuditLog) {
     object.insert("details".into(), log.details.clone());
 }
 
+/// Longest actor kept when an event has to be truncated.
+const MAX_ACTOR_CHARS_WHEN_TRUNCATED: usize = 1024;
+
+/// The plain JSON object of one event (the webhook's and Kafka's record): the attributes,
+/// `date` and `message`, at most `max_bytes` long. A longer event keeps every identifying
+/// field; its `details` becomes a prefix of their JSON text plus `marker`, and it carries
+/// `Truncated: true`.
+pub fn event_object(log: &AuditLog, max_bytes: usize, marker: &str) -> Value {
+    let value = plain_object(log, log.actor.as_deref(), log.details.clone());
+    if value.to_string().len() <= max_bytes {
+        return value;
+    }
+    let actor: Option<String> = log
+        .actor
+        .as_ref()
+        .map(|a| a.chars().take(MAX_ACTOR_CHARS_WHEN_TRUNCATED).collect());
+    let mut value = plain_object(log, actor.as_deref(), json!(marker));
+    value["Truncated"] = json!(true);
+    let fixed = value.to_string().len();
+    let budget = max_bytes.saturating_sub(fixed);
+    value["details"] = json!(json_prefix(&log.details.to_string(), budget, marker));
+    value
+}
+
+fn plain_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
+    let info = log.event_id.info();
+    json!({
+        "EventID": log.event_id.get(),
+        "EventSummary": info.summary,
+        "Criticality": info.criticality.as_str(),
+        "SubscriptionId": log.subscription_id,
+        "EventUuid": log.uuid,
+        "Sequence": log.sequence,
+        "OccurredAt": rfc3339(log.occurred_at),
+        "Actor": actor,
+        "details": details,
+        "date": rfc3339(log.occurred_at),
+        "message": message_by(log, actor),
+    })
+}
+
 /// The log Test Connection sends: `EventID` 0, "SIEM connection test", numbered 0 (it is not
 /// part of the subscription's log), with a note saying where it came from.
 pub fn test_log(subscription_id: Uuid, now: DateTime<Utc>) -> AuditLog {

@@ -12,6 +12,7 @@ pub mod fake_datadog;
 pub mod fake_hec;
 pub mod fake_sentinel;
 pub mod fake_webhook;
+pub mod kafka;
 pub mod smtp;
 
 #[allow(unused_imports)]

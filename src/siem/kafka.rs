@@ -1,0 +1,747 @@
+//! Apache Kafka: one record per audit event on a topic, through librdkafka (`rdkafka`).
+//!
+//! - Record: key = `SubscriptionId` (one partition per subscription, so its events stay in
+//!   order), value = the event's plain JSON object (the webhook's, see [`wire::event_object`]),
+//!   headers `event_id` and `criticality`.
+//! - Producer: idempotent (`enable.idempotence`), `acks=all`, one per destination, built on the
+//!   first send and kept while the settings stay the same.
+//! - A batch is a list of records (one JSON object per line); it is delivered when every record
+//!   is acknowledged. A record refused for good (too large, invalid) is `Rejected` and isolated
+//!   by splitting; a missing topic, refused credentials or a refused authorization keep every
+//!   event queued and mark the destination failing; anything else is retried.
+//! - Egress: bootstrap brokers are judged by the egress policy (IP literals when the form is
+//!   checked, names when they resolve), and so are the brokers the cluster advertises, before
+//!   anything is produced. Plaintext (TLS off) is allowed only for brokers listed in
+//!   `CLOUDPKI_EGRESS_ALLOW`, as plain http is.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsername, SaslMechanism};
+use crate::siem::config::FormCheck;
+use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
+use crate::siem::explain::failure;
+use crate::siem::registry::{Choice, Field, FieldKind, ProviderSpec};
+use crate::siem::wire::{self, Framing};
+use crate::siem::{
+    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
+    TestSuccess,
+};
+
+/// Largest record value; a bigger event has its `details` cut (brokers refuse records over
+/// `message.max.bytes`, 1 MB by default).
+pub const MAX_RECORD_BYTES: usize = 100_000;
+/// Replaces the cut end of `details` when an event exceeded [`MAX_RECORD_BYTES`].
+pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: event exceeded 100 kB]";
+/// Most records in one batch.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Most bytes of records in one batch.
+pub const MAX_BATCH_BYTES: usize = 4_000_000;
+/// How long a record may wait for its acknowledgement before the batch is retried.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Test Connection waits for the cluster.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's entry in the registry.
+pub static SPEC: ProviderSpec = ProviderSpec {
+    id: "kafka",
+    label: "Apache Kafka",
+    fields: &[
+        Field {
+            kind: FieldKind::Text,
+            ..Field::address("kafka_brokers", "Bootstrap brokers", "Comma-separated host:port, e.g. kafka-1.example.com:9093,kafka-2.example.com:9093.")
+        },
+        Field::plain("kafka_topic", "Topic", FieldKind::Text, "The topic that receives one record per audit event; it must exist (cloudpki does not create topics)."),
+        Field::plain("kafka_sasl_mechanism", "SASL mechanism", FieldKind::Select(mechanism_choices), "How cloudpki signs in to the cluster.").addressing().with_default("none"),
+        Field::plain("kafka_username", "User name", FieldKind::Text, "The SASL user; leave blank with no authentication."),
+        Field::secret("kafka_password", "Password", "password", "The SASL user's password; leave blank with no authentication.").with_placeholder("The SASL password"),
+        Field::plain("kafka_tls", "Use TLS", FieldKind::Check, "Encrypts the connection; required unless the brokers are listed in CLOUDPKI_EGRESS_ALLOW.").addressing().with_default("on"),
+    ],
+    parse,
+};
+
+fn mechanism_choices() -> Vec<Choice> {
+    SaslMechanism::ALL
+        .iter()
+        .map(|m| Choice::new(m.code(), m.label()))
+        .collect()
+}
+
+/// How the client signs in.
+#[derive(Clone, Debug)]
+pub enum Sasl {
+    None,
+    Credentials {
+        mechanism: SaslMechanism,
+        username: KafkaUsername,
+        password: KafkaPassword,
+    },
+}
+
+/// A complete Kafka destination.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    pub brokers: KafkaBrokers,
+    pub topic: KafkaTopic,
+    pub sasl: Sasl,
+    pub tls: bool,
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+    let egress = check.egress;
+    let tls = check.ticked("kafka_tls");
+    let brokers = check.required(
+        "kafka_brokers",
+        "Enter the bootstrap brokers as host:port, separated by commas.",
+        |text| {
+            let brokers = KafkaBrokers::parse(text).map_err(|e| e.to_string())?;
+            check_brokers(egress, &brokers, tls)?;
+            Ok(brokers)
+        },
+    );
+    let topic = check.required(
+        "kafka_topic",
+        "Enter the topic that receives the events.",
+        |t| KafkaTopic::parse(t).map_err(|e| e.to_string()),
+    );
+    let mechanism_text = check.get("kafka_sasl_mechanism");
+    let mechanism = if mechanism_text.is_empty() {
+        Some(SaslMechanism::None)
+    } else {
+        SaslMechanism::parse(&mechanism_text)
+            .map_err(|e| check.error("kafka_sasl_mechanism", e.to_string()))
+            .ok()
+    };
+    let sasl = match mechanism {
+        Some(SaslMechanism::None) => Some(Sasl::None),
+        Some(mechanism) => {
+            let username = check.required(
+                "kafka_username",
+                "Enter the SASL user name, or choose no authentication.",
+                |t| KafkaUsername::parse(t).map_err(|e| e.to_string()),
+            );
+            let password = check.secret(
+                "kafka_password",
+                "Enter the SASL password, or choose no authentication.",
+                |raw| {
+                    let password = KafkaPassword::parse(raw).map_err(|e| e.to_string())?;
+                    let (text, hint) = (password.expose_secret().to_owned(), password.hint());
+                    Ok((password, text, hint))
+                },
+            );
+            if let Some(username) = &username {
+                check.keep("kafka_username", username.as_str());
+            }
+            Some(Sasl::Credentials {
+                mechanism,
+                username: username?,
+                password: password?,
+            })
+        }
+        None => None,
+    };
+    if let Some(brokers) = &brokers {
+        check.keep("kafka_brokers", brokers.as_bootstrap());
+    }
+    if let Some(topic) = &topic {
+        check.keep("kafka_topic", topic.as_str());
+    }
+    if let Some(mechanism) = mechanism {
+        check.keep("kafka_sasl_mechanism", mechanism.code());
+    }
+    check.keep("kafka_tls", if tls { "on" } else { "off" });
+    Some(Box::new(KafkaDestination::new(
+        KafkaConfig {
+            brokers: brokers?,
+            topic: topic?,
+            sasl: sasl?,
+            tls,
+        },
+        check.context.shared.lookup.clone(),
+    )))
+}
+
+/// Refuses brokers the egress policy does not let us reach: an IP literal that is not public
+/// and not allowed, and plaintext to a broker that is not allowed.
+fn check_brokers(egress: &EgressPolicy, brokers: &KafkaBrokers, tls: bool) -> Result<(), String> {
+    for broker in brokers.iter() {
+        let allowed = match broker.ip() {
+            Some(ip) => egress.allows_ip(ip),
+            None => egress.allows_host(&broker.host),
+        };
+        if let Some(ip) = broker.ip() {
+            if !allowed && !is_public(ip) {
+                return Err(format!("{broker} is a private, loopback or reserved address, which SIEM calls may not reach; use the cluster's public address, or list it in CLOUDPKI_EGRESS_ALLOW if this internal destination is intended."));
+            }
+        }
+        if !tls && !allowed {
+            return Err(format!("{broker} may only be reached with TLS: tick Use TLS (plaintext is allowed only for brokers listed in CLOUDPKI_EGRESS_ALLOW)."));
+        }
+    }
+    Ok(())
+}
+
+/// The librdkafka client context: keeps the last error librdkafka reported, to explain a
+/// failure in plain language, and logs through `tracing` (librdkafka never logs passwords).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    last_error: Arc<Mutex<Option<Reported>>>,
+}
+
+/// An error librdkafka reported: its code, when it has one, and its reason.
+type Reported = (Option<RDKafkaErrorCode>, String);
+
+impl Recorder {
+    fn last(&self) -> Option<Reported> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Recorder {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => tracing::debug!(fac, "librdkafka: {message}"),
+            _ => tracing::trace!(fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((error.rdkafka_error_code(), reason.to_owned()));
+    }
+}
+
+/// A producer and what its librdkafka reported.
+#[derive(Clone)]
+struct Client {
+    producer: FutureProducer<Recorder>,
+    errors: Recorder,
+}
+
+/// A configured Kafka destination, as the forwarder holds it.
+pub struct KafkaDestination {
+    pub config: KafkaConfig,
+    lookup: Arc<dyn Lookup>,
+    producer: OnceCell<Arc<Client>>,
+}
+
+impl KafkaDestination {
+    pub fn new(config: KafkaConfig, lookup: Arc<dyn Lookup>) -> KafkaDestination {
+        KafkaDestination {
+            config,
+            lookup,
+            producer: OnceCell::new(),
+        }
+    }
+
+    fn client_config(&self, message_timeout: Duration) -> ClientConfig {
+        let cfg = &self.config;
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", cfg.brokers.as_bootstrap())
+            .set("client.id", "cloudpki")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            )
+            .set("socket.connection.setup.timeout.ms", "10000")
+            // A missing topic is reported as such within seconds, not as a timeout.
+            .set("topic.metadata.propagation.max.ms", "5000")
+            .set("reconnect.backoff.max.ms", "5000");
+        let protocol = match (&cfg.sasl, cfg.tls) {
+            (Sasl::None, false) => "plaintext",
+            (Sasl::None, true) => "ssl",
+            (Sasl::Credentials { .. }, false) => "sasl_plaintext",
+            (Sasl::Credentials { .. }, true) => "sasl_ssl",
+        };
+        c.set("security.protocol", protocol);
+        if let Sasl::Credentials {
+            mechanism,
+            username,
+            password,
+        } = &cfg.sasl
+        {
+            c.set("sasl.mechanism", mechanism.code())
+                .set("sasl.username", username.as_str())
+                .set("sasl.password", password.expose_secret());
+        }
+        c
+    }
+
+    /// Resolves the bootstrap brokers through the egress policy (refusing private answers),
+    /// then builds the producer.
+    async fn build(
+        &self,
+        egress: &EgressPolicy,
+        message_timeout: Duration,
+    ) -> Result<Client, SendError> {
+        let resolver = GuardedResolver::new(Arc::new(egress.clone()), self.lookup.clone());
+        for broker in self.config.brokers.iter().filter(|b| b.ip().is_none()) {
+            resolver
+                .resolve_allowed(&broker.host)
+                .await
+                .map_err(|err| match egress_reason(&err) {
+                    Some(reason) => SendError::EgressDenied { reason },
+                    None => SendError::Dns {
+                        detail: format!("{}: {err}", broker.host),
+                    },
+                })?;
+        }
+        let errors = Recorder::default();
+        let producer = self
+            .client_config(message_timeout)
+            .create_with_context(errors.clone())
+            .map_err(|err| SendError::Other {
+                detail: format!("the Kafka client could not be set up: {err}"),
+            })?;
+        Ok(Client { producer, errors })
+    }
+
+    /// The shared producer, built on first use.
+    async fn producer(&self, egress: &EgressPolicy) -> Result<Arc<Client>, SendError> {
+        self.producer
+            .get_or_try_init(|| async {
+                let client = self.build(egress, DELIVERY_TIMEOUT).await?;
+                check_advertised(&client, egress, &self.config.topic).await?;
+                Ok(Arc::new(client))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn send_batch(
+        &self,
+        egress: &EgressPolicy,
+        batch: &Batch,
+    ) -> Result<Disposition, SendError> {
+        let producer = match self.producer(egress).await {
+            Ok(p) => p,
+            Err(err) => return Ok(disposition_of_setup(err)),
+        };
+        Ok(produce(&producer, &self.config.topic, batch).await)
+    }
+
+    async fn test(
+        &self,
+        egress: &EgressPolicy,
+        subscription_id: Uuid,
+    ) -> Result<TestSuccess, TestFailure> {
+        // A fresh client with a short timeout: the test proves the settings as typed now.
+        let client = self
+            .build(egress, TEST_TIMEOUT)
+            .await
+            .map_err(|err| explain_setup(&self.config, err))?;
+        let topic = &self.config.topic;
+        check_advertised(&client, egress, topic)
+            .await
+            .map_err(|err| explain_setup(&self.config, err))?;
+        let probe = wire::test_log(subscription_id, Utc::now());
+        let batches = build_batches(std::slice::from_ref(&probe));
+        let batch = batches.first().ok_or_else(|| {
+            failure(
+                TestFailureKind::Other,
+                "The test record could not be built.".into(),
+            )
+        })?;
+        let (outcome, delivery) = produce_with_report(&client, topic, batch).await;
+        match outcome {
+            Disposition::Delivered => {
+                let query = format!("topic {topic}, key {subscription_id}, header event_id=0");
+                Ok(TestSuccess {
+                    message: format!(
+                        "Kafka acknowledged the test record ({}). Find it in {query}.",
+                        delivery.unwrap_or_else(|| "acks=all".into())
+                    ),
+                    query,
+                    explorer_url: None,
+                })
+            }
+            other => Err(explain_disposition(&self.config, other, &client)),
+        }
+    }
+}
+
+impl std::fmt::Debug for KafkaDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaDestination")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn egress_reason(err: &std::io::Error) -> Option<String> {
+    crate::siem::egress::find_resolve_denied(err).map(|d| d.to_string())
+}
+
+/// Fetches the topic's metadata (proving the brokers answer and the credentials work), checks
+/// that the topic exists and that every broker the cluster advertises may be reached.
+async fn check_advertised(
+    client: &Client,
+    egress: &EgressPolicy,
+    topic: &KafkaTopic,
+) -> Result<(), SendError> {
+    let metadata = {
+        let producer = client.producer.clone();
+        let topic = topic.as_str().to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), TEST_TIMEOUT)
+        })
+        .await
+        .map_err(|err| SendError::Other {
+            detail: err.to_string(),
+        })?
+    };
+    let metadata = metadata.map_err(|err| kafka_send_error(&err, &client.errors))?;
+    for broker in metadata.brokers() {
+        let host = broker.host();
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            if !egress.allows_ip(ip) && !is_public(ip) {
+                return Err(SendError::EgressDenied {
+                    reason: format!("The cluster advertises broker {host}:{}, a private or loopback address that SIEM calls may not reach; list it in CLOUDPKI_EGRESS_ALLOW if this internal cluster is intended.", broker.port()),
+                });
+            }
+        }
+    }
+    match metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic.as_str())
+    {
+        Some(t) => match t.error() {
+            None => Ok(()),
+            Some(code) => Err(SendError::Other {
+                detail: format!("topic {topic}: {}", RDKafkaErrorCode::from(code)),
+            }),
+        },
+        None => Err(SendError::Other {
+            detail: format!(
+                "topic {topic}: {}",
+                RDKafkaErrorCode::UnknownTopicOrPartition
+            ),
+        }),
+    }
+}
+
+/// A transport-level failure from librdkafka, with its last reported reason.
+fn kafka_send_error(err: &KafkaError, context: &Recorder) -> SendError {
+    let reason = context
+        .last()
+        .map(|(_, reason)| reason)
+        .unwrap_or_else(|| err.to_string());
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Resolve) => SendError::Dns { detail: reason },
+        Some(RDKafkaErrorCode::SSL) => SendError::Tls { detail: reason },
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::MessageTimedOut) => {
+            match context.last() {
+                Some((Some(RDKafkaErrorCode::Resolve), detail)) => SendError::Dns { detail },
+                Some((Some(RDKafkaErrorCode::SSL), detail)) => SendError::Tls { detail },
+                Some((_, detail)) if detail.contains("Connection refused") => {
+                    SendError::ConnectionRefused { detail }
+                }
+                Some((Some(RDKafkaErrorCode::Authentication), detail)) => SendError::Other {
+                    detail: format!("authentication: {detail}"),
+                },
+                _ => SendError::Timeout,
+            }
+        }
+        _ if reason.contains("Connection refused") => {
+            SendError::ConnectionRefused { detail: reason }
+        }
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            SendError::Other {
+                detail: format!("authentication: {reason}"),
+            }
+        }
+        _ => SendError::Other { detail: reason },
+    }
+}
+
+/// What a failure to set up the client means for the batch: egress refusals and refused
+/// credentials or topics need the settings changed; the rest is retried.
+fn disposition_of_setup(err: SendError) -> Disposition {
+    let reason = err.to_string();
+    match &err {
+        SendError::EgressDenied { .. } => Disposition::AuthFailed { reason },
+        SendError::Other { detail } if is_configuration(detail) => Disposition::AuthFailed {
+            reason: format!("Kafka refused the settings ({detail}); open Settings and fix them."),
+        },
+        _ => Disposition::Retry {
+            after: None,
+            reason,
+        },
+    }
+}
+
+fn is_configuration(detail: &str) -> bool {
+    let lower = detail.to_ascii_lowercase();
+    lower.contains("authentication")
+        || lower.contains("authorization")
+        || lower.contains("unknown topic")
+        || lower.contains("topic ")
+}
+
+/// Produces every record of `batch` and waits for each acknowledgement.
+async fn produce(producer: &Client, topic: &KafkaTopic, batch: &Batch) -> Disposition {
+    produce_with_report(producer, topic, batch).await.0
+}
+
+async fn produce_with_report(
+    producer: &Client,
+    topic: &KafkaTopic,
+    batch: &Batch,
+) -> (Disposition, Option<String>) {
+    let mut pending = Vec::with_capacity(batch.len());
+    for line in batch.body.split(|b| *b == b'\n') {
+        let Ok(value) = serde_json::from_slice::<Value>(line) else {
+            return (
+                Disposition::Rejected {
+                    reason: "the record could not be built".into(),
+                },
+                None,
+            );
+        };
+        let key = value["SubscriptionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let event_id = value["EventID"].to_string();
+        let criticality = value["Criticality"].as_str().unwrap_or_default().to_owned();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event_id",
+                value: Some(event_id.as_bytes()),
+            })
+            .insert(Header {
+                key: "criticality",
+                value: Some(criticality.as_bytes()),
+            });
+        let record = FutureRecord::to(topic.as_str())
+            .key(key.as_bytes())
+            .payload(line)
+            .headers(headers);
+        match producer.producer.send_result(record) {
+            Ok(delivery) => pending.push(delivery),
+            Err((err, _)) => return (classify(&err, &producer.errors), None),
+        }
+    }
+    let mut outcome = Disposition::Delivered;
+    let mut report = None;
+    for delivery in pending {
+        match delivery.await {
+            Ok(Ok(delivered)) => {
+                report = Some(format!(
+                    "partition {}, offset {}",
+                    delivered.partition, delivered.offset
+                ));
+            }
+            Ok(Err((err, _))) => {
+                if outcome == Disposition::Delivered {
+                    outcome = classify(&err, &producer.errors);
+                }
+            }
+            Err(_) => {
+                if outcome == Disposition::Delivered {
+                    outcome = Disposition::Retry {
+                        after: None,
+                        reason: "the Kafka client stopped before acknowledging".into(),
+                    };
+                }
+            }
+        }
+    }
+    (outcome, report)
+}
+
+/// What a refused or failed record means for the batch.
+pub fn classify(err: &KafkaError, context: &Recorder) -> Disposition {
+    let code = err.rdkafka_error_code();
+    let reason = match context.last() {
+        Some((_, last)) => format!("{err} ({last})"),
+        None => err.to_string(),
+    };
+    match code {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord,
+        ) => Disposition::Rejected { reason },
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => Disposition::AuthFailed {
+            reason: format!(
+                "Kafka refused the records: {reason}. Open Settings and test the connection."
+            ),
+        },
+        _ => Disposition::Retry {
+            after: None,
+            reason: format!("Kafka did not acknowledge the records: {reason}"),
+        },
+    }
+}
+
+/// One record value per line (JSON text never holds a raw newline).
+pub fn build_batches(logs: &[AuditLog]) -> Vec<Batch> {
+    let records = logs.iter().map(|log| {
+        let value = wire::event_object(log, MAX_RECORD_BYTES, TRUNCATION_MARKER);
+        (log.uuid, value.to_string().into_bytes())
+    });
+    wire::pack(Framing::Lines, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, records)
+}
+
+fn explain_setup(cfg: &KafkaConfig, err: SendError) -> TestFailure {
+    let brokers = cfg.brokers.as_bootstrap();
+    let topic = &cfg.topic;
+    let (kind, message) = match err {
+        SendError::EgressDenied { reason } => (
+            TestFailureKind::EgressDenied,
+            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
+        ),
+        SendError::Dns { detail } => (
+            TestFailureKind::Dns,
+            format!("A broker's host name could not be found (DNS): {detail}. Check the spelling of the bootstrap brokers ({brokers})."),
+        ),
+        SendError::ConnectionRefused { detail } => (
+            TestFailureKind::ConnectionRefused,
+            format!("No broker accepted the connection ({detail}). Check the hosts and ports of the bootstrap brokers ({brokers}) and that the cluster is running."),
+        ),
+        SendError::Tls { detail } => (
+            TestFailureKind::Tls,
+            format!("The TLS connection to the brokers failed ({detail}). Check that the brokers' listener uses TLS with a publicly trusted certificate, or untick Use TLS for a plaintext listener that CLOUDPKI_EGRESS_ALLOW lists."),
+        ),
+        SendError::Timeout => (
+            TestFailureKind::Timeout,
+            format!("No broker answered within {} seconds. Check that this server can reach {brokers} (firewall rules) and that the security protocol matches the listener (TLS on or off, SASL or not).", TEST_TIMEOUT.as_secs()),
+        ),
+        SendError::Other { detail } if detail.to_ascii_lowercase().contains("authentication") => (
+            TestFailureKind::InvalidCredentials,
+            format!("The cluster refused the sign-in ({detail}). Check the user name, the password and the SASL mechanism."),
+        ),
+        SendError::Other { detail } if detail.contains("Unknown topic") || detail.contains("UnknownTopic") => (
+            TestFailureKind::WrongUrl,
+            format!("The topic {topic} does not exist on the cluster ({detail}). Create it (cloudpki does not create topics), or correct the topic name."),
+        ),
+        SendError::Other { detail } if detail.to_ascii_lowercase().contains("authoriz") => (
+            TestFailureKind::InvalidCredentials,
+            format!("The user may not use topic {topic} ({detail}). Grant it Describe and Write on the topic (and IdempotentWrite on the cluster)."),
+        ),
+        SendError::Other { detail } | SendError::ConnectionClosed { detail } => (
+            TestFailureKind::Other,
+            format!("Kafka could not be reached with these settings ({detail}). Check the bootstrap brokers, TLS and SASL settings."),
+        ),
+    };
+    failure(kind, message)
+}
+
+fn explain_disposition(cfg: &KafkaConfig, outcome: Disposition, client: &Client) -> TestFailure {
+    let topic = &cfg.topic;
+    match outcome {
+        Disposition::AuthFailed { reason } if reason.contains("uthoriz") => failure(
+            TestFailureKind::InvalidCredentials,
+            format!("The user may not write to topic {topic}: {reason} Grant it Write on the topic (and IdempotentWrite on the cluster)."),
+        ),
+        Disposition::AuthFailed { reason } => failure(TestFailureKind::InvalidCredentials, reason),
+        Disposition::Rejected { reason } => failure(
+            TestFailureKind::PayloadRejected,
+            format!("The cluster refused the test record: {reason}."),
+        ),
+        Disposition::Retry { reason, .. } => {
+            let detail = client.errors.last().map(|(_, d)| d).unwrap_or(reason);
+            failure(
+                TestFailureKind::Unavailable,
+                format!("The cluster did not acknowledge the test record within {} seconds ({detail}). With acks=all every in-sync replica must confirm; check the cluster's health and try again.", TEST_TIMEOUT.as_secs()),
+            )
+        }
+        other => failure(TestFailureKind::Other, format!("Unexpected answer: {other:?}")),
+    }
+}
+
+impl SiemDestination for KafkaDestination {
+    fn provider(&self) -> &'static str {
+        SPEC.label
+    }
+
+    fn build_batches(&self, logs: &[AuditLog], _now: DateTime<Utc>) -> Vec<Batch> {
+        build_batches(logs)
+    }
+
+    fn send<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Disposition, SendError>> {
+        Box::pin(self.send_batch(egress, batch))
+    }
+
+    fn test_connection<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        egress: &'a EgressPolicy,
+        subscription_id: Uuid,
+    ) -> BoxFuture<'a, Result<TestSuccess, TestFailure>> {
+        Box::pin(self.test(egress, subscription_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::siem::egress::EgressPolicy;
+
+    #[test]
+    fn brokers_outside_the_policy_or_in_plaintext_are_refused_without_a_packet() {
+        let none = EgressPolicy::parse("").unwrap();
+        let local = EgressPolicy::parse("127.0.0.1").unwrap();
+        let private = KafkaBrokers::parse("127.0.0.2:9092").unwrap();
+        assert!(check_brokers(&none, &private, true).is_err());
+        assert!(check_brokers(&local, &private, true).is_err());
+        let allowed = KafkaBrokers::parse("127.0.0.1:9092").unwrap();
+        assert!(check_brokers(&local, &allowed, false).is_ok());
+        let public = KafkaBrokers::parse("kafka.example.com:9093").unwrap();
+        assert!(check_brokers(&none, &public, true).is_ok());
+        let refused = check_brokers(&none, &public, false).unwrap_err();
+        assert!(refused.contains("TLS"), "{refused}");
+    }
+
+    #[test]
+    fn records_are_one_json_object_per_line_and_big_events_are_cut() {
+        let mut log = wire::test_log(Uuid::new_v4(), Utc::now());
+        log.details = serde_json::json!({ "blob": "x".repeat(MAX_RECORD_BYTES * 2) });
+        let batches =
+            build_batches(&[log.clone(), wire::test_log(log.subscription_id, Utc::now())]);
+        assert_eq!(batches.len(), 1);
+        let lines: Vec<&[u8]> = batches[0].body.split(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), 2);
+        let first: Value = serde_json::from_slice(lines[0]).unwrap();
+        assert!(lines[0].len() <= MAX_RECORD_BYTES);
+        assert_eq!(first["Truncated"], true);
+        assert_eq!(first["EventUuid"], log.uuid.to_string());
+    }
+}
