@@ -9,62 +9,18 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 use support::{
-    csrf_token,
     kafka::{Broker, User},
-    texts, TestApp,
+    portal::{portal, status, Portal, CATALOG},
 };
-use uuid::Uuid;
 
-const PASSWORD: &str = "correct horse battery staple";
 const TOPIC: &str = "ezca-audit";
-const CATALOG: [u32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887];
 
-struct Portal {
-    app: TestApp,
-    sub: Uuid,
-    path: String,
-    token: String,
+async fn forward(p: &Portal) -> cloudpki::forwarder::PassReport {
+    p.app.state.forwarder().forward_once().await.unwrap()
 }
 
-async fn portal() -> Portal {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("Contoso PKI").await;
-    app.create_user("admin@example.com", PASSWORD, sub, "admin")
-        .await;
-    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
-    let token = app.token(sub).await;
-    Portal {
-        path: format!("/subscriptions/{sub}/settings"),
-        app,
-        sub,
-        token,
-    }
-}
-
-impl Portal {
-    async fn submit(&self, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let csrf = csrf_token(&self.app.get_page(&self.path).await);
-        let mut form: Vec<(&str, &str)> = fields.to_vec();
-        form.push(("csrf_token", &csrf));
-        form.push(("action", action));
-        let r = self.app.post_form(&self.path, &form).await;
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    async fn post(&self, events: Value) {
-        assert_eq!(
-            self.app.post_events(&self.token, &events).await.status(),
-            202
-        );
-    }
-
-    async fn forward(&self) -> cloudpki::forwarder::PassReport {
-        self.app.state.forwarder().forward_once().await.unwrap()
-    }
-}
-
-fn status(page: &str) -> String {
-    texts(page, "[role=status]").join(" ")
+async fn post(p: &Portal, events: Value) {
+    assert_eq!(p.app.post_events(&p.token, &events).await.status(), 202);
 }
 
 fn fields<'a>(brokers: &'a str, topic: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -84,20 +40,20 @@ async fn every_catalog_event_is_produced_once_with_its_key_and_headers() {
     let brokers = broker.bootstrap();
     let form = fields(&brokers, TOPIC);
 
-    let (code, page) = p.submit("test", &form).await;
+    let (code, page) = p.status_after("test", &form).await;
     assert_eq!(code, 200);
     assert!(
         status(&page).contains("Kafka acknowledged the test record"),
         "{}",
         status(&page)
     );
-    assert_eq!(p.submit("save", &form).await.0, 303);
+    assert_eq!(p.status_after("save", &form).await.0, 303);
     let body: Vec<Value> = CATALOG
         .iter()
         .map(|id| json!({"event_id": id, "actor": "alice@example.com", "details": {"ca": "Issuing CA"}}))
         .collect();
-    p.post(Value::Array(body)).await;
-    let report = p.forward().await;
+    post(&p, Value::Array(body)).await;
+    let report = forward(&p).await;
     assert_eq!(report.delivered, 11, "{report:?}");
     assert_eq!(p.app.queued().await, 0);
 
@@ -127,7 +83,9 @@ async fn a_missing_topic_is_explained_and_keeps_the_events() {
     let broker = Broker::start(&[TOPIC]).await;
     let p = portal().await;
     let brokers = broker.bootstrap();
-    let (_, page) = p.submit("test", &fields(&brokers, "no-such-topic")).await;
+    let (_, page) = p
+        .status_after("test", &fields(&brokers, "no-such-topic"))
+        .await;
     assert!(
         status(&page).contains("The topic no-such-topic does not exist"),
         "{}",
@@ -135,11 +93,13 @@ async fn a_missing_topic_is_explained_and_keeps_the_events() {
     );
     // Saved anyway: the destination fails visibly and nothing is lost.
     assert_eq!(
-        p.submit("save", &fields(&brokers, "no-such-topic")).await.0,
+        p.status_after("save", &fields(&brokers, "no-such-topic"))
+            .await
+            .0,
         303
     );
-    p.post(json!({"event_id": 4888})).await;
-    let report = p.forward().await;
+    post(&p, json!({"event_id": 4888})).await;
+    let report = forward(&p).await;
     assert_eq!(report.delivered, 0);
     assert_eq!(p.app.queued().await, 1);
     let (state, error): (String, Option<String>) = sqlx::query_as(
@@ -161,7 +121,7 @@ async fn an_unreachable_broker_and_a_private_address_are_explained() {
         l.local_addr().unwrap().port()
     };
     let brokers = format!("127.0.0.1:{closed}");
-    let (_, page) = p.submit("test", &fields(&brokers, TOPIC)).await;
+    let (_, page) = p.status_after("test", &fields(&brokers, TOPIC)).await;
     assert!(
         status(&page).contains("No broker accepted the connection")
             || status(&page).contains("No broker answered"),
@@ -169,12 +129,14 @@ async fn an_unreachable_broker_and_a_private_address_are_explained() {
         status(&page)
     );
     // 127.0.0.2 is outside the allow-list: refused when the form is checked, before a packet.
-    let (code, page) = p.submit("test", &fields("127.0.0.2:9092", TOPIC)).await;
+    let (code, page) = p
+        .status_after("test", &fields("127.0.0.2:9092", TOPIC))
+        .await;
     assert_eq!(code, 422);
     assert!(page.contains("private, loopback or reserved"), "{page}");
     // Plaintext to a broker that is not allow-listed is refused too.
     let (code, page) = p
-        .submit("test", &fields("kafka.example.com:9092", TOPIC))
+        .status_after("test", &fields("kafka.example.com:9092", TOPIC))
         .await;
     assert_eq!(code, 422);
     assert!(page.contains("tick Use TLS"), "{page}");
@@ -208,7 +170,7 @@ async fn sasl_scram_signs_in_and_a_wrong_password_is_explained() {
         ("SCRAM-SHA-512", "bob", "bob-secret-512"),
     ] {
         let (_, page) = p
-            .submit("test", &signed_in(mechanism, user, password))
+            .status_after("test", &signed_in(mechanism, user, password))
             .await;
         assert!(
             status(&page).contains("Kafka acknowledged the test record"),
@@ -217,7 +179,7 @@ async fn sasl_scram_signs_in_and_a_wrong_password_is_explained() {
         );
     }
     let (_, page) = p
-        .submit(
+        .status_after(
             "test",
             &signed_in("SCRAM-SHA-256", "alice", "wrong-password"),
         )
@@ -229,15 +191,15 @@ async fn sasl_scram_signs_in_and_a_wrong_password_is_explained() {
     );
     // Saved with the right password, events flow; the password never reaches the page.
     assert_eq!(
-        p.submit("save", &signed_in("SCRAM-SHA-512", "bob", "bob-secret-512"))
+        p.status_after("save", &signed_in("SCRAM-SHA-512", "bob", "bob-secret-512"))
             .await
             .0,
         303
     );
     let page = p.app.get_page(&p.path).await;
     assert!(!page.contains("bob-secret-512"));
-    p.post(json!({"event_id": 4888})).await;
-    assert_eq!(p.forward().await.delivered, 1);
+    post(&p, json!({"event_id": 4888})).await;
+    assert_eq!(forward(&p).await.delivered, 1);
     let reader = User {
         name: "bob",
         password: "bob-secret-512",
@@ -252,19 +214,22 @@ async fn a_broker_stopped_mid_stream_and_restarted_loses_nothing() {
     let mut broker = Broker::start(&[TOPIC]).await;
     let p = portal().await;
     let brokers = broker.bootstrap();
-    assert_eq!(p.submit("save", &fields(&brokers, TOPIC)).await.0, 303);
+    assert_eq!(
+        p.status_after("save", &fields(&brokers, TOPIC)).await.0,
+        303
+    );
 
     let batch = |from: usize| -> Value {
         (from..from + 100)
             .map(|n| json!({"event_id": 4888, "details": {"n": n}}))
             .collect()
     };
-    p.post(batch(0)).await;
-    assert_eq!(p.forward().await.delivered, 100);
+    post(&p, batch(0)).await;
+    assert_eq!(forward(&p).await.delivered, 100);
 
     broker.stop();
-    p.post(batch(100)).await;
-    let report = p.forward().await;
+    post(&p, batch(100)).await;
+    let report = forward(&p).await;
     assert_eq!(
         report.delivered, 0,
         "nothing can be acknowledged while down"
@@ -272,7 +237,7 @@ async fn a_broker_stopped_mid_stream_and_restarted_loses_nothing() {
     assert_eq!(p.app.queued().await, 100, "kept");
 
     broker.restart();
-    p.post(batch(200)).await;
+    post(&p, batch(200)).await;
     let mut delivered = 0;
     for _ in 0..10 {
         // Retries are due after a backoff; make them due now.
@@ -280,7 +245,7 @@ async fn a_broker_stopped_mid_stream_and_restarted_loses_nothing() {
             .execute(&p.app.pool)
             .await
             .unwrap();
-        delivered += p.forward().await.delivered;
+        delivered += forward(&p).await.delivered;
         if p.app.queued().await == 0 {
             break;
         }

@@ -7,89 +7,17 @@ mod support;
 use chrono::Utc;
 use serde_json::{json, Value};
 use support::{
-    csrf_token,
     fake_hec::{FakeHec, HecMode},
     fake_sentinel::{self, FakeSentinel},
     fake_webhook::FakeWebhook,
-    texts, TestApp,
+    portal::{portal, status, CATALOG},
+    texts,
 };
 use uuid::Uuid;
 
-const PASSWORD: &str = "correct horse battery staple";
 const DATADOG_KEY: &str = "0123456789abcdef0123456789abcdef";
 const SPLUNK_TOKEN: &str = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
 const LOGSCALE_TOKEN: &str = "a1b2c3d4-ingest-token-0123456789";
-const CATALOG: [u32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887];
-
-struct Portal {
-    app: TestApp,
-    sub: Uuid,
-    path: String,
-    token: String,
-}
-
-async fn portal() -> Portal {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("Contoso PKI").await;
-    app.create_user("admin@example.com", PASSWORD, sub, "admin")
-        .await;
-    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
-    let token = app.token(sub).await;
-    Portal {
-        path: format!("/subscriptions/{sub}/settings"),
-        app,
-        sub,
-        token,
-    }
-}
-
-impl Portal {
-    async fn submit(&self, action: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let csrf = csrf_token(&self.app.get_page(&self.path).await);
-        let mut form: Vec<(&str, &str)> = fields.to_vec();
-        form.push(("csrf_token", &csrf));
-        form.push(("action", action));
-        self.app.post_form(&self.path, &form).await
-    }
-
-    async fn status_after(&self, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let r = self.submit(action, fields).await;
-        let code = r.status().as_u16();
-        let page = r.text().await.unwrap();
-        (code, page)
-    }
-
-    async fn send_catalog(&self) {
-        let body: Vec<Value> = CATALOG
-            .iter()
-            .map(|id| json!({"event_id": id, "actor": "alice@example.com", "details": {"ca": "Issuing CA"}}))
-            .collect();
-        assert_eq!(
-            self.app
-                .post_events(&self.token, &Value::Array(body))
-                .await
-                .status(),
-            202
-        );
-        let report = self.app.state.forwarder().forward_once().await.unwrap();
-        assert_eq!(report.delivered, 11, "{report:?}");
-        assert_eq!(self.app.queued().await, 0);
-    }
-
-    async fn destination_status(&self) -> (String, Option<String>) {
-        sqlx::query_as(
-            "select status, last_error from delivery_destinations where subscription_id = $1",
-        )
-        .bind(self.sub)
-        .fetch_one(&self.app.pool)
-        .await
-        .unwrap()
-    }
-}
-
-fn status(page: &str) -> String {
-    texts(page, "[role=status]").join(" ")
-}
 
 fn assert_event_fields(event: &Value, id: u32, sub: Uuid) {
     assert_eq!(event["EventID"], id);

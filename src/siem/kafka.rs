@@ -223,8 +223,14 @@ impl ClientContext for Recorder {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((error.rdkafka_error_code(), reason.to_owned()));
+        let code = error.rdkafka_error_code();
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        // "All brokers are down" follows the reason they are (refused, unresolvable, TLS,
+        // sign-in): keep the reason.
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
+            return;
+        }
+        *last = Some((code, reason.to_owned()));
     }
 }
 

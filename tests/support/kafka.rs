@@ -108,7 +108,11 @@ impl Broker {
     }
 
     fn run(&mut self) {
-        let storage = format!("sqlite://{}/tansu.db", self.dir.path().display());
+        // `CLOUDPKI_TANSU_STORAGE=memory` runs a build without SQLite (no users, no restarts).
+        let storage = match std::env::var("CLOUDPKI_TANSU_STORAGE").as_deref() {
+            Ok("memory") => "memory://tansu/".to_owned(),
+            _ => format!("sqlite://{}/tansu.db", self.dir.path().display()),
+        };
         let mut cmd = Command::new(tansu());
         cmd.args([
             "broker",

@@ -13,6 +13,7 @@ pub mod fake_hec;
 pub mod fake_sentinel;
 pub mod fake_webhook;
 pub mod kafka;
+pub mod portal;
 pub mod smtp;
 
 #[allow(unused_imports)]
