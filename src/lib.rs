@@ -12,5 +12,6 @@ pub mod forwarder;
 pub mod notify;
 pub mod settings;
 pub mod siem;
+pub mod state;
 pub mod store;
 pub mod web;

@@ -17,7 +17,7 @@ use super::{
     session::{self, CurrentUser},
     Layout, WebError,
 };
-use crate::{app::AppState, crypto, domain::account::NewPassword, store};
+use crate::{crypto, domain::account::NewPassword, state::AppState, store};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -16,9 +16,9 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::{
-    app::AppState,
     crypto,
     domain::ingest::{self, FieldProblem, IngestError, MAX_EVENTS_PER_REQUEST},
+    state::AppState,
     store::{self, events::NewEvent},
 };
 

@@ -18,9 +18,9 @@ use super::{
     Layout, WebError,
 };
 use crate::{
-    app::AppState,
     crypto,
     domain::account::{Email, NewPassword, Role, SubscriptionName},
+    state::AppState,
     store,
 };
 

@@ -11,12 +11,12 @@ use axum::{
 
 use super::{session::CurrentUser, subscriptions::membership_or_404, Layout, WebError};
 use crate::{
-    app::AppState,
     domain::{
         datadog::DatadogSite,
         events::{alert_query, catalog, Category, Criticality},
     },
     siem::datadog,
+    state::AppState,
     store::accounts::MembershipRow,
 };
 

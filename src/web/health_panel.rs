@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::WebError;
-use crate::{app::AppState, store};
+use crate::{state::AppState, store};
 
 /// Parked events, attempts and emails the panel lists.
 pub const PANEL_ROWS: i64 = 10;

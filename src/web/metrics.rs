@@ -12,7 +12,7 @@ use chrono::Utc;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::WebError;
-use crate::{app::AppState, store};
+use crate::{state::AppState, store};
 
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {

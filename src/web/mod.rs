@@ -31,7 +31,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::app::AppState;
+use crate::state::AppState;
 pub use error::WebError;
 
 /// Longest time a request may take before the portal answers 408.

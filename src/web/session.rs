@@ -13,7 +13,7 @@ use axum::{
 };
 use uuid::Uuid;
 
-use crate::{app::AppState, crypto, store};
+use crate::{crypto, state::AppState, store};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "cloudpki_session";

@@ -27,12 +27,12 @@ use super::{
     Layout, WebError,
 };
 use crate::{
-    app::AppState,
     siem::{
         config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
         registry::{Choice, FieldKind},
         Provider,
     },
+    state::AppState,
     store::{self, accounts::MembershipRow},
 };
 
@@ -445,7 +445,7 @@ async fn submit(
                     "error",
                     format!(
                         "You ran Test Connection {} times in the last minute. Wait a minute, then try again.",
-                        crate::app::TEST_CONNECTION_LIMIT
+                        crate::state::TEST_CONNECTION_LIMIT
                     ),
                 );
                 let form = again(values, FieldErrors::default(), status);

@@ -8,7 +8,7 @@ use axum::{extract::State, response::Html, routing::get, Router};
 use uuid::Uuid;
 
 use super::{session::CurrentUser, Layout, WebError};
-use crate::{app::AppState, store, store::accounts::MembershipRow};
+use crate::{state::AppState, store, store::accounts::MembershipRow};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/subscriptions", get(list))
