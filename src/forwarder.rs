@@ -217,6 +217,63 @@ pub struct Forwarder {
     options: ForwarderOptions,
     notifier: Option<crate::notify::Notifier>,
     shared: crate::siem::config::Shared,
+    destinations: Arc<DestinationCache>,
+}
+
+/// Destinations built from stored settings, kept per settings version: the settings are read,
+/// unsealed and parsed once per save, not per claim, and a destination's connections (a Kafka
+/// producer, a Sentinel token) live as long as its settings.
+#[derive(Default)]
+struct DestinationCache {
+    entries: std::sync::Mutex<HashMap<(Uuid, String), CachedDestination>>,
+}
+
+struct CachedDestination {
+    version: DateTime<Utc>,
+    destination: Arc<dyn SiemDestination>,
+    built: std::time::Instant,
+    used: std::time::Instant,
+}
+
+/// A cached destination is built again after this long, so that time-bound parts of its
+/// settings (a rotated-out webhook secret's overlap window) take effect without a save.
+const DESTINATION_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A cached destination unused for this long is dropped (its subscription stopped exporting).
+const DESTINATION_IDLE: Duration = Duration::from_secs(3600);
+
+impl DestinationCache {
+    fn get(
+        &self,
+        key: &(Uuid, String),
+        version: DateTime<Utc>,
+    ) -> Option<Arc<dyn SiemDestination>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries
+            .get_mut(key)
+            .filter(|e| e.version == version && e.built.elapsed() < DESTINATION_MAX_AGE)?;
+        entry.used = std::time::Instant::now();
+        Some(entry.destination.clone())
+    }
+
+    fn put(
+        &self,
+        key: (Uuid, String),
+        version: DateTime<Utc>,
+        destination: Arc<dyn SiemDestination>,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, e| e.used.elapsed() < DESTINATION_IDLE);
+        entries.insert(
+            key,
+            CachedDestination {
+                version,
+                destination,
+                built: std::time::Instant::now(),
+                used: std::time::Instant::now(),
+            },
+        );
+    }
 }
 
 impl Forwarder {
@@ -238,6 +295,7 @@ impl Forwarder {
             options,
             notifier: None,
             shared: crate::siem::config::Shared::default(),
+            destinations: Arc::default(),
         }
     }
 
@@ -607,6 +665,13 @@ impl Forwarder {
                 claimed.provider
             )));
         };
+        let version = store::siem::settings(&self.pool, claimed.subscription_id)
+            .await?
+            .map(|s| s.updated_at);
+        let key = (claimed.subscription_id, claimed.provider.clone());
+        if let Some(cached) = version.and_then(|v| self.destinations.get(&key, v)) {
+            return Ok(Ok(cached));
+        }
         let destination = crate::settings::destination(
             &self.pool,
             &self.master_key,
@@ -618,8 +683,12 @@ impl Forwarder {
                 shared: &self.shared,
             },
         )
-        .await?;
-        Ok(destination.map(Arc::from))
+        .await?
+        .map(Arc::<dyn SiemDestination>::from);
+        if let (Ok(destination), Some(version)) = (&destination, version) {
+            self.destinations.put(key, version, destination.clone());
+        }
+        Ok(destination)
     }
 
     /// The destination's state after a claim that stopped short.

@@ -621,3 +621,47 @@ async fn metrics_report_recorded_delivered_and_backlog_on_their_own_listener_onl
     assert!(after.contains("cloudpki_events_recorded_total"));
     assert!(after.contains("cloudpki_send_seconds"));
 }
+
+#[tokio::test]
+async fn stored_settings_are_read_once_per_save_not_per_claim() {
+    // Settings stored with a wrong key: the first claim reads them and fails.
+    let s = setup_with_key(WRONG_KEY).await;
+    post_n(&s, 1, 4888).await;
+    let forwarder = s.app.state.forwarder();
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 0);
+    let version: chrono::DateTime<Utc> =
+        sqlx::query_scalar("select updated_at from siem_settings where subscription_id = $1")
+            .bind(s.sub)
+            .fetch_one(&s.app.pool)
+            .await
+            .unwrap();
+    let due_now = || async {
+        sqlx::query("update delivery_destinations set next_attempt_at = now()")
+            .execute(&s.app.pool)
+            .await
+            .unwrap();
+    };
+
+    // The right key lands in storage behind the portal's back, under the same version: the
+    // forwarder keeps the destination it built for that version.
+    s.app
+        .configure_datadog(s.sub, &s.intake.base_url(), KEY, true)
+        .await;
+    sqlx::query("update siem_settings set updated_at = $2 where subscription_id = $1")
+        .bind(s.sub)
+        .bind(version)
+        .execute(&s.app.pool)
+        .await
+        .unwrap();
+    due_now().await;
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 0);
+
+    // A save (a new version) makes it read them again.
+    sqlx::query("update siem_settings set updated_at = now() where subscription_id = $1")
+        .bind(s.sub)
+        .execute(&s.app.pool)
+        .await
+        .unwrap();
+    due_now().await;
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 1);
+}

@@ -348,6 +348,12 @@ async fn enabling_needs_a_complete_configuration_and_disabling_keeps_it() {
             .status(),
         303
     );
+    let page = f.app.get_page(&f.path).await;
+    assert_eq!(
+        texts(&page, "#siem_enabled[checked]").len(),
+        1,
+        "export is on"
+    );
     let r = f
         .submit(
             "save",
@@ -361,7 +367,10 @@ async fn enabling_needs_a_complete_configuration_and_disabling_keeps_it() {
         .await;
     assert_eq!(r.status(), 303);
     let page = f.app.get_page(&f.path).await;
-    assert!(!page.contains("checked"), "export is off");
+    assert!(
+        texts(&page, "#siem_enabled[checked]").is_empty(),
+        "export is off"
+    );
     assert!(
         texts(&page, "#datadog_api_key-state")[0].contains("cdef"),
         "the key is kept"

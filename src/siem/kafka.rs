@@ -24,7 +24,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsername, SaslMechanism};
@@ -245,7 +244,9 @@ struct Client {
 pub struct KafkaDestination {
     pub config: KafkaConfig,
     lookup: Arc<dyn Lookup>,
-    producer: OnceCell<Arc<Client>>,
+    /// Built on the first send; dropped after a failed one, so that a producer a broker
+    /// restart left in a fatal state (an unknown producer id) is replaced.
+    producer: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
 impl KafkaDestination {
@@ -253,7 +254,7 @@ impl KafkaDestination {
         KafkaDestination {
             config,
             lookup,
-            producer: OnceCell::new(),
+            producer: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -325,14 +326,15 @@ impl KafkaDestination {
 
     /// The shared producer, built on first use.
     async fn producer(&self, egress: &EgressPolicy) -> Result<Arc<Client>, SendError> {
-        self.producer
-            .get_or_try_init(|| async {
-                let client = self.build(egress, DELIVERY_TIMEOUT).await?;
-                check_advertised(&client, egress, &self.config.topic).await?;
-                Ok(Arc::new(client))
-            })
-            .await
-            .cloned()
+        let mut slot = self.producer.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.build(egress, DELIVERY_TIMEOUT).await?;
+        check_advertised(&client, egress, &self.config.topic).await?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     async fn send_batch(
@@ -344,7 +346,14 @@ impl KafkaDestination {
             Ok(p) => p,
             Err(err) => return Ok(disposition_of_setup(err)),
         };
-        Ok(produce(&producer, &self.config.topic, batch).await)
+        let outcome = produce(&producer, &self.config.topic, batch).await;
+        if !matches!(
+            outcome,
+            Disposition::Delivered | Disposition::Rejected { .. }
+        ) {
+            *self.producer.lock().await = None;
+        }
+        Ok(outcome)
     }
 
     async fn test(
