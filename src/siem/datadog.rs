@@ -538,19 +538,6 @@ mod tests {
             .expect("valid time")
     }
 
-    fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
-        AuditLog {
-            sequence: 0,
-            uuid: Uuid::new_v4(),
-            subscription_id: Uuid::new_v4(),
-            event_id: EventId::parse(event).expect("catalog id"),
-            occurred_at,
-            recorded_at: occurred_at,
-            actor: Some("alice@example.com".into()),
-            details,
-        }
-    }
-
     #[test]
     fn log_object_has_the_documented_fields() {
         let log = audit(4888, at(10, 0), json!({"template": "Web Server"}));
@@ -698,7 +685,7 @@ mod tests {
         assert_eq!(plain, batch.body);
     }
 
-    use crate::siem::test_table::{kind, Expect};
+    use crate::siem::test_table::{audit, kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {

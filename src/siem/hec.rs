@@ -1025,16 +1025,15 @@ mod tests {
     }
 
     fn audit(event: u32, details: Value) -> AuditLog {
-        AuditLog {
-            sequence: 0,
-            uuid: Uuid::parse_str("11111111-2222-4333-8444-555555555555").expect("uuid"),
-            subscription_id: Uuid::parse_str("aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee").expect("uuid"),
-            event_id: EventId::parse(event).expect("catalog id"),
-            occurred_at: at(10, 0, 0, 123),
-            recorded_at: at(10, 0, 1, 0),
-            actor: Some("alice@example.com".into()),
+        let mut log = audit_with(
+            event,
+            Uuid::parse_str("11111111-2222-4333-8444-555555555555").expect("uuid"),
+            Uuid::parse_str("aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee").expect("uuid"),
+            at(10, 0, 0, 123),
             details,
-        }
+        );
+        log.recorded_at = at(10, 0, 1, 0);
+        log
     }
 
     #[test]
@@ -1218,8 +1217,7 @@ mod tests {
         assert_eq!(HecReply::parse("<html>"), HecReply::default());
     }
 
-    use crate::domain::events::EventId;
-    use crate::siem::test_table::{kind, Expect};
+    use crate::siem::test_table::{audit_with, kind, Expect};
 
     fn reply(code: i64, text: &str) -> String {
         json!({ "text": text, "code": code }).to_string()

@@ -345,7 +345,37 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// The table tests of every provider's `classify`: the kind of disposition a row expects.
 #[cfg(test)]
 pub(crate) mod test_table {
-    use super::Disposition;
+    use chrono::{DateTime, Utc};
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    use super::{AuditLog, Disposition};
+    use crate::domain::events::EventId;
+
+    /// An event by alice@example.com with fixed ids, for wire-format tests.
+    pub fn audit_with(
+        event: u32,
+        uuid: Uuid,
+        subscription_id: Uuid,
+        occurred_at: DateTime<Utc>,
+        details: Value,
+    ) -> AuditLog {
+        AuditLog {
+            sequence: 0,
+            uuid,
+            subscription_id,
+            event_id: EventId::parse(event).expect("catalog id"),
+            occurred_at,
+            recorded_at: occurred_at,
+            actor: Some("alice@example.com".into()),
+            details,
+        }
+    }
+
+    /// [`audit_with`] with fresh ids.
+    pub fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
+        audit_with(event, Uuid::new_v4(), Uuid::new_v4(), occurred_at, details)
+    }
 
     #[derive(Debug, PartialEq)]
     pub enum Expect {

@@ -1155,26 +1155,12 @@ impl SiemDestination for SentinelDestination {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::events::EventId;
     use chrono::TimeZone;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 3, 4, h, m, 0)
             .single()
             .expect("valid time")
-    }
-
-    fn audit(event: u32, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
-        AuditLog {
-            sequence: 0,
-            uuid: Uuid::new_v4(),
-            subscription_id: Uuid::new_v4(),
-            event_id: EventId::parse(event).expect("catalog id"),
-            occurred_at,
-            recorded_at: occurred_at,
-            actor: Some("alice@example.com".into()),
-            details,
-        }
     }
 
     fn config() -> SentinelConfig {
@@ -1291,7 +1277,7 @@ mod tests {
         assert!(batches[0].body.len() < MAX_BATCH_BYTES);
     }
 
-    use crate::siem::test_table::{kind, Expect};
+    use crate::siem::test_table::{audit, kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {

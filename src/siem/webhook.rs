@@ -723,16 +723,7 @@ mod tests {
     }
 
     fn audit(event: u32, n: u128, occurred_at: DateTime<Utc>, details: Value) -> AuditLog {
-        AuditLog {
-            sequence: 0,
-            uuid: uuid(n),
-            subscription_id: uuid(0xabc),
-            event_id: EventId::parse(event).expect("catalog id"),
-            occurred_at,
-            recorded_at: occurred_at,
-            actor: Some("alice@example.com".into()),
-            details,
-        }
+        audit_with(event, uuid(n), uuid(0xabc), occurred_at, details)
     }
 
     fn secret(text: &str) -> SigningSecret {
@@ -1024,7 +1015,7 @@ mod tests {
     const DOC_SIGNATURE: &str = "v1,KahOzSmKjdJEVf8iAeCsI11JjzVx96ROpY4f1wbg3LI=";
 
     use crate::domain::events::EventId;
-    use crate::siem::test_table::{kind, Expect};
+    use crate::siem::test_table::{audit_with, kind, Expect};
 
     #[test]
     fn classify_maps_every_status_row() {
