@@ -111,9 +111,11 @@ impl Broker {
         // `CLOUDPKI_TANSU_STORAGE=memory` runs a build without SQLite (no users, no restarts).
         let storage = match std::env::var("CLOUDPKI_TANSU_STORAGE").as_deref() {
             Ok("memory") => "memory://tansu/".to_owned(),
-            _ => format!("sqlite://{}/tansu.db", self.dir.path().display()),
+            // tansu reads the path as relative to its working directory.
+            _ => "sqlite://tansu.db".to_owned(),
         };
         let mut cmd = Command::new(tansu());
+        cmd.current_dir(self.dir.path());
         cmd.args([
             "broker",
             "--storage-engine",
@@ -136,6 +138,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "tansu exited: {}", self.log());
             assert!(
                 Instant::now() < deadline,
                 "tansu did not listen: {}",
