@@ -720,7 +720,7 @@ impl Db {
             &mut tx,
             subscription,
             PROVIDER,
-            &serde_json::json!({ "datadog_url": intake }),
+            &serde_json::json!({ "url": intake }),
         )
         .await?;
         let context =

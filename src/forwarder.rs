@@ -677,7 +677,6 @@ impl Forwarder {
             &self.master_key,
             claimed.subscription_id,
             provider,
-            &self.egress,
             crate::siem::config::Context {
                 hostname: &self.hostname,
                 shared: &self.shared,

@@ -10,10 +10,7 @@ use uuid::Uuid;
 use crate::{
     crypto::MasterKey,
     siem::{
-        config::{
-            secret_context, validate, Context, FormValues, StoredProvider, StoredSecret, Validated,
-        },
-        egress::EgressPolicy,
+        config::{secret_context, Context, StoredProvider, StoredSecret},
         registry::Provider,
         SiemDestination,
     },
@@ -45,12 +42,14 @@ pub async fn load_all(
     let secrets = store::siem::all_secrets(pool, subscription_id).await?;
     Ok(Provider::all()
         .map(|provider| {
+            let settings = fields
+                .iter()
+                .find(|(p, _)| p == provider.id())
+                .map(|(_, v)| v.clone())
+                .unwrap_or(serde_json::Value::Null);
             let mut stored = StoredProvider {
-                fields: fields
-                    .iter()
-                    .find(|(p, _)| p == provider.id())
-                    .and_then(|(_, v)| serde_json::from_value(v.clone()).ok())
-                    .unwrap_or_default(),
+                fields: (provider.spec().form)(&settings),
+                settings,
                 secrets: BTreeMap::new(),
             };
             for field in provider.sealed_fields() {
@@ -77,39 +76,39 @@ pub async fn load_all(
         .collect())
 }
 
-/// The destination the forwarder sends through, or why there is none.
+/// The destination the forwarder sends through, or why there is none: the provider's own
+/// `build` over the typed settings and the secrets that open. Nothing is parsed from a form
+/// and nothing is generated here.
 pub async fn destination(
     pool: &PgPool,
     master_key: &MasterKey,
     subscription_id: Uuid,
     provider: Provider,
-    egress: &EgressPolicy,
     context: Context<'_>,
 ) -> Result<Result<Box<dyn SiemDestination>, String>, store::Error> {
     let stored = load(pool, master_key, subscription_id, provider).await?;
-    let form: FormValues = stored.fields.clone();
-    Ok(match validate(provider, &form, &stored, egress, true, context) {
-        // The send path never makes up a secret: a signing secret generated here (the stored
-        // one could not be read) would sign with a key no receiver has.
-        Ok(Validated {
-            generated_secret: Some(_),
-            ..
-        }) => Err(format!(
-            "The stored {} signing secret can no longer be read (the master key changed); open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver.",
-            provider.label()
-        )),
-        Ok(Validated {
-            destination: Some(destination),
-            ..
-        }) => Ok(destination),
-        Ok(_) => Err(format!(
-            "The {} settings are incomplete; open Settings and complete them.",
-            provider.label()
-        )),
-        Err(errors) => Err(format!(
-            "The stored {} settings are not valid any more ({}); open Settings, fix them and save.",
+    if let Some(field) = provider.sealed_fields().find(|f| {
+        matches!(
+            stored.secrets.get(f.name),
+            Some(StoredSecret::Unreadable(_))
+        )
+    }) {
+        let fix = if field.name == "webhook_secret" {
+            "open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver"
+        } else {
+            "open Settings and enter it again"
+        };
+        return Ok(Err(format!(
+            "The stored {} {} can no longer be read (the master key changed); {fix}.",
             provider.label(),
-            errors.0.values().cloned().collect::<Vec<_>>().join(" ")
-        )),
-    })
+            field.label.to_lowercase(),
+        )));
+    }
+    let secrets = stored.usable_secrets(provider);
+    Ok((provider.spec().build)(&stored.settings, &secrets, context).map_err(|reason| {
+        format!(
+            "The {} settings cannot be used: {reason}. Open Settings, complete or fix them and save.",
+            provider.label()
+        )
+    }))
 }

@@ -833,3 +833,101 @@ async fn tested_secrets_stay_with_their_session_their_address_and_ten_minutes() 
     assert_eq!(f.save_datadog(&intake.base_url(), "").await.status(), 422);
     assert_eq!(stored_hint(&f).await, None);
 }
+
+#[tokio::test]
+async fn settings_saved_as_form_values_are_migrated_to_typed_settings_that_read_back_the_same() {
+    let (pool, _) = support::fresh_database().await;
+    let mut old = sqlx::migrate!("./migrations");
+    old.migrations = std::borrow::Cow::Owned(
+        old.migrations
+            .iter()
+            .filter(|m| m.version <= 20261130000004)
+            .cloned()
+            .collect(),
+    );
+    old.run(&pool).await.unwrap();
+    let sub = Uuid::new_v4();
+    sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
+        .bind(sub)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = [
+        (
+            "datadog",
+            serde_json::json!({"datadog_url": "https://intake.example.com"}),
+        ),
+        (
+            "splunk",
+            serde_json::json!({"splunk_url": "https://splunk.example.com:8088", "splunk_index": "pki",
+                "splunk_sourcetype": "ezca:audit", "splunk_ack": "on"}),
+        ),
+        (
+            "logscale",
+            serde_json::json!({"logscale_url": "https://cloud.community.humio.com"}),
+        ),
+        (
+            "sentinel",
+            serde_json::json!({"sentinel_cloud": "public",
+                "sentinel_tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "sentinel_client_id": "0b5f2a6e-4a4d-4d0e-9f4b-2b7c1f0e9a11",
+                "sentinel_endpoint": "https://my-dce.eastus-1.ingest.monitor.azure.com",
+                "sentinel_dcr_id": "dcr-00000000000000000000000000000000",
+                "sentinel_stream": "Custom-EzcaAudit_CL"}),
+        ),
+        (
+            "webhook",
+            serde_json::json!({"webhook_url": "https://hooks.example.com/in",
+                "webhook_previous_until": "2026-12-01T10:00:00+00:00"}),
+        ),
+    ];
+    for (provider, fields) in &rows {
+        sqlx::query(
+            "insert into siem_provider_fields (subscription_id, provider, fields) values ($1, $2, $3)",
+        )
+        .bind(sub)
+        .bind(provider)
+        .bind(fields)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    cloudpki::db::migrate(&pool).await.unwrap();
+
+    let stored: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "select provider, fields from siem_provider_fields where subscription_id = $1",
+    )
+    .bind(sub)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let typed = |p: &str| stored.iter().find(|(q, _)| q == p).unwrap().1.clone();
+    assert_eq!(
+        typed("splunk"),
+        serde_json::json!({"url": "https://splunk.example.com:8088", "index": "pki",
+            "sourcetype": "ezca:audit", "ack": true})
+    );
+    assert_eq!(
+        typed("datadog"),
+        serde_json::json!({"url": "https://intake.example.com"})
+    );
+    for (provider, fields) in &rows {
+        let form = (cloudpki::siem::Provider::parse(provider)
+            .unwrap()
+            .spec()
+            .form)(&typed(provider));
+        let mut expected: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(fields.clone()).unwrap();
+        if *provider == "datadog" {
+            expected.insert("datadog_site".into(), "custom".into());
+        }
+        if *provider == "webhook" {
+            // Time zones are written as `Z` now.
+            expected.insert(
+                "webhook_previous_until".into(),
+                "2026-12-01T10:00:00+00:00".into(),
+            );
+        }
+        assert_eq!(form, expected, "{provider}");
+    }
+}

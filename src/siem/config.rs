@@ -1,14 +1,17 @@
 //! A subscription's SIEM form, whatever the provider: [`validate`] runs the provider's own
 //! parser ([`super::registry::ProviderSpec::parse`]) over a [`FormCheck`], which collects every
-//! field error at once, what to store (plain fields, secrets to seal) and the destination the
-//! values describe, so Test Connection and the forwarder use the same code path. Pure: nothing
-//! here reads or writes the store.
+//! field error at once, the typed settings to store, the secrets to seal, and the destination
+//! the values describe ([`super::registry::ProviderSpec::build`], the same function the
+//! forwarder builds its destination with from stored settings). Pure: nothing here reads or
+//! writes the store.
 //!
 //! Form field names are the contract of DESIGN.md (`datadog_site`, `datadog_url`,
 //! `datadog_api_key`, and `<provider>_<field>` for the others). Secrets are write-only: a blank
 //! secret field keeps the stored secret.
 
 use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::Value;
 
 use uuid::Uuid;
 
@@ -79,11 +82,30 @@ impl StoredSecret {
 /// What is stored for one provider of one subscription.
 #[derive(Clone, Default)]
 pub struct StoredProvider {
-    /// Plain fields by form field name.
+    /// The provider's typed settings, as stored (`Null` when none).
+    pub settings: Value,
+    /// The same settings as the form shows them, by form field name.
     pub fields: BTreeMap<String, String>,
     /// Secrets by form field name.
     pub secrets: BTreeMap<String, StoredSecret>,
 }
+
+impl StoredProvider {
+    /// The secrets that open, by the name they are stored under: what a destination is built
+    /// with.
+    pub fn usable_secrets(&self, provider: Provider) -> Secrets {
+        provider
+            .sealed_fields()
+            .filter_map(|field| {
+                let value = self.secrets.get(field.name)?.usable()?;
+                Some((field.sealed_as?.to_owned(), value.to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// Secret values by the name they are stored under.
+pub type Secrets = BTreeMap<String, String>;
 
 /// Parts every destination of a process shares.
 #[derive(Clone)]
@@ -118,7 +140,9 @@ pub struct Validated {
     pub provider: Provider,
     /// The destination the values describe, when every required value is there.
     pub destination: Option<Box<dyn SiemDestination>>,
-    /// Normalised plain fields to store.
+    /// The typed settings to store.
+    pub settings: Value,
+    /// The same settings as the form shows them (history entries compare these).
     pub fields: BTreeMap<String, String>,
     /// Newly typed secrets to seal: (storage name, value, hint).
     pub new_secrets: Vec<(&'static str, String, String)>,
@@ -139,6 +163,8 @@ pub struct FormCheck<'a> {
     pub context: Context<'a>,
     pub errors: FieldErrors,
     pub out: Validated,
+    /// The secrets the destination is built with (typed now or kept), by storage name.
+    pub secrets: Secrets,
 }
 
 impl FormCheck<'_> {
@@ -161,9 +187,9 @@ impl FormCheck<'_> {
         self.errors.add(field, message);
     }
 
-    /// Stores a normalised plain value.
-    pub fn keep(&mut self, field: &str, value: impl Into<String>) {
-        self.out.fields.insert(field.to_owned(), value.into());
+    /// Builds the destination with `value` as the secret stored under `stored_as`.
+    pub fn use_secret(&mut self, stored_as: &str, value: impl Into<String>) {
+        self.secrets.insert(stored_as.to_owned(), value.into());
     }
 
     /// A stored plain value.
@@ -179,8 +205,9 @@ impl FormCheck<'_> {
             .and_then(StoredSecret::usable)
     }
 
-    /// Seals `value` under `stored_as` on save.
+    /// Seals `value` under `stored_as` on save, and builds the destination with it.
     pub fn seal(&mut self, stored_as: &'static str, value: String, hint: String) {
+        self.use_secret(stored_as, value.clone());
         self.out.new_secrets.push((stored_as, value, hint));
     }
 
@@ -240,11 +267,11 @@ impl FormCheck<'_> {
         parse: impl Fn(&str) -> Result<(T, String, String), String>,
     ) -> Option<T> {
         let typed = self.get(field);
+        let stored_as = self.provider().field(field).and_then(|f| f.sealed_as);
         if !typed.is_empty() {
             return match parse(&typed) {
                 Ok((value, text, hint)) => {
-                    if let Some(stored_as) = self.provider().field(field).and_then(|f| f.sealed_as)
-                    {
+                    if let Some(stored_as) = stored_as {
                         self.seal(stored_as, text, hint);
                     }
                     Some(value)
@@ -258,7 +285,12 @@ impl FormCheck<'_> {
         let complete = self.complete;
         let problem = match self.stored.secrets.get(field) {
             Some(StoredSecret::Usable(raw, _)) => match parse(raw) {
-                Ok((value, _, _)) => return Some(value),
+                Ok((value, text, _)) => {
+                    if let Some(stored_as) = stored_as {
+                        self.use_secret(stored_as, text);
+                    }
+                    return Some(value);
+                }
                 Err(_) => "The stored value is no longer valid; enter it again.",
             },
             Some(StoredSecret::Unreadable(_)) => {
@@ -298,19 +330,32 @@ pub fn validate(
         out: Validated {
             provider,
             destination: None,
+            settings: Value::Null,
             fields: BTreeMap::new(),
             new_secrets: Vec::new(),
             removed_secrets: Vec::new(),
             generated_secret: None,
         },
+        secrets: Secrets::new(),
     };
-    check.out.destination = (provider.spec().parse)(&mut check);
+    let spec = provider.spec();
+    let settings = (spec.parse)(&mut check);
+    check.out.fields = (spec.form)(&settings);
     keep_secrets_with_their_address(&mut check);
     if check.errors.count() > 0 {
-        Err(check.errors)
-    } else {
-        Ok(check.out)
+        return Err(check.errors);
     }
+    match (spec.build)(&settings, &check.secrets, context) {
+        Ok(destination) => check.out.destination = Some(destination),
+        // Saving an incomplete draft with export off is allowed; a complete one must build.
+        Err(reason) if complete => {
+            check.errors.add("provider", reason);
+            return Err(check.errors);
+        }
+        Err(_) => {}
+    }
+    check.out.settings = settings;
+    Ok(check.out)
 }
 
 /// A stored secret is only ever sent to the address it was saved with: when an address field

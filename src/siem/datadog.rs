@@ -29,15 +29,18 @@ use uuid::Uuid;
 
 use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
 use crate::domain::events::{alert_query, EventId};
-use crate::siem::config::FormCheck;
+use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
-use crate::siem::registry::{Choice, Field, FieldKind, Provider, ProviderSpec};
+use crate::siem::registry::{
+    needed, settings_of, stored, Choice, Field, FieldKind, Provider, ProviderSpec,
+};
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     parse_retry_after, AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure,
     TestFailureKind, TestSuccess,
 };
+use serde::{Deserialize, Serialize};
 
 /// Most log objects Datadog accepts in one request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -394,6 +397,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         .with_placeholder("32 characters, 0-9 and a-f"),
     ],
     parse,
+    build,
+    form,
 };
 
 /// Datadog, as a provider handle.
@@ -414,7 +419,16 @@ fn site_choices() -> Vec<Choice> {
     choices
 }
 
-fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+/// What is stored: the site as chosen (none for a custom URL) and the intake URL.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<DatadogSite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<DatadogIntakeUrl>,
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Value {
     let site = match check.get("datadog_site").as_str() {
         "" | "custom" => None,
         code => match DatadogSite::parse(code) {
@@ -443,7 +457,7 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             Ok(url)
         },
     );
-    let key = check.secret(
+    check.secret(
         "datadog_api_key",
         "Enter the API key from Datadog (Organization Settings → API Keys).",
         |raw| {
@@ -452,36 +466,47 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             Ok((key, text, hint))
         },
     );
-    match site {
-        Some(site) => check.keep("datadog_site", site.code()),
-        None if url.is_some() => check.keep("datadog_site", "custom"),
-        None => {}
-    }
-    if let Some(url) = &url {
-        check.keep("datadog_url", url.as_str());
-    }
-    Some(Box::new(DatadogDestination {
+    stored(&Settings { site, url })
+}
+
+fn build(
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    let settings: Settings = settings_of(settings)?;
+    let key = needed(secrets.get("api_key"), "the API key")?;
+    Ok(Box::new(DatadogDestination {
         config: DatadogConfig {
-            site,
-            url: url?,
-            api_key: key?,
+            site: settings.site,
+            url: needed(settings.url, "the logs intake URL")?,
+            api_key: DatadogApiKey::parse(key).map_err(|e| e.to_string())?,
         },
-        hostname: check.context.hostname.to_owned(),
+        hostname: context.hostname.to_owned(),
     }))
+}
+
+fn form(settings: &Value) -> FormValues {
+    let settings: Settings = settings_of(settings).unwrap_or_default();
+    let mut form = FormValues::new();
+    match (settings.site, &settings.url) {
+        (Some(site), _) => form.insert("datadog_site".into(), site.code().into()),
+        (None, Some(_)) => form.insert("datadog_site".into(), "custom".into()),
+        (None, None) => None,
+    };
+    if let Some(url) = settings.url {
+        form.insert("datadog_url".into(), url.as_str().into());
+    }
+    form
 }
 
 /// The Datadog site of stored settings (as chosen, else recognised from the intake URL), for
 /// links into its Log Explorer.
-pub fn stored_site(fields: &std::collections::BTreeMap<String, String>) -> Option<DatadogSite> {
-    fields
-        .get("datadog_site")
-        .and_then(|s| DatadogSite::parse(s).ok())
-        .or_else(|| {
-            fields
-                .get("datadog_url")
-                .and_then(|u| DatadogIntakeUrl::parse(u).ok())
-                .and_then(|u| u.site())
-        })
+pub fn stored_site(settings: &Value) -> Option<DatadogSite> {
+    let settings: Settings = settings_of(settings).ok()?;
+    settings
+        .site
+        .or_else(|| settings.url.and_then(|u| u.site()))
 }
 
 /// A configured Datadog destination, as the forwarder holds it.

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -57,11 +57,11 @@ use crate::domain::hec::{
     HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex, LOGSCALE_HEC_PATH,
     SPLUNK_ACK_PATH, SPLUNK_EVENT_PATH,
 };
-use crate::siem::config::FormCheck;
+use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{Field, FieldKind, ProviderSpec};
+use crate::siem::registry::{needed, settings_of, stored, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
@@ -861,6 +861,8 @@ pub static SPLUNK: ProviderSpec = ProviderSpec {
         Field::plain("splunk_ack", "Use indexer acknowledgement", FieldKind::Check, "Turn on only if the token has indexer acknowledgement enabled: events then count as delivered once Splunk confirms they are indexed."),
     ],
     parse: parse_splunk,
+    build: build_splunk,
+    form: form_splunk,
 };
 
 /// LogScale's entry in the registry (its HEC-compatible endpoint).
@@ -872,17 +874,60 @@ pub static LOGSCALE: ProviderSpec = ProviderSpec {
         Field::secret("logscale_token", "Ingest token", "token", "An ingest token of the repository that receives the events."),
     ],
     parse: parse_logscale,
+    build: build_logscale,
+    form: form_logscale,
 };
 
-fn parse_splunk(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+/// What is stored for Splunk or LogScale (LogScale uses the URL only).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<HecUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<SplunkIndex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<SourceType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<HecSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HecHost>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
+}
+
+fn parse_splunk(check: &mut FormCheck<'_>) -> Value {
     parse_hec(check, HecFlavor::Splunk)
 }
 
-fn parse_logscale(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+fn parse_logscale(check: &mut FormCheck<'_>) -> Value {
     parse_hec(check, HecFlavor::LogScale)
 }
 
-fn parse_hec(check: &mut FormCheck<'_>, flavor: HecFlavor) -> Option<Box<dyn SiemDestination>> {
+fn build_splunk(
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    build_hec(HecFlavor::Splunk, settings, secrets, context)
+}
+
+fn build_logscale(
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    build_hec(HecFlavor::LogScale, settings, secrets, context)
+}
+
+fn form_splunk(settings: &Value) -> FormValues {
+    form_hec("splunk", settings)
+}
+
+fn form_logscale(settings: &Value) -> FormValues {
+    form_hec("logscale", settings)
+}
+
+fn parse_hec(check: &mut FormCheck<'_>, flavor: HecFlavor) -> Value {
     let prefix = check.provider().id();
     let url_field = format!("{prefix}_url");
     let token_field = format!("{prefix}_token");
@@ -899,65 +944,85 @@ fn parse_hec(check: &mut FormCheck<'_>, flavor: HecFlavor) -> Option<Box<dyn Sie
     } else {
         "Enter the ingest token of the LogScale repository."
     };
-    let token = check.secret(&token_field, missing, |raw| {
-        let token = if flavor == HecFlavor::Splunk {
-            HecToken::parse_splunk(raw)
-        } else {
-            HecToken::parse_logscale(raw)
-        }
-        .map_err(|e| e.to_string())?;
+    check.secret(&token_field, missing, |raw| {
+        let token = parse_token(flavor, raw)?;
         let (text, hint) = (token.expose_secret().to_owned(), token.last4().to_owned());
         Ok((token, text, hint))
     });
-    let (mut index, mut sourcetype, mut source, mut host, mut ack) =
-        (None, SourceType::default(), None, None, false);
+    let mut settings = Settings {
+        url,
+        ..Settings::default()
+    };
     if flavor == HecFlavor::Splunk {
-        index = check
+        settings.index = check
             .optional("splunk_index", |t| {
                 SplunkIndex::parse_optional(t).map_err(|e| e.to_string())
             })
             .flatten();
-        sourcetype = SourceType::parse_or_default(&check.get("splunk_sourcetype"))
-            .map_err(|e| check.error("splunk_sourcetype", e.to_string()))
-            .unwrap_or_default();
-        source = check.optional("splunk_source", |t| {
+        settings.sourcetype = Some(
+            SourceType::parse_or_default(&check.get("splunk_sourcetype"))
+                .map_err(|e| check.error("splunk_sourcetype", e.to_string()))
+                .unwrap_or_default(),
+        );
+        settings.source = check.optional("splunk_source", |t| {
             HecSource::parse(t).map_err(|e| e.to_string())
         });
-        host = check.optional("splunk_host", |t| {
+        settings.host = check.optional("splunk_host", |t| {
             HecHost::parse(t).map_err(|e| e.to_string())
         });
-        ack = check.ticked("splunk_ack");
-        if let Some(index) = &index {
-            check.keep("splunk_index", index.as_str());
-        }
-        check.keep("splunk_sourcetype", sourcetype.as_str());
-        if let Some(source) = &source {
-            check.keep("splunk_source", source.as_str());
-        }
-        if let Some(host) = &host {
-            check.keep("splunk_host", host.as_str());
-        }
-        if ack {
-            check.keep("splunk_ack", "on");
-        }
+        settings.ack = check.ticked("splunk_ack");
     }
-    if let Some(url) = &url {
-        check.keep(&url_field, url.as_str());
+    stored(&settings)
+}
+
+fn parse_token(flavor: HecFlavor, raw: &str) -> Result<HecToken, String> {
+    if flavor == HecFlavor::Splunk {
+        HecToken::parse_splunk(raw)
+    } else {
+        HecToken::parse_logscale(raw)
     }
-    let mut config = HecConfig::new(flavor, url?, token?);
-    config.index = index;
-    config.sourcetype = sourcetype;
-    config.source = source;
-    config.host = host;
-    config.ack = ack;
-    if let Err(e) = config.validate() {
-        check.error(&format!("{prefix}_ack"), e.to_string());
-        return None;
-    }
-    Some(Box::new(HecDestination {
+    .map_err(|e| e.to_string())
+}
+
+fn build_hec(
+    flavor: HecFlavor,
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    let settings: Settings = settings_of(settings)?;
+    let token = parse_token(flavor, needed(secrets.get("token"), "the token")?)?;
+    let mut config = HecConfig::new(flavor, needed(settings.url, "the HEC URL")?, token);
+    config.index = settings.index;
+    config.sourcetype = settings.sourcetype.unwrap_or_default();
+    config.source = settings.source;
+    config.host = settings.host;
+    config.ack = settings.ack;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(Box::new(HecDestination {
         config,
-        hostname: check.context.hostname.to_owned(),
+        hostname: context.hostname.to_owned(),
     }))
+}
+
+fn form_hec(prefix: &str, settings: &Value) -> FormValues {
+    let settings: Settings = settings_of(settings).unwrap_or_default();
+    let mut form = FormValues::new();
+    let mut put = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            form.insert(format!("{prefix}_{name}"), value.to_owned());
+        }
+    };
+    put("url", settings.url.as_ref().map(HecUrl::as_str));
+    put("index", settings.index.as_ref().map(SplunkIndex::as_str));
+    put(
+        "sourcetype",
+        settings.sourcetype.as_ref().map(SourceType::as_str),
+    );
+    put("source", settings.source.as_ref().map(HecSource::as_str));
+    put("host", settings.host.as_ref().map(HecHost::as_str));
+    put("ack", settings.ack.then_some("on"));
+    form
 }
 
 /// A configured HEC destination (Splunk or LogScale), as the forwarder holds it.

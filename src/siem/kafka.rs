@@ -27,15 +27,16 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsername, SaslMechanism};
-use crate::siem::config::FormCheck;
+use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
 use crate::siem::explain::failure;
-use crate::siem::registry::{Choice, Field, FieldKind, ProviderSpec};
+use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
 };
+use serde::{Deserialize, Serialize};
 
 /// Largest record value; a bigger event has its `details` cut (brokers refuse records over
 /// `message.max.bytes`, 1 MB by default).
@@ -67,6 +68,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         Field::plain("kafka_tls", "Use TLS", FieldKind::Check, "Encrypts the connection; required unless the brokers are listed in CLOUDPKI_EGRESS_ALLOW.").addressing().with_default("on"),
     ],
     parse,
+    build,
+    form,
 };
 
 fn mechanism_choices() -> Vec<Choice> {
@@ -96,7 +99,21 @@ pub struct KafkaConfig {
     pub tls: bool,
 }
 
-fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+/// What is stored (the password is sealed apart).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<KafkaBrokers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<KafkaTopic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<SaslMechanism>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<KafkaUsername>,
+    pub tls: bool,
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Value {
     let egress = check.egress;
     let tls = check.ticked("kafka_tls");
     let brokers = check.required(
@@ -121,53 +138,84 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             .map_err(|e| check.error("kafka_sasl_mechanism", e.to_string()))
             .ok()
     };
-    let sasl = match mechanism {
-        Some(SaslMechanism::None) => Some(Sasl::None),
-        Some(mechanism) => {
-            let username = check.required(
-                "kafka_username",
-                "Enter the SASL user name, or choose no authentication.",
-                |t| KafkaUsername::parse(t).map_err(|e| e.to_string()),
-            );
-            let password = check.secret(
-                "kafka_password",
-                "Enter the SASL password, or choose no authentication.",
-                |raw| {
-                    let password = KafkaPassword::parse(raw).map_err(|e| e.to_string())?;
-                    let (text, hint) = (password.expose_secret().to_owned(), password.hint());
-                    Ok((password, text, hint))
-                },
-            );
-            if let Some(username) = &username {
-                check.keep("kafka_username", username.as_str());
-            }
-            Some(Sasl::Credentials {
-                mechanism,
-                username: username?,
-                password: password?,
-            })
-        }
-        None => None,
-    };
-    if let Some(brokers) = &brokers {
-        check.keep("kafka_brokers", brokers.as_bootstrap());
+    let mut username = None;
+    if mechanism.is_some_and(|m| m != SaslMechanism::None) {
+        username = check.required(
+            "kafka_username",
+            "Enter the SASL user name, or choose no authentication.",
+            |t| KafkaUsername::parse(t).map_err(|e| e.to_string()),
+        );
+        check.secret(
+            "kafka_password",
+            "Enter the SASL password, or choose no authentication.",
+            |raw| {
+                let password = KafkaPassword::parse(raw).map_err(|e| e.to_string())?;
+                let (text, hint) = (password.expose_secret().to_owned(), password.hint());
+                Ok((password, text, hint))
+            },
+        );
     }
-    if let Some(topic) = &topic {
-        check.keep("kafka_topic", topic.as_str());
-    }
-    if let Some(mechanism) = mechanism {
-        check.keep("kafka_sasl_mechanism", mechanism.code());
-    }
-    check.keep("kafka_tls", if tls { "on" } else { "off" });
-    Some(Box::new(KafkaDestination::new(
-        KafkaConfig {
-            brokers: brokers?,
-            topic: topic?,
-            sasl: sasl?,
-            tls,
+    stored(&Settings {
+        brokers,
+        topic,
+        mechanism,
+        username,
+        tls,
+    })
+}
+
+fn build(
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    let settings: Settings = settings_of(settings)?;
+    let sasl = match settings.mechanism.unwrap_or(SaslMechanism::None) {
+        SaslMechanism::None => Sasl::None,
+        mechanism => Sasl::Credentials {
+            mechanism,
+            username: needed(settings.username, "the SASL user name")?,
+            password: KafkaPassword::parse(needed(secrets.get("password"), "the SASL password")?)
+                .map_err(|e| e.to_string())?,
         },
-        check.context.shared.lookup.clone(),
+    };
+    Ok(Box::new(KafkaDestination::new(
+        KafkaConfig {
+            brokers: needed(settings.brokers, "the bootstrap brokers")?,
+            topic: needed(settings.topic, "the topic")?,
+            sasl,
+            tls: settings.tls,
+        },
+        context.shared.lookup.clone(),
     )))
+}
+
+fn form(settings: &Value) -> FormValues {
+    let Ok(settings) = settings_of::<Settings>(settings).map_err(drop) else {
+        return FormValues::new();
+    };
+    if settings.brokers.is_none() && settings.topic.is_none() && settings.mechanism.is_none() {
+        // Nothing stored: the form's defaults apply (TLS on).
+        return FormValues::new();
+    }
+    let mut form = FormValues::new();
+    if let Some(brokers) = &settings.brokers {
+        form.insert("kafka_brokers".into(), brokers.as_bootstrap());
+    }
+    if let Some(topic) = &settings.topic {
+        form.insert("kafka_topic".into(), topic.as_str().into());
+    }
+    if let Some(mechanism) = settings.mechanism {
+        form.insert("kafka_sasl_mechanism".into(), mechanism.code().into());
+    }
+    if let Some(username) = &settings.username {
+        form.insert("kafka_username".into(), username.as_str().into());
+    }
+    form.insert(
+        "kafka_tls".into(),
+        if settings.tls { "on" } else { "off" }.into(),
+    );
+    form
 }
 
 /// Refuses brokers the egress policy does not let us reach: an IP literal that is not public

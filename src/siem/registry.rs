@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use super::config::FormCheck;
+use serde_json::Value;
+
+use super::config::{Context, FormCheck, FormValues, Secrets};
 use super::SiemDestination;
 
 /// How a field is shown and read.
@@ -164,10 +166,40 @@ pub struct ProviderSpec {
     pub label: &'static str,
     /// The form's fields, in page order (internal ones last).
     pub fields: &'static [Field],
-    /// Reads the form (blank secrets fall back to the stored ones) into a destination,
-    /// recording what to store and every field error in `check`.
-    pub parse: fn(&mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>>,
+    /// Reads the form (blank secrets fall back to the stored ones) into the provider's typed
+    /// settings (serialised: what is stored), recording the secrets and every field error in
+    /// `check`. A draft may be incomplete; its values are still checked.
+    pub parse: fn(&mut FormCheck<'_>) -> Value,
+    /// Builds the destination from typed settings and the secrets by storage name; an error
+    /// says what is missing. Never generates or asks for anything: the forwarder calls it on
+    /// stored settings.
+    pub build: Build,
+    /// The settings as the form shows them, by form field name.
+    pub form: fn(&Value) -> FormValues,
 }
+
+/// Reads typed settings back; `Null` (nothing stored) is the default.
+pub fn settings_of<T: serde::de::DeserializeOwned + Default>(value: &Value) -> Result<T, String> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| format!("the stored settings cannot be read ({e})"))
+}
+
+/// Typed settings as stored.
+pub fn stored<T: serde::Serialize>(settings: &T) -> Value {
+    serde_json::to_value(settings).unwrap_or(Value::Null)
+}
+
+/// A required value of stored settings, or what is missing.
+pub fn needed<T>(value: Option<T>, what: &str) -> Result<T, String> {
+    value.ok_or_else(|| format!("{what} is missing"))
+}
+
+/// A provider's destination builder: typed settings and secrets in, a destination or what is
+/// missing out.
+pub type Build = fn(&Value, &Secrets, Context<'_>) -> Result<Box<dyn SiemDestination>, String>;
 
 /// A provider, as the portal passes it around: a handle on its [`ProviderSpec`].
 #[derive(Clone, Copy)]

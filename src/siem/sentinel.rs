@@ -61,16 +61,17 @@ use crate::domain::sentinel::{
     AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
     StreamName, TenantId,
 };
-use crate::siem::config::FormCheck;
+use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{Choice, Field, FieldKind, ProviderSpec};
+use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
 };
+use serde::{Deserialize, Serialize};
 
 /// Longest token lifetime believed, whatever `expires_in` says.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -981,6 +982,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         Field::address("sentinel_login_url", "Sign-in URL (advanced)", "Leave blank to use the cloud's Entra ID sign-in address."),
     ],
     parse,
+    build,
+    form,
 };
 
 fn cloud_choices() -> Vec<Choice> {
@@ -990,7 +993,26 @@ fn cloud_choices() -> Vec<Choice> {
         .collect()
 }
 
-fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+/// What is stored: the cloud, the sign-in URL when it is not the cloud's, and the rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<AzureCloud>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<LoginBaseUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<IngestionEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcr_id: Option<DcrImmutableId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamName>,
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Value {
     let cloud_text = check.get("sentinel_cloud");
     let cloud = if cloud_text.is_empty() {
         Some(AzureCloud::Public)
@@ -999,40 +1021,39 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             .map_err(|e| check.error("sentinel_cloud", e.to_string()))
             .ok()
     };
-    let login_text = check.get("sentinel_login_url");
-    let login_base = if login_text.is_empty() {
-        cloud.map(AzureCloud::default_login_base)
-    } else {
-        check.optional("sentinel_login_url", |t| {
-            LoginBaseUrl::parse(t).map_err(|e| e.to_string())
-        })
+    let login_url = check.optional("sentinel_login_url", |t| {
+        LoginBaseUrl::parse(t).map_err(|e| e.to_string())
+    });
+    let settings = Settings {
+        cloud,
+        login_url,
+        tenant_id: check.required(
+            "sentinel_tenant_id",
+            "Enter the Directory (tenant) ID of your Entra ID app registration.",
+            |t| TenantId::parse(t).map_err(|e| e.to_string()),
+        ),
+        client_id: check.required(
+            "sentinel_client_id",
+            "Enter the Application (client) ID of the app registration.",
+            |t| ClientId::parse(t).map_err(|e| e.to_string()),
+        ),
+        endpoint: check.required(
+            "sentinel_endpoint",
+            "Enter the logs ingestion endpoint of the data collection rule (or its DCE).",
+            |t| IngestionEndpoint::parse(t).map_err(|e| e.to_string()),
+        ),
+        dcr_id: check.required(
+            "sentinel_dcr_id",
+            "Enter the immutable ID of the data collection rule (dcr-…).",
+            |t| DcrImmutableId::parse(t).map_err(|e| e.to_string()),
+        ),
+        stream: check.required(
+            "sentinel_stream",
+            "Enter the stream name declared in the data collection rule, e.g. Custom-EzcaAudit.",
+            |t| StreamName::parse(t).map_err(|e| e.to_string()),
+        ),
     };
-    let tenant = check.required(
-        "sentinel_tenant_id",
-        "Enter the Directory (tenant) ID of your Entra ID app registration.",
-        |t| TenantId::parse(t).map_err(|e| e.to_string()),
-    );
-    let client_id = check.required(
-        "sentinel_client_id",
-        "Enter the Application (client) ID of the app registration.",
-        |t| ClientId::parse(t).map_err(|e| e.to_string()),
-    );
-    let endpoint = check.required(
-        "sentinel_endpoint",
-        "Enter the logs ingestion endpoint of the data collection rule (or its DCE).",
-        |t| IngestionEndpoint::parse(t).map_err(|e| e.to_string()),
-    );
-    let dcr = check.required(
-        "sentinel_dcr_id",
-        "Enter the immutable ID of the data collection rule (dcr-…).",
-        |t| DcrImmutableId::parse(t).map_err(|e| e.to_string()),
-    );
-    let stream = check.required(
-        "sentinel_stream",
-        "Enter the stream name declared in the data collection rule, e.g. Custom-EzcaAudit.",
-        |t| StreamName::parse(t).map_err(|e| e.to_string()),
-    );
-    let secret = check.secret(
+    check.secret(
         "sentinel_client_secret",
         "Enter a client secret of the app registration (Certificates & secrets).",
         |raw| {
@@ -1041,64 +1062,92 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
             Ok((secret, text, hint))
         },
     );
-    if let Some(cloud) = cloud {
-        check.keep("sentinel_cloud", cloud.code());
-    }
-    if !login_text.is_empty() {
-        if let Some(base) = &login_base {
-            check.keep("sentinel_login_url", base.as_str());
-        }
-    }
-    for (name, value) in [
-        (
-            "sentinel_tenant_id",
-            tenant.as_ref().map(|v| v.as_str().to_owned()),
-        ),
-        (
-            "sentinel_client_id",
-            client_id.as_ref().map(|v| v.as_str().to_owned()),
-        ),
-        (
-            "sentinel_endpoint",
-            endpoint.as_ref().map(|v| v.as_str().to_owned()),
-        ),
-        (
-            "sentinel_dcr_id",
-            dcr.as_ref().map(|v| v.as_str().to_owned()),
-        ),
-        (
-            "sentinel_stream",
-            stream.as_ref().map(|v| v.as_str().to_owned()),
-        ),
-    ] {
-        if let Some(value) = value {
-            check.keep(name, value);
-        }
-    }
-    let config = SentinelConfig {
-        cloud: cloud?,
-        login_base: login_base?,
-        tenant_id: tenant?,
-        client_id: client_id?,
-        client_secret: secret?,
-        endpoint: endpoint?,
-        dcr_id: dcr?,
-        stream: stream?,
-    };
+    // Both calls must be allowed: the client secret goes to the sign-in URL, the bearer token
+    // to the ingestion endpoint.
     let egress = check.egress;
-    if let Err(e) = egress.check_url(&config.token_url()) {
-        check.error("sentinel_login_url", e.to_string());
-        return None;
+    if let Some(cloud) = settings.cloud {
+        let login = settings
+            .login_url
+            .clone()
+            .unwrap_or_else(|| cloud.default_login_base());
+        if let Some(Err(e)) = Url::parse(login.as_str())
+            .ok()
+            .map(|u| egress.check_url(&u))
+        {
+            check.error("sentinel_login_url", e.to_string());
+        }
     }
-    if let Err(e) = egress.check_url(&config.ingestion_url()) {
-        check.error("sentinel_endpoint", e.to_string());
-        return None;
+    if let Some(endpoint) = &settings.endpoint {
+        if let Some(Err(e)) = Url::parse(endpoint.as_str())
+            .ok()
+            .map(|u| egress.check_url(&u))
+        {
+            check.error("sentinel_endpoint", e.to_string());
+        }
     }
-    Some(Box::new(SentinelDestination {
-        config,
-        hostname: check.context.hostname.to_owned(),
-        tokens: check.context.shared.tokens.clone(),
+    stored(&settings)
+}
+
+fn build(
+    settings: &Value,
+    secrets: &Secrets,
+    context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    let settings: Settings = settings_of(settings)?;
+    let cloud = settings.cloud.unwrap_or(AzureCloud::Public);
+    let secret = needed(secrets.get("client_secret"), "the client secret")?;
+    Ok(Box::new(SentinelDestination {
+        config: SentinelConfig {
+            cloud,
+            login_base: settings
+                .login_url
+                .unwrap_or_else(|| cloud.default_login_base()),
+            tenant_id: needed(settings.tenant_id, "the tenant ID")?,
+            client_id: needed(settings.client_id, "the client ID")?,
+            client_secret: ClientSecret::parse(secret).map_err(|e| e.to_string())?,
+            endpoint: needed(settings.endpoint, "the ingestion endpoint")?,
+            dcr_id: needed(settings.dcr_id, "the DCR immutable ID")?,
+            stream: needed(settings.stream, "the stream name")?,
+        },
+        hostname: context.hostname.to_owned(),
+        tokens: context.shared.tokens.clone(),
     }))
+}
+
+fn form(settings: &Value) -> FormValues {
+    let settings: Settings = settings_of(settings).unwrap_or_default();
+    let mut form = FormValues::new();
+    let mut put = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            form.insert(name.to_owned(), value.to_owned());
+        }
+    };
+    put("sentinel_cloud", settings.cloud.map(AzureCloud::code));
+    put(
+        "sentinel_login_url",
+        settings.login_url.as_ref().map(LoginBaseUrl::as_str),
+    );
+    put(
+        "sentinel_tenant_id",
+        settings.tenant_id.as_ref().map(TenantId::as_str),
+    );
+    put(
+        "sentinel_client_id",
+        settings.client_id.as_ref().map(ClientId::as_str),
+    );
+    put(
+        "sentinel_endpoint",
+        settings.endpoint.as_ref().map(IngestionEndpoint::as_str),
+    );
+    put(
+        "sentinel_dcr_id",
+        settings.dcr_id.as_ref().map(DcrImmutableId::as_str),
+    );
+    put(
+        "sentinel_stream",
+        settings.stream.as_ref().map(StreamName::as_str),
+    );
+    form
 }
 
 /// A configured Sentinel destination, as the forwarder holds it.

@@ -47,16 +47,17 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
-use crate::siem::config::{hide_query_values, FormCheck};
+use crate::siem::config::{hide_query_values, Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{Field, FieldKind, ProviderSpec};
+use crate::siem::registry::{needed, settings_of, stored, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, rfc3339};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
     TestSuccess,
 };
+use serde::{Deserialize, Serialize};
 
 /// Most events in one request.
 pub const MAX_BATCH_EVENTS: usize = 100;
@@ -541,9 +542,23 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         Field::plain("webhook_previous_until", "Previous signing secret valid until", FieldKind::Internal, ""),
     ],
     parse,
+    build,
+    form,
 };
 
-fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
+/// What is stored: the URL as shown (a query's values hidden, the whole URL then sealed) and
+/// until when a rotated-out signing secret still signs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub query_sealed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+fn parse(check: &mut FormCheck<'_>) -> Value {
     // The page shows the URL with its query's values hidden; sending that back unchanged
     // keeps the sealed URL.
     let typed_url = check.get("webhook_url");
@@ -569,103 +584,132 @@ fn parse(check: &mut FormCheck<'_>) -> Option<Box<dyn SiemDestination>> {
         },
     );
     let typed_headers = check.get("webhook_headers");
-    let headers = if check.ticked("webhook_clear_headers") {
+    if check.ticked("webhook_clear_headers") {
         check.unseal("headers");
-        Some(ExtraHeaders::none())
     } else if !typed_headers.is_empty() {
         match ExtraHeaders::parse(&typed_headers) {
             Ok(h) => {
                 let names = h.names().collect::<Vec<_>>().join(", ");
                 check.seal("headers", h.expose_text(), names);
-                Some(h)
             }
-            Err(e) => {
-                check.error("webhook_headers", e.to_string());
-                None
-            }
+            Err(e) => check.error("webhook_headers", e.to_string()),
         }
-    } else {
-        match check.stored_secret("webhook_headers") {
-            Some(text) => ExtraHeaders::parse(text).ok(),
-            None => Some(ExtraHeaders::none()),
-        }
+    } else if let Some(text) = check.stored_secret("webhook_headers").map(str::to_owned) {
+        check.use_secret("headers", text);
+    }
+    let mut settings = Settings {
+        previous_until: signing_secrets(check),
+        ..Settings::default()
     };
-    let secrets = signing_secrets(check);
     if let Some(url) = &url {
         let shown = hide_query_values(url.as_url());
         if shown != url.as_str() {
-            if sealed_url.as_deref() != Some(url.as_str()) {
+            settings.query_sealed = true;
+            if sealed_url.as_deref() == Some(url.as_str()) {
+                check.use_secret("url", url.as_str());
+            } else {
                 check.seal("url", url.as_str().to_owned(), "query".into());
             }
         } else if check.stored.secrets.contains_key("webhook_url") {
             check.unseal("url");
         }
-        check.keep("webhook_url", shown);
+        settings.url = Some(shown);
     }
-    Some(Box::new(WebhookDestination {
+    stored(&settings)
+}
+
+fn build(
+    settings: &Value,
+    secrets: &Secrets,
+    _context: Context<'_>,
+) -> Result<Box<dyn SiemDestination>, String> {
+    let settings: Settings = settings_of(settings)?;
+    let url_text = if settings.query_sealed {
+        needed(secrets.get("url"), "the webhook URL")?
+    } else {
+        needed(settings.url.as_ref(), "the webhook URL")?
+    };
+    let url = WebhookUrl::parse(url_text).map_err(|e| e.to_string())?;
+    let headers = match secrets.get("headers") {
+        Some(text) => ExtraHeaders::parse(text).map_err(|e| e.to_string())?,
+        None => ExtraHeaders::none(),
+    };
+    let current = needed(secrets.get("signing_secret"), "the signing secret")?;
+    let mut signing = vec![SigningSecret::parse(current).map_err(|e| e.to_string())?];
+    if settings
+        .previous_until
+        .is_some_and(|until| until > Utc::now())
+    {
+        if let Some(previous) = secrets
+            .get("signing_secret_previous")
+            .and_then(|s| SigningSecret::parse(s).ok())
+        {
+            signing.push(previous);
+        }
+    }
+    Ok(Box::new(WebhookDestination {
         config: WebhookConfig {
-            url: url?,
-            headers: headers?,
-            secrets,
+            url,
+            headers,
+            secrets: signing,
         },
     }))
 }
 
-/// The secrets that sign, newest first. The portal generates them: on first use and on
-/// rotation (a secret that Test Connection generated and showed comes back in the form and is
-/// kept); a rotated-out one still signs for [`ROTATION_OVERLAP_HOURS`].
-fn signing_secrets(check: &mut FormCheck<'_>) -> Vec<SigningSecret> {
+fn form(settings: &Value) -> FormValues {
+    let settings: Settings = settings_of(settings).unwrap_or_default();
+    let mut form = FormValues::new();
+    if let Some(url) = settings.url {
+        form.insert("webhook_url".into(), url);
+    }
+    if let Some(until) = settings.previous_until {
+        form.insert("webhook_previous_until".into(), until.to_rfc3339());
+    }
+    form
+}
+
+/// Decides the secrets that sign, for the destination (newest first) and for storage, and
+/// returns until when the previous one still signs. The portal generates them: on first use
+/// and on rotation (a secret that Test Connection generated and showed comes back in the form
+/// and is kept); a rotated-out one still signs for [`ROTATION_OVERLAP_HOURS`].
+fn signing_secrets(check: &mut FormCheck<'_>) -> Option<DateTime<Utc>> {
     let current = check
         .stored_secret("webhook_secret")
         .and_then(|s| SigningSecret::parse(s).ok());
     let rotate = check.ticked("webhook_rotate");
     let now = Utc::now();
-    let mut secrets = Vec::new();
-    match (&current, rotate) {
-        (Some(current), false) => secrets.push(current.clone()),
-        (old, _) => {
-            // A secret that an earlier Test Connection generated and showed comes back in the
-            // form; anything else is generated now, to be shown once.
-            let shown = SigningSecret::parse(&check.get("webhook_secret"))
-                .ok()
-                .filter(|shown| old.as_ref() != Some(shown));
-            let fresh = shown.clone().unwrap_or_else(SigningSecret::generate);
-            check.seal(
-                "signing_secret",
-                fresh.expose_secret().to_owned(),
-                fresh.last4().to_owned(),
-            );
-            if shown.is_none() {
-                check.out.generated_secret = Some(fresh.expose_secret().to_owned());
-            }
-            secrets.push(fresh);
-            if let Some(old) = old {
-                let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-                check.seal(
-                    "signing_secret_previous",
-                    old.expose_secret().to_owned(),
-                    old.last4().to_owned(),
-                );
-                check.keep("webhook_previous_until", until.to_rfc3339());
-                secrets.push(old.clone());
-            }
-        }
-    }
-    if !rotate {
-        let previous_until = check
+    if let (Some(current), false) = (&current, rotate) {
+        check.use_secret("signing_secret", current.expose_secret());
+        let until = check
             .stored_field("webhook_previous_until")
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
-            .filter(|until| *until > now);
-        let previous = check
-            .stored_secret("webhook_secret_previous")
-            .and_then(|s| SigningSecret::parse(s).ok());
-        if let (Some(until), Some(previous)) = (previous_until, previous) {
-            secrets.push(previous);
-            check.keep("webhook_previous_until", until.to_rfc3339());
-        }
+            .filter(|until| *until > now)?;
+        let previous = check.stored_secret("webhook_secret_previous")?.to_owned();
+        check.use_secret("signing_secret_previous", previous);
+        return Some(until);
     }
-    secrets
+    // A secret that an earlier Test Connection generated and showed comes back in the form;
+    // anything else is generated now, to be shown once.
+    let shown = SigningSecret::parse(&check.get("webhook_secret"))
+        .ok()
+        .filter(|shown| current.as_ref() != Some(shown));
+    let fresh = shown.clone().unwrap_or_else(SigningSecret::generate);
+    check.seal(
+        "signing_secret",
+        fresh.expose_secret().to_owned(),
+        fresh.last4().to_owned(),
+    );
+    if shown.is_none() {
+        check.out.generated_secret = Some(fresh.expose_secret().to_owned());
+    }
+    let old = current?;
+    check.seal(
+        "signing_secret_previous",
+        old.expose_secret().to_owned(),
+        old.last4().to_owned(),
+    );
+    Some(now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS))
 }
 
 /// A configured webhook destination, as the forwarder holds it.

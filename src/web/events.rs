@@ -62,7 +62,7 @@ async fn show(
         datadog::provider(),
     )
     .await?;
-    let site = datadog::stored_site(&stored.fields);
+    let site = datadog::stored_site(&stored.settings);
     let explorer_site = site.unwrap_or(DatadogSite::ALL[0]);
 
     let sections = [Category::CaOperation, Category::CertificateOperation]

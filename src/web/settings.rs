@@ -645,7 +645,7 @@ async fn save(
 ) -> Result<(), WebError> {
     let provider = validated.provider;
     let changes = describe_changes(before, enabled, stored, &validated);
-    let fields = serde_json::to_value(&validated.fields).map_err(anyhow::Error::from)?;
+    let settings = &validated.settings;
 
     let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
     store::siem::upsert_settings(
@@ -657,7 +657,7 @@ async fn save(
         &user.email,
     )
     .await?;
-    store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), &fields).await?;
+    store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), settings).await?;
     for name in &validated.removed_secrets {
         store::siem::delete_secret(&mut tx, sub, provider.id(), name).await?;
     }

@@ -355,7 +355,7 @@ impl TestApp {
             &mut tx,
             subscription,
             "datadog",
-            &serde_json::json!({ "datadog_url": url }),
+            &serde_json::json!({ "url": url }),
         )
         .await
         .expect("fields");
