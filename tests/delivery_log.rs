@@ -369,17 +369,7 @@ async fn retention_never_jumps_over_events_a_worker_is_sending() {
 
 #[tokio::test]
 async fn upgrading_from_the_old_queue_keeps_every_pending_event_and_resends_nothing_delivered() {
-    let (pool, _) = support::fresh_database().await;
-    // The schema as it was before the delivery log.
-    let mut old = sqlx::migrate!("./migrations");
-    old.migrations = std::borrow::Cow::Owned(
-        old.migrations
-            .iter()
-            .filter(|m| m.version <= 20261126000006)
-            .cloned()
-            .collect(),
-    );
-    old.run(&pool).await.unwrap();
+    let pool = support::database_at(20261126000006).await;
     let sub = Uuid::new_v4();
     sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
         .bind(sub)

@@ -836,16 +836,7 @@ async fn tested_secrets_stay_with_their_session_their_address_and_ten_minutes() 
 
 #[tokio::test]
 async fn settings_saved_as_form_values_are_migrated_to_typed_settings_that_read_back_the_same() {
-    let (pool, _) = support::fresh_database().await;
-    let mut old = sqlx::migrate!("./migrations");
-    old.migrations = std::borrow::Cow::Owned(
-        old.migrations
-            .iter()
-            .filter(|m| m.version <= 20261130000004)
-            .cloned()
-            .collect(),
-    );
-    old.run(&pool).await.unwrap();
+    let pool = support::database_at(20261130000004).await;
     let sub = Uuid::new_v4();
     sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
         .bind(sub)

@@ -421,10 +421,9 @@ fn site_choices() -> Vec<Choice> {
 
 /// What is stored: the site as chosen (none for a custom URL) and the intake URL.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<DatadogSite>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<DatadogIntakeUrl>,
 }
 

@@ -880,18 +880,13 @@ pub static LOGSCALE: ProviderSpec = ProviderSpec {
 
 /// What is stored for Splunk or LogScale (LogScale uses the URL only).
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<HecUrl>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<SplunkIndex>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sourcetype: Option<SourceType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<HecSource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HecHost>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ack: bool,
 }
 

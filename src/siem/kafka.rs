@@ -101,14 +101,11 @@ pub struct KafkaConfig {
 
 /// What is stored (the password is sealed apart).
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<KafkaBrokers>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<KafkaTopic>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanism: Option<SaslMechanism>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<KafkaUsername>,
     pub tls: bool,
 }

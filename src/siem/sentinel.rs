@@ -995,20 +995,14 @@ fn cloud_choices() -> Vec<Choice> {
 
 /// What is stored: the cloud, the sign-in URL when it is not the cloud's, and the rule.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<AzureCloud>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_url: Option<LoginBaseUrl>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<TenantId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<ClientId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<IngestionEndpoint>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dcr_id: Option<DcrImmutableId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamName>,
 }
 

@@ -549,12 +549,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
 /// What is stored: the URL as shown (a query's values hidden, the whole URL then sealed) and
 /// until when a rotated-out signing secret still signs.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub query_sealed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_until: Option<DateTime<Utc>>,
 }
 

@@ -155,6 +155,21 @@ pub async fn fresh_database() -> (PgPool, PgConnectOptions) {
     (pool, options)
 }
 
+/// A new database with the schema as it was up to migration `version` (for upgrade tests).
+pub async fn database_at(version: i64) -> PgPool {
+    let (pool, _) = fresh_database().await;
+    let mut old = sqlx::migrate!("./migrations");
+    old.migrations = std::borrow::Cow::Owned(
+        old.migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+    );
+    old.run(&pool).await.expect("old migrations");
+    pool
+}
+
 /// Drops a test database, cutting every connection to it (to simulate an outage).
 pub async fn drop_database(options: &PgConnectOptions) {
     let name = options
