@@ -91,7 +91,17 @@ enum AdminCommand {
         #[arg(long)]
         subscription: String,
     },
-    /// Revoke an ingestion API token by its id (printed when it was created).
+    /// Create a personal API token for a user (the REST API; it acts with the user's roles)
+    /// and print it (shown once).
+    CreateApiToken {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// A name to recognise it by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Revoke an ingestion or personal API token by its id (printed when it was created).
     RevokeToken {
         /// Token id.
         #[arg(long)]
@@ -203,10 +213,33 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             println!("{token}");
             Ok(())
         }
+        AdminCommand::CreateApiToken { email, name } => {
+            let Some(user) = store::accounts::find_user_by_email(&db.pool, email.trim()).await?
+            else {
+                return Err(UsageError(format!("--email: no user has the email {email}")).into());
+            };
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(UsageError("--name: give 1 to 100 characters".into()).into());
+            }
+            let token = crypto::random_token();
+            let id = store::personal_tokens::create(
+                &db.pool,
+                user.id,
+                name,
+                &crypto::token_digest(&token),
+            )
+            .await?;
+            eprintln!("personal API token id {id} for {} (revoke with `cloudpki admin revoke-token --id {id}`); the token is shown only once:", user.email);
+            println!("{token}");
+            Ok(())
+        }
         AdminCommand::RevokeToken { id } => {
             let id = Uuid::parse_str(id.trim())
                 .map_err(|_| UsageError(format!("--id: `{id}` is not a token id (a UUID)")))?;
-            if store::events::revoke_token(&db.pool, id).await? {
+            if store::events::revoke_token(&db.pool, id).await?
+                || store::personal_tokens::revoke(&db.pool, id, None).await?
+            {
                 println!("revoked {id}");
                 Ok(())
             } else {

@@ -42,7 +42,21 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ),
     ("GET", "/account", [303, 200, 200, 200]),
     ("POST", "/account/password", [303, 422, 422, 422]),
+    ("POST", "/account/tokens", [303, 422, 422, 422]),
+    ("POST", "/account/tokens/revoke", [303, 404, 404, 404]),
     ("POST", "/api/v1/events", [401, 401, 401, 401]),
+    // The REST API takes personal API tokens, never a browser session.
+    (
+        "GET",
+        "/api/v1/subscriptions/{id}/siem",
+        [401, 401, 401, 401],
+    ),
+    (
+        "PUT",
+        "/api/v1/subscriptions/{id}/siem",
+        [401, 401, 401, 401],
+    ),
+    ("GET", "/api/v1/openapi.json", [200, 200, 200, 200]),
     ("GET", "/metrics", [404, 404, 404, 404]),
     ("GET", "/no/such/page", [404, 404, 404, 404]),
     // Last: it ends the sessions the rows above use.
@@ -90,6 +104,14 @@ async fn every_route_answers_each_kind_of_visitor_as_the_matrix_says() {
             let status = match *method {
                 "GET" => client
                     .get(format!("{}{path}", app.base_url))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+                "PUT" => client
+                    .put(format!("{}{path}", app.base_url))
+                    .json(&serde_json::json!({"siem_enabled": false}))
                     .send()
                     .await
                     .unwrap()
@@ -159,7 +181,7 @@ fn routes_in_the_code() -> BTreeSet<(String, String)> {
             // The handlers of this route: up to the next route or the end of the chain.
             let body = rest[end..].split(".route(").next().unwrap_or_default();
             let body = body.split("\n}").next().unwrap_or_default();
-            for (token, method) in [("get(", "GET"), ("post(", "POST")] {
+            for (token, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT")] {
                 if body.contains(token) {
                     routes.insert((method.to_owned(), path.clone()));
                 }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod delivery;
 pub mod events;
 pub mod notify;
+pub mod personal_tokens;
 pub mod siem;
 
 /// A storage failure.

@@ -24,6 +24,16 @@ pub fn router() -> Router<AppState> {
         .route("/account", get(account_page))
         .route("/account/password", post(change_password))
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
+        .route("/account/tokens", post(create_token))
+        .route("/account/tokens/revoke", post(revoke_token))
+}
+
+/// A personal API token as the page lists it.
+struct TokenView {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
 }
 
 #[derive(Default)]
@@ -41,6 +51,10 @@ struct AccountPage {
     sessions: i64,
     status: Option<String>,
     errors: PasswordErrors,
+    tokens: Vec<TokenView>,
+    /// A token just created: shown on this answer only.
+    new_token: Option<String>,
+    token_name_error: Option<String>,
 }
 
 async fn render(
@@ -50,12 +64,39 @@ async fn render(
     status: Option<String>,
     errors: PasswordErrors,
 ) -> Result<Response, WebError> {
+    render_with_token(state, user, status_code, status, errors, None, None).await
+}
+
+async fn render_with_token(
+    state: &AppState,
+    user: &CurrentUser,
+    status_code: StatusCode,
+    status: Option<String>,
+    errors: PasswordErrors,
+    new_token: Option<String>,
+    token_name_error: Option<String>,
+) -> Result<Response, WebError> {
+    let tokens = store::personal_tokens::list(state.pool(), user.user_id)
+        .await?
+        .into_iter()
+        .map(|t| TokenView {
+            id: t.id.to_string(),
+            name: t.name,
+            created: super::health_panel::when(t.created_at),
+            last_used: t
+                .last_used_at
+                .map_or_else(|| "never".to_owned(), super::health_panel::when),
+        })
+        .collect();
     let page = AccountPage {
         layout: Layout::signed_in(user, "Your account"),
         email: user.email.clone(),
         sessions: store::accounts::count_sessions(state.pool(), user.user_id).await?,
         status,
         errors,
+        tokens,
+        new_token,
+        token_name_error,
     };
     Ok((status_code, Html(page.render()?)).into_response())
 }
@@ -158,4 +199,93 @@ async fn sign_out_everywhere(
     let ended = store::accounts::end_sessions_of(state.pool(), user.user_id, None).await?;
     tracing::info!(user_id = %user.user_id, sessions_ended = ended, "signed out everywhere");
     super::auth::signed_out(&state, &headers).await
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Creates a personal API token and shows it once.
+async fn create_token(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, WebError> {
+    user.check_csrf(&form.csrf_token)?;
+    let name = form.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return render_with_token(
+            &state,
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            PasswordErrors::default(),
+            None,
+            Some(
+                "Give the token a name of 1 to 100 characters, e.g. the script that uses it."
+                    .into(),
+            ),
+        )
+        .await;
+    }
+    let token = crypto::random_token();
+    store::personal_tokens::create(
+        state.pool(),
+        user.user_id,
+        name,
+        &crypto::token_digest(&token),
+    )
+    .await?;
+    tracing::info!(user_id = %user.user_id, "personal API token created");
+    render_with_token(
+        &state,
+        &user,
+        StatusCode::OK,
+        Some("Token created. Copy it now: it is shown only this once.".into()),
+        PasswordErrors::default(),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    id: String,
+}
+
+/// Revokes one of the user's own tokens.
+async fn revoke_token(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Form(form): Form<RevokeForm>,
+) -> Result<Response, WebError> {
+    user.check_csrf(&form.csrf_token)?;
+    let revoked = match uuid::Uuid::parse_str(form.id.trim()) {
+        Ok(id) => store::personal_tokens::revoke(state.pool(), id, Some(user.user_id)).await?,
+        Err(_) => false,
+    };
+    let (code, status) = if revoked {
+        (StatusCode::OK, "Token revoked: it no longer works.")
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "No such token of yours (it may be revoked already).",
+        )
+    };
+    render(
+        &state,
+        &user,
+        code,
+        Some(status.into()),
+        PasswordErrors::default(),
+    )
+    .await
 }

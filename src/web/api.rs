@@ -71,12 +71,7 @@ async fn record_events_inner(
 ) -> Result<Response, super::WebError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let token = super::bearer(headers);
     let Some(token) = token else {
         return Ok(error(
             StatusCode::UNAUTHORIZED,

@@ -14,6 +14,7 @@ mod health_panel;
 pub mod metrics;
 mod session;
 mod settings;
+mod siem_api;
 mod subscriptions;
 
 use std::time::Duration;
@@ -41,6 +42,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// The whole portal.
+/// The token of an `Authorization: Bearer <token>` header, if one is given.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 pub fn router(state: AppState) -> Router {
     let x_request_id = axum::http::HeaderName::from_static("x-request-id");
     let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
@@ -53,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(events::router())
         .merge(api::router())
+        .merge(siem_api::router())
         .nest_service("/static", ServeDir::new(static_dir))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(error::log_and_render_errors))

@@ -585,7 +585,7 @@ async fn submit(
             let generated = validated.generated_secret.clone();
             save(
                 &state,
-                &user,
+                (user.user_id, &user.email),
                 sub,
                 enabled,
                 loaded.settings.as_ref(),
@@ -634,9 +634,11 @@ async fn submit(
     }
 }
 
-async fn save(
+/// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
+/// history entry: for the page and the REST API alike.
+pub(super) async fn save(
     state: &AppState,
-    user: &CurrentUser,
+    user: (uuid::Uuid, &str),
     sub: uuid::Uuid,
     enabled: bool,
     before: Option<&store::siem::SettingsRow>,
@@ -648,15 +650,7 @@ async fn save(
     let settings = &validated.settings;
 
     let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-    store::siem::upsert_settings(
-        &mut tx,
-        sub,
-        enabled,
-        provider.id(),
-        user.user_id,
-        &user.email,
-    )
-    .await?;
+    store::siem::upsert_settings(&mut tx, sub, enabled, provider.id(), user.0, user.1).await?;
     store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), settings).await?;
     for name in &validated.removed_secrets {
         store::siem::delete_secret(&mut tx, sub, provider.id(), name).await?;
@@ -676,10 +670,9 @@ async fn save(
     if enabled {
         store::delivery::ensure_destination(&mut tx, sub, provider.id()).await?;
     }
-    store::siem::record_history(&mut *tx, sub, user.user_id, &user.email, "saved", &changes)
-        .await?;
+    store::siem::record_history(&mut *tx, sub, user.0, user.1, "saved", &changes).await?;
     tx.commit().await.map_err(store::Error::from)?;
-    tracing::info!(subscription_id = %sub, user_id = %user.user_id, enabled, provider = provider.id(), "SIEM settings saved");
+    tracing::info!(subscription_id = %sub, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
     Ok(())
 }
 

@@ -498,6 +498,18 @@ pub fn csrf_token(html: &str) -> String {
     input_value(html, "csrf_token").expect("page has a csrf_token field")
 }
 
+/// The body of a GET with `client` (its cookies, its session).
+pub async fn page_with(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// The value of the first input named `name`.
 pub fn input_value(html: &str, name: &str) -> Option<String> {
     let doc = scraper::Html::parse_document(html);

@@ -1,0 +1,82 @@
+//! Personal API tokens: a user's credentials for the REST API (stored as SHA-256 digests).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Error;
+
+/// A token as its owner's list shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The user a live token acts as.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenUser {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+/// Stores a new token's digest for `user_id`.
+pub async fn create(
+    pool: &PgPool,
+    user_id: Uuid,
+    name: &str,
+    digest: &[u8],
+) -> Result<Uuid, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "insert into personal_tokens (id, user_id, name, token_digest) values ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(name)
+    .bind(digest)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// The live tokens of a user, newest first.
+pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<TokenRow>, Error> {
+    Ok(sqlx::query_as(
+        "select id, name, created_at, last_used_at from personal_tokens
+         where user_id = $1 and revoked_at is null order by created_at desc",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Revokes a token; `owner` limits it to that user's tokens (the account page), `None` is the
+/// operator's CLI. Whether a live token was revoked.
+pub async fn revoke(pool: &PgPool, id: Uuid, owner: Option<Uuid>) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update personal_tokens set revoked_at = now()
+         where id = $1 and revoked_at is null and ($2::uuid is null or user_id = $2)",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The user of a live token, noting its use.
+pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Option<TokenUser>, Error> {
+    Ok(sqlx::query_as(
+        "update personal_tokens t set last_used_at = now()
+         from users u
+         where t.token_digest = $1 and t.revoked_at is null and u.id = t.user_id
+         returning t.user_id, u.email",
+    )
+    .bind(digest)
+    .fetch_optional(pool)
+    .await?)
+}
