@@ -40,6 +40,13 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/retry-parked",
         [303, 403, 303, 404],
     ),
+    ("GET", "/subscriptions/{id}/tokens", [303, 403, 200, 404]),
+    ("POST", "/subscriptions/{id}/tokens", [303, 403, 422, 404]),
+    (
+        "POST",
+        "/subscriptions/{id}/tokens/revoke",
+        [303, 403, 404, 404],
+    ),
     ("GET", "/account", [303, 200, 200, 200]),
     ("POST", "/account/password", [303, 422, 422, 422]),
     ("POST", "/account/tokens", [303, 422, 422, 422]),

@@ -64,14 +64,85 @@ pub async fn revoke_token(pool: &PgPool, token_id: Uuid) -> Result<bool, Error> 
     Ok(n == 1)
 }
 
-/// The subscription of a live token.
+/// The subscription of a live token. Notes its use, at most once a minute (one round trip; no
+/// write on the hot path otherwise).
 pub async fn token_subscription(pool: &PgPool, digest: &[u8]) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar(
-        "select subscription_id from api_tokens where token_digest = $1 and revoked_at is null",
+        "with token as (
+             select id, subscription_id, last_used_at from api_tokens
+             where token_digest = $1 and revoked_at is null
+         ), used as (
+             update api_tokens set last_used_at = now()
+             where id = (select id from token)
+               and (last_used_at is null or last_used_at < now() - interval '1 minute')
+         )
+         select subscription_id from token",
     )
     .bind(digest)
     .fetch_optional(pool)
     .await?)
+}
+
+/// An ingestion token as the Tokens page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by_email: Option<String>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a named token created on the Tokens page.
+pub async fn create_named_token(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    digest: &[u8],
+    name: &str,
+    created_by_email: &str,
+) -> Result<Uuid, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "insert into api_tokens (id, subscription_id, token_digest, name, created_by_email)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(subscription_id)
+    .bind(digest)
+    .bind(name)
+    .bind(created_by_email)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// The live tokens of a subscription, newest first.
+pub async fn tokens(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<TokenRow>, Error> {
+    Ok(sqlx::query_as(
+        "select id, name, created_at, created_by_email, last_used_at from api_tokens
+         where subscription_id = $1 and revoked_at is null order by created_at desc",
+    )
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Revokes a token of this subscription; whether a live one was revoked.
+pub async fn revoke_subscription_token(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    token_id: Uuid,
+) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update api_tokens set revoked_at = now()
+         where id = $1 and subscription_id = $2 and revoked_at is null",
+    )
+    .bind(token_id)
+    .bind(subscription_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// Records a batch all-or-nothing: the events get the subscription's next `seq` numbers, in

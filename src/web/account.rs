@@ -201,37 +201,28 @@ async fn sign_out_everywhere(
     super::auth::signed_out(&state, &headers).await
 }
 
-#[derive(Deserialize)]
-struct TokenForm {
-    #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
-    name: String,
-}
-
 /// Creates a personal API token and shows it once.
 async fn create_token(
     State(state): State<AppState>,
     user: CurrentUser,
-    Form(form): Form<TokenForm>,
+    Form(form): Form<super::TokenForm>,
 ) -> Result<Response, WebError> {
     user.check_csrf(&form.csrf_token)?;
-    let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return render_with_token(
-            &state,
-            &user,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            PasswordErrors::default(),
-            None,
-            Some(
-                "Give the token a name of 1 to 100 characters, e.g. the script that uses it."
-                    .into(),
-            ),
-        )
-        .await;
-    }
+    let name = match super::token_name(&form.name) {
+        Ok(name) => name,
+        Err(e) => {
+            return render_with_token(
+                &state,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                PasswordErrors::default(),
+                None,
+                Some(e),
+            )
+            .await
+        }
+    };
     let token = crypto::random_token();
     store::personal_tokens::create(
         state.pool(),
@@ -253,24 +244,16 @@ async fn create_token(
     .await
 }
 
-#[derive(Deserialize)]
-struct RevokeForm {
-    #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
-    id: String,
-}
-
 /// Revokes one of the user's own tokens.
 async fn revoke_token(
     State(state): State<AppState>,
     user: CurrentUser,
-    Form(form): Form<RevokeForm>,
+    Form(form): Form<super::RevokeForm>,
 ) -> Result<Response, WebError> {
     user.check_csrf(&form.csrf_token)?;
-    let revoked = match uuid::Uuid::parse_str(form.id.trim()) {
-        Ok(id) => store::personal_tokens::revoke(state.pool(), id, Some(user.user_id)).await?,
-        Err(_) => false,
+    let revoked = match form.token_id() {
+        Some(id) => store::personal_tokens::revoke(state.pool(), id, Some(user.user_id)).await?,
+        None => false,
     };
     let (code, status) = if revoked {
         (StatusCode::OK, "Token revoked: it no longer works.")

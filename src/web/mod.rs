@@ -16,6 +16,7 @@ mod session;
 mod settings;
 mod siem_api;
 mod subscriptions;
+mod tokens;
 
 use std::time::Duration;
 
@@ -42,6 +43,40 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// The whole portal.
+/// The form that creates a named token (ingestion or personal).
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The form that revokes a token by id.
+#[derive(serde::Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    id: String,
+}
+
+impl RevokeForm {
+    fn token_id(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(self.id.trim()).ok()
+    }
+}
+
+/// A token's name: 1 to 100 characters, no control characters.
+fn token_name(raw: &str) -> Result<&str, String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        Err("Give the token a name of 1 to 100 characters, e.g. what uses it.".into())
+    } else {
+        Ok(name)
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if one is given.
 fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
@@ -63,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriptions::router())
         .merge(settings::router())
         .merge(events::router())
+        .merge(tokens::router())
         .merge(api::router())
         .merge(siem_api::router())
         .nest_service("/static", ServeDir::new(static_dir))
