@@ -40,6 +40,24 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/retry-parked",
         [303, 403, 303, 404],
     ),
+    ("GET", "/subscriptions/{id}/members", [303, 403, 200, 404]),
+    (
+        "POST",
+        "/subscriptions/{id}/members/invite",
+        [303, 403, 422, 404],
+    ),
+    (
+        "POST",
+        "/subscriptions/{id}/members/role",
+        [303, 403, 404, 404],
+    ),
+    (
+        "POST",
+        "/subscriptions/{id}/members/remove",
+        [303, 403, 404, 404],
+    ),
+    ("GET", "/invite/{token}", [404, 404, 404, 404]),
+    ("POST", "/invite/{token}", [404, 403, 403, 403]),
     ("GET", "/subscriptions/{id}/tokens", [303, 403, 200, 404]),
     ("POST", "/subscriptions/{id}/tokens", [303, 403, 422, 404]),
     (

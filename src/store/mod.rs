@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod delivery;
 pub mod events;
+pub mod members;
 pub mod notify;
 pub mod personal_tokens;
 pub mod siem;

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod health;
 mod health_panel;
+mod members;
 pub mod metrics;
 mod session;
 mod settings;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(events::router())
         .merge(tokens::router())
+        .merge(members::router())
         .merge(api::router())
         .merge(siem_api::router())
         .nest_service("/static", ServeDir::new(static_dir))

@@ -26,6 +26,23 @@ pub async fn membership_or_404(
         .ok_or(WebError::NotFound)
 }
 
+/// The membership, if the user administers the subscription: 404 for strangers, 403 (saying
+/// that only administrators can `what`) for readers.
+pub async fn admin_of(
+    state: &AppState,
+    user: &CurrentUser,
+    raw_id: &str,
+    what: &str,
+) -> Result<MembershipRow, WebError> {
+    let membership = membership_or_404(state, user, raw_id).await?;
+    if !membership.role().is_admin() {
+        return Err(WebError::Forbidden(format!(
+            "Only administrators of this subscription can {what}."
+        )));
+    }
+    Ok(membership)
+}
+
 #[derive(Template)]
 #[template(path = "subscriptions.html")]
 struct ListPage {

@@ -10,9 +10,7 @@ use axum::{
     Form, Router,
 };
 
-use super::{
-    health_panel::when, session::CurrentUser, subscriptions::membership_or_404, Layout, WebError,
-};
+use super::{health_panel::when, session::CurrentUser, Layout, WebError};
 use crate::{crypto, state::AppState, store, store::accounts::MembershipRow};
 
 pub fn router() -> Router<AppState> {
@@ -46,14 +44,7 @@ async fn admin_of(
     user: &CurrentUser,
     id: &str,
 ) -> Result<MembershipRow, WebError> {
-    let membership = membership_or_404(state, user, id).await?;
-    if !membership.role().is_admin() {
-        return Err(WebError::Forbidden(
-            "Only administrators of this subscription can see and manage its ingestion tokens."
-                .into(),
-        ));
-    }
-    Ok(membership)
+    super::subscriptions::admin_of(state, user, id, "see and manage its ingestion tokens").await
 }
 
 async fn render(

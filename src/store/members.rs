@@ -1,0 +1,207 @@
+//! A subscription's members and invitations. Every role change and removal keeps at least one
+//! administrator, checked under a lock on the subscription's admin rows.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Error;
+use crate::domain::account::Role;
+
+/// A member as the Members page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: String,
+}
+
+/// An open invitation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InviteRow {
+    pub id: Uuid,
+    pub subscription_id: Uuid,
+    pub subscription_name: String,
+    pub email: String,
+    pub role: String,
+    pub invited_by_email: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a role change or removal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Done,
+    /// Refused: it would leave the subscription without an administrator.
+    LastAdmin,
+    /// No such member.
+    NotMember,
+}
+
+/// The members of a subscription, by email.
+pub async fn members(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<MemberRow>, Error> {
+    Ok(sqlx::query_as(
+        "select m.user_id, u.email, m.role from memberships m join users u on u.id = m.user_id
+         where m.subscription_id = $1 order by u.email",
+    )
+    .bind(subscription_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Locks the subscription's administrators and tells whether `user_id` is the only one.
+async fn is_last_admin(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, Error> {
+    let admins: Vec<Uuid> = sqlx::query_scalar(
+        "select user_id from memberships where subscription_id = $1 and role = 'admin' for update",
+    )
+    .bind(subscription_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(admins == [user_id])
+}
+
+/// Gives a member another role.
+pub async fn set_role(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> Result<Change, Error> {
+    let mut tx = pool.begin().await?;
+    if role != Role::Admin && is_last_admin(&mut tx, subscription_id, user_id).await? {
+        return Ok(Change::LastAdmin);
+    }
+    let n =
+        sqlx::query("update memberships set role = $3 where subscription_id = $1 and user_id = $2")
+            .bind(subscription_id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    tx.commit().await?;
+    Ok(if n == 1 {
+        Change::Done
+    } else {
+        Change::NotMember
+    })
+}
+
+/// Removes a member.
+pub async fn remove(pool: &PgPool, subscription_id: Uuid, user_id: Uuid) -> Result<Change, Error> {
+    let mut tx = pool.begin().await?;
+    if is_last_admin(&mut tx, subscription_id, user_id).await? {
+        return Ok(Change::LastAdmin);
+    }
+    let n = sqlx::query("delete from memberships where subscription_id = $1 and user_id = $2")
+        .bind(subscription_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(if n == 1 {
+        Change::Done
+    } else {
+        Change::NotMember
+    })
+}
+
+/// Stores an invitation.
+pub async fn create_invite(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    email: &str,
+    role: Role,
+    digest: &[u8],
+    invited_by_email: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, Error> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "insert into invites (id, subscription_id, email, role, token_digest, invited_by_email, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(subscription_id)
+    .bind(email)
+    .bind(role.as_str())
+    .bind(digest)
+    .bind(invited_by_email)
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// The open invitations of a subscription.
+pub async fn open_invites(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<InviteRow>, Error> {
+    Ok(sqlx::query_as(
+        "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
+                i.invited_by_email, i.expires_at
+         from invites i join subscriptions s on s.id = i.subscription_id
+         where i.subscription_id = $1 and i.accepted_at is null and i.expires_at > $2
+         order by i.created_at desc",
+    )
+    .bind(subscription_id)
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The open invitation behind a link.
+pub async fn invite(
+    pool: &PgPool,
+    digest: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<InviteRow>, Error> {
+    Ok(sqlx::query_as(
+        "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
+                i.invited_by_email, i.expires_at
+         from invites i join subscriptions s on s.id = i.subscription_id
+         where i.token_digest = $1 and i.accepted_at is null and i.expires_at > $2",
+    )
+    .bind(digest)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Uses an invitation once: the user joins with its role (a member keeps the role they have).
+/// `false` when it was used or expired meanwhile.
+pub async fn accept(
+    tx: &mut Transaction<'_, Postgres>,
+    invite: &InviteRow,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update invites set accepted_at = $2 where id = $1 and accepted_at is null and expires_at > $2",
+    )
+    .bind(invite.id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "insert into memberships (user_id, subscription_id, role) values ($1, $2, $3)
+         on conflict on constraint memberships_pkey do nothing",
+    )
+    .bind(user_id)
+    .bind(invite.subscription_id)
+    .bind(&invite.role)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
