@@ -101,6 +101,11 @@ enum AdminCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// Re-seal every stored SIEM secret with the current master key. With DATABASE_URL: run it
+    /// with the new key in CLOUDPKI_MASTER_KEY and the old one in CLOUDPKI_MASTER_KEY_PREVIOUS
+    /// (which every process should have during the rotation). Embedded: generates a new key file
+    /// (the old one is kept as master.key.previous); restart the portal afterwards.
+    RotateMasterKey,
     /// Revoke an ingestion or personal API token by its id (printed when it was created).
     RevokeToken {
         /// Token id.
@@ -234,6 +239,7 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             println!("{token}");
             Ok(())
         }
+        AdminCommand::RotateMasterKey => rotate_master_key(db, config).await,
         AdminCommand::RevokeToken { id } => {
             let id = Uuid::parse_str(id.trim())
                 .map_err(|_| UsageError(format!("--id: `{id}` is not a token id (a UUID)")))?;
@@ -382,4 +388,111 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         }
         tracing::info!("shutdown requested; finishing requests in flight");
     }
+}
+
+/// Re-seals every SIEM secret that is not sealed with the current key (see
+/// [`AdminCommand::RotateMasterKey`]). One transaction: either every secret that opens is
+/// re-sealed or none is. Secrets no key opens are listed, left as they are.
+async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()> {
+    use crate::app::{load_or_generate_master_key, MASTER_KEY_FILE};
+    let (key, new_file) = match &config.master_key {
+        Some(key) if key.previous_id().is_some() => (key.clone(), None),
+        Some(_) => {
+            return Err(UsageError(
+                "put the new key in CLOUDPKI_MASTER_KEY and the old one in CLOUDPKI_MASTER_KEY_PREVIOUS, then run this again".into(),
+            )
+            .into())
+        }
+        None => {
+            let old = load_or_generate_master_key(&config.data_dir)?;
+            let new = crypto::MasterKey::generate().with_previous(old.clone());
+            (new, Some(old))
+        }
+    };
+    /// subscription, provider, name, key id, nonce, ciphertext
+    type Row = (uuid::Uuid, String, String, String, Vec<u8>, Vec<u8>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select subscription_id, provider, name, key_id, nonce, ciphertext from siem_secrets
+         where key_id <> $1",
+    )
+    .bind(key.id())
+    .fetch_all(&db.pool)
+    .await?;
+    let mut tx = db.pool.begin().await?;
+    let (mut resealed, mut unreadable) = (0, Vec::new());
+    for (subscription, provider, name, key_id, nonce, ciphertext) in rows {
+        let context = format!("{subscription}/{provider}/{name}");
+        let sealed = crypto::Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        match key.open(&sealed, &context) {
+            Some(plain) => {
+                let fresh = key.seal(&plain, &context);
+                sqlx::query(
+                    "update siem_secrets set key_id = $4, nonce = $5, ciphertext = $6
+                     where subscription_id = $1 and provider = $2 and name = $3",
+                )
+                .bind(subscription)
+                .bind(&provider)
+                .bind(&name)
+                .bind(&fresh.key_id)
+                .bind(&fresh.nonce)
+                .bind(&fresh.ciphertext)
+                .execute(&mut *tx)
+                .await?;
+                resealed += 1;
+            }
+            None => unreadable.push(format!("{subscription} {provider} {name}")),
+        }
+    }
+    // Secrets held for Save-after-Test live 10 minutes: they are simply dropped.
+    sqlx::query("delete from tested_secrets where key_id <> $1")
+        .bind(key.id())
+        .execute(&mut *tx)
+        .await?;
+    if let Some(old) = &new_file {
+        // The new key file is written before the commit: if writing fails nothing changed.
+        let dir = &config.data_dir;
+        std::fs::copy(dir.join(MASTER_KEY_FILE), dir.join("master.key.previous"))?;
+        let temp = dir.join("master.key.new");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
+            writeln!(file, "{}", key.to_base64())?;
+            file.sync_all()?;
+        }
+        tx.commit().await?;
+        std::fs::rename(&temp, dir.join(MASTER_KEY_FILE)).with_context(|| {
+            format!(
+                "the secrets are sealed with the new key, which is in {}: move it to {} by hand",
+                temp.display(),
+                MASTER_KEY_FILE
+            )
+        })?;
+        eprintln!(
+            "new master key {} written to {} (the old one, {}, is kept as master.key.previous); restart the portal",
+            key.id(),
+            dir.join(MASTER_KEY_FILE).display(),
+            old.id()
+        );
+    } else {
+        tx.commit().await?;
+        eprintln!(
+            "every secret is now sealed with key {}; remove CLOUDPKI_MASTER_KEY_PREVIOUS from every process",
+            key.id()
+        );
+    }
+    println!("re-sealed {resealed} secret(s)");
+    for row in &unreadable {
+        println!("could not open (neither key): {row}");
+    }
+    Ok(())
 }

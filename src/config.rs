@@ -139,8 +139,18 @@ impl Config {
             )
         })?;
 
+        let previous_key = match get("CLOUDPKI_MASTER_KEY_PREVIOUS") {
+            Some(raw) => Some(
+                parse_master_key(&raw)
+                    .map_err(|e| ConfigError::new("CLOUDPKI_MASTER_KEY_PREVIOUS", e.problem))?,
+            ),
+            None => None,
+        };
         let master_key = match get("CLOUDPKI_MASTER_KEY") {
-            Some(raw) => Some(parse_master_key(&raw)?),
+            Some(raw) => Some(match previous_key {
+                Some(previous) => parse_master_key(&raw)?.with_previous(previous),
+                None => parse_master_key(&raw)?,
+            }),
             None if database_url.is_some() => {
                 return Err(ConfigError::new(
                     "CLOUDPKI_MASTER_KEY",

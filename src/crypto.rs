@@ -126,6 +126,8 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub struct MasterKey {
     bytes: [u8; 32],
     id: String,
+    /// During a rotation: the key being replaced, which still opens what it sealed.
+    previous: Option<std::sync::Arc<MasterKey>>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -141,7 +143,28 @@ impl MasterKey {
         // The key id is a short digest of the key: stable, public, and not enough to guess it.
         let digest = Sha256::digest([b"cloudpki-key-id:".as_slice(), &bytes].concat());
         let id = hex::encode(&digest[..4]);
-        Some(Self { bytes, id })
+        Some(Self {
+            bytes,
+            id,
+            previous: None,
+        })
+    }
+
+    /// This key, also opening what `previous` sealed (`CLOUDPKI_MASTER_KEY_PREVIOUS` during a
+    /// rotation). It seals with itself only.
+    pub fn with_previous(mut self, previous: MasterKey) -> Self {
+        if previous.id != self.id {
+            self.previous = Some(std::sync::Arc::new(MasterKey {
+                previous: None,
+                ..previous
+            }));
+        }
+        self
+    }
+
+    /// The id of the key being replaced, during a rotation.
+    pub fn previous_id(&self) -> Option<&str> {
+        self.previous.as_deref().map(MasterKey::id)
     }
 
     /// A fresh random key.
@@ -186,6 +209,9 @@ impl MasterKey {
 
     /// Opens a sealed value; `None` when the key id, the context or the bytes do not match.
     pub fn open(&self, sealed: &Sealed, context: &str) -> Option<Vec<u8>> {
+        if let Some(previous) = self.previous.as_deref().filter(|p| p.id == sealed.key_id) {
+            return previous.open(sealed, context);
+        }
         if sealed.key_id != self.id || sealed.nonce.len() != 12 {
             return None;
         }
@@ -215,6 +241,23 @@ pub struct Sealed {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rotating_key_opens_what_the_previous_one_sealed_and_seals_with_itself() {
+        let old = MasterKey::generate();
+        let sealed_by_old = old.seal(b"secret", "ctx");
+        let new = MasterKey::generate().with_previous(old.clone());
+        assert_eq!(
+            new.open(&sealed_by_old, "ctx").as_deref(),
+            Some(&b"secret"[..])
+        );
+        assert_eq!(new.open(&sealed_by_old, "other"), None);
+        let resealed = new.seal(b"secret", "ctx");
+        assert_eq!(resealed.key_id, new.id());
+        assert_eq!(old.open(&resealed, "ctx"), None);
+        assert_eq!(new.previous_id(), Some(old.id()));
+    }
+
     use super::*;
 
     #[test]
