@@ -105,6 +105,31 @@ impl Browser {
         }
     }
 
+    /// Runs axe-core (WCAG 2.0/2.1/2.2 A and AA rules) on the current page; one line per
+    /// violation: rule, impact, and the elements.
+    pub async fn axe_violations(&self) -> Vec<String> {
+        let axe = std::fs::read_to_string(axe_path())
+            .expect("axe-core is installed (bash .ci/setup --test installs it)");
+        self.client
+            .execute(&axe, Vec::new())
+            .await
+            .expect("load axe-core");
+        let script = r#"
+            const done = arguments[arguments.length - 1];
+            axe.run(document, { runOnly: { type: 'tag', values:
+                ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } })
+              .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' +
+                v.nodes.map(n => n.target.join(' ')).join(', '))))
+              .catch(e => done(['axe failed: ' + e]));
+        "#;
+        let result = self
+            .client
+            .execute_async(script, Vec::new())
+            .await
+            .expect("run axe-core");
+        serde_json::from_value(result).expect("a list of violations")
+    }
+
     /// Saves a screenshot under `target/screenshots/`.
     pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
@@ -127,4 +152,24 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
     }
+}
+
+/// Where `.ci/setup --test` installs axe-core (`CLOUDPKI_AXE` overrides).
+fn axe_path() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("CLOUDPKI_AXE") {
+        return path.into();
+    }
+    let mut roots = Vec::new();
+    if let Ok(dir) = std::env::var("CLOUDPKI_TOOLS_DIR") {
+        roots.push(std::path::PathBuf::from(dir));
+    }
+    roots.push("/var/cache/cloudpki-tools".into());
+    if let Ok(home) = std::env::var("HOME") {
+        roots.push(std::path::PathBuf::from(home).join(".cache/cloudpki-tools"));
+    }
+    roots
+        .into_iter()
+        .map(|root| root.join("axe/node_modules/axe-core/axe.min.js"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| "axe.min.js".into())
 }
