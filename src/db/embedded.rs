@@ -117,12 +117,17 @@ pub struct EmbeddedPostgres {
 
 #[derive(Debug)]
 struct Server {
-    pid: u32,
+    /// The current postmaster (it changes when a dead one is restarted).
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Set once the server accepted connections: from then on a dead one is restarted (a
+    /// server that dies during startup is a startup error).
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop_tx: mpsc::Sender<()>,
     thread: JoinHandle<io::Result<ExitStatus>>,
 }
 
 /// The OS user that runs `initdb`/`postgres`, and whether we must switch to it.
+#[derive(Clone)]
 struct RunAs {
     name: String,
     uid: Uid,
@@ -160,50 +165,17 @@ impl EmbeddedPostgres {
         }
 
         let log_path = data_dir.join("postgres.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(io_err("open", &log_path))?;
-        let log_err = log.try_clone().map_err(io_err("open", &log_path))?;
         // Startup errors quote only this run's lines; the log accumulates across runs.
-        let log_start = log.metadata().map_or(0, |m| m.len());
-        let mut cmd = child_command(&bin_dir.join("postgres"), &cluster_dir, &run_as, &bin_dir);
-        cmd.arg("-D")
-            .arg(&cluster_dir)
-            .args(["-c", "listen_addresses="])
-            .arg("-c")
-            .arg(setting("unix_socket_directories=", &cluster_dir))
-            .args(["-p", &PORT.to_string()]);
-        if !opts.durable {
-            for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
-                cmd.arg("-c").arg(format!("{setting}=off"));
-            }
-            // Keep the disk footprint small too: no WAL for replicas, and WAL recycled early
-            // (checkpoints cost little without fsync).
-            for setting in [
-                "wal_level=minimal",
-                "max_wal_senders=0",
-                "max_wal_size=64MB",
-                "min_wal_size=32MB",
-            ] {
-                cmd.arg("-c").arg(setting);
-            }
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
-        // SAFETY: set_pdeathsig is one async-signal-safe prctl syscall. It runs after std has
-        // switched uid/gid, which matters because a credential change clears PDEATHSIG.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from)
-            });
-        }
-        let server = spawn_server(cmd).map_err(io_err("run", &bin_dir.join("postgres")))?;
-        tracing::info!(pid = server.pid, dir = %cluster_dir.display(), "embedded PostgreSQL started");
+        let log_start = fs::metadata(&log_path).map_or(0, |m| m.len());
+        let make = {
+            let (bin_dir, cluster_dir, log_path) =
+                (bin_dir.clone(), cluster_dir.clone(), log_path.clone());
+            let durable = opts.durable;
+            move || server_command(&bin_dir, &cluster_dir, &run_as, &log_path, durable)
+        };
+        let server =
+            spawn_server(Box::new(make)).map_err(io_err("run", &bin_dir.join("postgres")))?;
+        tracing::info!(pid = server.pid.load(std::sync::atomic::Ordering::Relaxed), dir = %cluster_dir.display(), "embedded PostgreSQL started");
         let pg = EmbeddedPostgres {
             cluster_dir,
             server: Some(server),
@@ -211,6 +183,11 @@ impl EmbeddedPostgres {
         };
         // On error `pg` is dropped here, which stops the server.
         pg.wait_ready_and_create_db(&log_path, log_start)?;
+        if let Some(server) = &pg.server {
+            server
+                .ready
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(pg)
     }
 
@@ -245,7 +222,9 @@ impl EmbeddedPostgres {
 
     /// Pid of the running postmaster, `None` once stopped.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        self.server.as_ref().map(|s| s.pid)
+        self.server
+            .as_ref()
+            .map(|s| s.pid.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Fast shutdown (SIGINT to the postmaster), waits for it to exit. Idempotent.
@@ -536,37 +515,185 @@ fn child_command(program: &Path, cwd: &Path, who: &RunAs, bin_dir: &Path) -> Com
     cmd
 }
 
-/// Runs the postmaster from a dedicated thread: PDEATHSIG fires when the forking thread exits.
-fn spawn_server(mut cmd: Command) -> io::Result<Server> {
+/// The postmaster's command line, its output appended to `log_path`.
+fn server_command(
+    bin_dir: &Path,
+    cluster_dir: &Path,
+    run_as: &RunAs,
+    log_path: &Path,
+    durable: bool,
+) -> io::Result<Command> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log_path)?;
+    let log_err = log.try_clone()?;
+    let mut cmd = child_command(&bin_dir.join("postgres"), cluster_dir, run_as, bin_dir);
+    cmd.arg("-D")
+        .arg(cluster_dir)
+        .args(["-c", "listen_addresses="])
+        .arg("-c")
+        .arg(setting("unix_socket_directories=", cluster_dir))
+        .args(["-p", &PORT.to_string()]);
+    if !durable {
+        for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+            cmd.arg("-c").arg(format!("{setting}=off"));
+        }
+        // Keep the disk footprint small too: no WAL for replicas, and WAL recycled early
+        // (checkpoints cost little without fsync).
+        for setting in [
+            "wal_level=minimal",
+            "max_wal_senders=0",
+            "max_wal_size=64MB",
+            "min_wal_size=32MB",
+        ] {
+            cmd.arg("-c").arg(setting);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0);
+    // SAFETY: set_pdeathsig is one async-signal-safe prctl syscall. It runs after std has
+    // switched uid/gid, which matters because a credential change clears PDEATHSIG.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from));
+    }
+    Ok(cmd)
+}
+
+/// Builds the postmaster's command, again for each restart.
+type MakeCommand = Box<dyn Fn() -> io::Result<Command> + Send>;
+
+/// Runs the postmaster from a dedicated thread: PDEATHSIG fires when the forking thread exits,
+/// so restarts happen from this same thread.
+fn spawn_server(make: MakeCommand) -> io::Result<Server> {
     let (started_tx, started_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
+    let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let current = pid.clone();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heal = ready.clone();
     let thread = thread::Builder::new()
         .name("embedded-postgres".into())
-        .spawn(move || match cmd.spawn() {
+        .spawn(move || match make().and_then(|mut cmd| cmd.spawn()) {
             Ok(child) => {
-                let _ = started_tx.send(Ok(child.id()));
-                supervise(child, &stop_rx)
+                current.store(child.id(), std::sync::atomic::Ordering::Relaxed);
+                let _ = started_tx.send(Ok(()));
+                supervise(child, &stop_rx, &make, &current, &heal)
             }
             Err(e) => {
                 let _ = started_tx.send(Err(e));
                 Err(io::Error::other("postgres did not start"))
             }
         })?;
-    let pid = (started_rx.recv()).map_err(|_| io::Error::other("server thread died"))??;
+    (started_rx.recv()).map_err(|_| io::Error::other("server thread died"))??;
     Ok(Server {
         pid,
+        ready,
         stop_tx,
         thread,
     })
 }
 
-/// Waits for a stop request, or the owner vanishing without one, then fast-shuts the server down.
-fn supervise(mut child: Child, stop_rx: &mpsc::Receiver<()>) -> io::Result<ExitStatus> {
+/// Restarts in a row (each within [`HEALTHY_AFTER`] of the last) before giving up.
+pub const MAX_RESTARTS: u32 = 8;
+/// A server that ran this long counts as recovered: the count starts again.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Exit code when the embedded database cannot be kept running (EX_SOFTWARE).
+pub const EXIT_DATABASE_LOST: i32 = 70;
+
+/// When a dead postmaster is started again, and when to give up.
+#[derive(Debug)]
+pub struct RestartPolicy {
+    failures: u32,
+    last_start: Instant,
+}
+
+impl RestartPolicy {
+    pub fn new(started: Instant) -> RestartPolicy {
+        RestartPolicy {
+            failures: 0,
+            last_start: started,
+        }
+    }
+
+    /// The server died at `now`: wait this long and start it again, or `None`: give up.
+    pub fn on_death(&mut self, now: Instant) -> Option<Duration> {
+        if now.saturating_duration_since(self.last_start) >= HEALTHY_AFTER {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        if self.failures > MAX_RESTARTS {
+            return None;
+        }
+        let backoff = Duration::from_millis(200) * 2u32.saturating_pow(self.failures - 1);
+        Some(backoff.min(Duration::from_secs(5)))
+    }
+
+    /// A new server was started at `now`.
+    pub fn started(&mut self, now: Instant) {
+        self.last_start = now;
+    }
+}
+
+/// Waits for a stop request, or the owner vanishing without one, then fast-shuts the server
+/// down. A server that dies on its own is started again (PostgreSQL's crash recovery replays
+/// the WAL); after [`MAX_RESTARTS`] failed restarts in a row the whole process exits with
+/// [`EXIT_DATABASE_LOST`], so that its supervisor (systemd, the container runtime) restarts it.
+fn supervise(
+    mut child: Child,
+    stop_rx: &mpsc::Receiver<()>,
+    make: &MakeCommand,
+    current: &std::sync::atomic::AtomicU32,
+    heal: &std::sync::atomic::AtomicBool,
+) -> io::Result<ExitStatus> {
     let tick = Duration::from_millis(100);
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(tick) {
-        if let Some(status) = child.try_wait()? {
+    let mut policy = RestartPolicy::new(Instant::now());
+    loop {
+        match stop_rx.recv_timeout(tick) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Asked to stop, or the owner is gone.
+            _ => break,
+        }
+        let Some(status) = child.try_wait()? else {
+            continue;
+        };
+        if !heal.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(status);
         }
+        tracing::error!(%status, "embedded PostgreSQL died; restarting it");
+        loop {
+            let Some(delay) = policy.on_death(Instant::now()) else {
+                tracing::error!(
+                    "embedded PostgreSQL could not be restarted {MAX_RESTARTS} times in a row; exiting so that the service supervisor restarts cloudpki"
+                );
+                std::process::exit(EXIT_DATABASE_LOST);
+            };
+            if !matches!(
+                stop_rx.recv_timeout(delay),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
+                return Ok(status);
+            }
+            match make().and_then(|mut cmd| cmd.spawn()) {
+                Ok(next) => {
+                    policy.started(Instant::now());
+                    current.store(next.id(), std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        pid = next.id(),
+                        "embedded PostgreSQL restarted (crash recovery)"
+                    );
+                    child = next;
+                    break;
+                }
+                Err(e) => tracing::error!(error = %e, "embedded PostgreSQL could not be started"),
+            }
+        }
+    }
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
     }
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     let _ = kill(pid, Signal::SIGINT);
@@ -602,4 +729,33 @@ fn start_failed(reason: &'static str, log: &Path, from: u64) -> EmbeddedError {
     let lines: Vec<&str> = text.lines().collect();
     let tail = one_line(&lines[lines.len().saturating_sub(10)..].join("\n"));
     EmbeddedError::StartFailed(reason, log.to_path_buf(), tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_server_is_restarted_with_backoff_until_it_gives_up() {
+        let start = Instant::now();
+        let mut policy = RestartPolicy::new(start);
+        let mut delays = Vec::new();
+        let mut now = start;
+        while let Some(delay) = policy.on_death(now) {
+            delays.push(delay);
+            now += delay;
+            policy.started(now);
+        }
+        assert_eq!(delays.len(), MAX_RESTARTS as usize);
+        assert_eq!(delays[0], Duration::from_millis(200));
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(5)));
+        // A server that then ran long enough starts the count again.
+        let mut policy = RestartPolicy::new(start);
+        for _ in 0..MAX_RESTARTS {
+            policy.on_death(start);
+        }
+        policy.started(start);
+        assert!(policy.on_death(start + HEALTHY_AFTER).is_some());
+    }
 }

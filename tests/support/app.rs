@@ -233,10 +233,22 @@ impl TestApp {
         Self::start(env, overrides, true).await
     }
 
-    async fn start(
+    async fn start(env: HashMap<String, String>, overrides: Overrides, with_worker: bool) -> Self {
+        let (pool, db_options) = fresh_database().await;
+        Self::start_on(env, overrides, with_worker, pool, db_options).await
+    }
+
+    /// Starts a portal on a database of the test's own (already migrated or not).
+    pub async fn spawn_on_pool(pool: PgPool, db_options: PgConnectOptions) -> Self {
+        Self::start_on(test_env(), Overrides::default(), false, pool, db_options).await
+    }
+
+    async fn start_on(
         mut env: HashMap<String, String>,
         overrides: Overrides,
         with_worker: bool,
+        pool: PgPool,
+        db_options: PgConnectOptions,
     ) -> Self {
         capture_logs();
         let data_dir = tempfile::tempdir().expect("tempdir");
@@ -244,7 +256,6 @@ impl TestApp {
             .or_insert_with(|| data_dir.path().display().to_string());
         let config =
             Config::from_lookup(|k| env.get(k).cloned(), None).expect("test config is valid");
-        let (pool, db_options) = fresh_database().await;
         let master_key = MasterKey::generate();
         let app = Application::build_with_pool(config, pool.clone(), master_key.clone(), overrides)
             .await
