@@ -651,12 +651,8 @@ fn supervise(
 ) -> io::Result<ExitStatus> {
     let tick = Duration::from_millis(100);
     let mut policy = RestartPolicy::new(Instant::now());
-    loop {
-        match stop_rx.recv_timeout(tick) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Asked to stop, or the owner is gone.
-            _ => break,
-        }
+    // Until asked to stop, or the owner is gone.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(tick) {
         let Some(status) = child.try_wait()? else {
             continue;
         };
