@@ -16,22 +16,7 @@ async fn check(browser: &Browser, name: &str, found: &mut Vec<String>) {
 }
 
 async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
-    let c = &browser.client;
-    c.goto(&app.url("/login")).await.unwrap();
-    browser
-        .wait_css("#email")
-        .await
-        .send_keys(email)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    browser.submit_with("button[type=submit].primary").await;
-    browser.wait_css("ul.cards").await;
+    browser.sign_in(&app.base_url, email, PASSWORD).await;
 }
 
 #[tokio::test]

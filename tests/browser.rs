@@ -12,22 +12,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 const WRONG_KEY: &str = "ffffffffffffffffffffffffffffffff";
 
 async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
-    let c = &browser.client;
-    c.goto(&app.url("/login")).await.unwrap();
-    browser
-        .wait_css("#email")
-        .await
-        .send_keys(email)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    browser.submit_with("button[type=submit].primary").await;
-    browser.wait_css("ul.cards").await;
+    browser.sign_in(&app.base_url, email, PASSWORD).await;
 }
 
 async fn open_settings(browser: &Browser) {

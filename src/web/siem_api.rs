@@ -172,9 +172,10 @@ async fn update(
         }
     }
     let enabled = values.remove("siem_enabled").is_some();
+    let before = store::siem::settings(state.pool(), sub).await?;
     let provider = match values.remove("provider") {
-        None => store::siem::settings(state.pool(), sub)
-            .await?
+        None => before
+            .as_ref()
             .and_then(|s| Provider::parse(&s.provider).ok())
             .unwrap_or_else(Provider::first),
         Some(raw) => match Provider::parse(&raw) {
@@ -208,7 +209,6 @@ async fn update(
     if errors.count() > 0 {
         return Ok(invalid(errors));
     }
-    let before = store::siem::settings(state.pool(), sub).await?;
     let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
     let context = Context {
         hostname: state.hostname(),

@@ -105,6 +105,28 @@ impl Browser {
         }
     }
 
+    /// Signs in on `base_url` with the tests' password and waits for the subscriptions list.
+    pub async fn sign_in(&self, base_url: &str, email: &str, password: &str) {
+        self.client
+            .goto(&format!("{base_url}/login"))
+            .await
+            .expect("open sign-in");
+        self.wait_css("#email")
+            .await
+            .send_keys(email)
+            .await
+            .expect("type email");
+        self.client
+            .find(Locator::Css("#password"))
+            .await
+            .expect("password field")
+            .send_keys(password)
+            .await
+            .expect("type password");
+        self.submit_with("button[type=submit].primary").await;
+        self.wait_css("ul.cards").await;
+    }
+
     /// Runs axe-core (WCAG 2.0/2.1/2.2 A and AA rules) on the current page; one line per
     /// violation: rule, impact, and the elements.
     pub async fn axe_violations(&self) -> Vec<String> {
