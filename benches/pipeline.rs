@@ -110,6 +110,7 @@ struct Sizes {
     scale_small: i64,
     fair_subscriptions: usize,
     fair_backlog: i64,
+    page_backlog: i64,
     latency_secs: u64,
     latency_rates: [u64; 2],
     load_secs: u64,
@@ -125,6 +126,7 @@ impl Sizes {
             scale_small: 10_000,
             fair_subscriptions: 200,
             fair_backlog: 20_000,
+            page_backlog: 200_000,
             latency_secs: 3,
             latency_rates: [1_000, 10_000],
             load_secs: 2,
@@ -140,6 +142,7 @@ impl Sizes {
             scale_small: 10_000,
             fair_subscriptions: 1_000,
             fair_backlog: 100_000,
+            page_backlog: 1_000_000,
             latency_secs: 10,
             latency_rates: [1_000, 10_000],
             load_secs: 5,
@@ -980,6 +983,7 @@ fn prefill_logs(subs: &[Uuid], n: i64) -> Vec<AuditLog> {
                     "issuer": "CN=Example Issuing CA 1,O=Example",
                     "template": "TLS Server",
                 }),
+                chain: None,
             }
         })
         .collect()
@@ -2053,8 +2057,8 @@ async fn ingest_and_page(
         );
         // The same page while the subscription has a backlog (the delivery health panel
         // counts it).
-        let backlog = ctx.sizes.drain_backlog;
-        db.prefill(&subs, backlog).await?;
+        let backlog = ctx.sizes.page_backlog;
+        db.prefill(&[sub], backlog).await?;
         let (bn, bs, bl) =
             closed_loop(PAGE_CONNECTIONS, secs, get(settings, Some(session))).await?;
         let with_backlog = bn as f64 / bs;
@@ -2069,7 +2073,8 @@ async fn ingest_and_page(
                 ),
                 Some(with_backlog),
             )
-            .baseline(format!("nothing owed {} req", per_sec(page)), page),
+            .baseline(format!("nothing owed {} req", per_sec(page)), page)
+            .target("≥ 0.8 × nothing owed", with_backlog >= 0.8 * page),
         );
     }
     if let Some(kb) = server.peak_rss_kb() {

@@ -44,7 +44,20 @@ enum Command {
     /// Audit events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Check an export of one subscription's logs (JSON lines or a JSON array, for example a
+    /// Datadog Log Explorer export): `Sequence` continuity and the hash chain. Exit 0 when
+    /// intact, 1 with one line per gap or break.
+    Verify {
+        /// The exported file (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
 }
+
+/// `verify` found gaps or breaks (exit status 1); the lines are already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("the export is not intact")]
+pub struct NotIntact;
 
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
@@ -154,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.shutdown().await;
             result
         }
+        Command::Verify { file } => verify(&file),
         Command::Migrate => {
             let config = Config::from_env(None)?;
             let db = Database::connect_or_join(&config).await?;
@@ -174,6 +188,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.shutdown().await;
             result
         }
+    }
+}
+
+/// `cloudpki verify FILE`: needs no database and no configuration.
+fn verify(file: &std::path::Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| UsageError(format!("cannot read standard input: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?
+    };
+    let report = crate::chain::verify(&text);
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!("{}", report.summary());
+    if report.is_intact() {
+        Ok(())
+    } else {
+        Err(NotIntact.into())
     }
 }
 

@@ -1236,6 +1236,10 @@ fn to_audit_log(event: LogEvent, subscription_id: Uuid) -> Option<AuditLog> {
         event_id,
         occurred_at: event.occurred_at,
         recorded_at: event.recorded_at,
+        chain: crate::siem::ChainLink::from_stored(
+            event.prev_hash.as_deref(),
+            event.hash.as_deref(),
+        ),
         actor: event.actor,
         details: event.details,
     })

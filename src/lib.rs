@@ -3,6 +3,7 @@
 //! `main.rs` parses the command line and calls [`cli::run`]; everything else lives here.
 
 pub mod app;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod crypto;

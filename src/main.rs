@@ -31,6 +31,9 @@ async fn main() -> std::process::ExitCode {
     }
     match cloudpki::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<cloudpki::cli::NotIntact>().is_some() => {
+            std::process::ExitCode::from(1)
+        }
         Err(err) => {
             let user_error = err
                 .downcast_ref::<cloudpki::config::ConfigError>()

@@ -40,7 +40,18 @@ pub async fn load_all(
 ) -> Result<Vec<(Provider, StoredProvider)>, store::Error> {
     let fields = store::siem::all_provider_fields(pool, subscription_id).await?;
     let secrets = store::siem::all_secrets(pool, subscription_id).await?;
-    Ok(Provider::all()
+    Ok(open_all(master_key, subscription_id, &fields, &secrets))
+}
+
+/// What is stored for every provider, from rows already read: typed settings per provider and
+/// sealed secrets, opened with the master key (a secret that does not open is unreadable).
+pub fn open_all(
+    master_key: &MasterKey,
+    subscription_id: Uuid,
+    fields: &[(String, serde_json::Value)],
+    secrets: &[(String, String, store::siem::SecretRow)],
+) -> Vec<(Provider, StoredProvider)> {
+    Provider::all()
         .map(|provider| {
             let settings = fields
                 .iter()
@@ -73,7 +84,7 @@ pub async fn load_all(
             }
             (provider, stored)
         })
-        .collect())
+        .collect()
 }
 
 /// The destination the forwarder sends through, or why there is none: the provider's own

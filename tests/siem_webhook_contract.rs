@@ -62,6 +62,7 @@ fn audit(event_id: EventId, details: Value) -> AuditLog {
         recorded_at: now,
         actor: Some("alice@example.com".into()),
         details,
+        chain: None,
     }
 }
 

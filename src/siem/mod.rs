@@ -58,6 +58,28 @@ pub struct AuditLog {
     pub recorded_at: DateTime<Utc>,
     pub actor: Option<String>,
     pub details: serde_json::Value,
+    /// Its place in the subscription's hash chain (`PrevHash`, `Hash`); `None` for events
+    /// recorded before the chain, and for the connection test and heartbeat logs.
+    pub chain: Option<ChainLink>,
+}
+
+/// An event's `PrevHash` and `Hash`, lowercase hex (see [`crate::chain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The previous event's `Hash` (64 zeros for the first).
+    pub prev_hash: String,
+    /// This event's `Hash`.
+    pub hash: String,
+}
+
+impl ChainLink {
+    /// From the stored digests, when the event has both.
+    pub fn from_stored(prev_hash: Option<&[u8]>, hash: Option<&[u8]>) -> Option<Self> {
+        Some(Self {
+            prev_hash: hex::encode(prev_hash?),
+            hash: hex::encode(hash?),
+        })
+    }
 }
 
 /// What the forwarder should do with the events of a batch after the SIEM answered.
@@ -369,6 +391,7 @@ pub(crate) mod test_table {
             recorded_at: occurred_at,
             actor: Some("alice@example.com".into()),
             details,
+            chain: None,
         }
     }
 

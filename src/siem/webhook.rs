@@ -1021,6 +1021,7 @@ mod tests {
             recorded_at: at(10, 0),
             actor: Some("bob@example.com".into()),
             details: json!({ "serial": "4f:1a" }),
+            chain: None,
         };
         let batches = build_batches(std::slice::from_ref(&event), at(10, 0));
         assert_eq!(

@@ -43,6 +43,15 @@ pub fn insert_attributes(object: &mut Map<String, Value>, log: &AuditLog) {
     object.insert("EventUuid".into(), json!(log.uuid));
     object.insert("Actor".into(), json!(log.actor));
     object.insert("details".into(), log.details.clone());
+    insert_chain(object, log);
+}
+
+/// `PrevHash` and `Hash`, when the event has its place in the chain.
+fn insert_chain(object: &mut Map<String, Value>, log: &AuditLog) {
+    if let Some(chain) = &log.chain {
+        object.insert("PrevHash".into(), json!(chain.prev_hash));
+        object.insert("Hash".into(), json!(chain.hash));
+    }
 }
 
 /// Longest actor kept when an event has to be truncated.
@@ -71,7 +80,7 @@ pub fn event_object(log: &AuditLog, max_bytes: usize, marker: &str) -> Value {
 
 fn plain_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
     let info = log.event_id.info();
-    json!({
+    let mut value = json!({
         "EventID": log.event_id.get(),
         "EventSummary": info.summary,
         "Criticality": info.criticality.as_str(),
@@ -83,7 +92,11 @@ fn plain_object(log: &AuditLog, actor: Option<&str>, details: Value) -> Value {
         "details": details,
         "date": rfc3339(log.occurred_at),
         "message": message_by(log, actor),
-    })
+    });
+    if let Some(object) = value.as_object_mut() {
+        insert_chain(object, log);
+    }
+    value
 }
 
 /// The log Test Connection sends: `EventID` 0, "SIEM connection test", numbered 0 (it is not
@@ -98,6 +111,7 @@ pub fn test_log(subscription_id: Uuid, now: DateTime<Utc>) -> AuditLog {
         recorded_at: now,
         actor: None,
         details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
+        chain: None,
     }
 }
 

@@ -69,6 +69,10 @@ pub struct LogEvent {
     pub actor: Option<String>,
     /// Details.
     pub details: Value,
+    /// Its predecessor's hash in the chain (none for events recorded before the chain).
+    pub prev_hash: Option<Vec<u8>>,
+    /// Its own hash in the chain.
+    pub hash: Option<Vec<u8>>,
     /// A previous holder may have sent it already (a resend is a possible duplicate).
     pub maybe_sent: bool,
 }
@@ -185,6 +189,14 @@ pub async fn renew(
     Ok(n == 1)
 }
 
+#[derive(sqlx::FromRow)]
+struct RangeRow {
+    #[sqlx(flatten)]
+    event: LogEvent,
+    /// The claim still held its lease when the range was read.
+    held: bool,
+}
+
 /// What reading a range found.
 #[derive(Debug)]
 pub enum Range {
@@ -202,21 +214,9 @@ pub async fn read_range(
     after: i64,
     limit: i64,
 ) -> Result<Range, Error> {
-    let rows = sqlx::query_as::<
-        _,
-        (
-            i64,
-            Uuid,
-            i32,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            Option<String>,
-            Value,
-            bool,
-        ),
-    >(
+    let rows: Vec<RangeRow> = sqlx::query_as(
         "with r as materialized (
-            select seq, id, event_id, occurred_at, recorded_at, actor, details
+            select seq, id, event_id, occurred_at, recorded_at, actor, details, prev_hash, hash
             from audit_events
             where subscription_id = $1 and seq > $3
             order by seq
@@ -228,7 +228,8 @@ pub async fn read_range(
               and exists (select 1 from r)
             returning 1
          )
-         select r.seq, r.id, r.event_id, r.occurred_at, r.recorded_at, r.actor, r.details,
+         select r.seq, r.id as event_uuid, r.event_id, r.occurred_at, r.recorded_at, r.actor,
+                r.details, r.prev_hash, r.hash, false as maybe_sent,
                 exists (select 1 from m) as held
          from r order by r.seq",
     )
@@ -239,25 +240,15 @@ pub async fn read_range(
     .bind(claimed.token)
     .fetch_all(pool)
     .await?;
-    if rows.first().is_some_and(|r| !r.7) {
+    if rows.first().is_some_and(|r| !r.held) {
         return Ok(Range::LeaseLost);
     }
     Ok(Range::Events(
         rows.into_iter()
-            .map(
-                |(seq, event_uuid, event_id, occurred_at, recorded_at, actor, details, _)| {
-                    LogEvent {
-                        seq,
-                        event_uuid,
-                        event_id,
-                        occurred_at,
-                        recorded_at,
-                        actor,
-                        details,
-                        maybe_sent: claimed.maybe_sent(seq),
-                    }
-                },
-            )
+            .map(|RangeRow { mut event, .. }| {
+                event.maybe_sent = claimed.maybe_sent(event.seq);
+                event
+            })
             .collect(),
     ))
 }
@@ -279,7 +270,7 @@ pub async fn read_retries(
             where p.subscription_id = $1 and p.provider = $2 and p.seq = picked.seq
          )
          select e.seq, e.id as event_uuid, e.event_id, e.occurred_at, e.recorded_at, e.actor,
-                e.details, picked.in_flight as maybe_sent
+                e.details, e.prev_hash, e.hash, picked.in_flight as maybe_sent
          from picked join audit_events e on e.subscription_id = $1 and e.seq = picked.seq
          order by e.seq",
     )
@@ -563,7 +554,7 @@ pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
 }
 
 /// Everything the delivery health panel shows about one destination.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct DestinationHealth {
     /// `healthy` or `failing`.
     pub status: String,
@@ -595,31 +586,8 @@ pub struct DestinationHealth {
     pub paused_reason: Option<String>,
 }
 
-/// The health of a subscription's destination for `provider`, if it was ever enabled. Costs
-/// the same whatever the backlog: counts are cursor arithmetic.
-pub async fn health(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-) -> Result<Option<DestinationHealth>, Error> {
-    Ok(sqlx::query_as::<_, DestinationHealth>(&format!(
-        "with owed as ({OWED_SQL})
-         select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
-                d.delivered_total, d.duplicates_total, d.takeovers_total, d.expired_total,
-                d.next_attempt_at, d.paused_reason,
-                owed.waiting as pending, owed.oldest as oldest_pending,
-                (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                    and p.provider = d.provider and p.state = 'parked') as parked
-         from delivery_destinations d, owed where d.subscription_id = $1 and d.provider = $2"
-    ))
-    .bind(subscription_id)
-    .bind(provider)
-    .fetch_optional(pool)
-    .await?)
-}
-
 /// A parked event, for the panel.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct ParkedRow {
     /// `EventUuid`.
     pub event_uuid: Uuid,
@@ -631,28 +599,6 @@ pub struct ParkedRow {
     pub occurred_at: DateTime<Utc>,
     /// Why the SIEM refused it.
     pub reason: String,
-}
-
-/// The most recently parked events.
-pub async fn parked(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-    limit: i64,
-) -> Result<Vec<ParkedRow>, Error> {
-    Ok(sqlx::query_as::<_, ParkedRow>(
-        "select e.id as event_uuid, p.seq, e.event_id, e.occurred_at,
-                coalesce(p.reason, '') as reason
-         from delivery_parked p
-         join audit_events e on e.subscription_id = p.subscription_id and e.seq = p.seq
-         where p.subscription_id = $1 and p.provider = $2 and p.state = 'parked'
-         order by p.parked_at desc, p.seq desc limit $3",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// Sends every parked event of a destination again, out of order, due now; returns how many.
@@ -682,32 +628,8 @@ pub async fn retry_parked(
     Ok(u64::try_from(n).unwrap_or_default())
 }
 
-/// Events still owed by a subscription's other destinations (a provider it no longer uses).
-pub async fn stranded(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    current_provider: &str,
-) -> Result<Vec<(String, i64)>, Error> {
-    Ok(sqlx::query_as(
-        "select d.provider,
-                greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
-                + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                   and p.provider = d.provider and p.state = 'retry') as n
-         from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
-         where d.subscription_id = $1 and d.provider <> $2
-         order by d.provider",
-    )
-    .bind(subscription_id)
-    .bind(current_provider)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .filter(|(_, n): &(String, i64)| *n > 0)
-    .collect())
-}
-
 /// One delivery attempt, for the panel.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct AttemptRow {
     /// When.
     pub at: DateTime<Utc>,
@@ -719,26 +641,8 @@ pub struct AttemptRow {
     pub detail: Option<String>,
 }
 
-/// The latest delivery attempts.
-pub async fn attempts(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-    limit: i64,
-) -> Result<Vec<AttemptRow>, Error> {
-    Ok(sqlx::query_as::<_, AttemptRow>(
-        "select at, outcome, events, detail from delivery_attempts
-         where subscription_id = $1 and provider = $2 order by at desc, id desc limit $3",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
-}
-
 /// A gap record, for the panel.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct GapSummary {
     /// How many events expired.
     pub expired_events: i64,
@@ -750,26 +654,8 @@ pub struct GapSummary {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The latest gap records.
-pub async fn gaps(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    provider: &str,
-    limit: i64,
-) -> Result<Vec<GapSummary>, Error> {
-    Ok(sqlx::query_as::<_, GapSummary>(
-        "select expired_events, oldest_event_at, newest_event_at, recorded_at from delivery_gaps
-         where subscription_id = $1 and provider = $2 order by recorded_at desc, id desc limit $3",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
-}
-
 /// A recent email of a subscription, for the panel.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct NotificationSummary {
     /// Kind.
     pub kind: String,
@@ -781,20 +667,4 @@ pub struct NotificationSummary {
     pub sent_via: Option<String>,
     /// Last sending error.
     pub last_error: Option<String>,
-}
-
-/// The latest emails about a subscription.
-pub async fn notifications(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    limit: i64,
-) -> Result<Vec<NotificationSummary>, Error> {
-    Ok(sqlx::query_as::<_, NotificationSummary>(
-        "select kind, recipient, created_at, sent_via, last_error from notifications
-         where subscription_id = $1 order by created_at desc, id desc limit $2",
-    )
-    .bind(subscription_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
 }

@@ -148,71 +148,115 @@ pub async fn revoke_subscription_token(
 /// Records a batch all-or-nothing: the events get the subscription's next `seq` numbers, in
 /// request order, under the subscription's counter row lock, so `seq` order is commit order and
 /// has no gaps. Ids are idempotency keys within the subscription: an id it already used (or one
-/// repeated within the request) is a duplicate and gets no number. The forwarder is notified at
-/// commit when an enabled destination will read the new events.
+/// repeated within the request) is a duplicate and gets no number. Each new event's place in
+/// the hash chain (`PrevHash`, `Hash`, see [`crate::chain`]) is computed here, under the lock,
+/// and stored with it. The forwarder is notified at commit when an enabled destination will
+/// read the new events.
 pub async fn record(
     pool: &PgPool,
     subscription_id: Uuid,
     events: &[NewEvent],
 ) -> Result<Recorded, Error> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let event_ids: Vec<i32> = events.iter().map(|e| e.event_id).collect();
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-    let actors: Vec<Option<String>> = events.iter().map(|e| e.actor.clone()).collect();
-    let details: Vec<Value> = events.iter().map(|e| e.details.clone()).collect();
-
     let mut tx = pool.begin().await?;
-    // The counter lock, in a statement of its own: the insert below then runs on a snapshot
-    // taken after any earlier writer of this subscription committed, so its duplicate check
+    // The counter lock, in a statement of its own: the statements below then run on snapshots
+    // taken after any earlier writer of this subscription committed, so the duplicate check
     // sees every id already stored.
-    let base: i64 =
-        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for no key update")
-            .bind(subscription_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let (accepted, last_seq): (i64, i64) = sqlx::query_as(
-        "with input as (
-            select * from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                with ordinality as t(id, event_id, occurred_at, actor, details, ord)
-         ), fresh as (
-            select distinct on (i.id) i.* from input i
-            where not exists (
-                select 1 from audit_events e where e.subscription_id = $6 and e.id = i.id)
-            order by i.id, i.ord
-         ), numbered as (
-            select f.*, $7::bigint + row_number() over (order by f.ord) as seq from fresh f
-         ), inserted as (
-            insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor, details)
-            select $6, seq, id, event_id, occurred_at, actor, details from numbered
-            returning seq
-         ), counted as (
-            select count(*) as n, coalesce(max(seq), $7::bigint) as last from inserted
-         ), bumped as (
-            update subscriptions set last_seq = (select last from counted)
-            where id = $6 and (select n from counted) > 0
-         ), notified as (
-            -- delivered to listeners at commit, so the forwarder never wakes before the rows
-            select pg_notify($8, $6::text) where (select n from counted) > 0
-              and exists (select 1 from siem_settings s where s.subscription_id = $6 and s.enabled)
-         )
-         select n, last from counted, (select count(*) from notified) as x",
+    let (base, last_hash): (i64, Option<Vec<u8>>) = sqlx::query_as(
+        "select last_seq, last_hash from subscriptions where id = $1 for no key update",
     )
-    .bind(&ids)
-    .bind(&event_ids)
-    .bind(&occurred)
-    .bind(&actors)
-    .bind(&details)
     .bind(subscription_id)
-    .bind(base)
-    .bind(EVENTS_CHANNEL)
     .fetch_one(&mut *tx)
     .await?;
+    let stored: Vec<Uuid> = sqlx::query_scalar(
+        "select id from audit_events where subscription_id = $1 and id = any($2)",
+    )
+    .bind(subscription_id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
+    let fresh: Vec<&NewEvent> = events.iter().filter(|e| seen.insert(e.id)).collect();
+    let duplicates = (events.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(Recorded {
+            accepted: 0,
+            duplicates,
+            last_seq: base,
+        });
+    }
+
+    let mut prev = last_hash.map_or_else(|| crate::chain::GENESIS.to_owned(), hex::encode);
+    let n = fresh.len();
+    let (mut seqs, mut prevs, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, e) in fresh.iter().enumerate() {
+        let seq = base + 1 + i as i64;
+        // The time as every log carries it (milliseconds), from the value the database keeps.
+        let occurred = crate::siem::wire::rfc3339(stored_time(e.occurred_at));
+        let hash = crate::chain::hash(
+            &prev,
+            &crate::chain::Link {
+                actor: e.actor.as_deref(),
+                event_id: e.event_id,
+                event_uuid: e.id,
+                occurred_at: &occurred,
+                sequence: seq,
+                subscription_id,
+                details: &e.details,
+            },
+        );
+        seqs.push(seq);
+        prevs.push(hex::decode(&prev).unwrap_or_default());
+        hashes.push(hex::decode(&hash).unwrap_or_default());
+        prev = hash;
+    }
+    let last_seq = base + n as i64;
+    sqlx::query(
+        "with inserted as (
+            insert into audit_events
+                (subscription_id, seq, id, event_id, occurred_at, actor, details, prev_hash, hash)
+            select $1, t.* from unnest($2::bigint[], $3::uuid[], $4::int[], $5::timestamptz[],
+                                       $6::text[], $7::jsonb[], $8::bytea[], $9::bytea[]) as t
+            returning 1
+         ), bumped as (
+            update subscriptions set last_seq = $10, last_hash = $11 where id = $1
+         )
+         -- delivered to listeners at commit, so the forwarder never wakes before the rows
+         select pg_notify($12, $1::text)
+         where exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
+           and (select count(*) from inserted) > 0",
+    )
+    .bind(subscription_id)
+    .bind(&seqs)
+    .bind(fresh.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|e| e.details.clone()).collect::<Vec<_>>())
+    .bind(&prevs)
+    .bind(&hashes)
+    .bind(last_seq)
+    .bind(hashes.last().cloned())
+    .bind(EVENTS_CHANNEL)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    let accepted = u64::try_from(accepted).unwrap_or_default();
     Ok(Recorded {
-        accepted,
+        accepted: n as u64,
         // Ids already stored, and ids repeated within this request.
-        duplicates: (ids.len() as u64).saturating_sub(accepted),
+        duplicates,
         last_seq,
     })
+}
+
+/// A time as PostgreSQL stores it (`timestamptz`: microseconds), so a hash computed before the
+/// insert matches the log built from the row.
+fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
 }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod events;
 pub mod members;
 pub mod notify;
+pub mod page;
 pub mod personal_tokens;
 pub mod siem;
 

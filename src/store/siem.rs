@@ -31,7 +31,7 @@ pub struct SecretRow {
 }
 
 /// One history entry.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct HistoryRow {
     /// Who.
     pub user_email: String,

@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::WebError;
-use crate::{state::AppState, store};
+use crate::store::page::PanelRows;
 
 /// Parked events, attempts and emails the panel lists.
 pub const PANEL_ROWS: i64 = 10;
@@ -43,15 +42,17 @@ fn age(since: DateTime<Utc>) -> String {
     }
 }
 
-pub async fn health_view(
-    state: &AppState,
-    subscription_id: uuid::Uuid,
-    enabled: bool,
-    provider: &str,
-) -> Result<HealthView, WebError> {
-    let health = store::delivery::health(state.pool(), subscription_id, provider).await?;
-    let stranded = store::delivery::stranded(state.pool(), subscription_id, provider)
-        .await?
+/// The panel of the current destination, from the rows read with the page.
+pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthView {
+    let PanelRows {
+        health,
+        stranded,
+        notifications,
+        parked,
+        attempts,
+        gaps,
+    } = rows;
+    let stranded = stranded
         .into_iter()
         .map(|(p, n)| {
             let label = crate::siem::Provider::parse(&p)
@@ -60,8 +61,7 @@ pub async fn health_view(
             (label, n)
         })
         .collect();
-    let emails = store::delivery::notifications(state.pool(), subscription_id, PANEL_ROWS)
-        .await?
+    let emails = notifications
         .into_iter()
         .map(|n| {
             let status = match (n.sent_via.as_deref(), n.last_error) {
@@ -74,7 +74,7 @@ pub async fn health_view(
         })
         .collect();
     let Some(h) = health else {
-        return Ok(HealthView {
+        return HealthView {
             state: if enabled { "healthy" } else { "idle" },
             label: if enabled { "Healthy" } else { "Not enabled" },
             summary: if enabled {
@@ -95,12 +95,11 @@ pub async fn health_view(
             attempts: Vec::new(),
             gaps: Vec::new(),
             emails,
-            sends_email: state.sends_email(),
+            sends_email,
             stranded,
-        });
+        };
     };
-    let parked = store::delivery::parked(state.pool(), subscription_id, provider, PANEL_ROWS)
-        .await?
+    let parked = parked
         .into_iter()
         .map(|p| {
             (
@@ -111,8 +110,7 @@ pub async fn health_view(
             )
         })
         .collect();
-    let attempts = store::delivery::attempts(state.pool(), subscription_id, provider, PANEL_ROWS)
-        .await?
+    let attempts = attempts
         .into_iter()
         .map(|a| {
             (
@@ -123,8 +121,7 @@ pub async fn health_view(
             )
         })
         .collect();
-    let gaps = store::delivery::gaps(state.pool(), subscription_id, provider, PANEL_ROWS)
-        .await?
+    let gaps = gaps
         .into_iter()
         .map(|g| {
             (
@@ -166,7 +163,7 @@ pub async fn health_view(
             "Events are delivered as they arrive.".to_owned(),
         )
     };
-    Ok(HealthView {
+    HealthView {
         state: state_name,
         label,
         summary,
@@ -183,9 +180,9 @@ pub async fn health_view(
         attempts,
         gaps,
         emails,
-        sends_email: state.sends_email(),
+        sends_email,
         stranded,
-    })
+    }
 }
 
 /// A time as the portal shows it.

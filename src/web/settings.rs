@@ -21,7 +21,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    health_panel::{health_view, when, HealthView},
+    health_panel::{health_view, when, HealthView, PANEL_ROWS},
     session::CurrentUser,
     subscriptions::membership_or_404,
     Layout, WebError,
@@ -143,12 +143,50 @@ struct ShowQuery {
 
 async fn show(
     State(state): State<AppState>,
-    user: CurrentUser,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<ShowQuery>,
-) -> Result<Html<String>, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    let loaded = Loaded::fetch(&state, membership.subscription_id).await?;
+) -> Result<Response, WebError> {
+    // One statement reads the session, the membership, the settings and the panel.
+    let Some(token) = super::session::cookie(&headers, super::session::SESSION_COOKIE) else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let Ok(sub) = uuid::Uuid::parse_str(&id) else {
+        // The session still decides between sign-in and not found.
+        return match super::session::current_user(&state, &headers).await? {
+            Some(_) => Err(WebError::NotFound),
+            None => Ok(Redirect::to("/login").into_response()),
+        };
+    };
+    let Some(snapshot) = store::page::settings_page(
+        state.pool(),
+        &crate::crypto::token_digest(token),
+        sub,
+        Provider::first().id(),
+        PANEL_ROWS,
+        HISTORY_SHOWN,
+    )
+    .await?
+    else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let user = CurrentUser {
+        user_id: snapshot.session.user_id,
+        email: snapshot.session.email,
+        csrf_token: snapshot.session.csrf_token,
+    };
+    let membership = snapshot.membership.ok_or(WebError::NotFound)?;
+    let loaded = Loaded {
+        stored: crate::settings::open_all(
+            state.master_key(),
+            sub,
+            &snapshot.fields,
+            &snapshot.secrets,
+        ),
+        settings: snapshot.settings,
+        history: snapshot.history,
+        panel: snapshot.panel,
+    };
     let mut values = FormValues::new();
     for (provider, stored) in &loaded.stored {
         values.extend(stored.fields.clone());
@@ -177,23 +215,35 @@ async fn show(
         errors: FieldErrors::default(),
         status,
     };
-    Ok(Html(render(&state, &user, form, &loaded).await?))
+    Ok(Html(render(&state, &user, form, loaded)?).into_response())
 }
 
 /// The subscription's stored SIEM state, read once per request.
+#[derive(Clone)]
 struct Loaded {
     /// What is stored for every provider.
     stored: Vec<(Provider, StoredProvider)>,
     /// The switch, the chosen provider and who changed them last.
     settings: Option<store::siem::SettingsRow>,
+    /// The latest changes.
+    history: Vec<store::siem::HistoryRow>,
+    /// The health panel of the current destination.
+    panel: store::page::PanelRows,
 }
 
 impl Loaded {
     async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
+        let settings = store::siem::settings(state.pool(), subscription_id).await?;
+        let provider = settings
+            .as_ref()
+            .map_or(Provider::first().id(), |s| s.provider.as_str());
+        let panel = store::page::panel(state.pool(), subscription_id, provider, PANEL_ROWS).await?;
         Ok(Loaded {
             stored: crate::settings::load_all(state.pool(), state.master_key(), subscription_id)
                 .await?,
-            settings: store::siem::settings(state.pool(), subscription_id).await?,
+            history: store::siem::history(state.pool(), subscription_id, HISTORY_SHOWN).await?,
+            settings,
+            panel,
         })
     }
 }
@@ -208,11 +258,11 @@ struct FormState {
     status: Option<Status>,
 }
 
-async fn render(
+fn render(
     state: &AppState,
     user: &CurrentUser,
     form: FormState,
-    loaded: &Loaded,
+    loaded: Loaded,
 ) -> Result<String, WebError> {
     let FormState {
         membership,
@@ -222,17 +272,14 @@ async fn render(
         errors,
         status,
     } = form;
-    let sub = membership.subscription_id;
     let settings = loaded.settings.as_ref();
     let health = health_view(
-        state,
-        sub,
+        state.sends_email(),
         settings.is_some_and(|s| s.enabled),
-        settings.map_or(Provider::first().id(), |s| s.provider.as_str()),
-    )
-    .await?;
-    let history = store::siem::history(state.pool(), sub, HISTORY_SHOWN)
-        .await?
+        loaded.panel,
+    );
+    let history = loaded
+        .history
         .into_iter()
         .map(|h| HistoryEntry {
             who: h.user_email,
@@ -331,7 +378,7 @@ async fn answer(
     loaded: &Loaded,
     code: StatusCode,
 ) -> Result<Response, WebError> {
-    Ok((code, Html(render(state, user, form, loaded).await?)).into_response())
+    Ok((code, Html(render(state, user, form, loaded.clone())?)).into_response())
 }
 
 async fn submit(

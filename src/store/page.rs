@@ -1,0 +1,303 @@
+//! The settings page's reads, one statement each: the page itself (session, membership,
+//! settings, every provider's fields and secrets, history and the health panel) and the panel
+//! alone (after a form post). Lists come back as JSON aggregates, so a page costs one round
+//! trip whatever it shows, and the panel's counts are cursor arithmetic, so it costs the same
+//! with a million events owed as with none.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::{types::Json, PgPool};
+use uuid::Uuid;
+
+use super::{
+    accounts::{MembershipRow, SessionRow},
+    delivery::{
+        AttemptRow, DestinationHealth, GapSummary, NotificationSummary, ParkedRow, OWED_SQL,
+    },
+    siem::{HistoryRow, SecretRow, SettingsRow},
+    Error,
+};
+use crate::crypto::Sealed;
+
+/// What the delivery health panel lists about a subscription's current destination.
+#[derive(Debug, Clone, Default)]
+pub struct PanelRows {
+    /// The destination, if it was ever enabled.
+    pub health: Option<DestinationHealth>,
+    /// Events still owed by destinations of other providers: (provider, count).
+    pub stranded: Vec<(String, i64)>,
+    /// Latest emails about the subscription.
+    pub notifications: Vec<NotificationSummary>,
+    /// Latest parked events.
+    pub parked: Vec<ParkedRow>,
+    /// Latest attempts.
+    pub attempts: Vec<AttemptRow>,
+    /// Latest gap records.
+    pub gaps: Vec<GapSummary>,
+}
+
+/// Everything the settings page shows, read in one statement.
+#[derive(Debug, Clone)]
+pub struct SettingsSnapshot {
+    /// The signed-in user.
+    pub session: SessionRow,
+    /// The user's membership of the subscription; `None` for a stranger.
+    pub membership: Option<MembershipRow>,
+    /// The switch and the chosen provider.
+    pub settings: Option<SettingsRow>,
+    /// Typed settings per provider: (provider, settings).
+    pub fields: Vec<(String, Value)>,
+    /// Sealed secrets: (provider, name, secret).
+    pub secrets: Vec<(String, String, SecretRow)>,
+    /// Latest settings history.
+    pub history: Vec<HistoryRow>,
+    /// The health panel of the current destination.
+    pub panel: PanelRows,
+}
+
+/// The panel's columns over `sub` (a subscription id expression), `provider` and `rows`.
+fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
+    // Owed events and the oldest of them: cursor arithmetic, as the metrics count them.
+    let owed = OWED_SQL.replace("$1", sub).replace("$2", provider);
+    format!(
+        "(select row_to_json(h) from (
+             with owed as ({owed})
+             select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
+                    d.delivered_total, d.duplicates_total, d.takeovers_total, d.expired_total,
+                    d.next_attempt_at, d.paused_reason,
+                    owed.waiting as pending, owed.oldest as oldest_pending,
+                    (select count(*) from delivery_parked p
+                     where p.subscription_id = d.subscription_id and p.provider = d.provider
+                       and p.state = 'parked') as parked
+             from delivery_destinations d, owed
+             where d.subscription_id = {sub} and d.provider = {provider}) h) as health,
+         (select json_agg(json_build_array(x.provider, x.n)) from (
+             select d.provider,
+                    greatest(coalesce(d.off_at_seq, s.last_seq) - d.cursor, 0)
+                    + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                       and p.provider = d.provider and p.state = 'retry') as n
+             from delivery_destinations d join subscriptions s on s.id = d.subscription_id
+             where d.subscription_id = {sub} and d.provider <> {provider}
+             order by d.provider) x where x.n > 0) as stranded,
+         (select json_agg(x) from (
+             select kind, recipient, created_at, sent_via, last_error from notifications
+             where subscription_id = {sub} order by created_at desc, id desc limit {rows}) x)
+             as notifications,
+         (select json_agg(x) from (
+             select e.id as event_uuid, p.seq, e.event_id, e.occurred_at,
+                    coalesce(p.reason, '') as reason
+             from delivery_parked p
+             join audit_events e on e.subscription_id = p.subscription_id and e.seq = p.seq
+             where p.subscription_id = {sub} and p.provider = {provider} and p.state = 'parked'
+             order by p.parked_at desc, p.seq desc limit {rows}) x) as parked,
+         (select json_agg(x) from (
+             select at, outcome, events, detail from delivery_attempts
+             where subscription_id = {sub} and provider = {provider}
+             order by at desc, id desc limit {rows}) x) as attempts,
+         (select json_agg(x) from (
+             select expired_events, oldest_event_at, newest_event_at, recorded_at
+             from delivery_gaps
+             where subscription_id = {sub} and provider = {provider}
+             order by recorded_at desc, id desc limit {rows}) x) as gaps"
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct PanelJson {
+    health: Option<Json<DestinationHealth>>,
+    stranded: Option<Json<Vec<(String, i64)>>>,
+    notifications: Option<Json<Vec<NotificationSummary>>>,
+    parked: Option<Json<Vec<ParkedRow>>>,
+    attempts: Option<Json<Vec<AttemptRow>>>,
+    gaps: Option<Json<Vec<GapSummary>>>,
+}
+
+impl PanelJson {
+    fn rows(self) -> PanelRows {
+        fn list<T>(v: Option<Json<Vec<T>>>) -> Vec<T> {
+            v.map(|Json(v)| v).unwrap_or_default()
+        }
+        PanelRows {
+            health: self.health.map(|Json(h)| h),
+            stranded: list(self.stranded),
+            notifications: list(self.notifications),
+            parked: list(self.parked),
+            attempts: list(self.attempts),
+            gaps: list(self.gaps),
+        }
+    }
+}
+
+/// The health panel of `provider`'s destination of a subscription.
+pub async fn panel(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    rows: i64,
+) -> Result<PanelRows, Error> {
+    let sql = format!("select {}", panel_columns("$1", "$2", "$3"));
+    let row: PanelJson = sqlx::query_as(&sql)
+        .bind(subscription_id)
+        .bind(provider)
+        .bind(rows)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.rows())
+}
+
+#[derive(Deserialize)]
+struct FieldsJson {
+    provider: String,
+    fields: Value,
+}
+
+#[derive(Deserialize)]
+struct SecretJson {
+    provider: String,
+    name: String,
+    key_id: String,
+    nonce: String,
+    ciphertext: String,
+    hint: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    user_id: Uuid,
+    email: String,
+    csrf_token: String,
+    subscription_id: Option<Uuid>,
+    name: Option<String>,
+    role: Option<String>,
+    enabled: Option<bool>,
+    provider: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+    updated_by_email: Option<String>,
+    fields: Option<Json<Vec<FieldsJson>>>,
+    secrets: Option<Json<Vec<SecretJson>>>,
+    history: Option<Json<Vec<HistoryRow>>>,
+    #[sqlx(flatten)]
+    panel: PanelJson,
+}
+
+/// The settings page of subscription `subscription_id` for the session whose token digest is
+/// `token_digest`: `None` without a live session. `default_provider` is the provider shown
+/// before any was saved.
+pub async fn settings_page(
+    pool: &PgPool,
+    token_digest: &[u8],
+    subscription_id: Uuid,
+    default_provider: &str,
+    panel_rows: i64,
+    history_rows: i64,
+) -> Result<Option<SettingsSnapshot>, Error> {
+    let sql = format!(
+        "with se as (
+             select s.user_id, u.email, s.csrf_token
+             from sessions s join users u on u.id = s.user_id
+             where s.token_digest = $1 and s.expires_at > now()
+         ), m as (
+             select m.subscription_id, sub.name, m.role
+             from memberships m join subscriptions sub on sub.id = m.subscription_id
+             where m.user_id = (select user_id from se) and m.subscription_id = $2
+         ), st as (
+             select enabled, provider, updated_at, updated_by_email
+             from siem_settings where subscription_id = (select subscription_id from m)
+         ), cur as (
+             select (select subscription_id from m) as sub,
+                    coalesce((select provider from st), $3) as provider
+         )
+         select se.user_id, se.email, se.csrf_token, m.subscription_id, m.name, m.role,
+                st.enabled, st.provider, st.updated_at, st.updated_by_email,
+                (select json_agg(json_build_object('provider', f.provider, 'fields', f.fields))
+                 from siem_provider_fields f where f.subscription_id = cur.sub) as fields,
+                (select json_agg(json_build_object(
+                     'provider', x.provider, 'name', x.name, 'key_id', x.key_id,
+                     'nonce', encode(x.nonce, 'hex'), 'ciphertext', encode(x.ciphertext, 'hex'),
+                     'hint', x.hint))
+                 from siem_secrets x where x.subscription_id = cur.sub) as secrets,
+                (select json_agg(h) from (
+                     select user_email, outcome, changes, at from siem_settings_history
+                     where subscription_id = cur.sub order by at desc, id desc limit $5) h) as history,
+                {}
+         from se cross join cur left join m on true left join st on true",
+        panel_columns("cur.sub", "cur.provider", "$4")
+    );
+    let row: Option<PageRow> = sqlx::query_as(&sql)
+        .bind(token_digest)
+        .bind(subscription_id)
+        .bind(default_provider)
+        .bind(panel_rows)
+        .bind(history_rows)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let membership = match (row.subscription_id, row.name, row.role) {
+        (Some(subscription_id), Some(name), Some(role)) => Some(MembershipRow {
+            subscription_id,
+            name,
+            role,
+        }),
+        _ => None,
+    };
+    let settings = match (
+        row.enabled,
+        row.provider,
+        row.updated_at,
+        row.updated_by_email,
+    ) {
+        (Some(enabled), Some(provider), Some(updated_at), Some(updated_by_email)) => {
+            Some(SettingsRow {
+                enabled,
+                provider,
+                updated_at,
+                updated_by_email,
+            })
+        }
+        _ => None,
+    };
+    let secrets = row
+        .secrets
+        .map(|Json(v)| v)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            // Hex from the database itself; a value that does not decode reads as unreadable.
+            let sealed = Sealed {
+                key_id: s.key_id,
+                nonce: hex::decode(&s.nonce).unwrap_or_default(),
+                ciphertext: hex::decode(&s.ciphertext).unwrap_or_default(),
+            };
+            (
+                s.provider,
+                s.name,
+                SecretRow {
+                    sealed,
+                    hint: s.hint,
+                },
+            )
+        })
+        .collect();
+    Ok(Some(SettingsSnapshot {
+        session: SessionRow {
+            user_id: row.user_id,
+            email: row.email,
+            csrf_token: row.csrf_token,
+        },
+        membership,
+        settings,
+        fields: row
+            .fields
+            .map(|Json(v)| v)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.provider, f.fields))
+            .collect(),
+        secrets,
+        history: row.history.map(|Json(v)| v).unwrap_or_default(),
+        panel: row.panel.rows(),
+    }))
+}
