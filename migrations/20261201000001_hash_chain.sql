@@ -8,3 +8,7 @@ alter table audit_events
 
 -- The hash of the subscription's latest chained event, read under the counter row lock.
 alter table subscriptions add column last_hash bytea;
+
+-- When each destination's next heartbeat log is due (null: at once). Whichever worker moves
+-- it forward sends the heartbeat.
+alter table delivery_destinations add column heartbeat_at timestamptz;

@@ -65,6 +65,9 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// `CLOUDPKI_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `CLOUDPKI_HEARTBEAT_SECONDS`: period of the heartbeat log per enabled destination;
+    /// `None` (`0`): no heartbeat.
+    pub heartbeat: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for Config {
             .field("worker_lease", &self.worker_lease)
             .field("metrics_listen", &self.metrics_listen)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("heartbeat", &self.heartbeat)
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
@@ -255,6 +259,21 @@ impl Config {
             },
             None => crate::forwarder::DEFAULT_SHUTDOWN_GRACE,
         };
+        let heartbeat = match get("CLOUDPKI_HEARTBEAT_SECONDS") {
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(secs) if (10..=86_400).contains(&secs) => {
+                    Some(std::time::Duration::from_secs(secs))
+                }
+                _ => return Err(ConfigError::new(
+                    "CLOUDPKI_HEARTBEAT_SECONDS",
+                    format!(
+                        "`{raw}` is not 0 (off) or a whole number of seconds between 10 and 86400"
+                    ),
+                )),
+            },
+            None => Some(crate::forwarder::DEFAULT_HEARTBEAT),
+        };
 
         let mut trusted_proxies = Vec::new();
         for entry in get("CLOUDPKI_TRUSTED_PROXIES")
@@ -289,6 +308,7 @@ impl Config {
             metrics_listen,
             shutdown_grace,
             trusted_proxies,
+            heartbeat,
         })
     }
 
@@ -343,6 +363,15 @@ mod tests {
             "http://127.0.0.1:8080/"
         );
         assert_eq!(c.retention_days, 14);
+        assert_eq!(c.heartbeat, Some(std::time::Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_heartbeat_period_of_zero_turns_the_heartbeat_off() {
+        let c = config(&[("CLOUDPKI_HEARTBEAT_SECONDS", "0")]).expect("0 is valid");
+        assert_eq!(c.heartbeat, None);
+        let c = config(&[("CLOUDPKI_HEARTBEAT_SECONDS", "60")]).expect("60 is valid");
+        assert_eq!(c.heartbeat, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]
@@ -353,6 +382,9 @@ mod tests {
             ("CLOUDPKI_MASTER_KEY", "AAAA"),
             ("CLOUDPKI_RETENTION_DAYS", "0"),
             ("CLOUDPKI_RETENTION_DAYS", "ten"),
+            ("CLOUDPKI_HEARTBEAT_SECONDS", "5"),
+            ("CLOUDPKI_HEARTBEAT_SECONDS", "-1"),
+            ("CLOUDPKI_HEARTBEAT_SECONDS", "five minutes"),
             ("CLOUDPKI_PUBLIC_URL", "not a url"),
             ("CLOUDPKI_SMTP_URL", "http://mail"),
             ("CLOUDPKI_MAIL_FROM", "nobody"),

@@ -67,6 +67,10 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CONCURRENCY: usize = 32;
 /// Ranges of one destination in flight at once, at most.
 pub const MAX_WINDOW: usize = 8;
+/// Default period of the heartbeat log (`CLOUDPKI_HEARTBEAT_SECONDS`).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
+/// Heartbeats sent at once per process.
+const HEARTBEAT_CONCURRENCY: usize = 16;
 /// How long SIGTERM waits for sends in flight before handing them back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -85,6 +89,8 @@ pub struct ForwarderOptions {
     pub shutdown_grace: Duration,
     /// Ranges in flight per destination, at most.
     pub max_window: usize,
+    /// Period of the heartbeat log per enabled destination; `None`: no heartbeat.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for ForwarderOptions {
@@ -96,6 +102,7 @@ impl Default for ForwarderOptions {
             claim_budget: DEFAULT_CLAIM_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_window: MAX_WINDOW,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 }
@@ -370,7 +377,10 @@ impl Forwarder {
         stop: watch::Receiver<bool>,
     ) -> Result<PassReport, store::Error> {
         let mut report = PassReport::default();
-        let destination = match self.destination(&claimed).await? {
+        let destination = match self
+            .destination(claimed.subscription_id, &claimed.provider)
+            .await?
+        {
             Ok(d) => d,
             Err(problem) => return self.fail_claim(&claimed, clock, problem).await,
         };
@@ -657,25 +667,23 @@ impl Forwarder {
     /// The configured destination, or why it cannot be used.
     async fn destination(
         &self,
-        claimed: &Claimed,
+        subscription_id: Uuid,
+        provider_id: &str,
     ) -> Result<Result<Arc<dyn SiemDestination>, String>, store::Error> {
-        let Ok(provider) = Provider::parse(&claimed.provider) else {
-            return Ok(Err(format!(
-                "Unknown SIEM provider `{}`.",
-                claimed.provider
-            )));
+        let Ok(provider) = Provider::parse(provider_id) else {
+            return Ok(Err(format!("Unknown SIEM provider `{provider_id}`.")));
         };
-        let version = store::siem::settings(&self.pool, claimed.subscription_id)
+        let version = store::siem::settings(&self.pool, subscription_id)
             .await?
             .map(|s| s.updated_at);
-        let key = (claimed.subscription_id, claimed.provider.clone());
+        let key = (subscription_id, provider_id.to_owned());
         if let Some(cached) = version.and_then(|v| self.destinations.get(&key, v)) {
             return Ok(Ok(cached));
         }
         let destination = crate::settings::destination(
             &self.pool,
             &self.master_key,
-            claimed.subscription_id,
+            subscription_id,
             provider,
             crate::siem::config::Context {
                 hostname: &self.hostname,
@@ -688,6 +696,73 @@ impl Forwarder {
             self.destinations.put(key, version, destination.clone());
         }
         Ok(destination)
+    }
+
+    /// Sends the heartbeat log (`EventID` 1 with `LastSequence`) to every enabled destination
+    /// whose heartbeat is due at `now` and schedules its next one a period later; returns how
+    /// many the SIEMs accepted. A destination that is failing, paused or switched off gets
+    /// none (its state already shows); one that refuses a heartbeat is only logged: its
+    /// events' delivery decides its health. Workers share the schedule through the database,
+    /// so each destination gets one heartbeat per period whatever the number of workers.
+    pub async fn heartbeat_once_at(&self, now: DateTime<Utc>) -> Result<u64, store::Error> {
+        let Some(period) = self.options.heartbeat else {
+            return Ok(0);
+        };
+        let due = store::delivery::due_heartbeats(&self.pool, now, to_chrono(period)).await?;
+        let permits = Arc::new(tokio::sync::Semaphore::new(HEARTBEAT_CONCURRENCY));
+        let mut sends = tokio::task::JoinSet::new();
+        for (subscription_id, provider, last_sequence) in due {
+            let (me, permits) = (self.clone(), permits.clone());
+            sends.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                me.send_heartbeat(subscription_id, &provider, last_sequence, now)
+                    .await
+            });
+        }
+        let mut sent = 0;
+        while let Some(joined) = sends.join_next().await {
+            if matches!(joined, Ok(true)) {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn send_heartbeat(
+        &self,
+        subscription_id: Uuid,
+        provider: &str,
+        last_sequence: i64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let destination = match self.destination(subscription_id, provider).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(reason)) => {
+                tracing::warn!(%subscription_id, %provider, %reason, "heartbeat not sent: the destination cannot be built");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(%subscription_id, %provider, error = ?e, "heartbeat not sent");
+                return false;
+            }
+        };
+        let log = crate::siem::wire::heartbeat_log(subscription_id, last_sequence, now);
+        for batch in destination.build_batches(&[log], now) {
+            match destination.send(&self.client, &self.egress, &batch).await {
+                Ok(Disposition::Delivered) => {}
+                Ok(other) => {
+                    tracing::warn!(%subscription_id, %provider, answer = ?other, "the SIEM did not accept the heartbeat");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(%subscription_id, %provider, error = %e, "heartbeat not delivered");
+                    return false;
+                }
+            }
+        }
+        metrics::counter!("cloudpki_heartbeats_total", "provider" => provider.to_owned())
+            .increment(1);
+        true
     }
 
     /// The destination's state after a claim that stopped short.
@@ -787,6 +862,34 @@ impl Forwarder {
                             }
                             tokio::select! {
                                 _ = tokio::time::sleep(sweep) => {},
+                                _ = stop.changed() => {},
+                            }
+                            if *stop.borrow() {
+                                break;
+                            }
+                        }
+                    }
+                },
+            )));
+        }
+        if let Some(period) = self.options.heartbeat {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            // Checked often enough that a heartbeat is at most a few seconds late.
+            let tick = (period / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            loops.push(tokio::spawn(supervise(
+                "heartbeat",
+                stop.clone(),
+                move || {
+                    let me = me.clone();
+                    let mut stop = stop.clone();
+                    async move {
+                        loop {
+                            if let Err(e) = me.heartbeat_once_at(Utc::now()).await {
+                                tracing::error!(error = ?e, "heartbeat pass failed; retrying");
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(tick) => {},
                                 _ = stop.changed() => {},
                             }
                             if *stop.borrow() {

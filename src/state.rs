@@ -145,6 +145,7 @@ impl AppState {
                 lease: self.inner.config.worker_lease,
                 sweep: self.inner.forwarder_sweep,
                 shutdown_grace: self.inner.config.shutdown_grace,
+                heartbeat: self.inner.config.heartbeat,
                 ..crate::forwarder::ForwarderOptions::default()
             },
         )

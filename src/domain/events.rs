@@ -91,6 +91,8 @@ pub struct UnknownEventId(pub u32);
 impl EventId {
     /// The event sent by "Test Connection"; never recorded, never part of [`catalog`].
     pub const CONNECTION_TEST: EventId = EventId(0);
+    /// The export heartbeat sent to every enabled destination (never recorded either).
+    pub const HEARTBEAT: EventId = EventId(1);
 
     /// Accepts exactly the eleven catalog ids (not the connection-test id 0).
     pub fn parse(id: u32) -> Result<EventId, UnknownEventId> {
@@ -111,8 +113,12 @@ impl EventId {
         CATALOG
             .iter()
             .find(|info| info.id == self)
-            // Only `CONNECTION_TEST` is constructible without being in the catalog.
-            .unwrap_or(&CONNECTION_TEST_INFO)
+            // Only `CONNECTION_TEST` and `HEARTBEAT` are constructible outside the catalog.
+            .unwrap_or(if self == Self::HEARTBEAT {
+                &HEARTBEAT_INFO
+            } else {
+                &CONNECTION_TEST_INFO
+            })
     }
 
     /// The Datadog search recommended for alerting on this event.
@@ -155,6 +161,14 @@ static CONNECTION_TEST_INFO: EventInfo = EventInfo {
     id: EventId::CONNECTION_TEST,
     summary: "SIEM connection test",
     description: "Sent by Test Connection on the settings page to check that logs reach the SIEM",
+    criticality: Criticality::Low,
+    category: Category::Diagnostic,
+};
+
+static HEARTBEAT_INFO: EventInfo = EventInfo {
+    id: EventId::HEARTBEAT,
+    summary: "Export heartbeat",
+    description: "Sent to every enabled destination every CLOUDPKI_HEARTBEAT_SECONDS with the subscription's latest Sequence, so the SIEM can alert on silence and on gaps",
     criticality: Criticality::Low,
     category: Category::Diagnostic,
 };

@@ -46,8 +46,12 @@ pub fn insert_attributes(object: &mut Map<String, Value>, log: &AuditLog) {
     insert_chain(object, log);
 }
 
-/// `PrevHash` and `Hash`, when the event has its place in the chain.
+/// `PrevHash` and `Hash`, when the event has its place in the chain; `LastSequence` on a
+/// heartbeat.
 fn insert_chain(object: &mut Map<String, Value>, log: &AuditLog) {
+    if log.event_id == EventId::HEARTBEAT {
+        object.insert("LastSequence".into(), log.details["LastSequence"].clone());
+    }
     if let Some(chain) = &log.chain {
         object.insert("PrevHash".into(), json!(chain.prev_hash));
         object.insert("Hash".into(), json!(chain.hash));
@@ -111,6 +115,23 @@ pub fn test_log(subscription_id: Uuid, now: DateTime<Utc>) -> AuditLog {
         recorded_at: now,
         actor: None,
         details: json!({ "note": "Sent by Test Connection on the cloudpki settings page" }),
+        chain: None,
+    }
+}
+
+/// The heartbeat log (`EventID` 1, "Export heartbeat"): not part of the subscription's log
+/// (numbered 0, no chain), it carries `LastSequence`, the subscription's latest `Sequence`, so
+/// the SIEM can alert on silence and notice a gap even when no event follows it.
+pub fn heartbeat_log(subscription_id: Uuid, last_sequence: i64, now: DateTime<Utc>) -> AuditLog {
+    AuditLog {
+        sequence: 0,
+        uuid: Uuid::new_v4(),
+        subscription_id,
+        event_id: EventId::HEARTBEAT,
+        occurred_at: now,
+        recorded_at: now,
+        actor: None,
+        details: json!({ "LastSequence": last_sequence }),
         chain: None,
     }
 }

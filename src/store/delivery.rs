@@ -197,6 +197,34 @@ struct RangeRow {
     held: bool,
 }
 
+/// Destinations whose heartbeat is due at `now`: (subscription, provider, the subscription's
+/// latest `seq`). Their next heartbeat moves a `period` on in the same statement, so of two
+/// workers only one sends it. A destination without a schedule gets its first one a period
+/// from now. Only enabled, current destinations that are neither paused nor failing are due.
+pub async fn due_heartbeats(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    period: chrono::Duration,
+) -> Result<Vec<(Uuid, String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "with scheduled as (
+            update delivery_destinations set heartbeat_at = $1::timestamptz + $2
+            where heartbeat_at is null
+         )
+         update delivery_destinations d set heartbeat_at = $1::timestamptz + $2
+         from subscriptions s, siem_settings st
+         where s.id = d.subscription_id and st.subscription_id = d.subscription_id
+           and st.enabled and st.provider = d.provider and d.off_at_seq is null
+           and d.paused_reason is null and d.status <> 'failing'
+           and d.heartbeat_at <= $1
+         returning d.subscription_id, d.provider, s.last_seq",
+    )
+    .bind(now)
+    .bind(period)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// What reading a range found.
 #[derive(Debug)]
 pub enum Range {

@@ -47,6 +47,39 @@ struct EventsPage {
     queries: Vec<Query>,
     site_label: String,
     site_known: bool,
+    completeness: Vec<Monitor>,
+}
+
+/// A ready-made Datadog monitor that checks the export itself.
+struct Monitor {
+    id: &'static str,
+    title: &'static str,
+    explain: &'static str,
+    query: String,
+}
+
+/// Monitors that prove the export is complete: silence (no heartbeat) and a log that stops
+/// short of the heartbeat's `LastSequence`.
+fn completeness_monitors(subscription_id: uuid::Uuid) -> Vec<Monitor> {
+    let scope = format!("service:EZCA @SubscriptionId:{subscription_id}");
+    vec![
+        Monitor {
+            id: "monitor-heartbeat",
+            title: "No heartbeat for 15 minutes",
+            explain: "A log alert monitor: cloudpki sends a heartbeat (Event ID 1) every 5 minutes by default, so none for 15 minutes means logs are not arriving.",
+            query: format!(
+                "logs(\"{scope} @EventID:1\").index(\"*\").rollup(\"count\").last(\"15m\") < 1"
+            ),
+        },
+        Monitor {
+            id: "monitor-gap",
+            title: "Sequence gap at the end of the log",
+            explain: "A log monitor with two queries and a formula: a is the highest LastSequence the heartbeats reported, b the highest Sequence that arrived; above 0 means recorded events have not reached Datadog. For holes in the middle, run cloudpki verify on an export (README, Proving nothing is missing).",
+            query: format!(
+                "a = logs(\"{scope} @EventID:1\").rollup(\"max\", \"@LastSequence\"); b = logs(\"{scope} @Sequence:>0\").rollup(\"max\", \"@Sequence\"); alert when a - b > 0 over last(\"1h\")"
+            ),
+        },
+    ]
 }
 
 async fn show(
@@ -94,6 +127,7 @@ async fn show(
             }
         })
         .collect();
+    let completeness = completeness_monitors(membership.subscription_id);
     let page = EventsPage {
         layout: Layout::signed_in(&user, &format!("Events — {}", membership.name)),
         membership,
@@ -101,6 +135,7 @@ async fn show(
         queries,
         site_label: explorer_site.label(),
         site_known: site.is_some(),
+        completeness,
     };
     Ok(Html(page.render()?))
 }
