@@ -265,12 +265,14 @@ impl Config {
                 Ok(secs) if (10..=86_400).contains(&secs) => {
                     Some(std::time::Duration::from_secs(secs))
                 }
-                _ => return Err(ConfigError::new(
-                    "CLOUDPKI_HEARTBEAT_SECONDS",
-                    format!(
+                _ => {
+                    return Err(ConfigError::new(
+                        "CLOUDPKI_HEARTBEAT_SECONDS",
+                        format!(
                         "`{raw}` is not 0 (off) or a whole number of seconds between 10 and 86400"
                     ),
-                )),
+                    ))
+                }
             },
             None => Some(crate::forwarder::DEFAULT_HEARTBEAT),
         };

@@ -120,6 +120,8 @@ pub struct PassReport {
     pub duplicates: u64,
     /// Claims that ended in a retry or a failing destination.
     pub failures: u64,
+    /// Events a destination's filter passed over.
+    pub filtered: u64,
 }
 
 impl PassReport {
@@ -129,6 +131,7 @@ impl PassReport {
         self.parked += other.parked;
         self.duplicates += other.duplicates;
         self.failures += other.failures;
+        self.filtered += other.filtered;
     }
 }
 
@@ -161,6 +164,8 @@ enum Fate {
     MaybeSent,
     Delivered,
     Parked(String),
+    /// Passed over by the destination's event filter: never sent, never delivered.
+    Filtered,
 }
 
 /// Why a range stopped short.
@@ -503,6 +508,10 @@ impl Forwarder {
                 // Stays marked in flight: a resend is counted as a possible duplicate.
                 Fate::MaybeSent => {}
                 Fate::Unsent => settled.unsent_retries.push(event.seq),
+                Fate::Filtered => {
+                    settled.retried.push(event.seq);
+                    settled.filtered += 1;
+                }
             }
         }
         report.batches += 1;
@@ -626,6 +635,10 @@ impl Forwarder {
                 maybe_sent: event.maybe_sent,
             });
             let event_id = event.event_id;
+            if !claimed.sends(event_id) {
+                fates[k] = Fate::Filtered;
+                continue;
+            }
             match to_audit_log(event, claimed.subscription_id) {
                 Some(log) => {
                     logs.push(log);
@@ -990,6 +1003,7 @@ impl ClaimState {
         report.delivered += u64::try_from(settled.delivered).unwrap_or_default();
         report.duplicates += u64::try_from(settled.duplicates).unwrap_or_default();
         report.parked += settled.parked.len() as u64;
+        report.filtered += u64::try_from(settled.filtered).unwrap_or_default();
         self.maybe_sent_to = self.maybe_sent_to.max(settled.maybe_sent_to);
         if self.park_reason.is_none() {
             self.park_reason = settled.parked.first().map(|(_, r)| r.clone());
@@ -1004,7 +1018,7 @@ fn settle_range(events: &[Meta], fates: &[Fate], contiguous: bool) -> Settled {
     let prefix = if contiguous {
         fates
             .iter()
-            .take_while(|f| matches!(f, Fate::Delivered | Fate::Parked(_)))
+            .take_while(|f| matches!(f, Fate::Delivered | Fate::Parked(_) | Fate::Filtered))
             .count()
     } else {
         0
@@ -1025,7 +1039,8 @@ fn settle_range(events: &[Meta], fates: &[Fate], contiguous: bool) -> Settled {
             }
             Fate::Parked(reason) if k < prefix => settled.parked.push((event.seq, reason.clone())),
             Fate::MaybeSent => settled.maybe_sent_to = settled.maybe_sent_to.max(event.seq),
-            Fate::Parked(_) | Fate::Unsent => {}
+            Fate::Filtered if k < prefix => settled.filtered += 1,
+            Fate::Parked(_) | Fate::Unsent | Fate::Filtered => {}
         }
     }
     settled

@@ -40,6 +40,16 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/retry-parked",
         [303, 403, 303, 404],
     ),
+    (
+        "POST",
+        "/subscriptions/{id}/settings/pause",
+        [303, 403, 303, 404],
+    ),
+    (
+        "POST",
+        "/subscriptions/{id}/settings/resume",
+        [303, 403, 303, 404],
+    ),
     ("GET", "/subscriptions/{id}/members", [303, 403, 200, 404]),
     (
         "POST",

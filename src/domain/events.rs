@@ -152,6 +152,78 @@ pub fn alert_query(id: EventId) -> String {
     format!("service:EZCA @EventID:{id}")
 }
 
+/// The Event IDs a destination is sent: every catalog event (the default), or some of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventFilter(Option<Vec<i32>>);
+
+impl EventFilter {
+    /// Every event, including events the catalog gains later.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// The ticked `send_event_ids` checkboxes: each must be a catalog Event ID; ticking none is
+    /// refused (switching export off says that more plainly); ticking all means every event.
+    pub fn parse<S: AsRef<str>>(ticked: &[S]) -> Result<Self, String> {
+        let mut ids = Vec::new();
+        for raw in ticked {
+            let raw = raw.as_ref().trim();
+            let id = raw
+                .parse::<u32>()
+                .ok()
+                .and_then(|n| EventId::parse(n).ok())
+                .ok_or_else(|| format!("`{raw}` is not an Event ID of the catalog."))?;
+            let id = i32::try_from(id.get()).unwrap_or(i32::MAX);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Err(
+                "Tick at least one event to send, or switch Send Audit Logs to SIEM off.".into(),
+            );
+        }
+        if ids.len() == CATALOG.len() {
+            return Ok(Self(None));
+        }
+        ids.sort_unstable();
+        Ok(Self(Some(ids)))
+    }
+
+    /// From the stored column (`None`: every event).
+    pub fn from_stored(ids: Option<Vec<i32>>) -> Self {
+        Self(ids)
+    }
+
+    /// The stored form: `None` for every event.
+    pub fn ids(&self) -> Option<&[i32]> {
+        self.0.as_deref()
+    }
+
+    /// Whether events with this id are sent.
+    pub fn sends(&self, id: EventId) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|i| i64::from(*i) == i64::from(id.get())))
+    }
+
+    /// Plain words for the history: "every event" or "4 of 11 events (4888, …)".
+    pub fn describe(&self) -> String {
+        match &self.0 {
+            None => "every event".into(),
+            Some(ids) => format!(
+                "{} of {} events ({})",
+                ids.len(),
+                CATALOG.len(),
+                ids.iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// The eleven catalog events, in the order of the published tables.
 pub fn catalog() -> &'static [EventInfo] {
     &CATALOG
@@ -313,6 +385,20 @@ mod tests {
         assert_eq!(Criticality::Medium.datadog_status(), "warning");
         assert_eq!(Criticality::Low.datadog_status(), "info");
         assert_eq!(Criticality::Medium.as_str(), "Medium");
+    }
+
+    #[test]
+    fn an_event_filter_takes_catalog_ids_refuses_none_and_unknown_and_all_means_every_event() {
+        let some = EventFilter::parse(&["4888", "12", "4888"]).unwrap();
+        assert_eq!(some.ids(), Some(&[12, 4888][..]));
+        assert!(some.sends(EventId::parse(4888).unwrap()));
+        assert!(!some.sends(EventId::parse(4887).unwrap()));
+        assert!(EventFilter::parse::<&str>(&[]).is_err());
+        assert!(EventFilter::parse(&["4899"]).unwrap_err().contains("4899"));
+        assert!(EventFilter::parse(&["x"]).is_err());
+        let all: Vec<String> = catalog().iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(EventFilter::parse(&all).unwrap(), EventFilter::all());
+        assert_eq!(EventFilter::all().describe(), "every event");
     }
 
     #[test]

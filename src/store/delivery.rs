@@ -43,9 +43,18 @@ pub struct Claimed {
     pub consecutive_failures: i32,
     /// Start of the current run of failures.
     pub failing_since: Option<DateTime<Utc>>,
+    /// The Event IDs this destination is sent; `None`: every event.
+    pub send_event_ids: Option<Vec<i32>>,
 }
 
 impl Claimed {
+    /// Whether the destination's filter lets events with this Event ID through.
+    pub fn sends(&self, event_id: i32) -> bool {
+        self.send_event_ids
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&event_id))
+    }
+
     /// Whether a previous holder may already have sent the event `seq`.
     pub fn maybe_sent(&self, seq: i64) -> bool {
         seq > self.cursor && seq <= self.inflight_to
@@ -80,7 +89,8 @@ pub struct LogEvent {
 /// Makes sure a destination row exists and makes it due now (a saved change may fix it). A
 /// new destination owes the events recorded from now on; one switched on again owes, besides
 /// what it still owed when it was switched off, only what is recorded from now on. Saving
-/// also lifts a pause (the admin has seen to the destination).
+/// also lifts a pause by the destination (a webhook's 410: the admin has seen to it), not one
+/// an administrator asked for (that takes **Resume export**).
 pub async fn ensure_destination(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
@@ -91,7 +101,9 @@ pub async fn ensure_destination(
          insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
          values ($1, $2, (select last_seq from sub), (select last_seq from sub))
          on conflict on constraint delivery_destinations_pkey
-         do update set next_attempt_at = now(), consecutive_failures = 0, paused_reason = null,
+         do update set next_attempt_at = now(), consecutive_failures = 0,
+            paused_reason = case when d.paused_by_email is null then null else d.paused_reason end,
+            paused_at = case when d.paused_by_email is null then null else d.paused_at end,
             cursor = case when d.off_at_seq is not null and d.cursor >= d.off_at_seq
                           then greatest(d.cursor, (select last_seq from sub)) else d.cursor end,
             inflight_to = greatest(d.inflight_to, case when d.off_at_seq is not null
@@ -159,7 +171,7 @@ pub async fn claim_destination(
          where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
          returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
                    d.inflight_to, picked.last_seq, picked.has_retries, d.status,
-                   d.consecutive_failures, d.failing_since",
+                   d.consecutive_failures, d.failing_since, d.send_event_ids",
     )
     .bind(now)
     .bind(lease)
@@ -223,6 +235,70 @@ pub async fn due_heartbeats(
     .bind(period)
     .fetch_all(pool)
     .await?)
+}
+
+/// Sets the Event IDs a destination is sent (`None`: every event), in the save's transaction;
+/// returns the filter it had (`None` when there is no destination yet).
+pub async fn set_filter(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    send_event_ids: Option<&[i32]>,
+) -> Result<Option<crate::domain::events::EventFilter>, Error> {
+    let before: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+        "update delivery_destinations d set send_event_ids = $3
+         from (select send_event_ids from delivery_destinations
+               where subscription_id = $1 and provider = $2 for update) old
+         where d.subscription_id = $1 and d.provider = $2
+         returning old.send_event_ids",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(send_event_ids)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(before.map(|(ids,)| crate::domain::events::EventFilter::from_stored(ids)))
+}
+
+/// Pauses export to a destination at an administrator's request: events are recorded and
+/// kept (retention still applies), nothing is sent. `false` when there is no such destination
+/// or it was paused already.
+pub async fn pause(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    by_email: &str,
+) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update delivery_destinations
+         set paused_reason = 'an administrator (' || $3 || ') paused export.',
+             paused_at = now(), paused_by_email = $3
+         where subscription_id = $1 and provider = $2 and paused_reason is null",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(by_email)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Resumes a paused destination (whoever or whatever paused it): it is due at once and sends
+/// everything kept meanwhile. `false` when it was not paused.
+pub async fn resume(pool: &PgPool, subscription_id: Uuid, provider: &str) -> Result<bool, Error> {
+    let n = sqlx::query(
+        "update delivery_destinations
+         set paused_reason = null, paused_at = null, paused_by_email = null,
+             next_attempt_at = now()
+         where subscription_id = $1 and provider = $2 and paused_reason is not null",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// What reading a range found.
@@ -329,6 +405,8 @@ pub struct Settled {
     /// The SIEM may have events beyond the settled prefix (sent in parallel, or a failure
     /// after a send): up to here, a later resend is a possible duplicate.
     pub maybe_sent_to: i64,
+    /// Events the destination's filter passed over (not sent, not delivered).
+    pub filtered: i64,
 }
 
 /// Writes what a claim settled, in one statement. Needs no lease: what the SIEM accepted is
@@ -362,6 +440,7 @@ pub async fn settle(
             inflight_to = greatest(inflight_to, $8, $10),
             delivered_total = delivered_total + $11,
             duplicates_total = duplicates_total + $12,
+            filtered_total = filtered_total + $13,
             last_success_at = case when $11 > 0 then $3 else last_success_at end
          where subscription_id = $1 and provider = $2",
     )
@@ -377,6 +456,7 @@ pub async fn settle(
     .bind(settled.maybe_sent_to)
     .bind(settled.delivered)
     .bind(settled.duplicates)
+    .bind(settled.filtered)
     .execute(pool)
     .await?;
     Ok(())
@@ -500,6 +580,7 @@ pub async fn finish(
             last_error = coalesce($11, last_error),
             last_error_at = case when $11 is null then last_error_at else $4 end,
             paused_reason = coalesce($12, paused_reason),
+            paused_at = case when $12::text is null then paused_at else coalesce(paused_at, $4) end,
             refusals_total = refusals_total + $13,
             inflight_to = greatest(cursor, $14)
          where subscription_id = $1 and provider = $2 and lease_owner = $3
@@ -612,6 +693,12 @@ pub struct DestinationHealth {
     pub next_attempt_at: DateTime<Utc>,
     /// Why the destination is paused, if it is.
     pub paused_reason: Option<String>,
+    /// When it was paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Events its filter passed over, ever.
+    pub filtered_total: i64,
+    /// The Event IDs it is sent; `None`: every event.
+    pub send_event_ids: Option<Vec<i32>>,
 }
 
 /// A parked event, for the panel.

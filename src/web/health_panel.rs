@@ -30,6 +30,10 @@ pub struct HealthView {
     pub sends_email: bool,
     /// Events still waiting for providers the subscription no longer uses: (label, count).
     pub stranded: Vec<(String, i64)>,
+    /// Events the destination's filter passed over.
+    pub filtered_total: i64,
+    /// While paused: when the oldest kept event expires unless export resumes.
+    pub paused_expiry: Option<String>,
 }
 
 fn age(since: DateTime<Utc>) -> String {
@@ -43,7 +47,12 @@ fn age(since: DateTime<Utc>) -> String {
 }
 
 /// The panel of the current destination, from the rows read with the page.
-pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthView {
+pub fn health_view(
+    sends_email: bool,
+    enabled: bool,
+    retention_days: u32,
+    rows: PanelRows,
+) -> HealthView {
     let PanelRows {
         health,
         stranded,
@@ -97,6 +106,8 @@ pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthV
             emails,
             sends_email,
             stranded,
+            filtered_total: 0,
+            paused_expiry: None,
         };
     };
     let parked = parked
@@ -142,8 +153,12 @@ pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthV
             ),
         )
     } else if let Some(reason) = &h.paused_reason {
-        ("failing", "Paused", format!(
-            "Export to this destination is paused: {reason} Events are recorded and kept; save the settings to resume."
+        let since = h
+            .paused_at
+            .map(|t| format!(" (since {})", when(t)))
+            .unwrap_or_default();
+        ("paused", "Paused", format!(
+            "Export to this destination is paused{since}: {reason} Events are recorded and kept, not sent; press Resume export to send them."
         ))
     } else if h.status == "failing" {
         ("failing", "Failing", format!(
@@ -163,6 +178,17 @@ pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthV
             "Events are delivered as they arrive.".to_owned(),
         )
     };
+    let paused_expiry = h
+        .paused_reason
+        .as_ref()
+        .and(h.oldest_pending)
+        .map(|oldest| {
+            let expires = oldest + chrono::Duration::days(i64::from(retention_days));
+            format!(
+                "The oldest kept event expires on {} (retention {retention_days} days) unless export resumes before.",
+                when(expires)
+            )
+        });
     HealthView {
         state: state_name,
         label,
@@ -182,6 +208,8 @@ pub fn health_view(sends_email: bool, enabled: bool, rows: PanelRows) -> HealthV
         emails,
         sends_email,
         stranded,
+        filtered_total: h.filtered_total,
+        paused_expiry,
     }
 }
 

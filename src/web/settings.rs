@@ -27,6 +27,7 @@ use super::{
     Layout, WebError,
 };
 use crate::{
+    domain::events::{catalog, Criticality, EventFilter},
     siem::{
         config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
         registry::{Choice, FieldKind},
@@ -46,7 +47,45 @@ pub fn router() -> Router<AppState> {
             "/subscriptions/{id}/settings/retry-parked",
             axum::routing::post(retry_parked),
         )
+        .route(
+            "/subscriptions/{id}/settings/pause",
+            axum::routing::post(pause),
+        )
+        .route(
+            "/subscriptions/{id}/settings/resume",
+            axum::routing::post(resume),
+        )
 }
+
+/// One checkbox of the event filter.
+struct FilterBox {
+    id: String,
+    summary: &'static str,
+    checked: bool,
+}
+
+/// The event filter's checkboxes, grouped by criticality (High first).
+fn filter_groups(filter: &EventFilter) -> Vec<(&'static str, Vec<FilterBox>)> {
+    [Criticality::High, Criticality::Medium, Criticality::Low]
+        .into_iter()
+        .map(|crit| {
+            let boxes = catalog()
+                .iter()
+                .filter(|e| e.criticality == crit)
+                .map(|e| FilterBox {
+                    id: e.id.to_string(),
+                    summary: e.summary,
+                    checked: filter.sends(e.id),
+                })
+                .collect();
+            (crit.as_str(), boxes)
+        })
+        .collect()
+}
+
+/// The form field that says the event filter was on the submitted form (an unticked
+/// checkbox sends nothing, so "none ticked" needs it).
+const FILTER_SHOWN: &str = "send_event_ids_shown";
 
 /// The message in the `role="status"` element.
 struct Status {
@@ -115,6 +154,9 @@ struct SettingsPage {
     layout: Layout,
     membership: MembershipRow,
     is_admin: bool,
+    filter_groups: Vec<(&'static str, Vec<FilterBox>)>,
+    filter_error: Option<String>,
+    paused: bool,
     enabled: bool,
     provider: String,
     errors: FieldErrors,
@@ -135,6 +177,12 @@ impl SettingsPage {
 
 #[derive(Deserialize)]
 struct ShowQuery {
+    #[serde(default)]
+    paused: Option<String>,
+    #[serde(default)]
+    resumed: Option<String>,
+    #[serde(default)]
+    export: Option<String>,
     #[serde(default)]
     saved: Option<String>,
     #[serde(default)]
@@ -202,10 +250,23 @@ async fn show(
             "ok",
             format!("{n} parked event(s) are queued again and will be retried now."),
         )),
+        (None, None) if query.paused.is_some() => Some(Status::plain(
+            "ok",
+            "Export paused. Events are recorded and kept (the retention period still applies); nothing is sent until you resume.",
+        )),
+        (None, None) if query.resumed.is_some() => Some(Status::plain(
+            "ok",
+            "Export resumed. The events kept meanwhile are being sent now.",
+        )),
+        (None, None) if query.export.is_some() => Some(Status::plain(
+            "error",
+            "Export is off: there is nothing to pause or resume. Switch Send Audit Logs to SIEM on first.",
+        )),
         (None, None) => None,
     };
     let form = FormState {
         membership,
+        filter: loaded.filter(),
         enabled: loaded.settings.as_ref().is_some_and(|s| s.enabled),
         provider: loaded
             .settings
@@ -232,6 +293,16 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// The current destination's stored event filter.
+    fn filter(&self) -> EventFilter {
+        EventFilter::from_stored(
+            self.panel
+                .health
+                .as_ref()
+                .and_then(|h| h.send_event_ids.clone()),
+        )
+    }
+
     async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
         let settings = store::siem::settings(state.pool(), subscription_id).await?;
         let provider = settings
@@ -253,6 +324,8 @@ struct FormState {
     membership: MembershipRow,
     enabled: bool,
     provider: String,
+    /// The event filter as shown (stored, or as submitted).
+    filter: EventFilter,
     values: FormValues,
     errors: FieldErrors,
     status: Option<Status>,
@@ -268,14 +341,22 @@ fn render(
         membership,
         enabled,
         provider,
+        filter,
         mut values,
         errors,
         status,
     } = form;
+    let paused = loaded
+        .panel
+        .health
+        .as_ref()
+        .is_some_and(|h| h.paused_reason.is_some());
+    let filter_error = errors.get("send_event_ids").map(str::to_owned);
     let settings = loaded.settings.as_ref();
     let health = health_view(
         state.sends_email(),
         settings.is_some_and(|s| s.enabled),
+        state.config().retention_days,
         loaded.panel,
     );
     let history = loaded
@@ -356,6 +437,9 @@ fn render(
     let page = SettingsPage {
         layout: Layout::signed_in(user, &format!("Settings — {}", membership.name)),
         is_admin: membership.role().is_admin(),
+        filter_groups: filter_groups(&filter),
+        filter_error,
+        paused,
         enabled,
         provider,
         errors,
@@ -392,7 +476,17 @@ async fn submit(
     let session_digest = super::session::cookie(&headers, super::session::SESSION_COOKIE)
         .map(crate::crypto::token_digest);
     let membership = membership_or_404(&state, &user, &id).await?;
-    let mut values: FormValues = raw.into_iter().collect();
+    // The event filter's checkboxes repeat one name: taken before the fields become a map.
+    let filter_shown = raw.iter().any(|(k, _)| k == FILTER_SHOWN);
+    let ticked: Vec<String> = raw
+        .iter()
+        .filter(|(k, _)| k == "send_event_ids")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let mut values: FormValues = raw
+        .into_iter()
+        .filter(|(k, _)| k != "send_event_ids" && k != FILTER_SHOWN)
+        .collect();
     let csrf = values.remove("csrf_token").unwrap_or_default();
     user.check_csrf(&csrf)?;
     let action = values.remove("action").unwrap_or_default();
@@ -422,9 +516,19 @@ async fn submit(
     let enabled = values.remove("siem_enabled").is_some();
     let provider_raw = values.remove("provider").unwrap_or_default();
     let loaded = Loaded::fetch(&state, sub).await?;
+    // Absent from the form (an old page): unchanged.
+    let filter = if filter_shown {
+        EventFilter::parse(&ticked)
+    } else {
+        Ok(loaded.filter())
+    };
+    let shown_filter = filter.clone().unwrap_or_else(|_| {
+        EventFilter::parse(&ticked).unwrap_or_else(|_| EventFilter::from_stored(Some(Vec::new())))
+    });
     // The page again, as submitted, with field errors and a status.
     let again = |values: FormValues, errors: FieldErrors, status: Status| FormState {
         membership: membership.clone(),
+        filter: shown_filter.clone(),
         enabled,
         provider: provider_raw.trim().to_owned(),
         values,
@@ -601,16 +705,16 @@ async fn submit(
             answer(&state, &user, form, &loaded, StatusCode::OK).await
         }
         "save" => {
-            let validated = match config::validate(
-                provider,
-                &values,
-                &stored,
-                state.egress(),
-                enabled,
-                context,
+            let validated = match (
+                config::validate(provider, &values, &stored, state.egress(), enabled, context),
+                &filter,
             ) {
-                Ok(v) => v,
-                Err(errors) => {
+                (Ok(v), Ok(_)) => v,
+                (result, filter) => {
+                    let mut errors = result.err().unwrap_or_default();
+                    if let Err(e) = filter {
+                        errors.add("send_event_ids", e.clone());
+                    }
                     let status = Status::plain(
                         "error",
                         format!(
@@ -634,7 +738,10 @@ async fn submit(
                 &state,
                 (user.user_id, &user.email),
                 sub,
-                enabled,
+                Export {
+                    enabled,
+                    filter: filter.as_ref().ok(),
+                },
                 loaded.settings.as_ref(),
                 &stored,
                 validated,
@@ -681,19 +788,26 @@ async fn submit(
     }
 }
 
+/// The switch and the event filter of a save (`filter: None` keeps the stored one).
+pub(super) struct Export<'a> {
+    pub enabled: bool,
+    pub filter: Option<&'a EventFilter>,
+}
+
 /// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
 /// history entry: for the page and the REST API alike.
 pub(super) async fn save(
     state: &AppState,
     user: (uuid::Uuid, &str),
     sub: uuid::Uuid,
-    enabled: bool,
+    export: Export<'_>,
     before: Option<&store::siem::SettingsRow>,
     stored: &StoredProvider,
     validated: config::Validated,
 ) -> Result<(), WebError> {
+    let Export { enabled, filter } = export;
     let provider = validated.provider;
-    let changes = describe_changes(before, enabled, stored, &validated);
+    let mut changes = describe_changes(before, enabled, stored, &validated);
     let settings = &validated.settings;
 
     let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
@@ -716,6 +830,16 @@ pub(super) async fn save(
     }
     if enabled {
         store::delivery::ensure_destination(&mut tx, sub, provider.id()).await?;
+    }
+    if let Some(filter) = filter {
+        let before = store::delivery::set_filter(&mut tx, sub, provider.id(), filter.ids()).await?;
+        if let Some(before) = before.filter(|b| b != filter) {
+            changes.push(format!(
+                "Events to send changed from {} to {}",
+                before.describe(),
+                filter.describe()
+            ));
+        }
     }
     store::siem::record_history(&mut *tx, sub, user.0, user.1, "saved", &changes).await?;
     tx.commit().await.map_err(store::Error::from)?;
@@ -888,6 +1012,30 @@ struct CsrfOnly {
     csrf_token: String,
 }
 
+/// Refuses a reader (403) and records the attempt in the history.
+async fn admin_or_denied(
+    state: &AppState,
+    user: &CurrentUser,
+    membership: &MembershipRow,
+    what: &str,
+) -> Result<(), WebError> {
+    if membership.role().is_admin() {
+        return Ok(());
+    }
+    store::siem::record_history(
+        state.pool(),
+        membership.subscription_id,
+        user.user_id,
+        &user.email,
+        "denied",
+        &[format!("Tried to {what} without the admin role")],
+    )
+    .await?;
+    Err(WebError::Forbidden(format!(
+        "Only administrators of this subscription can {what}."
+    )))
+}
+
 /// Puts the parked events back in the queue (admins only).
 async fn retry_parked(
     State(state): State<AppState>,
@@ -898,20 +1046,7 @@ async fn retry_parked(
     let membership = membership_or_404(&state, &user, &id).await?;
     user.check_csrf(&form.csrf_token)?;
     let sub = membership.subscription_id;
-    if !membership.role().is_admin() {
-        store::siem::record_history(
-            state.pool(),
-            sub,
-            user.user_id,
-            &user.email,
-            "denied",
-            &["Tried to retry parked events without the admin role".to_owned()],
-        )
-        .await?;
-        return Err(WebError::Forbidden(
-            "Only administrators of this subscription can retry parked events.".into(),
-        ));
-    }
+    admin_or_denied(&state, &user, &membership, "retry parked events").await?;
     let provider = store::siem::settings(state.pool(), sub)
         .await?
         .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
@@ -926,4 +1061,73 @@ async fn retry_parked(
     )
     .await?;
     Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?retried={n}#health")).into_response())
+}
+
+/// **Pause export** (admins only): events are recorded and kept, nothing is sent.
+async fn pause(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    pause_or_resume(state, user, id, form, true).await
+}
+
+/// **Resume export** (admins only): what was kept meanwhile is sent.
+async fn resume(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    pause_or_resume(state, user, id, form, false).await
+}
+
+async fn pause_or_resume(
+    state: AppState,
+    user: CurrentUser,
+    id: String,
+    form: CsrfOnly,
+    pausing: bool,
+) -> Result<Response, WebError> {
+    let membership = membership_or_404(&state, &user, &id).await?;
+    user.check_csrf(&form.csrf_token)?;
+    let sub = membership.subscription_id;
+    let what = if pausing { "pause" } else { "resume" };
+    admin_or_denied(&state, &user, &membership, &format!("{what} export")).await?;
+    let Some(settings) = store::siem::settings(state.pool(), sub)
+        .await?
+        .filter(|s| s.enabled)
+    else {
+        return Ok(
+            Redirect::to(&format!("/subscriptions/{sub}/settings?export=off#health"))
+                .into_response(),
+        );
+    };
+    let changed = if pausing {
+        store::delivery::pause(state.pool(), sub, &settings.provider, &user.email).await?
+    } else {
+        store::delivery::resume(state.pool(), sub, &settings.provider).await?
+    };
+    if changed {
+        let (outcome, change) = if pausing {
+            (
+                "paused",
+                "Export paused: events are recorded and kept, not sent",
+            )
+        } else {
+            ("resumed", "Export resumed: kept events are sent now")
+        };
+        store::siem::record_history(
+            state.pool(),
+            sub,
+            user.user_id,
+            &user.email,
+            outcome,
+            &[change.to_owned()],
+        )
+        .await?;
+        tracing::info!(subscription_id = %sub, user_id = %user.user_id, outcome, "export {outcome}");
+    }
+    Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?{what}d=1#health")).into_response())
 }

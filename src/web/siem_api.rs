@@ -224,7 +224,10 @@ async fn update(
         &state,
         (user.user_id, &user.email),
         sub,
-        enabled,
+        super::settings::Export {
+            enabled,
+            filter: None,
+        },
         before.as_ref(),
         &stored,
         validated,
