@@ -122,6 +122,8 @@ pub struct PassReport {
     pub failures: u64,
     /// Events a destination's filter passed over.
     pub filtered: u64,
+    /// Events resent by a replay.
+    pub replayed: u64,
 }
 
 impl PassReport {
@@ -132,6 +134,7 @@ impl PassReport {
         self.duplicates += other.duplicates;
         self.failures += other.failures;
         self.filtered += other.filtered;
+        self.replayed += other.replayed;
     }
 }
 
@@ -410,6 +413,20 @@ impl Forwarder {
             )
             .await?;
         }
+        if claim.trouble.is_none() {
+            if let Some(left) = claimed.replay_left() {
+                self.serve_replay(
+                    &claimed,
+                    &destination,
+                    clock,
+                    &stop,
+                    left,
+                    &mut claim,
+                    &mut report,
+                )
+                .await?;
+            }
+        }
 
         let refused = matches!(claim.trouble, Some(Trouble::Refused { .. }));
         let health = match claim.trouble.take() {
@@ -478,6 +495,64 @@ impl Forwarder {
             failures: 1,
             ..PassReport::default()
         })
+    }
+
+    /// Resends a replay's events in order, a range at a time, within the claim's budget; the
+    /// progress is recorded after each range. Replayed events keep their Sequence, Hash and
+    /// EventUuid; the filter and late handling apply as to any send. An event the SIEM
+    /// refuses now is passed over (it was delivered before).
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_replay(
+        &self,
+        claimed: &Claimed,
+        destination: &Arc<dyn SiemDestination>,
+        clock: Clock,
+        stop: &watch::Receiver<bool>,
+        (mut next, to): (i64, i64),
+        claim: &mut ClaimState,
+        report: &mut PassReport,
+    ) -> Result<(), store::Error> {
+        let budget_end = Instant::now() + self.options.claim_budget;
+        while next <= to && !*stop.borrow() && Instant::now() < budget_end {
+            let events = store::delivery::read_replay(
+                &self.pool,
+                claimed.subscription_id,
+                next,
+                to,
+                BATCH_EVENTS,
+            )
+            .await?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                // Expired meanwhile (retention): nothing left to resend.
+                store::delivery::advance_replay(&self.pool, claimed, to + 1, 0).await?;
+                break;
+            };
+            let (metas, handle) = self.spawn_range(claimed, destination, events, clock, false);
+            let outcome = join_range(handle, metas.len()).await;
+            let prefix = outcome
+                .fates
+                .iter()
+                .take_while(|f| matches!(f, Fate::Delivered | Fate::Parked(_) | Fate::Filtered))
+                .count();
+            let sent = outcome.fates[..prefix]
+                .iter()
+                .filter(|f| matches!(f, Fate::Delivered))
+                .count();
+            let through = match prefix {
+                p if p == metas.len() => last,
+                0 => next - 1,
+                p => metas[p - 1].seq,
+            };
+            report.batches += 1;
+            report.replayed += sent as u64;
+            store::delivery::advance_replay(&self.pool, claimed, through + 1, sent as i64).await?;
+            next = through + 1;
+            if let Some(trouble) = outcome.trouble {
+                claim.trouble = Some(trouble);
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Sends the events waiting out of order (a retry of parked events).

@@ -50,6 +50,12 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/resume",
         [303, 403, 303, 404],
     ),
+    // An admin's empty replay window is explained (422).
+    (
+        "POST",
+        "/subscriptions/{id}/settings/replay",
+        [303, 403, 422, 404],
+    ),
     ("GET", "/subscriptions/{id}/members", [303, 403, 200, 404]),
     (
         "POST",

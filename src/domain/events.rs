@@ -224,6 +224,54 @@ impl EventFilter {
     }
 }
 
+/// Most events one replay may resend.
+pub const REPLAY_CAP: i64 = 1_000_000;
+
+/// A window of recording times to replay, from the page's `replay_from` and `replay_to`
+/// (`datetime-local` values, read as UTC): `from` included, `to` excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayWindow {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+impl ReplayWindow {
+    /// Parses both ends; an error names the field (`replay_from` or `replay_to`) and says why.
+    pub fn parse(from: &str, to: &str) -> Result<Self, (&'static str, String)> {
+        fn one(
+            name: &'static str,
+            raw: &str,
+        ) -> Result<chrono::DateTime<chrono::Utc>, (&'static str, String)> {
+            let raw = raw.trim();
+            if raw.is_empty() {
+                return Err((name, "Enter a date and time (UTC).".into()));
+            }
+            [
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%dT%H:%M:%S%.f",
+            ]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
+            .map(|t| t.and_utc())
+            .ok_or_else(|| {
+                (
+                    name,
+                    format!("`{raw}` is not a date and time such as 2026-12-01T09:30 (UTC)."),
+                )
+            })
+        }
+        let window = Self {
+            from: one("replay_from", from)?,
+            to: one("replay_to", to)?,
+        };
+        if window.to <= window.from {
+            return Err(("replay_to", "The end must be after the start.".into()));
+        }
+        Ok(window)
+    }
+}
+
 /// The eleven catalog events, in the order of the published tables.
 pub fn catalog() -> &'static [EventInfo] {
     &CATALOG
@@ -399,6 +447,26 @@ mod tests {
         let all: Vec<String> = catalog().iter().map(|e| e.id.to_string()).collect();
         assert_eq!(EventFilter::parse(&all).unwrap(), EventFilter::all());
         assert_eq!(EventFilter::all().describe(), "every event");
+    }
+
+    #[test]
+    fn a_replay_window_reads_datetime_local_values_as_utc_and_names_the_bad_field() {
+        let w = ReplayWindow::parse("2026-11-30T09:30", "2026-11-30T10:00:30").unwrap();
+        assert_eq!(w.from.to_rfc3339(), "2026-11-30T09:30:00+00:00");
+        assert_eq!(w.to.to_rfc3339(), "2026-11-30T10:00:30+00:00");
+        assert_eq!(
+            ReplayWindow::parse("", "2026-11-30T10:00").unwrap_err().0,
+            "replay_from"
+        );
+        assert_eq!(
+            ReplayWindow::parse("2026-11-30T10:00", "yesterday")
+                .unwrap_err()
+                .0,
+            "replay_to"
+        );
+        let (field, why) = ReplayWindow::parse("2026-11-30T10:00", "2026-11-30T09:00").unwrap_err();
+        assert_eq!(field, "replay_to");
+        assert!(why.contains("after the start"));
     }
 
     #[test]

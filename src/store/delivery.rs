@@ -45,9 +45,20 @@ pub struct Claimed {
     pub failing_since: Option<DateTime<Utc>>,
     /// The Event IDs this destination is sent; `None`: every event.
     pub send_event_ids: Option<Vec<i32>>,
+    /// A replay in progress: the next `seq` to resend…
+    pub replay_next: Option<i64>,
+    /// …up to this one.
+    pub replay_to: Option<i64>,
 }
 
 impl Claimed {
+    /// The part of a replay still to send, if any.
+    pub fn replay_left(&self) -> Option<(i64, i64)> {
+        self.replay_next
+            .zip(self.replay_to)
+            .filter(|(next, to)| next <= to)
+    }
+
     /// Whether the destination's filter lets events with this Event ID through.
     pub fn sends(&self, event_id: i32) -> bool {
         self.send_event_ids
@@ -158,7 +169,7 @@ pub async fn claim_destination(
             where c.next_attempt_at <= $1
               and (c.leased_until is null or c.leased_until < $1)
               and c.paused_reason is null
-              and (c.cursor < sub.last_seq
+              and (c.cursor < sub.last_seq or c.replay_next <= c.replay_to
                    or exists (select 1 from delivery_parked p
                               where p.subscription_id = c.subscription_id
                                 and p.provider = c.provider and p.state = 'retry'))
@@ -171,7 +182,8 @@ pub async fn claim_destination(
          where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
          returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
                    d.inflight_to, picked.last_seq, picked.has_retries, d.status,
-                   d.consecutive_failures, d.failing_since, d.send_event_ids",
+                   d.consecutive_failures, d.failing_since, d.send_event_ids,
+                   d.replay_next, d.replay_to",
     )
     .bind(now)
     .bind(lease)
@@ -299,6 +311,120 @@ pub async fn resume(pool: &PgPool, subscription_id: Uuid, provider: &str) -> Res
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// What asking for a replay found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayPlan {
+    /// The replay of these `seq`s is under way.
+    Started { from: i64, to: i64, events: i64 },
+    /// No event of the window had been sent to the destination.
+    Empty,
+    /// The window holds more events than one replay may resend.
+    TooMany { events: i64 },
+    /// The subscription has no enabled destination.
+    NoDestination,
+}
+
+/// Starts resending the events recorded in `[from, to)` that the destination had already
+/// been sent (what it still owes goes out with the log anyway), at most `cap` of them. A new
+/// replay replaces one in progress.
+pub async fn start_replay(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    cap: i64,
+) -> Result<ReplayPlan, Error> {
+    let found: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "select (select min(e.seq) from audit_events e
+                 where e.subscription_id = d.subscription_id
+                   and e.recorded_at >= $3 and e.recorded_at < $4 and e.seq <= d.cursor),
+                (select max(e.seq) from audit_events e
+                 where e.subscription_id = d.subscription_id
+                   and e.recorded_at >= $3 and e.recorded_at < $4 and e.seq <= d.cursor)
+         from delivery_destinations d
+         join siem_settings s on s.subscription_id = d.subscription_id
+                             and s.provider = d.provider and s.enabled
+         where d.subscription_id = $1 and d.provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(window.0)
+    .bind(window.1)
+    .fetch_optional(pool)
+    .await?;
+    let Some(found) = found else {
+        return Ok(ReplayPlan::NoDestination);
+    };
+    let (Some(from), Some(to)) = found else {
+        return Ok(ReplayPlan::Empty);
+    };
+    // `seq` has no gaps: the range's length is its number of events.
+    let events = to - from + 1;
+    if events > cap {
+        return Ok(ReplayPlan::TooMany { events });
+    }
+    sqlx::query(
+        "update delivery_destinations
+         set replay_from = $3, replay_next = $3, replay_to = $4, next_attempt_at = now()
+         where subscription_id = $1 and provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(from)
+    .bind(to)
+    .execute(pool)
+    .await?;
+    Ok(ReplayPlan::Started { from, to, events })
+}
+
+/// Reads up to `limit` events of a replay, from `seq` `from` to `to`.
+pub async fn read_replay(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Vec<LogEvent>, Error> {
+    Ok(sqlx::query_as::<_, LogEvent>(
+        "select seq, id as event_uuid, event_id, occurred_at, recorded_at, actor, details,
+                prev_hash, hash, false as maybe_sent
+         from audit_events
+         where subscription_id = $1 and seq >= $2 and seq <= $3
+         order by seq limit $4",
+    )
+    .bind(subscription_id)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Records a replay's progress: resent up to `next - 1`, `sent` more events accepted. Only
+/// while the claim holds the lease and the replay is the same one.
+pub async fn advance_replay(
+    pool: &PgPool,
+    claimed: &Claimed,
+    next: i64,
+    sent: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update delivery_destinations
+         set replay_next = greatest(replay_next, $4), replayed_total = replayed_total + $5
+         where subscription_id = $1 and provider = $2 and lease_owner = $3
+           and replay_to is not distinct from $6",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(claimed.token)
+    .bind(next)
+    .bind(sent)
+    .bind(claimed.replay_to)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// What reading a range found.
@@ -699,6 +825,10 @@ pub struct DestinationHealth {
     pub filtered_total: i64,
     /// The Event IDs it is sent; `None`: every event.
     pub send_event_ids: Option<Vec<i32>>,
+    /// The latest replay: first, next and last `seq`.
+    pub replay_from: Option<i64>,
+    pub replay_next: Option<i64>,
+    pub replay_to: Option<i64>,
 }
 
 /// A parked event, for the panel.

@@ -66,7 +66,8 @@ fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
              select d.status, d.last_success_at, d.last_error, d.last_error_at, d.failing_since,
                     d.delivered_total, d.duplicates_total, d.takeovers_total, d.expired_total,
                     d.next_attempt_at, d.paused_reason, d.paused_at, d.filtered_total,
-                    d.send_event_ids, owed.waiting as pending, owed.oldest as oldest_pending,
+                    d.send_event_ids, d.replay_from, d.replay_next, d.replay_to,
+                    owed.waiting as pending, owed.oldest as oldest_pending,
                     (select count(*) from delivery_parked p
                      where p.subscription_id = d.subscription_id and p.provider = d.provider
                        and p.state = 'parked') as parked

@@ -34,6 +34,8 @@ pub struct HealthView {
     pub filtered_total: i64,
     /// While paused: when the oldest kept event expires unless export resumes.
     pub paused_expiry: Option<String>,
+    /// The latest replay's progress.
+    pub replay: Option<String>,
 }
 
 fn age(since: DateTime<Utc>) -> String {
@@ -108,6 +110,7 @@ pub fn health_view(
             stranded,
             filtered_total: 0,
             paused_expiry: None,
+            replay: None,
         };
     };
     let parked = parked
@@ -189,6 +192,21 @@ pub fn health_view(
                 when(expires)
             )
         });
+    let replay = match (h.replay_from, h.replay_next, h.replay_to) {
+        (Some(from), Some(next), Some(to)) => {
+            let total = to - from + 1;
+            let done = (next - from).clamp(0, total);
+            Some(if next > to {
+                format!("Last replay done: {total} event(s) resent (Sequence {from}..{to}).")
+            } else {
+                format!(
+                    "Replay in progress: {done} of {total} event(s) resent ({} %, Sequence {from}..{to}).",
+                    done * 100 / total.max(1)
+                )
+            })
+        }
+        _ => None,
+    };
     HealthView {
         state: state_name,
         label,
@@ -210,6 +228,7 @@ pub fn health_view(
         stranded,
         filtered_total: h.filtered_total,
         paused_expiry,
+        replay,
     }
 }
 

@@ -27,7 +27,7 @@ use super::{
     Layout, WebError,
 };
 use crate::{
-    domain::events::{catalog, Criticality, EventFilter},
+    domain::events::{catalog, Criticality, EventFilter, ReplayWindow, REPLAY_CAP},
     siem::{
         config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
         registry::{Choice, FieldKind},
@@ -54,6 +54,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/subscriptions/{id}/settings/resume",
             axum::routing::post(resume),
+        )
+        .route(
+            "/subscriptions/{id}/settings/replay",
+            axum::routing::post(replay),
         )
 }
 
@@ -157,6 +161,8 @@ struct SettingsPage {
     filter_groups: Vec<(&'static str, Vec<FilterBox>)>,
     filter_error: Option<String>,
     paused: bool,
+    replay_from: String,
+    replay_to: String,
     enabled: bool,
     provider: String,
     errors: FieldErrors,
@@ -173,6 +179,15 @@ impl SettingsPage {
     fn error(&self, name: &str) -> Option<&str> {
         self.errors.get(name)
     }
+
+    /// What the replay window's fields hold.
+    fn value(&self, name: &str) -> &str {
+        match name {
+            "replay_from" => &self.replay_from,
+            "replay_to" => &self.replay_to,
+            _ => "",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -183,6 +198,8 @@ struct ShowQuery {
     resumed: Option<String>,
     #[serde(default)]
     export: Option<String>,
+    #[serde(default)]
+    replay: Option<i64>,
     #[serde(default)]
     saved: Option<String>,
     #[serde(default)]
@@ -235,15 +252,6 @@ async fn show(
         history: snapshot.history,
         panel: snapshot.panel,
     };
-    let mut values = FormValues::new();
-    for (provider, stored) in &loaded.stored {
-        values.extend(stored.fields.clone());
-        for field in provider.fields().iter().filter(|f| !f.default.is_empty()) {
-            values
-                .entry(field.name.to_owned())
-                .or_insert_with(|| field.default.to_owned());
-        }
-    }
     let status = match (query.saved, query.retried) {
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
         (None, Some(n)) => Some(Status::plain(
@@ -258,13 +266,35 @@ async fn show(
             "ok",
             "Export resumed. The events kept meanwhile are being sent now.",
         )),
+        (None, None) if query.replay.is_some() => Some(Status::plain(
+            "ok",
+            format!(
+                "Replay started: {} event(s) will be resent with their Sequence, Hash and EventUuid. Progress is shown under Delivery health.",
+                query.replay.unwrap_or_default()
+            ),
+        )),
         (None, None) if query.export.is_some() => Some(Status::plain(
             "error",
             "Export is off: there is nothing to pause or resume. Switch Send Audit Logs to SIEM on first.",
         )),
         (None, None) => None,
     };
-    let form = FormState {
+    let form = stored_form(membership, &loaded, status);
+    Ok(Html(render(&state, &user, form, loaded)?).into_response())
+}
+
+/// The form as stored, with a status.
+fn stored_form(membership: MembershipRow, loaded: &Loaded, status: Option<Status>) -> FormState {
+    let mut values = FormValues::new();
+    for (provider, stored) in &loaded.stored {
+        values.extend(stored.fields.clone());
+        for field in provider.fields().iter().filter(|f| !f.default.is_empty()) {
+            values
+                .entry(field.name.to_owned())
+                .or_insert_with(|| field.default.to_owned());
+        }
+    }
+    FormState {
         membership,
         filter: loaded.filter(),
         enabled: loaded.settings.as_ref().is_some_and(|s| s.enabled),
@@ -275,8 +305,7 @@ async fn show(
         values,
         errors: FieldErrors::default(),
         status,
-    };
-    Ok(Html(render(&state, &user, form, loaded)?).into_response())
+    }
 }
 
 /// The subscription's stored SIEM state, read once per request.
@@ -440,6 +469,8 @@ fn render(
         filter_groups: filter_groups(&filter),
         filter_error,
         paused,
+        replay_from: values.get("replay_from").cloned().unwrap_or_default(),
+        replay_to: values.get("replay_to").cloned().unwrap_or_default(),
         enabled,
         provider,
         errors,
@@ -1130,4 +1161,111 @@ async fn pause_or_resume(
         tracing::info!(subscription_id = %sub, user_id = %user.user_id, outcome, "export {outcome}");
     }
     Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?{what}d=1#health")).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReplayForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    replay_from: String,
+    #[serde(default)]
+    replay_to: String,
+}
+
+/// **Replay** (admins only): resends the events recorded in a window (UTC) to the current
+/// destination, at most [`REPLAY_CAP`] of them.
+async fn replay(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<ReplayForm>,
+) -> Result<Response, WebError> {
+    let membership = membership_or_404(&state, &user, &id).await?;
+    user.check_csrf(&form.csrf_token)?;
+    admin_or_denied(&state, &user, &membership, "replay events").await?;
+    let sub = membership.subscription_id;
+    let refuse = |loaded: Loaded, field: Option<&'static str>, message: String| {
+        let mut page = stored_form(membership.clone(), &loaded, None);
+        page.values
+            .insert("replay_from".into(), form.replay_from.clone());
+        page.values
+            .insert("replay_to".into(), form.replay_to.clone());
+        if let Some(field) = field {
+            page.errors.add(field, message.clone());
+        }
+        page.status = Some(Status::plain(
+            "error",
+            format!("Nothing was replayed. {message}"),
+        ));
+        (page, loaded)
+    };
+    let loaded = Loaded::fetch(&state, sub).await?;
+    let window = match ReplayWindow::parse(&form.replay_from, &form.replay_to) {
+        Ok(w) => w,
+        Err((field, message)) => {
+            let (page, loaded) = refuse(loaded, Some(field), message);
+            return answer(
+                &state,
+                &user,
+                page,
+                &loaded,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+    };
+    let provider = loaded
+        .settings
+        .as_ref()
+        .filter(|s| s.enabled)
+        .map(|s| s.provider.clone());
+    let plan = match &provider {
+        Some(provider) => {
+            store::delivery::start_replay(
+                state.pool(),
+                sub,
+                provider,
+                (window.from, window.to),
+                REPLAY_CAP,
+            )
+            .await?
+        }
+        None => store::delivery::ReplayPlan::NoDestination,
+    };
+    let message = match plan {
+        store::delivery::ReplayPlan::Started { from, to, events } => {
+            store::siem::record_history(
+                state.pool(),
+                sub,
+                user.user_id,
+                &user.email,
+                "replayed",
+                &[format!(
+                    "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
+                    when(window.from),
+                    when(window.to)
+                )],
+            )
+            .await?;
+            return Ok(Redirect::to(&format!(
+                "/subscriptions/{sub}/settings?replay={events}#health"
+            ))
+            .into_response());
+        }
+        store::delivery::ReplayPlan::Empty => "No event recorded in that window has been sent to this destination yet (events still waiting go out with the log anyway). Check the window: times are UTC.".to_owned(),
+        store::delivery::ReplayPlan::TooMany { events } => format!(
+            "That window holds {events} events; one replay resends at most {REPLAY_CAP}. Narrow the window and replay it in parts."
+        ),
+        store::delivery::ReplayPlan::NoDestination => "Export is off: switch Send Audit Logs to SIEM on and save first.".to_owned(),
+    };
+    let (page, loaded) = refuse(loaded, None, message);
+    answer(
+        &state,
+        &user,
+        page,
+        &loaded,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
 }
