@@ -145,6 +145,69 @@ pub async fn revoke_subscription_token(
     Ok(n == 1)
 }
 
+/// A recorded event as the Events page lists it, with what the current destination knows of
+/// it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub event_id: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: Option<String>,
+    /// `parked` or `retry` when the destination has a row for it.
+    pub parked_state: Option<String>,
+    pub parked_reason: Option<String>,
+}
+
+/// The destination facts the states of recent events come from (cursor arithmetic).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DestinationCursor {
+    pub cursor: i64,
+    pub off_at_seq: Option<i64>,
+    pub paused: bool,
+    pub send_event_ids: Option<Vec<i32>>,
+}
+
+/// The latest events of a subscription, newest first: `limit` of them below `before` (a
+/// `seq`), only these Event IDs when `event_ids` is given; with the parked rows of
+/// `provider`'s destination and that destination's cursor.
+pub async fn recent(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+    before: Option<i64>,
+    event_ids: Option<&[i32]>,
+    limit: i64,
+) -> Result<(Vec<RecentEvent>, Option<DestinationCursor>), Error> {
+    let events = sqlx::query_as::<_, RecentEvent>(
+        "select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
+                p.state as parked_state, p.reason as parked_reason
+         from audit_events e
+         left join delivery_parked p
+           on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
+         where e.subscription_id = $1 and ($3::bigint is null or e.seq < $3)
+           and ($4::int[] is null or e.event_id = any($4))
+         order by e.seq desc limit $5",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(before)
+    .bind(event_ids)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let cursor = sqlx::query_as::<_, DestinationCursor>(
+        "select cursor, off_at_seq, paused_reason is not null as paused, send_event_ids
+         from delivery_destinations where subscription_id = $1 and provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .fetch_optional(pool)
+    .await?;
+    Ok((events, cursor))
+}
+
 /// Records a batch all-or-nothing: the events get the subscription's next `seq` numbers, in
 /// request order, under the subscription's counter row lock, so `seq` order is commit order and
 /// has no gaps. Ids are idempotency keys within the subscription: an id it already used (or one

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query as UrlQuery, State},
     response::Html,
     routing::get,
     Router,
@@ -13,7 +13,7 @@ use super::{session::CurrentUser, subscriptions::membership_or_404, Layout, WebE
 use crate::{
     domain::{
         datadog::DatadogSite,
-        events::{alert_query, catalog, Category, Criticality},
+        events::{alert_query, catalog, Category, Criticality, EventId},
     },
     siem::datadog,
     state::AppState,
@@ -48,6 +48,76 @@ struct EventsPage {
     site_label: String,
     site_known: bool,
     completeness: Vec<Monitor>,
+    recent: Vec<Recent>,
+    /// The filter as chosen: Event ID and criticality ("" for any).
+    chosen_event: String,
+    chosen_criticality: String,
+    filter_error: Option<String>,
+    event_choices: Vec<(String, String)>,
+    /// Link to the next (older) page, if there is one.
+    older: Option<String>,
+    /// Which destination the states are about.
+    destination_label: Option<&'static str>,
+}
+
+/// Events shown per page.
+const RECENT_PAGE: i64 = 50;
+
+/// One recent event and its state for the current destination.
+struct Recent {
+    seq: i64,
+    event_id: i32,
+    summary: &'static str,
+    criticality: &'static str,
+    occurred: String,
+    actor: String,
+    state: &'static str,
+    state_label: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RecentQuery {
+    #[serde(default)]
+    event_id: String,
+    #[serde(default)]
+    criticality: String,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+/// An event's state for the destination, from the cursor (no per-event write): parked (with
+/// the reason), waiting, filtered, paused, delivered, or not exported.
+fn state_of(
+    event: &crate::store::events::RecentEvent,
+    destination: Option<&crate::store::events::DestinationCursor>,
+) -> (&'static str, String) {
+    let Some(d) = destination else {
+        return ("none", "not exported (export was never on)".into());
+    };
+    match event.parked_state.as_deref() {
+        Some("parked") => {
+            let reason = event.parked_reason.clone().unwrap_or_default();
+            return ("parked", format!("parked: {reason}"));
+        }
+        Some(_) => return ("waiting", "waiting (retry)".into()),
+        None => {}
+    }
+    if d.send_event_ids
+        .as_ref()
+        .is_some_and(|ids| !ids.contains(&event.event_id))
+    {
+        return ("filtered", "not sent (filtered)".into());
+    }
+    if event.seq <= d.cursor {
+        return ("delivered", "delivered".into());
+    }
+    if d.off_at_seq.is_some_and(|off| event.seq > off) {
+        return ("none", "not exported (export off)".into());
+    }
+    if d.paused {
+        return ("paused", "paused: kept, not sent".into());
+    }
+    ("waiting", "waiting".into())
 }
 
 /// A ready-made Datadog monitor that checks the export itself.
@@ -86,8 +156,104 @@ async fn show(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    UrlQuery(wanted): UrlQuery<RecentQuery>,
 ) -> Result<Html<String>, WebError> {
     let membership = membership_or_404(&state, &user, &id).await?;
+    let sub = membership.subscription_id;
+    // The filter: an Event ID of the catalog and/or a criticality; anything else is explained.
+    let mut filter_error = None;
+    let chosen_event = match wanted.event_id.trim() {
+        "" => None,
+        raw => match raw.parse::<u32>().ok().and_then(|n| EventId::parse(n).ok()) {
+            Some(id) => Some(id),
+            None => {
+                filter_error = Some(format!(
+                    "`{raw}` is not an Event ID of the catalog; showing every event."
+                ));
+                None
+            }
+        },
+    };
+    let chosen_criticality = match wanted.criticality.trim() {
+        "" => None,
+        raw => match [Criticality::High, Criticality::Medium, Criticality::Low]
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(raw))
+        {
+            Some(c) => Some(c),
+            None => {
+                filter_error = Some(format!("`{raw}` is not a criticality (High, Medium or Low); showing every criticality."));
+                None
+            }
+        },
+    };
+    let ids: Option<Vec<i32>> =
+        (chosen_event.is_some() || chosen_criticality.is_some()).then(|| {
+            catalog()
+                .iter()
+                .filter(|e| chosen_event.is_none_or(|id| id == e.id))
+                .filter(|e| chosen_criticality.is_none_or(|c| c == e.criticality))
+                .filter_map(|e| i32::try_from(e.id.get()).ok())
+                .collect()
+        });
+    let settings = crate::store::siem::settings(state.pool(), sub).await?;
+    let provider = settings
+        .as_ref()
+        .map_or(crate::siem::Provider::first().id().to_owned(), |s| {
+            s.provider.clone()
+        });
+    let (rows, destination) = crate::store::events::recent(
+        state.pool(),
+        sub,
+        &provider,
+        wanted.before,
+        ids.as_deref(),
+        RECENT_PAGE + 1,
+    )
+    .await?;
+    let more = rows.len() as i64 > RECENT_PAGE;
+    let recent: Vec<Recent> = rows
+        .iter()
+        .take(RECENT_PAGE as usize)
+        .map(|e| {
+            let (state, state_label) = state_of(e, destination.as_ref());
+            let info = u32::try_from(e.event_id)
+                .ok()
+                .and_then(|id| EventId::parse(id).ok())
+                .map(|id| id.info());
+            Recent {
+                seq: e.seq,
+                event_id: e.event_id,
+                summary: info.map_or("(not in the catalog)", |i| i.summary),
+                criticality: info.map_or("", |i| i.criticality.as_str()),
+                occurred: e.occurred_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                actor: e.actor.clone().unwrap_or_default(),
+                state,
+                state_label,
+            }
+        })
+        .collect();
+    let older = more.then(|| {
+        let mut link = format!(
+            "/subscriptions/{sub}/events?before={}",
+            recent.last().map_or(0, |r| r.seq)
+        );
+        if let Some(id) = chosen_event {
+            link.push_str(&format!("&event_id={id}"));
+        }
+        if let Some(c) = chosen_criticality {
+            link.push_str(&format!("&criticality={}", c.as_str()));
+        }
+        link + "#recent"
+    });
+    let destination_label = settings
+        .as_ref()
+        .and_then(|s| crate::siem::Provider::parse(&s.provider).ok())
+        .map(|p| p.label());
+    let event_choices = catalog()
+        .iter()
+        .map(|e| (e.id.to_string(), format!("{} — {}", e.id, e.summary)))
+        .collect();
     let stored = crate::settings::load(
         state.pool(),
         state.master_key(),
@@ -136,6 +302,15 @@ async fn show(
         site_label: explorer_site.label(),
         site_known: site.is_some(),
         completeness,
+        recent,
+        chosen_event: chosen_event.map(|id| id.to_string()).unwrap_or_default(),
+        chosen_criticality: chosen_criticality
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+        filter_error,
+        event_choices,
+        older,
+        destination_label,
     };
     Ok(Html(page.render()?))
 }
