@@ -357,3 +357,87 @@ async fn each_provider_can_be_chosen_saved_and_tested_in_the_browser() {
     browser.screenshot("settings-webhook").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn an_admin_pauses_resumes_and_replays_export_in_the_browser() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    let intake = FakeDatadog::start(KEY).await;
+    app.configure_datadog(sub, &intake.base_url(), KEY, true)
+        .await;
+    let token = app.token(sub).await;
+    let record = |n: usize| {
+        let body: Vec<serde_json::Value> = (0..n)
+            .map(|_| serde_json::json!({"event_id": 4888}))
+            .collect();
+        let (app, token) = (&app, &token);
+        async move {
+            assert_eq!(
+                app.post_events(token, &serde_json::Value::Array(body))
+                    .await
+                    .status(),
+                202
+            );
+        }
+    };
+    record(3).await;
+    let forwarder = app.state.forwarder();
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 3);
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    sign_in(&browser, &app, "admin@example.com").await;
+    open_settings(&browser).await;
+
+    browser.submit_with("#pause-export").await;
+    assert!(status_text(&browser).await.contains("Export paused"));
+    assert!(browser
+        .wait_css("#health-state")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .eq_ignore_ascii_case("Paused"));
+    record(2).await;
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 0);
+
+    browser.submit_with("#resume-export").await;
+    assert!(status_text(&browser).await.contains("Export resumed"));
+    assert_eq!(forwarder.forward_once().await.unwrap().delivered, 2);
+
+    // Replay the last hour: the five events delivered so far go again.
+    let now = chrono::Utc::now();
+    let from = (now - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let to = (now + chrono::Duration::minutes(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    c.execute(
+        "document.getElementById('replay_from').value = arguments[0];
+         document.getElementById('replay_to').value = arguments[1];",
+        vec![serde_json::json!(from), serde_json::json!(to)],
+    )
+    .await
+    .unwrap();
+    browser.submit_with("#replay").await;
+    assert!(
+        status_text(&browser)
+            .await
+            .contains("Replay started: 5 event(s)"),
+        "{}",
+        status_text(&browser).await
+    );
+    assert_eq!(forwarder.forward_once().await.unwrap().replayed, 5);
+    c.refresh().await.unwrap();
+    let progress = browser.wait_css("#replay-progress").await;
+    assert!(progress
+        .text()
+        .await
+        .unwrap()
+        .contains("Last replay done: 5 event(s) resent"));
+    assert_eq!(intake.logs().len(), 10);
+    browser.close().await;
+}
