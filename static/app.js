@@ -5,12 +5,15 @@
 document.addEventListener("DOMContentLoaded", () => {
   const site = document.getElementById("datadog_site");
   const url = document.getElementById("datadog_url");
+  const api = document.getElementById("datadog_api_url");
   if (!site || !url) return;
   site.addEventListener("change", () => {
     const option = site.options[site.selectedIndex];
     const intake = option && option.dataset.intakeUrl;
     if (intake) {
       url.value = intake;
+      // The site's API lives at api.<site>, beside http-intake.logs.<site>.
+      if (api) api.value = intake.replace("://http-intake.logs.", "://api.");
     } else {
       url.focus();
     }

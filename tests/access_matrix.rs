@@ -50,6 +50,12 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/resume",
         [303, 403, 303, 404],
     ),
+    // Without an application key, an admin is told what to do (422).
+    (
+        "POST",
+        "/subscriptions/{id}/settings/monitors",
+        [303, 403, 422, 404],
+    ),
     // An admin's empty replay window is explained (422).
     (
         "POST",

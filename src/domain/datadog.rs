@@ -301,11 +301,129 @@ impl fmt::Debug for DatadogIntakeUrl {
     }
 }
 
+impl DatadogSite {
+    /// The API base of the site (monitors and other `api.*` endpoints), e.g.
+    /// `https://api.datadoghq.com`.
+    pub fn api_base_url(self) -> String {
+        format!("https://api.{}", self.site_param())
+    }
+
+    /// A monitor's page in the site's web app.
+    pub fn monitor_url(self, id: i64) -> String {
+        let explorer = self.log_explorer_url("");
+        let app = explorer.split("/logs?").next().unwrap_or_default();
+        format!("{app}/monitors/{id}")
+    }
+}
+
+/// The Datadog API base URL (for monitors): https, a host, no credentials, query or fragment.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DatadogApiUrl(String);
+
+impl DatadogApiUrl {
+    /// Parses the base, without a trailing slash.
+    pub fn parse(input: &str) -> Result<DatadogApiUrl, String> {
+        let input = input.trim();
+        let example = "for example https://api.datadoghq.com";
+        let url = Url::parse(input).map_err(|_| {
+            format!("This is not a complete URL; enter it with https://, {example}.")
+        })?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(format!("The URL must start with https://, {example}."));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("The URL has no host name; {example}."));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "The URL contains a user name or password; the keys go in their own fields.".into(),
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() || input.contains(['?', '#']) {
+            return Err(format!(
+                "Enter only the API address, without ? or #, {example}."
+            ));
+        }
+        Ok(DatadogApiUrl(input.trim_end_matches('/').to_owned()))
+    }
+
+    /// The base URL as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `<base>/api/v1/monitor`.
+    pub fn monitors_endpoint(&self) -> Result<Url, String> {
+        Url::parse(&format!("{}/api/v1/monitor", self.0)).map_err(|e| e.to_string())
+    }
+}
+
+/// Characters of a Datadog application key.
+pub const APP_KEY_CHARS: usize = 40;
+
+/// A Datadog application key (needed with the API key to create monitors); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatadogAppKey(String);
+
+impl DatadogAppKey {
+    /// 40 characters, 0-9 and a-f.
+    pub fn parse(input: &str) -> Result<DatadogAppKey, String> {
+        let key = input.trim();
+        let found = key.chars().count();
+        if found != APP_KEY_CHARS {
+            return Err(format!("A Datadog application key is 40 characters, 0-9 and a-f; this one has {found}. Create one under Organization Settings → Application Keys."));
+        }
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("A Datadog application key is 40 characters, 0-9 and a-f; this one contains other characters (an API key will not work here).".into());
+        }
+        Ok(DatadogAppKey(key.to_owned()))
+    }
+
+    /// The key, for the `DD-APPLICATION-KEY` header only.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Its last four characters, shown on the page.
+    pub fn last4(&self) -> &str {
+        &self.0[APP_KEY_CHARS - 4..]
+    }
+}
+
+impl fmt::Debug for DatadogAppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatadogAppKey(****{})", self.last4())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn api_urls_and_app_keys_are_checked_and_keys_never_print() {
+        assert_eq!(DatadogSite::Eu1.api_base_url(), "https://api.datadoghq.eu");
+        assert_eq!(
+            DatadogSite::Us1.monitor_url(7),
+            "https://app.datadoghq.com/monitors/7"
+        );
+        let url = DatadogApiUrl::parse("https://api.datadoghq.com/").unwrap();
+        assert_eq!(url.as_str(), "https://api.datadoghq.com");
+        assert!(DatadogApiUrl::parse("api.datadoghq.com").is_err());
+        assert!(DatadogApiUrl::parse("https://u:p@api.datadoghq.com").is_err());
+        assert!(DatadogApiUrl::parse("https://api.datadoghq.com/?x=1").is_err());
+        let app = "0123456789abcdef0123456789abcdef01234567";
+        let key = DatadogAppKey::parse(app).unwrap();
+        assert_eq!(key.last4(), "4567");
+        assert!(!format!("{key:?}").contains("0123456789"));
+        assert!(DatadogAppKey::parse(KEY).unwrap_err().contains("has 32"));
+        assert!(DatadogAppKey::parse(&"g".repeat(40)).is_err());
+    }
 
     #[test]
     fn every_site_has_code_param_and_intake() {

@@ -25,6 +25,7 @@ macro_rules! serde_as_text {
 serde_as_text! {
     datadog::DatadogSite => datadog::DatadogSite::parse, |v: &datadog::DatadogSite| v.code();
     datadog::DatadogIntakeUrl => datadog::DatadogIntakeUrl::parse, datadog::DatadogIntakeUrl::as_str;
+    datadog::DatadogApiUrl => datadog::DatadogApiUrl::parse, datadog::DatadogApiUrl::as_str;
     hec::HecUrl => hec::HecUrl::parse, hec::HecUrl::as_str;
     hec::SplunkIndex => hec::SplunkIndex::parse, hec::SplunkIndex::as_str;
     hec::SourceType => hec::SourceType::parse, hec::SourceType::as_str;

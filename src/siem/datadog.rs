@@ -27,7 +27,9 @@ use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
+use crate::domain::datadog::{
+    DatadogApiKey, DatadogApiUrl, DatadogAppKey, DatadogIntakeUrl, DatadogSite,
+};
 use crate::domain::events::{alert_query, EventId};
 use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
@@ -395,6 +397,18 @@ pub static SPEC: ProviderSpec = ProviderSpec {
             "An API key from Organization Settings → API Keys (not an application key).",
         )
         .with_placeholder("32 characters, 0-9 and a-f"),
+        Field::address(
+            "datadog_api_url",
+            "API URL (for Create monitors)",
+            "The site's API, filled in from the site, for example https://api.datadoghq.com. Only Create monitors uses it.",
+        ),
+        Field::secret(
+            "datadog_app_key",
+            "Application key (for Create monitors)",
+            "app_key",
+            "Optional: an application key with the monitors_write permission (Organization Settings → Application Keys), unscoped, to create the recommended monitors in one click.",
+        )
+        .with_placeholder("40 characters, 0-9 and a-f"),
     ],
     parse,
     build,
@@ -425,6 +439,31 @@ fn site_choices() -> Vec<Choice> {
 pub struct Settings {
     pub site: Option<DatadogSite>,
     pub url: Option<DatadogIntakeUrl>,
+    /// The API base for monitors, when it is not the site's own.
+    pub api_url: Option<DatadogApiUrl>,
+}
+
+impl Settings {
+    /// The site's API base (as chosen, or recognised from the intake URL).
+    fn default_api_url(&self) -> Option<String> {
+        self.site
+            .or_else(|| self.url.as_ref().and_then(DatadogIntakeUrl::site))
+            .map(DatadogSite::api_base_url)
+    }
+
+    /// The API base Create monitors calls.
+    pub fn api_url(&self) -> Option<DatadogApiUrl> {
+        self.api_url.clone().or_else(|| {
+            self.default_api_url()
+                .and_then(|u| DatadogApiUrl::parse(&u).ok())
+        })
+    }
+
+    /// The site whose web app shows the monitors.
+    pub fn site(&self) -> Option<DatadogSite> {
+        self.site
+            .or_else(|| self.url.as_ref().and_then(DatadogIntakeUrl::site))
+    }
 }
 
 fn parse(check: &mut FormCheck<'_>) -> Value {
@@ -465,7 +504,32 @@ fn parse(check: &mut FormCheck<'_>) -> Value {
             Ok((key, text, hint))
         },
     );
-    stored(&Settings { site, url })
+    let mut settings = Settings {
+        site,
+        url,
+        api_url: None,
+    };
+    // The site's own API is not stored: it follows the site.
+    let api_text = check.get("datadog_api_url");
+    if !api_text.is_empty() && Some(&api_text) != settings.default_api_url().as_ref() {
+        settings.api_url = check.optional("datadog_api_url", |text| {
+            let url = DatadogApiUrl::parse(text)?;
+            egress
+                .check_url(&url.monitors_endpoint()?)
+                .map_err(|e| e.to_string())?;
+            Ok(url)
+        });
+    }
+    // The application key is optional: checked when typed or kept.
+    if !check.get("datadog_app_key").is_empty() || check.stored_secret("datadog_app_key").is_some()
+    {
+        check.secret("datadog_app_key", "", |raw| {
+            let key = DatadogAppKey::parse(raw)?;
+            let (text, hint) = (key.expose_secret().to_owned(), key.last4().to_owned());
+            Ok((key, text, hint))
+        });
+    }
+    stored(&settings)
 }
 
 fn build(
@@ -493,6 +557,14 @@ fn form(settings: &Value) -> FormValues {
         (None, Some(_)) => form.insert("datadog_site".into(), "custom".into()),
         (None, None) => None,
     };
+    if let Some(api) = settings
+        .api_url
+        .as_ref()
+        .map(|u| u.as_str().to_owned())
+        .or_else(|| settings.default_api_url())
+    {
+        form.insert("datadog_api_url".into(), api);
+    }
     if let Some(url) = settings.url {
         form.insert("datadog_url".into(), url.as_str().into());
     }

@@ -59,6 +59,10 @@ pub fn router() -> Router<AppState> {
             "/subscriptions/{id}/settings/replay",
             axum::routing::post(replay),
         )
+        .route(
+            "/subscriptions/{id}/settings/monitors",
+            axum::routing::post(create_monitors),
+        )
 }
 
 /// One checkbox of the event filter.
@@ -100,6 +104,8 @@ struct Status {
     link: Option<String>,
     /// A newly generated signing secret, shown once.
     secret: Option<String>,
+    /// Monitors made or found by Create monitors: (label, link).
+    monitors: Vec<(String, Option<String>)>,
 }
 
 impl Status {
@@ -110,6 +116,7 @@ impl Status {
             query: None,
             link: None,
             secret: None,
+            monitors: Vec::new(),
         }
     }
 }
@@ -712,6 +719,7 @@ async fn submit(
                     query: Some(ok.query),
                     link: ok.explorer_url,
                     secret: generated,
+                    monitors: Vec::new(),
                 },
                 Err(failure) => {
                     tracing::info!(subscription_id = %sub, kind = ?failure.kind, "test connection failed");
@@ -727,6 +735,7 @@ async fn submit(
                             query: None,
                             link: None,
                             secret: Some(secret),
+                            monitors: Vec::new(),
                         },
                         None => Status::plain("error", failure.message),
                     }
@@ -791,6 +800,7 @@ async fn submit(
                         query: None,
                         link: None,
                         secret: Some(secret),
+                        monitors: Vec::new(),
                     };
                     values.remove("webhook_rotate");
                     values.remove("webhook_clear_headers");
@@ -1268,4 +1278,86 @@ async fn replay(
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await
+}
+
+/// **Create monitors** (admins only): one Datadog log alert monitor per High catalog event,
+/// with the stored API URL, API key and application key; pressing it again creates none twice.
+async fn create_monitors(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    let membership = membership_or_404(&state, &user, &id).await?;
+    user.check_csrf(&form.csrf_token)?;
+    admin_or_denied(&state, &user, &membership, "create monitors").await?;
+    let sub = membership.subscription_id;
+    let provider = crate::siem::datadog::provider();
+    let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
+    let settings: crate::siem::datadog::Settings =
+        crate::siem::registry::settings_of(&stored.settings).unwrap_or_default();
+    let key = |field: &str| stored.secrets.get(field).and_then(StoredSecret::usable);
+    let outcome = match (
+        settings.api_url(),
+        key("datadog_api_key").and_then(|k| crate::domain::datadog::DatadogApiKey::parse(k).ok()),
+        key("datadog_app_key").and_then(|k| crate::domain::datadog::DatadogAppKey::parse(k).ok()),
+    ) {
+        (Some(base), Some(api_key), Some(app_key)) => {
+            crate::siem::datadog_monitors::MonitorsApi {
+                client: state.siem_client(),
+                egress: state.egress(),
+                base: &base,
+                api_key: &api_key,
+                app_key: &app_key,
+                site: settings.site(),
+            }
+            .ensure(sub)
+            .await
+        }
+        (None, _, _) => Err("Choose your Datadog site (or enter the API URL) and save first.".to_owned()),
+        (_, None, _) => Err("Save a Datadog API key first.".to_owned()),
+        (_, _, None) => Err("Enter an application key with the monitors_write permission under Application key (for Create monitors), save, then press Create monitors.".to_owned()),
+    };
+    let loaded = Loaded::fetch(&state, sub).await?;
+    let (status, code) = match outcome {
+        Ok(links) => {
+            let created = links.iter().filter(|l| l.created).count();
+            store::siem::record_history(
+                state.pool(),
+                sub,
+                user.user_id,
+                &user.email,
+                "saved",
+                &[format!(
+                    "Create monitors: {created} created, {} already there",
+                    links.len() - created
+                )],
+            )
+            .await?;
+            let mut status = Status::plain(
+                "ok",
+                format!(
+                    "{} Datadog monitors are in place, one per High event ({created} created now, {} already there, tagged managed-by:cloudpki).",
+                    links.len(),
+                    links.len() - created
+                ),
+            );
+            status.monitors = links
+                .into_iter()
+                .map(|l| {
+                    (
+                        format!("{} (Event ID {}): monitor {}", l.summary, l.event_id, l.id),
+                        l.url,
+                    )
+                })
+                .collect();
+            (status, StatusCode::OK)
+        }
+        Err(message) => (
+            Status::plain("error", format!("No monitor was created. {message}")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    };
+    let page = stored_form(membership, &loaded, Some(status));
+    answer(&state, &user, page, &loaded, code).await
 }

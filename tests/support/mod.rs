@@ -9,6 +9,7 @@
 pub mod app;
 pub mod browser;
 pub mod fake_datadog;
+pub mod fake_datadog_api;
 pub mod fake_hec;
 pub mod fake_sentinel;
 pub mod fake_webhook;
