@@ -228,6 +228,12 @@ impl Notifier {
             self.queue_incident(&mut tx, &incident, "reminder", now)
                 .await?;
         }
+        let today = now.date_naive();
+        for secret in
+            store::notify::expiring_secrets(&mut tx, today + chrono::Days::new(30)).await?
+        {
+            self.queue_expiry(&mut tx, &secret, today, now).await?;
+        }
         for incident in store::notify::close_incidents(&mut tx, now).await? {
             report.closed += 1;
             tracing::info!(subscription_id = %incident.subscription_id, delivered = incident.count, "delivery incident closed");
@@ -376,6 +382,64 @@ impl Notifier {
             gap.subscription_id,
             &format!("gap/{}", gap.id),
             "expired",
+            &view,
+            now,
+        )
+        .await
+    }
+
+    /// One reminder per threshold (30, 7 and 1 days before, and once expired) and date.
+    async fn queue_expiry(
+        &self,
+        tx: &mut Tx<'_>,
+        secret: &store::notify::ExpiringSecret,
+        today: chrono::NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<(), store::Error> {
+        let days = (secret.expires_on - today).num_days();
+        let Some(threshold) = [0, 1, 7, 30].into_iter().find(|t| days <= *t) else {
+            return Ok(());
+        };
+        let provider = Provider::parse(&secret.provider).ok();
+        let destination = provider.map(Provider::label).unwrap_or("SIEM");
+        let label = provider
+            .and_then(|p| {
+                p.fields()
+                    .iter()
+                    .find(|f| f.sealed_as == Some(secret.name.as_str()))
+            })
+            .map_or(secret.name.as_str(), |f| f.label);
+        let name = self.subscription_name(tx, secret.subscription_id).await?;
+        let when = match days {
+            ..=-1 => format!("expired on {}", secret.expires_on),
+            0 => "expires today".to_owned(),
+            1 => "expires tomorrow".to_owned(),
+            n => format!("expires in {n} days"),
+        };
+        let view = EmailView {
+            subject: format!("The {destination} {label} of {name} {when}"),
+            headline: format!("The {label} {name} uses for {destination} {when}"),
+            paragraphs: vec![
+                "When it expires, the SIEM refuses the logs: they are kept and retried, but nothing arrives until the credential is replaced.".to_owned(),
+                "Create a new one in the SIEM, enter it on the settings page with its new expiry date, press Test Connection, then Save changes.".to_owned(),
+            ],
+            facts: vec![
+                ("Destination".to_owned(), destination.to_owned()),
+                ("Credential".to_owned(), label.to_owned()),
+                ("Expires on".to_owned(), secret.expires_on.to_string()),
+            ],
+            action_label: "Open the settings".into(),
+            action_url: self.settings_link(secret.subscription_id),
+            subscription: name,
+        };
+        self.queue_for_admins(
+            tx,
+            secret.subscription_id,
+            &format!(
+                "expiry/{}/{}/{}/{threshold}",
+                secret.provider, secret.name, secret.expires_on
+            ),
+            "credential_expiry",
             &view,
             now,
         )

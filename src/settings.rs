@@ -62,6 +62,7 @@ pub fn open_all(
                 fields: (provider.spec().form)(&settings),
                 settings,
                 secrets: BTreeMap::new(),
+                expiries: BTreeMap::new(),
             };
             for field in provider.sealed_fields() {
                 let Some(name) = field.sealed_as else {
@@ -75,6 +76,9 @@ pub fn open_all(
                     let value = master_key
                         .open(&row.sealed, &context)
                         .and_then(|bytes| String::from_utf8(bytes).ok());
+                    if let Some(date) = row.expires_on {
+                        stored.expiries.insert(field.name.to_owned(), date);
+                    }
                     let opened = match value {
                         Some(v) => StoredSecret::Usable(v, row.hint.clone()),
                         None => StoredSecret::Unreadable(row.hint.clone()),

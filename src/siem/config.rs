@@ -30,6 +30,13 @@ pub type FormValues = BTreeMap<String, String>;
 pub struct FieldErrors(pub BTreeMap<String, String>);
 
 impl FieldErrors {
+    /// Adds every error of `other` (a field's first error stays).
+    pub fn extend(&mut self, other: FieldErrors) {
+        for (field, message) in other.0 {
+            self.add(&field, message);
+        }
+    }
+
     /// Records an error for `field` (the first one stays).
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0
@@ -88,6 +95,8 @@ pub struct StoredProvider {
     pub fields: BTreeMap<String, String>,
     /// Secrets by form field name.
     pub secrets: BTreeMap<String, StoredSecret>,
+    /// When secrets expire, by form field name (only those given a date).
+    pub expiries: BTreeMap<String, chrono::NaiveDate>,
 }
 
 impl StoredProvider {

@@ -285,6 +285,34 @@ pub async fn losses_since(
     .await?)
 }
 
+/// A sealed secret of a subscription's current, enabled destination that expires soon.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpiringSecret {
+    pub subscription_id: Uuid,
+    pub provider: String,
+    /// The name it is stored under.
+    pub name: String,
+    pub expires_on: chrono::NaiveDate,
+}
+
+/// Secrets of enabled destinations that expire on or before `until`.
+pub async fn expiring_secrets(
+    tx: &mut Transaction<'_, Postgres>,
+    until: chrono::NaiveDate,
+) -> Result<Vec<ExpiringSecret>, Error> {
+    Ok(sqlx::query_as(
+        "select x.subscription_id, x.provider, x.name, x.expires_on
+         from siem_secrets x
+         join siem_settings s on s.subscription_id = x.subscription_id
+                             and s.provider = x.provider and s.enabled
+         where x.expires_on is not null and x.expires_on <= $1
+         order by x.subscription_id, x.provider, x.name",
+    )
+    .bind(until)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// Queues a message unless one with the same dedupe key exists.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,

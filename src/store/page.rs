@@ -161,6 +161,7 @@ struct SecretJson {
     nonce: String,
     ciphertext: String,
     hint: String,
+    expires_on: Option<chrono::NaiveDate>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -216,7 +217,7 @@ pub async fn settings_page(
                 (select json_agg(json_build_object(
                      'provider', x.provider, 'name', x.name, 'key_id', x.key_id,
                      'nonce', encode(x.nonce, 'hex'), 'ciphertext', encode(x.ciphertext, 'hex'),
-                     'hint', x.hint))
+                     'hint', x.hint, 'expires_on', x.expires_on))
                  from siem_secrets x where x.subscription_id = cur.sub) as secrets,
                 (select json_agg(h) from (
                      select user_email, outcome, changes, at from siem_settings_history
@@ -278,6 +279,7 @@ pub async fn settings_page(
                 SecretRow {
                     sealed,
                     hint: s.hint,
+                    expires_on: s.expires_on,
                 },
             )
         })

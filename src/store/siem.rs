@@ -28,6 +28,8 @@ pub struct SecretRow {
     pub sealed: Sealed,
     /// Its last 4 characters.
     pub hint: String,
+    /// When it expires, if an administrator said.
+    pub expires_on: Option<chrono::NaiveDate>,
 }
 
 /// One history entry.
@@ -113,7 +115,7 @@ pub async fn upsert_secret(
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict on constraint siem_secrets_pkey do update set
             key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
-            hint = excluded.hint, updated_at = now()",
+            hint = excluded.hint, updated_at = now(), expires_on = null",
     )
     .bind(subscription_id)
     .bind(provider)
@@ -166,6 +168,27 @@ pub async fn history(
     .await?)
 }
 
+/// Sets (or clears) when a sealed secret expires.
+pub async fn set_secret_expiry(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    provider: &str,
+    name: &str,
+    expires_on: Option<chrono::NaiveDate>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update siem_secrets set expires_on = $4
+         where subscription_id = $1 and provider = $2 and name = $3",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .bind(name)
+    .bind(expires_on)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Deletes a sealed secret.
 pub async fn delete_secret(
     tx: &mut Transaction<'_, Postgres>,
@@ -205,6 +228,7 @@ struct SecretListRow {
     nonce: Vec<u8>,
     ciphertext: Vec<u8>,
     hint: String,
+    expires_on: Option<chrono::NaiveDate>,
 }
 
 /// Every sealed secret of a subscription: (provider, name, secret).
@@ -213,7 +237,7 @@ pub async fn all_secrets(
     subscription_id: Uuid,
 ) -> Result<Vec<(String, String, SecretRow)>, Error> {
     let rows: Vec<SecretListRow> = sqlx::query_as(
-        "select provider, name, key_id, nonce, ciphertext, hint from siem_secrets where subscription_id = $1",
+        "select provider, name, key_id, nonce, ciphertext, hint, expires_on from siem_secrets where subscription_id = $1",
     )
     .bind(subscription_id)
     .fetch_all(pool)
@@ -232,6 +256,7 @@ pub async fn all_secrets(
                 SecretRow {
                     sealed,
                     hint: r.hint,
+                    expires_on: r.expires_on,
                 },
             )
         })

@@ -150,6 +150,8 @@ struct FieldView {
     stored_hint: Option<String>,
     /// For secrets: the stored value no longer opens (the master key changed).
     unreadable: bool,
+    /// For sealed secrets: the "expires on" date field (`<name>_expires_on`), its value and error.
+    expiry: Option<(String, String, Option<String>)>,
 }
 
 /// A provider's section.
@@ -170,6 +172,8 @@ struct SettingsPage {
     paused: bool,
     replay_from: String,
     replay_to: String,
+    /// The current provider's credential expiry dates: (sentence, due within 30 days).
+    expiries: Vec<(String, bool)>,
     enabled: bool,
     provider: String,
     errors: FieldErrors,
@@ -290,11 +294,79 @@ async fn show(
     Ok(Html(render(&state, &user, form, loaded)?).into_response())
 }
 
+/// What the panel says of the current provider's credential expiry dates.
+fn credential_expiries(
+    stored: &[(Provider, StoredProvider)],
+    current: Option<&str>,
+) -> Vec<(String, bool)> {
+    let today = chrono::Utc::now().date_naive();
+    stored
+        .iter()
+        .filter(|(p, _)| Some(p.id()) == current)
+        .flat_map(|(p, s)| {
+            s.expiries.iter().map(move |(field, date)| {
+                let label = p.field(field).map_or(field.as_str(), |f| f.label);
+                let days = (*date - today).num_days();
+                let when = match days {
+                    ..=-1 => format!("expired on {date}"),
+                    0 => format!("expires today ({date})"),
+                    1 => format!("expires tomorrow ({date})"),
+                    n => format!("expires on {date}, in {n} days"),
+                };
+                (format!("{label} {when}."), days <= 30)
+            })
+        })
+        .collect()
+}
+
+/// The form field of a secret's "expires on" date.
+fn expiry_field(secret_field: &str) -> String {
+    format!("{secret_field}_expires_on")
+}
+
+/// The "expires on" dates typed for `provider`'s sealed secrets: (stored name, label, date).
+/// A blank date clears it; a date that is not a date, or has passed, is an error.
+fn parse_expiries(
+    provider: Provider,
+    values: &FormValues,
+    today: chrono::NaiveDate,
+    errors: &mut FieldErrors,
+) -> Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)> {
+    let mut out = Vec::new();
+    for field in provider
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.kind, FieldKind::Secret))
+    {
+        let Some(stored_as) = field.sealed_as else {
+            continue;
+        };
+        let name = expiry_field(field.name);
+        let raw = values.get(&name).map(|v| v.trim()).unwrap_or_default();
+        if raw.is_empty() {
+            out.push((stored_as, field.label, None));
+            continue;
+        }
+        match chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+            Ok(date) if date <= today => errors.add(
+                &name,
+                "That date has passed: the credential has expired. Enter the new one and its new expiry date.",
+            ),
+            Ok(date) => out.push((stored_as, field.label, Some(date))),
+            Err(_) => errors.add(&name, format!("`{raw}` is not a date such as 2027-06-30.")),
+        }
+    }
+    out
+}
+
 /// The form as stored, with a status.
 fn stored_form(membership: MembershipRow, loaded: &Loaded, status: Option<Status>) -> FormState {
     let mut values = FormValues::new();
     for (provider, stored) in &loaded.stored {
         values.extend(stored.fields.clone());
+        for (field, date) in &stored.expiries {
+            values.insert(expiry_field(field), date.to_string());
+        }
         for field in provider.fields().iter().filter(|f| !f.default.is_empty()) {
             values
                 .entry(field.name.to_owned())
@@ -466,6 +538,12 @@ fn render(
                     error: errors.get(field.name).map(str::to_owned),
                     stored_hint: secret_hints.get(field.name).map(|(h, _)| h.clone()),
                     unreadable: secret_hints.get(field.name).is_some_and(|(_, u)| *u),
+                    expiry: matches!(field.kind, FieldKind::Secret).then(|| {
+                        let name = expiry_field(field.name);
+                        let value = values.get(&name).cloned().unwrap_or_default();
+                        let error = errors.get(&name).map(str::to_owned);
+                        (name, value, error)
+                    }),
                 })
                 .collect(),
         })
@@ -476,6 +554,7 @@ fn render(
         filter_groups: filter_groups(&filter),
         filter_error,
         paused,
+        expiries: credential_expiries(&loaded.stored, settings.map(|s| s.provider.as_str())),
         replay_from: values.get("replay_from").cloned().unwrap_or_default(),
         replay_to: values.get("replay_to").cloned().unwrap_or_default(),
         enabled,
@@ -745,13 +824,21 @@ async fn submit(
             answer(&state, &user, form, &loaded, StatusCode::OK).await
         }
         "save" => {
+            let mut expiry_errors = FieldErrors::default();
+            let expiries = parse_expiries(
+                provider,
+                &values,
+                chrono::Utc::now().date_naive(),
+                &mut expiry_errors,
+            );
             let validated = match (
                 config::validate(provider, &values, &stored, state.egress(), enabled, context),
                 &filter,
             ) {
-                (Ok(v), Ok(_)) => v,
+                (Ok(v), Ok(_)) if expiry_errors.count() == 0 => v,
                 (result, filter) => {
                     let mut errors = result.err().unwrap_or_default();
+                    errors.extend(expiry_errors);
                     if let Err(e) = filter {
                         errors.add("send_event_ids", e.clone());
                     }
@@ -781,6 +868,7 @@ async fn submit(
                 Export {
                     enabled,
                     filter: filter.as_ref().ok(),
+                    expiries: Some(expiries),
                 },
                 loaded.settings.as_ref(),
                 &stored,
@@ -833,6 +921,8 @@ async fn submit(
 pub(super) struct Export<'a> {
     pub enabled: bool,
     pub filter: Option<&'a EventFilter>,
+    /// "Expires on" dates of the provider's secrets (`None`: unchanged).
+    pub expiries: Option<Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)>>,
 }
 
 /// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
@@ -846,7 +936,11 @@ pub(super) async fn save(
     stored: &StoredProvider,
     validated: config::Validated,
 ) -> Result<(), WebError> {
-    let Export { enabled, filter } = export;
+    let Export {
+        enabled,
+        filter,
+        expiries,
+    } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
     let settings = &validated.settings;
@@ -871,6 +965,23 @@ pub(super) async fn save(
     }
     if enabled {
         store::delivery::ensure_destination(&mut tx, sub, provider.id()).await?;
+    }
+    for (name, label, date) in expiries.unwrap_or_default() {
+        let field = provider
+            .fields()
+            .iter()
+            .find(|f| f.sealed_as == Some(name))
+            .map(|f| f.name)
+            .unwrap_or(name);
+        let secret_kept = validated.new_secrets.iter().all(|(n, _, _)| *n != name);
+        let before = stored.expiries.get(field).copied().filter(|_| secret_kept);
+        store::siem::set_secret_expiry(&mut tx, sub, provider.id(), name, date).await?;
+        if before != date {
+            changes.push(match date {
+                Some(d) => format!("{label} expires on {d}"),
+                None => format!("{label}: expiry date removed"),
+            });
+        }
     }
     if let Some(filter) = filter {
         let before = store::delivery::set_filter(&mut tx, sub, provider.id(), filter.ids()).await?;

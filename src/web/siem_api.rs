@@ -227,6 +227,7 @@ async fn update(
         super::settings::Export {
             enabled,
             filter: None,
+            expiries: None,
         },
         before.as_ref(),
         &stored,
