@@ -21,11 +21,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let app = TestApp::spawn_with(support::test_env()).await;
-    let sub = app.create_subscription("Contoso PKI").await;
-    app.create_user("admin@example.com", PASSWORD, sub, "admin")
-        .await;
-    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
+    let (app, sub) = TestApp::signed_in_admin(PASSWORD).await;
     let intake = FakeDatadog::start(KEY).await;
     let api = FakeDatadogApi::start(KEY, APP_KEY).await;
     let path = format!("/subscriptions/{sub}/settings");

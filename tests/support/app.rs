@@ -311,6 +311,17 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// A fresh app (the tests' environment) with the subscription "Contoso PKI" and its
+    /// administrator `admin@example.com` signed in; returns the app and the subscription.
+    pub async fn signed_in_admin(password: &str) -> (Self, Uuid) {
+        let app = TestApp::spawn_with(test_env()).await;
+        let sub = app.create_subscription("Contoso PKI").await;
+        app.create_user("admin@example.com", password, sub, "admin")
+            .await;
+        assert_eq!(app.login("admin@example.com", password).await.status(), 303);
+        (app, sub)
+    }
+
     /// Creates a subscription directly in the database.
     pub async fn create_subscription(&self, name: &str) -> Uuid {
         let id = Uuid::new_v4();
