@@ -433,3 +433,18 @@ async fn a_replay_window_is_checked_and_explained() {
         cloudpki::store::delivery::ReplayPlan::TooMany { events: 5 }
     );
 }
+
+#[tokio::test]
+async fn retention_still_applies_while_paused_and_the_expiry_is_counted() {
+    let f = fixture().await;
+    assert_eq!(f.press("pause").await.status(), 303);
+    f.record(&[4888, 4887]).await;
+    // Fifteen days on, past the 14-day retention: the kept events expire, counted and mailed.
+    let later = chrono::Utc::now() + chrono::Duration::days(15);
+    let report = f.app.state.notifier().run_once_at(later).await.unwrap();
+    assert_eq!(report.expired, 2);
+    let (_, _, owed) = f.totals().await;
+    assert_eq!(owed, 0);
+    let page = f.app.get_page(&f.path).await;
+    assert_eq!(texts(&page, "#expired-total"), ["2"]);
+}
