@@ -322,3 +322,68 @@ async fn the_openapi_document_describes_every_path_and_every_provider_field() {
     assert_eq!(properties["kafka_password"]["writeOnly"], true);
     assert!(doc["paths"]["/api/v1/subscriptions/{id}/siem"]["put"]["responses"]["422"].is_object());
 }
+
+/// The settings (a PUT carries them all; the key left out is kept) with this event filter.
+fn with(settings: &Value, send_event_ids: Value) -> Value {
+    let mut body = settings.clone();
+    body.as_object_mut().unwrap().remove("datadog_api_key");
+    body["send_event_ids"] = send_event_ids;
+    body
+}
+
+#[tokio::test]
+async fn the_event_filter_is_read_and_set_through_the_api() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    let token = token_from_account_page(&app, "admin@example.com").await;
+    let path = format!("/api/v1/subscriptions/{sub}/siem");
+    let intake = FakeDatadog::start(KEY).await;
+    let settings = json!({
+        "siem_enabled": true,
+        "provider": "datadog",
+        "datadog_site": "custom",
+        "datadog_url": intake.base_url(),
+        "datadog_api_key": KEY,
+    });
+    let (status, body) = call(
+        &app,
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(settings.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["send_event_ids"].as_array().unwrap().len(),
+        11,
+        "every event by default"
+    );
+    let (status, body) = call(
+        &app,
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(with(&settings, json!([4888, "4887"]))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["send_event_ids"], json!([4888, 4887]));
+    let (_, body) = call(&app, reqwest::Method::GET, &path, Some(&token), None).await;
+    assert_eq!(body["send_event_ids"], json!([4888, 4887]));
+    // None, or an id outside the catalog: refused, nothing saved.
+    for bad in [json!([]), json!([4888, 9999]), json!("4888")] {
+        let (status, body) = call(
+            &app,
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(with(&settings, bad)),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["send_event_ids"].is_string(), "{body}");
+    }
+}

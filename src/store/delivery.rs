@@ -272,6 +272,24 @@ pub async fn set_filter(
     Ok(before.map(|(ids,)| crate::domain::events::EventFilter::from_stored(ids)))
 }
 
+/// The Event IDs a destination is sent (`None` inside: every event); `None` without a
+/// destination.
+pub async fn filter_of(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    provider: &str,
+) -> Result<Option<crate::domain::events::EventFilter>, Error> {
+    let row: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+        "select send_event_ids from delivery_destinations
+         where subscription_id = $1 and provider = $2",
+    )
+    .bind(subscription_id)
+    .bind(provider)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(ids,)| crate::domain::events::EventFilter::from_stored(ids)))
+}
+
 /// Pauses export to a destination at an administrator's request: events are recorded and
 /// kept (retention still applies), nothing is sent. `false` when there is no such destination
 /// or it was paused already.

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::WebError;
 use crate::{
     crypto,
+    domain::events::{catalog, EventFilter},
     siem::{
         config::{self, Context, FormValues},
         registry::FieldKind,
@@ -92,6 +93,19 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
             .as_ref()
             .map_or(Provider::first().id(), |s| s.provider.as_str())),
     );
+    // The event filter of the current destination (every catalog event by default).
+    let current = settings
+        .as_ref()
+        .map_or(Provider::first().id(), |s| s.provider.as_str());
+    let filter = store::delivery::filter_of(state.pool(), sub, current)
+        .await?
+        .unwrap_or_default();
+    let ids: Vec<u32> = catalog()
+        .iter()
+        .filter(|e| filter.sends(e.id))
+        .map(|e| e.id.get())
+        .collect();
+    body.insert("send_event_ids".into(), json!(ids));
     for (provider, stored) in &stored {
         for field in provider.fields() {
             if field.sealed_as.is_some() && !matches!(field.kind, FieldKind::Url) {
@@ -159,6 +173,34 @@ async fn update(
     };
     let mut values = FormValues::new();
     let mut errors = config::FieldErrors::default();
+    let mut object = object;
+    // The event filter: an array of catalog Event IDs (left out: unchanged).
+    let filter = match object.remove("send_event_ids") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let ticked: Vec<String> = items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            match EventFilter::parse(&ticked) {
+                Ok(filter) => Some(filter),
+                Err(e) => {
+                    errors.add("send_event_ids", e);
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            errors.add(
+                "send_event_ids",
+                "Give an array of Event IDs, for example [4888, 4887].",
+            );
+            None
+        }
+    };
     for (name, value) in &object {
         match value {
             Value::String(text) => {
@@ -226,7 +268,7 @@ async fn update(
         sub,
         super::settings::Export {
             enabled,
-            filter: None,
+            filter: filter.as_ref(),
             expiries: None,
         },
         before.as_ref(),
@@ -257,6 +299,15 @@ fn settings_schema() -> Value {
     properties.insert(
         "provider".into(),
         json!({"type": "string", "enum": Provider::all().map(Provider::id).collect::<Vec<_>>()}),
+    );
+    properties.insert(
+        "send_event_ids".into(),
+        json!({
+            "type": "array",
+            "items": {"type": "integer", "enum": catalog().iter().map(|e| e.id.get()).collect::<Vec<_>>()},
+            "minItems": 1,
+            "description": "Events to send to the current destination (all by default); left out: unchanged"
+        }),
     );
     for provider in Provider::all() {
         for field in provider.fields() {
