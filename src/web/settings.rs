@@ -1164,6 +1164,21 @@ struct CsrfOnly {
     csrf_token: String,
 }
 
+/// The checks of every administrator's button on the page: a member (else 404), the
+/// session's CSRF token, the admin role (a reader's attempt is refused and recorded).
+async fn admin_post(
+    state: &AppState,
+    user: &CurrentUser,
+    id: &str,
+    csrf_token: &str,
+    what: &str,
+) -> Result<MembershipRow, WebError> {
+    let membership = membership_or_404(state, user, id).await?;
+    user.check_csrf(csrf_token)?;
+    admin_or_denied(state, user, &membership, what).await?;
+    Ok(membership)
+}
+
 /// Refuses a reader (403) and records the attempt in the history.
 async fn admin_or_denied(
     state: &AppState,
@@ -1195,10 +1210,9 @@ async fn retry_parked(
     Path(id): Path<String>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    user.check_csrf(&form.csrf_token)?;
+    let membership =
+        admin_post(&state, &user, &id, &form.csrf_token, "retry parked events").await?;
     let sub = membership.subscription_id;
-    admin_or_denied(&state, &user, &membership, "retry parked events").await?;
     let provider = store::siem::settings(state.pool(), sub)
         .await?
         .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
@@ -1242,11 +1256,16 @@ async fn pause_or_resume(
     form: CsrfOnly,
     pausing: bool,
 ) -> Result<Response, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    user.check_csrf(&form.csrf_token)?;
-    let sub = membership.subscription_id;
     let what = if pausing { "pause" } else { "resume" };
-    admin_or_denied(&state, &user, &membership, &format!("{what} export")).await?;
+    let membership = admin_post(
+        &state,
+        &user,
+        &id,
+        &form.csrf_token,
+        &format!("{what} export"),
+    )
+    .await?;
+    let sub = membership.subscription_id;
     let Some(settings) = store::siem::settings(state.pool(), sub)
         .await?
         .filter(|s| s.enabled)
@@ -1302,9 +1321,7 @@ async fn replay(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Result<Response, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    user.check_csrf(&form.csrf_token)?;
-    admin_or_denied(&state, &user, &membership, "replay events").await?;
+    let membership = admin_post(&state, &user, &id, &form.csrf_token, "replay events").await?;
     let sub = membership.subscription_id;
     let refuse = |loaded: Loaded, field: Option<&'static str>, message: String| {
         let mut page = stored_form(membership.clone(), &loaded, None);
@@ -1399,9 +1416,7 @@ async fn create_monitors(
     Path(id): Path<String>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let membership = membership_or_404(&state, &user, &id).await?;
-    user.check_csrf(&form.csrf_token)?;
-    admin_or_denied(&state, &user, &membership, "create monitors").await?;
+    let membership = admin_post(&state, &user, &id, &form.csrf_token, "create monitors").await?;
     let sub = membership.subscription_id;
     let provider = crate::siem::datadog::provider();
     let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
