@@ -233,6 +233,7 @@ pub struct Forwarder {
     notifier: Option<crate::notify::Notifier>,
     shared: crate::siem::config::Shared,
     destinations: Arc<DestinationCache>,
+    page_cache: Option<Arc<crate::web::page_cache::PageCache>>,
 }
 
 /// Destinations built from stored settings, kept per settings version: the settings are read,
@@ -311,6 +312,20 @@ impl Forwarder {
             notifier: None,
             shared: crate::siem::config::Shared::default(),
             destinations: Arc::default(),
+            page_cache: None,
+        }
+    }
+
+    /// The portal's page cache in this process, dropped after each one-shot pass so that a
+    /// page read right after it shows its outcome (the running loop relies on NOTIFY).
+    pub fn with_page_cache(mut self, cache: Arc<crate::web::page_cache::PageCache>) -> Self {
+        self.page_cache = Some(cache);
+        self
+    }
+
+    fn one_shot_done(&self) {
+        if let Some(cache) = &self.page_cache {
+            cache.flush();
         }
     }
 
@@ -335,10 +350,15 @@ impl Forwarder {
     /// work left. A served destination goes to the back of the line.
     pub async fn forward_once_at(&self, now: DateTime<Utc>) -> Result<PassReport, store::Error> {
         let mut report = PassReport::default();
-        while let Some(one) = self.serve_one(now).await? {
-            report.add(one);
+        let served = async {
+            while let Some(one) = self.serve_one(now).await? {
+                report.add(one);
+            }
+            Ok::<_, store::Error>(())
         }
-        Ok(report)
+        .await;
+        self.one_shot_done();
+        served.map(|()| report)
     }
 
     /// Claims one due destination and serves it; `None` when nothing is due.
@@ -813,6 +833,7 @@ impl Forwarder {
                 sent += 1;
             }
         }
+        self.one_shot_done();
         Ok(sent)
     }
 

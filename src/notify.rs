@@ -176,6 +176,7 @@ pub struct Notifier {
     mailer: Option<Mailer>,
     public_url: String,
     retention: chrono::Duration,
+    page_cache: Option<std::sync::Arc<crate::web::page_cache::PageCache>>,
 }
 
 impl Notifier {
@@ -191,7 +192,18 @@ impl Notifier {
             mailer,
             public_url: public_url.trim_end_matches('/').to_owned(),
             retention: chrono::Duration::days(i64::from(retention_days)),
+            page_cache: None,
         }
+    }
+
+    /// The portal's page cache in this process, dropped after each pass so that a page read
+    /// right after it shows its outcome.
+    pub fn with_page_cache(
+        mut self,
+        cache: std::sync::Arc<crate::web::page_cache::PageCache>,
+    ) -> Self {
+        self.page_cache = Some(cache);
+        self
     }
 
     /// Whether emails really go out (an SMTP server is configured).
@@ -201,6 +213,14 @@ impl Notifier {
 
     /// One maintenance pass at `now`.
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
+        let outcome = self.pass_at(now).await;
+        if let Some(cache) = &self.page_cache {
+            cache.flush();
+        }
+        outcome
+    }
+
+    async fn pass_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
         let mut report = NotifyReport::default();
         let mut tx = self.pool.begin().await?;
         for gap in store::notify::expire(&mut tx, now - self.retention, now).await? {

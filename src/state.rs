@@ -51,6 +51,7 @@ struct Inner {
     mailer: Option<crate::notify::Mailer>,
     shared: crate::siem::config::Shared,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
+    page_cache: Arc<crate::web::page_cache::PageCache>,
 }
 
 impl AppState {
@@ -99,8 +100,14 @@ impl AppState {
                     .forwarder_sweep
                     .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
                 test_attempts: Mutex::new(HashMap::new()),
+                page_cache: Arc::default(),
             }),
         })
+    }
+
+    /// What the settings page shows, kept between requests (used while its listener runs).
+    pub fn page_cache(&self) -> &Arc<crate::web::page_cache::PageCache> {
+        &self.inner.page_cache
     }
 
     /// The outbound rules for SIEM calls.
@@ -121,6 +128,7 @@ impl AppState {
             self.inner.public_url.to_string(),
             self.inner.config.retention_days,
         )
+        .with_page_cache(self.inner.page_cache.clone())
     }
 
     /// Provider state shared by every destination of this process.
@@ -150,6 +158,7 @@ impl AppState {
             },
         )
         .with_shared(self.inner.shared.clone())
+        .with_page_cache(self.inner.page_cache.clone())
     }
 
     /// The host name put into every log.

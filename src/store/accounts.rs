@@ -27,6 +27,8 @@ pub struct SessionRow {
     pub email: String,
     /// CSRF token bound to this session.
     pub csrf_token: String,
+    /// When the session ends.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One of a user's subscriptions.
@@ -192,7 +194,7 @@ pub async fn create_session(
 /// The live session with this token digest, if any.
 pub async fn find_session(pool: &PgPool, token_digest: &[u8]) -> Result<Option<SessionRow>, Error> {
     Ok(sqlx::query_as::<_, SessionRow>(
-        "select s.user_id, u.email, s.csrf_token
+        "select s.user_id, u.email, s.csrf_token, s.expires_at
          from sessions s join users u on u.id = s.user_id
          where s.token_digest = $1 and s.expires_at > now()",
     )

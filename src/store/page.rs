@@ -44,6 +44,13 @@ pub struct SettingsSnapshot {
     pub session: SessionRow,
     /// The user's membership of the subscription; `None` for a stranger.
     pub membership: Option<MembershipRow>,
+    /// The subscription's part (the same for every member).
+    pub page: SubscriptionPage,
+}
+
+/// What the settings page shows of a subscription, whoever looks.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionPage {
     /// The switch and the chosen provider.
     pub settings: Option<SettingsRow>,
     /// Typed settings per provider: (provider, settings).
@@ -169,6 +176,7 @@ struct PageRow {
     user_id: Uuid,
     email: String,
     csrf_token: String,
+    expires_at: DateTime<Utc>,
     subscription_id: Option<Uuid>,
     name: Option<String>,
     role: Option<String>,
@@ -196,7 +204,7 @@ pub async fn settings_page(
 ) -> Result<Option<SettingsSnapshot>, Error> {
     let sql = format!(
         "with se as (
-             select s.user_id, u.email, s.csrf_token
+             select s.user_id, u.email, s.csrf_token, s.expires_at
              from sessions s join users u on u.id = s.user_id
              where s.token_digest = $1 and s.expires_at > now()
          ), m as (
@@ -210,7 +218,7 @@ pub async fn settings_page(
              select (select subscription_id from m) as sub,
                     coalesce((select provider from st), $3) as provider
          )
-         select se.user_id, se.email, se.csrf_token, m.subscription_id, m.name, m.role,
+         select se.user_id, se.email, se.csrf_token, se.expires_at, m.subscription_id, m.name, m.role,
                 st.enabled, st.provider, st.updated_at, st.updated_by_email,
                 (select json_agg(json_build_object('provider', f.provider, 'fields', f.fields))
                  from siem_provider_fields f where f.subscription_id = cur.sub) as fields,
@@ -289,18 +297,21 @@ pub async fn settings_page(
             user_id: row.user_id,
             email: row.email,
             csrf_token: row.csrf_token,
+            expires_at: row.expires_at,
         },
         membership,
-        settings,
-        fields: row
-            .fields
-            .map(|Json(v)| v)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| (f.provider, f.fields))
-            .collect(),
-        secrets,
-        history: row.history.map(|Json(v)| v).unwrap_or_default(),
-        panel: row.panel.rows(),
+        page: SubscriptionPage {
+            settings,
+            fields: row
+                .fields
+                .map(|Json(v)| v)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| (f.provider, f.fields))
+                .collect(),
+            secrets,
+            history: row.history.map(|Json(v)| v).unwrap_or_default(),
+            panel: row.panel.rows(),
+        },
     }))
 }

@@ -13,6 +13,7 @@ mod health;
 mod health_panel;
 mod members;
 pub mod metrics;
+pub mod page_cache;
 mod session;
 mod settings;
 mod siem_api;
@@ -105,6 +106,10 @@ pub fn router(state: AppState) -> Router {
         .merge(siem_api::router())
         .nest_service("/static", ServeDir::new(static_dir))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            page_cache::after_writes,
+        ))
         .layer(axum::middleware::from_fn(error::log_and_render_errors))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(

@@ -97,7 +97,19 @@ pub async fn current_user(
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let row = store::accounts::find_session(state.pool(), &crypto::token_digest(token)).await?;
+    let digest = crypto::token_digest(token);
+    let cache = state.page_cache();
+    let row = match cache.session(&digest) {
+        Some(kept) => Some(kept),
+        None => {
+            let ticket = cache.ticket(None);
+            let row = store::accounts::find_session(state.pool(), &digest).await?;
+            if let (Some(ticket), Some(row)) = (ticket, &row) {
+                cache.put_session(ticket, &digest, row);
+            }
+            row
+        }
+    };
     Ok(row.map(|r| CurrentUser {
         user_id: r.user_id,
         email: r.email,
@@ -128,7 +140,9 @@ pub async fn start_session(
     user_id: Uuid,
 ) -> Result<HeaderValue, store::Error> {
     if let Some(old) = cookie(headers, SESSION_COOKIE) {
-        store::accounts::delete_session(state.pool(), &crypto::token_digest(old)).await?;
+        let digest = crypto::token_digest(old);
+        store::accounts::delete_session(state.pool(), &digest).await?;
+        state.page_cache().forget_session(&digest);
     }
     let token = crypto::random_token();
     store::accounts::create_session(
@@ -154,7 +168,9 @@ pub async fn end_session(
     headers: &HeaderMap,
 ) -> Result<HeaderValue, store::Error> {
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        store::accounts::delete_session(state.pool(), &crypto::token_digest(token)).await?;
+        let digest = crypto::token_digest(token);
+        store::accounts::delete_session(state.pool(), &digest).await?;
+        state.page_cache().forget_session(&digest);
     }
     Ok(set_cookie(
         SESSION_COOKIE,

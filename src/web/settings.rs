@@ -223,7 +223,8 @@ async fn show(
     Path(id): Path<String>,
     Query(query): Query<ShowQuery>,
 ) -> Result<Response, WebError> {
-    // One statement reads the session, the membership, the settings and the panel.
+    // One statement reads the session, the membership, the settings and the panel, or the
+    // page cache has them (kept until the database announces a change).
     let Some(token) = super::session::cookie(&headers, super::session::SESSION_COOKIE) else {
         return Ok(Redirect::to("/login").into_response());
     };
@@ -234,34 +235,49 @@ async fn show(
             None => Ok(Redirect::to("/login").into_response()),
         };
     };
-    let Some(snapshot) = store::page::settings_page(
-        state.pool(),
-        &crate::crypto::token_digest(token),
-        sub,
-        Provider::first().id(),
-        PANEL_ROWS,
-        HISTORY_SHOWN,
-    )
-    .await?
-    else {
-        return Ok(Redirect::to("/login").into_response());
+    let digest = crate::crypto::token_digest(token);
+    let cache = state.page_cache();
+    let (session, membership, page) = match cache.settings_page(&digest, sub) {
+        Some(kept) => kept,
+        None => {
+            // The generations before the read: a change announced meanwhile is not kept.
+            let ticket = cache.ticket(Some(sub));
+            let Some(snapshot) = store::page::settings_page(
+                state.pool(),
+                &digest,
+                sub,
+                Provider::first().id(),
+                PANEL_ROWS,
+                HISTORY_SHOWN,
+            )
+            .await?
+            else {
+                return Ok(Redirect::to("/login").into_response());
+            };
+            let page = std::sync::Arc::new(snapshot.page);
+            if let Some(ticket) = ticket {
+                cache.put(
+                    ticket,
+                    &digest,
+                    &snapshot.session,
+                    snapshot.membership.as_ref(),
+                    &page,
+                );
+            }
+            let membership = snapshot.membership.ok_or(WebError::NotFound)?;
+            (snapshot.session, membership, page)
+        }
     };
     let user = CurrentUser {
-        user_id: snapshot.session.user_id,
-        email: snapshot.session.email,
-        csrf_token: snapshot.session.csrf_token,
+        user_id: session.user_id,
+        email: session.email,
+        csrf_token: session.csrf_token,
     };
-    let membership = snapshot.membership.ok_or(WebError::NotFound)?;
     let loaded = Loaded {
-        stored: crate::settings::open_all(
-            state.master_key(),
-            sub,
-            &snapshot.fields,
-            &snapshot.secrets,
-        ),
-        settings: snapshot.settings,
-        history: snapshot.history,
-        panel: snapshot.panel,
+        stored: crate::settings::open_all(state.master_key(), sub, &page.fields, &page.secrets),
+        settings: page.settings.clone(),
+        history: page.history.clone(),
+        panel: page.panel.clone(),
     };
     let status = match (query.saved, query.retried) {
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),

@@ -1,0 +1,98 @@
+//! The settings page's memory (web::page_cache): kept between views, dropped when the database
+//! announces a change, whoever made it; sessions ended elsewhere are refused.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::TestApp;
+
+const PASSWORD: &str = "correct horse battery staple";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// Waits (at most 10 s) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_settings_page_is_kept_until_the_database_announces_a_change() {
+    let (app, sub) = TestApp::signed_in_admin(PASSWORD).await;
+    let cache = app.state.page_cache().clone();
+    until("the listener connects", || cache.is_live()).await;
+    let path = format!("/subscriptions/{sub}/settings");
+    let page = app.get_page(&path).await;
+    assert!(page.contains("Contoso PKI"));
+    assert!(cache.keeps_page(sub), "a view is kept");
+    let other = app.create_subscription("Other PKI").await;
+
+    // Another writer (psql, another process): only the database can tell this one.
+    sqlx::query("update subscriptions set name = 'Fabrikam PKI' where id = $1")
+        .bind(other)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("update subscriptions set name = 'Fabrikam PKI' where id = $1")
+        .bind(sub)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    until("the change is announced", || !cache.keeps_page(sub)).await;
+    let page = app.get_page(&path).await;
+    assert!(page.contains("Fabrikam PKI"), "the next view reads it");
+    assert!(cache.keeps_page(sub));
+}
+
+#[tokio::test]
+async fn delivery_state_written_elsewhere_drops_the_kept_page() {
+    let (app, sub) = TestApp::signed_in_admin(PASSWORD).await;
+    let cache = app.state.page_cache().clone();
+    until("the listener connects", || cache.is_live()).await;
+    app.configure_datadog(sub, "http://127.0.0.1:9", KEY, true)
+        .await;
+    let path = format!("/subscriptions/{sub}/settings");
+    app.get_page(&path).await;
+    assert!(cache.keeps_page(sub));
+    // A forwarder in another process records what it delivered.
+    sqlx::query(
+        "update delivery_destinations set delivered_total = delivered_total + 5
+         where subscription_id = $1",
+    )
+    .bind(sub)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    until("the delivery is announced", || !cache.keeps_page(sub)).await;
+}
+
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_refused_on_the_next_request() {
+    let (app, _sub) = TestApp::signed_in_admin(PASSWORD).await;
+    let cache = app.state.page_cache().clone();
+    until("the listener connects", || cache.is_live()).await;
+    assert_eq!(app.get("/account").await.status(), 200);
+    assert_eq!(
+        app.get("/account").await.status(),
+        200,
+        "served from memory"
+    );
+    // Signed out by another portal process (or an operator).
+    sqlx::query("delete from sessions")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.get("/account").await;
+        if r.status() == 303 {
+            assert_eq!(support::location(&r), "/login");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended session still works");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
