@@ -337,6 +337,8 @@ async fn the_openapi_document_describes_every_path_and_every_provider_field() {
         assert!(properties[field].is_object(), "{field}");
     }
     assert_eq!(properties["kafka_password"]["writeOnly"], true);
+    assert_eq!(properties["datadog_api_key_expires_on"]["format"], "date");
+    assert!(properties["splunk_token_expires_on"].is_object());
     assert!(doc["paths"]["/api/v1/subscriptions/{id}/siem"]["put"]["responses"]["422"].is_object());
 }
 
@@ -660,6 +662,86 @@ async fn pause_resume_replay_and_retry_are_scriptable_with_the_page_s_rules() {
         assert_eq!(status, 401, "{action} with an unknown token");
     }
     assert!(!s.paused().await);
+}
+
+#[tokio::test]
+async fn credential_expiry_dates_are_read_and_set_through_the_api() {
+    let s = Scripted::start().await;
+    let today = chrono::Utc::now().date_naive();
+    let expires = today + chrono::Duration::days(40);
+    let mut settings = s.settings.clone();
+    settings["datadog_api_key_expires_on"] = json!(expires.to_string());
+    let (status, body) = s.put(settings).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["datadog_api_key_expires_on"], expires.to_string());
+    assert_eq!(
+        s.get().await["datadog_api_key_expires_on"],
+        expires.to_string()
+    );
+    assert!(s
+        .history("saved", "admin@example.com")
+        .await
+        .contains(&format!("API key expires on {expires}")));
+
+    // Left out of a PUT: unchanged.
+    let mut kept = s.settings.clone();
+    kept.as_object_mut().unwrap().remove("datadog_api_key");
+    let (status, body) = s.put(kept.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["datadog_api_key_expires_on"], expires.to_string());
+
+    // Past, malformed, wrongly typed or another provider's: refused at the field, nothing saved.
+    for (field, bad) in [
+        (
+            "datadog_api_key_expires_on",
+            json!((today - chrono::Duration::days(1)).to_string()),
+        ),
+        ("datadog_api_key_expires_on", json!(today.to_string())),
+        ("datadog_api_key_expires_on", json!("30/06/2027")),
+        ("datadog_api_key_expires_on", json!(20270630)),
+        ("splunk_token_expires_on", json!(expires.to_string())),
+    ] {
+        let mut body = kept.clone();
+        body[field] = bad.clone();
+        let (status, body) = s.put(body).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(body["errors"][field].is_string(), "{bad}: {body}");
+    }
+    let (status, body) = s
+        .put({
+            let mut body = kept.clone();
+            body["datadog_api_key_expires_on"] = json!(today.to_string());
+            body
+        })
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["errors"]["datadog_api_key_expires_on"]
+            .as_str()
+            .unwrap()
+            .contains("has passed"),
+        "{body}"
+    );
+    assert_eq!(
+        s.get().await["datadog_api_key_expires_on"],
+        expires.to_string()
+    );
+
+    // "" or null removes the date.
+    for clear in [json!(null), json!("")] {
+        let mut body = kept.clone();
+        body["datadog_api_key_expires_on"] = json!(expires.to_string());
+        assert_eq!(s.put(body).await.0, 200);
+        let mut body = kept.clone();
+        body["datadog_api_key_expires_on"] = clear.clone();
+        let (status, body) = s.put(body).await;
+        assert_eq!(status, 200, "{clear}: {body}");
+        assert!(body.get("datadog_api_key_expires_on").is_none(), "{body}");
+    }
+    assert!(s
+        .history("saved", "admin@example.com")
+        .await
+        .contains(&"API key: expiry date removed".to_owned()));
 }
 
 #[tokio::test]

@@ -319,12 +319,12 @@ fn credential_expiries(
 }
 
 /// The form field of a secret's "expires on" date.
-fn expiry_field(secret_field: &str) -> String {
+pub(super) fn expiry_field(secret_field: &str) -> String {
     format!("{secret_field}_expires_on")
 }
 
 /// The secret fields of `provider` that may carry an "expires on" date.
-fn dated_secret_fields(
+pub(super) fn dated_secret_fields(
     provider: Provider,
 ) -> impl Iterator<Item = &'static crate::siem::registry::Field> {
     provider
@@ -333,11 +333,21 @@ fn dated_secret_fields(
         .filter(|f| matches!(f.kind, FieldKind::Secret) && f.sealed_as.is_some())
 }
 
+/// What a date field left out of the input means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AbsentExpiry {
+    /// The page always shows the fields: one not sent is blank, and clears the date.
+    Clears,
+    /// The REST API: a key left out keeps the stored date.
+    Unchanged,
+}
+
 /// The "expires on" dates typed for `provider`'s sealed secrets: (stored name, label, date).
 /// A blank date clears it; a date that is not a date, or has passed, is an error.
-fn parse_expiries(
+pub(super) fn parse_expiries(
     provider: Provider,
     values: &FormValues,
+    absent: AbsentExpiry,
     today: chrono::NaiveDate,
     errors: &mut FieldErrors,
 ) -> Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)> {
@@ -347,7 +357,10 @@ fn parse_expiries(
             continue;
         };
         let name = expiry_field(field.name);
-        let raw = values.get(&name).map(|v| v.trim()).unwrap_or_default();
+        let raw = match values.get(&name) {
+            None if absent == AbsentExpiry::Unchanged => continue,
+            sent => sent.map(|v| v.trim()).unwrap_or_default(),
+        };
         if raw.is_empty() {
             out.push((stored_as, field.label, None));
             continue;
@@ -833,6 +846,7 @@ async fn submit(
             let expiries = parse_expiries(
                 provider,
                 &values,
+                AbsentExpiry::Clears,
                 chrono::Utc::now().date_naive(),
                 &mut expiry_errors,
             );

@@ -6,7 +6,9 @@
 //! The body's keys are the settings page's form field names, for every provider in the
 //! registry. Secrets never come back: a stored one shows as `<field>_set: true` and
 //! `<field>_last4`. A `PUT` goes through the same form check, address rule, sealing, save and
-//! history as the page; a secret left out is kept (unless an address changed).
+//! history as the page; a secret left out is kept (unless an address changed). The
+//! "expires on" dates of stored secrets are `<field>_expires_on` (`YYYY-MM-DD`); a `PUT` takes
+//! them with the page's rules, and one left out keeps its date.
 //!
 //! The actions run the page's own functions (`web::settings`: same checks, effects, messages
 //! and history rows) after the token's checks; a reader's attempt is refused (403) and
@@ -129,6 +131,9 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
                 if let Some(secret) = stored.secrets.get(field.name) {
                     body.insert(format!("{}_set", field.name), json!(true));
                     body.insert(format!("{}_last4", field.name), json!(secret.hint()));
+                    if let Some(date) = stored.expiries.get(field.name) {
+                        body.insert(page::expiry_field(field.name), json!(date.to_string()));
+                    }
                 }
                 continue;
             }
@@ -191,6 +196,27 @@ async fn update(
     let mut values = FormValues::new();
     let mut errors = config::FieldErrors::default();
     let mut object = object;
+    // "Expires on" dates: a date, or "" / null to clear it (left out: unchanged).
+    let mut dates = FormValues::new();
+    let sent_dates: Vec<String> = object
+        .keys()
+        .filter(|name| name.ends_with("_expires_on"))
+        .cloned()
+        .collect();
+    for name in sent_dates {
+        match object.remove(&name) {
+            Some(Value::String(text)) => {
+                dates.insert(name, text);
+            }
+            Some(Value::Null) => {
+                dates.insert(name, String::new());
+            }
+            _ => errors.add(
+                &name,
+                "Give a date such as 2027-06-30, or \"\" or null to remove the date.",
+            ),
+        }
+    }
     // The event filter: an array of catalog Event IDs (left out: unchanged).
     let filter = match object.remove("send_event_ids") {
         None | Some(Value::Null) => None,
@@ -255,6 +281,28 @@ async fn update(
             format!("Not a field of {}; GET lists the fields.", provider.label()),
         );
     }
+    let dated: Vec<String> = page::dated_secret_fields(provider)
+        .map(|field| page::expiry_field(field.name))
+        .collect();
+    for name in dates.keys().filter(|name| !dated.contains(name)) {
+        let message = if dated.is_empty() {
+            format!("{} has no secret with an expiry date.", provider.label())
+        } else {
+            format!(
+                "Not an expiry date of a {} secret; these are: {}.",
+                provider.label(),
+                dated.join(", ")
+            )
+        };
+        errors.add(name, message);
+    }
+    let expiries = page::parse_expiries(
+        provider,
+        &dates,
+        page::AbsentExpiry::Unchanged,
+        chrono::Utc::now().date_naive(),
+        &mut errors,
+    );
     let invalid = |errors: config::FieldErrors| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -286,7 +334,7 @@ async fn update(
         super::settings::Export {
             enabled,
             filter: filter.as_ref(),
-            expiries: None,
+            expiries: (!dates.is_empty()).then_some(expiries),
         },
         before.as_ref(),
         &stored,
@@ -517,6 +565,16 @@ fn settings_schema() -> Value {
                         format!("{}_last4", field.name),
                         json!({"type": "string", "readOnly": true}),
                     );
+                    if matches!(field.kind, FieldKind::Secret) {
+                        properties.insert(
+                            page::expiry_field(field.name),
+                            json!({
+                                "type": ["string", "null"],
+                                "format": "date",
+                                "description": format!("{}: when the stored {} expires (YYYY-MM-DD, after today); \"\" or null removes the date; left out of a PUT: unchanged. A new secret clears it.", provider.label(), field.label)
+                            }),
+                        );
+                    }
                 }
                 FieldKind::Check => {
                     properties.insert(
@@ -713,7 +771,7 @@ fn openapi_document() -> Value {
                         "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
                         "403": {"description": "A reader", "content": {"application/json": {"schema": error}}},
                         "404": {"description": "Not a member of this subscription", "content": {"application/json": {"schema": error}}},
-                        "422": {"description": "Invalid fields; nothing saved", "content": {"application/json": {"schema": error}}}
+                        "422": {"description": "Invalid fields (a past or malformed `_expires_on` date included); nothing saved", "content": {"application/json": {"schema": error}}}
                     }
                 }
             },
