@@ -103,6 +103,31 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/api/v1/subscriptions/{id}/siem",
         [401, 401, 401, 401],
     ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/siem/pause",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/siem/resume",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/siem/replay",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/siem/monitors",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/siem/retry-parked",
+        [401, 401, 401, 401],
+    ),
     ("GET", "/api/v1/openapi.json", [200, 200, 200, 200]),
     ("GET", "/metrics", [404, 404, 404, 404]),
     ("GET", "/no/such/page", [404, 404, 404, 404]),

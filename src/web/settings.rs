@@ -300,10 +300,9 @@ async fn show(
                 query.replay.unwrap_or_default()
             ),
         )),
-        (None, None) if query.export.is_some() => Some(Status::plain(
-            "error",
-            "Export is off: there is nothing to pause or resume. Switch Send Audit Logs to SIEM on first.",
-        )),
+        (None, None) if query.export.is_some() => {
+            Some(Status::plain("error", EXPORT_OFF_NOTHING_TO_PAUSE))
+        }
         (None, None) => None,
     };
     let form = stored_form(membership, &loaded, status);
@@ -336,29 +335,48 @@ fn credential_expiries(
 }
 
 /// The form field of a secret's "expires on" date.
-fn expiry_field(secret_field: &str) -> String {
+pub(super) fn expiry_field(secret_field: &str) -> String {
     format!("{secret_field}_expires_on")
+}
+
+/// The secret fields of `provider` that may carry an "expires on" date.
+pub(super) fn dated_secret_fields(
+    provider: Provider,
+) -> impl Iterator<Item = &'static crate::siem::registry::Field> {
+    provider
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.kind, FieldKind::Secret) && f.sealed_as.is_some())
+}
+
+/// What a date field left out of the input means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AbsentExpiry {
+    /// The page always shows the fields: one not sent is blank, and clears the date.
+    Clears,
+    /// The REST API: a key left out keeps the stored date.
+    Unchanged,
 }
 
 /// The "expires on" dates typed for `provider`'s sealed secrets: (stored name, label, date).
 /// A blank date clears it; a date that is not a date, or has passed, is an error.
-fn parse_expiries(
+pub(super) fn parse_expiries(
     provider: Provider,
     values: &FormValues,
+    absent: AbsentExpiry,
     today: chrono::NaiveDate,
     errors: &mut FieldErrors,
 ) -> Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)> {
     let mut out = Vec::new();
-    for field in provider
-        .fields()
-        .iter()
-        .filter(|f| matches!(f.kind, FieldKind::Secret))
-    {
+    for field in dated_secret_fields(provider) {
         let Some(stored_as) = field.sealed_as else {
             continue;
         };
         let name = expiry_field(field.name);
-        let raw = values.get(&name).map(|v| v.trim()).unwrap_or_default();
+        let raw = match values.get(&name) {
+            None if absent == AbsentExpiry::Unchanged => continue,
+            sent => sent.map(|v| v.trim()).unwrap_or_default(),
+        };
         if raw.is_empty() {
             out.push((stored_as, field.label, None));
             continue;
@@ -844,6 +862,7 @@ async fn submit(
             let expiries = parse_expiries(
                 provider,
                 &values,
+                AbsentExpiry::Clears,
                 chrono::Utc::now().date_naive(),
                 &mut expiry_errors,
             );
@@ -1180,6 +1199,32 @@ struct CsrfOnly {
     csrf_token: String,
 }
 
+/// Who pressed a button: the signed-in user, or the user of a personal API token.
+pub(super) type Actor<'a> = (uuid::Uuid, &'a str);
+
+/// An administrator's button on the page, which the REST API offers too.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum AdminAction {
+    RetryParked,
+    PauseExport,
+    ResumeExport,
+    Replay,
+    CreateMonitors,
+}
+
+impl AdminAction {
+    /// What a reader tried to do, as the refusal and the history say it.
+    fn what(self) -> &'static str {
+        match self {
+            Self::RetryParked => "retry parked events",
+            Self::PauseExport => "pause export",
+            Self::ResumeExport => "resume export",
+            Self::Replay => "replay events",
+            Self::CreateMonitors => "create monitors",
+        }
+    }
+}
+
 /// The checks of every administrator's button on the page: a member (else 404), the
 /// session's CSRF token, the admin role (a reader's attempt is refused and recorded).
 async fn admin_post(
@@ -1187,29 +1232,31 @@ async fn admin_post(
     user: &CurrentUser,
     id: &str,
     csrf_token: &str,
-    what: &str,
+    action: AdminAction,
 ) -> Result<MembershipRow, WebError> {
     let membership = membership_or_404(state, user, id).await?;
     user.check_csrf(csrf_token)?;
-    admin_or_denied(state, user, &membership, what).await?;
+    admin_or_denied(state, (user.user_id, &user.email), &membership, action).await?;
     Ok(membership)
 }
 
-/// Refuses a reader (403) and records the attempt in the history.
-async fn admin_or_denied(
+/// Refuses a reader ([`WebError::Forbidden`], with the sentence to show) and records the
+/// attempt in the history: for the page's buttons and the REST API's actions alike.
+pub(super) async fn admin_or_denied(
     state: &AppState,
-    user: &CurrentUser,
+    actor: Actor<'_>,
     membership: &MembershipRow,
-    what: &str,
+    action: AdminAction,
 ) -> Result<(), WebError> {
     if membership.role().is_admin() {
         return Ok(());
     }
+    let what = action.what();
     store::siem::record_history(
         state.pool(),
         membership.subscription_id,
-        user.user_id,
-        &user.email,
+        actor.0,
+        actor.1,
         "denied",
         &[format!("Tried to {what} without the admin role")],
     )
@@ -1219,16 +1266,13 @@ async fn admin_or_denied(
     )))
 }
 
-/// Puts the parked events back in the queue (admins only).
-async fn retry_parked(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfOnly>,
-) -> Result<Response, WebError> {
-    let membership =
-        admin_post(&state, &user, &id, &form.csrf_token, "retry parked events").await?;
-    let sub = membership.subscription_id;
+/// Puts the current destination's parked events back in the queue and records it in the
+/// history; returns how many.
+pub(super) async fn retry_parked_events(
+    state: &AppState,
+    actor: Actor<'_>,
+    sub: uuid::Uuid,
+) -> Result<u64, WebError> {
     let provider = store::siem::settings(state.pool(), sub)
         .await?
         .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
@@ -1236,12 +1280,32 @@ async fn retry_parked(
     store::siem::record_history(
         state.pool(),
         sub,
-        user.user_id,
-        &user.email,
+        actor.0,
+        actor.1,
         "saved",
         &[format!("Retried {n} parked event(s)")],
     )
     .await?;
+    Ok(n)
+}
+
+/// Puts the parked events back in the queue (admins only).
+async fn retry_parked(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    let membership = admin_post(
+        &state,
+        &user,
+        &id,
+        &form.csrf_token,
+        AdminAction::RetryParked,
+    )
+    .await?;
+    let sub = membership.subscription_id;
+    let n = retry_parked_events(&state, (user.user_id, &user.email), sub).await?;
     Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?retried={n}#health")).into_response())
 }
 
@@ -1265,34 +1329,34 @@ async fn resume(
     pause_or_resume(state, user, id, form, false).await
 }
 
-async fn pause_or_resume(
-    state: AppState,
-    user: CurrentUser,
-    id: String,
-    form: CsrfOnly,
+/// Why Pause / Resume export did nothing while export is off.
+pub(super) const EXPORT_OFF_NOTHING_TO_PAUSE: &str =
+    "Export is off: there is nothing to pause or resume. Switch Send Audit Logs to SIEM on first.";
+
+/// What Pause / Resume export did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PauseOutcome {
+    /// Export is off: there is no destination to pause or resume.
+    ExportOff,
+    /// The destination is now paused (or running); `changed` is false when it already was.
+    Done { changed: bool },
+}
+
+/// Pauses (or resumes) the current destination and records a change in the history.
+pub(super) async fn pause_or_resume_export(
+    state: &AppState,
+    actor: Actor<'_>,
+    sub: uuid::Uuid,
     pausing: bool,
-) -> Result<Response, WebError> {
-    let what = if pausing { "pause" } else { "resume" };
-    let membership = admin_post(
-        &state,
-        &user,
-        &id,
-        &form.csrf_token,
-        &format!("{what} export"),
-    )
-    .await?;
-    let sub = membership.subscription_id;
+) -> Result<PauseOutcome, WebError> {
     let Some(settings) = store::siem::settings(state.pool(), sub)
         .await?
         .filter(|s| s.enabled)
     else {
-        return Ok(
-            Redirect::to(&format!("/subscriptions/{sub}/settings?export=off#health"))
-                .into_response(),
-        );
+        return Ok(PauseOutcome::ExportOff);
     };
     let changed = if pausing {
-        store::delivery::pause(state.pool(), sub, &settings.provider, &user.email).await?
+        store::delivery::pause(state.pool(), sub, &settings.provider, actor.1).await?
     } else {
         store::delivery::resume(state.pool(), sub, &settings.provider).await?
     };
@@ -1308,15 +1372,41 @@ async fn pause_or_resume(
         store::siem::record_history(
             state.pool(),
             sub,
-            user.user_id,
-            &user.email,
+            actor.0,
+            actor.1,
             outcome,
             &[change.to_owned()],
         )
         .await?;
-        tracing::info!(subscription_id = %sub, user_id = %user.user_id, outcome, "export {outcome}");
+        tracing::info!(subscription_id = %sub, user_id = %actor.0, outcome, "export {outcome}");
     }
-    Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?{what}d=1#health")).into_response())
+    Ok(PauseOutcome::Done { changed })
+}
+
+async fn pause_or_resume(
+    state: AppState,
+    user: CurrentUser,
+    id: String,
+    form: CsrfOnly,
+    pausing: bool,
+) -> Result<Response, WebError> {
+    let (what, action) = if pausing {
+        ("pause", AdminAction::PauseExport)
+    } else {
+        ("resume", AdminAction::ResumeExport)
+    };
+    let membership = admin_post(&state, &user, &id, &form.csrf_token, action).await?;
+    let sub = membership.subscription_id;
+    match pause_or_resume_export(&state, (user.user_id, &user.email), sub, pausing).await? {
+        PauseOutcome::ExportOff => Ok(Redirect::to(&format!(
+            "/subscriptions/{sub}/settings?export=off#health"
+        ))
+        .into_response()),
+        PauseOutcome::Done { .. } => Ok(Redirect::to(&format!(
+            "/subscriptions/{sub}/settings?{what}d=1#health"
+        ))
+        .into_response()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1329,6 +1419,59 @@ struct ReplayForm {
     replay_to: String,
 }
 
+/// Starts resending the events recorded in `window` to the current destination (at most
+/// [`REPLAY_CAP`]) and records a started replay in the history. `NoDestination` when export
+/// is off.
+pub(super) async fn replay_events(
+    state: &AppState,
+    actor: Actor<'_>,
+    sub: uuid::Uuid,
+    window: &ReplayWindow,
+) -> Result<store::delivery::ReplayPlan, WebError> {
+    let Some(settings) = store::siem::settings(state.pool(), sub)
+        .await?
+        .filter(|s| s.enabled)
+    else {
+        return Ok(store::delivery::ReplayPlan::NoDestination);
+    };
+    let plan = store::delivery::start_replay(
+        state.pool(),
+        sub,
+        &settings.provider,
+        (window.from, window.to),
+        REPLAY_CAP,
+    )
+    .await?;
+    if let store::delivery::ReplayPlan::Started { from, to, events } = plan {
+        store::siem::record_history(
+            state.pool(),
+            sub,
+            actor.0,
+            actor.1,
+            "replayed",
+            &[format!(
+                "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
+                when(window.from),
+                when(window.to)
+            )],
+        )
+        .await?;
+    }
+    Ok(plan)
+}
+
+/// Why a replay did not start, in the words of the page and the API (`None`: it started).
+pub(super) fn replay_refusal(plan: &store::delivery::ReplayPlan) -> Option<String> {
+    match plan {
+        store::delivery::ReplayPlan::Started { .. } => None,
+        store::delivery::ReplayPlan::Empty => Some("No event recorded in that window has been sent to this destination yet (events still waiting go out with the log anyway). Check the window: times are UTC.".to_owned()),
+        store::delivery::ReplayPlan::TooMany { events } => Some(format!(
+            "That window holds {events} events; one replay resends at most {REPLAY_CAP}. Narrow the window and replay it in parts."
+        )),
+        store::delivery::ReplayPlan::NoDestination => Some("Export is off: switch Send Audit Logs to SIEM on and save first.".to_owned()),
+    }
+}
+
 /// **Replay** (admins only): resends the events recorded in a window (UTC) to the current
 /// destination, at most [`REPLAY_CAP`] of them.
 async fn replay(
@@ -1337,7 +1480,7 @@ async fn replay(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Result<Response, WebError> {
-    let membership = admin_post(&state, &user, &id, &form.csrf_token, "replay events").await?;
+    let membership = admin_post(&state, &user, &id, &form.csrf_token, AdminAction::Replay).await?;
     let sub = membership.subscription_id;
     let refuse = |loaded: Loaded, field: Option<&'static str>, message: String| {
         let mut page = stored_form(membership.clone(), &loaded, None);
@@ -1354,66 +1497,23 @@ async fn replay(
         ));
         (page, loaded)
     };
+    let (field, message) = match ReplayWindow::parse(&form.replay_from, &form.replay_to) {
+        Err((field, message)) => (Some(field), message),
+        Ok(window) => {
+            let plan = replay_events(&state, (user.user_id, &user.email), sub, &window).await?;
+            match (plan, replay_refusal(&plan)) {
+                (store::delivery::ReplayPlan::Started { events, .. }, _) => {
+                    return Ok(Redirect::to(&format!(
+                        "/subscriptions/{sub}/settings?replay={events}#health"
+                    ))
+                    .into_response());
+                }
+                (_, message) => (None, message.unwrap_or_default()),
+            }
+        }
+    };
     let loaded = Loaded::fetch(&state, sub).await?;
-    let window = match ReplayWindow::parse(&form.replay_from, &form.replay_to) {
-        Ok(w) => w,
-        Err((field, message)) => {
-            let (page, loaded) = refuse(loaded, Some(field), message);
-            return answer(
-                &state,
-                &user,
-                page,
-                &loaded,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
-    };
-    let provider = loaded
-        .settings
-        .as_ref()
-        .filter(|s| s.enabled)
-        .map(|s| s.provider.clone());
-    let plan = match &provider {
-        Some(provider) => {
-            store::delivery::start_replay(
-                state.pool(),
-                sub,
-                provider,
-                (window.from, window.to),
-                REPLAY_CAP,
-            )
-            .await?
-        }
-        None => store::delivery::ReplayPlan::NoDestination,
-    };
-    let message = match plan {
-        store::delivery::ReplayPlan::Started { from, to, events } => {
-            store::siem::record_history(
-                state.pool(),
-                sub,
-                user.user_id,
-                &user.email,
-                "replayed",
-                &[format!(
-                    "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
-                    when(window.from),
-                    when(window.to)
-                )],
-            )
-            .await?;
-            return Ok(Redirect::to(&format!(
-                "/subscriptions/{sub}/settings?replay={events}#health"
-            ))
-            .into_response());
-        }
-        store::delivery::ReplayPlan::Empty => "No event recorded in that window has been sent to this destination yet (events still waiting go out with the log anyway). Check the window: times are UTC.".to_owned(),
-        store::delivery::ReplayPlan::TooMany { events } => format!(
-            "That window holds {events} events; one replay resends at most {REPLAY_CAP}. Narrow the window and replay it in parts."
-        ),
-        store::delivery::ReplayPlan::NoDestination => "Export is off: switch Send Audit Logs to SIEM on and save first.".to_owned(),
-    };
-    let (page, loaded) = refuse(loaded, None, message);
+    let (page, loaded) = refuse(loaded, field, message);
     answer(
         &state,
         &user,
@@ -1424,16 +1524,21 @@ async fn replay(
     .await
 }
 
-/// **Create monitors** (admins only): one Datadog log alert monitor per High catalog event,
-/// with the stored API URL, API key and application key; pressing it again creates none twice.
-async fn create_monitors(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfOnly>,
-) -> Result<Response, WebError> {
-    let membership = admin_post(&state, &user, &id, &form.csrf_token, "create monitors").await?;
-    let sub = membership.subscription_id;
+/// What Create monitors did.
+pub(super) enum MonitorsOutcome {
+    /// One monitor per High catalog event is in place (made now, or found).
+    InPlace(Vec<crate::siem::datadog_monitors::MonitorLink>),
+    /// None was created: the sentence says why and what to do.
+    Refused(String),
+}
+
+/// Makes sure Datadog has one log alert monitor per High catalog event, with the stored API
+/// URL, API key and application key, and records it in the history.
+pub(super) async fn ensure_monitors(
+    state: &AppState,
+    actor: Actor<'_>,
+    sub: uuid::Uuid,
+) -> Result<MonitorsOutcome, WebError> {
     let provider = crate::siem::datadog::provider();
     let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
     let settings: crate::siem::datadog::Settings =
@@ -1460,15 +1565,14 @@ async fn create_monitors(
         (_, None, _) => Err("Save a Datadog API key first.".to_owned()),
         (_, _, None) => Err("Enter an application key with the monitors_write permission under Application key (for Create monitors), save, then press Create monitors.".to_owned()),
     };
-    let loaded = Loaded::fetch(&state, sub).await?;
-    let (status, code) = match outcome {
+    match outcome {
         Ok(links) => {
             let created = links.iter().filter(|l| l.created).count();
             store::siem::record_history(
                 state.pool(),
                 sub,
-                user.user_id,
-                &user.email,
+                actor.0,
+                actor.1,
                 "saved",
                 &[format!(
                     "Create monitors: {created} created, {} already there",
@@ -1476,6 +1580,36 @@ async fn create_monitors(
                 )],
             )
             .await?;
+            Ok(MonitorsOutcome::InPlace(links))
+        }
+        Err(message) => Ok(MonitorsOutcome::Refused(format!(
+            "No monitor was created. {message}"
+        ))),
+    }
+}
+
+/// **Create monitors** (admins only): one Datadog log alert monitor per High catalog event,
+/// with the stored API URL, API key and application key; pressing it again creates none twice.
+async fn create_monitors(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    let membership = admin_post(
+        &state,
+        &user,
+        &id,
+        &form.csrf_token,
+        AdminAction::CreateMonitors,
+    )
+    .await?;
+    let sub = membership.subscription_id;
+    let outcome = ensure_monitors(&state, (user.user_id, &user.email), sub).await?;
+    let loaded = Loaded::fetch(&state, sub).await?;
+    let (status, code) = match outcome {
+        MonitorsOutcome::InPlace(links) => {
+            let created = links.iter().filter(|l| l.created).count();
             let mut status = Status::plain(
                 "ok",
                 format!(
@@ -1495,8 +1629,8 @@ async fn create_monitors(
                 .collect();
             (status, StatusCode::OK)
         }
-        Err(message) => (
-            Status::plain("error", format!("No monitor was created. {message}")),
+        MonitorsOutcome::Refused(message) => (
+            Status::plain("error", message),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     };

@@ -1,26 +1,37 @@
 //! The REST API for a subscription's SIEM settings (DESIGN.md, "Contract: REST API for the
 //! settings"): `GET`/`PUT /api/v1/subscriptions/{id}/siem` with a personal API token, and
-//! `GET /api/v1/openapi.json`.
+//! `GET /api/v1/openapi.json`; and the administrator's buttons of the settings page as
+//! `POST /api/v1/subscriptions/{id}/siem/{pause,resume,replay,monitors,retry-parked}`.
 //!
 //! The body's keys are the settings page's form field names, for every provider in the
 //! registry. Secrets never come back: a stored one shows as `<field>_set: true` and
 //! `<field>_last4`. A `PUT` goes through the same form check, address rule, sealing, save and
-//! history as the page; a secret left out is kept (unless an address changed).
+//! history as the page; a secret left out is kept (unless an address changed). The
+//! "expires on" dates of stored secrets are `<field>_expires_on` (`YYYY-MM-DD`); a `PUT` takes
+//! them with the page's rules, and one left out keeps its date.
+//!
+//! The actions run the page's own functions (`web::settings`: same checks, effects, messages
+//! and history rows) after the token's checks; a reader's attempt is refused (403) and
+//! recorded in the history as on the page.
 
 use axum::{
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::WebError;
+use super::{
+    settings::{self as page, AdminAction, MonitorsOutcome, PauseOutcome},
+    WebError,
+};
 use crate::{
     crypto,
-    domain::events::{catalog, EventFilter},
+    domain::events::{catalog, EventFilter, ReplayWindow, REPLAY_CAP},
     siem::{
         config::{self, Context, FormValues},
         registry::FieldKind,
@@ -33,6 +44,14 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/subscriptions/{id}/siem", get(show).put(update))
+        .route("/api/v1/subscriptions/{id}/siem/pause", post(pause))
+        .route("/api/v1/subscriptions/{id}/siem/resume", post(resume))
+        .route("/api/v1/subscriptions/{id}/siem/replay", post(replay))
+        .route("/api/v1/subscriptions/{id}/siem/monitors", post(monitors))
+        .route(
+            "/api/v1/subscriptions/{id}/siem/retry-parked",
+            post(retry_parked),
+        )
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -112,6 +131,9 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
                 if let Some(secret) = stored.secrets.get(field.name) {
                     body.insert(format!("{}_set", field.name), json!(true));
                     body.insert(format!("{}_last4", field.name), json!(secret.hint()));
+                    if let Some(date) = stored.expiries.get(field.name) {
+                        body.insert(page::expiry_field(field.name), json!(date.to_string()));
+                    }
                 }
                 continue;
             }
@@ -174,6 +196,27 @@ async fn update(
     let mut values = FormValues::new();
     let mut errors = config::FieldErrors::default();
     let mut object = object;
+    // "Expires on" dates: a date, or "" / null to clear it (left out: unchanged).
+    let mut dates = FormValues::new();
+    let sent_dates: Vec<String> = object
+        .keys()
+        .filter(|name| name.ends_with("_expires_on"))
+        .cloned()
+        .collect();
+    for name in sent_dates {
+        match object.remove(&name) {
+            Some(Value::String(text)) => {
+                dates.insert(name, text);
+            }
+            Some(Value::Null) => {
+                dates.insert(name, String::new());
+            }
+            _ => errors.add(
+                &name,
+                "Give a date such as 2027-06-30, or \"\" or null to remove the date.",
+            ),
+        }
+    }
     // The event filter: an array of catalog Event IDs (left out: unchanged).
     let filter = match object.remove("send_event_ids") {
         None | Some(Value::Null) => None,
@@ -238,6 +281,28 @@ async fn update(
             format!("Not a field of {}; GET lists the fields.", provider.label()),
         );
     }
+    let dated: Vec<String> = page::dated_secret_fields(provider)
+        .map(|field| page::expiry_field(field.name))
+        .collect();
+    for name in dates.keys().filter(|name| !dated.contains(name)) {
+        let message = if dated.is_empty() {
+            format!("{} has no secret with an expiry date.", provider.label())
+        } else {
+            format!(
+                "Not an expiry date of a {} secret; these are: {}.",
+                provider.label(),
+                dated.join(", ")
+            )
+        };
+        errors.add(name, message);
+    }
+    let expiries = page::parse_expiries(
+        provider,
+        &dates,
+        page::AbsentExpiry::Unchanged,
+        chrono::Utc::now().date_naive(),
+        &mut errors,
+    );
     let invalid = |errors: config::FieldErrors| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -269,7 +334,7 @@ async fn update(
         super::settings::Export {
             enabled,
             filter: filter.as_ref(),
-            expiries: None,
+            expiries: (!dates.is_empty()).then_some(expiries),
         },
         before.as_ref(),
         &stored,
@@ -282,6 +347,179 @@ async fn update(
         body["webhook_secret"] = json!(secret);
     }
     Ok(Json(body).into_response())
+}
+
+/// The caller, when an administrator of the subscription: the user and the subscription id.
+/// A reader's attempt is refused (403) and recorded in the history, as on the page.
+async fn admin_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    action: AdminAction,
+) -> Result<Result<(TokenUser, Uuid), Response>, WebError> {
+    let (user, membership) = match caller(state, headers, id).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    match page::admin_or_denied(state, (user.user_id, &user.email), &membership, action).await {
+        Ok(()) => Ok(Ok((user, membership.subscription_id))),
+        Err(WebError::Forbidden(message)) => Ok(Err(problem(StatusCode::FORBIDDEN, &message))),
+        Err(other) => Err(other),
+    }
+}
+
+/// `POST …/siem/pause`: the page's **Pause export**.
+async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    pause_or_resume(&state, &headers, &id, true).await
+}
+
+/// `POST …/siem/resume`: the page's **Resume export**.
+async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    pause_or_resume(&state, &headers, &id, false).await
+}
+
+/// 200 `{"paused", "changed"}` (`changed: false` when it already was), 409 when export is off.
+async fn pause_or_resume(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    pausing: bool,
+) -> Result<Response, WebError> {
+    let action = if pausing {
+        AdminAction::PauseExport
+    } else {
+        AdminAction::ResumeExport
+    };
+    let (user, sub) = match admin_caller(state, headers, id, action).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    match page::pause_or_resume_export(state, (user.user_id, &user.email), sub, pausing).await? {
+        PauseOutcome::ExportOff => Ok(problem(
+            StatusCode::CONFLICT,
+            page::EXPORT_OFF_NOTHING_TO_PAUSE,
+        )),
+        PauseOutcome::Done { changed } => {
+            Ok(Json(json!({ "paused": pausing, "changed": changed })).into_response())
+        }
+    }
+}
+
+/// The body of `POST …/siem/replay`: the page's fields, as the page takes them (UTC).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    replay_from: String,
+    #[serde(default)]
+    replay_to: String,
+}
+
+/// `POST …/siem/replay`: the page's **Replay**. 202 `{"events", "from_seq", "to_seq"}` once
+/// started; 422 with the page's sentence (and `errors` at the field for a bad window).
+async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, WebError> {
+    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::Replay).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    let request = match serde_json::from_slice::<ReplayRequest>(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return Ok(problem(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Send a JSON object such as {{\"replay_from\": \"2026-12-01T09:30\", \"replay_to\": \"2026-12-01T10:00\"}} (UTC): {e}."
+                ),
+            ))
+        }
+    };
+    let window = match ReplayWindow::parse(&request.replay_from, &request.replay_to) {
+        Ok(window) => window,
+        Err((field, message)) => {
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": format!("Nothing was replayed. {message}"),
+                    "errors": { field: message },
+                })),
+            )
+                .into_response())
+        }
+    };
+    let plan = page::replay_events(&state, (user.user_id, &user.email), sub, &window).await?;
+    match (plan, page::replay_refusal(&plan)) {
+        (store::delivery::ReplayPlan::Started { from, to, events }, _) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "events": events, "from_seq": from, "to_seq": to })),
+        )
+            .into_response()),
+        (_, message) => Ok(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Nothing was replayed. {}", message.unwrap_or_default()),
+        )),
+    }
+}
+
+/// `POST …/siem/monitors`: the page's **Create monitors** (Datadog). 200 with the monitors
+/// in place; 422 with the page's explanation when none could be created.
+async fn monitors(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::CreateMonitors).await?
+    {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    match page::ensure_monitors(&state, (user.user_id, &user.email), sub).await? {
+        MonitorsOutcome::InPlace(links) => {
+            let created = links.iter().filter(|l| l.created).count();
+            let monitors: Vec<Value> = links
+                .iter()
+                .map(|l| {
+                    json!({
+                        "event_id": l.event_id,
+                        "summary": l.summary,
+                        "id": l.id,
+                        "url": l.url,
+                        "created": l.created,
+                    })
+                })
+                .collect();
+            Ok(Json(json!({ "monitors": monitors, "created": created })).into_response())
+        }
+        MonitorsOutcome::Refused(message) => {
+            Ok(problem(StatusCode::UNPROCESSABLE_ENTITY, &message))
+        }
+    }
+}
+
+/// `POST …/siem/retry-parked`: the page's **Retry parked events**. 200 `{"retried"}`.
+async fn retry_parked(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::RetryParked).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    let retried = page::retry_parked_events(&state, (user.user_id, &user.email), sub).await?;
+    Ok(Json(json!({ "retried": retried })).into_response())
 }
 
 /// The OpenAPI 3.1 document of the whole API.
@@ -327,6 +565,16 @@ fn settings_schema() -> Value {
                         format!("{}_last4", field.name),
                         json!({"type": "string", "readOnly": true}),
                     );
+                    if matches!(field.kind, FieldKind::Secret) {
+                        properties.insert(
+                            page::expiry_field(field.name),
+                            json!({
+                                "type": ["string", "null"],
+                                "format": "date",
+                                "description": format!("{}: when the stored {} expires (YYYY-MM-DD, after today); \"\" or null removes the date; left out of a PUT: unchanged. A new secret clears it.", provider.label(), field.label)
+                            }),
+                        );
+                    }
                 }
                 FieldKind::Check => {
                     properties.insert(
@@ -353,8 +601,111 @@ fn settings_schema() -> Value {
     json!({"type": "object", "properties": properties})
 }
 
+/// A `POST` action on the settings, with its responses (401, 403 and 404 as for a `PUT`).
+fn action(summary: &str, body: Option<Value>, mut responses: Map<String, Value>) -> Value {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    for (code, description) in [
+        ("401", "No valid token"),
+        (
+            "403",
+            "A reader (the attempt is recorded in the settings history)",
+        ),
+        ("404", "Not a member of this subscription"),
+    ] {
+        let mut answer = error.clone();
+        answer["description"] = json!(description);
+        responses.insert(code.into(), answer);
+    }
+    let mut operation = json!({
+        "summary": summary,
+        "security": [{"personalToken": []}],
+        "responses": responses,
+    });
+    if let Some(schema) = body {
+        operation["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    }
+    json!({
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+        "post": operation,
+    })
+}
+
+/// A response with a JSON body of `schema`.
+fn answer(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
 fn openapi_document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
+    let responses = |list: Vec<(&str, Value)>| -> Map<String, Value> {
+        list.into_iter().map(|(c, v)| (c.to_owned(), v)).collect()
+    };
+    let pause_state = json!({"type": "object", "required": ["paused", "changed"], "properties": {
+        "paused": {"type": "boolean", "description": "Whether export is paused now"},
+        "changed": {"type": "boolean", "description": "false when it already was (nothing recorded)"}
+    }});
+    let export_off = answer(
+        "Export is off: there is nothing to pause or resume",
+        error.clone(),
+    );
+    let pause = action(
+        "Pause export (admins): events are recorded and kept, nothing is sent; the page's Pause export",
+        None,
+        responses(vec![
+            ("200", answer("Paused", pause_state.clone())),
+            ("409", export_off.clone()),
+        ]),
+    );
+    let resume = action(
+        "Resume export (admins): what was kept meanwhile is sent; the page's Resume export",
+        None,
+        responses(vec![
+            ("200", answer("Running", pause_state)),
+            ("409", export_off),
+        ]),
+    );
+    let replay = action(
+        "Replay a window (admins): resend the events recorded in it that the current destination was already sent, with their Sequence, Hash and EventUuid; the page's Replay",
+        Some(json!({"type": "object", "required": ["replay_from", "replay_to"], "additionalProperties": false, "properties": {
+            "replay_from": {"type": "string", "description": "Start, UTC, included: 2026-12-01T09:30 (seconds optional)"},
+            "replay_to": {"type": "string", "description": "End, UTC, excluded; after the start"}
+        }})),
+        responses(vec![
+            ("202", answer("Replay started; progress is on the settings page", json!({"type": "object", "properties": {
+                "events": {"type": "integer"},
+                "from_seq": {"type": "integer", "description": "First Sequence resent"},
+                "to_seq": {"type": "integer", "description": "Last Sequence resent"}
+            }}))),
+            ("400", answer("Not a JSON object with replay_from and replay_to", error.clone())),
+            ("422", answer(&format!("Nothing replayed: a bad window (`errors` names the field), no event of the window sent yet, more than {REPLAY_CAP} events, or export off"), error.clone())),
+        ]),
+    );
+    let monitors = action(
+        "Create monitors (admins, Datadog): one log alert monitor per High catalog event, none twice; the page's Create monitors",
+        None,
+        responses(vec![
+            ("200", answer("The monitors in place", json!({"type": "object", "properties": {
+                "monitors": {"type": "array", "items": {"type": "object", "properties": {
+                    "event_id": {"type": "integer"},
+                    "summary": {"type": "string"},
+                    "id": {"type": "integer", "description": "Datadog's monitor id"},
+                    "url": {"type": ["string", "null"], "description": "The monitor in Datadog's web app, when the site is known"},
+                    "created": {"type": "boolean", "description": "Made by this call (false: found)"}
+                }}},
+                "created": {"type": "integer"}
+            }}))),
+            ("422", answer("No monitor was created: what to do (site, API key, application key with monitors_write, or Datadog's refusal)", error.clone())),
+        ]),
+    );
+    let retry = action(
+        "Retry parked events (admins): put the current destination's parked events back in the queue; the page's Retry parked events",
+        None,
+        responses(vec![(
+            "200",
+            answer("Queued again", json!({"type": "object", "properties": {"retried": {"type": "integer"}}})),
+        )]),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -420,10 +771,15 @@ fn openapi_document() -> Value {
                         "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
                         "403": {"description": "A reader", "content": {"application/json": {"schema": error}}},
                         "404": {"description": "Not a member of this subscription", "content": {"application/json": {"schema": error}}},
-                        "422": {"description": "Invalid fields; nothing saved", "content": {"application/json": {"schema": error}}}
+                        "422": {"description": "Invalid fields (a past or malformed `_expires_on` date included); nothing saved", "content": {"application/json": {"schema": error}}}
                     }
                 }
             },
+            "/api/v1/subscriptions/{id}/siem/pause": pause,
+            "/api/v1/subscriptions/{id}/siem/resume": resume,
+            "/api/v1/subscriptions/{id}/siem/replay": replay,
+            "/api/v1/subscriptions/{id}/siem/monitors": monitors,
+            "/api/v1/subscriptions/{id}/siem/retry-parked": retry,
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3.1"}}
