@@ -238,8 +238,12 @@ async fn show(
     let digest = crate::crypto::token_digest(token);
     let cache = state.page_cache();
     let (session, membership, page) = match cache.settings_page(&digest, sub) {
-        Some(kept) => kept,
+        Some(kept) => {
+            metrics::counter!("cloudpki_page_cache_total", "outcome" => "hit").increment(1);
+            kept
+        }
         None => {
+            metrics::counter!("cloudpki_page_cache_total", "outcome" => "miss").increment(1);
             // The generations before the read: a change announced meanwhile is not kept.
             let ticket = cache.ticket(Some(sub));
             let Some(snapshot) = store::page::settings_page(
