@@ -24,7 +24,8 @@
 //!   `store::events::record`, the function the ingestion API calls).
 //! - ingest: `POST /api/v1/events` in batches of 1 and 500, and `store::events::record` called
 //!   in-process, vs one `insert … select` statement writing the same rows (with `seq`).
-//! - page: the signed-in settings page at 32 connections vs `/healthz`.
+//! - page: the signed-in settings page at 32 connections vs `/healthz`; with a backlog; and
+//!   with the page cache off (every view reads the database) vs on.
 //! - scale: drain of a large vs a small backlog; p99 of claiming and reading one range of 1000
 //!   events at the large backlog vs at the small one; worst wait of small subscriptions while one
 //!   has a large backlog, vs the same without it.
@@ -1133,6 +1134,17 @@ impl Proc {
         args: &[&str],
         listen: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_env(db, out_dir, label, args, listen, &[])
+    }
+
+    fn spawn_with_env(
+        db: &Db,
+        out_dir: &Path,
+        label: &str,
+        args: &[&str],
+        listen: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let data = out_dir.join("data").join(label);
         std::fs::create_dir_all(&data)?;
         let log = std::fs::File::create(out_dir.join("logs").join(format!("{label}.log")))?;
@@ -1148,6 +1160,9 @@ impl Proc {
             .stderr(log);
         if let Some(addr) = listen {
             cmd.env("CLOUDPKI_LISTEN", addr.to_string());
+        }
+        for (name, value) in env {
+            cmd.env(name, value);
         }
         // SAFETY: one async-signal-safe prctl call. A bench killed from outside (timeout,
         // Ctrl-C) must not leave workers polling a database that is gone.
@@ -2059,8 +2074,12 @@ async fn ingest_and_page(
         // counts it).
         let backlog = ctx.sizes.page_backlog;
         db.prefill(&[sub], backlog).await?;
-        let (bn, bs, bl) =
-            closed_loop(PAGE_CONNECTIONS, secs, get(settings, Some(session))).await?;
+        let (bn, bs, bl) = closed_loop(
+            PAGE_CONNECTIONS,
+            secs,
+            get(settings.clone(), Some(session.clone())),
+        )
+        .await?;
         let with_backlog = bn as f64 / bs;
         report.push(
             Row::new(
@@ -2075,6 +2094,50 @@ async fn ingest_and_page(
             )
             .baseline(format!("nothing owed {} req", per_sec(page)), page)
             .target("≥ 0.8 × nothing owed", with_backlog >= 0.8 * page),
+        );
+        // What a view costs when the page cache cannot help (the first view after a change,
+        // or CLOUDPKI_PAGE_CACHE=off): a second portal on the same database, same session.
+        let uncached_addr = free_port()?;
+        let uncached = Proc::spawn_with_env(
+            &db,
+            ctx.out_dir,
+            "serve-page-cache-off",
+            &["serve", "--no-worker"],
+            Some(uncached_addr),
+            &[("CLOUDPKI_PAGE_CACHE", "off")],
+        )?;
+        let uncached_base = format!("http://{uncached_addr}");
+        wait_healthy(&client, &uncached_base).await?;
+        let uncached_settings = format!("{uncached_base}/subscriptions/{sub}/settings");
+        closed_loop(
+            PAGE_CONNECTIONS,
+            1,
+            get(uncached_settings.clone(), Some(session.clone())),
+        )
+        .await?;
+        let (un, us, ul) = closed_loop(
+            PAGE_CONNECTIONS,
+            secs,
+            get(uncached_settings, Some(session)),
+        )
+        .await?;
+        drop(uncached);
+        let without_cache = un as f64 / us;
+        report.push(
+            Row::new(
+                &format!("page: settings, {backlog} events owed, page cache off"),
+                format!(
+                    "{} req (p50 {} · p99 {})",
+                    per_sec(without_cache),
+                    ms(percentile(&ul, 50.0)),
+                    ms(percentile(&ul, 99.0))
+                ),
+                Some(without_cache),
+            )
+            .baseline(
+                format!("page cache on {} req", per_sec(with_backlog)),
+                with_backlog,
+            ),
         );
     }
     if let Some(kb) = server.peak_rss_kb() {

@@ -120,11 +120,14 @@ impl Application {
         let router = crate::web::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
-        let page_cache = tokio::spawn(crate::web::page_cache::listen(
-            self.state.pool().clone(),
-            self.state.page_cache().clone(),
-            stop_rx.clone(),
-        ));
+        // Without its listener the cache is never used (CLOUDPKI_PAGE_CACHE=off).
+        let page_cache = self.state.config().page_cache.then(|| {
+            tokio::spawn(crate::web::page_cache::listen(
+                self.state.pool().clone(),
+                self.state.page_cache().clone(),
+                stop_rx.clone(),
+            ))
+        });
         let worker = with_worker.then(|| {
             tokio::spawn(
                 self.state
@@ -146,7 +149,9 @@ impl Application {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        let _ = page_cache.await;
+        if let Some(page_cache) = page_cache {
+            let _ = page_cache.await;
+        }
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

@@ -68,6 +68,9 @@ pub struct Config {
     /// `CLOUDPKI_HEARTBEAT_SECONDS`: period of the heartbeat log per enabled destination;
     /// `None` (`0`): no heartbeat.
     pub heartbeat: Option<std::time::Duration>,
+    /// `CLOUDPKI_PAGE_CACHE`: whether the portal keeps pages in memory (`web::page_cache`);
+    /// `off` for a database reached through a pooler that cannot `LISTEN`.
+    pub page_cache: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_listen", &self.metrics_listen)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("heartbeat", &self.heartbeat)
+            .field("page_cache", &self.page_cache)
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
@@ -277,6 +281,18 @@ impl Config {
             None => Some(crate::forwarder::DEFAULT_HEARTBEAT),
         };
 
+        let page_cache = match get("CLOUDPKI_PAGE_CACHE").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "on" => true,
+            Some(v) if v == "off" => false,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "CLOUDPKI_PAGE_CACHE",
+                    "use `on` (the default) or `off` (every page reads the database; for a pooler in transaction mode, which cannot LISTEN)",
+                ))
+            }
+        };
+
         let mut trusted_proxies = Vec::new();
         for entry in get("CLOUDPKI_TRUSTED_PROXIES")
             .unwrap_or_default()
@@ -311,6 +327,7 @@ impl Config {
             shutdown_grace,
             trusted_proxies,
             heartbeat,
+            page_cache,
         })
     }
 
@@ -366,6 +383,23 @@ mod tests {
         );
         assert_eq!(c.retention_days, 14);
         assert_eq!(c.heartbeat, Some(std::time::Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn the_page_cache_is_on_unless_switched_off() {
+        assert!(config(&[]).expect("defaults").page_cache);
+        assert!(
+            config(&[("CLOUDPKI_PAGE_CACHE", "ON")])
+                .expect("on")
+                .page_cache
+        );
+        assert!(
+            !config(&[("CLOUDPKI_PAGE_CACHE", "off")])
+                .expect("off")
+                .page_cache
+        );
+        let e = config(&[("CLOUDPKI_PAGE_CACHE", "no")]).expect_err("not on/off");
+        assert!(e.to_string().contains("CLOUDPKI_PAGE_CACHE"));
     }
 
     #[test]

@@ -96,3 +96,20 @@ async fn a_session_ended_elsewhere_is_refused_on_the_next_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn with_the_page_cache_off_every_view_reads_the_database() {
+    let mut env = support::test_env();
+    env.insert("CLOUDPKI_PAGE_CACHE".into(), "off".into());
+    let app = TestApp::spawn_with(env).await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    assert_eq!(app.login("admin@example.com", PASSWORD).await.status(), 303);
+    let path = format!("/subscriptions/{sub}/settings");
+    app.get_page(&path).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.get_page(&path).await;
+    assert!(!app.state.page_cache().is_live(), "no listener runs");
+    assert!(!app.state.page_cache().keeps_page(sub));
+}
