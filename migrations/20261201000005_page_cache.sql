@@ -31,6 +31,15 @@ begin
 end
 $$;
 
+-- TRUNCATE fires no row trigger: a payload that is not a subscription id drops every page.
+create function cloudpki_page_truncated() returns trigger
+language plpgsql as $$
+begin
+    perform pg_notify('cloudpki_page', '*');
+    return null;
+end
+$$;
+
 create function cloudpki_auth_changed() returns trigger
 language plpgsql as $$
 begin
@@ -59,6 +68,10 @@ create trigger notifications_page after insert or update or delete on notificati
     for each row execute function cloudpki_page_changed();
 create trigger subscriptions_page after update on subscriptions
     for each row execute function cloudpki_subscription_changed();
+-- Kept memberships carry the subscription's name.
+create trigger subscriptions_renamed_auth after update of name on subscriptions
+    for each row when (old.name is distinct from new.name)
+    execute function cloudpki_auth_changed();
 
 create trigger sessions_auth after update or delete on sessions
     for each row execute function cloudpki_auth_changed();
@@ -66,3 +79,32 @@ create trigger users_auth after update or delete on users
     for each row execute function cloudpki_auth_changed();
 create trigger memberships_auth after insert or update or delete on memberships
     for each row execute function cloudpki_auth_changed();
+
+create trigger siem_settings_truncated after truncate on siem_settings
+    for each statement execute function cloudpki_page_truncated();
+create trigger siem_provider_fields_truncated after truncate on siem_provider_fields
+    for each statement execute function cloudpki_page_truncated();
+create trigger siem_secrets_truncated after truncate on siem_secrets
+    for each statement execute function cloudpki_page_truncated();
+create trigger siem_settings_history_truncated after truncate on siem_settings_history
+    for each statement execute function cloudpki_page_truncated();
+create trigger delivery_destinations_truncated after truncate on delivery_destinations
+    for each statement execute function cloudpki_page_truncated();
+create trigger delivery_parked_truncated after truncate on delivery_parked
+    for each statement execute function cloudpki_page_truncated();
+create trigger delivery_attempts_truncated after truncate on delivery_attempts
+    for each statement execute function cloudpki_page_truncated();
+create trigger delivery_gaps_truncated after truncate on delivery_gaps
+    for each statement execute function cloudpki_page_truncated();
+create trigger notifications_truncated after truncate on notifications
+    for each statement execute function cloudpki_page_truncated();
+create trigger subscriptions_truncated after truncate on subscriptions
+    for each statement execute function cloudpki_page_truncated();
+create trigger audit_events_truncated after truncate on audit_events
+    for each statement execute function cloudpki_page_truncated();
+create trigger sessions_truncated after truncate on sessions
+    for each statement execute function cloudpki_auth_changed();
+create trigger users_truncated after truncate on users
+    for each statement execute function cloudpki_auth_changed();
+create trigger memberships_truncated after truncate on memberships
+    for each statement execute function cloudpki_auth_changed();

@@ -71,6 +71,16 @@ async fn delivery_state_written_elsewhere_drops_the_kept_page() {
 
 #[tokio::test]
 async fn a_session_ended_elsewhere_is_refused_on_the_next_request() {
+    ended_elsewhere("delete from sessions").await;
+}
+
+#[tokio::test]
+async fn sessions_truncated_by_an_operator_are_refused_on_the_next_request() {
+    // TRUNCATE fires no row trigger; a statement trigger announces it.
+    ended_elsewhere("truncate sessions").await;
+}
+
+async fn ended_elsewhere(statement: &str) {
     let (app, _sub) = TestApp::signed_in_admin(PASSWORD).await;
     let cache = app.state.page_cache().clone();
     until("the listener connects", || cache.is_live()).await;
@@ -81,10 +91,7 @@ async fn a_session_ended_elsewhere_is_refused_on_the_next_request() {
         "served from memory"
     );
     // Signed out by another portal process (or an operator).
-    sqlx::query("delete from sessions")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(statement).execute(&app.pool).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = app.get("/account").await;

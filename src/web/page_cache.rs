@@ -16,7 +16,10 @@
 //! if a change was announced since. A subscription's entry also lives at most [`PAGE_TTL`], for
 //! what the page derives from the clock.
 //!
-//! Sessions are checked against their expiry time at every use.
+//! Sessions are checked against their expiry time at every use. Sessions and memberships are
+//! also kept at most [`AUTH_TTL`], and a listener that has heard nothing for a while checks its
+//! connection with a query: a connection that died without a word (NAT, failover) cannot keep a
+//! revoked session or membership alive for long.
 
 use std::{
     collections::HashMap,
@@ -42,6 +45,11 @@ pub const PAGE_CHANNEL: &str = "cloudpki_page";
 pub const AUTH_CHANNEL: &str = "cloudpki_auth";
 /// The longest a subscription's page data is kept, changed or not.
 pub const PAGE_TTL: Duration = Duration::from_secs(1);
+/// The longest a session or membership is kept, changed or not: a backstop should the
+/// listener's connection die without a word (notifications are the rule).
+pub const AUTH_TTL: Duration = Duration::from_secs(60);
+/// With no notification for this long, the listener checks its connection with a query.
+const LISTEN_PING: Duration = Duration::from_secs(30);
 /// Entries kept at most per kind; beyond, the kind is emptied (a cache, not a store).
 const CAPACITY: usize = 20_000;
 
@@ -69,17 +77,26 @@ struct Inner {
     auth: u64,
     /// Bumped on every `cloudpki_page` of a subscription.
     generations: HashMap<Uuid, u64>,
-    sessions: HashMap<Vec<u8>, SessionRow>,
-    memberships: HashMap<(Uuid, Uuid), MembershipRow>,
+    sessions: HashMap<Vec<u8>, (Instant, SessionRow)>,
+    memberships: HashMap<(Uuid, Uuid), (Instant, MembershipRow)>,
     pages: HashMap<Uuid, (Instant, Arc<SubscriptionPage>)>,
 }
 
 impl Inner {
     fn clear(&mut self) {
+        self.generations.clear();
         self.sessions.clear();
         self.memberships.clear();
         self.pages.clear();
     }
+}
+
+fn live_session<'a>(inner: &'a Inner, digest: &[u8]) -> Option<&'a SessionRow> {
+    inner
+        .sessions
+        .get(digest)
+        .filter(|(at, s)| at.elapsed() < AUTH_TTL && s.expires_at > Utc::now())
+        .map(|(_, s)| s)
 }
 
 fn bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
@@ -124,11 +141,7 @@ impl PageCache {
             return None;
         }
         let inner = self.lock();
-        inner
-            .sessions
-            .get(digest)
-            .filter(|s| s.expires_at > Utc::now())
-            .cloned()
+        live_session(&inner, digest).cloned()
     }
 
     /// Session, membership and page of a settings page, when all three are kept.
@@ -141,11 +154,12 @@ impl PageCache {
             return None;
         }
         let inner = self.lock();
-        let session = inner
-            .sessions
-            .get(digest)
-            .filter(|s| s.expires_at > Utc::now())?;
-        let membership = inner.memberships.get(&(session.user_id, subscription))?;
+        let session = live_session(&inner, digest)?;
+        let membership = inner
+            .memberships
+            .get(&(session.user_id, subscription))
+            .filter(|(at, _)| at.elapsed() < AUTH_TTL)
+            .map(|(_, m)| m)?;
         let (at, page) = inner.pages.get(&subscription)?;
         if at.elapsed() >= PAGE_TTL {
             return None;
@@ -157,7 +171,11 @@ impl PageCache {
     pub fn put_session(&self, ticket: Ticket, digest: &[u8], session: &SessionRow) {
         let mut inner = self.lock();
         if self.is_live() && ticket.epoch == inner.epoch && ticket.auth == inner.auth {
-            bounded(&mut inner.sessions, digest.to_vec(), session.clone());
+            bounded(
+                &mut inner.sessions,
+                digest.to_vec(),
+                (Instant::now(), session.clone()),
+            );
         }
     }
 
@@ -175,12 +193,13 @@ impl PageCache {
             return;
         }
         if ticket.auth == inner.auth {
-            bounded(&mut inner.sessions, digest.to_vec(), session.clone());
+            let now = Instant::now();
+            bounded(&mut inner.sessions, digest.to_vec(), (now, session.clone()));
             if let Some(m) = membership {
                 bounded(
                     &mut inner.memberships,
                     (session.user_id, m.subscription_id),
-                    m.clone(),
+                    (now, m.clone()),
                 );
             }
         }
@@ -295,7 +314,15 @@ pub async fn listen(
         cache.set_live(true);
         loop {
             tokio::select! {
-                n = listener.try_recv() => match n {
+                n = tokio::time::timeout(LISTEN_PING, listener.try_recv()) => match n {
+                    // Quiet for a while: a half-open connection says nothing, so ask.
+                    Err(_) => {
+                        if let Err(e) = sqlx::query("select 1").execute(&mut listener).await {
+                            tracing::warn!(error = %e, "page cache: LISTEN connection does not answer");
+                            break;
+                        }
+                    }
+                    Ok(n) => match n {
                     Ok(Some(n)) => match n.channel() {
                         PAGE_CHANNEL => match Uuid::parse_str(n.payload()) {
                             Ok(sub) => cache.subscription_changed(sub),
@@ -311,12 +338,19 @@ pub async fn listen(
                         tracing::warn!(error = %e, "page cache: LISTEN failed");
                         break;
                     }
+                    },
                 },
                 _ = stop.changed() => {
                     cache.set_live(false);
                     return;
                 }
             }
+        }
+        // Not straight back: a connection that fails at once would spin.
+        cache.set_live(false);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
         }
     }
 }
