@@ -48,30 +48,42 @@ begin
 end
 $$;
 
-create trigger siem_settings_page after insert or update or delete on siem_settings
-    for each row execute function cloudpki_page_changed();
-create trigger siem_provider_fields_page after insert or update or delete on siem_provider_fields
-    for each row execute function cloudpki_page_changed();
-create trigger siem_secrets_page after insert or update or delete on siem_secrets
-    for each row execute function cloudpki_page_changed();
-create trigger siem_settings_history_page after insert or update or delete on siem_settings_history
-    for each row execute function cloudpki_page_changed();
-create trigger delivery_destinations_page after insert or update or delete on delivery_destinations
-    for each row execute function cloudpki_page_changed();
-create trigger delivery_parked_page after insert or update or delete on delivery_parked
-    for each row execute function cloudpki_page_changed();
-create trigger delivery_attempts_page after insert or update or delete on delivery_attempts
-    for each row execute function cloudpki_page_changed();
-create trigger delivery_gaps_page after insert or update or delete on delivery_gaps
-    for each row execute function cloudpki_page_changed();
-create trigger notifications_page after insert or update or delete on notifications
-    for each row execute function cloudpki_page_changed();
+-- One list of the tables the settings page reads by subscription id: each gets a row trigger,
+-- and a statement trigger for TRUNCATE (which fires no row trigger).
+do $$
+declare
+    t text;
+begin
+    foreach t in array array['siem_settings', 'siem_provider_fields', 'siem_secrets',
+                             'siem_settings_history', 'delivery_destinations', 'delivery_parked',
+                             'delivery_attempts', 'delivery_gaps', 'notifications']
+    loop
+        execute format('create trigger %I after insert or update or delete on %I
+                            for each row execute function cloudpki_page_changed()',
+                       t || '_page', t);
+        execute format('create trigger %I after truncate on %I
+                            for each statement execute function cloudpki_page_truncated()',
+                       t || '_truncated', t);
+    end loop;
+    foreach t in array array['sessions', 'users', 'memberships']
+    loop
+        execute format('create trigger %I after truncate on %I
+                            for each statement execute function cloudpki_auth_changed()',
+                       t || '_truncated', t);
+    end loop;
+end
+$$;
+
 create trigger subscriptions_page after update on subscriptions
     for each row execute function cloudpki_subscription_changed();
 -- Kept memberships carry the subscription's name.
 create trigger subscriptions_renamed_auth after update of name on subscriptions
     for each row when (old.name is distinct from new.name)
     execute function cloudpki_auth_changed();
+create trigger subscriptions_truncated after truncate on subscriptions
+    for each statement execute function cloudpki_page_truncated();
+create trigger audit_events_truncated after truncate on audit_events
+    for each statement execute function cloudpki_page_truncated();
 
 create trigger sessions_auth after update or delete on sessions
     for each row execute function cloudpki_auth_changed();
@@ -79,32 +91,3 @@ create trigger users_auth after update or delete on users
     for each row execute function cloudpki_auth_changed();
 create trigger memberships_auth after insert or update or delete on memberships
     for each row execute function cloudpki_auth_changed();
-
-create trigger siem_settings_truncated after truncate on siem_settings
-    for each statement execute function cloudpki_page_truncated();
-create trigger siem_provider_fields_truncated after truncate on siem_provider_fields
-    for each statement execute function cloudpki_page_truncated();
-create trigger siem_secrets_truncated after truncate on siem_secrets
-    for each statement execute function cloudpki_page_truncated();
-create trigger siem_settings_history_truncated after truncate on siem_settings_history
-    for each statement execute function cloudpki_page_truncated();
-create trigger delivery_destinations_truncated after truncate on delivery_destinations
-    for each statement execute function cloudpki_page_truncated();
-create trigger delivery_parked_truncated after truncate on delivery_parked
-    for each statement execute function cloudpki_page_truncated();
-create trigger delivery_attempts_truncated after truncate on delivery_attempts
-    for each statement execute function cloudpki_page_truncated();
-create trigger delivery_gaps_truncated after truncate on delivery_gaps
-    for each statement execute function cloudpki_page_truncated();
-create trigger notifications_truncated after truncate on notifications
-    for each statement execute function cloudpki_page_truncated();
-create trigger subscriptions_truncated after truncate on subscriptions
-    for each statement execute function cloudpki_page_truncated();
-create trigger audit_events_truncated after truncate on audit_events
-    for each statement execute function cloudpki_page_truncated();
-create trigger sessions_truncated after truncate on sessions
-    for each statement execute function cloudpki_auth_changed();
-create trigger users_truncated after truncate on users
-    for each statement execute function cloudpki_auth_changed();
-create trigger memberships_truncated after truncate on memberships
-    for each statement execute function cloudpki_auth_changed();

@@ -254,13 +254,6 @@ impl PageCache {
         inner.epoch += 1;
         inner.clear();
     }
-
-    /// Ends a session in this process at once (the database's notification follows).
-    pub fn forget_session(&self, digest: &[u8]) {
-        let mut inner = self.lock();
-        inner.auth += 1;
-        inner.sessions.remove(digest);
-    }
 }
 
 /// Middleware: after any request that may write (not `GET`, `HEAD` or `OPTIONS`), this

@@ -140,9 +140,7 @@ pub async fn start_session(
     user_id: Uuid,
 ) -> Result<HeaderValue, store::Error> {
     if let Some(old) = cookie(headers, SESSION_COOKIE) {
-        let digest = crypto::token_digest(old);
-        store::accounts::delete_session(state.pool(), &digest).await?;
-        state.page_cache().forget_session(&digest);
+        store::accounts::delete_session(state.pool(), &crypto::token_digest(old)).await?;
     }
     let token = crypto::random_token();
     store::accounts::create_session(
@@ -168,9 +166,7 @@ pub async fn end_session(
     headers: &HeaderMap,
 ) -> Result<HeaderValue, store::Error> {
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        let digest = crypto::token_digest(token);
-        store::accounts::delete_session(state.pool(), &digest).await?;
-        state.page_cache().forget_session(&digest);
+        store::accounts::delete_session(state.pool(), &crypto::token_digest(token)).await?;
     }
     Ok(set_cookie(
         SESSION_COOKIE,
