@@ -1431,8 +1431,8 @@ async fn drain_claim(pool: &PgPool, claimed: &Claimed) -> anyhow::Result<u64> {
     let mut delivered = 0i64;
     while Instant::now() < budget_end {
         let events = match store::delivery::read_range(pool, claimed, after, BATCH_EVENTS).await? {
-            Range::Events(events) => events,
-            Range::LeaseLost => bail!("store limit: the lease was lost"),
+            Range::Events { events, .. } => events,
+            Range::Stop => bail!("store limit: the lease was lost"),
         };
         let Some(last) = events.last().map(|e| e.seq) else {
             break;
@@ -2194,7 +2194,7 @@ async fn read_latencies(
         let range =
             store::delivery::read_range(&db.pool, &claimed, claimed.cursor, BATCH_EVENTS).await?;
         reads.push(t.elapsed());
-        let Range::Events(events) = range else {
+        let Range::Events { events, .. } = range else {
             bail!("read latencies: the lease was lost");
         };
         let last = events

@@ -405,12 +405,31 @@ impl Forwarder {
         stop: watch::Receiver<bool>,
     ) -> Result<PassReport, store::Error> {
         let mut report = PassReport::default();
-        let destination = match self
-            .destination(claimed.subscription_id, &claimed.provider)
-            .await?
-        {
-            Ok(d) => d,
-            Err(problem) => return self.fail_claim(&claimed, clock, problem).await,
+        let mut keeper = Keeper::new(&self, &claimed, &stop);
+        // Building may take a while (unsealing, a Kafka client): the lease is kept meanwhile.
+        let mut building = tokio::spawn({
+            let me = self.clone();
+            let (subscription_id, provider) = (claimed.subscription_id, claimed.provider.clone());
+            async move { me.destination(subscription_id, &provider).await }
+        });
+        let built = keeper.wait(&mut building, || {}).await?;
+        let destination = match built {
+            Ok(Ok(Ok(d))) => d,
+            Ok(Ok(Err(problem))) => return self.fail_claim(&claimed, clock, problem).await,
+            Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_cancelled() => {
+                return self
+                    .fail_claim(
+                        &claimed,
+                        clock,
+                        "A worker stopped while preparing to send; nothing was sent.".into(),
+                    )
+                    .await
+            }
+            Err(e) => {
+                let reason = crash_reason(&claimed.provider, e);
+                return self.fail_claim(&claimed, clock, reason).await;
+            }
         };
         let mut claim = ClaimState {
             probe_first: claimed.status == "failing",
@@ -418,34 +437,44 @@ impl Forwarder {
             ..ClaimState::default()
         };
 
-        if claimed.has_retries {
-            self.serve_retries(&claimed, &destination, clock, &mut claim, &mut report)
-                .await?;
-        }
-        if claim.trouble.is_none() {
-            self.serve_log(
+        if claimed.has_retries && keeper.may_read() {
+            self.serve_retries(
                 &claimed,
                 &destination,
                 clock,
-                &stop,
+                &mut keeper,
                 &mut claim,
                 &mut report,
             )
             .await?;
         }
-        if claim.trouble.is_none() {
+        if claim.trouble.is_none() && keeper.may_read() {
+            self.serve_log(
+                &claimed,
+                &destination,
+                clock,
+                &mut keeper,
+                &mut claim,
+                &mut report,
+            )
+            .await?;
+        }
+        if claim.trouble.is_none() && keeper.may_read() {
             if let Some(left) = claimed.replay_left() {
                 self.serve_replay(
                     &claimed,
                     &destination,
                     clock,
-                    &stop,
+                    &mut keeper,
                     left,
                     &mut claim,
                     &mut report,
                 )
                 .await?;
             }
+        }
+        if keeper.handed_back && claim.trouble.is_none() {
+            claim.trouble = Some(Trouble::Interrupted);
         }
 
         let refused = matches!(claim.trouble, Some(Trouble::Refused { .. }));
@@ -519,21 +548,24 @@ impl Forwarder {
 
     /// Resends a replay's events in order, a range at a time, within the claim's budget; the
     /// progress is recorded after each range. Replayed events keep their Sequence, Hash and
-    /// EventUuid; the filter and late handling apply as to any send. An event the SIEM
-    /// refuses now is passed over (it was delivered before).
+    /// EventUuid; the filter (as of each range) and late handling apply as to any send. An event
+    /// the SIEM refuses now is passed over (it was delivered before).
     #[allow(clippy::too_many_arguments)]
     async fn serve_replay(
         &self,
         claimed: &Claimed,
         destination: &Arc<dyn SiemDestination>,
         clock: Clock,
-        stop: &watch::Receiver<bool>,
+        keeper: &mut Keeper<'_>,
         (mut next, to): (i64, i64),
         claim: &mut ClaimState,
         report: &mut PassReport,
     ) -> Result<(), store::Error> {
         let budget_end = Instant::now() + self.options.claim_budget;
-        while next <= to && !*stop.borrow() && Instant::now() < budget_end {
+        while next <= to && keeper.may_read() && Instant::now() < budget_end {
+            let Some(filter) = store::delivery::live(&self.pool, claimed).await? else {
+                break;
+            };
             let events = store::delivery::read_replay(
                 &self.pool,
                 claimed.subscription_id,
@@ -547,8 +579,19 @@ impl Forwarder {
                 store::delivery::advance_replay(&self.pool, claimed, to + 1, 0).await?;
                 break;
             };
-            let (metas, handle) = self.spawn_range(claimed, destination, events, clock, false);
-            let outcome = join_range(handle, metas.len()).await;
+            let (metas, mut handle) = self.spawn_range(
+                claimed,
+                destination,
+                events,
+                filter.as_deref(),
+                clock,
+                false,
+            );
+            let outcome = range_outcome(
+                keeper.wait(&mut handle, || {}).await?,
+                metas.len(),
+                &claimed.provider,
+            );
             let prefix = outcome
                 .fates
                 .iter()
@@ -581,16 +624,31 @@ impl Forwarder {
         claimed: &Claimed,
         destination: &Arc<dyn SiemDestination>,
         clock: Clock,
+        keeper: &mut Keeper<'_>,
         claim: &mut ClaimState,
         report: &mut PassReport,
     ) -> Result<(), store::Error> {
+        let Some(filter) = store::delivery::live(&self.pool, claimed).await? else {
+            return Ok(());
+        };
         let events = store::delivery::read_retries(&self.pool, claimed, BATCH_EVENTS).await?;
         if events.is_empty() {
             return Ok(());
         }
-        let (events, handle) =
-            self.spawn_range(claimed, destination, events, clock, claim.probe_first);
-        let outcome = join_range(handle, events.len()).await;
+        let (events, mut handle) = self.spawn_range(
+            claimed,
+            destination,
+            events,
+            filter.as_deref(),
+            clock,
+            claim.probe_first,
+        );
+        claim.probe_first = false;
+        let outcome = range_outcome(
+            keeper.wait(&mut handle, || {}).await?,
+            events.len(),
+            &claimed.provider,
+        );
         let mut settled = Settled::default();
         for (event, fate) in events.iter().zip(&outcome.fates) {
             match fate {
@@ -622,38 +680,37 @@ impl Forwarder {
         claimed: &Claimed,
         destination: &Arc<dyn SiemDestination>,
         clock: Clock,
-        stop: &watch::Receiver<bool>,
+        keeper: &mut Keeper<'_>,
         claim: &mut ClaimState,
         report: &mut PassReport,
     ) -> Result<(), store::Error> {
-        let lease = to_chrono(self.options.lease);
-        let beat = (self.options.lease / 3).max(Duration::from_millis(50));
         let budget_end = Instant::now() + self.options.claim_budget;
         let mut read_after = claimed.cursor;
         let mut window = 1usize;
         let mut reading = true;
         let mut contiguous = true;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let mut next_beat = Instant::now() + beat;
-        let mut grace_end: Option<Instant> = None;
-        let mut handed_back = false;
         loop {
             while reading && inflight.len() < window {
-                if *stop.borrow() || Instant::now() >= budget_end {
+                if !keeper.may_read() || Instant::now() >= budget_end {
                     reading = false;
                     break;
                 }
                 match store::delivery::read_range(&self.pool, claimed, read_after, BATCH_EVENTS)
                     .await?
                 {
-                    Range::LeaseLost => reading = false,
-                    Range::Events(events) if events.is_empty() => reading = false,
-                    Range::Events(events) => {
+                    Range::Stop => reading = false,
+                    Range::Events { events, .. } if events.is_empty() => reading = false,
+                    Range::Events {
+                        events,
+                        send_event_ids,
+                    } => {
                         read_after = events.last().map_or(read_after, |e| e.seq);
                         let (events, handle) = self.spawn_range(
                             claimed,
                             destination,
                             events,
+                            send_event_ids.as_deref(),
                             clock,
                             claim.probe_first,
                         );
@@ -665,29 +722,15 @@ impl Forwarder {
             let Some(mut front) = inflight.pop_front() else {
                 break;
             };
-            let joined = loop {
-                tokio::select! {
-                    joined = &mut front.handle => break joined,
-                    _ = tokio::time::sleep_until(next_beat) => {
-                        next_beat = Instant::now() + beat;
-                        if !store::delivery::renew(&self.pool, claimed, clock.now(), lease).await? {
-                            reading = false;
-                        }
+            let joined = keeper
+                .wait(&mut front.handle, || {
+                    // Out of time: hand the sends back; the events count as maybe sent.
+                    for other in &inflight {
+                        other.handle.abort();
                     }
-                    _ = stopped(stop), if grace_end.is_none() => {
-                        reading = false;
-                        grace_end = Some(Instant::now() + self.options.shutdown_grace);
-                    }
-                    _ = sleep_until_opt(grace_end), if !handed_back => {
-                        // Out of time: hand the sends back; the events count as maybe sent.
-                        handed_back = true;
-                        front.handle.abort();
-                        for other in &inflight {
-                            other.handle.abort();
-                        }
-                    }
-                }
-            };
+                })
+                .await?;
+            reading &= keeper.may_read();
             let outcome = range_outcome(joined, front.events.len(), &claimed.provider);
             let settled = settle_range(&front.events, &outcome.fates, contiguous);
             contiguous &= settled.cursor_to == front.events.last().map(|e| e.seq);
@@ -717,6 +760,7 @@ impl Forwarder {
         claimed: &Claimed,
         destination: &Arc<dyn SiemDestination>,
         events: Vec<LogEvent>,
+        send_event_ids: Option<&[i32]>,
         clock: Clock,
         probe_first: bool,
     ) -> (Vec<Meta>, JoinHandle<RangeOutcome>) {
@@ -730,7 +774,7 @@ impl Forwarder {
                 maybe_sent: event.maybe_sent,
             });
             let event_id = event.event_id;
-            if !claimed.sends(event_id) {
+            if send_event_ids.is_some_and(|ids| !ids.contains(&event_id)) {
                 fates[k] = Fate::Filtered;
                 continue;
             }
@@ -750,6 +794,7 @@ impl Forwarder {
         let client = self.client.clone();
         let egress = self.egress.clone();
         let provider = claimed.provider.clone();
+        let last_sequence = claimed.last_seq;
         let handle = tokio::spawn(async move {
             let outcome = deliver_range(
                 &*destination,
@@ -759,6 +804,7 @@ impl Forwarder {
                 &logs,
                 clock,
                 probe_first,
+                last_sequence,
             )
             .await;
             for (fate, k) in outcome.fates.into_iter().zip(positions) {
@@ -1083,6 +1129,79 @@ where
     }
 }
 
+/// Keeps a claim's lease while it waits for a send (renewed every third of the lease, from
+/// the database's clock), and turns a stop into a grace period, after which the send is
+/// handed back. Every path that waits on a SIEM waits through it.
+struct Keeper<'a> {
+    pool: &'a PgPool,
+    claimed: &'a Claimed,
+    stop: &'a watch::Receiver<bool>,
+    lease: chrono::Duration,
+    beat: Duration,
+    next_beat: Instant,
+    grace: Duration,
+    grace_end: Option<Instant>,
+    /// The lease was lost: another worker holds the destination now.
+    lost: bool,
+    /// The grace ran out and sends were aborted.
+    handed_back: bool,
+}
+
+impl<'a> Keeper<'a> {
+    fn new(
+        forwarder: &'a Forwarder,
+        claimed: &'a Claimed,
+        stop: &'a watch::Receiver<bool>,
+    ) -> Self {
+        let beat = (forwarder.options.lease / 3).max(Duration::from_millis(50));
+        Self {
+            pool: &forwarder.pool,
+            claimed,
+            stop,
+            lease: to_chrono(forwarder.options.lease),
+            beat,
+            next_beat: Instant::now() + beat,
+            grace: forwarder.options.shutdown_grace,
+            grace_end: None,
+            lost: false,
+            handed_back: false,
+        }
+    }
+
+    /// Whether the claim may start another send: it holds the lease and no stop was asked.
+    fn may_read(&self) -> bool {
+        !self.lost && self.grace_end.is_none() && !*self.stop.borrow()
+    }
+
+    /// Waits for `handle` while keeping the lease. When the grace after a stop runs out,
+    /// aborts it and calls `give_up` (to abort other sends of the claim).
+    async fn wait<T>(
+        &mut self,
+        handle: &mut JoinHandle<T>,
+        mut give_up: impl FnMut(),
+    ) -> Result<Result<T, tokio::task::JoinError>, store::Error> {
+        loop {
+            tokio::select! {
+                joined = &mut *handle => return Ok(joined),
+                _ = tokio::time::sleep_until(self.next_beat) => {
+                    self.next_beat = Instant::now() + self.beat;
+                    if !store::delivery::renew(self.pool, self.claimed, self.lease).await? {
+                        self.lost = true;
+                    }
+                }
+                _ = stopped(self.stop), if self.grace_end.is_none() => {
+                    self.grace_end = Some(Instant::now() + self.grace);
+                }
+                _ = sleep_until_opt(self.grace_end), if !self.handed_back => {
+                    self.handed_back = true;
+                    handle.abort();
+                    give_up();
+                }
+            }
+        }
+    }
+}
+
 /// What a claim has done so far.
 #[derive(Debug, Default)]
 struct ClaimState {
@@ -1161,10 +1280,6 @@ fn range_outcome(
     }
 }
 
-async fn join_range(handle: JoinHandle<RangeOutcome>, n: usize) -> RangeOutcome {
-    range_outcome(handle.await, n, "")
-}
-
 /// Plain words for a task that panicked.
 fn crash_reason(provider: &str, e: tokio::task::JoinError) -> String {
     let detail = match e.try_into_panic() {
@@ -1202,6 +1317,15 @@ fn bisection_cap(n: usize) -> usize {
 
 /// Sends `logs` (one range), splitting on 413 and isolating 400s depth first. Every event
 /// gets a fate; the trouble says why the range stopped short.
+///
+/// Parking needs proof: an event the SIEM refused on its own is parked only when the same
+/// destination accepted a different event *after* that refusal, within this range (another
+/// event of it, tried at once from the far end, or, when none is left, one probe record: the
+/// heartbeat log). Without that proof the refusal is the destination's failure: the events
+/// stay unsent, the cursor stays, and the destination fails until it accepts again. Two
+/// refusals alike with nothing accepted between them, or more requests than
+/// [`bisection_cap`], end the search the same way.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_range(
     destination: &dyn SiemDestination,
     client: &reqwest::Client,
@@ -1210,6 +1334,7 @@ async fn deliver_range(
     logs: &[AuditLog],
     clock: Clock,
     probe_first: bool,
+    last_sequence: i64,
 ) -> RangeOutcome {
     let n = logs.len();
     let mut fates = vec![Fate::Unsent; n];
@@ -1223,8 +1348,11 @@ async fn deliver_range(
     }
     let cap = bisection_cap(n);
     let mut requests = 0usize;
-    let mut delivered_any = false;
-    let mut refusals: Vec<(usize, String)> = Vec::new();
+    // The number of the latest request that had an event accepted, and the events refused
+    // alone: (event, number of the refusing request, reason). A refusal is proven by an
+    // acceptance in a later request.
+    let mut accepted_at: Option<usize> = None;
+    let mut refusals: Vec<(usize, usize, String)> = Vec::new();
     let mut trouble = None;
     'groups: while let Some(group) = groups.pop_front() {
         // Groups are contiguous runs but for a probe: borrow them instead of copying logs.
@@ -1238,20 +1366,10 @@ async fn deliver_range(
             }
         };
         // Late events are re-timed here, right before sending (Datadog's age limit).
-        let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            destination.build_batches(group_logs, clock.now())
-        }));
-        let mut batches = match built {
+        let mut batches = match build_batches(destination, group_logs, clock) {
             Ok(batches) => VecDeque::from(batches),
-            Err(payload) => {
-                let detail = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                trouble = Some(Trouble::Failing {
-                    reason: format!("cloudpki could not build a request for {} ({detail}). The events are kept; delivery is retried.", destination.provider()),
-                });
+            Err(reason) => {
+                trouble = Some(Trouble::Failing { reason });
                 break;
             }
         };
@@ -1268,18 +1386,9 @@ async fn deliver_range(
                 break 'groups;
             }
             requests += 1;
-            metrics::histogram!("cloudpki_batch_events").record(batch.len() as f64);
-            let started = std::time::Instant::now();
-            let answer = destination.send(client, egress, &batch).await;
-            metrics::histogram!("cloudpki_send_seconds", "provider" => provider.to_owned())
-                .record(started.elapsed().as_secs_f64());
-            let disposition = match answer {
+            let disposition = match send_batch(destination, client, egress, provider, &batch).await
+            {
                 Ok(d) => d,
-                Err(SendError::EgressDenied { reason }) => Disposition::AuthFailed {
-                    reason: format!(
-                        "The call was blocked by this server's outbound policy. {reason}"
-                    ),
-                },
                 Err(e) => {
                     // No answer: the SIEM may have stored the batch.
                     for &i in &ids {
@@ -1292,50 +1401,54 @@ async fn deliver_range(
                     break 'groups;
                 }
             };
-            match disposition {
+            // An event refused on its own: its fault, or the destination's.
+            let (refused, reason) = match disposition {
                 Disposition::Delivered => {
                     for &i in &ids {
                         fates[i] = Fate::Delivered;
                     }
-                    delivered_any |= !ids.is_empty();
+                    if !ids.is_empty() {
+                        accepted_at = Some(requests);
+                    }
+                    continue;
                 }
                 Disposition::SplitBatch | Disposition::Rejected { .. } if ids.len() > 1 => {
-                    requeue(&mut groups, batches, &index);
+                    requeue(&mut groups, std::mem::take(&mut batches), &index);
                     let half = ids.len() / 2;
                     groups.push_front(ids[half..].to_vec());
                     groups.push_front(ids[..half].to_vec());
                     continue 'groups;
                 }
-                Disposition::SplitBatch => {
-                    for &i in &ids {
-                        fates[i] = Fate::Parked(
-                            "The SIEM refused this event as too large even on its own (HTTP 413)."
-                                .into(),
-                        );
+                Disposition::SplitBatch => (
+                    ids.first().copied(),
+                    "The SIEM refused this event as too large even on its own (HTTP 413)."
+                        .to_owned(),
+                ),
+                Disposition::Rejected { reason } => (ids.first().copied(), reason),
+                Disposition::PartialAccept { accepted, reason } => {
+                    // The events before the refused one were stored by the same request: they
+                    // prove earlier refusals, not this one.
+                    let accepted = accepted.min(ids.len());
+                    for &i in &ids[..accepted] {
+                        fates[i] = Fate::Delivered;
                     }
+                    if accepted > 0 {
+                        accepted_at = Some(requests);
+                    }
+                    requeue(&mut groups, std::mem::take(&mut batches), &index);
+                    let rest: Vec<usize> = ids.iter().skip(accepted + 1).copied().collect();
+                    if !rest.is_empty() {
+                        groups.push_front(rest);
+                    }
+                    (ids.get(accepted).copied(), reason)
                 }
-                Disposition::Rejected { reason } => {
-                    let Some(&i) = ids.first() else { continue };
-                    if !delivered_any {
-                        if refusals.iter().any(|(_, r)| *r == reason) {
-                            // Two events refused alike and none accepted: the destination's
-                            // fault. Nothing is parked.
-                            for (j, _) in &refusals {
-                                fates[*j] = Fate::Unsent;
-                            }
-                            trouble = Some(Trouble::Refused { reason });
-                            break 'groups;
-                        }
-                        refusals.push((i, reason.clone()));
-                        fates[i] = Fate::Parked(reason);
-                        // Probe: one event from the far end of the range, alone.
-                        requeue(&mut groups, batches, &index);
-                        if let Some(probe) = take_last(&mut groups) {
-                            groups.push_front(vec![probe]);
-                        }
-                        continue 'groups;
+                Disposition::Unconfirmed { after, reason } => {
+                    // A gateway gave up waiting, or the SIEM stored part of the batch.
+                    for &i in &ids {
+                        fates[i] = Fate::MaybeSent;
                     }
-                    fates[i] = Fate::Parked(reason);
+                    trouble = Some(Trouble::Retry { after, reason });
+                    break 'groups;
                 }
                 Disposition::Retry { after, reason } => {
                     trouble = Some(Trouble::Retry { after, reason });
@@ -1345,30 +1458,135 @@ async fn deliver_range(
                     trouble = Some(Trouble::Failing { reason });
                     break 'groups;
                 }
-                Disposition::PartialAccept { accepted, reason } => {
-                    let accepted = accepted.min(ids.len());
-                    for &i in &ids[..accepted] {
-                        fates[i] = Fate::Delivered;
-                    }
-                    delivered_any |= accepted > 0;
-                    if let Some(&bad) = ids.get(accepted) {
-                        fates[bad] = Fate::Parked(reason);
-                    }
-                    requeue(&mut groups, batches, &index);
-                    let rest: Vec<usize> = ids.iter().skip(accepted + 1).copied().collect();
-                    if !rest.is_empty() {
-                        groups.push_front(rest);
-                    }
-                    continue 'groups;
-                }
                 Disposition::Gone { reason } => {
                     trouble = Some(Trouble::Gone { reason });
                     break 'groups;
                 }
+            };
+            let Some(i) = refused else { continue };
+            let alike = refusals
+                .iter()
+                .any(|(_, at, r)| *r == reason && accepted_at.is_none_or(|a| a < *at));
+            if alike {
+                // Refused alike twice with nothing accepted between: the destination's fault.
+                trouble = Some(Trouble::Refused { reason });
+                break 'groups;
+            }
+            refusals.push((i, requests, reason));
+            // Proof, or its absence, at once: one event from the far end of the range, alone.
+            requeue(&mut groups, std::mem::take(&mut batches), &index);
+            if let Some(probe) = take_last(&mut groups) {
+                groups.push_front(vec![probe]);
+            }
+            continue 'groups;
+        }
+    }
+    let (proven, unproven): (Vec<_>, Vec<_>) = refusals
+        .into_iter()
+        .partition(|(_, at, _)| accepted_at.is_some_and(|a| a > *at));
+    for (i, _, reason) in proven {
+        fates[i] = Fate::Parked(reason);
+    }
+    if trouble.is_none() && !unproven.is_empty() {
+        // Nothing of the range is left to prove them with: the heartbeat log as a probe.
+        let probe =
+            crate::siem::wire::heartbeat_log(logs[0].subscription_id, last_sequence, clock.now());
+        metrics::counter!("cloudpki_probes_total", "provider" => provider.to_owned()).increment(1);
+        match send_probe(destination, client, egress, provider, probe, clock).await {
+            Ok(()) => {
+                for (i, _, reason) in unproven {
+                    fates[i] = Fate::Parked(reason);
+                }
+            }
+            Err(Some(t)) => trouble = Some(t),
+            Err(None) => {
+                let reason = unproven
+                    .last()
+                    .map(|(_, _, r)| r.clone())
+                    .unwrap_or_default();
+                trouble = Some(Trouble::Refused { reason });
             }
         }
     }
     RangeOutcome { fates, trouble }
+}
+
+/// Builds a group's requests; a panic in provider code becomes the destination's failure.
+fn build_batches(
+    destination: &dyn SiemDestination,
+    logs: &[AuditLog],
+    clock: Clock,
+) -> Result<Vec<crate::siem::Batch>, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        destination.build_batches(logs, clock.now())
+    }))
+    .map_err(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("cloudpki could not build a request for {} ({detail}). The events are kept; delivery is retried.", destination.provider())
+    })
+}
+
+/// Sends one request, timed; a call the egress policy blocks is a settings problem.
+async fn send_batch(
+    destination: &dyn SiemDestination,
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    provider: &str,
+    batch: &crate::siem::Batch,
+) -> Result<Disposition, SendError> {
+    metrics::histogram!("cloudpki_batch_events").record(batch.len() as f64);
+    let started = std::time::Instant::now();
+    let answer = destination.send(client, egress, batch).await;
+    metrics::histogram!("cloudpki_send_seconds", "provider" => provider.to_owned())
+        .record(started.elapsed().as_secs_f64());
+    match answer {
+        Err(SendError::EgressDenied { reason }) => Ok(Disposition::AuthFailed {
+            reason: format!("The call was blocked by this server's outbound policy. {reason}"),
+        }),
+        other => other,
+    }
+}
+
+/// Sends a probe record. `Ok` when the SIEM accepted it; `Err(None)` when it refused it as
+/// it refused the events; `Err(Some(trouble))` when it answered some other way.
+async fn send_probe(
+    destination: &dyn SiemDestination,
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    provider: &str,
+    probe: AuditLog,
+    clock: Clock,
+) -> Result<(), Option<Trouble>> {
+    let batches = build_batches(destination, &[probe], clock)
+        .map_err(|reason| Some(Trouble::Failing { reason }))?;
+    for batch in batches {
+        match send_batch(destination, client, egress, provider, &batch).await {
+            Ok(Disposition::Delivered) => {}
+            Ok(
+                Disposition::Rejected { .. }
+                | Disposition::SplitBatch
+                | Disposition::PartialAccept { .. },
+            ) => return Err(None),
+            Ok(
+                Disposition::Retry { after, reason } | Disposition::Unconfirmed { after, reason },
+            ) => return Err(Some(Trouble::Retry { after, reason })),
+            Ok(Disposition::AuthFailed { reason }) => {
+                return Err(Some(Trouble::Failing { reason }))
+            }
+            Ok(Disposition::Gone { reason }) => return Err(Some(Trouble::Gone { reason })),
+            Err(e) => {
+                return Err(Some(Trouble::Retry {
+                    after: None,
+                    reason: e.to_string(),
+                }))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Puts the batches not sent yet back at the front of the work, in order.
@@ -1514,6 +1732,224 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A SIEM in memory that answers each request with `answer(request number, event ids in
+    /// it)`; the heartbeat probe has Event ID 1. Records what it was sent.
+    struct Scripted {
+        answer: Box<dyn Fn(usize, &[u32]) -> Disposition + Send + Sync>,
+        sent: std::sync::Mutex<Vec<Vec<u32>>>,
+    }
+
+    impl Scripted {
+        fn new(answer: impl Fn(usize, &[u32]) -> Disposition + Send + Sync + 'static) -> Self {
+            Self {
+                answer: Box::new(answer),
+                sent: std::sync::Mutex::default(),
+            }
+        }
+
+        fn requests(&self) -> usize {
+            self.sent.lock().map(|s| s.len()).unwrap_or_default()
+        }
+    }
+
+    impl SiemDestination for Scripted {
+        fn provider(&self) -> &'static str {
+            "Scripted"
+        }
+
+        fn build_batches(&self, logs: &[AuditLog], _now: DateTime<Utc>) -> Vec<crate::siem::Batch> {
+            let ids: Vec<u32> = logs.iter().map(|l| l.event_id.get()).collect();
+            vec![crate::siem::Batch {
+                event_uuids: logs.iter().map(|l| l.uuid).collect(),
+                body: serde_json::to_vec(&ids).unwrap_or_default(),
+            }]
+        }
+
+        fn send<'a>(
+            &'a self,
+            _client: &'a reqwest::Client,
+            _egress: &'a EgressPolicy,
+            batch: &'a crate::siem::Batch,
+        ) -> crate::siem::egress::BoxFuture<'a, Result<Disposition, SendError>> {
+            let ids: Vec<u32> = serde_json::from_slice(&batch.body).unwrap_or_default();
+            let n = {
+                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                sent.push(ids.clone());
+                sent.len()
+            };
+            let answer = (self.answer)(n, &ids);
+            Box::pin(async move { Ok(answer) })
+        }
+
+        fn test_connection<'a>(
+            &'a self,
+            _client: &'a reqwest::Client,
+            _egress: &'a EgressPolicy,
+            _subscription_id: Uuid,
+        ) -> crate::siem::egress::BoxFuture<
+            'a,
+            Result<crate::siem::TestSuccess, crate::siem::TestFailure>,
+        > {
+            unimplemented!("not used by the forwarder")
+        }
+    }
+
+    /// `n` events with Event ID 12, but those at `poison` have 4888.
+    fn logs(n: usize, poison: &[usize]) -> Vec<AuditLog> {
+        let sub = Uuid::new_v4();
+        (0..n)
+            .map(|i| {
+                let id = if poison.contains(&i) { 4888 } else { 12 };
+                let mut log = crate::siem::test_table::audit_with(
+                    id,
+                    Uuid::new_v4(),
+                    sub,
+                    Utc::now(),
+                    serde_json::json!({}),
+                );
+                log.sequence = i as i64 + 1;
+                log
+            })
+            .collect()
+    }
+
+    async fn deliver(siem: &Scripted, logs: &[AuditLog]) -> RangeOutcome {
+        let egress = EgressPolicy::parse("127.0.0.1").expect("policy");
+        deliver_range(
+            siem,
+            &reqwest::Client::new(),
+            &egress,
+            "datadog",
+            logs,
+            Clock::at(Utc::now()),
+            false,
+            logs.len() as i64,
+        )
+        .await
+    }
+
+    fn refused(reason: String) -> Disposition {
+        Disposition::Rejected { reason }
+    }
+
+    #[tokio::test]
+    async fn a_lone_event_refused_is_not_parked_when_the_probe_is_refused_too() {
+        // A sparse tenant: one event per range, a proxy that answers 400 to everything.
+        let siem = Scripted::new(|_, _| refused("HTTP 400".into()));
+        let outcome = deliver(&siem, &logs(1, &[])).await;
+        assert_eq!(outcome.fates, vec![Fate::Unsent]);
+        assert!(
+            matches!(outcome.trouble, Some(Trouble::Refused { .. })),
+            "{:?}",
+            outcome.trouble
+        );
+        let sent = siem.sent.lock().expect("sent").clone();
+        assert_eq!(
+            sent,
+            vec![vec![12], vec![1]],
+            "the event, then the heartbeat as a probe"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_event_refused_is_parked_once_the_probe_is_accepted() {
+        let siem = Scripted::new(|_, ids| {
+            if ids.contains(&4888) {
+                refused("bad event".into())
+            } else {
+                Disposition::Delivered
+            }
+        });
+        let outcome = deliver(&siem, &logs(1, &[0])).await;
+        assert_eq!(outcome.fates, vec![Fate::Parked("bad event".into())]);
+        assert_eq!(outcome.trouble, None);
+    }
+
+    #[tokio::test]
+    async fn refusals_whose_bodies_differ_park_nothing() {
+        // A proxy that puts a request id in every answer.
+        let siem = Scripted::new(|n, _| refused(format!("HTTP 400 (request id {n})")));
+        for n in [1, 2, 7, 100] {
+            let outcome = deliver(&siem, &logs(n, &[])).await;
+            assert!(
+                outcome.fates.iter().all(|f| *f == Fate::Unsent),
+                "{n}: {:?}",
+                outcome.fates
+            );
+            assert!(
+                matches!(outcome.trouble, Some(Trouble::Refused { .. })),
+                "{n}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_event_413_or_a_partial_accept_of_zero_needs_proof() {
+        for answer in [
+            Disposition::SplitBatch,
+            Disposition::PartialAccept {
+                accepted: 0,
+                reason: "code 6".into(),
+            },
+        ] {
+            let siem = Scripted::new(move |_, _| answer.clone());
+            for n in [1, 3] {
+                let outcome = deliver(&siem, &logs(n, &[])).await;
+                assert!(
+                    outcome.fates.iter().all(|f| *f == Fate::Unsent),
+                    "{n}: {:?}",
+                    outcome.fates
+                );
+                assert!(outcome.trouble.is_some());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_acceptance_before_a_refusal_proves_nothing() {
+        // The destination accepts the first request, then refuses everything (an outage that
+        // starts mid-range): nothing refused after the last acceptance is parked.
+        let siem = Scripted::new(|n, _| {
+            if n == 2 {
+                Disposition::Delivered
+            } else {
+                refused(format!("HTTP 400 #{n}"))
+            }
+        });
+        let outcome = deliver(&siem, &logs(8, &[])).await;
+        assert!(
+            !outcome.fates.iter().any(|f| matches!(f, Fate::Parked(_))),
+            "{:?}",
+            outcome.fates
+        );
+        assert!(outcome.fates.contains(&Fate::Delivered));
+        assert!(outcome.trouble.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_poison_event_at_the_end_of_a_range_is_parked_with_the_probes_proof() {
+        let siem = Scripted::new(|_, ids| {
+            if ids.contains(&4888) {
+                refused("bad event".into())
+            } else {
+                Disposition::Delivered
+            }
+        });
+        let outcome = deliver(&siem, &logs(10, &[9])).await;
+        assert_eq!(outcome.trouble, None);
+        assert_eq!(outcome.fates[9], Fate::Parked("bad event".into()));
+        assert!(outcome.fates[..9].iter().all(|f| *f == Fate::Delivered));
+        assert!(siem.requests() <= bisection_cap(10) + 1);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_timeout_leaves_the_batch_maybe_sent() {
+        let siem = Scripted::new(|_, _| crate::siem::gateway_gave_up(504, None, "Datadog", ""));
+        let outcome = deliver(&siem, &logs(3, &[])).await;
+        assert_eq!(outcome.fates, vec![Fate::MaybeSent; 3]);
+        assert!(matches!(outcome.trouble, Some(Trouble::Retry { .. })));
     }
 
     fn event(seq: i64, maybe_sent: bool) -> Meta {

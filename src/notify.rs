@@ -222,12 +222,15 @@ impl Notifier {
 
     async fn pass_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
         let mut report = NotifyReport::default();
+        // Expiry commits on its own: the destinations it moves stay locked only this long.
         let mut tx = self.pool.begin().await?;
         for gap in store::notify::expire(&mut tx, now - self.retention, now).await? {
             report.expired += u64::try_from(gap.expired_events).unwrap_or_default();
             tracing::warn!(subscription_id = %gap.subscription_id, expired = gap.expired_events, "undelivered events expired past retention");
             self.queue_expired(&mut tx, &gap, now).await?;
         }
+        tx.commit().await?;
+        let mut tx = self.pool.begin().await?;
         for incident in store::notify::open_incidents(&mut tx, now).await? {
             report.opened += 1;
             tracing::warn!(subscription_id = %incident.subscription_id, reason = %incident.reason, "delivery incident opened");

@@ -265,6 +265,12 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Dispositi
             reason: format!("The Logs intake URL was not found (HTTP 404); check the URL{detail}."),
         },
         413 => Disposition::SplitBatch,
+        502 | 504 => crate::siem::gateway_gave_up(
+            status,
+            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            "Datadog",
+            &detail,
+        ),
         408 | 429 | 500..=599 => Disposition::Retry {
             after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
             reason: match status {

@@ -470,6 +470,12 @@ pub fn classify(
         501 => config(format!("The collector URL does not implement event ingestion (HTTP 501{detail}); check that the URL points at the HTTP Event Collector.")),
         408 => retry(format!("{name} timed out reading the request (HTTP 408{detail}).")),
         429 => retry(format!("{name} is rate limiting (HTTP 429{detail}).")),
+        502 | 504 => crate::siem::gateway_gave_up(
+            status,
+            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            name,
+            &detail,
+        ),
         500..=599 => retry(format!("{name} is unavailable (HTTP {status}{detail}).")),
         402..=499 => config(format!("{name} refused the request (HTTP {status}{detail}); check the collector URL and the token.")),
         _ => retry(format!("{name} answered an unexpected HTTP {status}{detail}.")),
@@ -551,7 +557,7 @@ async fn post_batch(
                     .as_deref()
                     .map(|p| format!(" Last problem: {p}"))
                     .unwrap_or_default();
-                disposition = Disposition::Retry {
+                disposition = Disposition::Unconfirmed {
                     after: None,
                     reason: format!("Splunk accepted the events but did not confirm within {} seconds that they were indexed (indexer acknowledgement); they will be sent again, so Splunk may hold duplicates with the same EventUuid.{extra}", cfg.ack_timing.timeout.as_secs_f32()),
                 };

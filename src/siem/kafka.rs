@@ -606,9 +606,11 @@ async fn produce_with_report(
     }
     let mut outcome = Disposition::Delivered;
     let mut report = None;
+    let mut acked = 0usize;
     for delivery in pending {
         match delivery.await {
             Ok(Ok(delivered)) => {
+                acked += 1;
                 report = Some(format!(
                     "partition {}, offset {}",
                     delivered.partition, delivered.offset
@@ -627,6 +629,15 @@ async fn produce_with_report(
                     };
                 }
             }
+        }
+    }
+    // Some records of the batch are in the topic: resending the batch duplicates them.
+    if acked > 0 {
+        if let Disposition::Retry { after, reason } = outcome {
+            outcome = Disposition::Unconfirmed {
+                after,
+                reason: format!("{reason}; {acked} record(s) of the batch were acknowledged, so their resend is counted as possible duplicates"),
+            };
         }
     }
     (outcome, report)

@@ -93,6 +93,13 @@ pub enum Disposition {
         after: Option<Duration>,
         reason: String,
     },
+    /// No verdict, and the SIEM may have stored the batch (a gateway's 502 or 504, an indexer
+    /// acknowledgement that never came, a Kafka batch of which some records were acknowledged):
+    /// retry like [`Disposition::Retry`], and count the resend as a possible duplicate.
+    Unconfirmed {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// Payload too large (413): split the batch and resend the halves.
     SplitBatch,
     /// The payload was refused (400): isolate the offending event by splitting, then park it
@@ -346,6 +353,20 @@ pub async fn read_body_capped(mut response: reqwest::Response) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// A gateway's 502 or 504: the gateway gave up on the SIEM behind it, which may still have
+/// stored the batch, so the resend is counted as a possible duplicate.
+pub fn gateway_gave_up(
+    status: u16,
+    after: Option<Duration>,
+    name: &str,
+    detail: &str,
+) -> Disposition {
+    Disposition::Unconfirmed {
+        after,
+        reason: format!("A gateway in front of {name} answered HTTP {status}{detail}; {name} may have stored the events, so they are sent again and counted as possible duplicates."),
+    }
+}
+
 /// Longest `Retry-After` honoured; a larger one is capped so a destination is retried hourly.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -410,6 +431,7 @@ pub(crate) mod test_table {
         Split,
         Gone,
         Retry(Option<u64>),
+        Unconfirmed(Option<u64>),
     }
 
     pub fn kind(d: &Disposition) -> Expect {
@@ -421,6 +443,9 @@ pub(crate) mod test_table {
             Disposition::SplitBatch => Expect::Split,
             Disposition::Gone { .. } => Expect::Gone,
             Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
+            Disposition::Unconfirmed { after, .. } => {
+                Expect::Unconfirmed(after.map(|a| a.as_secs()))
+            }
         }
     }
 }

@@ -801,6 +801,12 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Dispositi
             reason: format!("Azure Monitor did not find the target (HTTP 404){detail}; wrong endpoint, DCR immutable id or stream."),
         },
         413 => Disposition::SplitBatch,
+        502 | 504 => crate::siem::gateway_gave_up(
+            status,
+            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
+            "Azure Monitor",
+            &detail,
+        ),
         408 | 429 | 500 | 502..=599 => Disposition::Retry {
             after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
             reason: match status {

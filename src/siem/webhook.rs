@@ -313,6 +313,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Dispositi
             reason: format!("The webhook receiver answered 410 Gone{detail}: it no longer accepts these events, so sending was turned off."),
         },
         413 => Disposition::SplitBatch,
+        502 | 504 => crate::siem::gateway_gave_up(status, after(), "the webhook receiver", &detail),
         408 | 429 | 500..=599 => Disposition::Retry {
             after: after(),
             reason: match status {

@@ -49,6 +49,8 @@ pub struct Claimed {
     pub replay_next: Option<i64>,
     /// …up to this one.
     pub replay_to: Option<i64>,
+    /// Which replay that is.
+    pub replay_id: Option<Uuid>,
 }
 
 impl Claimed {
@@ -97,52 +99,157 @@ pub struct LogEvent {
     pub maybe_sent: bool,
 }
 
-/// Makes sure a destination row exists and makes it due now (a saved change may fix it). A
-/// new destination owes the events recorded from now on; one switched on again owes, besides
-/// what it still owed when it was switched off, only what is recorded from now on. Saving
-/// also lifts a pause by the destination (a webhook's 410: the admin has seen to it), not one
-/// an administrator asked for (that takes **Resume export**).
+/// What switching export found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switched {
+    /// Events the previous destination still owed that the new one was given.
+    pub carried: i64,
+    /// Events the previous destination still owes and keeps (not carried over).
+    pub left_behind: i64,
+    /// Events recorded while export to the (re-enabled) destination was off: not owed.
+    pub not_owed: i64,
+}
+
+/// Points export at `to` (`None`: export off) in the save's transaction, under the
+/// subscription's counter lock, so no event can be recorded between switching one destination
+/// off and the next on: one `last_seq` bounds both.
+///
+/// * Every other destination still on is switched off at that `last_seq` and keeps owing what
+///   it owed (shown as not sent), unless `carry`: then what it owed goes to `to` (its cursor
+///   starts where the old one stood, its waiting retries move over) and it owes nothing.
+/// * A new destination owes what is recorded from now on.
+/// * One switched on again owes what it still owed when it was switched off (as out-of-order
+///   retries) and what is recorded from now on, never what was recorded while it was off: that
+///   window is remembered, for the panel's Replay.
+/// * Saving makes it due now and lifts a pause by the destination (a webhook's 410: the admin
+///   has seen to it), not one an administrator asked for (that takes **Resume export**).
+pub async fn apply_switch(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    to: Option<&str>,
+    carry: bool,
+) -> Result<Switched, Error> {
+    // The counter row lock: ingest waits for this transaction, so `last_seq` holds still.
+    let last_seq: i64 =
+        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for update")
+            .bind(subscription_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    // What the destinations switched off now still owe: (provider, cursor, waiting retries).
+    let off: Vec<(String, i64, i64)> = sqlx::query_as(
+        "update delivery_destinations d set off_at_seq = $3
+         where d.subscription_id = $1 and d.provider is distinct from $2 and d.off_at_seq is null
+         returning d.provider, d.cursor,
+                   (select count(*) from delivery_parked p
+                    where p.subscription_id = d.subscription_id and p.provider = d.provider
+                      and p.state = 'retry')",
+    )
+    .bind(subscription_id)
+    .bind(to)
+    .bind(last_seq)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut switched = Switched {
+        left_behind: off
+            .iter()
+            .map(|(_, cursor, retries)| (last_seq - cursor).max(0) + retries)
+            .sum(),
+        ..Switched::default()
+    };
+    let Some(to) = to else {
+        return Ok(switched);
+    };
+    // The backlog to carry: the one destination that owed the most.
+    let from = off
+        .iter()
+        .filter(|_| carry)
+        .max_by_key(|(_, cursor, retries)| (last_seq - cursor).max(0) + retries)
+        .filter(|(_, cursor, retries)| *cursor < last_seq || *retries > 0);
+    let start = from.map_or(last_seq, |(_, cursor, _)| *cursor);
+    // A destination switched on again: what it still owed becomes retries, and the window
+    // recorded while it was off is not owed.
+    let reenabled: Option<(i64, i64)> = sqlx::query_as(
+        "select cursor, off_at_seq from delivery_destinations
+         where subscription_id = $1 and provider = $2 and off_at_seq is not null for update",
+    )
+    .bind(subscription_id)
+    .bind(to)
+    .fetch_optional(&mut **tx)
+    .await?;
+    // What it had settled before it stays settled.
+    let begin = reenabled.map_or(start, |(cursor, _)| start.max(cursor));
+    if let Some((cursor, off_at)) = reenabled {
+        sqlx::query(
+            "insert into delivery_parked (subscription_id, provider, seq, state, in_flight)
+             select $1, $2, g.seq, 'retry', g.seq <= d.inflight_to
+             from delivery_destinations d, generate_series($3 + 1, $4) as g(seq)
+             where d.subscription_id = $1 and d.provider = $2
+             on conflict on constraint delivery_parked_pkey do nothing",
+        )
+        .bind(subscription_id)
+        .bind(to)
+        .bind(cursor)
+        .bind(off_at.min(start))
+        .execute(&mut **tx)
+        .await?;
+        switched.not_owed = (begin - off_at).max(0);
+    }
+    sqlx::query(
+        "insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
+         values ($1, $2, $3, $3)
+         on conflict on constraint delivery_destinations_pkey
+         do update set next_attempt_at = now(), consecutive_failures = 0,
+            paused_reason = case when d.paused_by_email is null then null else d.paused_reason end,
+            paused_at = case when d.paused_by_email is null then null else d.paused_at end,
+            cursor = case when d.off_at_seq is null then d.cursor else $3 end,
+            inflight_to = case when d.off_at_seq is null then d.inflight_to
+                               else greatest(d.inflight_to, $3) end,
+            unsent_from_seq = case when d.off_at_seq is not null and $3 > d.off_at_seq
+                                   then d.off_at_seq + 1 else d.unsent_from_seq end,
+            unsent_to_seq = case when d.off_at_seq is not null and $3 > d.off_at_seq
+                                 then $3 else d.unsent_to_seq end,
+            off_at_seq = null",
+    )
+    .bind(subscription_id)
+    .bind(to)
+    .bind(begin)
+    .execute(&mut **tx)
+    .await?;
+    if let Some((old, cursor, retries)) = from {
+        // The old destination owes nothing any more; its waiting retries move over.
+        sqlx::query(
+            "with moved as (
+                delete from delivery_parked
+                where subscription_id = $1 and provider = $2 and state = 'retry'
+                returning seq
+             ), added as (
+                insert into delivery_parked (subscription_id, provider, seq, state)
+                select $1, $3, seq, 'retry' from moved
+                on conflict on constraint delivery_parked_pkey do update set state = 'retry'
+             )
+             update delivery_destinations set cursor = greatest(cursor, off_at_seq),
+                    inflight_to = greatest(inflight_to, off_at_seq)
+             where subscription_id = $1 and provider = $2",
+        )
+        .bind(subscription_id)
+        .bind(old)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+        switched.carried = (last_seq - cursor).max(0) + retries;
+        switched.left_behind -= switched.carried;
+    }
+    Ok(switched)
+}
+
+/// Makes sure export goes to `provider` (see [`apply_switch`]), leaving any other
+/// destination's backlog where it is.
 pub async fn ensure_destination(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
-        "with sub as (select last_seq from subscriptions where id = $1)
-         insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
-         values ($1, $2, (select last_seq from sub), (select last_seq from sub))
-         on conflict on constraint delivery_destinations_pkey
-         do update set next_attempt_at = now(), consecutive_failures = 0,
-            paused_reason = case when d.paused_by_email is null then null else d.paused_reason end,
-            paused_at = case when d.paused_by_email is null then null else d.paused_at end,
-            cursor = case when d.off_at_seq is not null and d.cursor >= d.off_at_seq
-                          then greatest(d.cursor, (select last_seq from sub)) else d.cursor end,
-            inflight_to = greatest(d.inflight_to, case when d.off_at_seq is not null
-                and d.cursor >= d.off_at_seq then (select last_seq from sub) else 0 end),
-            off_at_seq = null",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Export to a destination was switched off: it keeps owing what was recorded until now.
-pub async fn switch_off(
-    tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
-    provider: &str,
-) -> Result<(), Error> {
-    sqlx::query(
-        "update delivery_destinations
-         set off_at_seq = coalesce(off_at_seq, (select last_seq from subscriptions where id = $1))
-         where subscription_id = $1 and provider = $2",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .execute(&mut **tx)
-    .await?;
+    apply_switch(tx, subscription_id, Some(provider), false).await?;
     Ok(())
 }
 
@@ -155,7 +262,7 @@ pub async fn claim_destination(
 ) -> Result<Option<Claimed>, Error> {
     Ok(sqlx::query_as::<_, Claimed>(
         "update delivery_destinations d
-         set leased_until = $1::timestamptz + $2, lease_owner = gen_random_uuid(),
+         set leased_until = now() + $2, lease_owner = gen_random_uuid(),
              takeovers_total = d.takeovers_total + (d.lease_owner is not null)::int
          from (
             select c.subscription_id, c.provider, sub.last_seq,
@@ -167,7 +274,9 @@ pub async fn claim_destination(
               on s.subscription_id = c.subscription_id and s.provider = c.provider and s.enabled
             join subscriptions sub on sub.id = c.subscription_id
             where c.next_attempt_at <= $1
-              and (c.leased_until is null or c.leased_until < $1)
+              -- Leases are judged by the database's clock: a worker whose clock runs ahead
+              -- cannot take a live one.
+              and (c.leased_until is null or c.leased_until < now())
               and c.paused_reason is null
               and (c.cursor < sub.last_seq or c.replay_next <= c.replay_to
                    or exists (select 1 from delivery_parked p
@@ -183,7 +292,7 @@ pub async fn claim_destination(
          returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
                    d.inflight_to, picked.last_seq, picked.has_retries, d.status,
                    d.consecutive_failures, d.failing_since, d.send_event_ids,
-                   d.replay_next, d.replay_to",
+                   d.replay_next, d.replay_to, d.replay_id",
     )
     .bind(now)
     .bind(lease)
@@ -191,21 +300,20 @@ pub async fn claim_destination(
     .await?)
 }
 
-/// Extends a claim's lease; `false` when the claim lost it (another worker took over).
+/// Extends a claim's lease from the database's clock; `false` when the claim lost it
+/// (another worker took over).
 pub async fn renew(
     pool: &PgPool,
     claimed: &Claimed,
-    now: DateTime<Utc>,
     lease: chrono::Duration,
 ) -> Result<bool, Error> {
     let n = sqlx::query(
-        "update delivery_destinations set leased_until = $4::timestamptz + $5
+        "update delivery_destinations set leased_until = now() + $4
          where subscription_id = $1 and provider = $2 and lease_owner = $3",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
     .bind(claimed.token)
-    .bind(now)
     .bind(lease)
     .execute(pool)
     .await?
@@ -219,6 +327,8 @@ struct RangeRow {
     event: LogEvent,
     /// The claim still held its lease when the range was read.
     held: bool,
+    /// The destination's filter as of this read.
+    send_event_ids: Option<Vec<i32>>,
 }
 
 /// Destinations whose heartbeat is due at `now`: (subscription, provider, the subscription's
@@ -385,7 +495,8 @@ pub async fn start_replay(
     }
     sqlx::query(
         "update delivery_destinations
-         set replay_from = $3, replay_next = $3, replay_to = $4, next_attempt_at = now()
+         set replay_from = $3, replay_next = $3, replay_to = $4, next_attempt_at = now(),
+             replay_id = gen_random_uuid()
          where subscription_id = $1 and provider = $2",
     )
     .bind(subscription_id)
@@ -421,7 +532,8 @@ pub async fn read_replay(
 }
 
 /// Records a replay's progress: resent up to `next - 1`, `sent` more events accepted. Only
-/// while the claim holds the lease and the replay is the same one.
+/// while the claim holds the lease and the replay is the same one (by its id: a newer replay
+/// with the same end is another replay).
 pub async fn advance_replay(
     pool: &PgPool,
     claimed: &Claimed,
@@ -432,14 +544,14 @@ pub async fn advance_replay(
         "update delivery_destinations
          set replay_next = greatest(replay_next, $4), replayed_total = replayed_total + $5
          where subscription_id = $1 and provider = $2 and lease_owner = $3
-           and replay_to is not distinct from $6",
+           and replay_id is not distinct from $6",
     )
     .bind(claimed.subscription_id)
     .bind(&claimed.provider)
     .bind(claimed.token)
     .bind(next)
     .bind(sent)
-    .bind(claimed.replay_to)
+    .bind(claimed.replay_id)
     .execute(pool)
     .await?;
     Ok(())
@@ -448,14 +560,21 @@ pub async fn advance_replay(
 /// What reading a range found.
 #[derive(Debug)]
 pub enum Range {
-    /// The events after `after`, in `seq` order (empty when caught up).
-    Events(Vec<LogEvent>),
-    /// The claim's lease is gone: send nothing more.
-    LeaseLost,
+    /// The events after `after`, in `seq` order (empty when caught up), and the Event IDs
+    /// the destination is sent as of this read (`None`: every event).
+    Events {
+        events: Vec<LogEvent>,
+        send_event_ids: Option<Vec<i32>>,
+    },
+    /// Send nothing more: the claim's lease is gone, or since the claim began the destination
+    /// was paused or export to it switched off.
+    Stop,
 }
 
 /// Reads up to `limit` events after `after` and records, under the claim's lease, that they
-/// are about to be sent. One round trip; an index range scan of `audit_events_pkey`.
+/// are about to be sent. The settings are read with every range, so a pause, a switch-off or
+/// a new filter takes effect at the next range, and a switched-off destination is never read
+/// past `off_at_seq`. One round trip; an index range scan of `audit_events_pkey`.
 pub async fn read_range(
     pool: &PgPool,
     claimed: &Claimed,
@@ -463,10 +582,17 @@ pub async fn read_range(
     limit: i64,
 ) -> Result<Range, Error> {
     let rows: Vec<RangeRow> = sqlx::query_as(
-        "with r as materialized (
+        "with dest as materialized (
+            select d.send_event_ids, d.off_at_seq
+            from delivery_destinations d
+            join siem_settings s on s.subscription_id = d.subscription_id
+                                and s.provider = d.provider and s.enabled
+            where d.subscription_id = $1 and d.provider = $2 and d.lease_owner = $5
+              and d.paused_reason is null and d.off_at_seq is null
+         ), r as materialized (
             select seq, id, event_id, occurred_at, recorded_at, actor, details, prev_hash, hash
             from audit_events
-            where subscription_id = $1 and seq > $3
+            where subscription_id = $1 and seq > $3 and exists (select 1 from dest)
             order by seq
             limit $4
          ), m as (
@@ -478,7 +604,8 @@ pub async fn read_range(
          )
          select r.seq, r.id as event_uuid, r.event_id, r.occurred_at, r.recorded_at, r.actor,
                 r.details, r.prev_hash, r.hash, false as maybe_sent,
-                exists (select 1 from m) as held
+                exists (select 1 from m) as held,
+                (select send_event_ids from dest) as send_event_ids
          from r order by r.seq",
     )
     .bind(claimed.subscription_id)
@@ -489,16 +616,42 @@ pub async fn read_range(
     .fetch_all(pool)
     .await?;
     if rows.first().is_some_and(|r| !r.held) {
-        return Ok(Range::LeaseLost);
+        return Ok(Range::Stop);
     }
-    Ok(Range::Events(
-        rows.into_iter()
+    if rows.is_empty() && !live(pool, claimed).await?.is_some() {
+        return Ok(Range::Stop);
+    }
+    let send_event_ids = rows.first().and_then(|r| r.send_event_ids.clone());
+    Ok(Range::Events {
+        events: rows
+            .into_iter()
             .map(|RangeRow { mut event, .. }| {
                 event.maybe_sent = claimed.maybe_sent(event.seq);
                 event
             })
             .collect(),
-    ))
+        send_event_ids,
+    })
+}
+
+/// Whether the claim may still send, and what: `Some(filter)` while it holds its lease and
+/// the destination is neither paused nor switched off (`filter`: the Event IDs it is sent,
+/// `None` for every event); `None` once it must stop.
+pub async fn live(pool: &PgPool, claimed: &Claimed) -> Result<Option<Option<Vec<i32>>>, Error> {
+    let row: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+        "select d.send_event_ids
+         from delivery_destinations d
+         join siem_settings s on s.subscription_id = d.subscription_id
+                             and s.provider = d.provider and s.enabled
+         where d.subscription_id = $1 and d.provider = $2 and d.lease_owner = $3
+           and d.paused_reason is null and d.off_at_seq is null",
+    )
+    .bind(claimed.subscription_id)
+    .bind(&claimed.provider)
+    .bind(claimed.token)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(ids,)| ids))
 }
 
 /// Reads up to `limit` events waiting to be sent out of order and marks them in flight. An
@@ -575,8 +728,12 @@ pub async fn settle(
             delete from delivery_parked
             where subscription_id = $1 and provider = $2 and seq = any($6) and state = 'retry'
          ), unsent as (
+            -- Only the holder clears its marks: a holder that lost its lease must not clear
+            -- the marks of the one that took over.
             update delivery_parked set in_flight = false
             where subscription_id = $1 and provider = $2 and seq = any($7)
+              and exists (select 1 from delivery_destinations
+                          where subscription_id = $1 and provider = $2 and lease_owner = $14)
          )
          update delivery_destinations set
             cursor = case when $8::bigint is not null and cursor >= $9
@@ -601,6 +758,7 @@ pub async fn settle(
     .bind(settled.delivered)
     .bind(settled.duplicates)
     .bind(settled.filtered)
+    .bind(claimed.token)
     .execute(pool)
     .await?;
     Ok(())

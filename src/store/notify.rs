@@ -162,8 +162,9 @@ pub async fn close_switched_off(
 }
 
 /// Expires what waited longer than the retention period: each destination's cursor jumps
-/// over the events recorded before `cutoff` (never while a worker holds the destination, so
-/// nothing in flight is skipped), and out-of-order retries that old are dropped. Every jump is
+/// over the events recorded before `cutoff`, up to the first one that is not (never while a
+/// worker holds the destination, so nothing in flight is skipped; only the destinations that
+/// move are locked), and out-of-order retries that old are dropped. Every jump is
 /// a gap record, counted on the destination. The events stay in the audit trail.
 pub async fn expire(
     tx: &mut Transaction<'_, Postgres>,
@@ -172,14 +173,24 @@ pub async fn expire(
 ) -> Result<Vec<GapRow>, Error> {
     let mut gaps = sqlx::query_as::<_, GapRow>(
         "with cand as (
-            select d.subscription_id, d.provider, d.cursor as old_cursor,
-                   least(coalesce(d.off_at_seq, sub.last_seq),
-                         -- no event that old: no jump (least() would skip a null)
-                         coalesce((select e.seq from audit_events e
-                          where e.subscription_id = d.subscription_id and e.recorded_at < $1
-                          order by e.recorded_at desc limit 1), 0)) as new_cursor
-            from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
-            where d.leased_until is null or d.leased_until < $2
+            select d.subscription_id, d.provider, d.cursor as old_cursor, cut.new_cursor
+            from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id,
+            lateral (
+                -- Up to the first event after the cursor that is not old yet: `recorded_at`
+                -- is not monotonic in `seq`, so a later event may be older; never skip a
+                -- young one.
+                select coalesce(
+                    (select e.seq - 1 from audit_events e
+                     where e.subscription_id = d.subscription_id and e.seq > d.cursor
+                       and e.seq <= coalesce(d.off_at_seq, sub.last_seq)
+                       and e.recorded_at >= $1
+                     order by e.seq limit 1),
+                    coalesce(d.off_at_seq, sub.last_seq)) as new_cursor
+            ) cut
+            where (d.leased_until is null or d.leased_until < now())
+              and cut.new_cursor > d.cursor
+              -- Only the rows that move are locked: claims, pauses and saves of the others
+              -- never wait for this pass.
             for no key update of d skip locked
          ), moved as (
             update delivery_destinations d
@@ -212,7 +223,7 @@ pub async fn expire(
                 where p.state = 'retry' and e.subscription_id = p.subscription_id
                   and e.seq = p.seq and e.recorded_at < $1
                   and d.subscription_id = p.subscription_id and d.provider = p.provider
-                  and (d.leased_until is null or d.leased_until < $2)
+                  and (d.leased_until is null or d.leased_until < now())
                 returning p.subscription_id, p.provider, e.occurred_at
              ), grouped as (
                 select subscription_id, provider, count(*) as n,

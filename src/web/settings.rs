@@ -669,6 +669,11 @@ async fn submit(
     }
 
     let enabled = values.remove("siem_enabled").is_some();
+    // The checkbox is on the page only while the current destination owes events; without
+    // it (nothing owed when the page was drawn) a switch carries whatever is owed by then.
+    let carry_ticked = values.remove("carry_backlog").is_some();
+    let carry_offered = values.remove("carry_backlog_offered").is_some();
+    let carry_backlog = carry_ticked || !carry_offered;
     let provider_raw = values.remove("provider").unwrap_or_default();
     let loaded = Loaded::fetch(&state, sub).await?;
     // Absent from the form (an old page): unchanged.
@@ -908,6 +913,7 @@ async fn submit(
                     enabled,
                     filter: filter.as_ref().ok(),
                     expiries: Some(expiries),
+                    carry_backlog,
                 },
                 loaded.settings.as_ref(),
                 &stored,
@@ -962,6 +968,8 @@ pub(super) struct Export<'a> {
     pub filter: Option<&'a EventFilter>,
     /// "Expires on" dates of the provider's secrets (`None`: unchanged).
     pub expiries: Option<Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)>>,
+    /// On a provider switch: the events the previous destination still owes go to the new one.
+    pub carry_backlog: bool,
 }
 
 /// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
@@ -979,6 +987,7 @@ pub(super) async fn save(
         enabled,
         filter,
         expiries,
+        carry_backlog,
     } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
@@ -997,13 +1006,21 @@ pub(super) async fn save(
         );
         store::siem::upsert_secret(&mut tx, sub, provider.id(), name, &sealed, hint).await?;
     }
-    if let Some(before) = before.filter(|b| b.enabled) {
-        if !enabled || before.provider != provider.id() {
-            store::delivery::switch_off(&mut tx, sub, &before.provider).await?;
-        }
+    let switched =
+        store::delivery::apply_switch(&mut tx, sub, enabled.then(|| provider.id()), carry_backlog)
+            .await?;
+    if switched.carried > 0 {
+        changes.push(format!(
+            "{} event(s) not yet delivered to the previous provider sent to {} instead",
+            switched.carried,
+            provider.label()
+        ));
     }
-    if enabled {
-        store::delivery::ensure_destination(&mut tx, sub, provider.id()).await?;
+    if switched.not_owed > 0 {
+        changes.push(format!(
+            "{} event(s) recorded while export was off were not sent (Replay can send them)",
+            switched.not_owed
+        ));
     }
     for (name, label, date) in expiries.unwrap_or_default() {
         let field = provider

@@ -257,6 +257,9 @@ async fn update(
         }
     }
     let enabled = values.remove("siem_enabled").is_some();
+    // On a provider switch the old destination's backlog goes along unless this is false.
+    let carry_backlog = !matches!(object.get("carry_backlog"), Some(Value::Bool(false)));
+    values.remove("carry_backlog");
     let before = store::siem::settings(state.pool(), sub).await?;
     let provider = match values.remove("provider") {
         None => before
@@ -335,6 +338,7 @@ async fn update(
             enabled,
             filter: filter.as_ref(),
             expiries: (!dates.is_empty()).then_some(expiries),
+            carry_backlog,
         },
         before.as_ref(),
         &stored,
@@ -537,6 +541,11 @@ fn settings_schema() -> Value {
     properties.insert(
         "provider".into(),
         json!({"type": "string", "enum": Provider::all().map(Provider::id).collect::<Vec<_>>()}),
+    );
+    properties.insert(
+        "carry_backlog".into(),
+        json!({"type": "boolean", "default": true, "writeOnly": true,
+               "description": "On a provider switch, send the events not yet delivered to the previous provider to the new one (default true); false leaves them counted as not sent."}),
     );
     properties.insert(
         "send_event_ids".into(),

@@ -39,6 +39,9 @@ const MAX_WIRE_BYTES: usize = 64 * 1024 * 1024;
 pub enum Behavior {
     /// Answer this status with a Datadog-like error body.
     Status(u16),
+    /// Answer this status with a body that names the request (a proxy's request id), so no
+    /// two answers are alike.
+    StatusWithRequestId(u16),
     /// Answer this status with `Retry-After: <seconds>`.
     StatusWithRetryAfter(u16, u64),
     /// Wait this long before answering 503 (longer than the client's timeout).
@@ -146,6 +149,13 @@ impl FakeDatadog {
 
     /// The next requests get these behaviours, in order; then back to normal (or to
     /// [`Self::always`]).
+    /// Forgets every scripted or standing misbehaviour: from now on it accepts valid logs.
+    pub fn heal(&self) {
+        let mut recorded = self.shared.lock();
+        recorded.always = None;
+        recorded.script.clear();
+    }
+
     pub fn script(&self, behaviors: Vec<Behavior>) {
         self.shared.lock().script.extend(behaviors);
     }
@@ -172,14 +182,21 @@ async fn not_found(State(shared): State<Shared>) -> Response {
 }
 
 async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let scripted = {
+    let (scripted, request) = {
         let mut recorded = shared.lock();
         recorded.requests += 1;
         recorded.last_headers = Some(headers.clone());
         let next = recorded.script.pop_front();
-        next.or_else(|| recorded.always.clone())
+        (next.or_else(|| recorded.always.clone()), recorded.requests)
     };
     match scripted {
+        Some(Behavior::StatusWithRequestId(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+            return errors(
+                status,
+                &format!("Refused by proxy (request id {request:08x})"),
+            );
+        }
         Some(Behavior::Status(code)) => return scripted_status(code, None),
         Some(Behavior::StatusWithRetryAfter(code, secs)) => {
             return scripted_status(code, Some(secs))
