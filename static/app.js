@@ -52,3 +52,17 @@ document.addEventListener("DOMContentLoaded", () => {
   provider.addEventListener("change", show);
   show();
 });
+
+// The backlog checkbox shows only while another provider is chosen, and names it.
+document.addEventListener("DOMContentLoaded", () => {
+  const provider = document.getElementById("provider");
+  const field = document.getElementById("carry-backlog-field");
+  const to = document.getElementById("carry-backlog-to");
+  if (!provider || !field || !to) return;
+  const show = () => {
+    field.hidden = provider.value === field.dataset.from;
+    to.textContent = provider.options[provider.selectedIndex].text;
+  };
+  provider.addEventListener("change", show);
+  show();
+});

@@ -276,7 +276,7 @@ async fn switching_provider_carries_the_backlog_unless_unticked() {
             &[
                 ("siem_enabled", "on"),
                 ("provider", "datadog"),
-                ("datadog_site", "datadoghq.com"),
+                ("datadog_site", "custom"),
                 ("datadog_url", &intake.base_url()),
                 ("datadog_api_key", KEY),
             ],
@@ -323,7 +323,7 @@ async fn switching_provider_carries_the_backlog_unless_unticked() {
             &[
                 ("siem_enabled", "on"),
                 ("provider", "datadog"),
-                ("datadog_site", "datadoghq.com"),
+                ("datadog_site", "custom"),
                 ("datadog_url", &intake.base_url()),
                 ("datadog_api_key", KEY),
                 ("carry_backlog_offered", "1"),

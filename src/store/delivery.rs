@@ -1001,6 +1001,16 @@ pub struct DestinationHealth {
     pub filtered_total: i64,
     /// The Event IDs it is sent; `None`: every event.
     pub send_event_ids: Option<Vec<i32>>,
+    /// The latest window recorded while export was off (not owed): first and last `seq`, and
+    /// when they were recorded.
+    #[serde(default)]
+    pub unsent_from_seq: Option<i64>,
+    #[serde(default)]
+    pub unsent_to_seq: Option<i64>,
+    #[serde(default)]
+    pub unsent_from_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub unsent_to_at: Option<DateTime<Utc>>,
     /// The latest replay: first, next and last `seq`.
     pub replay_from: Option<i64>,
     pub replay_next: Option<i64>,

@@ -74,6 +74,13 @@ fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
                     d.delivered_total, d.duplicates_total, d.takeovers_total, d.expired_total,
                     d.next_attempt_at, d.paused_reason, d.paused_at, d.filtered_total,
                     d.send_event_ids, d.replay_from, d.replay_next, d.replay_to,
+                    d.unsent_from_seq, d.unsent_to_seq,
+                    (select e.recorded_at from audit_events e
+                     where e.subscription_id = d.subscription_id and e.seq = d.unsent_from_seq)
+                        as unsent_from_at,
+                    (select e.recorded_at from audit_events e
+                     where e.subscription_id = d.subscription_id and e.seq = d.unsent_to_seq)
+                        as unsent_to_at,
                     owed.waiting as pending, owed.oldest as oldest_pending,
                     (select count(*) from delivery_parked p
                      where p.subscription_id = d.subscription_id and p.provider = d.provider

@@ -36,6 +36,9 @@ pub struct HealthView {
     pub paused_expiry: Option<String>,
     /// The latest replay's progress.
     pub replay: Option<String>,
+    /// Events recorded while export was off, not sent: (how many, window start and end as the
+    /// replay form's UTC `datetime-local` values).
+    pub unsent: Option<(i64, String, String)>,
 }
 
 fn age(since: DateTime<Utc>) -> String {
@@ -111,6 +114,7 @@ pub fn health_view(
             filtered_total: 0,
             paused_expiry: None,
             replay: None,
+            unsent: None,
         };
     };
     let parked = parked
@@ -207,6 +211,21 @@ pub fn health_view(
         }
         _ => None,
     };
+    // The replay window covers whole seconds: from the first one's second to past the last's.
+    let local = |at: DateTime<Utc>| at.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let unsent = match (
+        h.unsent_from_seq,
+        h.unsent_to_seq,
+        h.unsent_from_at,
+        h.unsent_to_at,
+    ) {
+        (Some(from), Some(to), Some(first), Some(last)) if to >= from => Some((
+            to - from + 1,
+            local(first),
+            local(last + chrono::Duration::seconds(1)),
+        )),
+        _ => None,
+    };
     HealthView {
         state: state_name,
         label,
@@ -229,6 +248,7 @@ pub fn health_view(
         filtered_total: h.filtered_total,
         paused_expiry,
         replay,
+        unsent,
     }
 }
 

@@ -183,6 +183,8 @@ struct SettingsPage {
     providers: Vec<ProviderView>,
     health: HealthView,
     history: Vec<HistoryEntry>,
+    /// On a provider switch: (events the current destination still owes, its label).
+    carry_from: Option<(i64, &'static str)>,
 }
 
 impl SettingsPage {
@@ -499,6 +501,11 @@ fn render(
         .is_some_and(|h| h.paused_reason.is_some());
     let filter_error = errors.get("send_event_ids").map(str::to_owned);
     let settings = loaded.settings.as_ref();
+    let owed = loaded.panel.health.as_ref().map_or(0, |h| h.pending);
+    let carry_from = settings
+        .filter(|s| s.enabled && owed > 0)
+        .and_then(|s| Provider::parse(&s.provider).ok())
+        .map(|p| (owed, p.label()));
     let health = health_view(
         state.sends_email(),
         settings.is_some_and(|s| s.enabled),
@@ -604,6 +611,7 @@ fn render(
         providers,
         health,
         history,
+        carry_from,
         membership,
     };
     Ok(page.render()?)
