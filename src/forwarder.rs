@@ -10,13 +10,21 @@
 //! due destination one claim at a time; tests drive it with an injected clock.
 //!
 //! Answers are handled per [`Disposition`]: delivered events move the cursor; 413 splits the
-//! batch; 400 splits (depth first) until the offending event is alone, then parks it with its
-//! reason. When single events are refused the same way with nothing accepted (checked with one
-//! probe from the far end of the range), or bisection exceeds `2·log2(n) + 8` requests, the
-//! fault is the destination's: it is marked failing, the events are kept. 408, 429, 5xx and
-//! network errors back off exponentially with full jitter (honouring a clamped
-//! `Retry-After`); 401/403/404 keep every event and mark the destination failing; 410 pauses
-//! it. A panic in provider code marks that destination failing with the reason; it never ends
+//! batch; 400 splits (depth first) until the offending event is alone. **Parking needs proof**:
+//! an event refused on its own is parked only when the same destination accepts a different
+//! event after that refusal, in the same claim (an event from the far end of the range, tried
+//! at once, or the heartbeat log as a probe when none is left). Without proof (everything
+//! refused, bodies alike or not, a lone 413, a partial accept of zero) or once bisection exceeds
+//! `2·log2(n) + 8` requests, the fault is the destination's: it is marked failing, nothing is
+//! parked, the cursor stays, and the events go out by themselves once it accepts again. 408,
+//! 429, 5xx and network errors back off exponentially with full jitter (honouring a clamped
+//! `Retry-After`); a gateway's 502/504, an indexer acknowledgement that never came and a Kafka
+//! batch partly acknowledged leave the events maybe sent (their resend is counted as a possible
+//! duplicate); 401/403/404 keep every event and mark the destination failing; 410 pauses it.
+//! Every wait on a SIEM (the log, retries, replays, building the destination) renews the lease
+//! from the database's clock and honours SIGTERM's grace; each range reads the destination's
+//! settings again, so a pause, a switch-off or a new filter applies from the next range. A panic
+//! in provider code marks that destination failing with the reason; it never ends
 //! a loop, and the loops themselves are supervised.
 
 use std::{
@@ -960,7 +968,7 @@ impl Forwarder {
                 Health::Failing {
                     next_attempt_at: later(now, backoff(failures, FAILING_RETRY_CAP)),
                     error: format!(
-                        "The SIEM refused every event it was sent in the same way, so the fault is the destination's (a proxy, a pipeline or its settings), not the events'. The events are kept and sent again once it accepts them. It said: {reason}"
+                        "The SIEM refused the events and accepted nothing else after refusing them (not even a heartbeat record), so the fault is the destination's (a proxy, a pipeline or its settings), not the events'. The events are kept and sent again once it accepts them. It said: {reason}"
                     ),
                 }
             }
@@ -1736,8 +1744,10 @@ mod tests {
 
     /// A SIEM in memory that answers each request with `answer(request number, event ids in
     /// it)`; the heartbeat probe has Event ID 1. Records what it was sent.
+    type Answer = Box<dyn Fn(usize, &[u32]) -> Disposition + Send + Sync>;
+
     struct Scripted {
-        answer: Box<dyn Fn(usize, &[u32]) -> Disposition + Send + Sync>,
+        answer: Answer,
         sent: std::sync::Mutex<Vec<Vec<u32>>>,
     }
 

@@ -560,7 +560,8 @@ pub async fn advance_replay(
 /// What reading a range found.
 #[derive(Debug)]
 pub enum Range {
-    /// The events after `after`, in `seq` order (empty when caught up), and the Event IDs
+    /// The events after `after`, in `seq` order (empty when caught up, or when the claim must
+    /// stop: nothing more to send either way), and the Event IDs
     /// the destination is sent as of this read (`None`: every event).
     Events {
         events: Vec<LogEvent>,
@@ -616,9 +617,6 @@ pub async fn read_range(
     .fetch_all(pool)
     .await?;
     if rows.first().is_some_and(|r| !r.held) {
-        return Ok(Range::Stop);
-    }
-    if rows.is_empty() && !live(pool, claimed).await?.is_some() {
         return Ok(Range::Stop);
     }
     let send_event_ids = rows.first().and_then(|r| r.send_event_ids.clone());

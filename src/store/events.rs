@@ -167,6 +167,9 @@ pub struct DestinationCursor {
     pub off_at_seq: Option<i64>,
     pub paused: bool,
     pub send_event_ids: Option<Vec<i32>>,
+    /// The latest window recorded while export was off (not owed, not sent).
+    pub unsent_from_seq: Option<i64>,
+    pub unsent_to_seq: Option<i64>,
 }
 
 /// The latest events of a subscription, newest first: `limit` of them below `before` (a
@@ -198,7 +201,8 @@ pub async fn recent(
     .fetch_all(pool)
     .await?;
     let cursor = sqlx::query_as::<_, DestinationCursor>(
-        "select cursor, off_at_seq, paused_reason is not null as paused, send_event_ids
+        "select cursor, off_at_seq, paused_reason is not null as paused, send_event_ids,
+                unsent_from_seq, unsent_to_seq
          from delivery_destinations where subscription_id = $1 and provider = $2",
     )
     .bind(subscription_id)

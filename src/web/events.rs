@@ -108,6 +108,10 @@ fn state_of(
     {
         return ("filtered", "not sent (filtered)".into());
     }
+    let off_window = d.unsent_from_seq.zip(d.unsent_to_seq);
+    if off_window.is_some_and(|(from, to)| (from..=to).contains(&event.seq)) {
+        return ("none", "not exported (export was off)".into());
+    }
     if event.seq <= d.cursor {
         return ("delivered", "delivered".into());
     }
