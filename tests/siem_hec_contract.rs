@@ -394,12 +394,13 @@ async fn an_acknowledgement_that_never_comes_is_retried_with_a_plain_reason() {
 
     let started = Instant::now();
     let outcome = send(&cfg, &batch).await;
-    let Disposition::Retry {
+    // Splunk may hold the events: the resend is counted as a possible duplicate.
+    let Disposition::Unconfirmed {
         after: None,
         reason,
     } = outcome
     else {
-        panic!("expected Retry, got {outcome:?}");
+        panic!("expected Unconfirmed, got {outcome:?}");
     };
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -231,8 +231,11 @@ async fn server_errors_are_retried_and_the_next_attempt_delivers() {
     for status in [500, 502, 503, 504] {
         fake.script(vec![Behavior::Status(status)]);
         let outcome = send(&cfg, &batch).await;
+        // A gateway's 502/504: the receiver may have the events, the resend is counted.
+        let unconfirmed = matches!(status, 502 | 504);
         assert!(
-            matches!(outcome, Disposition::Retry { after: None, .. }),
+            matches!(outcome, Disposition::Retry { after: None, .. } if !unconfirmed)
+                || matches!(outcome, Disposition::Unconfirmed { after: None, .. } if unconfirmed),
             "{status}: {outcome:?}"
         );
     }

@@ -810,9 +810,9 @@ mod tests {
             (429, Some("86400"), Retry(Some(3600))),
             (429, Some("soon"), Retry(None)),
             (500, None, Retry(None)),
-            (502, Some("5"), Retry(Some(5))),
+            (502, Some("5"), Unconfirmed(Some(5))),
             (503, Some("120"), Retry(Some(120))),
-            (504, None, Retry(None)),
+            (504, None, Unconfirmed(None)),
             (100, None, Retry(None)),
             (600, None, Retry(None)),
         ];

@@ -1351,7 +1351,7 @@ mod tests {
             (429, Some("soon"), String::new(), Retry(None)),
             (500, None, reply(8, "Internal server error"), Retry(None)),
             (501, None, String::new(), AuthFailed),
-            (502, Some("5"), String::new(), Retry(Some(5))),
+            (502, Some("5"), String::new(), Unconfirmed(Some(5))),
             (
                 503,
                 Some("120"),
@@ -1376,7 +1376,7 @@ mod tests {
                 reply(20, "HEC is unhealthy, queues are full"),
                 Retry(None),
             ),
-            (504, None, String::new(), Retry(None)),
+            (504, None, String::new(), Unconfirmed(None)),
             (100, None, String::new(), Retry(None)),
             (600, None, String::new(), Retry(None)),
         ];

@@ -1349,9 +1349,9 @@ mod tests {
             (429, Some("soon"), Retry(None)),
             (500, None, Retry(None)),
             (501, None, AuthFailed),
-            (502, Some("5"), Retry(Some(5))),
+            (502, Some("5"), Unconfirmed(Some(5))),
             (503, Some("120"), Retry(Some(120))),
-            (504, None, Retry(None)),
+            (504, None, Unconfirmed(None)),
             (100, None, Retry(None)),
             (600, None, Retry(None)),
         ];
