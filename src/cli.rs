@@ -298,8 +298,15 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             let role = Role::parse(&role).map_err(|e| UsageError(format!("--role: {e}")))?;
             let subscription_id = parse_subscription(&db.pool, &subscription).await?;
             let mut tx = db.pool.begin().await?;
-            let user_id = match store::accounts::user_id_by_email(&mut tx, &email).await? {
-                Some(id) => {
+            let user_id = match store::accounts::user_by_email_for_operator(&mut tx, &email).await?
+            {
+                Some((_, false)) => {
+                    return Err(UsageError(format!(
+                        "--email: {email} has an account that no admin command made (it was made by accepting an invitation, or before cloudpki recorded how accounts are made), so nothing proves that its password belongs to whoever reads that mailbox; create-user gives it no role. Invite the address from the subscription's Members page instead, with email configured (CLOUDPKI_SMTP_URL), so the link goes to the mailbox itself."
+                    ))
+                    .into());
+                }
+                Some((id, true)) => {
                     eprintln!(
                         "{email} already exists; giving them the role {} in the subscription",
                         role.as_str()
@@ -310,7 +317,13 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
                     let password = read_password_from_stdin()?;
                     let hash =
                         crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
-                    store::accounts::create_user(&mut tx, &email, &hash).await?
+                    store::accounts::create_user(
+                        &mut tx,
+                        &email,
+                        &hash,
+                        store::accounts::CreatedVia::Operator,
+                    )
+                    .await?
                 }
             };
             store::accounts::upsert_membership(&mut tx, user_id, subscription_id, role).await?;

@@ -78,6 +78,11 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/members/remove",
         [303, 403, 404, 404],
     ),
+    (
+        "POST",
+        "/subscriptions/{id}/members/invites/revoke",
+        [303, 403, 404, 404],
+    ),
     ("GET", "/invite/{token}", [404, 404, 404, 404]),
     ("POST", "/invite/{token}", [404, 403, 403, 403]),
     ("GET", "/subscriptions/{id}/tokens", [303, 403, 200, 404]),

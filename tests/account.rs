@@ -81,7 +81,9 @@ async fn changing_the_password_needs_the_current_one_and_signs_out_every_other_s
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(
-        page.contains("Password changed. 1 other session(s) were signed out."),
+        page.contains(
+            "Password changed. 1 other session(s) were signed out and 0 API token(s) revoked."
+        ),
         "{page}"
     );
     assert!(
@@ -197,5 +199,104 @@ async fn behind_a_trusted_proxy_throttling_keys_on_the_forwarded_client() {
         login_from(&app, "198.51.100.9", "someone@example.com", "x").await,
         401,
         "another client behind the same proxy is not"
+    );
+}
+
+/// Creates a personal API token on the Account page; the answer's status and the token.
+async fn create_token(app: &TestApp, password: &str) -> (u16, Option<String>) {
+    let csrf = csrf_token(&app.get_page("/account").await);
+    let r = app
+        .post_form(
+            "/account/tokens",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("name", "terraform"),
+                ("current_password", password),
+            ],
+        )
+        .await;
+    let code = r.status().as_u16();
+    let page = r.text().await.unwrap();
+    (code, support::input_value(&page, "new_api_token"))
+}
+
+/// Whether a personal API token still works on the REST API.
+async fn token_works(app: &TestApp, token: &str) -> bool {
+    let sub: uuid::Uuid = sqlx::query_scalar("select id from subscriptions limit 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/subscriptions/{sub}/siem")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
+}
+
+#[tokio::test]
+async fn creating_an_api_token_asks_for_the_current_password() {
+    let app = app_with_user().await;
+    // A session alone (a stolen cookie) mints nothing.
+    for wrong in ["", "not my password"] {
+        let (code, token) = create_token(&app, wrong).await;
+        assert_eq!(code, 422, "{wrong:?}");
+        assert!(token.is_none());
+    }
+    let tokens: i64 = sqlx::query_scalar("select count(*) from personal_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+    let (code, token) = create_token(&app, PASSWORD).await;
+    assert_eq!(code, 200);
+    assert!(token_works(&app, &token.unwrap()).await);
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_and_a_password_change_revoke_api_tokens_unless_kept() {
+    let app = app_with_user().await;
+    let (_, first) = create_token(&app, PASSWORD).await;
+    let first = first.unwrap();
+    let (_, second) = create_token(&app, PASSWORD).await;
+    let second = second.unwrap();
+    // A password change with the box ticked keeps them.
+    let csrf = csrf_token(&app.get_page("/account").await);
+    let r = app
+        .post_form(
+            "/account/password",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+                ("keep_api_tokens", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(token_works(&app, &first).await);
+    // Without it, they go.
+    let r = change_password(&app, NEW_PASSWORD, PASSWORD, PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("2 API token(s) revoked"));
+    assert!(!token_works(&app, &first).await);
+    assert!(!token_works(&app, &second).await);
+
+    let (_, third) = create_token(&app, PASSWORD).await;
+    let third = third.unwrap();
+    let page = app.get_page("/account").await;
+    assert!(page.contains("revokes your API tokens"), "the page says so");
+    let r = app
+        .post_form(
+            "/account/sign-out-everywhere",
+            &[("csrf_token", csrf_token(&page).as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        !token_works(&app, &third).await,
+        "Sign out everywhere revoked it"
     );
 }

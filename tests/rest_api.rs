@@ -30,6 +30,7 @@ async fn token_from_account_page(app: &TestApp, email: &str) -> String {
         .form(&[
             ("csrf_token", csrf_token(&page).as_str()),
             ("name", "terraform"),
+            ("current_password", PASSWORD),
         ])
         .send()
         .await

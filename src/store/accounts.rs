@@ -78,19 +78,57 @@ pub async fn create_user(
     tx: &mut Transaction<'_, Postgres>,
     email: &Email,
     password_hash: &str,
+    via: CreatedVia,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
-    sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
-        .bind(id)
-        .bind(email.as_str())
-        .bind(password_hash)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| match violated_constraint(&e) {
-            Some("users_email_key") => Error::EmailTaken,
-            _ => Error::Database(e),
-        })?;
+    sqlx::query(
+        "insert into users (id, email, password_hash, created_via) values ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(email.as_str())
+    .bind(password_hash)
+    .bind(via.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("users_email_key") => Error::EmailTaken,
+        _ => Error::Database(e),
+    })?;
     Ok(id)
+}
+
+/// How an account was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreatedVia {
+    /// `cloudpki admin create-user`.
+    Operator,
+    /// The first-run setup link.
+    Setup,
+    /// Accepting an invitation (nothing proves who controls the mailbox).
+    Invitation,
+}
+
+impl CreatedVia {
+    fn as_str(self) -> &'static str {
+        match self {
+            CreatedVia::Operator => "operator",
+            CreatedVia::Setup => "setup",
+            CreatedVia::Invitation => "invitation",
+        }
+    }
+}
+
+/// An existing account by email, and whether an admin command (or the first-run setup) made it.
+pub async fn user_by_email_for_operator(
+    tx: &mut Transaction<'_, Postgres>,
+    email: &Email,
+) -> Result<Option<(Uuid, bool)>, Error> {
+    Ok(sqlx::query_as(
+        "select id, created_via in ('operator', 'setup') from users where email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(&mut **tx)
+    .await?)
 }
 
 /// Adds (or changes) a user's role in a subscription.

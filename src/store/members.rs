@@ -83,6 +83,9 @@ pub async fn set_role(
             .execute(&mut *tx)
             .await?
             .rows_affected();
+    if role != Role::Admin {
+        revoke_invites_sent_by(&mut tx, subscription_id, user_id).await?;
+    }
     tx.commit().await?;
     Ok(if n == 1 {
         Change::Done
@@ -103,12 +106,49 @@ pub async fn remove(pool: &PgPool, subscription_id: Uuid, user_id: Uuid) -> Resu
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    revoke_invites_sent_by(&mut tx, subscription_id, user_id).await?;
     tx.commit().await?;
     Ok(if n == 1 {
         Change::Done
     } else {
         Change::NotMember
     })
+}
+
+/// Revokes the open invitations an administrator sent for a subscription (they were removed
+/// or are no longer an administrator of it).
+async fn revoke_invites_sent_by(
+    tx: &mut Transaction<'_, Postgres>,
+    subscription_id: Uuid,
+    user_id: Uuid,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "update invites set revoked_at = now()
+         where subscription_id = $1 and invited_by = $2
+           and accepted_at is null and revoked_at is null",
+    )
+    .bind(subscription_id)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// Revokes one open invitation of a subscription; its email address when it was open.
+pub async fn revoke_invite(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    invite_id: Uuid,
+) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "update invites set revoked_at = now()
+         where id = $2 and subscription_id = $1 and accepted_at is null and revoked_at is null
+         returning email",
+    )
+    .bind(subscription_id)
+    .bind(invite_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Stores an invitation.
@@ -118,13 +158,15 @@ pub async fn create_invite(
     email: &str,
     role: Role,
     digest: &[u8],
-    invited_by_email: &str,
+    invited_by: (Uuid, &str),
     expires_at: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
+    let (invited_by, invited_by_email) = invited_by;
     let id = Uuid::new_v4();
     sqlx::query(
-        "insert into invites (id, subscription_id, email, role, token_digest, invited_by_email, expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into invites (id, subscription_id, email, role, token_digest, invited_by_email,
+                              expires_at, invited_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(subscription_id)
@@ -133,6 +175,7 @@ pub async fn create_invite(
     .bind(digest)
     .bind(invited_by_email)
     .bind(expires_at)
+    .bind(invited_by)
     .execute(pool)
     .await?;
     Ok(id)
@@ -148,7 +191,10 @@ pub async fn open_invites(
         "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
                 i.invited_by_email, i.expires_at
          from invites i join subscriptions s on s.id = i.subscription_id
-         where i.subscription_id = $1 and i.accepted_at is null and i.expires_at > $2
+         where i.subscription_id = $1 and i.accepted_at is null and i.revoked_at is null and i.expires_at > $2
+           and exists (select 1 from memberships m
+                       where m.subscription_id = i.subscription_id and m.role = 'admin'
+                         and m.user_id = i.invited_by)
          order by i.created_at desc",
     )
     .bind(subscription_id)
@@ -167,7 +213,10 @@ pub async fn invite(
         "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
                 i.invited_by_email, i.expires_at
          from invites i join subscriptions s on s.id = i.subscription_id
-         where i.token_digest = $1 and i.accepted_at is null and i.expires_at > $2",
+         where i.token_digest = $1 and i.accepted_at is null and i.revoked_at is null and i.expires_at > $2
+           and exists (select 1 from memberships m
+                       where m.subscription_id = i.subscription_id and m.role = 'admin'
+                         and m.user_id = i.invited_by)",
     )
     .bind(digest)
     .bind(now)
@@ -184,7 +233,10 @@ pub async fn accept(
     now: DateTime<Utc>,
 ) -> Result<bool, Error> {
     let n = sqlx::query(
-        "update invites set accepted_at = $2 where id = $1 and accepted_at is null and expires_at > $2",
+        "update invites i set accepted_at = $2 where i.id = $1 and i.accepted_at is null and i.revoked_at is null and i.expires_at > $2
+             and exists (select 1 from memberships m
+                         where m.subscription_id = i.subscription_id and m.role = 'admin'
+                           and m.user_id = i.invited_by)",
     )
     .bind(invite.id)
     .bind(now)

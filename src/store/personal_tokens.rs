@@ -68,6 +68,17 @@ pub async fn revoke(pool: &PgPool, id: Uuid, owner: Option<Uuid>) -> Result<bool
     Ok(n == 1)
 }
 
+/// Revokes every live token of a user (Sign out everywhere, a password change); how many.
+pub async fn revoke_all_of(pool: &PgPool, user_id: Uuid) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "update personal_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
+    )
+    .bind(user_id)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// The user of a live token, noting its use.
 pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Option<TokenUser>, Error> {
     Ok(sqlx::query_as(

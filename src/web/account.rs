@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use super::{
-    auth::{CsrfForm, Guess, THROTTLE_WINDOW_MINUTES},
+    auth::{Guess, THROTTLE_WINDOW_MINUTES},
     session::{self, CurrentUser},
     Layout, WebError,
 };
@@ -36,6 +36,34 @@ struct TokenView {
     last_used: String,
 }
 
+/// The form that creates a personal API token: a name, and the current password again (a
+/// session alone, such as a stolen cookie, must not mint a credential that outlives it).
+#[derive(Deserialize)]
+struct ApiTokenForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    current_password: String,
+}
+
+/// Sign out everywhere: API tokens go too unless `keep_api_tokens` is ticked.
+#[derive(Deserialize)]
+struct SignOutForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    keep_api_tokens: Option<String>,
+}
+
+/// What is wrong with a token request, per field.
+#[derive(Default)]
+struct TokenErrors {
+    name: Option<String>,
+    current_password: Option<String>,
+}
+
 #[derive(Default)]
 struct PasswordErrors {
     current_password: Option<String>,
@@ -55,6 +83,7 @@ struct AccountPage {
     /// A token just created: shown on this answer only.
     new_token: Option<String>,
     token_name_error: Option<String>,
+    token_password_error: Option<String>,
 }
 
 async fn render(
@@ -64,7 +93,16 @@ async fn render(
     status: Option<String>,
     errors: PasswordErrors,
 ) -> Result<Response, WebError> {
-    render_with_token(state, user, status_code, status, errors, None, None).await
+    render_with_token(
+        state,
+        user,
+        status_code,
+        status,
+        errors,
+        None,
+        TokenErrors::default(),
+    )
+    .await
 }
 
 async fn render_with_token(
@@ -74,7 +112,7 @@ async fn render_with_token(
     status: Option<String>,
     errors: PasswordErrors,
     new_token: Option<String>,
-    token_name_error: Option<String>,
+    token_errors: TokenErrors,
 ) -> Result<Response, WebError> {
     let tokens = store::personal_tokens::list(state.pool(), user.user_id)
         .await?
@@ -96,7 +134,8 @@ async fn render_with_token(
         errors,
         tokens,
         new_token,
-        token_name_error,
+        token_name_error: token_errors.name,
+        token_password_error: token_errors.current_password,
     };
     Ok((status_code, Html(page.render()?)).into_response())
 }
@@ -125,6 +164,8 @@ struct PasswordForm {
     new_password: String,
     #[serde(default)]
     new_password_confirm: String,
+    #[serde(default)]
+    keep_api_tokens: Option<String>,
 }
 
 async fn change_password(
@@ -176,13 +217,18 @@ async fn change_password(
     let keep = session::cookie(&headers, session::SESSION_COOKIE).map(crypto::token_digest);
     let ended =
         store::accounts::end_sessions_of(state.pool(), user.user_id, keep.as_deref()).await?;
-    tracing::info!(user_id = %user.user_id, other_sessions_ended = ended, "password changed");
+    let revoked = if form.keep_api_tokens.is_some() {
+        0
+    } else {
+        store::personal_tokens::revoke_all_of(state.pool(), user.user_id).await?
+    };
+    tracing::info!(user_id = %user.user_id, other_sessions_ended = ended, api_tokens_revoked = revoked, "password changed");
     render(
         &state,
         &user,
         StatusCode::OK,
         Some(format!(
-            "Password changed. {ended} other session(s) were signed out."
+            "Password changed. {ended} other session(s) were signed out and {revoked} API token(s) revoked."
         )),
         PasswordErrors::default(),
     )
@@ -193,35 +239,60 @@ async fn sign_out_everywhere(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<SignOutForm>,
 ) -> Result<Response, WebError> {
     user.check_csrf(&form.csrf_token)?;
     let ended = store::accounts::end_sessions_of(state.pool(), user.user_id, None).await?;
-    tracing::info!(user_id = %user.user_id, sessions_ended = ended, "signed out everywhere");
+    let revoked = if form.keep_api_tokens.is_some() {
+        0
+    } else {
+        store::personal_tokens::revoke_all_of(state.pool(), user.user_id).await?
+    };
+    tracing::info!(user_id = %user.user_id, sessions_ended = ended, api_tokens_revoked = revoked, "signed out everywhere");
     super::auth::signed_out(&state, &headers).await
 }
 
-/// Creates a personal API token and shows it once.
+/// Creates a personal API token and shows it once, after the current password.
 async fn create_token(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     user: CurrentUser,
-    Form(form): Form<super::TokenForm>,
+    headers: HeaderMap,
+    Form(form): Form<ApiTokenForm>,
 ) -> Result<Response, WebError> {
     user.check_csrf(&form.csrf_token)?;
-    let name = match super::token_name(&form.name) {
-        Ok(name) => name,
-        Err(e) => {
-            return render_with_token(
-                &state,
-                &user,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                PasswordErrors::default(),
-                None,
-                Some(e),
-            )
-            .await
+    let mut errors = TokenErrors::default();
+    let name = super::token_name(&form.name)
+        .map_err(|e| errors.name = Some(e))
+        .ok();
+    if form.current_password.is_empty() {
+        errors.current_password = Some("Enter your current password to create a token.".into());
+    } else {
+        // A password guess like any other: same allowance and bound as signing in.
+        let client_ip = super::client_ip(&state, peer, &headers);
+        match super::auth::check_password(&state, &user.email, &client_ip, form.current_password)
+            .await?
+        {
+            Guess::Right(_) => {}
+            Guess::Wrong => {
+                errors.current_password = Some("This is not your current password.".into());
+            }
+            Guess::Throttled => return Err(WebError::TooManyRequests(format!(
+                "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+            ))),
         }
+    }
+    let Some(name) = name.filter(|_| errors.current_password.is_none()) else {
+        return render_with_token(
+            &state,
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            PasswordErrors::default(),
+            None,
+            errors,
+        )
+        .await;
     };
     let token = crypto::random_token();
     store::personal_tokens::create(
@@ -239,7 +310,7 @@ async fn create_token(
         Some("Token created. Copy it now: it is shown only this once.".into()),
         PasswordErrors::default(),
         Some(token),
-        None,
+        TokenErrors::default(),
     )
     .await
 }

@@ -328,7 +328,9 @@ async fn setup(
         return Err(WebError::NotFound);
     }
     let subscription_id = store::accounts::create_subscription(&mut tx, &name).await?;
-    let user_id = store::accounts::create_user(&mut tx, &email, &hash).await?;
+    let user_id =
+        store::accounts::create_user(&mut tx, &email, &hash, store::accounts::CreatedVia::Setup)
+            .await?;
     store::accounts::upsert_membership(&mut tx, user_id, subscription_id, Role::Admin).await?;
     tx.commit().await.map_err(store::Error::from)?;
     tracing::info!(%user_id, %subscription_id, "first administrator created through the setup link");

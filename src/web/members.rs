@@ -39,6 +39,10 @@ pub fn router() -> Router<AppState> {
         .route("/subscriptions/{id}/members/invite", post(invite))
         .route("/subscriptions/{id}/members/role", post(change_role))
         .route("/subscriptions/{id}/members/remove", post(remove))
+        .route(
+            "/subscriptions/{id}/members/invites/revoke",
+            post(revoke_invite),
+        )
         .route("/invite/{token}", get(invite_page).post(accept))
 }
 
@@ -50,6 +54,7 @@ struct MemberView {
 }
 
 struct InviteView {
+    id: String,
     email: String,
     role: String,
     by: String,
@@ -101,6 +106,7 @@ async fn render(
         .await?
         .into_iter()
         .map(|i| InviteView {
+            id: i.id.to_string(),
             email: i.email,
             role: i.role,
             by: i.invited_by_email,
@@ -189,7 +195,7 @@ async fn invite(
         email.as_str(),
         role,
         &crypto::token_digest(&token),
-        &user.email,
+        (user.user_id, &user.email),
         expires_at,
     )
     .await?;
@@ -379,6 +385,57 @@ async fn remove(
     .await
 }
 
+#[derive(Deserialize)]
+struct RevokeInviteForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    invite_id: String,
+}
+
+/// Revokes an open invitation: its link stops working at once.
+async fn revoke_invite(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeInviteForm>,
+) -> Result<Response, WebError> {
+    let membership = admin_of(&state, &user, &id).await?;
+    user.check_csrf(&form.csrf_token)?;
+    let sub = membership.subscription_id;
+    let revoked = match Uuid::parse_str(form.invite_id.trim()) {
+        Ok(invite) => store::members::revoke_invite(state.pool(), sub, invite).await?,
+        Err(_) => None,
+    };
+    let Some(email) = revoked else {
+        return render(
+            &state,
+            &user,
+            membership,
+            StatusCode::NOT_FOUND,
+            Some((
+                "error",
+                "No such open invitation (it may be accepted, expired or revoked already).".into(),
+            )),
+            None,
+            None,
+        )
+        .await;
+    };
+    let done = format!("Revoked the invitation of {email}");
+    history(&state, &user, sub, done.clone()).await?;
+    render(
+        &state,
+        &user,
+        membership,
+        StatusCode::OK,
+        Some(("ok", format!("{done}: its link no longer works."))),
+        None,
+        None,
+    )
+    .await
+}
+
 async fn member_email(state: &AppState, sub: Uuid, member: Uuid) -> Result<String, WebError> {
     Ok(store::members::members(state.pool(), sub)
         .await?
@@ -394,7 +451,6 @@ struct InvitePage {
     subscription: String,
     email: String,
     role: String,
-    has_account: bool,
     error: Option<String>,
 }
 
@@ -408,16 +464,13 @@ async fn invite_page(
     else {
         return Err(WebError::NotFound);
     };
-    let has_account = store::accounts::find_user_by_email(state.pool(), &invite.email)
-        .await?
-        .is_some();
+    // One form whether or not the address has an account: the page reveals neither.
     let (csrf, cookie) = session::anonymous_csrf(&state, &headers);
     let page = InvitePage {
         layout: Layout::anonymous(csrf, "Accept the invitation"),
         subscription: invite.subscription_name,
         email: invite.email,
         role: invite.role,
-        has_account,
         error: None,
     };
     let mut response = Html(page.render()?).into_response();
@@ -452,14 +505,13 @@ async fn accept(
         return Err(WebError::NotFound);
     };
     let existing = store::accounts::find_user_by_email(state.pool(), &invite.email).await?;
-    let again = |error: String, has_account: bool| {
+    let again = |error: String| {
         let (csrf, _) = session::anonymous_csrf(&state, &headers);
         let page = InvitePage {
             layout: Layout::anonymous(csrf, "Accept the invitation"),
             subscription: invite.subscription_name.clone(),
             email: invite.email.clone(),
             role: invite.role.clone(),
-            has_account,
             error: Some(error),
         };
         page.render()
@@ -474,30 +526,33 @@ async fn accept(
                 Guess::Throttled => {
                     return again(
                         "Too many wrong passwords: wait a few minutes, then try again.".into(),
-                        true,
                     )
                 }
-                Guess::Wrong => {
-                    return again("That is not the password of this account.".into(), true)
-                }
+                Guess::Wrong => return again("That is not the password of this account.".into()),
             }
         }
         None => {
             let password = match NewPassword::parse(&form.password) {
                 Ok(p) => p,
-                Err(e) => return again(e, false),
+                Err(e) => return again(e),
             };
             if form.password != form.password_confirm {
                 return again(
-                    "The two passwords differ; type the same password twice.".into(),
-                    false,
+                    "The two passwords differ; to create your account, type the same password twice."
+                        .into(),
                 );
             }
             let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
             let email =
                 Email::parse(&invite.email).map_err(|e| WebError::Internal(anyhow::anyhow!(e)))?;
             let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-            let id = store::accounts::create_user(&mut tx, &email, &hash).await?;
+            let id = store::accounts::create_user(
+                &mut tx,
+                &email,
+                &hash,
+                store::accounts::CreatedVia::Invitation,
+            )
+            .await?;
             tx.commit().await.map_err(store::Error::from)?;
             id
         }

@@ -344,7 +344,10 @@ impl TestApp {
     ) -> Uuid {
         let id = Uuid::new_v4();
         let hash = cloudpki::crypto::hash_password(password);
-        sqlx::query("insert into users (id, email, password_hash) values ($1, $2, $3)")
+        // As `cloudpki admin create-user` makes it.
+        sqlx::query(
+            "insert into users (id, email, password_hash, created_via) values ($1, $2, $3, 'operator')",
+        )
             .bind(id)
             .bind(email)
             .bind(hash)
