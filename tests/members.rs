@@ -280,6 +280,14 @@ async fn with_smtp_the_invitation_is_emailed_and_never_shown() {
     assert!(page_with(&colleague, &link)
         .await
         .contains("Password again (new accounts only)"));
+    // Once sent, the stored message keeps no link: it is a credential.
+    let kept: i64 = sqlx::query_scalar(
+        "select count(*) from notifications where text_body like '%/invite/%' or html_body like '%/invite/%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 0);
 }
 
 /// The link of a new invitation (no SMTP: shown once on the answer).

@@ -697,3 +697,118 @@ async fn an_unreadable_signing_secret_stops_sending_instead_of_signing_with_a_ma
     );
     assert_eq!(p.app.queued().await, 1, "the event is kept");
 }
+
+#[tokio::test]
+async fn a_webhook_url_saved_before_queries_were_sealed_never_shows_its_query() {
+    let p = portal().await;
+    let hook = FakeWebhook::start(&[]).await;
+    let url = format!("{}?token=0ld-clear-token", hook.url());
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", hook.url().as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    // As an older version stored it: the whole URL in the clear.
+    sqlx::query(
+        "update siem_provider_fields set fields = jsonb_set(fields, '{url}', to_jsonb($1::text))
+         where provider = 'webhook'",
+    )
+    .bind(&url)
+    .execute(&p.app.pool)
+    .await
+    .unwrap();
+    sqlx::query("delete from siem_secrets where name = 'url'")
+        .execute(&p.app.pool)
+        .await
+        .unwrap();
+    let user: uuid::Uuid =
+        sqlx::query_scalar("select id from users where email = 'admin@example.com'")
+            .fetch_one(&p.app.pool)
+            .await
+            .unwrap();
+    let token = cloudpki::crypto::random_token();
+    cloudpki::store::personal_tokens::create(
+        &p.app.pool,
+        user,
+        "t",
+        &cloudpki::crypto::token_digest(&token),
+    )
+    .await
+    .unwrap();
+    let body = reqwest::Client::new()
+        .get(p.app.url(&format!("/api/v1/subscriptions/{}/siem", p.sub)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("webhook_url"), "{body}");
+    assert!(
+        !body.contains("0ld-clear-token"),
+        "the REST API shows it: {body}"
+    );
+
+    // The first save since: the history line hides the query too.
+    let (code, _) = p
+        .status_after(
+            "save",
+            &[
+                ("siem_enabled", "on"),
+                ("provider", "webhook"),
+                ("webhook_url", url.as_str()),
+            ],
+        )
+        .await;
+    assert!(code == 200 || code == 303, "{code}");
+    let history: Vec<String> =
+        sqlx::query_scalar("select changes::text from siem_settings_history")
+            .fetch_all(&p.app.pool)
+            .await
+            .unwrap();
+    assert!(
+        history.iter().all(|h| !h.contains("0ld-clear-token")),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_held_after_a_test_keep_no_address_in_the_clear() {
+    let p = portal().await;
+    let hook = FakeWebhook::start_with(support::fake_webhook::ReceiverOptions {
+        secrets: Vec::new(),
+        required_header: None,
+    })
+    .await;
+    let url = format!("{}?token=held-query-token", hook.url());
+    let _ = p
+        .status_after(
+            "test",
+            &[
+                ("provider", "webhook"),
+                ("webhook_url", url.as_str()),
+                ("webhook_headers", "Authorization: Bearer receiver-token"),
+            ],
+        )
+        .await;
+    let held: Vec<String> = sqlx::query_scalar("select addresses::text from tested_secrets")
+        .fetch_all(&p.app.pool)
+        .await
+        .unwrap();
+    assert!(
+        !held.is_empty(),
+        "the typed headers are held for Save changes"
+    );
+    assert!(
+        held.iter()
+            .all(|a| !a.contains("held-query-token") && !a.contains("127.0.0.1")),
+        "{held:?}"
+    );
+}

@@ -373,8 +373,21 @@ pub async fn claim_due(
 }
 
 /// Marks a message sent (`via` = `smtp` or `logged`).
+/// An invitation's link is a credential: once the message is sent (or recorded without SMTP),
+/// its bodies keep no link.
 pub async fn mark_sent(pool: &PgPool, id: i64, now: DateTime<Utc>, via: &str) -> Result<(), Error> {
-    sqlx::query("update notifications set sent_at = $2, sent_via = $3, sending_until = null, last_error = null where id = $1")
+    sqlx::query(
+        "update notifications set sent_at = $2, sent_via = $3, sending_until = null, last_error = null,
+            text_body = case when kind = 'invite'
+                then regexp_replace(text_body, 'https?://[^[:space:]\"<>]*/invite/[^[:space:]\"<>]+',
+                                    '[invitation link removed after sending]', 'g')
+                else text_body end,
+            html_body = case when kind = 'invite'
+                then regexp_replace(html_body, 'https?://[^[:space:]\"<>]*/invite/[^[:space:]\"<>]+',
+                                    '[invitation link removed after sending]', 'g')
+                else html_body end
+         where id = $1",
+    )
         .bind(id)
         .bind(now)
         .bind(via)

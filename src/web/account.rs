@@ -277,9 +277,11 @@ async fn create_token(
             Guess::Wrong => {
                 errors.current_password = Some("This is not your current password.".into());
             }
-            Guess::Throttled => return Err(WebError::TooManyRequests(format!(
+            Guess::Throttled => {
+                return Err(WebError::TooManyRequests(format!(
                 "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
-            ))),
+            )))
+            }
         }
     }
     let Some(name) = name.filter(|_| errors.current_password.is_none()) else {

@@ -1093,9 +1093,15 @@ async fn hold_tested(
     if typed.is_empty() {
         return Ok(false);
     }
-    let addresses: BTreeMap<&str, &str> = provider
+    // Only digests of the addresses are kept: a URL may carry a credential in its query.
+    let addresses: BTreeMap<&str, String> = provider
         .address_fields()
-        .map(|field| (field.name, values.get(field.name).map_or("", |v| v.trim())))
+        .map(|field| {
+            (
+                field.name,
+                address_digest(values.get(field.name).map_or("", |v| v.trim())),
+            )
+        })
         .collect();
     let plain = serde_json::to_vec(&typed).map_err(anyhow::Error::from)?;
     let sealed = state
@@ -1114,6 +1120,12 @@ async fn hold_tested(
     Ok(true)
 }
 
+/// How a tested address is kept: its SHA-256, hex.
+fn address_digest(address: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(address.as_bytes()))
+}
+
 /// Before Save changes: secret fields left blank take the secrets this session just tested,
 /// if the address fields are still the ones they were tested against.
 async fn reuse_tested(
@@ -1130,11 +1142,8 @@ async fn reuse_tested(
         return Ok(());
     };
     let same_addresses = provider.address_fields().all(|field| {
-        held.addresses
-            .get(field.name)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            == values.get(field.name).map_or("", |v| v.trim())
+        held.addresses.get(field.name).and_then(|v| v.as_str())
+            == Some(address_digest(values.get(field.name).map_or("", |v| v.trim())).as_str())
     });
     if !same_addresses {
         return Ok(());
@@ -1185,12 +1194,20 @@ fn describe_changes(
         let old = stored.fields.get(name);
         let now = new.fields.get(name);
         if old != now {
-            changes.push(format!(
-                "{} changed from {} to {}",
-                field_label(new.provider, name),
-                old.map_or("none", String::as_str),
-                now.map_or("none", String::as_str)
-            ));
+            // A URL's query may carry a credential: the history never shows its values.
+            let shown = |value: Option<&String>| match value {
+                None => "none".to_owned(),
+                Some(v) => {
+                    url::Url::parse(v).map_or_else(|_| v.clone(), |u| config::hide_query_values(&u))
+                }
+            };
+            let label = field_label(new.provider, name);
+            let (old, now) = (shown(old), shown(now));
+            changes.push(if old == now {
+                format!("{label} changed (its query's values are not shown)")
+            } else {
+                format!("{label} changed from {old} to {now}")
+            });
         }
     }
     for (name, value, hint) in &new.new_secrets {

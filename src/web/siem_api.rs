@@ -140,6 +140,10 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
             if let Some(value) = stored.fields.get(field.name) {
                 let value = match field.kind {
                     FieldKind::Check => json!(value == "on"),
+                    // A query may carry a credential (URLs saved before queries were sealed
+                    // hold it in the clear): its values are never shown.
+                    FieldKind::Url => json!(url::Url::parse(value)
+                        .map_or_else(|_| value.clone(), |u| config::hide_query_values(&u))),
                     _ => json!(value),
                 };
                 body.insert(field.name.into(), value);
