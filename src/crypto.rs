@@ -53,24 +53,50 @@ pub const MAX_CONCURRENT_HASHES: usize = 4;
 /// How long a request waits for a hashing slot before it is told to come back.
 pub const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Of those, kept for trusted callers (a signed-in user, an account that signed in lately, a
+/// holder of a one-time link), so a flood of anonymous guesses cannot keep them all at 503.
+pub const RESERVED_HASHES: usize = 1;
+
 static HASH_SLOTS: tokio::sync::Semaphore =
-    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES - RESERVED_HASHES);
+static RESERVED_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RESERVED_HASHES);
+
+/// Who asks for a hash: anyone takes a shared slot; a trusted caller also the reserved ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// An anonymous guess (a sign-in for an account without a recent success).
+    Anyone,
+    /// A signed-in user, an account that signed in lately, a one-time link's holder.
+    Trusted,
+}
 
 /// Every hashing slot stayed taken for [`HASH_QUEUE_WAIT`]: answer 503 with `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is busy checking passwords; try again in a moment")]
 pub struct HashingBusy;
 
-async fn hashing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, HashingBusy> {
-    match tokio::time::timeout(HASH_QUEUE_WAIT, HASH_SLOTS.acquire()).await {
+async fn hashing_slot(
+    caller: Caller,
+) -> Result<tokio::sync::SemaphorePermit<'static>, HashingBusy> {
+    let wait = async {
+        match caller {
+            Caller::Anyone => HASH_SLOTS.acquire().await,
+            Caller::Trusted => tokio::select! {
+                permit = HASH_SLOTS.acquire() => permit,
+                permit = RESERVED_SLOTS.acquire() => permit,
+            },
+        }
+    };
+    match tokio::time::timeout(HASH_QUEUE_WAIT, wait).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(HashingBusy),
     }
 }
 
-/// Hashes on a blocking thread, within the hashing bound.
+/// Hashes on a blocking thread, within the hashing bound. Every caller holds a credential
+/// (a session, a one-time link, the command line), so it may use the reserved slots.
 pub async fn hash_password_blocking(password: String) -> Result<String, HashingBusy> {
-    let _slot = hashing_slot().await?;
+    let _slot = hashing_slot(Caller::Trusted).await?;
     Ok(
         tokio::task::spawn_blocking(move || hash_password(&password))
             .await
@@ -84,8 +110,9 @@ pub async fn hash_password_blocking(password: String) -> Result<String, HashingB
 pub async fn verify_password_blocking(
     password: String,
     phc: Option<String>,
+    caller: Caller,
 ) -> Result<bool, HashingBusy> {
-    let _slot = hashing_slot().await?;
+    let _slot = hashing_slot(caller).await?;
     Ok(tokio::task::spawn_blocking(move || match phc {
         Some(phc) => verify_password(&password, &phc),
         None => {
@@ -293,14 +320,30 @@ mod tests {
     #[tokio::test]
     async fn hashing_past_the_bound_answers_busy_instead_of_queueing_without_limit() {
         let held = HASH_SLOTS
-            .acquire_many(MAX_CONCURRENT_HASHES as u32)
+            .acquire_many((MAX_CONCURRENT_HASHES - RESERVED_HASHES) as u32)
             .await
             .expect("slots");
         assert_eq!(
-            verify_password_blocking("pw".into(), None).await,
+            verify_password_blocking("pw".into(), None, Caller::Anyone).await,
             Err(HashingBusy)
         );
-        drop(held);
-        assert_eq!(verify_password_blocking("pw".into(), None).await, Ok(false));
+        // A flood of anonymous guesses holds every shared slot: trusted callers still get in.
+        assert_eq!(
+            verify_password_blocking("pw".into(), None, Caller::Trusted).await,
+            Ok(false)
+        );
+        let reserved = RESERVED_SLOTS
+            .acquire_many(RESERVED_HASHES as u32)
+            .await
+            .expect("reserved");
+        assert_eq!(
+            verify_password_blocking("pw".into(), None, Caller::Trusted).await,
+            Err(HashingBusy)
+        );
+        drop((held, reserved));
+        assert_eq!(
+            verify_password_blocking("pw".into(), None, Caller::Anyone).await,
+            Ok(false)
+        );
     }
 }

@@ -202,6 +202,32 @@ async fn behind_a_trusted_proxy_throttling_keys_on_the_forwarded_client() {
     );
 }
 
+#[tokio::test]
+async fn an_ipv6_client_is_throttled_by_its_64_not_per_address() {
+    let mut env = support::test_env();
+    env.insert("CLOUDPKI_TRUSTED_PROXIES".into(), "127.0.0.1".into());
+    let app = TestApp::spawn_with(env).await;
+    for i in 0..20 {
+        // A flood that picks a new address of its /64 for every guess.
+        let from = format!("2001:db8:1:2::{:x}", i + 1);
+        let email = format!("user{i}@example.com");
+        assert_eq!(
+            login_from(&app, &from, &email, "wrong password!").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&app, "2001:db8:1:2:ffff::9", "someone@example.com", "x").await,
+        429,
+        "the whole /64 is throttled"
+    );
+    assert_eq!(
+        login_from(&app, "2001:db8:1:3::1", "someone@example.com", "x").await,
+        401,
+        "the next /64 is not"
+    );
+}
+
 /// Creates a personal API token on the Account page; the answer's status and the token.
 async fn create_token(app: &TestApp, password: &str) -> (u16, Option<String>) {
     let csrf = csrf_token(&app.get_page("/account").await);

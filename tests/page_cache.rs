@@ -120,3 +120,29 @@ async fn with_the_page_cache_off_every_view_reads_the_database() {
     assert!(!app.state.page_cache().is_live(), "no listener runs");
     assert!(!app.state.page_cache().keeps_page(sub));
 }
+
+#[tokio::test]
+async fn refused_posts_drop_nothing_the_cache_keeps() {
+    let (app, sub) = TestApp::signed_in_admin(PASSWORD).await;
+    let cache = app.state.page_cache().clone();
+    until("the listener connects", || cache.is_live()).await;
+    let path = format!("/subscriptions/{sub}/settings");
+    app.get_page(&path).await;
+    assert!(cache.keeps_page(sub));
+    // An anonymous flood: posts without a session or a CSRF token, to pages and to nothing.
+    let anonymous = support::new_client();
+    for target in [path.as_str(), "/login", "/nowhere", "/account/tokens"] {
+        let r = anonymous
+            .post(app.url(target))
+            .form(&[("csrf_token", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_client_error() || support::location(&r) == "/login",
+            "{target}: {}",
+            r.status()
+        );
+    }
+    assert!(cache.keeps_page(sub), "a refused post flushed the cache");
+}

@@ -170,3 +170,58 @@ async fn recent_events_are_paged_fifty_at_a_time() {
     assert_eq!(seqs, ["5", "4", "3", "2", "1"]);
     assert!(texts(&second, "#older-events").is_empty());
 }
+
+#[tokio::test]
+async fn filtering_by_a_rare_event_id_reads_by_index_at_a_million_events() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Big").await;
+    // A million routine events and one rare one, the oldest.
+    sqlx::query(
+        "insert into audit_events (subscription_id, seq, id, event_id, occurred_at, recorded_at)
+         select $1, g, gen_random_uuid(), case when g = 1 then 4888 else 12 end, now(), now()
+         from generate_series(1, 1000000) g",
+    )
+    .bind(sub)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze audit_events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The High criticality's Event IDs, as the page asks for them.
+    let high: Vec<i32> = cloudpki::domain::events::catalog()
+        .iter()
+        .filter(|e| e.criticality.as_str() == "High")
+        .map(|e| e.id.get() as i32)
+        .collect();
+    for ids in [vec![4888], high] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "explain (analyze, costs off) {}",
+            cloudpki::store::events::RECENT_FILTERED_SQL
+        ))
+        .bind(sub)
+        .bind("datadog")
+        .bind(None::<i64>)
+        .bind(&ids)
+        .bind(50i64)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{ids:?}:\n{plan}");
+        let removed: u64 = plan
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Rows Removed by Filter: "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        assert!(
+            removed < 1000,
+            "{ids:?} walks the log ({removed} rows passed over):\n{plan}"
+        );
+    }
+    sqlx::query("truncate audit_events cascade")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}

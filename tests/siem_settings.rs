@@ -921,3 +921,49 @@ async fn settings_saved_as_form_values_are_migrated_to_typed_settings_that_read_
         assert_eq!(form, expected, "{provider}");
     }
 }
+
+#[tokio::test]
+async fn a_readers_repeated_refused_posts_are_one_counted_history_row() {
+    let f = fixture().await;
+    f.app
+        .create_user("reader@example.com", PASSWORD, f.sub, "reader")
+        .await;
+    let reader = support::new_client();
+    support::login_with(&reader, &f.app.base_url, "reader@example.com", PASSWORD).await;
+    let page = reader
+        .get(f.app.url(&f.path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = support::input_value(&page, "csrf_token").unwrap_or_else(|| panic!("{page}"));
+    for _ in 0..30 {
+        let r = reader
+            .post(f.app.url(&f.path))
+            .form(&[
+                ("siem_enabled", "on"),
+                ("provider", "datadog"),
+                ("csrf_token", csrf.as_str()),
+                ("action", "save"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let (rows, total): (i64, i64) = sqlx::query_as(
+        "select count(*), sum(repeats)::bigint from siem_settings_history
+         where subscription_id = $1 and outcome = 'denied'",
+    )
+    .bind(f.sub)
+    .fetch_one(&f.app.pool)
+    .await
+    .unwrap();
+    assert!(rows <= 2, "{rows} rows (one per minute at most)");
+    assert_eq!(total, 30, "every attempt is counted");
+    // The fixture's own client is the admin.
+    let history = texts(&f.app.get_page(&f.path).await, "table.history td").join(" ");
+    assert!(history.contains("times within the minute"), "{history}");
+}

@@ -172,6 +172,31 @@ pub struct DestinationCursor {
     pub unsent_to_seq: Option<i64>,
 }
 
+/// The latest events of a subscription below `$3` (a `seq`; null: the newest), with the parked
+/// rows of destination `$2`: a backward index range scan of `audit_events_pkey`.
+pub const RECENT_SQL: &str = "
+    select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
+           p.state as parked_state, p.reason as parked_reason
+    from audit_events e
+    left join delivery_parked p
+      on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
+    where e.subscription_id = $1 and e.seq < coalesce($3::bigint, 9223372036854775807)
+      and ($4::int[] is null)
+    order by e.seq desc limit $5";
+
+/// [`RECENT_SQL`] for the Event IDs `$4` only. With `audit_events_event_id_idx` the planner,
+/// knowing the wanted IDs, reads a rare Event ID's events by index instead of walking the whole
+/// log backwards; a common one is still found fastest by walking the newest events.
+pub const RECENT_FILTERED_SQL: &str = "
+    select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
+           p.state as parked_state, p.reason as parked_reason
+    from audit_events e
+    left join delivery_parked p
+      on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
+    where e.subscription_id = $1 and e.seq < coalesce($3::bigint, 9223372036854775807)
+      and e.event_id = any($4::int[])
+    order by e.seq desc limit $5";
+
 /// The latest events of a subscription, newest first: `limit` of them below `before` (a
 /// `seq`), only these Event IDs when `event_ids` is given; with the parked rows of
 /// `provider`'s destination and that destination's cursor.
@@ -183,23 +208,19 @@ pub async fn recent(
     event_ids: Option<&[i32]>,
     limit: i64,
 ) -> Result<(Vec<RecentEvent>, Option<DestinationCursor>), Error> {
-    let events = sqlx::query_as::<_, RecentEvent>(
-        "select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
-                p.state as parked_state, p.reason as parked_reason
-         from audit_events e
-         left join delivery_parked p
-           on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
-         where e.subscription_id = $1 and ($3::bigint is null or e.seq < $3)
-           and ($4::int[] is null or e.event_id = any($4))
-         order by e.seq desc limit $5",
-    )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(before)
-    .bind(event_ids)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let sql = if event_ids.is_some() {
+        RECENT_FILTERED_SQL
+    } else {
+        RECENT_SQL
+    };
+    let events = sqlx::query_as::<_, RecentEvent>(sql)
+        .bind(subscription_id)
+        .bind(provider)
+        .bind(before)
+        .bind(event_ids)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     let cursor = sqlx::query_as::<_, DestinationCursor>(
         "select cursor, off_at_seq, paused_reason is not null as paused, send_event_ids,
                 unsent_from_seq, unsent_to_seq

@@ -235,7 +235,10 @@ pub async fn settings_page(
                      'hint', x.hint, 'expires_on', x.expires_on))
                  from siem_secrets x where x.subscription_id = cur.sub) as secrets,
                 (select json_agg(h) from (
-                     select user_email, outcome, changes, at from siem_settings_history
+                     select user_email, outcome, case when repeats > 1
+                                then changes || jsonb_build_array(repeats || ' times within the minute')
+                                else changes end as changes, at
+                     from siem_settings_history
                      where subscription_id = cur.sub order by at desc, id desc limit $5) h) as history,
                 {}
          from se cross join cur left join m on true left join st on true",

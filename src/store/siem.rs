@@ -138,9 +138,14 @@ pub async fn record_history(
     outcome: &str,
     changes: &[String],
 ) -> Result<(), Error> {
+    // Refused attempts coalesce: one row per actor, attempt and minute, counted.
     sqlx::query(
-        "insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
-         values ($1, $2, $3, $4, $5)",
+        "insert into siem_settings_history
+            (subscription_id, user_id, user_email, outcome, changes, denied_minute)
+         values ($1, $2, $3, $4, $5,
+                 case when $4 = 'denied' then date_trunc('minute', now()) end)
+         on conflict (subscription_id, user_id, denied_minute, changes) where outcome = 'denied'
+         do update set repeats = siem_settings_history.repeats + 1, at = excluded.at",
     )
     .bind(subscription_id)
     .bind(user_id)
@@ -159,7 +164,10 @@ pub async fn history(
     limit: i64,
 ) -> Result<Vec<HistoryRow>, Error> {
     Ok(sqlx::query_as::<_, HistoryRow>(
-        "select user_email, outcome, changes, at from siem_settings_history
+        "select user_email, outcome, case when repeats > 1
+                    then changes || jsonb_build_array(repeats || ' times within the minute')
+                    else changes end as changes, at
+         from siem_settings_history
          where subscription_id = $1 order by at desc, id desc limit $2",
     )
     .bind(subscription_id)

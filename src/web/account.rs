@@ -185,7 +185,7 @@ async fn change_password(
     }
     // The current password is a password guess like any other: same allowance and bound.
     let client_ip = super::client_ip(&state, peer, &headers);
-    match super::auth::check_password(&state, &user.email, &client_ip, form.current_password)
+    match super::auth::check_password(&state, &user.email, &client_ip, form.current_password, true)
         .await?
     {
         Guess::Right(_) => {}
@@ -270,8 +270,14 @@ async fn create_token(
     } else {
         // A password guess like any other: same allowance and bound as signing in.
         let client_ip = super::client_ip(&state, peer, &headers);
-        match super::auth::check_password(&state, &user.email, &client_ip, form.current_password)
-            .await?
+        match super::auth::check_password(
+            &state,
+            &user.email,
+            &client_ip,
+            form.current_password,
+            true,
+        )
+        .await?
         {
             Guess::Right(_) => {}
             Guess::Wrong => {

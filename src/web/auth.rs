@@ -106,7 +106,7 @@ async fn login(
     let email = form.email.trim().to_lowercase();
     let client_ip = super::client_ip(&state, peer, &headers);
 
-    let user = match check_password(&state, &email, &client_ip, form.password).await? {
+    let user = match check_password(&state, &email, &client_ip, form.password, false).await? {
         Guess::Right(user) => user,
         Guess::Throttled => {
             tracing::warn!(client_ip, "sign-in throttled after repeated failures");
@@ -163,12 +163,13 @@ pub(super) async fn check_password(
     email: &str,
     client_ip: &str,
     password: String,
+    signed_in: bool,
 ) -> Result<Guess, WebError> {
     let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
     let Some(attempt) = store::accounts::reserve_login_attempt(
         state.pool(),
         email,
-        client_ip,
+        &throttle_key(client_ip),
         since,
         MAX_FAILURES_PER_ACCOUNT,
         MAX_FAILURES_PER_ADDRESS,
@@ -178,12 +179,29 @@ pub(super) async fn check_password(
         return Ok(Guess::Throttled);
     };
     let user = store::accounts::find_user_by_email(state.pool(), email).await?;
-    let verified =
-        crypto::verify_password_blocking(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await;
+    // A signed-in user, or an account that proved its password lately, keeps a share of the
+    // hashing slots that a flood of guesses for random accounts cannot take.
+    let recent = Utc::now() - Duration::days(RECENT_SIGN_IN_DAYS);
+    let caller = if signed_in
+        || user
+            .as_ref()
+            .and_then(|u| u.last_sign_in_at)
+            .is_some_and(|at| at > recent)
+    {
+        crypto::Caller::Trusted
+    } else {
+        crypto::Caller::Anyone
+    };
+    let verified = crypto::verify_password_blocking(
+        password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+        caller,
+    )
+    .await;
     match (verified, user) {
         (Ok(true), Some(user)) => {
             store::accounts::release_login_attempt(state.pool(), attempt).await?;
+            store::accounts::note_sign_in(state.pool(), user.id).await?;
             Ok(Guess::Right(user))
         }
         (Ok(_), _) => Ok(Guess::Wrong),
@@ -192,6 +210,23 @@ pub(super) async fn check_password(
             store::accounts::release_login_attempt(state.pool(), attempt).await?;
             Err(busy.into())
         }
+    }
+}
+
+/// An account that signed in within this many days keeps the reserved hashing slots.
+pub const RECENT_SIGN_IN_DAYS: i64 = 30;
+
+/// What failures are counted against: an IPv4 address, or an IPv6 address's /64 (one host
+/// usually holds a whole /64, so counting single addresses would count nothing).
+pub fn throttle_key(client_ip: &str) -> String {
+    match client_ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, 64)
+                .map(|net| net.trunc().to_string())
+                .unwrap_or_else(|_| client_ip.to_owned()),
+        },
+        _ => client_ip.to_owned(),
     }
 }
 

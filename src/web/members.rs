@@ -521,7 +521,7 @@ async fn accept(
     let user_id = match existing {
         Some(_) => {
             let ip = super::client_ip(&state, peer, &headers);
-            match check_password(&state, &invite.email, &ip, form.password.clone()).await? {
+            match check_password(&state, &invite.email, &ip, form.password.clone(), false).await? {
                 Guess::Right(user) => user.id,
                 Guess::Throttled => {
                     return again(

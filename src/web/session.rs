@@ -83,7 +83,14 @@ pub enum SessionRejection {
 impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::SignIn => Redirect::to("/login").into_response(),
+            Self::SignIn => {
+                let mut response = Redirect::to("/login").into_response();
+                // Nothing was written: the page cache keeps what it has.
+                response
+                    .extensions_mut()
+                    .insert(super::page_cache::NothingWritten);
+                response
+            }
             Self::Internal(e) => e.into_response(),
         }
     }
