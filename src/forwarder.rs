@@ -13,7 +13,7 @@
 //! batch; 400 splits (depth first) until the offending event is alone. **Parking needs proof**:
 //! an event refused on its own is parked only when the same destination accepts a different
 //! event after that refusal, in the same claim (an event from the far end of the range, tried
-//! at once, or the heartbeat log as a probe when none is left). Without proof (everything
+//! at once, or the connection-test record, Event ID 0, as a probe when none is left). Without proof (everything
 //! refused, bodies alike or not, a lone 413, a partial accept of zero) or once bisection exceeds
 //! `2·log2(n) + 8` requests, the fault is the destination's: it is marked failing, nothing is
 //! parked, the cursor stays, and the events go out by themselves once it accepts again. 408,
@@ -802,7 +802,6 @@ impl Forwarder {
         let client = self.client.clone();
         let egress = self.egress.clone();
         let provider = claimed.provider.clone();
-        let last_sequence = claimed.last_seq;
         let handle = tokio::spawn(async move {
             let outcome = deliver_range(
                 &*destination,
@@ -812,7 +811,6 @@ impl Forwarder {
                 &logs,
                 clock,
                 probe_first,
-                last_sequence,
             )
             .await;
             for (fate, k) in outcome.fates.into_iter().zip(positions) {
@@ -968,7 +966,7 @@ impl Forwarder {
                 Health::Failing {
                     next_attempt_at: later(now, backoff(failures, FAILING_RETRY_CAP)),
                     error: format!(
-                        "The SIEM refused the events and accepted nothing else after refusing them (not even a heartbeat record), so the fault is the destination's (a proxy, a pipeline or its settings), not the events'. The events are kept and sent again once it accepts them. It said: {reason}"
+                        "The SIEM refused the events and accepted nothing else after refusing them (not even a connection-test record), so the fault is the destination's (a proxy, a pipeline or its settings), not the events'. The events are kept and sent again once it accepts them. It said: {reason}"
                     ),
                 }
             }
@@ -1329,11 +1327,10 @@ fn bisection_cap(n: usize) -> usize {
 /// Parking needs proof: an event the SIEM refused on its own is parked only when the same
 /// destination accepted a different event *after* that refusal, within this range (another
 /// event of it, tried at once from the far end, or, when none is left, one probe record: the
-/// heartbeat log). Without that proof the refusal is the destination's failure: the events
+/// connection-test record, Event ID 0). Without that proof the refusal is the destination's failure: the events
 /// stay unsent, the cursor stays, and the destination fails until it accepts again. Two
 /// refusals alike with nothing accepted between them, or more requests than
 /// [`bisection_cap`], end the search the same way.
-#[allow(clippy::too_many_arguments)]
 async fn deliver_range(
     destination: &dyn SiemDestination,
     client: &reqwest::Client,
@@ -1342,7 +1339,6 @@ async fn deliver_range(
     logs: &[AuditLog],
     clock: Clock,
     probe_first: bool,
-    last_sequence: i64,
 ) -> RangeOutcome {
     let n = logs.len();
     let mut fates = vec![Fate::Unsent; n];
@@ -1496,9 +1492,10 @@ async fn deliver_range(
         fates[i] = Fate::Parked(reason);
     }
     if trouble.is_none() && !unproven.is_empty() {
-        // Nothing of the range is left to prove them with: the heartbeat log as a probe.
-        let probe =
-            crate::siem::wire::heartbeat_log(logs[0].subscription_id, last_sequence, clock.now());
+        // Nothing of the range is left to prove them with: the connection-test record (Event ID
+        // 0) as a probe; it carries no Sequence a SIEM's gap monitor would read, and goes out
+        // whether or not heartbeats are on.
+        let probe = crate::siem::wire::test_log(logs[0].subscription_id, clock.now());
         metrics::counter!("cloudpki_probes_total", "provider" => provider.to_owned()).increment(1);
         match send_probe(destination, client, egress, provider, probe, clock).await {
             Ok(()) => {
@@ -1743,7 +1740,7 @@ mod tests {
     }
 
     /// A SIEM in memory that answers each request with `answer(request number, event ids in
-    /// it)`; the heartbeat probe has Event ID 1. Records what it was sent.
+    /// it)`; the probe has Event ID 0. Records what it was sent.
     type Answer = Box<dyn Fn(usize, &[u32]) -> Disposition + Send + Sync>;
 
     struct Scripted {
@@ -1835,7 +1832,6 @@ mod tests {
             logs,
             Clock::at(Utc::now()),
             false,
-            logs.len() as i64,
         )
         .await
     }
@@ -1858,8 +1854,8 @@ mod tests {
         let sent = siem.sent.lock().expect("sent").clone();
         assert_eq!(
             sent,
-            vec![vec![12], vec![1]],
-            "the event, then the heartbeat as a probe"
+            vec![vec![12], vec![0]],
+            "the event, then the connection-test record as a probe"
         );
     }
 

@@ -400,12 +400,12 @@ async fn the_panel_shows_healthy_failing_disabled_and_parked_states() {
             .delivered,
         1
     );
-    // The 3 events and the retried one (the parked event's proof was a heartbeat probe).
+    // The 3 events and the retried one (the parked event's proof was a connection-test probe).
     let events = s
         .intake
         .logs()
         .into_iter()
-        .filter(|l| l["EventID"] != 1)
+        .filter(|l| l["EventID"] != 0)
         .count();
     assert_eq!(events, 4);
 

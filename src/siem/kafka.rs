@@ -571,6 +571,7 @@ async fn produce_with_report(
     batch: &Batch,
 ) -> (Disposition, Option<String>) {
     let mut pending = Vec::with_capacity(batch.len());
+    let mut refused_at = None;
     for line in batch.body.split(|b| *b == b'\n') {
         let Ok(value) = serde_json::from_slice::<Value>(line) else {
             return (
@@ -601,46 +602,78 @@ async fn produce_with_report(
             .headers(headers);
         match producer.producer.send_result(record) {
             Ok(delivery) => pending.push(delivery),
-            Err((err, _)) => return (classify(&err, &producer.errors), None),
+            Err((err, _)) => {
+                // Not queued; the records queued before it still go out: wait for them.
+                refused_at = Some(classify(&err, &producer.errors));
+                break;
+            }
         }
     }
-    let mut outcome = Disposition::Delivered;
+    // Per record, in batch order (one key, so one partition: acknowledged in order).
+    let mut results: Vec<Result<(), Disposition>> = Vec::with_capacity(batch.len());
     let mut report = None;
-    let mut acked = 0usize;
     for delivery in pending {
-        match delivery.await {
+        results.push(match delivery.await {
             Ok(Ok(delivered)) => {
-                acked += 1;
                 report = Some(format!(
                     "partition {}, offset {}",
                     delivered.partition, delivered.offset
                 ));
+                Ok(())
             }
-            Ok(Err((err, _))) => {
-                if outcome == Disposition::Delivered {
-                    outcome = classify(&err, &producer.errors);
-                }
-            }
-            Err(_) => {
-                if outcome == Disposition::Delivered {
-                    outcome = Disposition::Retry {
-                        after: None,
-                        reason: "the Kafka client stopped before acknowledging".into(),
-                    };
-                }
+            Ok(Err((err, _))) => Err(classify(&err, &producer.errors)),
+            Err(_) => Err(Disposition::Retry {
+                after: None,
+                reason: "the Kafka client stopped before acknowledging".into(),
+            }),
+        });
+    }
+    if let Some(refused) = refused_at {
+        results.push(Err(refused));
+    }
+    (batch_outcome(results), report)
+}
+
+/// What a batch's per-record results mean: a refused record after acknowledged ones is a
+/// partial accept (nothing after it is resent as new); any other failure once some records
+/// were acknowledged leaves the batch maybe stored, so its resend is counted.
+fn batch_outcome(results: Vec<Result<(), Disposition>>) -> Disposition {
+    let Some(first) = results.iter().position(Result::is_err) else {
+        return Disposition::Delivered;
+    };
+    let acked_after = results[first + 1..].iter().any(Result::is_ok);
+    let acked = results.iter().filter(|r| r.is_ok()).count();
+    let failure = results
+        .into_iter()
+        .nth(first)
+        .and_then(Result::err)
+        .unwrap_or(Disposition::Retry {
+            after: None,
+            reason: "a record was not acknowledged".into(),
+        });
+    match failure {
+        Disposition::Rejected { reason } if first > 0 && !acked_after => {
+            Disposition::PartialAccept {
+                accepted: first,
+                reason,
             }
         }
-    }
-    // Some records of the batch are in the topic: resending the batch duplicates them.
-    if acked > 0 {
-        if let Disposition::Retry { after, reason } = outcome {
-            outcome = Disposition::Unconfirmed {
+        other if acked == 0 => other,
+        Disposition::Retry { after, reason } | Disposition::Unconfirmed { after, reason } => {
+            Disposition::Unconfirmed {
                 after,
                 reason: format!("{reason}; {acked} record(s) of the batch were acknowledged, so their resend is counted as possible duplicates"),
-            };
+            }
         }
+        Disposition::Rejected { reason }
+        | Disposition::AuthFailed { reason }
+        | Disposition::Gone { reason }
+        | Disposition::PartialAccept { reason, .. } => Disposition::Unconfirmed {
+            after: None,
+            reason: format!("{reason}; {acked} record(s) of the batch were acknowledged, so their resend is counted as possible duplicates"),
+        },
+        other => other,
     }
-    (outcome, report)
 }
 
 /// What a refused or failed record means for the batch.
@@ -785,6 +818,48 @@ impl SiemDestination for KafkaDestination {
 mod tests {
     use super::*;
     use crate::siem::egress::EgressPolicy;
+
+    #[test]
+    fn a_batch_partly_acknowledged_is_never_resent_as_new() {
+        let refused = || {
+            Err(Disposition::Rejected {
+                reason: "too large".into(),
+            })
+        };
+        let timed_out = || {
+            Err(Disposition::Retry {
+                after: None,
+                reason: "timed out".into(),
+            })
+        };
+        assert_eq!(batch_outcome(vec![Ok(()), Ok(())]), Disposition::Delivered);
+        // Acknowledged, then refused, nothing after: the refused one is isolated.
+        assert!(matches!(
+            batch_outcome(vec![Ok(()), Ok(()), refused(), timed_out()]),
+            Disposition::PartialAccept { accepted: 2, .. }
+        ));
+        // Refused with nothing acknowledged: as it was.
+        assert!(matches!(
+            batch_outcome(vec![refused(), timed_out()]),
+            Disposition::Rejected { .. }
+        ));
+        // Some acknowledged, the rest not: maybe stored, the resend is counted.
+        for results in [
+            vec![Ok(()), timed_out(), timed_out()],
+            vec![timed_out(), Ok(())],
+            vec![refused(), Ok(())],
+        ] {
+            assert!(
+                matches!(batch_outcome(results), Disposition::Unconfirmed { .. }),
+                "a partly acknowledged batch is unconfirmed"
+            );
+        }
+        // Nothing acknowledged and a transient failure: a plain retry.
+        assert!(matches!(
+            batch_outcome(vec![timed_out(), timed_out()]),
+            Disposition::Retry { .. }
+        ));
+    }
 
     #[test]
     fn brokers_outside_the_policy_or_in_plaintext_are_refused_without_a_packet() {

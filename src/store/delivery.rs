@@ -130,14 +130,18 @@ pub async fn apply_switch(
     carry: bool,
 ) -> Result<Switched, Error> {
     // The counter row lock: ingest waits for this transaction, so `last_seq` holds still.
+    // `no key update`, as ingest takes it: foreign-key checks (a notification, a history row
+    // written while a destination row is held) still pass, so no cycle with the notifier.
     let last_seq: i64 =
-        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for update")
+        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for no key update")
             .bind(subscription_id)
             .fetch_one(&mut **tx)
             .await?;
     // What the destinations switched off now still owe: (provider, cursor, waiting retries).
     let off: Vec<(String, i64, i64)> = sqlx::query_as(
-        "update delivery_destinations d set off_at_seq = $3
+        "update delivery_destinations d set off_at_seq = $3,
+            -- A running claim stops at its next range, and records nothing under its lease.
+            lease_owner = null, leased_until = null
          where d.subscription_id = $1 and d.provider is distinct from $2 and d.off_at_seq is null
          returning d.provider, d.cursor,
                    (select count(*) from delivery_parked p
@@ -208,6 +212,8 @@ pub async fn apply_switch(
                                    then d.off_at_seq + 1 else d.unsent_from_seq end,
             unsent_to_seq = case when d.off_at_seq is not null and $3 > d.off_at_seq
                                  then $3 else d.unsent_to_seq end,
+            lease_owner = case when d.off_at_seq is null then d.lease_owner end,
+            leased_until = case when d.off_at_seq is null then d.leased_until end,
             off_at_seq = null",
     )
     .bind(subscription_id)

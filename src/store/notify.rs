@@ -218,12 +218,22 @@ pub async fn expire(
     .await?;
     gaps.extend(
         sqlx::query_as::<_, GapRow>(
-            "with expired as (
-                delete from delivery_parked p using audit_events e, delivery_destinations d
+            "with free as (
+                -- Destinations with old retries that nobody holds, locked without waiting:
+                -- this pass never waits on a row a save or a claim holds.
+                select d.subscription_id, d.provider from delivery_destinations d
+                where (d.leased_until is null or d.leased_until < now())
+                  and exists (select 1 from delivery_parked p join audit_events e
+                                on e.subscription_id = p.subscription_id and e.seq = p.seq
+                              where p.subscription_id = d.subscription_id
+                                and p.provider = d.provider and p.state = 'retry'
+                                and e.recorded_at < $1)
+                for no key update of d skip locked
+             ), expired as (
+                delete from delivery_parked p using audit_events e, free d
                 where p.state = 'retry' and e.subscription_id = p.subscription_id
                   and e.seq = p.seq and e.recorded_at < $1
                   and d.subscription_id = p.subscription_id and d.provider = p.provider
-                  and (d.leased_until is null or d.leased_until < now())
                 returning p.subscription_id, p.provider, e.occurred_at
              ), grouped as (
                 select subscription_id, provider, count(*) as n,

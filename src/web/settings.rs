@@ -1197,9 +1197,10 @@ fn describe_changes(
             // A URL's query may carry a credential: the history never shows its values.
             let shown = |value: Option<&String>| match value {
                 None => "none".to_owned(),
-                Some(v) => {
-                    url::Url::parse(v).map_or_else(|_| v.clone(), |u| config::hide_query_values(&u))
-                }
+                Some(v) => url::Url::parse(v)
+                    .ok()
+                    .filter(|u| u.query().is_some())
+                    .map_or_else(|| v.clone(), |u| config::hide_query_values(&u)),
             };
             let label = field_label(new.provider, name);
             let (old, now) = (shown(old), shown(now));

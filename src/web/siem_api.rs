@@ -143,7 +143,9 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
                     // A query may carry a credential (URLs saved before queries were sealed
                     // hold it in the clear): its values are never shown.
                     FieldKind::Url => json!(url::Url::parse(value)
-                        .map_or_else(|_| value.clone(), |u| config::hide_query_values(&u))),
+                        .ok()
+                        .filter(|u| u.query().is_some())
+                        .map_or_else(|| value.clone(), |u| config::hide_query_values(&u))),
                     _ => json!(value),
                 };
                 body.insert(field.name.into(), value);
