@@ -11,7 +11,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl-dev pkg-config make zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates

@@ -474,27 +474,6 @@ async fn upgraded_retries_are_delivered_first_and_exactly_once() {
 }
 
 /// Every hot query of the delivery log, with its parameters, as the product runs it.
-const HOT_QUERIES: &[(&str, &str)] = &[
-    (
-        "read a range after the cursor",
-        "select seq, id, event_id, occurred_at, recorded_at, actor, details from audit_events
-         where subscription_id = $1 and seq > 500000 order by seq limit 1000",
-    ),
-    (
-        "the oldest owed event",
-        "select recorded_at from audit_events where subscription_id = $1 and seq = 1",
-    ),
-    (
-        "retention's cut",
-        "select seq from audit_events where subscription_id = $1
-         and recorded_at < now() - interval '14 days' order by recorded_at desc limit 1",
-    ),
-    (
-        "a duplicate id within the subscription",
-        "select 1 from audit_events where subscription_id = $1
-         and id = '00000000-0000-0000-0000-000000000001'",
-    ),
-];
 
 #[tokio::test]
 async fn hot_queries_use_an_index_at_a_million_events() {
@@ -516,7 +495,7 @@ async fn hot_queries_use_an_index_at_a_million_events() {
         .execute(&app.pool)
         .await
         .unwrap();
-    for (what, sql) in HOT_QUERIES {
+    for (what, sql) in support::hot_queries::HOT_QUERIES {
         let plan: Vec<String> = sqlx::query_scalar(&format!("explain {sql}"))
             .bind(sub)
             .fetch_all(&app.pool)

@@ -13,6 +13,7 @@ pub mod fake_datadog_api;
 pub mod fake_hec;
 pub mod fake_sentinel;
 pub mod fake_webhook;
+pub mod hot_queries;
 pub mod kafka;
 pub mod portal;
 pub mod smtp;
