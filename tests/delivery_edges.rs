@@ -528,7 +528,8 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
         let app = TestApp::spawn().await;
         let sub = app.create_subscription("S").await;
         let intake = FakeDatadog::start(KEY).await;
-        intake.always(Behavior::AcceptSlowly(Duration::from_millis(700)));
+        // Slow enough that the change lands while the first range is on its way.
+        intake.always(Behavior::AcceptSlowly(Duration::from_secs(2)));
         app.configure_datadog(sub, &intake.base_url(), KEY, true)
             .await;
         if change == "filter" {
@@ -646,20 +647,21 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     .await
     .unwrap();
     assert!(matches!(plan, store::delivery::ReplayPlan::Started { .. }));
-    intake.always(Behavior::AcceptSlowly(Duration::from_millis(2500)));
+    // Each send outlives the lease more than twice; only renewals keep it.
+    intake.always(Behavior::AcceptSlowly(Duration::from_secs(5)));
     let f = forwarder(
         &app,
         ForwarderOptions {
-            lease: Duration::from_secs(1),
+            lease: Duration::from_secs(2),
             ..ForwarderOptions::default()
         },
     );
     let pass = tokio::spawn(async move { f.forward_once().await });
     // While the slow sends go on, another worker finds the destination held.
-    for _ in 0..8 {
+    for _ in 0..16 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let other =
-            store::delivery::claim_destination(&app.pool, Utc::now(), chrono::Duration::seconds(1))
+            store::delivery::claim_destination(&app.pool, Utc::now(), chrono::Duration::seconds(2))
                 .await
                 .unwrap();
         assert!(other.is_none(), "the lease ran out while sending");
