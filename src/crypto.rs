@@ -53,8 +53,8 @@ pub const MAX_CONCURRENT_HASHES: usize = 4;
 /// How long a request waits for a hashing slot before it is told to come back.
 pub const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Of those, kept for trusted callers (a signed-in user, an account that signed in lately, a
-/// holder of a one-time link), so a flood of anonymous guesses cannot keep them all at 503.
+/// Of those, kept for trusted callers (a signed-in user, a browser that signed in to the
+/// account before, a holder of a one-time link), so a flood of anonymous guesses cannot keep them all at 503.
 pub const RESERVED_HASHES: usize = 1;
 
 static HASH_SLOTS: tokio::sync::Semaphore =
@@ -64,9 +64,10 @@ static RESERVED_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_ne
 /// Who asks for a hash: anyone takes a shared slot; a trusted caller also the reserved ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// An anonymous guess (a sign-in for an account without a recent success).
+    /// An anonymous guess.
     Anyone,
-    /// A signed-in user, an account that signed in lately, a one-time link's holder.
+    /// A signed-in user, a browser that signed in to this account before (its known-device
+    /// cookie), a one-time link's holder.
     Trusted,
 }
 
@@ -164,6 +165,18 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// HMAC-SHA256 of `data` under this key, for `purpose` (domain-separated): a value the
+    /// server can recognise later and nobody else can make.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.bytes)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Wraps exactly 32 bytes; anything else is `None`.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let bytes: [u8; 32] = bytes.try_into().ok()?;

@@ -326,3 +326,39 @@ async fn sign_out_everywhere_and_a_password_change_revoke_api_tokens_unless_kept
         "Sign out everywhere revoked it"
     );
 }
+
+#[tokio::test]
+async fn a_sign_in_marks_the_browser_as_a_known_device_for_that_account() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    let r = login_with(&new_client(), &app.base_url, "admin@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    let device = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("cloudpki_device="))
+        .expect("a known-device cookie")
+        .to_owned();
+    assert!(
+        device.contains("HttpOnly") && device.contains("SameSite=Strict"),
+        "{device}"
+    );
+    // A wrong password sets none: only proof of the password marks a browser.
+    let r = login_with(
+        &new_client(),
+        &app.base_url,
+        "admin@example.com",
+        "not the password",
+    )
+    .await;
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .all(|c| !c.starts_with("cloudpki_device=")));
+}

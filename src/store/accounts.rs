@@ -16,8 +16,6 @@ pub struct UserRow {
     pub email: String,
     /// argon2id PHC string.
     pub password_hash: String,
-    /// When it last proved its password.
-    pub last_sign_in_at: Option<DateTime<Utc>>,
 }
 
 /// A live session and its user.
@@ -149,26 +147,21 @@ pub async fn upsert_membership(
     .bind(role.as_str())
     .execute(&mut **tx)
     .await?;
+    if role != Role::Admin {
+        // No longer an administrator: the invitations they sent stop working.
+        super::members::revoke_invites_sent_by(tx, subscription_id, user_id).await?;
+    }
     Ok(())
 }
 
 /// Finds a user by (normalised) email.
 pub async fn find_user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>, Error> {
-    Ok(sqlx::query_as::<_, UserRow>(
-        "select id, email, password_hash, last_sign_in_at from users where email = $1",
+    Ok(
+        sqlx::query_as::<_, UserRow>("select id, email, password_hash from users where email = $1")
+            .bind(email)
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(email)
-    .fetch_optional(pool)
-    .await?)
-}
-
-/// Notes that an account just proved its password.
-pub async fn note_sign_in(pool: &PgPool, user_id: Uuid) -> Result<(), Error> {
-    sqlx::query("update users set last_sign_in_at = now() where id = $1")
-        .bind(user_id)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Finds a user id by email, for the command line.

@@ -117,7 +117,7 @@ pub async fn remove(pool: &PgPool, subscription_id: Uuid, user_id: Uuid) -> Resu
 
 /// Revokes the open invitations an administrator sent for a subscription (they were removed
 /// or are no longer an administrator of it).
-async fn revoke_invites_sent_by(
+pub(crate) async fn revoke_invites_sent_by(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
     user_id: Uuid,
@@ -141,9 +141,16 @@ pub async fn revoke_invite(
     invite_id: Uuid,
 ) -> Result<Option<String>, Error> {
     Ok(sqlx::query_scalar(
-        "update invites set revoked_at = now()
-         where id = $2 and subscription_id = $1 and accepted_at is null and revoked_at is null
-         returning email",
+        "with revoked as (
+            update invites set revoked_at = now()
+            where id = $2 and subscription_id = $1 and accepted_at is null and revoked_at is null
+            returning id, email
+         ), unsent as (
+            -- Its email, if not sent yet, is not sent at all.
+            delete from notifications
+            where sent_at is null and dedupe_key = (select 'invite/' || id::text from revoked)
+         )
+         select email from revoked",
     )
     .bind(subscription_id)
     .bind(invite_id)

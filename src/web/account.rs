@@ -185,8 +185,14 @@ async fn change_password(
     }
     // The current password is a password guess like any other: same allowance and bound.
     let client_ip = super::client_ip(&state, peer, &headers);
-    match super::auth::check_password(&state, &user.email, &client_ip, form.current_password, true)
-        .await?
+    match super::auth::check_password(
+        &state,
+        &user.email,
+        &client_ip,
+        form.current_password,
+        super::auth::Trust::SignedIn,
+    )
+    .await?
     {
         Guess::Right(_) => {}
         Guess::Wrong => {
@@ -275,7 +281,7 @@ async fn create_token(
             &user.email,
             &client_ip,
             form.current_password,
-            true,
+            super::auth::Trust::SignedIn,
         )
         .await?
         {

@@ -106,7 +106,16 @@ async fn login(
     let email = form.email.trim().to_lowercase();
     let client_ip = super::client_ip(&state, peer, &headers);
 
-    let user = match check_password(&state, &email, &client_ip, form.password, false).await? {
+    let device = session::cookie(&headers, KNOWN_DEVICE_COOKIE);
+    let user = match check_password(
+        &state,
+        &email,
+        &client_ip,
+        form.password,
+        Trust::Device(device),
+    )
+    .await?
+    {
         Guess::Right(user) => user,
         Guess::Throttled => {
             tracing::warn!(client_ip, "sign-in throttled after repeated failures");
@@ -142,6 +151,9 @@ async fn login(
     tracing::info!(user_id = %user.id, "signed in");
     let mut response = Redirect::to("/subscriptions").into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, known_device_cookie(&state, user.id));
     Ok(response)
 }
 
@@ -163,7 +175,7 @@ pub(super) async fn check_password(
     email: &str,
     client_ip: &str,
     password: String,
-    signed_in: bool,
+    trust: Trust<'_>,
 ) -> Result<Guess, WebError> {
     let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
     let Some(attempt) = store::accounts::reserve_login_attempt(
@@ -179,18 +191,16 @@ pub(super) async fn check_password(
         return Ok(Guess::Throttled);
     };
     let user = store::accounts::find_user_by_email(state.pool(), email).await?;
-    // A signed-in user, or an account that proved its password lately, keeps a share of the
-    // hashing slots that a flood of guesses for random accounts cannot take.
-    let recent = Utc::now() - Duration::days(RECENT_SIGN_IN_DAYS);
-    let caller = if signed_in
-        || user
-            .as_ref()
-            .and_then(|u| u.last_sign_in_at)
-            .is_some_and(|at| at > recent)
-    {
-        crypto::Caller::Trusted
-    } else {
-        crypto::Caller::Anyone
+    // A signed-in user, or a browser that signed in to this account before, keeps a share of
+    // the hashing slots that a flood of guesses cannot take. The trust comes from what the
+    // request holds, never from the account alone: answers for unknown and known accounts stay
+    // alike.
+    let caller = match (trust, &user) {
+        (Trust::SignedIn, _) => crypto::Caller::Trusted,
+        (Trust::Device(Some(cookie)), Some(user)) if known_device(state, user.id, cookie) => {
+            crypto::Caller::Trusted
+        }
+        _ => crypto::Caller::Anyone,
     };
     let verified = crypto::verify_password_blocking(
         password,
@@ -201,7 +211,6 @@ pub(super) async fn check_password(
     match (verified, user) {
         (Ok(true), Some(user)) => {
             store::accounts::release_login_attempt(state.pool(), attempt).await?;
-            store::accounts::note_sign_in(state.pool(), user.id).await?;
             Ok(Guess::Right(user))
         }
         (Ok(_), _) => Ok(Guess::Wrong),
@@ -213,8 +222,39 @@ pub(super) async fn check_password(
     }
 }
 
-/// An account that signed in within this many days keeps the reserved hashing slots.
-pub const RECENT_SIGN_IN_DAYS: i64 = 30;
+/// What a password check may trust about the request.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Trust<'a> {
+    /// The request has a live session (the account page).
+    SignedIn,
+    /// Anonymous; the known-device cookie, if it sent one.
+    Device(Option<&'a str>),
+}
+
+/// The cookie a browser gets at a successful sign-in: it marks that browser as one that knew
+/// the account's password, for [`KNOWN_DEVICE_DAYS`].
+pub const KNOWN_DEVICE_COOKIE: &str = "cloudpki_device";
+/// How long a known-device cookie is kept.
+pub const KNOWN_DEVICE_DAYS: i64 = 30;
+
+fn device_value(state: &AppState, user_id: uuid::Uuid) -> String {
+    hex::encode(state.master_key().mac("known-device", user_id.as_bytes()))
+}
+
+fn known_device(state: &AppState, user_id: uuid::Uuid, cookie: &str) -> bool {
+    crypto::constant_time_eq(&device_value(state, user_id), cookie)
+}
+
+/// The known-device cookie for `user_id`.
+pub(super) fn known_device_cookie(state: &AppState, user_id: uuid::Uuid) -> header::HeaderValue {
+    session::set_cookie(
+        KNOWN_DEVICE_COOKIE,
+        &device_value(state, user_id),
+        KNOWN_DEVICE_DAYS * 86_400,
+        state.secure_cookies(),
+        "Strict",
+    )
+}
 
 /// What failures are counted against: an IPv4 address, or an IPv6 address's /64 (one host
 /// usually holds a whole /64, so counting single addresses would count nothing).

@@ -518,46 +518,53 @@ async fn accept(
             .map(|html| (StatusCode::UNPROCESSABLE_ENTITY, Html(html)).into_response())
             .map_err(WebError::from)
     };
+    // One wording whether or not the address has an account: the answer tells nothing more
+    // than the page did.
+    const NOT_ACCEPTED: &str = "That password was not accepted. If you have a cloudpki account with this email, enter its password; otherwise choose one of at least 12 characters and type it twice.";
+    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
     let user_id = match existing {
         Some(_) => {
             let ip = super::client_ip(&state, peer, &headers);
-            match check_password(&state, &invite.email, &ip, form.password.clone(), false).await? {
+            let device = session::cookie(&headers, super::auth::KNOWN_DEVICE_COOKIE);
+            match check_password(
+                &state,
+                &invite.email,
+                &ip,
+                form.password.clone(),
+                super::auth::Trust::Device(device),
+            )
+            .await?
+            {
                 Guess::Right(user) => user.id,
                 Guess::Throttled => {
                     return again(
                         "Too many wrong passwords: wait a few minutes, then try again.".into(),
                     )
                 }
-                Guess::Wrong => return again("That is not the password of this account.".into()),
+                Guess::Wrong => return again(NOT_ACCEPTED.into()),
             }
         }
         None => {
-            let password = match NewPassword::parse(&form.password) {
-                Ok(p) => p,
-                Err(e) => return again(e),
+            let Ok(password) = NewPassword::parse(&form.password) else {
+                return again(NOT_ACCEPTED.into());
             };
             if form.password != form.password_confirm {
-                return again(
-                    "The two passwords differ; to create your account, type the same password twice."
-                        .into(),
-                );
+                return again(NOT_ACCEPTED.into());
             }
             let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
             let email =
                 Email::parse(&invite.email).map_err(|e| WebError::Internal(anyhow::anyhow!(e)))?;
-            let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-            let id = store::accounts::create_user(
+            // In the acceptance's transaction: no account is left behind if the invitation
+            // stopped working meanwhile.
+            store::accounts::create_user(
                 &mut tx,
                 &email,
                 &hash,
                 store::accounts::CreatedVia::Invitation,
             )
-            .await?;
-            tx.commit().await.map_err(store::Error::from)?;
-            id
+            .await?
         }
     };
-    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
     if !store::members::accept(&mut tx, &invite, user_id, now).await? {
         return Err(WebError::NotFound);
     }
