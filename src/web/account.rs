@@ -183,27 +183,8 @@ async fn change_password(
     if form.new_password != form.new_password_confirm {
         errors.new_password_confirm = Some("The two new passwords differ.".into());
     }
-    // The current password is a password guess like any other: same allowance and bound.
-    let client_ip = super::client_ip(&state, peer, &headers);
-    match super::auth::check_password(
-        &state,
-        &user.email,
-        &client_ip,
-        form.current_password,
-        super::auth::Trust::SignedIn,
-    )
-    .await?
-    {
-        Guess::Right(_) => {}
-        Guess::Wrong => {
-            errors.current_password = Some("This is not your current password.".into());
-        }
-        Guess::Throttled => {
-            return Err(WebError::TooManyRequests(format!(
-                "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
-            )))
-        }
-    }
+    errors.current_password =
+        wrong_current_password(&state, &user, peer, &headers, form.current_password).await?;
     let Some(new) = new.filter(|_| {
         errors.current_password.is_none()
             && errors.new_password.is_none()
@@ -258,6 +239,33 @@ async fn sign_out_everywhere(
     super::auth::signed_out(&state, &headers).await
 }
 
+/// Checks the signed-in user's current password, a guess like any other (same allowance and
+/// bound as signing in): the field's error when it is wrong; too many wrong ones are a 429.
+async fn wrong_current_password(
+    state: &AppState,
+    user: &CurrentUser,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    password: String,
+) -> Result<Option<String>, WebError> {
+    let client_ip = super::client_ip(state, peer, headers);
+    match super::auth::check_password(
+        state,
+        &user.email,
+        &client_ip,
+        password,
+        super::auth::Trust::SignedIn,
+    )
+    .await?
+    {
+        Guess::Right(_) => Ok(None),
+        Guess::Wrong => Ok(Some("This is not your current password.".into())),
+        Guess::Throttled => Err(WebError::TooManyRequests(format!(
+            "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
+        ))),
+    }
+}
+
 /// Creates a personal API token and shows it once, after the current password.
 async fn create_token(
     State(state): State<AppState>,
@@ -274,27 +282,8 @@ async fn create_token(
     if form.current_password.is_empty() {
         errors.current_password = Some("Enter your current password to create a token.".into());
     } else {
-        // A password guess like any other: same allowance and bound as signing in.
-        let client_ip = super::client_ip(&state, peer, &headers);
-        match super::auth::check_password(
-            &state,
-            &user.email,
-            &client_ip,
-            form.current_password,
-            super::auth::Trust::SignedIn,
-        )
-        .await?
-        {
-            Guess::Right(_) => {}
-            Guess::Wrong => {
-                errors.current_password = Some("This is not your current password.".into());
-            }
-            Guess::Throttled => {
-                return Err(WebError::TooManyRequests(format!(
-                "Too many wrong passwords. Wait {THROTTLE_WINDOW_MINUTES} minutes, then try again."
-            )))
-            }
-        }
+        errors.current_password =
+            wrong_current_password(&state, &user, peer, &headers, form.current_password).await?;
     }
     let Some(name) = name.filter(|_| errors.current_password.is_none()) else {
         return render_with_token(
