@@ -30,8 +30,11 @@ pub async fn create(
     digest: &[u8],
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
+    // The user's row lock orders this after (or before) a revocation of all their tokens.
     sqlx::query(
-        "insert into personal_tokens (id, user_id, name, token_digest) values ($1, $2, $3, $4)",
+        "with owner as (select id from users where id = $2 for no key update)
+         insert into personal_tokens (id, user_id, name, token_digest)
+         select $1, owner.id, $3, $4 from owner",
     )
     .bind(id)
     .bind(user_id)
@@ -70,13 +73,22 @@ pub async fn revoke(pool: &PgPool, id: Uuid, owner: Option<Uuid>) -> Result<bool
 
 /// Revokes every live token of a user (Sign out everywhere, a password change); how many.
 pub async fn revoke_all_of(pool: &PgPool, user_id: Uuid) -> Result<u64, Error> {
-    Ok(sqlx::query(
+    // Locked first, in a statement of its own: the update's snapshot then sees a token that a
+    // creation holding the lock had just committed.
+    let mut tx = pool.begin().await?;
+    sqlx::query("select 1 from users where id = $1 for no key update")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let revoked = sqlx::query(
         "update personal_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
     )
     .bind(user_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
-    .rows_affected())
+    .rows_affected();
+    tx.commit().await?;
+    Ok(revoked)
 }
 
 /// The user of a live token, noting its use.

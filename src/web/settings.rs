@@ -1099,7 +1099,7 @@ async fn hold_tested(
         .map(|field| {
             (
                 field.name,
-                address_digest(values.get(field.name).map_or("", |v| v.trim())),
+                address_digest(state, values.get(field.name).map_or("", |v| v.trim())),
             )
         })
         .collect();
@@ -1120,10 +1120,10 @@ async fn hold_tested(
     Ok(true)
 }
 
-/// How a tested address is kept: its SHA-256, hex.
-fn address_digest(address: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(address.as_bytes()))
+/// How a tested address is kept: an HMAC under the master key, hex (a guessable query secret
+/// cannot be found by hashing guesses).
+fn address_digest(state: &AppState, address: &str) -> String {
+    hex::encode(state.master_key().mac("tested-address", address.as_bytes()))
 }
 
 /// Before Save changes: secret fields left blank take the secrets this session just tested,
@@ -1143,7 +1143,7 @@ async fn reuse_tested(
     };
     let same_addresses = provider.address_fields().all(|field| {
         held.addresses.get(field.name).and_then(|v| v.as_str())
-            == Some(address_digest(values.get(field.name).map_or("", |v| v.trim())).as_str())
+            == Some(address_digest(state, values.get(field.name).map_or("", |v| v.trim())).as_str())
     });
     if !same_addresses {
         return Ok(());
