@@ -1799,7 +1799,13 @@ mod tests {
             'a,
             Result<crate::siem::TestSuccess, crate::siem::TestFailure>,
         > {
-            unimplemented!("not used by the forwarder")
+            // The forwarder never tests a connection; a call here is a test's mistake.
+            Box::pin(async {
+                Err(crate::siem::TestFailure {
+                    kind: crate::siem::TestFailureKind::Other,
+                    message: "the scripted SIEM has no connection test".into(),
+                })
+            })
         }
     }
 

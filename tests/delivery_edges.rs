@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
-use cloudpki::{
-    forwarder::{Forwarder, ForwarderOptions},
-    store,
-};
-use serde_json::{json, Value};
+use cloudpki::{forwarder::ForwarderOptions, store};
+use serde_json::json;
 use support::{
     fake_datadog::{Behavior, FakeDatadog},
     TestApp,
@@ -20,38 +17,6 @@ use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple";
-
-async fn post(app: &TestApp, token: &str, n: usize, event_id: u32) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"event_id": event_id, "actor": format!("user{i}")}))
-            .collect();
-        assert_eq!(
-            app.post_events(token, &Value::Array(body)).await.status(),
-            202
-        );
-    }
-}
-
-fn forwarder(app: &TestApp, options: ForwarderOptions) -> Forwarder {
-    Forwarder::new(
-        app.pool.clone(),
-        app.master_key.clone(),
-        reqwest::Client::new(),
-        Arc::new(cloudpki::siem::egress::EgressPolicy::parse("127.0.0.1").unwrap()),
-        "pki".into(),
-        options,
-    )
-}
-
-async fn scalar(app: &TestApp, sql: &str, sub: Uuid) -> i64 {
-    sqlx::query_scalar(sql)
-        .bind(sub)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
 
 async fn cursor(app: &TestApp, sub: Uuid, provider: &str) -> (i64, Option<i64>) {
     sqlx::query_as(
@@ -88,6 +53,16 @@ async fn switch(
     switched
 }
 
+/// An app with one subscription exporting to a fake Datadog intake.
+async fn datadog_app() -> (TestApp, Uuid, FakeDatadog) {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("S").await;
+    let intake = FakeDatadog::start(KEY).await;
+    app.configure_datadog(sub, &intake.base_url(), KEY, true)
+        .await;
+    (app, sub, intake)
+}
+
 /// Waits (bounded) until `check` holds.
 async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
@@ -115,14 +90,13 @@ async fn a_sparse_tenant_whose_intake_refuses_everything_fails_mails_once_and_ge
     let t0 = Utc::now();
     // Six events, one at a time, 3 s apart, each picked up on its own.
     for i in 0..6 {
-        post(&app, &token, 1, 4888).await;
+        app.post_n(&token, 1, 4888).await;
         let at = t0 + chrono::Duration::seconds(3 * i);
         f.forward_once_at(at).await.unwrap();
         notifier.run_once_at(at).await.unwrap();
     }
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select count(*) from delivery_parked where subscription_id = $1",
             sub
         )
@@ -141,8 +115,7 @@ async fn a_sparse_tenant_whose_intake_refuses_everything_fails_mails_once_and_ge
     assert_eq!(status, "failing");
     assert!(error.contains("the fault is the destination's"), "{error}");
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select count(*) from notifications where subscription_id = $1 and kind = 'failing'",
             sub
         )
@@ -171,8 +144,7 @@ async fn a_sparse_tenant_whose_intake_refuses_everything_fails_mails_once_and_ge
     assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
     notifier.run_once_at(later).await.unwrap();
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select count(*) from notifications where subscription_id = $1 and kind = 'recovered'",
             sub
         )
@@ -192,7 +164,7 @@ async fn refusals_that_name_their_request_single_413s_park_nothing_either() {
             .await;
         let token = app.token(sub).await;
         for n in [1, 1, 5] {
-            post(&app, &token, n, 12).await;
+            app.post_n(&token, n, 12).await;
             app.state
                 .forwarder()
                 .forward_once_at(Utc::now() + chrono::Duration::hours(1))
@@ -200,8 +172,7 @@ async fn refusals_that_name_their_request_single_413s_park_nothing_either() {
                 .unwrap();
         }
         assert_eq!(
-            scalar(
-                &app,
+            app.scalar(
                 "select count(*) from delivery_parked where subscription_id = $1",
                 sub
             )
@@ -221,11 +192,7 @@ async fn refusals_that_name_their_request_single_413s_park_nothing_either() {
 
 #[tokio::test]
 async fn a_provider_switch_under_concurrent_ingest_leaves_no_event_owed_by_nobody() {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("S").await;
-    let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true)
-        .await;
+    let (app, sub, _intake) = datadog_app().await;
     let token = app.token(sub).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let ingest = {
@@ -283,7 +250,7 @@ async fn switching_provider_carries_the_backlog_unless_unticked() {
         )
         .await;
     assert_eq!(code, 303);
-    post(&p.app, &p.token, 5, 4888).await;
+    p.app.post_n(&p.token, 5, 4888).await;
     p.app.state.forwarder().forward_once().await.unwrap();
     let page = p.app.get_page(&p.path).await;
     assert!(
@@ -315,7 +282,7 @@ async fn switching_provider_carries_the_backlog_unless_unticked() {
 
     // Back to Datadog, unticked: what the webhook owes stays with it, shown as not sent.
     hook.script(vec![support::fake_webhook::Behavior::Status(503); 20]);
-    post(&p.app, &p.token, 3, 12).await;
+    p.app.post_n(&p.token, 3, 12).await;
     p.app.state.forwarder().forward_once().await.unwrap();
     let (code, _) = p
         .status_after(
@@ -352,17 +319,17 @@ async fn re_enabling_export_sends_what_was_owed_but_nothing_recorded_while_it_wa
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
     let token = app.token(sub).await;
-    post(&app, &token, 3, 12).await;
+    app.post_n(&token, 3, 12).await;
     app.state.forwarder().forward_once().await.unwrap();
     // Two more are owed when export is switched off (the intake is down).
     intake.always(Behavior::Status(503));
-    post(&app, &token, 2, 19).await;
+    app.post_n(&token, 2, 19).await;
     app.state.forwarder().forward_once().await.unwrap();
     switch(&app, sub, None, false).await;
-    post(&app, &token, 4, 4888).await;
+    app.post_n(&token, 4, 4888).await;
     let switched = switch(&app, sub, Some("datadog"), false).await;
     assert_eq!(switched.not_owed, 4);
-    post(&app, &token, 1, 4870).await;
+    app.post_n(&token, 1, 4870).await;
     intake.heal();
     let report = app
         .state
@@ -404,7 +371,7 @@ async fn a_gateway_timeout_counts_the_resend_as_a_possible_duplicate() {
     intake.script(vec![Behavior::Status(504)]);
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 5, 12).await;
+    app.post_n(&app.token(sub).await, 5, 12).await;
     let f = app.state.forwarder();
     let first = f.forward_once().await.unwrap();
     assert_eq!(first.delivered, 0);
@@ -414,8 +381,7 @@ async fn a_gateway_timeout_counts_the_resend_as_a_possible_duplicate() {
         .unwrap();
     assert_eq!((second.delivered, second.duplicates), (5, 5));
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select duplicates_total from delivery_destinations where subscription_id = $1",
             sub
         )
@@ -426,12 +392,8 @@ async fn a_gateway_timeout_counts_the_resend_as_a_possible_duplicate() {
 
 #[tokio::test]
 async fn the_notifier_locks_only_the_destinations_whose_events_expire() {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("S").await;
-    let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true)
-        .await;
-    post(&app, &app.token(sub).await, 3, 12).await;
+    let (app, sub, _intake) = datadog_app().await;
+    app.post_n(&app.token(sub).await, 3, 12).await;
     // A retention pass in progress, with nothing old enough to expire.
     let mut pass = app.pool.begin().await.unwrap();
     let now = Utc::now();
@@ -455,12 +417,8 @@ async fn the_notifier_locks_only_the_destinations_whose_events_expire() {
 
 #[tokio::test]
 async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("S").await;
-    let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true)
-        .await;
-    post(&app, &app.token(sub).await, 30, 12).await;
+    let (app, sub, _intake) = datadog_app().await;
+    app.post_n(&app.token(sub).await, 30, 12).await;
     app.state.forwarder().forward_once().await.unwrap();
     // One event per second of recording time, so windows select by seq.
     sqlx::query(
@@ -512,12 +470,12 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
     store::delivery::advance_replay(&app.pool, &claimed, 31, 11)
         .await
         .unwrap();
-    let next: i64 = scalar(
-        &app,
-        "select replay_next from delivery_destinations where subscription_id = $1",
-        sub,
-    )
-    .await;
+    let next: i64 = app
+        .scalar(
+            "select replay_next from delivery_destinations where subscription_id = $1",
+            sub,
+        )
+        .await;
     assert_eq!(next, 5, "the newer replay starts from its own beginning");
 }
 
@@ -540,15 +498,12 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             tx.commit().await.unwrap();
         }
         let token = app.token(sub).await;
-        post(&app, &token, 1000, 12).await;
-        post(&app, &token, 1000, 4888).await;
-        let f = forwarder(
-            &app,
-            ForwarderOptions {
-                claim_budget: Duration::from_secs(30),
-                ..ForwarderOptions::default()
-            },
-        );
+        app.post_n(&token, 1000, 12).await;
+        app.post_n(&token, 1000, 4888).await;
+        let f = app.forwarder_with(ForwarderOptions {
+            claim_budget: Duration::from_secs(30),
+            ..ForwarderOptions::default()
+        });
         let pass = tokio::spawn(async move { f.forward_once().await });
         eventually(
             "the first range is on its way",
@@ -599,7 +554,7 @@ async fn retention_never_skips_an_event_that_is_not_old_yet() {
     intake.always(Behavior::Status(503));
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 3, 12).await;
+    app.post_n(&app.token(sub).await, 3, 12).await;
     // `recorded_at` is a transaction's start: a later event can be the older one.
     sqlx::query(
         "update audit_events set recorded_at = case when seq = 2 then now()
@@ -618,12 +573,8 @@ async fn retention_never_skips_an_event_that_is_not_old_yet() {
 
 #[tokio::test]
 async fn retries_and_replays_outliving_the_lease_keep_it() {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("S").await;
-    let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true)
-        .await;
-    post(&app, &app.token(sub).await, 20, 12).await;
+    let (app, sub, intake) = datadog_app().await;
+    app.post_n(&app.token(sub).await, 20, 12).await;
     app.state.forwarder().forward_once().await.unwrap();
     // Every event waits to be resent out of order, and a replay is asked for.
     sqlx::query(
@@ -649,13 +600,10 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     assert!(matches!(plan, store::delivery::ReplayPlan::Started { .. }));
     // Each send outlives the lease more than twice; only renewals keep it.
     intake.always(Behavior::AcceptSlowly(Duration::from_secs(5)));
-    let f = forwarder(
-        &app,
-        ForwarderOptions {
-            lease: Duration::from_secs(2),
-            ..ForwarderOptions::default()
-        },
-    );
+    let f = app.forwarder_with(ForwarderOptions {
+        lease: Duration::from_secs(2),
+        ..ForwarderOptions::default()
+    });
     let pass = tokio::spawn(async move { f.forward_once().await });
     // While the slow sends go on, another worker finds the destination held.
     for _ in 0..16 {
@@ -669,8 +617,7 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     let report = pass.await.unwrap().unwrap();
     assert_eq!((report.delivered, report.replayed), (10, 20), "{report:?}");
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select takeovers_total from delivery_destinations where subscription_id = $1",
             sub
         )
@@ -681,12 +628,8 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
 
 #[tokio::test]
 async fn a_worker_whose_clock_runs_ahead_takes_no_live_lease() {
-    let app = TestApp::spawn().await;
-    let sub = app.create_subscription("S").await;
-    let intake = FakeDatadog::start(KEY).await;
-    app.configure_datadog(sub, &intake.base_url(), KEY, true)
-        .await;
-    post(&app, &app.token(sub).await, 3, 12).await;
+    let (app, sub, _intake) = datadog_app().await;
+    app.post_n(&app.token(sub).await, 3, 12).await;
     let lease = chrono::Duration::seconds(60);
     let held = store::delivery::claim_destination(&app.pool, Utc::now(), lease)
         .await

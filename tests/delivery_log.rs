@@ -4,14 +4,10 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
-use cloudpki::{
-    app::Overrides,
-    forwarder::{Forwarder, ForwarderOptions},
-    siem::egress::HttpTimeouts,
-};
+use cloudpki::{app::Overrides, forwarder::ForwarderOptions, siem::egress::HttpTimeouts};
 use serde_json::{json, Value};
 use support::{
     fake_datadog::{Behavior, FakeDatadog},
@@ -21,38 +17,6 @@ use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple";
-
-async fn post(app: &TestApp, token: &str, n: usize, event_id: u32) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"event_id": event_id, "actor": format!("user{i}")}))
-            .collect();
-        assert_eq!(
-            app.post_events(token, &Value::Array(body)).await.status(),
-            202
-        );
-    }
-}
-
-fn forwarder(app: &TestApp, options: ForwarderOptions) -> Forwarder {
-    Forwarder::new(
-        app.pool.clone(),
-        app.master_key.clone(),
-        reqwest::Client::new(),
-        Arc::new(cloudpki::siem::egress::EgressPolicy::parse("127.0.0.1").unwrap()),
-        "pki".into(),
-        options,
-    )
-}
-
-async fn scalar(app: &TestApp, sql: &str, sub: Uuid) -> i64 {
-    sqlx::query_scalar(sql)
-        .bind(sub)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
 
 /// Waits (bounded) until `check` holds.
 async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -81,7 +45,7 @@ async fn a_proxy_that_refuses_everything_makes_the_destination_fail_with_one_ema
     intake.always(Behavior::Status(400));
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 100, 4888).await;
+    app.post_n(&app.token(sub).await, 100, 4888).await;
 
     let f = app.state.forwarder();
     let t0 = Utc::now();
@@ -113,8 +77,7 @@ async fn a_proxy_that_refuses_everything_makes_the_destination_fail_with_one_ema
     );
     assert_eq!(app.queued().await, 100, "every event is kept");
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select count(*) from delivery_parked where subscription_id = $1",
             sub
         )
@@ -123,8 +86,7 @@ async fn a_proxy_that_refuses_everything_makes_the_destination_fail_with_one_ema
         "nothing is parked: the events are not at fault"
     );
     assert!(
-        scalar(
-            &app,
+        app.scalar(
             "select refusals_total from delivery_destinations where subscription_id = $1",
             sub
         )
@@ -134,8 +96,7 @@ async fn a_proxy_that_refuses_everything_makes_the_destination_fail_with_one_ema
     let report = app.state.notifier().run_once_at(Utc::now()).await.unwrap();
     assert_eq!(report.opened, 1);
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select count(*) from notifications where subscription_id = $1 and kind = 'failing'",
             sub
         )
@@ -190,7 +151,7 @@ async fn sends_that_outlive_the_lease_are_renewed_not_taken_over_and_resends_are
     intake.always(Behavior::AcceptSlowly(Duration::from_secs(3)));
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 3000, 4870).await;
+    app.post_n(&app.token(sub).await, 3000, 4870).await;
     let options = ForwarderOptions {
         // Each send outlives the lease; only the heartbeat keeps it.
         lease: Duration::from_secs(2),
@@ -198,8 +159,8 @@ async fn sends_that_outlive_the_lease_are_renewed_not_taken_over_and_resends_are
         ..ForwarderOptions::default()
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let a = tokio::spawn(forwarder(&app, options.clone()).run(stop.clone()));
-    let b = tokio::spawn(forwarder(&app, options).run(stop));
+    let a = tokio::spawn(app.forwarder_with(options.clone()).run(stop.clone()));
+    let b = tokio::spawn(app.forwarder_with(options).run(stop));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app.queued().await > 0 {
         assert!(
@@ -223,12 +184,12 @@ async fn sends_that_outlive_the_lease_are_renewed_not_taken_over_and_resends_are
         "resends stay under 10%: {} (takeovers {takeovers}, counted {dups})",
         logs.len()
     );
-    let counted = scalar(
-        &app,
-        "select duplicates_total from delivery_destinations where subscription_id = $1",
-        sub,
-    )
-    .await;
+    let counted = app
+        .scalar(
+            "select duplicates_total from delivery_destinations where subscription_id = $1",
+            sub,
+        )
+        .await;
     assert!(
         counted >= (logs.len() - 3000) as i64,
         "every resend is counted: {counted} counted, {} sent twice",
@@ -289,7 +250,7 @@ async fn four_hung_destinations_do_not_hold_up_a_healthy_fifth() {
         }));
         let sub = app.create_subscription(&format!("Hung {i}")).await;
         app.configure_datadog(sub, &url, KEY, true).await;
-        post(&app, &app.token(sub).await, 10, 12).await;
+        app.post_n(&app.token(sub).await, 10, 12).await;
     }
     let intake = FakeDatadog::start(KEY).await;
     let healthy = app.create_subscription("Healthy").await;
@@ -301,7 +262,7 @@ async fn four_hung_destinations_do_not_hold_up_a_healthy_fifth() {
     let running = tokio::spawn(app.state.forwarder().run(stop));
     // Let the four hang first, then the healthy subscription records its events.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    post(&app, &token, 50, 4888).await;
+    app.post_n(&token, 50, 4888).await;
     eventually(
         "the healthy destination waited for the hung ones",
         Duration::from_secs(10),
@@ -322,7 +283,7 @@ async fn retention_never_jumps_over_events_a_worker_is_sending() {
     let intake = FakeDatadog::start(KEY).await;
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 20, 12).await;
+    app.post_n(&app.token(sub).await, 20, 12).await;
     // The events were recorded 15 days ago (retention is 14).
     sqlx::query("update audit_events set recorded_at = now() - interval '15 days'")
         .execute(&app.pool)
@@ -357,8 +318,7 @@ async fn retention_never_jumps_over_events_a_worker_is_sending() {
             .unwrap();
     assert_eq!((from, to), (1, 20), "the gap names the range of the log");
     assert_eq!(
-        scalar(
-            &app,
+        app.scalar(
             "select expired_total from delivery_destinations where subscription_id = $1",
             sub
         )
@@ -450,7 +410,7 @@ async fn upgraded_retries_are_delivered_first_and_exactly_once() {
     let intake = FakeDatadog::start(KEY).await;
     app.configure_datadog(sub, &intake.base_url(), KEY, true)
         .await;
-    post(&app, &app.token(sub).await, 6, 12).await;
+    app.post_n(&app.token(sub).await, 6, 12).await;
     // As the upgrade leaves them: 1–6 settled by the cursor, 2 and 4 owed out of order.
     sqlx::query("update delivery_destinations set cursor = 6, inflight_to = 6")
         .execute(&app.pool)

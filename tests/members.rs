@@ -304,6 +304,25 @@ async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
         .unwrap()
 }
 
+/// `sender` (an administrator) signs in with a browser of their own and invites `email` as an
+/// administrator; the link shown (no SMTP).
+async fn invite_as(app: &TestApp, path: &str, sender: &str, email: &str) -> String {
+    let client = new_client();
+    login_with(&client, &app.base_url, sender, PASSWORD).await;
+    let page = page_with(&client, &app.url(path)).await;
+    let r = client
+        .post(app.url(&format!("{path}/invite")))
+        .form(&[
+            ("csrf_token", csrf_token(&page).as_str()),
+            ("email", email),
+            ("role", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    input_value(&r.text().await.unwrap(), "invite_link").unwrap()
+}
+
 /// Opens an invitation link while it works: a browser with the form's CSRF token.
 async fn open_invite(link: &str) -> (reqwest::Client, String) {
     let client = new_client();
@@ -341,20 +360,13 @@ async fn a_removed_administrators_invitation_no_longer_lets_anyone_in() {
     let mallory = app
         .create_user("mallory@example.com", PASSWORD, sub, "admin")
         .await;
-    let client = new_client();
-    login_with(&client, &app.base_url, "mallory@example.com", PASSWORD).await;
-    let page = page_with(&client, &app.url(&path)).await;
-    let r = client
-        .post(app.url(&format!("{path}/invite")))
-        .form(&[
-            ("csrf_token", csrf_token(&page).as_str()),
-            ("email", "mallory-too@example.com"),
-            ("role", "admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let link = input_value(&r.text().await.unwrap(), "invite_link").unwrap();
+    let link = invite_as(
+        &app,
+        &path,
+        "mallory@example.com",
+        "mallory-too@example.com",
+    )
+    .await;
     let opened = open_invite(&link).await;
     assert_eq!(
         member_action(&app, &path, "remove", mallory, "").await.0,
@@ -387,20 +399,7 @@ async fn demoting_an_administrator_revokes_the_invitations_they_sent_and_accepta
     let second = app
         .create_user("second@example.com", PASSWORD, sub, "admin")
         .await;
-    let client = new_client();
-    login_with(&client, &app.base_url, "second@example.com", PASSWORD).await;
-    let page = page_with(&client, &app.url(&path)).await;
-    let r = client
-        .post(app.url(&format!("{path}/invite")))
-        .form(&[
-            ("csrf_token", csrf_token(&page).as_str()),
-            ("email", "friend@example.com"),
-            ("role", "admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let link = input_value(&r.text().await.unwrap(), "invite_link").unwrap();
+    let link = invite_as(&app, &path, "second@example.com", "friend@example.com").await;
     let opened = open_invite(&link).await;
     assert_eq!(
         member_action(&app, &path, "role", second, "reader").await.0,

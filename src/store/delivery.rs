@@ -43,8 +43,6 @@ pub struct Claimed {
     pub consecutive_failures: i32,
     /// Start of the current run of failures.
     pub failing_since: Option<DateTime<Utc>>,
-    /// The Event IDs this destination is sent; `None`: every event.
-    pub send_event_ids: Option<Vec<i32>>,
     /// A replay in progress: the next `seq` to resend…
     pub replay_next: Option<i64>,
     /// …up to this one.
@@ -59,13 +57,6 @@ impl Claimed {
         self.replay_next
             .zip(self.replay_to)
             .filter(|(next, to)| next <= to)
-    }
-
-    /// Whether the destination's filter lets events with this Event ID through.
-    pub fn sends(&self, event_id: i32) -> bool {
-        self.send_event_ids
-            .as_ref()
-            .is_none_or(|ids| ids.contains(&event_id))
     }
 
     /// Whether a previous holder may already have sent the event `seq`.
@@ -104,8 +95,6 @@ pub struct LogEvent {
 pub struct Switched {
     /// Events the previous destination still owed that the new one was given.
     pub carried: i64,
-    /// Events the previous destination still owes and keeps (not carried over).
-    pub left_behind: i64,
     /// Events recorded while export to the (re-enabled) destination was off: not owed.
     pub not_owed: i64,
 }
@@ -153,13 +142,7 @@ pub async fn apply_switch(
     .bind(last_seq)
     .fetch_all(&mut **tx)
     .await?;
-    let mut switched = Switched {
-        left_behind: off
-            .iter()
-            .map(|(_, cursor, retries)| (last_seq - cursor).max(0) + retries)
-            .sum(),
-        ..Switched::default()
-    };
+    let mut switched = Switched::default();
     let Some(to) = to else {
         return Ok(switched);
     };
@@ -243,7 +226,6 @@ pub async fn apply_switch(
         .execute(&mut **tx)
         .await?;
         switched.carried = (last_seq - cursor).max(0) + retries;
-        switched.left_behind -= switched.carried;
     }
     Ok(switched)
 }
@@ -297,7 +279,7 @@ pub async fn claim_destination(
          where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
          returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
                    d.inflight_to, picked.last_seq, picked.has_retries, d.status,
-                   d.consecutive_failures, d.failing_since, d.send_event_ids,
+                   d.consecutive_failures, d.failing_since,
                    d.replay_next, d.replay_to, d.replay_id",
     )
     .bind(now)

@@ -463,6 +463,48 @@ impl TestApp {
         }
     }
 
+    /// Records `n` events of `event_id` through the ingestion API, 1,000 per request.
+    pub async fn post_n(&self, token: &str, n: usize, event_id: u32) {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let body: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|i| serde_json::json!({"event_id": event_id, "actor": format!("user{i}")}))
+                .collect();
+            assert_eq!(
+                self.post_events(token, &serde_json::Value::Array(body))
+                    .await
+                    .status(),
+                202
+            );
+        }
+    }
+
+    /// A forwarder on this app's database with `options`, reaching loopback intakes.
+    pub fn forwarder_with(
+        &self,
+        options: cloudpki::forwarder::ForwarderOptions,
+    ) -> cloudpki::forwarder::Forwarder {
+        cloudpki::forwarder::Forwarder::new(
+            self.pool.clone(),
+            self.master_key.clone(),
+            reqwest::Client::new(),
+            std::sync::Arc::new(
+                cloudpki::siem::egress::EgressPolicy::parse("127.0.0.1").expect("policy"),
+            ),
+            "pki".into(),
+            options,
+        )
+    }
+
+    /// One number from `sql`, with the subscription as `$1`.
+    pub async fn scalar(&self, sql: &str, subscription: Uuid) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(subscription)
+            .fetch_one(&self.pool)
+            .await
+            .expect("scalar")
+    }
+
     /// Events every destination still owes (cursor arithmetic plus out-of-order retries).
     pub async fn queued(&self) -> i64 {
         sqlx::query_scalar(
