@@ -1,16 +1,23 @@
 //! Kafka end to end against a real broker (tansu) on loopback: configured and tested on the
 //! settings page, every catalog event produced once with its key and headers and read back, a
 //! missing topic and refused credentials explained, SASL/SCRAM signed in, and a broker that
-//! stops mid-stream and comes back losing nothing.
+//! stops mid-stream and comes back losing nothing; every broker address librdkafka looks up
+//! (bootstrap, rebinding, advertised later) judged by the egress policy, proven with a test
+//! resolver and listeners on 127.0.0.2 (outside the allow-list) that must see no connection.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cloudpki::siem::egress::{BoxFuture, Lookup, StaticLookup};
 
 use serde_json::{json, Value};
 use support::{
     kafka::{Broker, User},
-    portal::{portal, status, Portal, CATALOG},
+    portal::{portal, portal_with_lookup, status, Portal, CATALOG},
 };
 
 const TOPIC: &str = "ezca-audit";
@@ -257,4 +264,127 @@ async fn a_broker_stopped_mid_stream_and_restarted_loses_nothing() {
         .filter_map(|r| r.value["details"]["n"].as_i64())
         .collect();
     assert_eq!(seen.len(), 300, "every event arrived at least once");
+}
+
+/// Counts the connections made to `ip:port`; accepts and closes each.
+async fn knock_counter(ip: &str, port: u16) -> Arc<AtomicUsize> {
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .expect("bind the knock counter");
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    count
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+fn tls_fields(brokers: &str) -> Vec<(&str, &str)> {
+    let mut form = fields(brokers, TOPIC);
+    form.push(("kafka_tls", "on"));
+    form
+}
+
+#[tokio::test]
+async fn a_broker_name_with_allowed_and_denied_addresses_is_only_connected_to_the_allowed_one() {
+    let port = free_port();
+    let allowed = knock_counter("127.0.0.1", port).await;
+    let denied = knock_counter("127.0.0.2", port).await;
+    let lookup = StaticLookup::new([(
+        "kafka.test",
+        vec![
+            "127.0.0.2".parse::<IpAddr>().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ],
+    )]);
+    let p = portal_with_lookup(Arc::new(lookup)).await;
+    // TLS on (the name is not allow-listed); the listeners speak no TLS, so the test fails:
+    // what matters is where librdkafka connected.
+    let brokers = format!("kafka.test:{port}");
+    let (_, page) = p.status_after("test", &tls_fields(&brokers)).await;
+    assert!(!status(&page).contains("acknowledged"), "{}", status(&page));
+    assert!(
+        allowed.load(Ordering::SeqCst) >= 1,
+        "librdkafka connected to the allowed address: {}",
+        status(&page)
+    );
+    assert_eq!(denied.load(Ordering::SeqCst), 0, "never to the denied one");
+}
+
+/// Answers a name with its first address once, then with the rest: a rebinding name.
+struct Rebinding {
+    first: IpAddr,
+    then: IpAddr,
+    asked: AtomicUsize,
+}
+
+impl Lookup for Rebinding {
+    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+        let n = self.asked.fetch_add(1, Ordering::SeqCst);
+        let ip = if n == 0 { self.first } else { self.then };
+        Box::pin(async move { Ok(vec![ip]) })
+    }
+}
+
+#[tokio::test]
+async fn a_broker_name_that_rebinds_to_a_denied_address_after_the_check_is_refused() {
+    let port = free_port();
+    let denied = knock_counter("127.0.0.2", port).await;
+    let lookup = Arc::new(Rebinding {
+        first: "127.0.0.1".parse().unwrap(),
+        then: "127.0.0.2".parse().unwrap(),
+        asked: AtomicUsize::new(0),
+    });
+    let p = portal_with_lookup(lookup.clone()).await;
+    let brokers = format!("kafka.test:{port}");
+    let (_, page) = p.status_after("test", &tls_fields(&brokers)).await;
+    let text = status(&page);
+    assert!(text.contains("outbound policy"), "{text}");
+    assert!(text.contains("127.0.0.2"), "{text}");
+    assert!(
+        lookup.asked.load(Ordering::SeqCst) >= 2,
+        "librdkafka's own lookup went through the guard"
+    );
+    assert_eq!(denied.load(Ordering::SeqCst), 0, "no packet to 127.0.0.2");
+}
+
+#[tokio::test]
+async fn a_broker_advertised_at_a_denied_address_is_refused_and_the_events_wait() {
+    // The bootstrap broker is allowed; the cluster's metadata names itself kafka-adv.test,
+    // which resolves to 127.0.0.2, outside the allow-list.
+    let broker = Broker::start_advertising(&[TOPIC], "kafka-adv.test").await;
+    let denied = knock_counter("127.0.0.2", broker.port).await;
+    let lookup = StaticLookup::new([("kafka-adv.test", vec!["127.0.0.2".parse().unwrap()])]);
+    let p = portal_with_lookup(Arc::new(lookup)).await;
+    let brokers = broker.bootstrap();
+    let form = fields(&brokers, TOPIC);
+    let (_, page) = p.status_after("test", &form).await;
+    let text = status(&page);
+    assert!(text.contains("outbound policy"), "{text}");
+    assert!(text.contains("kafka-adv.test"), "{text}");
+
+    // Saved anyway: the destination fails visibly, the event waits, nothing reaches 127.0.0.2.
+    assert_eq!(p.status_after("save", &form).await.0, 303);
+    post(&p, json!({"event_id": 4888})).await;
+    let report = forward(&p).await;
+    assert_eq!(report.delivered, 0, "{report:?}");
+    assert_eq!(p.app.queued().await, 1);
+    let (state, error) = p.destination_status().await;
+    assert_eq!(state, "failing", "{error:?}");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("outbound") && error.contains("kafka-adv.test"),
+        "{error}"
+    );
+    assert_eq!(denied.load(Ordering::SeqCst), 0, "no packet to 127.0.0.2");
 }

@@ -14,15 +14,12 @@
 //!   anything is produced. Plaintext (TLS off) is allowed only for brokers listed in
 //!   `CLOUDPKI_EGRESS_ALLOW`, as plain http is.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -30,6 +27,7 @@ use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsernam
 use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
 use crate::siem::explain::failure;
+use crate::siem::kafka_producer::{Guard, GuardedProducer, Recorder};
 use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
@@ -235,54 +233,15 @@ fn check_brokers(egress: &EgressPolicy, brokers: &KafkaBrokers, tls: bool) -> Re
     Ok(())
 }
 
-/// The librdkafka client context: keeps the last error librdkafka reported, to explain a
-/// failure in plain language, and logs through `tracing` (librdkafka never logs passwords).
-#[derive(Clone, Default)]
-pub struct Recorder {
-    last_error: Arc<Mutex<Option<Reported>>>,
-}
-
-/// An error librdkafka reported: its code, when it has one, and its reason.
-type Reported = (Option<RDKafkaErrorCode>, String);
-
-impl Recorder {
-    fn last(&self) -> Option<Reported> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl ClientContext for Recorder {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => tracing::debug!(fac, "librdkafka: {message}"),
-            _ => tracing::trace!(fac, "librdkafka: {message}"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        // "All brokers are down" follows the reason they are (refused, unresolvable, TLS,
-        // sign-in): keep the reason.
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
-            return;
-        }
-        *last = Some((code, reason.to_owned()));
-    }
-}
-
 /// A producer and what its librdkafka reported.
-#[derive(Clone)]
 struct Client {
-    producer: FutureProducer<Recorder>,
-    errors: Recorder,
+    producer: GuardedProducer,
+}
+
+impl Client {
+    fn errors(&self) -> &Recorder {
+        self.producer.recorder()
+    }
 }
 
 /// A configured Kafka destination, as the forwarder holds it.
@@ -359,14 +318,21 @@ impl KafkaDestination {
                     },
                 })?;
         }
-        let errors = Recorder::default();
-        let producer = self
-            .client_config(message_timeout)
-            .create_with_context(errors.clone())
-            .map_err(|err| SendError::Other {
-                detail: format!("the Kafka client could not be set up: {err}"),
+        // Every lookup librdkafka makes from now on (bootstrap again, advertised brokers,
+        // reconnects) goes through the same guard: the check above only explains early.
+        let guard = Guard::new(
+            Recorder::default(),
+            Arc::new(egress.clone()),
+            self.lookup.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let producer =
+            GuardedProducer::new(&self.client_config(message_timeout), guard).map_err(|err| {
+                SendError::Other {
+                    detail: format!("the Kafka client could not be set up: {err}"),
+                }
             })?;
-        Ok(Client { producer, errors })
+        Ok(Client { producer })
     }
 
     /// The shared producer, built on first use.
@@ -461,17 +427,23 @@ async fn check_advertised(
     topic: &KafkaTopic,
 ) -> Result<(), SendError> {
     let metadata = {
-        let producer = client.producer.clone();
+        let kafka = client.producer.client().clone();
         let topic = topic.as_str().to_owned();
-        tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(Some(&topic), TEST_TIMEOUT)
-        })
-        .await
-        .map_err(|err| SendError::Other {
-            detail: err.to_string(),
-        })?
+        let fetch =
+            tokio::task::spawn_blocking(move || kafka.fetch_metadata(Some(&topic), TEST_TIMEOUT));
+        tokio::select! {
+            fetched = fetch => fetched.map_err(|err| SendError::Other {
+                detail: err.to_string(),
+            })?,
+            // A broker address refused by the egress policy: no need to wait for the timeout.
+            () = client.errors().wait_refused() => {
+                return Err(SendError::EgressDenied {
+                    reason: client.errors().refused().unwrap_or_default(),
+                });
+            }
+        }
     };
-    let metadata = metadata.map_err(|err| kafka_send_error(&err, &client.errors))?;
+    let metadata = metadata.map_err(|err| kafka_send_error(&err, client.errors()))?;
     for broker in metadata.brokers() {
         let host = broker.host();
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
@@ -504,6 +476,11 @@ async fn check_advertised(
 
 /// A transport-level failure from librdkafka, with its last reported reason.
 fn kafka_send_error(err: &KafkaError, context: &Recorder) -> SendError {
+    if let Some(reason) = context.refused() {
+        if !is_refusal_by_the_cluster(err.rdkafka_error_code()) {
+            return SendError::EgressDenied { reason };
+        }
+    }
     let reason = context
         .last()
         .map(|(_, reason)| reason)
@@ -536,6 +513,41 @@ fn kafka_send_error(err: &KafkaError, context: &Recorder) -> SendError {
     }
 }
 
+/// A record the cluster refused for good (too large, invalid).
+fn is_record_refusal(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// The cluster refused the settings: the topic, the credentials or an authorization.
+fn is_settings_refusal(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        )
+    )
+}
+
+/// Whether the cluster itself answered with a refusal, which explains a failure better than an
+/// address the egress policy refused along the way.
+fn is_refusal_by_the_cluster(code: Option<RDKafkaErrorCode>) -> bool {
+    is_record_refusal(code) || is_settings_refusal(code)
+}
+
 /// What a failure to set up the client means for the batch: egress refusals and refused
 /// credentials or topics need the settings changed; the rest is retried.
 fn disposition_of_setup(err: SendError) -> Disposition {
@@ -566,7 +578,7 @@ async fn produce(producer: &Client, topic: &KafkaTopic, batch: &Batch) -> Dispos
 }
 
 async fn produce_with_report(
-    producer: &Client,
+    client: &Client,
     topic: &KafkaTopic,
     batch: &Batch,
 ) -> (Disposition, Option<String>) {
@@ -581,39 +593,44 @@ async fn produce_with_report(
                 None,
             );
         };
-        let key = value["SubscriptionId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let key = value["SubscriptionId"].as_str().unwrap_or_default();
         let event_id = value["EventID"].to_string();
-        let criticality = value["Criticality"].as_str().unwrap_or_default().to_owned();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "event_id",
-                value: Some(event_id.as_bytes()),
-            })
-            .insert(Header {
-                key: "criticality",
-                value: Some(criticality.as_bytes()),
-            });
-        let record = FutureRecord::to(topic.as_str())
-            .key(key.as_bytes())
-            .payload(line)
-            .headers(headers);
-        match producer.producer.send_result(record) {
+        let criticality = value["Criticality"].as_str().unwrap_or_default();
+        let headers: [(&str, &[u8]); 2] = [
+            ("event_id", event_id.as_bytes()),
+            ("criticality", criticality.as_bytes()),
+        ];
+        match client
+            .producer
+            .send(topic.as_str(), key.as_bytes(), line, &headers)
+        {
             Ok(delivery) => pending.push(delivery),
-            Err((err, _)) => {
+            Err(err) => {
                 // Not queued; the records queued before it still go out: wait for them.
-                refused_at = Some(classify(&err, &producer.errors));
+                refused_at = Some(classify(&err, client.errors()));
                 break;
             }
         }
     }
+    // An address the egress policy refused fails the batch at once instead of at the
+    // delivery timeout: the records are purged, and the refusal explains why.
+    let refused = client.errors().wait_refused();
+    tokio::pin!(refused);
+    let mut purged = false;
     // Per record, in batch order (one key, so one partition: acknowledged in order).
     let mut results: Vec<Result<(), Disposition>> = Vec::with_capacity(batch.len());
     let mut report = None;
-    for delivery in pending {
-        results.push(match delivery.await {
+    for mut delivery in pending {
+        let answer = loop {
+            tokio::select! {
+                answer = &mut delivery => break answer,
+                () = &mut refused, if !purged => {
+                    client.producer.purge();
+                    purged = true;
+                }
+            }
+        };
+        results.push(match answer {
             Ok(Ok(delivered)) => {
                 report = Some(format!(
                     "partition {}, offset {}",
@@ -621,7 +638,7 @@ async fn produce_with_report(
                 ));
                 Ok(())
             }
-            Ok(Err((err, _))) => Err(classify(&err, &producer.errors)),
+            Ok(Err(err)) => Err(classify(&err, client.errors())),
             Err(_) => Err(Disposition::Retry {
                 after: None,
                 reason: "the Kafka client stopped before acknowledging".into(),
@@ -679,34 +696,30 @@ fn batch_outcome(results: Vec<Result<(), Disposition>>) -> Disposition {
 /// What a refused or failed record means for the batch.
 pub fn classify(err: &KafkaError, context: &Recorder) -> Disposition {
     let code = err.rdkafka_error_code();
+    if let Some(refusal) = context.refused() {
+        if !is_refusal_by_the_cluster(code) {
+            return Disposition::AuthFailed {
+                reason: format!("The call was blocked by this server's outbound policy. {refusal}"),
+            };
+        }
+    }
     let reason = match context.last() {
         Some((_, last)) => format!("{err} ({last})"),
         None => err.to_string(),
     };
-    match code {
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessageSize
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::InvalidRecord,
-        ) => Disposition::Rejected { reason },
-        Some(
-            RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            | RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed,
-        ) => Disposition::AuthFailed {
+    if is_record_refusal(code) {
+        Disposition::Rejected { reason }
+    } else if is_settings_refusal(code) {
+        Disposition::AuthFailed {
             reason: format!(
                 "Kafka refused the records: {reason}. Open Settings and test the connection."
             ),
-        },
-        _ => Disposition::Retry {
+        }
+    } else {
+        Disposition::Retry {
             after: None,
             reason: format!("Kafka did not acknowledge the records: {reason}"),
-        },
+        }
     }
 }
 
@@ -765,6 +778,12 @@ fn explain_setup(cfg: &KafkaConfig, err: SendError) -> TestFailure {
 
 fn explain_disposition(cfg: &KafkaConfig, outcome: Disposition, client: &Client) -> TestFailure {
     let topic = &cfg.topic;
+    if let Some(refusal) = client.errors().refused() {
+        return failure(
+            TestFailureKind::EgressDenied,
+            format!("The call was blocked by this server's outbound policy and nothing was sent to that address. {refusal}"),
+        );
+    }
     match outcome {
         Disposition::AuthFailed { reason } if reason.contains("uthoriz") => failure(
             TestFailureKind::InvalidCredentials,
@@ -776,7 +795,7 @@ fn explain_disposition(cfg: &KafkaConfig, outcome: Disposition, client: &Client)
             format!("The cluster refused the test record: {reason}."),
         ),
         Disposition::Retry { reason, .. } => {
-            let detail = client.errors.last().map(|(_, d)| d).unwrap_or(reason);
+            let detail = client.errors().last().map(|(_, d)| d).unwrap_or(reason);
             failure(
                 TestFailureKind::Unavailable,
                 format!("The cluster did not acknowledge the test record within {} seconds ({detail}). With acks=all every in-sync replica must confirm; check the cluster's health and try again.", TEST_TIMEOUT.as_secs()),

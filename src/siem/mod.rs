@@ -17,6 +17,7 @@ pub mod egress;
 pub mod explain;
 pub mod hec;
 pub mod kafka;
+pub mod kafka_producer;
 pub mod registry;
 pub mod sentinel;
 pub mod webhook;

@@ -52,6 +52,8 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     authentication: bool,
+    /// The host the broker advertises in its metadata (default `127.0.0.1`).
+    advertised: String,
 }
 
 fn free_port() -> u16 {
@@ -69,12 +71,22 @@ impl Broker {
 
     /// A broker with these topics; with users, it then requires SASL/SCRAM.
     pub async fn start_with_users(topics: &[&str], users: &[User]) -> Broker {
+        Broker::start_as(topics, users, "127.0.0.1").await
+    }
+
+    /// A broker listening on 127.0.0.1 that advertises itself as `host` (on the same port).
+    pub async fn start_advertising(topics: &[&str], host: &str) -> Broker {
+        Broker::start_as(topics, &[], host).await
+    }
+
+    async fn start_as(topics: &[&str], users: &[User], advertised: &str) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut broker = Broker {
             child: None,
             port: free_port(),
             dir,
             authentication: false,
+            advertised: advertised.to_owned(),
         };
         broker.run();
         for topic in topics {
@@ -123,7 +135,7 @@ impl Broker {
             "--listener-url",
             &self.url(),
             "--advertised-listener-url",
-            &self.url(),
+            &format!("tcp://{}:{}", self.advertised, self.port),
         ]);
         if self.authentication {
             cmd.arg("--authentication");

@@ -18,7 +18,21 @@ pub struct Portal {
 }
 
 pub async fn portal() -> Portal {
-    let app = TestApp::spawn().await;
+    portal_on(TestApp::spawn().await).await
+}
+
+/// A portal whose SIEM calls resolve names with `lookup` (the default egress allow-list).
+pub async fn portal_with_lookup(
+    lookup: std::sync::Arc<dyn cloudpki::siem::egress::Lookup>,
+) -> Portal {
+    let overrides = cloudpki::state::Overrides {
+        lookup: Some(lookup),
+        ..Default::default()
+    };
+    portal_on(TestApp::spawn_with_overrides(super::test_env(), overrides).await).await
+}
+
+async fn portal_on(app: TestApp) -> Portal {
     let sub = app.create_subscription("Contoso PKI").await;
     app.create_user("admin@example.com", PASSWORD, sub, "admin")
         .await;
