@@ -11,9 +11,9 @@
 //! dropped afterwards. Backlogs are pre-filled with set-based SQL: events numbered per
 //! subscription (`seq`), owed to each destination by its cursor.
 //!
-//! The drain scenario runs durable (fsync and synchronous_commit on: the embedded cluster is
-//! restarted so for it), and its headline is run once more without durability, labelled. The
-//! other scenarios run the embedded cluster with fsync, synchronous_commit and full_page_writes
+//! The drain and ingest scenarios run durable (fsync and synchronous_commit on: the embedded
+//! cluster is restarted so for them); the drain's headline is run once more without durability,
+//! labelled. The other scenarios run the embedded cluster with fsync, synchronous_commit and full_page_writes
 //! off. With `DATABASE_URL` the server's own settings apply; the rows say what they were.
 //!
 //! Scenarios and their baselines:
@@ -22,8 +22,9 @@
 //!   limit* (claim, then read/settle range after range, then finish, with nothing sent).
 //! - latency: commit-to-intake delay at a steady offered rate (events recorded in-process through
 //!   `store::events::record`, the function the ingestion API calls).
-//! - ingest: `POST /api/v1/events` in batches of 1 and 500, and `store::events::record` called
-//!   in-process, vs one `insert … select` statement writing the same rows (with `seq`).
+//! - ingest (durable): `POST /api/v1/events` with 8 clients over 8 subscriptions and over 1, 1
+//!   client, batches of 1, 100 and 500, vs a plain insert of the same rows with the same clients
+//!   over the same subscriptions; the sequencer alone vs the same insert in batches of its size.
 //! - page: the signed-in settings page at 32 connections vs `/healthz`; with a backlog; and
 //!   with the page cache off (every view reads the database) vs on.
 //! - scale: drain of a large vs a small backlog; p99 of claiming and reading one range of 1000
@@ -64,6 +65,7 @@ use cloudpki::{
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
     domain::events::EventId,
     forwarder::{BATCH_EVENTS, DEFAULT_CLAIM_BUDGET},
+    sequencer::Sequencer,
     siem::{config, datadog, AuditLog},
     store::{
         self,
@@ -88,8 +90,6 @@ const CATALOG: [i32; 11] = [4882, 92, 23, 19, 28, 22, 12, 4888, 4870, 4872, 4887
 const HOSTNAME: &str = "cloudpki-bench";
 /// Connections of the bench's own pools (the processes under test have their own).
 const BENCH_POOL: u32 = 16;
-/// Concurrent load connections for the ingest scenario (API and direct insert alike).
-const INGEST_CONNECTIONS: usize = 8;
 /// Concurrent connections for the page scenario.
 const PAGE_CONNECTIONS: usize = 32;
 /// Claim loops of the store-limit baseline (the worker's `DEFAULT_CONCURRENCY`).
@@ -115,6 +115,8 @@ struct Sizes {
     latency_secs: u64,
     latency_rates: [u64; 2],
     load_secs: u64,
+    /// Events waiting in the inbox for the sequencer-alone figure.
+    sequencer_events: usize,
     drain_deadline_secs: u64,
 }
 
@@ -131,6 +133,7 @@ impl Sizes {
             latency_secs: 3,
             latency_rates: [1_000, 10_000],
             load_secs: 2,
+            sequencer_events: 50_000,
             drain_deadline_secs: 30,
         }
     }
@@ -147,6 +150,7 @@ impl Sizes {
             latency_secs: 10,
             latency_rates: [1_000, 10_000],
             load_secs: 5,
+            sequencer_events: 200_000,
             drain_deadline_secs: 150,
         }
     }
@@ -201,10 +205,8 @@ async fn run(quick: bool, only: Option<Vec<String>>) -> anyhow::Result<()> {
         sizes: &sizes,
         out_dir: &out_dir,
     };
-    // ingest and page share one server process when both run.
-    let both_web = wanted("ingest") && wanted("page");
     for name in ["drain", "latency", "ingest", "page", "scale"] {
-        if !wanted(name) || (both_web && name == "page") {
+        if !wanted(name) {
             continue;
         }
         let t = Instant::now();
@@ -212,15 +214,15 @@ async fn run(quick: bool, only: Option<Vec<String>>) -> anyhow::Result<()> {
         let outcome = match name {
             "drain" => drain(&ctx, &mut report).await,
             "latency" => latency(&ctx, &mut report).await,
-            "ingest" => ingest_and_page(&ctx, &mut report, true, both_web).await,
-            "page" => ingest_and_page(&ctx, &mut report, false, true).await,
+            "ingest" => ingest(&ctx, &mut report).await,
+            "page" => page(&ctx, &mut report).await,
             _ => scale(&ctx, &mut report).await,
         };
         if let Err(e) = outcome {
             eprintln!("   scenario {name} failed: {e:#}");
             report.push(Row::failed(name, &format!("{e:#}")));
         }
-        // Only the drain scenario runs durable, even when it stopped half way.
+        // Only the drain and ingest scenarios run durable, even when they stopped half way.
         pg.set_durable(false)
             .await
             .context("restart the embedded PostgreSQL without fsync")?;
@@ -760,10 +762,10 @@ impl Db {
 
     async fn clear_once(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("truncate delivery_parked, delivery_attempts, audit_events")
+        sqlx::query("truncate delivery_parked, delivery_attempts, audit_events, audit_inbox")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("update subscriptions set last_seq = 0")
+        sqlx::query("update subscriptions set last_seq = 0, last_hash = null")
             .execute(&mut *tx)
             .await?;
         sqlx::query("update delivery_destinations set cursor = 0, inflight_to = 0")
@@ -1605,6 +1607,7 @@ fn rand_u128() -> u128 {
 /// each event's commit-to-intake delay.
 async fn steady_load(
     db: &Db,
+    sequencer: &Sequencer,
     intake: &Intake,
     subscription: Uuid,
     rate: u64,
@@ -1626,13 +1629,15 @@ async fn steady_load(
         let events = new_events(per_tick);
         offered += events.len();
         let permit = in_flight.clone().acquire_owned().await?;
-        let (pool, commits) = (db.pool.clone(), commits.clone());
+        let (pool, commits, sequencer) = (db.pool.clone(), commits.clone(), sequencer.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             store::events::record(&pool, subscription, &events)
                 .await
                 .map_err(|e| anyhow::anyhow!("record: {e}"))?;
             let at = Instant::now();
+            // As the API does after commit.
+            sequencer.wake(subscription);
             commits
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1672,10 +1677,19 @@ async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     let since = db.now().await?;
     let worker = Proc::worker(&db, ctx.out_dir, "worker-latency")?;
     db.wait_listeners(1, since).await?;
+    // Events are recorded in this process, which sequences them as `serve` does.
+    let (sequencer, _stop_sequencer) = start_sequencer(&db.pool);
     for rate in ctx.sizes.latency_rates {
         db.clear().await?;
-        let (delays, offered, missing) =
-            steady_load(&db, ctx.intake, subs[0], rate, ctx.sizes.latency_secs).await?;
+        let (delays, offered, missing) = steady_load(
+            &db,
+            &sequencer,
+            ctx.intake,
+            subs[0],
+            rate,
+            ctx.sizes.latency_secs,
+        )
+        .await?;
         let p = |q| percentile(&delays, q);
         let measured = format!(
             "p50 {} · p95 {} · p99 {} · max {} (offered {}, {} events{})",
@@ -1714,6 +1728,18 @@ async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // ingest and page (one `cloudpki serve --no-worker` process)
+
+/// A sequencer in this process (as `serve` runs one), until the returned sender is dropped.
+fn start_sequencer(pool: &PgPool) -> (Sequencer, tokio::sync::watch::Sender<bool>) {
+    let sequencer = Sequencer::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        sequencer
+            .clone()
+            .run(pool.clone(), Arc::new(|_| {}), stopped),
+    );
+    (sequencer, stop)
+}
 
 /// Whether PostgreSQL chose this statement as a deadlock's victim (SQLSTATE 40P01).
 fn is_deadlock(e: &anyhow::Error) -> bool {
@@ -1786,9 +1812,9 @@ fn ingest_body(n: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).expect("json"))
 }
 
-/// The rows `store::events::record` writes for one batch, in one statement: the events with
-/// the subscription's next `seq` numbers (taken from its counter, which serializes writers as
-/// `record` does) and nothing per destination. No duplicate check, no notification.
+/// The baseline of ingest: a plain durable insert of the same rows into the log's table, as
+/// pgbench would run it. Numbers come from a sequence (no counter row, no lock shared with
+/// other writers), with no duplicate check and no notification.
 async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::Result<u64> {
     let events = new_events(n);
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
@@ -1797,15 +1823,12 @@ async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::R
     let actors: Vec<Option<String>> = events.iter().map(|e| e.actor.clone()).collect();
     let details: Vec<serde_json::Value> = events.iter().map(|e| e.details.clone()).collect();
     let (inserted,): (i64,) = sqlx::query_as(
-        "with bumped as (
-            update subscriptions set last_seq = last_seq + $7 where id = $6
-            returning last_seq - $7 as base
-         ), inserted as (
+        "with inserted as (
             insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor, details)
-            select $6, (select base from bumped) + t.ord, t.id, t.event_id, t.occurred_at,
+            select $6, nextval('bench_direct_seq'), t.id, t.event_id, t.occurred_at,
                    t.actor, t.details
             from unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                with ordinality as t(id, event_id, occurred_at, actor, details, ord)
+                as t(id, event_id, occurred_at, actor, details)
             returning 1
          )
          select count(*) from inserted",
@@ -1816,10 +1839,178 @@ async fn insert_direct(pool: &PgPool, subscription: Uuid, n: usize) -> anyhow::R
     .bind(&actors)
     .bind(&details)
     .bind(subscription)
-    .bind(n as i64)
     .fetch_one(pool)
     .await?;
     Ok(inserted as u64)
+}
+
+/// Waits until the inbox is empty (every ingested event sequenced); how long that took.
+async fn wait_sequenced(pool: &PgPool) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let deadline = t + PROCESS_TIMEOUT;
+    loop {
+        let waiting: bool = sqlx::query_scalar("select exists (select 1 from audit_inbox)")
+            .fetch_one(pool)
+            .await?;
+        if !waiting {
+            return Ok(t.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("the sequencer did not empty the inbox within {PROCESS_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Ingest, durable (fsync and synchronous_commit on): `POST /api/v1/events` through a
+/// `cloudpki serve --no-worker` process (which sequences what it takes in) against a plain
+/// insert of the same rows with the same clients over the same subscriptions; then the
+/// sequencer alone, in-process, against the same plain insert in batches of its size.
+async fn ingest(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
+    ctx.pg.set_durable(true).await?;
+    let db = ctx.pg.fresh("ingest").await?;
+    sqlx::query("create sequence bench_direct_seq")
+        .execute(&db.pool)
+        .await?;
+    let subs = db.subscriptions(8, &ctx.intake.base_url()).await?;
+    let mut tokens = Vec::new();
+    for sub in &subs {
+        let token = cloudpki::crypto::random_token();
+        store::events::create_token(&db.pool, *sub, &cloudpki::crypto::token_digest(&token))
+            .await?;
+        tokens.push(token);
+    }
+    let addr = free_port()?;
+    let server = Proc::spawn(
+        &db,
+        ctx.out_dir,
+        "serve-ingest",
+        &["serve", "--no-worker"],
+        Some(addr),
+    )?;
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(8)
+        .build()?;
+    wait_healthy(&client, &base).await?;
+    let secs = ctx.sizes.load_secs;
+    // (clients, subscriptions, batch, target ratio)
+    let shapes: [(usize, usize, usize, f64); 5] = [
+        (8, 8, 1, 0.5),
+        (8, 1, 1, 0.4),
+        (1, 1, 1, 0.0),
+        (8, 8, 100, 0.0),
+        (8, 1, 500, 0.8),
+    ];
+    for (clients, nsubs, batch, target) in shapes {
+        db.clear().await?;
+        let body = ingest_body(batch);
+        let next = Arc::new(AtomicUsize::new(0));
+        let (client2, url, tokens2) = (
+            client.clone(),
+            format!("{base}/api/v1/events"),
+            Arc::new(tokens[..nsubs].to_vec()),
+        );
+        let (events, took, lat) = closed_loop(clients, secs, move || {
+            let k = next.fetch_add(1, Ordering::Relaxed) % tokens2.len();
+            let (client, url, token, body) = (
+                client2.clone(),
+                url.clone(),
+                tokens2[k].clone(),
+                body.clone(),
+            );
+            async move {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if r.status() != StatusCode::ACCEPTED {
+                    bail!("ingest answered {}", r.status());
+                }
+                r.bytes().await?;
+                Ok(batch as u64)
+            }
+        })
+        .await?;
+        let api = events as f64 / took;
+        let lag = wait_sequenced(&db.pool).await?;
+        db.clear().await?;
+        let pool = db.pool.clone();
+        let next = Arc::new(AtomicUsize::new(0));
+        let subs2 = Arc::new(subs[..nsubs].to_vec());
+        let (direct_events, direct_took, _) = closed_loop(clients, secs, move || {
+            let pool = pool.clone();
+            let sub = subs2[next.fetch_add(1, Ordering::Relaxed) % subs2.len()];
+            async move { insert_direct(&pool, sub, batch).await }
+        })
+        .await?;
+        let direct = direct_events as f64 / direct_took;
+        let row = Row::new(
+            &format!(
+                "ingest durable, {clients} clients × {nsubs} subscriptions, batches of {batch}"
+            ),
+            format!(
+                "{} (p50 {} per request; inbox empty {} after the load)",
+                per_sec(api),
+                ms(percentile(&lat, 50.0)),
+                ms(lag)
+            ),
+            Some(api),
+        )
+        .baseline(format!("direct insert {}", per_sec(direct)), direct);
+        report.push(if target > 0.0 {
+            row.target(&format!("≥ {target} × direct"), api >= target * direct)
+        } else {
+            row
+        });
+    }
+    if let Some(kb) = server.peak_rss_kb() {
+        report.server_peak_kb.push(("ingest".into(), kb));
+    }
+    drop(server);
+
+    // The sequencer alone: a full inbox of one subscription, sequenced in-process.
+    db.clear().await?;
+    let n = ctx.sizes.sequencer_events;
+    let sub = subs[0];
+    for _ in 0..n / 1000 {
+        store::events::record(&db.pool, sub, &new_events(1000))
+            .await
+            .map_err(|e| anyhow::anyhow!("record: {e}"))?;
+    }
+    let t = Instant::now();
+    let sequenced = store::events::sequence_all(&db.pool, sub)
+        .await
+        .map_err(|e| anyhow::anyhow!("sequence: {e}"))?;
+    let rate = sequenced as f64 / t.elapsed().as_secs_f64();
+    db.clear().await?;
+    let batch = store::events::SEQUENCER_BATCH as usize;
+    let t = Instant::now();
+    let mut direct_events = 0;
+    while direct_events < n {
+        direct_events += insert_direct(&db.pool, sub, batch).await? as usize;
+    }
+    let direct = direct_events as f64 / t.elapsed().as_secs_f64();
+    report.push(
+        Row::new(
+            &format!("sequencer alone, {n} waiting events, durable"),
+            per_sec(rate),
+            Some(rate),
+        )
+        .baseline(
+            format!("direct insert of {batch} a statement {}", per_sec(direct)),
+            direct,
+        )
+        .target("≥ 100,000/s", rate >= 100_000.0),
+    );
+    report.note(format!(
+        "ingest: durable; API through one `cloudpki serve --no-worker` (its sequencer numbers and chains what it takes in, on the same 2 cores), {secs} s per shape; baseline a plain insert of the same rows into audit_events with the same clients over the same subscriptions (numbers from a sequence, no counter, no duplicate check). Sequencer alone: record() fills the inbox, then sequence_all() moves it into the log in batches of {batch}."
+    ));
+    ctx.pg.drop_db(db).await;
+    Ok(())
 }
 
 /// Signs in through the login form; returns the `cloudpki_session` cookie pair.
@@ -1875,12 +2066,7 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) -> anyhow::Result<()
     }
 }
 
-async fn ingest_and_page(
-    ctx: &Ctx<'_>,
-    report: &mut Report,
-    do_ingest: bool,
-    do_page: bool,
-) -> anyhow::Result<()> {
+async fn page(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     let db = ctx.pg.fresh("web").await?;
     let subs = db.subscriptions(1, &ctx.intake.base_url()).await?;
     let sub = subs[0];
@@ -1899,99 +2085,7 @@ async fn ingest_and_page(
     wait_healthy(&client, &base).await?;
     let secs = ctx.sizes.load_secs;
 
-    if do_ingest {
-        let token = cloudpki::crypto::random_token();
-        store::events::create_token(&db.pool, sub, &cloudpki::crypto::token_digest(&token)).await?;
-        for batch in [1usize, 500] {
-            db.clear().await?;
-            let body = ingest_body(batch);
-            let (client2, url, token2) = (
-                client.clone(),
-                format!("{base}/api/v1/events"),
-                token.clone(),
-            );
-            let (events, took, lat) = closed_loop(INGEST_CONNECTIONS, secs, move || {
-                let (client, url, token, body) =
-                    (client2.clone(), url.clone(), token2.clone(), body.clone());
-                async move {
-                    let r = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    if r.status() != StatusCode::ACCEPTED {
-                        bail!("ingest answered {}", r.status());
-                    }
-                    r.bytes().await?;
-                    Ok(batch as u64)
-                }
-            })
-            .await?;
-            let api = events as f64 / took;
-            db.clear().await?;
-            let pool = db.pool.clone();
-            let (direct_events, direct_took, _) =
-                closed_loop(INGEST_CONNECTIONS, secs, move || {
-                    let pool = pool.clone();
-                    async move { insert_direct(&pool, sub, batch).await }
-                })
-                .await?;
-            let direct = direct_events as f64 / direct_took;
-            db.clear().await?;
-            let pool = db.pool.clone();
-            let (recorded, record_took, record_lat) =
-                closed_loop(INGEST_CONNECTIONS, secs, move || {
-                    let pool = pool.clone();
-                    async move {
-                        let events = new_events(batch);
-                        let r = store::events::record(&pool, sub, &events)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("record: {e}"))?;
-                        Ok(r.accepted)
-                    }
-                })
-                .await?;
-            let record = recorded as f64 / record_took;
-            let row = Row::new(
-                &format!("ingest, batches of {batch}"),
-                format!(
-                    "{} (p50 {} per request)",
-                    per_sec(api),
-                    ms(percentile(&lat, 50.0))
-                ),
-                Some(api),
-            )
-            .baseline(format!("direct insert {}", per_sec(direct)), direct);
-            let row = if batch == 500 {
-                row.target(
-                    "≥ 30,000/s and ≥ 0.5 × direct",
-                    api >= 30_000.0 && api >= 0.5 * direct,
-                )
-            } else {
-                row
-            };
-            report.push(row);
-            report.push(
-                Row::new(
-                    &format!("  record() in-process, batches of {batch}"),
-                    format!(
-                        "{} (p50 {} per call)",
-                        per_sec(record),
-                        ms(percentile(&record_lat, 50.0))
-                    ),
-                    Some(record),
-                )
-                .baseline(format!("direct insert {}", per_sec(direct)), direct),
-            );
-        }
-        report.note(format!(
-            "ingest: {INGEST_CONNECTIONS} concurrent connections for {secs} s each, API, record() and direct insert alike; the destination is enabled, yet an event writes only its audit_events row (with seq, under the subscription's counter lock), nothing per destination"
-        ));
-    }
-
-    if do_page {
+    {
         let email = "bench-admin@example.com";
         let password = "correct horse battery staple";
         let user = Uuid::new_v4();
@@ -2141,12 +2235,7 @@ async fn ingest_and_page(
         );
     }
     if let Some(kb) = server.peak_rss_kb() {
-        let what = match (do_ingest, do_page) {
-            (true, true) => "ingest + page",
-            (true, false) => "ingest",
-            _ => "page",
-        };
-        report.server_peak_kb.push((what.into(), kb));
+        report.server_peak_kb.push(("page".into(), kb));
     }
     drop(server);
     ctx.pg.drop_db(db).await;
@@ -2230,6 +2319,7 @@ async fn read_latencies(
 /// returns each one's commit-to-intake wait.
 async fn one_each(
     db: &Db,
+    sequencer: &Sequencer,
     intake: &Intake,
     subs: &[Uuid],
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
@@ -2240,6 +2330,7 @@ async fn one_each(
             .await
             .map_err(|e| anyhow::anyhow!("record: {e}"))?;
         commits.push((events[0].id, Instant::now()));
+        sequencer.wake(*sub);
     }
     let ids: Vec<Uuid> = commits.iter().map(|(id, _)| *id).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -2323,9 +2414,10 @@ async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     let since = db.now().await?;
     let worker = Proc::worker(&db, ctx.out_dir, "worker-fairness")?;
     db.wait_listeners(1, since).await?;
+    let (sequencer, _stop_sequencer) = start_sequencer(&db.pool);
     db.release().await?;
     ctx.intake.reset(true);
-    let (calm, calm_missing) = one_each(&db, ctx.intake, &subs[1..]).await?;
+    let (calm, calm_missing) = one_each(&db, &sequencer, ctx.intake, &subs[1..]).await?;
     db.clear().await?;
     db.hold().await?;
     let backlog = ctx.sizes.fair_backlog;
@@ -2334,7 +2426,7 @@ async fn scale(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     db.release().await?;
     // Let the worker get busy with the large backlog first.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (busy, busy_missing) = one_each(&db, ctx.intake, &subs[1..]).await?;
+    let (busy, busy_missing) = one_each(&db, &sequencer, ctx.intake, &subs[1..]).await?;
     let still_queued = db.queued().await?;
     if let Some(kb) = worker.peak_rss_kb() {
         report.worker_peak_kb.push(("fairness".into(), kb));

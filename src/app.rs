@@ -128,6 +128,8 @@ impl Application {
                 stop_rx.clone(),
             ))
         });
+        // Ingest lands here: this process sequences it, with or without the forwarder.
+        let sequencer = self.state.run_sequencer(stop_rx.clone());
         let worker = with_worker.then(|| {
             tokio::spawn(
                 self.state
@@ -149,6 +151,7 @@ impl Application {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        let _ = sequencer.await;
         if let Some(page_cache) = page_cache {
             let _ = page_cache.await;
         }
@@ -175,6 +178,9 @@ impl Worker {
         crate::web::metrics::handle();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
+        // Sweeps up what ingest processes left unsequenced (a crash between ingest and
+        // sequencing, a portal run without its own).
+        let sequencer = self.state.run_sequencer(stop_rx.clone());
         let worker = tokio::spawn(
             self.state
                 .forwarder()
@@ -184,6 +190,7 @@ impl Worker {
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = worker.await;
+        let _ = sequencer.await;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

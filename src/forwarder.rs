@@ -357,6 +357,8 @@ impl Forwarder {
     /// Serves every destination that is due at `now`, one claim at a time, until none has due
     /// work left. A served destination goes to the back of the line.
     pub async fn forward_once_at(&self, now: DateTime<Utc>) -> Result<PassReport, store::Error> {
+        // A one-shot pass forwards what was ingested before it: sequence it first.
+        store::events::sequence_waiting(&self.pool).await?;
         let mut report = PassReport::default();
         let served = async {
             while let Some(one) = self.serve_one(now).await? {

@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod forwarder;
 pub mod notify;
+pub mod sequencer;
 pub mod settings;
 pub mod siem;
 pub mod state;

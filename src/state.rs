@@ -52,6 +52,7 @@ struct Inner {
     shared: crate::siem::config::Shared,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
     page_cache: Arc<crate::web::page_cache::PageCache>,
+    sequencer: crate::sequencer::Sequencer,
 }
 
 impl AppState {
@@ -101,6 +102,7 @@ impl AppState {
                     .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
                 test_attempts: Mutex::new(HashMap::new()),
                 page_cache: Arc::default(),
+                sequencer: crate::sequencer::Sequencer::default(),
             }),
         })
     }
@@ -108,6 +110,25 @@ impl AppState {
     /// What the settings page shows, kept between requests (used while its listener runs).
     pub fn page_cache(&self) -> &Arc<crate::web::page_cache::PageCache> {
         &self.inner.page_cache
+    }
+
+    /// This process's sequencer: ingest wakes it after commit.
+    pub fn sequencer(&self) -> &crate::sequencer::Sequencer {
+        &self.inner.sequencer
+    }
+
+    /// Runs this process's sequencer until `stop`; each batch drops the subscription's pages
+    /// from this process's cache.
+    pub fn run_sequencer(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let cache = self.inner.page_cache.clone();
+        tokio::spawn(self.inner.sequencer.clone().run(
+            self.inner.pool.clone(),
+            Arc::new(move |sub| cache.subscription_changed(sub)),
+            stop,
+        ))
     }
 
     /// The outbound rules for SIEM calls.

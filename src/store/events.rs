@@ -30,10 +30,8 @@ pub struct NewEvent {
 pub struct Recorded {
     /// Newly stored events.
     pub accepted: u64,
-    /// Events whose id was already stored for this subscription (retries).
+    /// Events whose id was already stored or waiting for this subscription (retries).
     pub duplicates: u64,
-    /// The subscription's last `seq` after this batch.
-    pub last_seq: i64,
 }
 
 /// Stores a new ingestion token (its digest) and returns the token's id.
@@ -233,71 +231,167 @@ pub async fn recent(
     Ok((events, cursor))
 }
 
-/// Records a batch all-or-nothing: the events get the subscription's next `seq` numbers, in
-/// request order, under the subscription's counter row lock, so `seq` order is commit order and
-/// has no gaps. Ids are idempotency keys within the subscription: an id it already used (or one
-/// repeated within the request) is a duplicate and gets no number. Each new event's place in
-/// the hash chain (`PrevHash`, `Hash`, see [`crate::chain`]) is computed here, under the lock,
-/// and stored with it. The forwarder is notified at commit when an enabled destination will
-/// read the new events.
+/// Records a batch all-or-nothing, as one plain insert into the inbox: no lock shared with
+/// other writers, no NOTIFY. Ids are idempotency keys within the subscription: an id already
+/// sequenced, one still in the inbox, or one repeated within the request is a duplicate. The
+/// sequencer ([`sequence_batch`]) later gives the new events their `seq`, their place in the
+/// hash chain and their `recorded_at`; the caller wakes it after commit.
+///
+/// One race is left to the sequencer: an id sequenced by a transaction that commits while this
+/// insert runs is not seen here, so it is counted as accepted; the sequencer then finds it
+/// stored and drops the second copy (nothing is stored twice, nothing is lost).
 pub async fn record(
     pool: &PgPool,
     subscription_id: Uuid,
     events: &[NewEvent],
 ) -> Result<Recorded, Error> {
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let mut tx = pool.begin().await?;
-    // The counter lock, in a statement of its own: the statements below then run on snapshots
-    // taken after any earlier writer of this subscription committed, so the duplicate check
-    // sees every id already stored.
-    let (base, last_hash): (i64, Option<Vec<u8>>) = sqlx::query_as(
-        "select last_seq, last_hash from subscriptions where id = $1 for no key update",
+    let inserted: i64 = sqlx::query_scalar(
+        "with inserted as (
+            insert into audit_inbox (subscription_id, id, event_id, occurred_at, actor, details)
+            select $1, t.id, t.event_id, t.occurred_at, t.actor, t.details
+            from unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::text[], $6::jsonb[])
+                with ordinality as t(id, event_id, occurred_at, actor, details, ord)
+            where not exists (
+                select 1 from audit_events e where e.subscription_id = $1 and e.id = t.id
+            )
+            order by t.ord
+            on conflict (subscription_id, id) do nothing
+            returning 1
+         )
+         select count(*) from inserted",
     )
     .bind(subscription_id)
-    .fetch_one(&mut *tx)
+    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.details.clone()).collect::<Vec<_>>())
+    .fetch_one(pool)
     .await?;
-    let stored: Vec<Uuid> = sqlx::query_scalar(
-        "select id from audit_events where subscription_id = $1 and id = any($2)",
+    let accepted = u64::try_from(inserted).unwrap_or_default();
+    Ok(Recorded {
+        accepted,
+        // Ids already stored or waiting, and ids repeated within this request.
+        duplicates: events.len() as u64 - accepted.min(events.len() as u64),
+    })
+}
+
+/// What one sequencer batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sequenced {
+    /// Events moved from the inbox into the log.
+    pub sequenced: u64,
+    /// Inbox rows dropped as copies of events already in the log.
+    pub duplicates: u64,
+    /// Another sequencer holds the subscription (its counter row lock): try again shortly.
+    pub busy: bool,
+    /// The batch was full: more may be waiting.
+    pub more: bool,
+    /// The subscription's last `seq` after this batch.
+    pub last_seq: i64,
+}
+
+/// An inbox row as the sequencer reads it.
+#[derive(sqlx::FromRow)]
+struct Waiting {
+    id: Uuid,
+    event_id: i32,
+    occurred_at: DateTime<Utc>,
+    actor: Option<String>,
+    details: Value,
+    stored: bool,
+}
+
+/// Sequences up to `limit` of the subscription's waiting events, in ingest order, in one
+/// transaction fenced by the subscription's counter row lock (`for no key update skip
+/// locked`: a second sequencer skips instead of waiting, and answers `busy`). Each event gets
+/// the next `seq`, its `PrevHash`/`Hash` (see [`crate::chain`]) and `recorded_at` (the
+/// transaction's time, never before the subscription's previous one). The forwarder is
+/// notified at commit when an enabled destination will read the new events.
+pub async fn sequence_batch(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    limit: i64,
+) -> Result<Sequenced, Error> {
+    let mut tx = pool.begin().await?;
+    let counter: Option<(i64, Option<Vec<u8>>, DateTime<Utc>)> = sqlx::query_as(
+        "select last_seq, last_hash, greatest(now(), last_recorded_at)
+         from subscriptions where id = $1 for no key update skip locked",
     )
     .bind(subscription_id)
-    .bind(&ids)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((base, last_hash, recorded_at)) = counter else {
+        let exists: bool =
+            sqlx::query_scalar("select exists (select 1 from subscriptions where id = $1)")
+                .bind(subscription_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if exists {
+            return Ok(Sequenced {
+                busy: true,
+                ..Sequenced::default()
+            });
+        }
+        // The subscription was deleted: its waiting events go with it.
+        let dropped = sqlx::query("delete from audit_inbox where subscription_id = $1")
+            .bind(subscription_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        return Ok(Sequenced {
+            duplicates: dropped,
+            ..Sequenced::default()
+        });
+    };
+    // Read after the lock, so the `stored` check sees every event sequenced before.
+    let waiting: Vec<Waiting> = sqlx::query_as(
+        "select i.id, i.event_id, i.occurred_at, i.actor, i.details,
+                exists (select 1 from audit_events e
+                        where e.subscription_id = i.subscription_id and e.id = i.id) as stored
+         from audit_inbox i where i.subscription_id = $1
+         order by i.ingest_no limit $2",
+    )
+    .bind(subscription_id)
+    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
-    let fresh: Vec<&NewEvent> = events.iter().filter(|e| seen.insert(e.id)).collect();
-    let duplicates = (events.len() - fresh.len()) as u64;
-    if fresh.is_empty() {
+    if waiting.is_empty() {
         tx.commit().await?;
-        return Ok(Recorded {
-            accepted: 0,
-            duplicates,
+        return Ok(Sequenced {
             last_seq: base,
+            ..Sequenced::default()
         });
     }
-
+    let more = waiting.len() as i64 >= limit;
+    let taken: Vec<Uuid> = waiting.iter().map(|w| w.id).collect();
     let mut prev = last_hash.map_or_else(|| crate::chain::GENESIS.to_owned(), hex::encode);
+    let fresh: Vec<&Waiting> = waiting.iter().filter(|w| !w.stored).collect();
     let n = fresh.len();
-    let (mut seqs, mut prevs, mut hashes) = (
+    let (mut ids, mut seqs, mut prevs, mut hashes) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (i, e) in fresh.iter().enumerate() {
+    for (i, w) in fresh.iter().enumerate() {
         let seq = base + 1 + i as i64;
         // The time as every log carries it (milliseconds), from the value the database keeps.
-        let occurred = crate::siem::wire::rfc3339(stored_time(e.occurred_at));
+        let occurred = crate::siem::wire::rfc3339(w.occurred_at);
         let hash = crate::chain::hash(
             &prev,
             &crate::chain::Link {
-                actor: e.actor.as_deref(),
-                event_id: e.event_id,
-                event_uuid: e.id,
+                actor: w.actor.as_deref(),
+                event_id: w.event_id,
+                event_uuid: w.id,
                 occurred_at: &occurred,
                 sequence: seq,
                 subscription_id,
-                details: &e.details,
+                details: &w.details,
             },
         );
+        ids.push(w.id);
         seqs.push(seq);
         prevs.push(hex::decode(&prev).unwrap_or_default());
         hashes.push(hex::decode(&hash).unwrap_or_default());
@@ -305,46 +399,102 @@ pub async fn record(
     }
     let last_seq = base + n as i64;
     sqlx::query(
-        "with inserted as (
-            insert into audit_events
-                (subscription_id, seq, id, event_id, occurred_at, actor, details, prev_hash, hash)
-            select $1, t.* from unnest($2::bigint[], $3::uuid[], $4::int[], $5::timestamptz[],
-                                       $6::text[], $7::jsonb[], $8::bytea[], $9::bytea[]) as t
+        "with moved as (
+            delete from audit_inbox where subscription_id = $1 and id = any($2)
+            returning id, event_id, occurred_at, actor, details
+         ), inserted as (
+            insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor,
+                                      details, prev_hash, hash, recorded_at)
+            select $1, t.seq, m.id, m.event_id, m.occurred_at, m.actor, m.details,
+                   t.prev, t.hash, $7
+            from unnest($3::uuid[], $4::bigint[], $5::bytea[], $6::bytea[])
+                as t(id, seq, prev, hash)
+            join moved m on m.id = t.id
             returning 1
          ), bumped as (
-            update subscriptions set last_seq = $10, last_hash = $11 where id = $1
+            update subscriptions set last_seq = $8, last_hash = coalesce($9, last_hash),
+                                     last_recorded_at = $7
+            where id = $1 and $10
          )
          -- delivered to listeners at commit, so the forwarder never wakes before the rows
-         select pg_notify($12, $1::text)
-         where exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
+         select pg_notify($11, $1::text)
+         where $10
+           and exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
            and (select count(*) from inserted) > 0",
     )
     .bind(subscription_id)
+    .bind(&taken)
+    .bind(&ids)
     .bind(&seqs)
-    .bind(fresh.iter().map(|e| e.id).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|e| e.details.clone()).collect::<Vec<_>>())
     .bind(&prevs)
     .bind(&hashes)
+    .bind(recorded_at)
     .bind(last_seq)
     .bind(hashes.last().cloned())
+    .bind(n > 0)
     .bind(EVENTS_CHANNEL)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Recorded {
-        accepted: n as u64,
-        // Ids already stored, and ids repeated within this request.
-        duplicates,
+    Ok(Sequenced {
+        sequenced: n as u64,
+        duplicates: (waiting.len() - n) as u64,
+        busy: false,
+        more,
         last_seq,
     })
 }
 
-/// A time as PostgreSQL stores it (`timestamptz`: microseconds), so a hash computed before the
-/// insert matches the log built from the row.
-fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::{DurationRound, TimeDelta};
-    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+/// The subscriptions with events waiting in the inbox (a skip scan of its order index: one
+/// probe per subscription, however long the inbox).
+pub async fn waiting_subscriptions(pool: &PgPool) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "with recursive subs as (
+            (select subscription_id from audit_inbox order by subscription_id limit 1)
+            union all
+            select (select i.subscription_id from audit_inbox i
+                    where i.subscription_id > s.subscription_id
+                    order by i.subscription_id limit 1)
+            from subs s where s.subscription_id is not null
+         )
+         select subscription_id from subs where subscription_id is not null",
+    )
+    .fetch_all(pool)
+    .await?)
 }
+
+/// Sequences everything waiting for one subscription (a one-shot caller: the CLI). Waits while
+/// another sequencer holds the subscription.
+pub async fn sequence_all(pool: &PgPool, subscription_id: Uuid) -> Result<u64, Error> {
+    let mut total = 0;
+    loop {
+        let done = sequence_batch(pool, subscription_id, SEQUENCER_BATCH).await?;
+        total += done.sequenced;
+        if done.busy {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        }
+        if !done.more {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sequences what is waiting for every subscription, skipping one another sequencer holds
+/// (the one-shot forwarder pass, before it reads the log).
+pub async fn sequence_waiting(pool: &PgPool) -> Result<u64, Error> {
+    let mut total = 0;
+    for subscription_id in waiting_subscriptions(pool).await? {
+        loop {
+            let done = sequence_batch(pool, subscription_id, SEQUENCER_BATCH).await?;
+            total += done.sequenced;
+            if done.busy || !done.more {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Most events one sequencer transaction takes.
+pub const SEQUENCER_BATCH: i64 = 5_000;

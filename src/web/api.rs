@@ -162,8 +162,11 @@ async fn record_events_inner(
         })
         .collect();
     let recorded = store::events::record(state.pool(), subscription_id, &new).await?;
-    // The settings page's counts moved: this process shows them at once (others on NOTIFY).
-    state.page_cache().subscription_changed(subscription_id);
+    if recorded.accepted > 0 {
+        // Committed: the sequencer gives the events their place in the log (and the settings
+        // page's counts move then).
+        state.sequencer().wake(subscription_id);
+    }
     metrics::counter!("cloudpki_events_recorded_total").increment(recorded.accepted);
     Ok((
         StatusCode::ACCEPTED,

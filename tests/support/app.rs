@@ -434,13 +434,38 @@ impl TestApp {
 
     /// POSTs an ingestion body with a bearer token.
     pub async fn post_events(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client
+        let r = self
+            .client
             .post(self.url("/api/v1/events"))
             .bearer_auth(token)
             .json(body)
             .send()
             .await
-            .expect("POST /api/v1/events")
+            .expect("POST /api/v1/events");
+        if r.status() == 202 {
+            self.sequenced().await;
+        }
+        r
+    }
+
+    /// Waits until the app's sequencer has moved every ingested event into the log (ingest
+    /// answers 202 before that; tests that read the log right after want it there).
+    pub async fn sequenced(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting: bool = sqlx::query_scalar("select exists (select 1 from audit_inbox)")
+                .fetch_one(&self.pool)
+                .await
+                .expect("inbox");
+            if !waiting {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sequencer did not empty the inbox within 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// A `DATABASE_URL` that reaches this test's database (for `cloudpki` child processes).
