@@ -782,8 +782,8 @@ impl Db {
     async fn prefill(&self, subs: &[Uuid], n: i64) -> anyhow::Result<Duration> {
         let t = Instant::now();
         let mut tx = self.pool.begin().await?;
-        // The counter lock `store::events::record` takes, so a concurrent record cannot
-        // interleave its numbers with these.
+        // The counter lock the sequencer takes, so a concurrent batch cannot interleave its
+        // numbers with these.
         let locked: Vec<(Uuid, bool)> = sqlx::query_as(
             "select s.id, exists (select 1 from delivery_destinations d
                                   where d.subscription_id = s.id and d.provider = $2

@@ -23,6 +23,10 @@ create table audit_inbox (
 -- every ingested row (a multixact hot spot under concurrent ingest). The sequencer drops the
 -- rows of a subscription that no longer exists.
 create index audit_inbox_order_idx on audit_inbox (subscription_id, ingest_no);
+-- A queue table: every row is deleted within moments. Vacuum it by dead rows, not by a share of
+-- a table that is nearly always empty, so scans of its index do not walk dead entries.
+alter table audit_inbox set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+                             autovacuum_vacuum_cost_delay = 0);
 
 -- recorded_at is assigned by the sequencer and never goes backwards within a subscription, so
 -- retention by recorded_at always cuts a prefix of the log.

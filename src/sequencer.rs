@@ -84,8 +84,8 @@ impl Sequencer {
         loop {
             for sub in self.take_due(&running, CONCURRENCY.saturating_sub(tasks.len())) {
                 running.insert(sub);
-                let (pool, on_batch) = (pool.clone(), on_batch.clone());
-                tasks.spawn(async move { (sub, drain(&pool, sub, &on_batch).await) });
+                let (pool, on_batch, stop) = (pool.clone(), on_batch.clone(), stop.clone());
+                tasks.spawn(async move { (sub, drain(&pool, sub, &on_batch, &stop).await) });
             }
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -122,13 +122,32 @@ impl Sequencer {
             }
         }
         while tasks.join_next().await.is_some() {}
+        // What was accepted while stopping: numbered now rather than at the next start (or by
+        // another process's sweep). Bounded: one batch per subscription.
+        if let Ok(subs) = waiting_subscriptions(&pool).await {
+            for sub in subs {
+                if let Ok(done) = sequence_batch(&pool, sub, SEQUENCER_BATCH).await {
+                    if done.sequenced > 0 {
+                        on_batch(sub);
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Sequences one subscription's waiting events until none is left; when it must be tried
 /// again (held by another sequencer, or a database error), after how long.
-async fn drain(pool: &PgPool, subscription_id: Uuid, on_batch: &OnBatch) -> Option<Duration> {
+async fn drain(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    on_batch: &OnBatch,
+    stop: &watch::Receiver<bool>,
+) -> Option<Duration> {
     loop {
+        if *stop.borrow() {
+            return None;
+        }
         match sequence_batch(pool, subscription_id, SEQUENCER_BATCH).await {
             Ok(Sequenced { busy: true, .. }) => return Some(RETRY_BUSY),
             Ok(done) => {
@@ -145,7 +164,10 @@ async fn drain(pool: &PgPool, subscription_id: Uuid, on_batch: &OnBatch) -> Opti
                 }
             }
             Err(err) => {
-                tracing::warn!(subscription = %subscription_id, error = %err, "sequencing failed; retrying");
+                // Ingest goes on answering 202; the events wait in the inbox, and the
+                // metric below is what to alert on.
+                metrics::counter!("cloudpki_sequencer_failures_total").increment(1);
+                tracing::error!(subscription = %subscription_id, error = %err, "sequencing failed; retrying in 1 s");
                 return Some(RETRY_FAILED);
             }
         }

@@ -9,6 +9,7 @@ use support::TestApp;
 /// The tables distributed by `subscription_id` (co-located with `subscriptions`).
 const DISTRIBUTED: &[&str] = &[
     "audit_events",
+    "audit_inbox",
     "delivery_destinations",
     "delivery_parked",
     "delivery_attempts",

@@ -400,3 +400,43 @@ async fn the_upgrade_carries_existing_events_cursors_and_chains_over() {
     .await;
     assert_eq!(cursor, 2, "the cursor is untouched: 3, 4 and 5 are owed");
 }
+
+#[tokio::test]
+async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_old_destination() {
+    // No sequencer runs here: the event waits in the inbox when the switch comes.
+    let pool = support::database_at(i64::MAX).await;
+    let sub = Uuid::new_v4();
+    sqlx::query("insert into subscriptions (id, name) values ($1, 'S')")
+        .bind(sub)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    cloudpki::store::delivery::ensure_destination(&mut tx, sub, "datadog")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let event = cloudpki::store::events::NewEvent {
+        id: Uuid::new_v4(),
+        event_id: 4888,
+        occurred_at: chrono::Utc::now(),
+        actor: None,
+        details: json!({}),
+    };
+    cloudpki::store::events::record(&pool, sub, &[event])
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    cloudpki::store::delivery::apply_switch(&mut tx, sub, None, false)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let off_at = scalar(
+        &pool,
+        "select off_at_seq from delivery_destinations where subscription_id = $1",
+        sub,
+    )
+    .await;
+    assert_eq!(assert_log(&pool, sub).await, 1, "numbered by the switch");
+    assert_eq!(off_at, 1, "owed by the destination switched off after it");
+}

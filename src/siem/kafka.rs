@@ -265,6 +265,7 @@ impl KafkaDestination {
     fn client_config(&self, message_timeout: Duration) -> ClientConfig {
         let cfg = &self.config;
         let mut c = ClientConfig::new();
+        // `client.dns.lookup` stays at its default: see `kafka_producer::Guard`.
         c.set("bootstrap.servers", cfg.brokers.as_bootstrap())
             .set("client.id", "cloudpki")
             .set("enable.idempotence", "true")

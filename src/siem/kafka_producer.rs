@@ -114,6 +114,12 @@ impl Recorder {
 }
 
 /// The client context: librdkafka's opaque points here in every callback.
+///
+/// Lookups run on librdkafka's broker threads and wait on the tokio runtime
+/// (`Handle::block_on`), up to [`LOOKUP_TIMEOUT`]. Every lookup goes through here as long as
+/// `client.dns.lookup` keeps its default: `resolve_canonical_bootstrap_servers_only` would
+/// resolve in `rd_kafka_new` (on a runtime thread, where the lookup fails) and add a reverse
+/// lookup outside the guard.
 pub struct Guard {
     recorder: Recorder,
     policy: Arc<EgressPolicy>,
@@ -288,6 +294,7 @@ unsafe extern "C" fn delivered_cb(
         return;
     }
     let message = &*message;
+    // Nothing below panics; were it to, unwinding into librdkafka would be undefined.
     let sender = Box::from_raw(message._private.cast::<oneshot::Sender<DeliveryResult>>());
     let result = if message.err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
         Ok(Delivered {
@@ -315,7 +322,9 @@ unsafe extern "C" fn error_cb(
     } else {
         CStr::from_ptr(reason).to_string_lossy().into_owned()
     };
-    guard.recorder.record(error_code(err), &reason);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        guard.recorder.record(error_code(err), &reason)
+    }));
 }
 
 unsafe extern "C" fn log_cb(
@@ -333,11 +342,13 @@ unsafe extern "C" fn log_cb(
     };
     let (fac, message) = (text(fac), text(buf));
     // librdkafka never logs passwords; syslog levels, 4 = warning.
-    if level <= 4 {
-        tracing::debug!(fac, "librdkafka: {message}");
-    } else {
-        tracing::trace!(fac, "librdkafka: {message}");
-    }
+    let _ = catch_unwind(|| {
+        if level <= 4 {
+            tracing::debug!(fac, "librdkafka: {message}");
+        } else {
+            tracing::trace!(fac, "librdkafka: {message}");
+        }
+    });
 }
 
 /// The error codes an `error_cb` may carry that explanations look at.
@@ -516,13 +527,18 @@ fn serve(client: Arc<Client<Guard>>, stop: Arc<AtomicBool>) {
         // SAFETY: `client` keeps the handle alive for this thread.
         unsafe { rd::rd_kafka_poll(rk, 100) };
     }
-    // SAFETY: as above; flush serves the purged records' reports.
+    // SAFETY: as above. A purge guarantees a report for every record; serving them frees
+    // each record's opaque (librdkafka's destroy would drop unserved reports unfreed). Bounded,
+    // in case a broker thread is stuck in a lookup.
     unsafe {
         rd::rd_kafka_purge(
             rk,
             rd::RD_KAFKA_PURGE_F_QUEUE | rd::RD_KAFKA_PURGE_F_INFLIGHT,
         );
-        rd::rd_kafka_flush(rk, 5_000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while rd::rd_kafka_outq_len(rk) > 0 && std::time::Instant::now() < deadline {
+            rd::rd_kafka_poll(rk, 100);
+        }
     }
     drop(client);
 }

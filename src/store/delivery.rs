@@ -1,7 +1,7 @@
 //! The delivery log's cursors: what each destination has settled, what is in flight, and what
 //! it refused.
 //!
-//! Every audit event of a subscription has a gap-free `seq` (see `store::events::record`). A
+//! Every audit event of a subscription has a gap-free `seq` (see `store::events::sequence_batch`). A
 //! destination keeps a `cursor`: every event with `seq <= cursor` is settled (delivered, parked
 //! or expired). A worker *claims* a destination with a lease that carries a fresh token per
 //! claim (`lease_owner`), reads `seq > cursor` by index range, marks how far it has handed
@@ -118,14 +118,16 @@ pub async fn apply_switch(
     to: Option<&str>,
     carry: bool,
 ) -> Result<Switched, Error> {
-    // The counter row lock: ingest waits for this transaction, so `last_seq` holds still.
-    // `no key update`, as ingest takes it: foreign-key checks (a notification, a history row
-    // written while a destination row is held) still pass, so no cycle with the notifier.
-    let last_seq: i64 =
-        sqlx::query_scalar("select last_seq from subscriptions where id = $1 for no key update")
-            .bind(subscription_id)
-            .fetch_one(&mut **tx)
-            .await?;
+    // The counter row lock: the sequencer waits for this transaction, so `last_seq` holds
+    // still. `no key update`, as the sequencer takes it: foreign-key checks (a notification, a
+    // history row written while a destination row is held) still pass, so no cycle with the
+    // notifier. What was accepted before the switch is numbered now, before it, so it is owed
+    // by the destinations as they stood.
+    sqlx::query("select 1 from subscriptions where id = $1 for no key update")
+        .bind(subscription_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let last_seq = super::events::sequence_under_lock(tx, subscription_id).await?;
     // What the destinations switched off now still owe: (provider, cursor, waiting retries).
     let off: Vec<(String, i64, i64)> = sqlx::query_as(
         "update delivery_destinations d set off_at_seq = $3,

@@ -302,6 +302,18 @@ struct Waiting {
     stored: bool,
 }
 
+/// Where a subscription's log ends, read under its counter row lock.
+struct Counter {
+    last_seq: i64,
+    /// Hex `Hash` of the last event (the genesis value before the first).
+    last_hash: String,
+    /// The `recorded_at` of the next events: the transaction's time, never before the last.
+    recorded_at: DateTime<Utc>,
+}
+
+/// Most bytes of `details` one sequencer transaction takes (at least one event).
+const SEQUENCER_BATCH_BYTES: i64 = 8 << 20;
+
 /// Sequences up to `limit` of the subscription's waiting events, in ingest order, in one
 /// transaction fenced by the subscription's counter row lock (`for no key update skip
 /// locked`: a second sequencer skips instead of waiting, and answers `busy`). Each event gets
@@ -321,7 +333,7 @@ pub async fn sequence_batch(
     .bind(subscription_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((base, last_hash, recorded_at)) = counter else {
+    let Some(counter) = counter else {
         let exists: bool =
             sqlx::query_scalar("select exists (select 1 from subscriptions where id = $1)")
                 .bind(subscription_id)
@@ -345,60 +357,88 @@ pub async fn sequence_batch(
             ..Sequenced::default()
         });
     };
-    // Read after the lock, so the `stored` check sees every event sequenced before.
+    let mut counter = counter_of(counter);
+    let done = move_waiting(&mut tx, subscription_id, &mut counter, limit).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+fn counter_of(
+    (last_seq, last_hash, recorded_at): (i64, Option<Vec<u8>>, DateTime<Utc>),
+) -> Counter {
+    Counter {
+        last_seq,
+        last_hash: last_hash.map_or_else(|| crate::chain::GENESIS.to_owned(), hex::encode),
+        recorded_at,
+    }
+}
+
+/// Sequences everything waiting for a subscription whose counter row `tx` already holds
+/// locked (switching provider: no event accepted before the switch may be numbered after
+/// it). Returns the subscription's `last_seq`.
+pub async fn sequence_under_lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    subscription_id: Uuid,
+) -> Result<i64, Error> {
+    let counter: (i64, Option<Vec<u8>>, DateTime<Utc>) = sqlx::query_as(
+        "select last_seq, last_hash, greatest(now(), last_recorded_at)
+         from subscriptions where id = $1",
+    )
+    .bind(subscription_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut counter = counter_of(counter);
+    while move_waiting(tx, subscription_id, &mut counter, SEQUENCER_BATCH)
+        .await?
+        .more
+    {}
+    Ok(counter.last_seq)
+}
+
+/// One batch of [`sequence_batch`] inside `tx`, which holds the counter row lock; moves
+/// `counter` to the new end of the log.
+async fn move_waiting(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    subscription_id: Uuid,
+    counter: &mut Counter,
+    limit: i64,
+) -> Result<Sequenced, Error> {
+    // Read after the lock, so the `stored` check sees every event sequenced before. At most
+    // `limit` rows and about SEQUENCER_BATCH_BYTES of details (the first row always).
     let waiting: Vec<Waiting> = sqlx::query_as(
-        "select i.id, i.event_id, i.occurred_at, i.actor, i.details,
+        "select w.id, w.event_id, w.occurred_at, w.actor, w.details,
                 exists (select 1 from audit_events e
-                        where e.subscription_id = i.subscription_id and e.id = i.id) as stored
-         from audit_inbox i where i.subscription_id = $1
-         order by i.ingest_no limit $2",
+                        where e.subscription_id = $1 and e.id = w.id) as stored
+         from (select i.*, sum(pg_column_size(i.details)) over (order by i.ingest_no) as upto
+               from audit_inbox i where i.subscription_id = $1
+               order by i.ingest_no limit $2) w
+         where w.upto - pg_column_size(w.details) < $3
+         order by w.ingest_no",
     )
     .bind(subscription_id)
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .bind(SEQUENCER_BATCH_BYTES)
+    .fetch_all(&mut **tx)
     .await?;
     if waiting.is_empty() {
-        tx.commit().await?;
         return Ok(Sequenced {
-            last_seq: base,
+            last_seq: counter.last_seq,
             ..Sequenced::default()
         });
     }
-    let more = waiting.len() as i64 >= limit;
     let taken: Vec<Uuid> = waiting.iter().map(|w| w.id).collect();
-    let mut prev = last_hash.map_or_else(|| crate::chain::GENESIS.to_owned(), hex::encode);
-    let fresh: Vec<&Waiting> = waiting.iter().filter(|w| !w.stored).collect();
-    let n = fresh.len();
-    let (mut ids, mut seqs, mut prevs, mut hashes) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (i, w) in fresh.iter().enumerate() {
-        let seq = base + 1 + i as i64;
-        // The time as every log carries it (milliseconds), from the value the database keeps.
-        let occurred = crate::siem::wire::rfc3339(w.occurred_at);
-        let hash = crate::chain::hash(
-            &prev,
-            &crate::chain::Link {
-                actor: w.actor.as_deref(),
-                event_id: w.event_id,
-                event_uuid: w.id,
-                occurred_at: &occurred,
-                sequence: seq,
-                subscription_id,
-                details: &w.details,
-            },
-        );
-        ids.push(w.id);
-        seqs.push(seq);
-        prevs.push(hex::decode(&prev).unwrap_or_default());
-        hashes.push(hex::decode(&hash).unwrap_or_default());
-        prev = hash;
-    }
+    let total = waiting.len();
+    let more = total as i64 >= limit;
+    // Hashing a batch takes milliseconds: off the async workers.
+    let (base, prev) = (counter.last_seq, std::mem::take(&mut counter.last_hash));
+    let chained =
+        tokio::task::spawn_blocking(move || chain_batch(subscription_id, base, prev, waiting))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing a batch failed: {e}")))?;
+    let n = chained.ids.len();
+    counter.last_hash = chained.last_hash;
     let last_seq = base + n as i64;
-    sqlx::query(
+    let (inserted,): (i64,) = sqlx::query_as(
         "with moved as (
             delete from audit_inbox where subscription_id = $1 and id = any($2)
             returning id, event_id, occurred_at, actor, details
@@ -415,34 +455,94 @@ pub async fn sequence_batch(
             update subscriptions set last_seq = $8, last_hash = coalesce($9, last_hash),
                                      last_recorded_at = $7
             where id = $1 and $10
+         ), notified as (
+            -- delivered to listeners at commit, so the forwarder never wakes before the rows
+            select pg_notify($11, $1::text)
+            where $10
+              and exists (select 1 from siem_settings s
+                          where s.subscription_id = $1 and s.enabled)
          )
-         -- delivered to listeners at commit, so the forwarder never wakes before the rows
-         select pg_notify($11, $1::text)
-         where $10
-           and exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
-           and (select count(*) from inserted) > 0",
+         select (select count(*) from inserted) + 0 * (select count(*) from notified)",
     )
     .bind(subscription_id)
     .bind(&taken)
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&prevs)
-    .bind(&hashes)
-    .bind(recorded_at)
+    .bind(&chained.ids)
+    .bind(&chained.seqs)
+    .bind(&chained.prevs)
+    .bind(&chained.hashes)
+    .bind(counter.recorded_at)
     .bind(last_seq)
-    .bind(hashes.last().cloned())
+    .bind(chained.hashes.last().cloned())
     .bind(n > 0)
     .bind(EVENTS_CHANNEL)
-    .execute(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    tx.commit().await?;
+    if inserted != n as i64 {
+        // Never expected: every numbered event must be in the log, or the numbers would have a
+        // gap. The caller's transaction rolls back.
+        return Err(Error::Internal(format!(
+            "the sequencer numbered {n} events but moved {inserted}"
+        )));
+    }
+    counter.last_seq = last_seq;
     Ok(Sequenced {
         sequenced: n as u64,
-        duplicates: (waiting.len() - n) as u64,
+        duplicates: (total - n) as u64,
         busy: false,
         more,
         last_seq,
     })
+}
+
+/// A batch's numbers and hash links.
+struct Chained {
+    ids: Vec<Uuid>,
+    seqs: Vec<i64>,
+    prevs: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+    last_hash: String,
+}
+
+/// Numbers the events not already stored after `base` and chains them after `prev`.
+fn chain_batch(
+    subscription_id: Uuid,
+    base: i64,
+    mut prev: String,
+    waiting: Vec<Waiting>,
+) -> Chained {
+    let fresh: Vec<Waiting> = waiting.into_iter().filter(|w| !w.stored).collect();
+    let n = fresh.len();
+    let mut out = Chained {
+        ids: Vec::with_capacity(n),
+        seqs: Vec::with_capacity(n),
+        prevs: Vec::with_capacity(n),
+        hashes: Vec::with_capacity(n),
+        last_hash: String::new(),
+    };
+    for (i, w) in fresh.iter().enumerate() {
+        let seq = base + 1 + i as i64;
+        // The time as every log carries it (milliseconds), from the value the database keeps.
+        let occurred = crate::siem::wire::rfc3339(w.occurred_at);
+        let hash = crate::chain::hash(
+            &prev,
+            &crate::chain::Link {
+                actor: w.actor.as_deref(),
+                event_id: w.event_id,
+                event_uuid: w.id,
+                occurred_at: &occurred,
+                sequence: seq,
+                subscription_id,
+                details: &w.details,
+            },
+        );
+        out.ids.push(w.id);
+        out.seqs.push(seq);
+        out.prevs.push(hex::decode(&prev).unwrap_or_default());
+        out.hashes.push(hex::decode(&hash).unwrap_or_default());
+        prev = hash;
+    }
+    out.last_hash = prev;
+    out
 }
 
 /// The subscriptions with events waiting in the inbox (a skip scan of its order index: one

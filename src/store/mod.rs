@@ -23,6 +23,9 @@ pub enum Error {
     /// Any other database error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A broken invariant the statement's caller detected (its transaction is rolled back).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {

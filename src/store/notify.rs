@@ -176,9 +176,9 @@ pub async fn expire(
             select d.subscription_id, d.provider, d.cursor as old_cursor, cut.new_cursor
             from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id,
             lateral (
-                -- Up to the first event after the cursor that is not old yet: `recorded_at`
-                -- is not monotonic in `seq`, so a later event may be older; never skip a
-                -- young one.
+                -- Up to the first event after the cursor that is not old yet. The sequencer
+                -- keeps `recorded_at` monotonic in `seq`; events recorded before it was not,
+                -- so this never skips a young one either way.
                 select coalesce(
                     (select e.seq - 1 from audit_events e
                      where e.subscription_id = d.subscription_id and e.seq > d.cursor
