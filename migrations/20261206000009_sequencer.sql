@@ -33,3 +33,17 @@ alter table audit_inbox set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacu
 alter table subscriptions add column last_recorded_at timestamptz;
 update subscriptions s
 set last_recorded_at = (select max(e.recorded_at) from audit_events e where e.subscription_id = s.id);
+
+-- Uncontended ingest numbers its events in its own transaction (one write per event instead of
+-- two) and must not NOTIFY there: it sets cloudpki.quiet_page for that transaction and
+-- announces the change after commit.
+create or replace function cloudpki_subscription_changed() returns trigger
+language plpgsql as $$
+begin
+    if current_setting('cloudpki.quiet_page', true) = 'on' then
+        return null;
+    end if;
+    perform pg_notify('cloudpki_page', new.id::text);
+    return null;
+end
+$$;

@@ -379,9 +379,12 @@ async fn emit(
         })
         .collect();
     let id = new[0].id;
-    store::events::record(&db.pool, subscription_id, &new).await?;
+    let recorded = store::events::record(&db.pool, subscription_id, &new).await?;
     // A one-shot process has no sequencer of its own: give the event its place in the log now.
     store::events::sequence_all(&db.pool, subscription_id).await?;
+    if recorded.in_log {
+        store::events::announce(&db.pool, subscription_id).await?;
+    }
     println!("{id}");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The sequencer: moves ingested events from the inbox into the log.
 //!
-//! Ingest ([`crate::store::events::record`]) is one plain insert and wakes this process's
-//! sequencer after commit ([`Sequencer::wake`], memory only). The sequencer takes each woken
+//! Ingest ([`crate::store::events::record`]) numbers events itself when nobody else holds the
+//! subscription; otherwise it is one plain insert into the inbox and wakes this process's
+//! sequencer after commit ([`Sequencer::recorded`], memory only). The sequencer takes each woken
 //! subscription's waiting events in batches ([`crate::store::events::sequence_batch`]), each
 //! batch one transaction fenced by the subscription's counter row lock, which also notifies
 //! the forwarders once per batch.
@@ -20,7 +21,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::store::events::{sequence_batch, waiting_subscriptions, Sequenced, SEQUENCER_BATCH};
+use crate::store::events::{
+    announce, sequence_batch, waiting_subscriptions, Recorded, Sequenced, SEQUENCER_BATCH,
+};
 
 /// How often the inbox is swept for subscriptions no wake-up announced.
 pub const SWEEP: Duration = Duration::from_millis(500);
@@ -56,6 +59,22 @@ impl Sequencer {
             .unwrap_or_else(|p| p.into_inner())
             .insert(subscription_id);
         self.inner.notify.notify_one();
+    }
+
+    /// What ingest does after its commit: announces events already in the log (outside the
+    /// write, in the background), or wakes the sequencer for events left in the inbox.
+    pub fn recorded(&self, pool: &PgPool, subscription_id: Uuid, recorded: &Recorded) {
+        if recorded.in_log {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                if let Err(err) = announce(&pool, subscription_id).await {
+                    // The forwarders' sweep and the pages' next change catch up.
+                    tracing::warn!(subscription = %subscription_id, error = %err, "new events could not be announced");
+                }
+            });
+        } else if recorded.accepted > 0 {
+            self.wake(subscription_id);
+        }
     }
 
     fn take_due(&self, running: &HashSet<Uuid>, room: usize) -> Vec<Uuid> {

@@ -423,7 +423,8 @@ async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_ol
         actor: None,
         details: json!({}),
     };
-    cloudpki::store::events::record(&pool, sub, &[event])
+    // As ingest stores it while the counter is held by someone else.
+    cloudpki::store::events::record_in_inbox(&pool, sub, &[event])
         .await
         .unwrap();
     let mut tx = pool.begin().await.unwrap();
@@ -439,4 +440,41 @@ async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_ol
     .await;
     assert_eq!(assert_log(&pool, sub).await, 1, "numbered by the switch");
     assert_eq!(off_at, 1, "owed by the destination switched off after it");
+}
+
+#[tokio::test]
+async fn an_uncontended_ingest_is_in_the_log_at_its_202_and_wakes_the_forwarder_after_commit() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("S").await;
+    app.configure_datadog(
+        sub,
+        "https://http-intake.logs.datadoghq.com",
+        "0123456789abcdef0123456789abcdef",
+        true,
+    )
+    .await;
+    let token = app.token(sub).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(cloudpki::store::events::EVENTS_CHANNEL)
+        .await
+        .unwrap();
+    let r = ingest(
+        &app.base_url,
+        &token,
+        &json!([{"event_id": 4888}, {"event_id": 12}]),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    // No sequencer involved: numbered and chained by the request itself.
+    let waiting = "select count(*) from audit_inbox where subscription_id = $1";
+    assert_eq!(scalar(&app.pool, waiting, sub).await, 0);
+    assert_eq!(assert_log(&app.pool, sub).await, 2);
+    let woken = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the forwarder is woken")
+        .unwrap();
+    assert_eq!(woken.payload(), sub.to_string());
 }

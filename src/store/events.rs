@@ -32,6 +32,9 @@ pub struct Recorded {
     pub accepted: u64,
     /// Events whose id was already stored or waiting for this subscription (retries).
     pub duplicates: u64,
+    /// The events are in the log already (the uncontended path): the caller announces them
+    /// with [`announce`] after commit. Otherwise they wait in the inbox for the sequencer.
+    pub in_log: bool,
 }
 
 /// Stores a new ingestion token (its digest) and returns the token's id.
@@ -231,16 +234,31 @@ pub async fn recent(
     Ok((events, cursor))
 }
 
-/// Records a batch all-or-nothing, as one plain insert into the inbox: no lock shared with
-/// other writers, no NOTIFY. Ids are idempotency keys within the subscription: an id already
-/// sequenced, one still in the inbox, or one repeated within the request is a duplicate. The
-/// sequencer ([`sequence_batch`]) later gives the new events their `seq`, their place in the
-/// hash chain and their `recorded_at`; the caller wakes it after commit.
+/// Records a batch all-or-nothing; never waits on another writer and sends no NOTIFY.
 ///
-/// One race is left to the sequencer: an id sequenced by a transaction that commits while this
-/// insert runs is not seen here, so it is counted as accepted; the sequencer then finds it
-/// stored and drops the second copy (nothing is stored twice, nothing is lost).
+/// Uncontended (nobody holds the subscription's counter row and nothing waits in its inbox),
+/// the events are numbered, chained and stored in the log in this one transaction: one write
+/// per event ([`record_in_place`]). Otherwise they go into the inbox in one plain insert and
+/// the sequencer ([`sequence_batch`]) numbers them; the caller wakes it after commit.
+///
+/// Ids are idempotency keys within the subscription: an id already sequenced, one still in
+/// the inbox, or one repeated within the request is a duplicate. One race is left to the
+/// sequencer: an id stored by a transaction that commits while this insert runs is not seen
+/// here, so it is counted as accepted; the sequencer then finds it stored and drops the second
+/// copy (nothing is stored twice, nothing is lost).
 pub async fn record(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    events: &[NewEvent],
+) -> Result<Recorded, Error> {
+    if let Some(done) = record_in_place(pool, subscription_id, events).await? {
+        return Ok(done);
+    }
+    record_in_inbox(pool, subscription_id, events).await
+}
+
+/// The inbox path of [`record`]: one plain insert, no lock shared with other writers.
+pub async fn record_in_inbox(
     pool: &PgPool,
     subscription_id: Uuid,
     events: &[NewEvent],
@@ -273,7 +291,152 @@ pub async fn record(
         accepted,
         // Ids already stored or waiting, and ids repeated within this request.
         duplicates: events.len() as u64 - accepted.min(events.len() as u64),
+        in_log: false,
     })
+}
+
+/// The uncontended path of [`record`]: `None` (nothing written) when another transaction holds
+/// the subscription's counter row (`skip locked`: never waits) or events wait in its inbox
+/// (they go first). Otherwise the events get their `seq`, hash links and `recorded_at` here
+/// and go straight into the log. The page trigger stays quiet in this transaction
+/// (`cloudpki.quiet_page`): no NOTIFY inside an ingest transaction; the caller announces the
+/// change after commit ([`announce`]).
+async fn record_in_place(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    events: &[NewEvent],
+) -> Result<Option<Recorded>, Error> {
+    let mut tx = pool.begin().await?;
+    // The counter as locked, whether events wait in the inbox, and the quieted page trigger.
+    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, bool, String);
+    let counter: Option<Locked> = sqlx::query_as(
+        "select s.last_seq, s.last_hash, greatest(now(), s.last_recorded_at),
+                exists (select 1 from audit_inbox i where i.subscription_id = s.id),
+                set_config('cloudpki.quiet_page', 'on', true)
+         from subscriptions s where s.id = $1 for no key update skip locked",
+    )
+    .bind(subscription_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((last_seq, last_hash, recorded_at, waiting, _)) = counter else {
+        return Ok(None);
+    };
+    if waiting {
+        return Ok(None);
+    }
+    // Complete under the lock: every event of the log was numbered holding it.
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let stored: Vec<Uuid> = sqlx::query_scalar(
+        "select id from audit_events where subscription_id = $1 and id = any($2)",
+    )
+    .bind(subscription_id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
+    let fresh: Vec<Waiting> = events
+        .iter()
+        .filter(|e| seen.insert(e.id))
+        .map(|e| Waiting {
+            id: e.id,
+            event_id: e.event_id,
+            occurred_at: stored_time(e.occurred_at),
+            actor: e.actor.clone(),
+            details: e.details.clone(),
+            stored: false,
+        })
+        .collect();
+    let duplicates = (events.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(Some(Recorded {
+            accepted: 0,
+            duplicates,
+            in_log: false,
+        }));
+    }
+    let counter = counter_of((last_seq, last_hash, recorded_at));
+    let details: Vec<Value> = fresh.iter().map(|w| w.details.clone()).collect();
+    let meta: Vec<(i32, DateTime<Utc>, Option<String>)> = fresh
+        .iter()
+        .map(|w| (w.event_id, w.occurred_at, w.actor.clone()))
+        .collect();
+    let n = fresh.len();
+    let chained = if n > 64 {
+        // Hashing a big batch takes milliseconds: off the async workers.
+        let (base, prev) = (counter.last_seq, counter.last_hash);
+        tokio::task::spawn_blocking(move || chain_batch(subscription_id, base, prev, fresh))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing a batch failed: {e}")))?
+    } else {
+        chain_batch(subscription_id, counter.last_seq, counter.last_hash, fresh)
+    };
+    let new_last = counter.last_seq + n as i64;
+    let (inserted,): (i64,) = sqlx::query_as(
+        "with inserted as (
+            insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor,
+                                      details, prev_hash, hash, recorded_at)
+            select $1, t.seq, t.id, t.event_id, t.occurred_at, t.actor, t.details, t.prev,
+                   t.hash, $10
+            from unnest($2::bigint[], $3::uuid[], $4::int[], $5::timestamptz[], $6::text[],
+                        $7::jsonb[], $8::bytea[], $9::bytea[])
+                as t(seq, id, event_id, occurred_at, actor, details, prev, hash)
+            returning 1
+         ), bumped as (
+            update subscriptions set last_seq = $11, last_hash = $12, last_recorded_at = $10
+            where id = $1
+         )
+         select count(*) from inserted",
+    )
+    .bind(subscription_id)
+    .bind(&chained.seqs)
+    .bind(&chained.ids)
+    .bind(meta.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind(meta.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(meta.iter().map(|m| m.2.clone()).collect::<Vec<_>>())
+    .bind(&details)
+    .bind(&chained.prevs)
+    .bind(&chained.hashes)
+    .bind(counter.recorded_at)
+    .bind(new_last)
+    .bind(chained.hashes.last().cloned())
+    .fetch_one(&mut *tx)
+    .await?;
+    if inserted != n as i64 {
+        return Err(Error::Internal(format!(
+            "ingest numbered {n} events but stored {inserted}"
+        )));
+    }
+    tx.commit().await?;
+    Ok(Some(Recorded {
+        accepted: n as u64,
+        duplicates,
+        in_log: true,
+    }))
+}
+
+/// Announces events stored by [`record`]'s uncontended path, after its commit and outside
+/// it: wakes the forwarders when an enabled destination will read them, and tells every
+/// portal's page cache that the subscription's counts moved.
+pub async fn announce(pool: &PgPool, subscription_id: Uuid) -> Result<(), Error> {
+    sqlx::query(
+        "select pg_notify($2, $1::text)
+         where exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
+         union all
+         select pg_notify('cloudpki_page', $1::text)",
+    )
+    .bind(subscription_id)
+    .bind(EVENTS_CHANNEL)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A time as PostgreSQL stores it (`timestamptz`: microseconds), so a hash computed before the
+/// insert matches the log built from the row.
+fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
 }
 
 /// What one sequencer batch did.

@@ -162,10 +162,12 @@ async fn record_events_inner(
         })
         .collect();
     let recorded = store::events::record(state.pool(), subscription_id, &new).await?;
-    if recorded.accepted > 0 {
-        // Committed: the sequencer gives the events their place in the log (and the settings
-        // page's counts move then).
-        state.sequencer().wake(subscription_id);
+    // Committed: announced, or handed to the sequencer (the settings page's counts move then).
+    state
+        .sequencer()
+        .recorded(state.pool(), subscription_id, &recorded);
+    if recorded.in_log {
+        state.page_cache().subscription_changed(subscription_id);
     }
     metrics::counter!("cloudpki_events_recorded_total").increment(recorded.accepted);
     Ok((
