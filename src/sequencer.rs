@@ -12,7 +12,7 @@
 //! shortly. A sweep finds what no wake-up announced (events ingested by another process, or
 //! left by a crash between ingest and sequencing) every [`SWEEP`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub struct Sequencer {
 struct Wakes {
     due: Mutex<HashSet<Uuid>>,
     notify: Notify,
+    /// Subscriptions with an announcement in flight, and whether another is owed after it.
+    announcing: Mutex<HashMap<Uuid, bool>>,
 }
 
 impl Sequencer {
@@ -65,11 +67,39 @@ impl Sequencer {
     /// write, in the background), or wakes the sequencer for events left in the inbox.
     pub fn recorded(&self, pool: &PgPool, subscription_id: Uuid, recorded: &Recorded) {
         if recorded.in_log {
-            let pool = pool.clone();
+            // One announcement in flight per subscription: requests committed meanwhile are
+            // covered by one more after it (NOTIFY serialises on a cluster-wide lock).
+            {
+                let mut announcing = self
+                    .inner
+                    .announcing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(again) = announcing.get_mut(&subscription_id) {
+                    *again = true;
+                    return;
+                }
+                announcing.insert(subscription_id, false);
+            }
+            let (pool, me) = (pool.clone(), self.clone());
             tokio::spawn(async move {
-                if let Err(err) = announce(&pool, subscription_id).await {
-                    // The forwarders' sweep and the pages' next change catch up.
-                    tracing::warn!(subscription = %subscription_id, error = %err, "new events could not be announced");
+                loop {
+                    if let Err(err) = announce(&pool, subscription_id).await {
+                        // The forwarders' sweep and the pages' next change catch up.
+                        tracing::warn!(subscription = %subscription_id, error = %err, "new events could not be announced");
+                    }
+                    let mut announcing = me
+                        .inner
+                        .announcing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    match announcing.get_mut(&subscription_id) {
+                        Some(again) if *again => *again = false,
+                        _ => {
+                            announcing.remove(&subscription_id);
+                            return;
+                        }
+                    }
                 }
             });
         } else if recorded.accepted > 0 {

@@ -307,32 +307,30 @@ async fn record_in_place(
     events: &[NewEvent],
 ) -> Result<Option<Recorded>, Error> {
     let mut tx = pool.begin().await?;
-    // The counter as locked, whether events wait in the inbox, and the quieted page trigger.
-    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, bool, String);
+    // The counter as locked, whether events wait in the inbox, the quieted page trigger, and
+    // which of the ids the log holds. The subqueries see the statement's snapshot, which may
+    // predate a batch committed just before the lock was taken: the insert below skips any id
+    // the log holds after all, and then this path gives way to the inbox's.
+    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, bool, String, Vec<Uuid>);
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let counter: Option<Locked> = sqlx::query_as(
         "select s.last_seq, s.last_hash, greatest(now(), s.last_recorded_at),
                 exists (select 1 from audit_inbox i where i.subscription_id = s.id),
-                set_config('cloudpki.quiet_page', 'on', true)
+                set_config('cloudpki.quiet_page', 'on', true),
+                array(select e.id from audit_events e
+                      where e.subscription_id = s.id and e.id = any($2))
          from subscriptions s where s.id = $1 for no key update skip locked",
     )
     .bind(subscription_id)
+    .bind(&ids)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((last_seq, last_hash, recorded_at, waiting, _)) = counter else {
+    let Some((last_seq, last_hash, recorded_at, waiting, _, stored)) = counter else {
         return Ok(None);
     };
     if waiting {
         return Ok(None);
     }
-    // Complete under the lock: every event of the log was numbered holding it.
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let stored: Vec<Uuid> = sqlx::query_scalar(
-        "select id from audit_events where subscription_id = $1 and id = any($2)",
-    )
-    .bind(subscription_id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
     let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
     let fresh: Vec<Waiting> = events
         .iter()
@@ -381,6 +379,7 @@ async fn record_in_place(
             from unnest($2::bigint[], $3::uuid[], $4::int[], $5::timestamptz[], $6::text[],
                         $7::jsonb[], $8::bytea[], $9::bytea[])
                 as t(seq, id, event_id, occurred_at, actor, details, prev, hash)
+            on conflict (subscription_id, id) do nothing
             returning 1
          ), bumped as (
             update subscriptions set last_seq = $11, last_hash = $12, last_recorded_at = $10
@@ -403,9 +402,10 @@ async fn record_in_place(
     .fetch_one(&mut *tx)
     .await?;
     if inserted != n as i64 {
-        return Err(Error::Internal(format!(
-            "ingest numbered {n} events but stored {inserted}"
-        )));
+        // An id was stored meanwhile: numbering around it would leave a gap. Roll back and
+        // take the inbox's path, whose check sees it.
+        drop(tx);
+        return Ok(None);
     }
     tx.commit().await?;
     Ok(Some(Recorded {
