@@ -242,10 +242,12 @@ pub async fn recent(
 /// the sequencer ([`sequence_batch`]) numbers them; the caller wakes it after commit.
 ///
 /// Ids are idempotency keys within the subscription: an id already sequenced, one still in
-/// the inbox, or one repeated within the request is a duplicate. One race is left to the
-/// sequencer: an id stored by a transaction that commits while this insert runs is not seen
-/// here, so it is counted as accepted; the sequencer then finds it stored and drops the second
-/// copy (nothing is stored twice, nothing is lost).
+/// the inbox, or one repeated within the request is a duplicate. The uncontended path gives
+/// way to the inbox's when an id turns out stored after all. One race is left to the
+/// sequencer: an id stored by a transaction that commits while the inbox insert runs is not
+/// seen there, so it is counted as accepted; the sequencer then finds it stored and drops the
+/// second copy (nothing is stored twice, nothing is lost). The inbox insert waits only for a
+/// concurrent request inserting the same id (a client retrying in parallel).
 pub async fn record(
     pool: &PgPool,
     subscription_id: Uuid,
@@ -307,30 +309,31 @@ async fn record_in_place(
     events: &[NewEvent],
 ) -> Result<Option<Recorded>, Error> {
     let mut tx = pool.begin().await?;
-    // The counter as locked, whether events wait in the inbox, the quieted page trigger, and
+    // The counter as locked (only when nothing waits in the inbox: a row the condition
+    // refuses is never locked, so the sequencer is not kept out), the quieted page trigger, and
     // which of the ids the log holds. The subqueries see the statement's snapshot, which may
     // predate a batch committed just before the lock was taken: the insert below skips any id
     // the log holds after all, and then this path gives way to the inbox's.
-    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, bool, String, Vec<Uuid>);
+    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, String, Vec<Uuid>);
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let counter: Option<Locked> = sqlx::query_as(
         "select s.last_seq, s.last_hash, greatest(now(), s.last_recorded_at),
-                exists (select 1 from audit_inbox i where i.subscription_id = s.id),
                 set_config('cloudpki.quiet_page', 'on', true),
                 array(select e.id from audit_events e
                       where e.subscription_id = s.id and e.id = any($2))
-         from subscriptions s where s.id = $1 for no key update skip locked",
+         from subscriptions s
+         where s.id = $1
+           and not exists (select 1 from audit_inbox i where i.subscription_id = $1)
+         for no key update skip locked",
     )
     .bind(subscription_id)
     .bind(&ids)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((last_seq, last_hash, recorded_at, waiting, _, stored)) = counter else {
+    let Some((last_seq, last_hash, recorded_at, _, stored)) = counter else {
+        tx.rollback().await?;
         return Ok(None);
     };
-    if waiting {
-        return Ok(None);
-    }
     let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
     let fresh: Vec<Waiting> = events
         .iter()
@@ -402,9 +405,9 @@ async fn record_in_place(
     .fetch_one(&mut *tx)
     .await?;
     if inserted != n as i64 {
-        // An id was stored meanwhile: numbering around it would leave a gap. Roll back and
-        // take the inbox's path, whose check sees it.
-        drop(tx);
+        // An id was stored meanwhile: numbering around it would leave a gap. Roll back (the
+        // lock goes with it) and take the inbox's path, whose check sees it.
+        tx.rollback().await?;
         return Ok(None);
     }
     tx.commit().await?;
