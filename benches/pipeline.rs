@@ -1673,7 +1673,8 @@ async fn steady_load(
 
 async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
     let db = ctx.pg.fresh("latency").await?;
-    let subs = db.subscriptions(1, &ctx.intake.base_url()).await?;
+    // The second subscription only carries the concurrent drain of the last row.
+    let subs = db.subscriptions(2, &ctx.intake.base_url()).await?;
     let since = db.now().await?;
     let worker = Proc::worker(&db, ctx.out_dir, "worker-latency")?;
     db.wait_listeners(1, since).await?;
@@ -1718,6 +1719,56 @@ async fn latency(ctx: &Ctx<'_>, report: &mut Report) -> anyhow::Result<()> {
         };
         report.push(row);
     }
+    // Commit → intake at 5,000/s for one subscription, alone and then while another drains a
+    // large backlog through the same worker.
+    let rate = 5_000;
+    let secs = ctx.sizes.latency_secs;
+    db.clear().await?;
+    let (alone, _, alone_missing) =
+        steady_load(&db, &sequencer, ctx.intake, subs[0], rate, secs).await?;
+    db.clear().await?;
+    db.hold().await?;
+    let backlog = ctx.sizes.scale_large;
+    db.prefill(&subs[1..], backlog).await?;
+    db.release().await?;
+    // Let the worker get busy with the backlog first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (busy, offered, missing) =
+        steady_load(&db, &sequencer, ctx.intake, subs[0], rate, secs).await?;
+    let still_owed = db.queued().await?;
+    let p99 = percentile(&busy, 99.0);
+    report.push(
+        Row::new(
+            &format!("latency at 5,000/s while another subscription drains {backlog}"),
+            format!(
+                "p50 {} · p99 {} · max {} (offered {}, {} events{}; {} of the backlog still owed at the end)",
+                ms(percentile(&busy, 50.0)),
+                ms(p99),
+                ms(busy.last().copied().unwrap_or_default()),
+                per_sec(offered),
+                busy.len(),
+                if missing > 0 {
+                    format!(", {missing} NOT DELIVERED")
+                } else {
+                    String::new()
+                },
+                still_owed
+            ),
+            Some(p99.as_secs_f64() * 1000.0),
+        )
+        .baseline(
+            format!(
+                "alone: p99 {}{}",
+                ms(percentile(&alone, 99.0)),
+                if alone_missing > 0 { " (some NOT DELIVERED)" } else { "" }
+            ),
+            percentile(&alone, 99.0).as_secs_f64() * 1000.0,
+        )
+        .target(
+            "p99 ≤ 50 ms",
+            p99 <= Duration::from_millis(50) && missing == 0,
+        ),
+    );
     if let Some(kb) = worker.peak_rss_kb() {
         report.worker_peak_kb.push(("latency".into(), kb));
     }

@@ -481,8 +481,8 @@ struct Counter {
 const SEQUENCER_BATCH_BYTES: i64 = 8 << 20;
 
 /// Sequences up to `limit` of the subscription's waiting events, in ingest order, in one
-/// transaction fenced by the subscription's counter row lock (`for no key update skip
-/// locked`: a second sequencer skips instead of waiting, and answers `busy`). Each event gets
+/// transaction fenced by the subscription's counter row lock (`for no key update`, waiting at
+/// most 100 ms for another holder, then answering `busy`). Each event gets
 /// the next `seq`, its `PrevHash`/`Hash` (see [`crate::chain`]) and `recorded_at` (the
 /// transaction's time, never before the subscription's previous one). The forwarder is
 /// notified at commit when an enabled destination will read the new events.
@@ -492,25 +492,29 @@ pub async fn sequence_batch(
     limit: i64,
 ) -> Result<Sequenced, Error> {
     let mut tx = pool.begin().await?;
-    let counter: Option<(i64, Option<Vec<u8>>, DateTime<Utc>)> = sqlx::query_as(
+    // Waits a moment for a holder (an uncontended ingest commits within milliseconds, and the
+    // wait ends the instant it does), then gives up as busy. Ingest never waits for this
+    // waiter: it takes the row with `skip locked`.
+    sqlx::query("set local lock_timeout = '100ms'")
+        .execute(&mut *tx)
+        .await?;
+    let counter: Result<Option<CounterRow>, sqlx::Error> = sqlx::query_as(
         "select last_seq, last_hash, greatest(now(), last_recorded_at)
-         from subscriptions where id = $1 for no key update skip locked",
+             from subscriptions where id = $1 for no key update",
     )
     .bind(subscription_id)
     .fetch_optional(&mut *tx)
-    .await?;
-    let Some(counter) = counter else {
-        let exists: bool =
-            sqlx::query_scalar("select exists (select 1 from subscriptions where id = $1)")
-                .bind(subscription_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if exists {
+    .await;
+    let counter = match counter {
+        Err(err) if is_lock_timeout(&err) => {
             return Ok(Sequenced {
                 busy: true,
                 ..Sequenced::default()
-            });
+            })
         }
+        other => other?,
+    };
+    let Some(counter) = counter else {
         // The subscription was deleted: its waiting events go with it.
         let dropped = sqlx::query("delete from audit_inbox where subscription_id = $1")
             .bind(subscription_id)
@@ -527,6 +531,16 @@ pub async fn sequence_batch(
     let done = move_waiting(&mut tx, subscription_id, &mut counter, limit).await?;
     tx.commit().await?;
     Ok(done)
+}
+
+/// `last_seq`, `last_hash` and the next `recorded_at`, as read under the counter row lock.
+type CounterRow = (i64, Option<Vec<u8>>, DateTime<Utc>);
+
+/// PostgreSQL's `lock_not_available` (SQLSTATE 55P03): `lock_timeout` expired.
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "55P03")
 }
 
 fn counter_of(
