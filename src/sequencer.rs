@@ -8,8 +8,8 @@
 //! the forwarders once per batch.
 //!
 //! Every `serve` and `worker` process runs one. Processes coordinate only through the row
-//! lock: a sequencer that finds a subscription held by another skips it and tries again
-//! shortly. A sweep finds what no wake-up announced (events ingested by another process, or
+//! lock: a sequencer that finds a subscription held by another waits up to 100 ms, then
+//! tries again shortly. A sweep finds what no wake-up announced (events ingested by another process, or
 //! left by a crash between ingest and sequencing) every [`SWEEP`].
 
 use std::collections::{HashMap, HashSet};
