@@ -330,12 +330,7 @@ async fn retention_never_jumps_over_events_a_worker_is_sending() {
 #[tokio::test]
 async fn upgrading_from_the_old_queue_keeps_every_pending_event_and_resends_nothing_delivered() {
     let pool = support::database_at(20261126000006).await;
-    let sub = Uuid::new_v4();
-    sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
-        .bind(sub)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sub = support::insert_subscription(&pool, "Old").await;
     sqlx::query("insert into siem_settings (subscription_id, enabled, provider, updated_by_email) values ($1, true, 'datadog', 'x@example.com')")
         .bind(sub)
         .execute(&pool)

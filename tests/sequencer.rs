@@ -314,12 +314,7 @@ async fn concurrent_ingest_into_many_subscriptions_gives_each_a_gap_free_verifie
 async fn the_upgrade_carries_existing_events_cursors_and_chains_over() {
     // A database as today's schema left it: three chained events, a destination at cursor 2.
     let pool = support::database_at(20261206000008).await;
-    let sub = Uuid::new_v4();
-    sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
-        .bind(sub)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sub = support::insert_subscription(&pool, "Old").await;
     let mut prev = cloudpki::chain::GENESIS.to_owned();
     for seq in 1..=3i64 {
         let id = Uuid::new_v4();
@@ -405,12 +400,7 @@ async fn the_upgrade_carries_existing_events_cursors_and_chains_over() {
 async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_old_destination() {
     // No sequencer runs here: the event waits in the inbox when the switch comes.
     let pool = support::database_at(i64::MAX).await;
-    let sub = Uuid::new_v4();
-    sqlx::query("insert into subscriptions (id, name) values ($1, 'S')")
-        .bind(sub)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sub = support::insert_subscription(&pool, "S").await;
     let mut tx = pool.begin().await.unwrap();
     cloudpki::store::delivery::ensure_destination(&mut tx, sub, "datadog")
         .await

@@ -838,12 +838,7 @@ async fn tested_secrets_stay_with_their_session_their_address_and_ten_minutes() 
 async fn settings_saved_as_form_values_are_migrated_to_typed_settings_that_read_back_the_same() {
     use chrono::Timelike as _;
     let pool = support::database_at(20261130000004).await;
-    let sub = Uuid::new_v4();
-    sqlx::query("insert into subscriptions (id, name) values ($1, 'Old')")
-        .bind(sub)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sub = support::insert_subscription(&pool, "Old").await;
     // A rotation window that is still open, a day from now (whole seconds, as stored).
     let previous_until = (chrono::Utc::now() + chrono::Duration::days(1))
         .with_nanosecond(0)

@@ -357,20 +357,19 @@ async fn record_in_place(
         }));
     }
     let counter = counter_of((last_seq, last_hash, recorded_at));
-    let details: Vec<Value> = fresh.iter().map(|w| w.details.clone()).collect();
-    let meta: Vec<(i32, DateTime<Utc>, Option<String>)> = fresh
-        .iter()
-        .map(|w| (w.event_id, w.occurred_at, w.actor.clone()))
-        .collect();
     let n = fresh.len();
-    let chained = if n > 64 {
+    let (fresh, chained) = if n > 64 {
         // Hashing a big batch takes milliseconds: off the async workers.
         let (base, prev) = (counter.last_seq, counter.last_hash);
-        tokio::task::spawn_blocking(move || chain_batch(subscription_id, base, prev, fresh))
-            .await
-            .map_err(|e| Error::Internal(format!("hashing a batch failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let chained = chain_batch(subscription_id, base, prev, &fresh);
+            (fresh, chained)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing a batch failed: {e}")))?
     } else {
-        chain_batch(subscription_id, counter.last_seq, counter.last_hash, fresh)
+        let chained = chain_batch(subscription_id, counter.last_seq, counter.last_hash, &fresh);
+        (fresh, chained)
     };
     let new_last = counter.last_seq + n as i64;
     let (inserted,): (i64,) = sqlx::query_as(
@@ -393,10 +392,10 @@ async fn record_in_place(
     .bind(subscription_id)
     .bind(&chained.seqs)
     .bind(&chained.ids)
-    .bind(meta.iter().map(|m| m.0).collect::<Vec<_>>())
-    .bind(meta.iter().map(|m| m.1).collect::<Vec<_>>())
-    .bind(meta.iter().map(|m| m.2.clone()).collect::<Vec<_>>())
-    .bind(&details)
+    .bind(fresh.iter().map(|w| w.event_id).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|w| w.occurred_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|w| w.actor.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|w| w.details.clone()).collect::<Vec<_>>())
     .bind(&chained.prevs)
     .bind(&chained.hashes)
     .bind(counter.recorded_at)
@@ -453,8 +452,6 @@ pub struct Sequenced {
     pub busy: bool,
     /// The batch was full: more may be waiting.
     pub more: bool,
-    /// The subscription's last `seq` after this batch.
-    pub last_seq: i64,
 }
 
 /// An inbox row as the sequencer reads it.
@@ -543,9 +540,7 @@ fn is_lock_timeout(err: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "55P03")
 }
 
-fn counter_of(
-    (last_seq, last_hash, recorded_at): (i64, Option<Vec<u8>>, DateTime<Utc>),
-) -> Counter {
+fn counter_of((last_seq, last_hash, recorded_at): CounterRow) -> Counter {
     Counter {
         last_seq,
         last_hash: last_hash.map_or_else(|| crate::chain::GENESIS.to_owned(), hex::encode),
@@ -560,7 +555,7 @@ pub async fn sequence_under_lock(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     subscription_id: Uuid,
 ) -> Result<i64, Error> {
-    let counter: (i64, Option<Vec<u8>>, DateTime<Utc>) = sqlx::query_as(
+    let counter: CounterRow = sqlx::query_as(
         "select last_seq, last_hash, greatest(now(), last_recorded_at)
          from subscriptions where id = $1",
     )
@@ -601,10 +596,7 @@ async fn move_waiting(
     .fetch_all(&mut **tx)
     .await?;
     if waiting.is_empty() {
-        return Ok(Sequenced {
-            last_seq: counter.last_seq,
-            ..Sequenced::default()
-        });
+        return Ok(Sequenced::default());
     }
     let taken: Vec<Uuid> = waiting.iter().map(|w| w.id).collect();
     let total = waiting.len();
@@ -612,7 +604,7 @@ async fn move_waiting(
     // Hashing a batch takes milliseconds: off the async workers.
     let (base, prev) = (counter.last_seq, std::mem::take(&mut counter.last_hash));
     let chained =
-        tokio::task::spawn_blocking(move || chain_batch(subscription_id, base, prev, waiting))
+        tokio::task::spawn_blocking(move || chain_batch(subscription_id, base, prev, &waiting))
             .await
             .map_err(|e| Error::Internal(format!("hashing a batch failed: {e}")))?;
     let n = chained.ids.len();
@@ -670,7 +662,6 @@ async fn move_waiting(
         duplicates: (total - n) as u64,
         busy: false,
         more,
-        last_seq,
     })
 }
 
@@ -684,13 +675,8 @@ struct Chained {
 }
 
 /// Numbers the events not already stored after `base` and chains them after `prev`.
-fn chain_batch(
-    subscription_id: Uuid,
-    base: i64,
-    mut prev: String,
-    waiting: Vec<Waiting>,
-) -> Chained {
-    let fresh: Vec<Waiting> = waiting.into_iter().filter(|w| !w.stored).collect();
+fn chain_batch(subscription_id: Uuid, base: i64, mut prev: String, waiting: &[Waiting]) -> Chained {
+    let fresh: Vec<&Waiting> = waiting.iter().filter(|w| !w.stored).collect();
     let n = fresh.len();
     let mut out = Chained {
         ids: Vec::with_capacity(n),

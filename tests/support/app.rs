@@ -170,6 +170,18 @@ pub async fn database_at(version: i64) -> PgPool {
     pool
 }
 
+/// A subscription row written straight into `pool` (a database without a running portal).
+pub async fn insert_subscription(pool: &PgPool, name: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query("insert into subscriptions (id, name) values ($1, $2)")
+        .bind(id)
+        .bind(name)
+        .execute(pool)
+        .await
+        .expect("subscription");
+    id
+}
+
 /// Drops a test database, cutting every connection to it (to simulate an outage).
 pub async fn drop_database(options: &PgConnectOptions) {
     let name = options
