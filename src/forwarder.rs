@@ -685,6 +685,12 @@ impl Forwarder {
     }
 
     /// Reads and sends the log after the cursor, several ranges in flight, settling in order.
+    ///
+    /// The next range is read ahead in a task of its own while the sends and the settling of
+    /// earlier ranges go on: reading (which marks the range in flight and commits) and settling
+    /// (which moves the cursor and commits) overlap instead of adding up. A range read ahead
+    /// that is never sent (trouble, budget, lease) is only marked in flight: the claim's finish
+    /// sets `inflight_to` back to what was really handed to the SIEM.
     async fn serve_log(
         &self,
         claimed: &Claimed,
@@ -700,53 +706,87 @@ impl Forwarder {
         let mut reading = true;
         let mut contiguous = true;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        loop {
-            while reading && inflight.len() < window {
-                if !keeper.may_read() || Instant::now() >= budget_end {
-                    reading = false;
-                    break;
-                }
-                match store::delivery::read_range(&self.pool, claimed, read_after, BATCH_EVENTS)
-                    .await?
-                {
-                    Range::Stop => reading = false,
-                    Range::Events { events, .. } if events.is_empty() => reading = false,
-                    Range::Events {
-                        events,
-                        send_event_ids,
-                    } => {
-                        read_after = events.last().map_or(read_after, |e| e.seq);
-                        let (events, handle) = self.spawn_range(
-                            claimed,
-                            destination,
-                            events,
-                            send_event_ids.as_deref(),
-                            clock,
-                            claim.probe_first,
-                        );
-                        claim.probe_first = false;
-                        inflight.push_back(InFlight { events, handle });
+        let mut ahead: Option<JoinHandle<Result<Range, store::Error>>> = None;
+        let result = loop {
+            reading &= keeper.may_read() && Instant::now() < budget_end;
+            if reading && ahead.is_none() {
+                let (pool, claimed) = (self.pool.clone(), claimed.clone());
+                ahead = Some(tokio::spawn(async move {
+                    store::delivery::read_range(&pool, &claimed, read_after, BATCH_EVENTS).await
+                }));
+            }
+            if inflight.len() < window {
+                if let Some(mut read) = ahead.take() {
+                    let range = match keeper.wait(&mut read, || abort_all(&inflight)).await {
+                        Ok(Ok(Ok(range))) => range,
+                        Ok(Ok(Err(e))) => break Err(e),
+                        // Aborted when the grace after a stop ran out: nothing more is sent.
+                        Ok(Err(joined)) if joined.is_cancelled() => {
+                            reading = false;
+                            continue;
+                        }
+                        Ok(Err(joined)) => {
+                            break Err(store::Error::Internal(format!(
+                                "reading the log stopped: {joined}"
+                            )))
+                        }
+                        Err(e) => break Err(e),
+                    };
+                    match range {
+                        Range::Stop => reading = false,
+                        Range::Events { events, .. } if events.is_empty() => reading = false,
+                        Range::Events { events, .. } => {
+                            read_after = events.last().map_or(read_after, |e| e.seq);
+                            // Read ahead, maybe before a pause, a switch-off or a new filter:
+                            // the settings as they are now decide (one read-only query).
+                            let live = if reading && keeper.may_read() {
+                                match store::delivery::live(&self.pool, claimed).await {
+                                    Ok(live) => live,
+                                    Err(e) => break Err(e),
+                                }
+                            } else {
+                                None
+                            };
+                            if let Some(send_event_ids) = live {
+                                let (events, handle) = self.spawn_range(
+                                    claimed,
+                                    destination,
+                                    events,
+                                    send_event_ids.as_deref(),
+                                    clock,
+                                    claim.probe_first,
+                                );
+                                claim.probe_first = false;
+                                inflight.push_back(InFlight { events, handle });
+                            } else {
+                                reading = false;
+                            }
+                        }
                     }
+                    continue;
                 }
             }
             let Some(mut front) = inflight.pop_front() else {
-                break;
+                break Ok(());
             };
-            let joined = keeper
-                .wait(&mut front.handle, || {
-                    // Out of time: hand the sends back; the events count as maybe sent.
-                    for other in &inflight {
-                        other.handle.abort();
-                    }
-                })
-                .await?;
+            let joined = match keeper
+                .wait(&mut front.handle, || abort_all(&inflight))
+                .await
+            {
+                Ok(joined) => joined,
+                Err(e) => break Err(e),
+            };
             reading &= keeper.may_read();
             let outcome = range_outcome(joined, front.events.len(), &claimed.provider);
             let settled = settle_range(&front.events, &outcome.fates, contiguous);
             contiguous &= settled.cursor_to == front.events.last().map(|e| e.seq);
             report.batches += 1;
             claim.record(&settled, report);
-            store::delivery::settle(&self.pool, claimed, clock.now(), &settled).await?;
+            if let Err(e) =
+                store::delivery::settle(&self.pool, claimed, clock.now(), &settled).await
+            {
+                break Err(e);
+            }
             match outcome.trouble {
                 Some(trouble) => {
                     reading = false;
@@ -760,8 +800,16 @@ impl Forwarder {
                 }
                 None => window = (window + 1).min(self.options.max_window.max(1)),
             }
+        };
+        // A read ahead that was not used: let it finish (it only marks events in flight), so
+        // no statement is cut off half way.
+        if let Some(read) = ahead {
+            let _ = read.await;
         }
-        Ok(())
+        for other in &inflight {
+            other.handle.abort();
+        }
+        result
     }
 
     /// Starts sending one range in a task of its own.
@@ -1303,6 +1351,13 @@ fn crash_reason(provider: &str, e: tokio::task::JoinError) -> String {
 }
 
 /// Resolves when `stop` turns true; never, if its sender is gone.
+/// Out of time: hand the sends back; their events count as maybe sent.
+fn abort_all(inflight: &VecDeque<InFlight>) {
+    for other in inflight {
+        other.handle.abort();
+    }
+}
+
 async fn stopped(stop: &watch::Receiver<bool>) {
     let mut stop = stop.clone();
     if stop.wait_for(|s| *s).await.is_err() {

@@ -84,10 +84,16 @@ impl DatadogConfig {
     }
 }
 
-/// The Datadog log object of one audit event (see the module doc for the format).
-pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
-    let info = log.event_id.info();
-    let criticality = info.criticality;
+/// The envelope fields Datadog reads (`ddtags`, `date`, the late marks) of one log.
+struct Envelope {
+    tags: String,
+    date: DateTime<Utc>,
+    too_old: bool,
+    too_new: bool,
+}
+
+fn envelope(log: &AuditLog, now: DateTime<Utc>) -> Envelope {
+    let criticality = log.event_id.info().criticality;
     let mut tags = format!(
         "criticality:{},event_id:{},subscription_id:{}",
         criticality.as_str().to_ascii_lowercase(),
@@ -108,6 +114,104 @@ pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
     if too_new {
         tags.push_str(",future_date:true");
     }
+    Envelope {
+        tags,
+        date,
+        too_old,
+        too_new,
+    }
+}
+
+/// One log as [`log_object`] builds it, serialised straight from borrowed fields: the drain's
+/// path (no tree of values per event, `details` written once). Same JSON value; a log too
+/// large for Datadog goes through [`log_object`], which truncates it.
+#[derive(Serialize)]
+struct WireLog<'a> {
+    service: &'static str,
+    ddsource: &'static str,
+    hostname: &'a str,
+    status: &'static str,
+    message: String,
+    ddtags: String,
+    date: String,
+    #[serde(rename = "OriginalDate", skip_serializing_if = "Option::is_none")]
+    original_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late: Option<bool>,
+    #[serde(rename = "OccurredAt")]
+    occurred_at: String,
+    #[serde(rename = "Sequence")]
+    sequence: i64,
+    #[serde(rename = "EventID")]
+    event_id: u32,
+    #[serde(rename = "EventSummary")]
+    event_summary: &'static str,
+    #[serde(rename = "Criticality")]
+    criticality: &'static str,
+    #[serde(rename = "SubscriptionId")]
+    subscription_id: Uuid,
+    #[serde(rename = "EventUuid")]
+    event_uuid: Uuid,
+    #[serde(rename = "Actor")]
+    actor: Option<&'a str>,
+    details: &'a Value,
+    #[serde(rename = "LastSequence", skip_serializing_if = "Option::is_none")]
+    last_sequence: Option<&'a Value>,
+    #[serde(rename = "PrevHash", skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<&'a str>,
+    #[serde(rename = "Hash", skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
+}
+
+/// The JSON text of one log (see [`log_object`]).
+fn log_text(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Vec<u8> {
+    let info = log.event_id.info();
+    let Envelope {
+        tags,
+        date,
+        too_old,
+        too_new,
+    } = envelope(log, now);
+    let wire = WireLog {
+        service: SERVICE,
+        ddsource: SOURCE,
+        hostname,
+        status: info.criticality.datadog_status(),
+        message: wire::message(log),
+        ddtags: tags,
+        date: rfc3339(date),
+        original_date: (too_old || too_new).then(|| rfc3339(log.occurred_at)),
+        late: too_old.then_some(true),
+        occurred_at: rfc3339(log.occurred_at),
+        sequence: log.sequence,
+        event_id: log.event_id.get(),
+        event_summary: info.summary,
+        criticality: info.criticality.as_str(),
+        subscription_id: log.subscription_id,
+        event_uuid: log.uuid,
+        actor: log.actor.as_deref(),
+        details: &log.details,
+        last_sequence: (log.event_id == EventId::HEARTBEAT)
+            .then(|| log.details.get("LastSequence").unwrap_or(&Value::Null)),
+        prev_hash: log.chain.as_ref().map(|c| c.prev_hash.as_str()),
+        hash: log.chain.as_ref().map(|c| c.hash.as_str()),
+    };
+    match serde_json::to_vec(&wire) {
+        Ok(text) if text.len() < MAX_LOG_BYTES => text,
+        _ => log_object(log, hostname, now).to_string().into_bytes(),
+    }
+}
+
+/// The Datadog log object of one audit event (see the module doc for the format).
+pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
+    let info = log.event_id.info();
+    let criticality = info.criticality;
+    let Envelope {
+        tags,
+        date,
+        too_old,
+        too_new,
+    } = envelope(log, now);
     let message = wire::message(log);
 
     let mut object = Map::new();
@@ -164,12 +268,9 @@ fn truncate_details(value: &mut Value, details: &Value) {
 /// less than [`MAX_PAYLOAD_BYTES`] bytes. Every log lands in exactly one batch (a single log
 /// is always below [`MAX_LOG_BYTES`], so it always fits).
 pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
-    let events = logs.iter().map(|log| {
-        (
-            log.uuid,
-            log_object(log, hostname, now).to_string().into_bytes(),
-        )
-    });
+    let events = logs
+        .iter()
+        .map(|log| (log.uuid, log_text(log, hostname, now)));
     wire::pack(
         Framing::JsonArray,
         MAX_BATCH_EVENTS,
@@ -638,6 +739,40 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 3, 4, h, m, 0)
             .single()
             .expect("valid time")
+    }
+
+    #[test]
+    fn the_drains_log_text_is_the_log_object_in_every_branch() {
+        let now = at(20, 0);
+        let mut chained = audit(4888, at(19, 0), json!({"a": [1, {"b": null}], "c": "é"}));
+        chained.chain = Some(crate::siem::ChainLink {
+            prev_hash: "00".repeat(32),
+            hash: "ab".repeat(32),
+        });
+        chained.sequence = 42;
+        let mut anonymous = audit(4870, at(19, 30), json!({}));
+        anonymous.actor = None;
+        let late = audit(4872, at(1, 0), json!({"x": 1}));
+        let future = audit(4872, now + chrono::Duration::hours(3), json!({"x": 1}));
+        let mut heartbeat = audit(4872, at(19, 0), json!({"LastSequence": 7}));
+        heartbeat.event_id = EventId::HEARTBEAT;
+        let mut heartbeat_without = heartbeat.clone();
+        heartbeat_without.details = json!({});
+        let huge = audit(4888, at(19, 0), json!({"blob": "x".repeat(MAX_LOG_BYTES)}));
+        for log in [
+            chained,
+            anonymous,
+            late,
+            future,
+            heartbeat,
+            heartbeat_without,
+            huge,
+        ] {
+            let text = log_text(&log, "pki.example.com", now);
+            let parsed: Value = serde_json::from_slice(&text).expect("JSON");
+            assert_eq!(parsed, log_object(&log, "pki.example.com", now));
+            assert!(text.len() < MAX_LOG_BYTES);
+        }
     }
 
     #[test]
