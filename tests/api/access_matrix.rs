@@ -2,11 +2,9 @@
 //! the subscription, and an admin of another subscription. One table; a route added to
 //! `src/web` without a row here fails `every_route_in_the_code_has_a_row`.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::{csrf_token, login_with, new_client, TestApp};
+use crate::support::{csrf_token, login_with, new_client, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -2,10 +2,8 @@
 //! sign-in, setup, subscriptions, settings (closed, open, with errors, as a reader), events,
 //! members, tokens and account. A new violation fails the test.
 
-mod support;
-
+use crate::support::{browser::Browser, TestApp};
 use fantoccini::Locator;
-use support::{browser::Browser, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

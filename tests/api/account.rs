@@ -1,9 +1,8 @@
 //! The account page: password change (which ends every other session), sign out everywhere,
 //! and throttling that believes `X-Forwarded-For` only from trusted proxies.
 
-mod support;
-
-use support::{csrf_token, location, login_with, new_client, TestApp};
+use crate::support;
+use crate::support::{csrf_token, location, login_with, new_client, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a brand new passphrase";

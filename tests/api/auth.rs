@@ -1,8 +1,7 @@
 //! Sign-in, sign-out, sessions, CSRF and throttling.
 
-mod support;
-
-use support::{csrf_token, location, login_with, new_client, texts, TestApp};
+use crate::support;
+use crate::support::{csrf_token, location, login_with, new_client, texts, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -2,10 +2,8 @@
 //! sign in → Settings → Advanced Settings → Send Audit Logs to SIEM → Datadog → site → URL and
 //! key → Test Connection → Save changes.
 
-mod support;
-
+use crate::support::{browser::Browser, fake_datadog::FakeDatadog, TestApp};
 use fantoccini::Locator;
-use support::{browser::Browser, fake_datadog::FakeDatadog, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -271,7 +269,7 @@ async fn save_and_test_provider(
 
 #[tokio::test]
 async fn each_provider_can_be_chosen_saved_and_tested_in_the_browser() {
-    use support::{
+    use crate::support::{
         fake_hec::{FakeHec, HecMode},
         fake_sentinel::{self, FakeSentinel},
         fake_webhook::FakeWebhook,

@@ -1,8 +1,7 @@
 //! The `cloudpki` binary itself: configuration errors, the embedded database path (first run,
 //! setup link, sign-in, "already in use", clean stop on SIGTERM) and the admin commands.
 
-mod support;
-
+use crate::support;
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::fs::PermissionsExt,

@@ -1,10 +1,8 @@
 //! Credential expiry: an optional "expires on" date per sealed secret, shown on the panel, and
 //! reminder emails to the administrators 30, 7 and 1 days before.
 
-mod support;
-
+use crate::support::{csrf_token, fake_datadog::FakeDatadog, texts, TestApp};
 use chrono::{Duration, Utc};
-use support::{csrf_token, fake_datadog::FakeDatadog, texts, TestApp};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";

@@ -1,9 +1,7 @@
 //! Create monitors: one Datadog `log alert` monitor per High catalog event, against a strict
 //! fake of Datadog's monitors API (both keys checked, the body as Datadog documents it).
 
-mod support;
-
-use support::{
+use crate::support::{
     csrf_token, fake_datadog::FakeDatadog, fake_datadog_api::FakeDatadogApi, texts, TestApp,
 };
 use uuid::Uuid;

@@ -2,17 +2,16 @@
 //! provider switches, re-enabling, pauses and filters act at once and lose nothing; replays,
 //! leases, retention and the notifier never step on a claim.
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use chrono::Utc;
-use cloudpki::{forwarder::ForwarderOptions, store};
-use serde_json::json;
-use support::{
+use crate::support::{
     fake_datadog::{Behavior, FakeDatadog},
     TestApp,
 };
+use chrono::Utc;
+use cloudpki::{forwarder::ForwarderOptions, store};
+use serde_json::json;
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

@@ -2,17 +2,16 @@
 //! outlive the lease, the 18 h edge with a slow intake, hung neighbours, retention racing a
 //! send, an upgrade from the old queue, and the query plans at a million events.
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use chrono::Utc;
-use cloudpki::{app::Overrides, forwarder::ForwarderOptions, siem::egress::HttpTimeouts};
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     fake_datadog::{Behavior, FakeDatadog},
     TestApp,
 };
+use chrono::Utc;
+use cloudpki::{app::Overrides, forwarder::ForwarderOptions, siem::egress::HttpTimeouts};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

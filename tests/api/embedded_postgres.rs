@@ -273,7 +273,7 @@ fn server_dies_with_its_owner_process() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "pdeathsig_child_helper",
+            "embedded_postgres::pdeathsig_child_helper",
             "--nocapture",
             "--test-threads=1",
         ])

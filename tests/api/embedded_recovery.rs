@@ -2,14 +2,12 @@
 //! being recorded, it is started again (crash recovery) with no manual step; meanwhile the API
 //! answers 503 with `Retry-After`, never 500, and every event it accepted is delivered.
 
-mod support;
-
 use std::{collections::BTreeSet, os::unix::fs::PermissionsExt as _, time::Duration};
 
+use crate::support::{fake_datadog::FakeDatadog, TestApp};
 use cloudpki::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use support::{fake_datadog::FakeDatadog, TestApp};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

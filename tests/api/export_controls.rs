@@ -1,10 +1,9 @@
 //! What an administrator controls about the export on the settings page: the event filter per
 //! destination (`send_event_ids`) and Pause / Resume export.
 
-mod support;
-
+use crate::support;
+use crate::support::{csrf_token, fake_datadog::FakeDatadog, location, texts, TestApp};
 use serde_json::{json, Value};
-use support::{csrf_token, fake_datadog::FakeDatadog, location, texts, TestApp};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";

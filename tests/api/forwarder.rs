@@ -4,20 +4,19 @@
 //! Most tests drive one pass at a time (`forward_once_at`) with an explicit clock instead of
 //! sleeping.
 
-mod support;
-
+use crate::support;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use crate::support::{
+    fake_datadog::{Behavior, FakeDatadog},
+    TestApp,
+};
 use chrono::{Timelike as _, Utc};
 use cloudpki::{
     app::Overrides,
     forwarder::{Forwarder, ForwarderOptions},
 };
 use serde_json::{json, Value};
-use support::{
-    fake_datadog::{Behavior, FakeDatadog},
-    TestApp,
-};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

@@ -4,10 +4,9 @@
 //! The parsers get 10,000 cases each (pure functions, fast); the HTTP endpoints get fewer
 //! cases each, through the whole stack and a real database.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::{csrf_token, TestApp};
 use chrono::Utc;
 use cloudpki::{
     domain::ingest,
@@ -19,7 +18,6 @@ use cloudpki::{
 };
 use proptest::{prelude::*, strategy::ValueTree as _};
 use serde_json::{json, Map, Value};
-use support::{csrf_token, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

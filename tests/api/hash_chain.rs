@@ -1,12 +1,10 @@
 //! The hash chain (DESIGN.md): every log carries `PrevHash` and `Hash`, computed when the event
 //! is recorded; `cloudpki verify FILE` checks an export for gaps and breaks.
 
-mod support;
-
 use std::{path::Path, process::Command};
 
+use crate::support::{fake_datadog::FakeDatadog, TestApp};
 use serde_json::{json, Value};
-use support::{fake_datadog::FakeDatadog, TestApp};
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloudpki");

@@ -2,11 +2,9 @@
 //! receives a log with `EventID` 1, "Export heartbeat" and `LastSequence`, so the SIEM can alert
 //! on silence and on a gap at the end of the log.
 
-mod support;
-
+use crate::support::{fake_datadog::FakeDatadog, TestApp};
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
-use support::{fake_datadog::FakeDatadog, TestApp};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 

@@ -1,8 +1,7 @@
 //! Health probes, security headers, request ids, static files.
 
-mod support;
-
-use support::TestApp;
+use crate::support;
+use crate::support::TestApp;
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_when_all_is_well() {

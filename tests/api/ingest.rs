@@ -1,9 +1,8 @@
 //! The ingestion API: `POST /api/v1/events`.
 
-mod support;
-
+use crate::support;
+use crate::support::TestApp;
 use serde_json::{json, Value};
-use support::TestApp;
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

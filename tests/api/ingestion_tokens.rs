@@ -2,10 +2,8 @@
 //! events with it, the list shows who created it and when it was last used, and a revoked token
 //! is refused.
 
-mod support;
-
+use crate::support::{csrf_token, input_value, texts, TestApp};
 use serde_json::json;
-use support::{csrf_token, input_value, texts, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -1,10 +1,9 @@
 //! `cloudpki admin rotate-master-key`: every stored secret is re-sealed with the new key while
 //! the old one still opens what it sealed; afterwards the new key alone opens them.
 
-mod support;
-
+use crate::support;
+use crate::support::{fake_datadog::FakeDatadog, TestApp};
 use cloudpki::crypto::MasterKey;
-use support::{fake_datadog::FakeDatadog, TestApp};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 

@@ -2,9 +2,8 @@
 //! emailed with it), accepting as a new or an existing user, role changes and removals that
 //! always keep an administrator, and history rows.
 
-mod support;
-
-use support::{csrf_token, input_value, login_with, new_client, page_with, texts, TestApp};
+use crate::support;
+use crate::support::{csrf_token, input_value, login_with, new_client, page_with, texts, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

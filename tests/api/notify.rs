@@ -1,17 +1,16 @@
 //! When delivery fails, people know: failure, reminder and recovery emails through a real SMTP
 //! server, the delivery health panel, and retention that never drops silently.
 
-mod support;
-
+use crate::support;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     fake_datadog::{Behavior, FakeDatadog},
     smtp::SmtpSink,
     texts, TestApp,
 };
+use chrono::Utc;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

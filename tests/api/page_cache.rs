@@ -1,11 +1,10 @@
 //! The settings page's memory (web::page_cache): kept between views, dropped when the database
 //! announces a change, whoever made it; sessions ended elsewhere are refused.
 
-mod support;
-
+use crate::support;
 use std::time::{Duration, Instant};
 
-use support::TestApp;
+use crate::support::TestApp;
 
 const PASSWORD: &str = "correct horse battery staple";
 const KEY: &str = "0123456789abcdef0123456789abcdef";

@@ -2,10 +2,8 @@
 //! criticality, each with its Sequence and its state for the current destination (delivered,
 //! waiting, parked with the reason, filtered, paused), from cursor arithmetic.
 
-mod support;
-
+use crate::support::{fake_datadog::FakeDatadog, texts, TestApp};
 use serde_json::{json, Value};
-use support::{fake_datadog::FakeDatadog, texts, TestApp};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";

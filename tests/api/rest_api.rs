@@ -2,13 +2,12 @@
 //! the page's field names and rules (sealing, secrets stay with their address, history), roles
 //! (reader 403, stranger 404, no token 401), and the OpenAPI document.
 
-mod support;
-
-use serde_json::{json, Value};
-use support::{
+use crate::support;
+use crate::support::{
     csrf_token, fake_datadog::FakeDatadog, fake_datadog_api::FakeDatadogApi, login_with,
     new_client, texts, TestApp,
 };
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";

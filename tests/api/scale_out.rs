@@ -2,9 +2,8 @@
 //! unique key of a distributed table holds `subscription_id`, and every hot query filters by it.
 //! README "Scaling out" lists the tables and the `create_distributed_table` calls.
 
-mod support;
-
-use support::TestApp;
+use crate::support;
+use crate::support::TestApp;
 
 /// The tables distributed by `subscription_id` (co-located with `subscriptions`).
 const DISTRIBUTED: &[&str] = &[

@@ -5,14 +5,13 @@
 //! stored must wait, whole, until the lock is released, through a SIGKILL of the process that
 //! took it in.
 
-mod support;
-
+use crate::support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::TestApp;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
-use support::TestApp;
 use uuid::Uuid;
 
 /// Holds the subscription's counter row lock until the transaction is dropped.

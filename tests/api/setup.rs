@@ -1,8 +1,7 @@
 //! The first-run setup link.
 
-mod support;
-
-use support::{csrf_token, location, TestApp};
+use crate::support;
+use crate::support::{csrf_token, location, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 

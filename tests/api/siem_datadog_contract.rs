@@ -1,10 +1,9 @@
 //! The Datadog client against the strict fake intake: format, limits and every failure mode.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::fake_datadog::{Behavior, FakeDatadog};
 use chrono::Utc;
 use cloudpki::domain::datadog::{DatadogApiKey, DatadogIntakeUrl, DatadogSite};
 use cloudpki::domain::events::{catalog, EventId};
@@ -14,7 +13,6 @@ use cloudpki::siem::datadog::{
 use cloudpki::siem::egress::{http_client_with_timeouts, EgressPolicy, HttpTimeouts, StaticLookup};
 use cloudpki::siem::{AuditLog, Batch, Disposition, SendError, TestFailureKind};
 use serde_json::{json, Value};
-use support::fake_datadog::{Behavior, FakeDatadog};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

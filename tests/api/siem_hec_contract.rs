@@ -1,11 +1,10 @@
 //! The HEC client (Splunk and LogScale) against the strict fake collector: format, limits,
 //! partial acceptance, acknowledgements and every failure mode.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::fake_hec::{Behavior, FakeHec, HecMode, TokenAck};
 use chrono::Utc;
 use cloudpki::domain::events::{catalog, EventId};
 use cloudpki::domain::hec::{HecToken, HecUrl, SourceType, SplunkIndex};
@@ -16,7 +15,6 @@ use cloudpki::siem::hec::{
 };
 use cloudpki::siem::{AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailureKind};
 use serde_json::{json, Value};
-use support::fake_hec::{Behavior, FakeHec, HecMode, TokenAck};
 use uuid::Uuid;
 
 const TOKEN: &str = "12345678-9abc-def0-1234-56789abcdef0";

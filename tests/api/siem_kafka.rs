@@ -5,8 +5,6 @@
 //! (bootstrap, rebinding, advertised later) judged by the egress policy, proven with a test
 //! resolver and listeners on 127.0.0.2 (outside the allow-list) that must see no connection.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,11 +12,11 @@ use std::sync::Arc;
 
 use cloudpki::siem::egress::{BoxFuture, Lookup, StaticLookup};
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     kafka::{Broker, User},
     portal::{portal, portal_with_lookup, status, Portal, CATALOG},
 };
+use serde_json::{json, Value};
 
 const TOPIC: &str = "ezca-audit";
 

@@ -2,17 +2,16 @@
 //! sealed and write-only), tested with Test Connection, and delivering all eleven catalog events
 //! to its strict fake intake in its documented format, with a failure class each.
 
-mod support;
-
-use chrono::Utc;
-use serde_json::{json, Value};
-use support::{
+use crate::support;
+use crate::support::{
     fake_hec::{FakeHec, HecMode},
     fake_sentinel::{self, FakeSentinel},
     fake_webhook::FakeWebhook,
     portal::{portal, status, CATALOG},
     texts,
 };
+use chrono::Utc;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const DATADOG_KEY: &str = "0123456789abcdef0123456789abcdef";

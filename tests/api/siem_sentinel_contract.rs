@@ -1,11 +1,12 @@
 //! The Sentinel (Logs Ingestion API) client against the strict fake Entra ID + Azure Monitor:
 //! format, limits, token caching and refresh, and every failure mode.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::fake_sentinel::{
+    Behavior, FakeSentinel, CLIENT_ID, CLIENT_SECRET, DCR_ID, STREAM, TENANT,
+};
 use chrono::Utc;
 use cloudpki::domain::events::{catalog, EventId};
 use cloudpki::domain::sentinel::{
@@ -21,9 +22,6 @@ use cloudpki::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
 };
 use serde_json::{json, Value};
-use support::fake_sentinel::{
-    Behavior, FakeSentinel, CLIENT_ID, CLIENT_SECRET, DCR_ID, STREAM, TENANT,
-};
 use uuid::Uuid;
 
 const HOSTNAME: &str = "pki.test";

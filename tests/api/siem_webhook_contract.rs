@@ -1,11 +1,10 @@
 //! The signed webhook client against a strict Standard Webhooks receiver: format, signatures,
 //! rotation, retries and every failure mode.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::fake_webhook::{Behavior, FakeWebhook, ReceiverOptions};
 use chrono::Utc;
 use cloudpki::domain::events::{catalog, EventId};
 use cloudpki::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
@@ -16,7 +15,6 @@ use cloudpki::siem::webhook::{
 };
 use cloudpki::siem::{AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailureKind};
 use serde_json::{json, Value};
-use support::fake_webhook::{Behavior, FakeWebhook, ReceiverOptions};
 use uuid::Uuid;
 
 fn loopback_egress() -> EgressPolicy {

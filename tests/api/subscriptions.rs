@@ -1,8 +1,6 @@
 //! Subscriptions, roles and tenant isolation.
 
-mod support;
-
-use support::TestApp;
+use crate::support::TestApp;
 
 const PASSWORD: &str = "correct horse battery staple";
 

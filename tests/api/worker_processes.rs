@@ -1,18 +1,16 @@
 //! `cloudpki worker` processes against one database: sharing a backlog, and surviving SIGKILL.
 
-mod support;
-
 use std::{
     collections::HashSet,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     fake_datadog::{Behavior, FakeDatadog},
     TestApp,
 };
+use serde_json::{json, Value};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 

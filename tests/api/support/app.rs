@@ -20,16 +20,20 @@ use sqlx::{
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// Where the fresh databases of this test binary come from.
+/// Where the fresh databases of the test binary come from.
 enum Server {
     Url(PgConnectOptions),
-    Embedded(Mutex<EmbeddedPostgres>, PgConnectOptions),
+    /// The cluster is kept for the life of the binary.
+    Embedded {
+        _cluster: Mutex<EmbeddedPostgres>,
+        options: PgConnectOptions,
+    },
 }
 
 impl Server {
     fn admin_options(&self) -> PgConnectOptions {
         match self {
-            Server::Url(o) | Server::Embedded(_, o) => o.clone(),
+            Server::Url(o) | Server::Embedded { options: o, .. } => o.clone(),
         }
     }
 }
@@ -69,7 +73,10 @@ fn server() -> &'static Server {
             })
             .unwrap_or_else(|e| panic!("embedded PostgreSQL for tests: {e}"));
             let options = cluster.connect_options("postgres");
-            Server::Embedded(Mutex::new(cluster), options)
+            Server::Embedded {
+                _cluster: Mutex::new(cluster),
+                options,
+            }
         }
     })
 }
@@ -118,7 +125,7 @@ pub async fn fresh_database() -> (PgPool, PgConnectOptions) {
         .await
         .expect("cluster start");
     let admin = server.admin_options();
-    if matches!(server, Server::Embedded(..)) {
+    if matches!(server, Server::Embedded { .. }) {
         // The embedded cluster is reused across runs: drop the databases earlier runs left,
         // once, before this run creates any.
         static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();

@@ -1,10 +1,8 @@
 //! Test harness: the real server on `127.0.0.1:0` with a fresh database per test.
 //!
-//! The database comes from `DATABASE_URL` when it is set; otherwise each test binary starts one
+//! The database comes from `DATABASE_URL` when it is set; otherwise the test binary starts one
 //! embedded PostgreSQL cluster (the product's own embedded code) under the target dir and every
 //! test creates its own database in it.
-
-#![allow(dead_code)]
 
 pub mod app;
 pub mod browser;
