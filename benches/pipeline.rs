@@ -61,10 +61,11 @@ use axum::{
 };
 use chrono::Utc;
 use cloudpki::{
+    config::DEFAULT_CLAIM_BUDGET,
     crypto::MasterKey,
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
     domain::events::EventId,
-    forwarder::{BATCH_EVENTS, DEFAULT_CLAIM_BUDGET},
+    forwarder::BATCH_EVENTS,
     sequencer::Sequencer,
     siem::{config, datadog, AuditLog},
     store::{
@@ -93,7 +94,7 @@ const BENCH_POOL: u32 = 16;
 /// Concurrent connections for the page scenario.
 const PAGE_CONNECTIONS: usize = 32;
 /// Claim loops of the store-limit baseline (the worker's `DEFAULT_CONCURRENCY`).
-const STORE_LOOPS: usize = cloudpki::forwarder::DEFAULT_CONCURRENCY;
+const STORE_LOOPS: usize = cloudpki::config::DEFAULT_CONCURRENCY;
 /// The wire-limit client repeats the payloads for at least this long (one pass is too short
 /// to time).
 const WIRE_MIN_TIME: Duration = Duration::from_secs(1);

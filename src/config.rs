@@ -3,12 +3,42 @@
 //! Every variable is parsed into a typed value at start-up. A bad value stops start-up with one
 //! line that names the variable, what is wrong with it and what a good value looks like.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use base64::Engine as _;
 use url::Url;
 
 use crate::crypto::MasterKey;
+
+// Delivery defaults: the forwarder's tunables, here so that configuration depends on nothing
+// above it.
+
+/// How long a claim holds a destination without a renewal; a worker that dies releases it by
+/// letting it expire. Renewed every third of it while sending.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// How long one claim may go on reading new ranges before it gives the destination back.
+pub const DEFAULT_CLAIM_BUDGET: Duration = Duration::from_secs(5);
+/// First retry delay; doubles with each consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay for transient trouble.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Longest retry delay while the destination is misconfigured (bad key or URL).
+pub const FAILING_RETRY_CAP: Duration = Duration::from_secs(600);
+/// Transient failures turn a destination *failing* (and email its admins) once they have
+/// lasted this long…
+pub const FAILING_AFTER: Duration = Duration::from_secs(300);
+/// …or after this many attempts in a row, whichever comes first.
+pub const FAILING_AFTER_ATTEMPTS: i32 = 5;
+/// Periodic sweep: retries that came due, and anything a lost notification left behind.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Destinations served at once per process.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Ranges of one destination in flight at once, at most.
+pub const MAX_WINDOW: usize = 8;
+/// Default period of the heartbeat log (`CLOUDPKI_HEARTBEAT_SECONDS`).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
+/// How long SIGTERM waits for sends in flight before handing them back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Default address of the portal.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -239,7 +269,7 @@ impl Config {
                     ))
                 }
             },
-            None => crate::forwarder::DEFAULT_LEASE,
+            None => DEFAULT_LEASE,
         };
 
         let metrics_listen = match get("CLOUDPKI_METRICS_LISTEN") {
@@ -261,7 +291,7 @@ impl Config {
                     ))
                 }
             },
-            None => crate::forwarder::DEFAULT_SHUTDOWN_GRACE,
+            None => DEFAULT_SHUTDOWN_GRACE,
         };
         let heartbeat = match get("CLOUDPKI_HEARTBEAT_SECONDS") {
             Some(raw) => match raw.trim().parse::<u64>() {
@@ -278,7 +308,7 @@ impl Config {
                     ))
                 }
             },
-            None => Some(crate::forwarder::DEFAULT_HEARTBEAT),
+            None => Some(DEFAULT_HEARTBEAT),
         };
 
         let page_cache = match get("CLOUDPKI_PAGE_CACHE").map(|v| v.trim().to_ascii_lowercase()) {

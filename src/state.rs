@@ -99,7 +99,7 @@ impl AppState {
                 },
                 forwarder_sweep: overrides
                     .forwarder_sweep
-                    .unwrap_or(crate::forwarder::SWEEP_INTERVAL),
+                    .unwrap_or(crate::config::SWEEP_INTERVAL),
                 test_attempts: Mutex::new(HashMap::new()),
                 page_cache: Arc::default(),
                 sequencer: crate::sequencer::Sequencer::default(),
