@@ -397,26 +397,13 @@ impl Forwarder {
         if let Some(notifier) = self.notifier.clone() {
             let stop = shutdown.clone();
             let sweep = self.options.sweep.min(Duration::from_secs(5));
-            loops.push(tokio::spawn(supervise(
+            loops.push(tokio::spawn(supervise_every(
                 "notifier",
-                stop.clone(),
+                stop,
+                sweep,
                 move || {
                     let notifier = notifier.clone();
-                    let mut stop = stop.clone();
-                    async move {
-                        loop {
-                            if let Err(e) = notifier.run_once_at(Utc::now()).await {
-                                tracing::error!(error = ?e, "notification pass failed; retrying");
-                            }
-                            tokio::select! {
-                                _ = tokio::time::sleep(sweep) => {},
-                                _ = stop.changed() => {},
-                            }
-                            if *stop.borrow() {
-                                break;
-                            }
-                        }
-                    }
+                    async move { notifier.run_once_at(Utc::now()).await.map(drop) }
                 },
             )));
         }
@@ -425,26 +412,13 @@ impl Forwarder {
             let stop = shutdown.clone();
             // Checked often enough that a heartbeat is at most a few seconds late.
             let tick = (period / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
-            loops.push(tokio::spawn(supervise(
+            loops.push(tokio::spawn(supervise_every(
                 "heartbeat",
-                stop.clone(),
+                stop,
+                tick,
                 move || {
                     let me = me.clone();
-                    let mut stop = stop.clone();
-                    async move {
-                        loop {
-                            if let Err(e) = me.heartbeat_once_at(Utc::now()).await {
-                                tracing::error!(error = ?e, "heartbeat pass failed; retrying");
-                            }
-                            tokio::select! {
-                                _ = tokio::time::sleep(tick) => {},
-                                _ = stop.changed() => {},
-                            }
-                            if *stop.borrow() {
-                                break;
-                            }
-                        }
-                    }
+                    async move { me.heartbeat_once_at(Utc::now()).await.map(drop) }
                 },
             )));
         }
@@ -520,6 +494,38 @@ where
             }
         }
     }
+}
+
+/// A supervised loop that runs `pass` every `period` until `stop`; a failed pass is logged
+/// and the next one comes at its time.
+async fn supervise_every<F, Fut>(
+    name: &'static str,
+    stop: watch::Receiver<bool>,
+    period: Duration,
+    pass: F,
+) where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), store::Error>> + Send + 'static,
+{
+    supervise(name, stop.clone(), move || {
+        let pass = pass.clone();
+        let mut stop = stop.clone();
+        async move {
+            loop {
+                if let Err(e) = pass().await {
+                    tracing::error!(loop_name = name, error = ?e, "a pass failed; retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {},
+                    _ = stop.changed() => {},
+                }
+                if *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Forwards `NOTIFY cloudpki_events` to the claim loops; reconnects after errors.
