@@ -122,7 +122,7 @@ impl Application {
         let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
         // Without its listener the cache is never used (CLOUDPKI_PAGE_CACHE=off).
         let page_cache = self.state.config().page_cache.then(|| {
-            tokio::spawn(crate::web::page_cache::listen(
+            tokio::spawn(crate::store::page_cache::listen(
                 self.state.pool().clone(),
                 self.state.page_cache().clone(),
                 stop_rx.clone(),

@@ -98,7 +98,7 @@ pub struct Config {
     /// `CLOUDPKI_HEARTBEAT_SECONDS`: period of the heartbeat log per enabled destination;
     /// `None` (`0`): no heartbeat.
     pub heartbeat: Option<std::time::Duration>,
-    /// `CLOUDPKI_PAGE_CACHE`: whether the portal keeps pages in memory (`web::page_cache`);
+    /// `CLOUDPKI_PAGE_CACHE`: whether the portal keeps pages in memory (`store::page_cache`);
     /// `off` for a database reached through a pooler that cannot `LISTEN`.
     pub page_cache: bool,
 }

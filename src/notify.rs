@@ -176,7 +176,7 @@ pub struct Notifier {
     mailer: Option<Mailer>,
     public_url: String,
     retention: chrono::Duration,
-    page_cache: Option<std::sync::Arc<crate::web::page_cache::PageCache>>,
+    on_pass: Option<store::OnPass>,
 }
 
 impl Notifier {
@@ -192,17 +192,14 @@ impl Notifier {
             mailer,
             public_url: public_url.trim_end_matches('/').to_owned(),
             retention: chrono::Duration::days(i64::from(retention_days)),
-            page_cache: None,
+            on_pass: None,
         }
     }
 
-    /// The portal's page cache in this process, dropped after each pass so that a page read
-    /// right after it shows its outcome.
-    pub fn with_page_cache(
-        mut self,
-        cache: std::sync::Arc<crate::web::page_cache::PageCache>,
-    ) -> Self {
-        self.page_cache = Some(cache);
+    /// Called after each pass (the process's page cache is dropped, so that a page read right
+    /// after it shows its outcome).
+    pub fn with_on_pass(mut self, hook: store::OnPass) -> Self {
+        self.on_pass = Some(hook);
         self
     }
 
@@ -214,8 +211,8 @@ impl Notifier {
     /// One maintenance pass at `now`.
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
         let outcome = self.pass_at(now).await;
-        if let Some(cache) = &self.page_cache {
-            cache.flush();
+        if let Some(hook) = &self.on_pass {
+            hook();
         }
         outcome
     }

@@ -51,7 +51,7 @@ struct Inner {
     mailer: Option<crate::notify::Mailer>,
     shared: crate::siem::config::Shared,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
-    page_cache: Arc<crate::web::page_cache::PageCache>,
+    page_cache: Arc<crate::store::page_cache::PageCache>,
     sequencer: crate::sequencer::Sequencer,
 }
 
@@ -108,7 +108,13 @@ impl AppState {
     }
 
     /// What the settings page shows, kept between requests (used while its listener runs).
-    pub fn page_cache(&self) -> &Arc<crate::web::page_cache::PageCache> {
+    /// A hook that drops this process's page cache (after a background pass).
+    fn flush_pages(&self) -> crate::store::OnPass {
+        let cache = self.inner.page_cache.clone();
+        Arc::new(move || cache.flush())
+    }
+
+    pub fn page_cache(&self) -> &Arc<crate::store::page_cache::PageCache> {
         &self.inner.page_cache
     }
 
@@ -149,7 +155,7 @@ impl AppState {
             self.inner.public_url.to_string(),
             self.inner.config.retention_days,
         )
-        .with_page_cache(self.inner.page_cache.clone())
+        .with_on_pass(self.flush_pages())
     }
 
     /// Provider state shared by every destination of this process.
@@ -179,7 +185,7 @@ impl AppState {
             },
         )
         .with_shared(self.inner.shared.clone())
-        .with_page_cache(self.inner.page_cache.clone())
+        .with_on_pass(self.flush_pages())
     }
 
     /// The host name put into every log.

@@ -225,7 +225,7 @@ pub struct Forwarder {
     notifier: Option<crate::notify::Notifier>,
     shared: crate::siem::config::Shared,
     destinations: Arc<DestinationCache>,
-    page_cache: Option<Arc<crate::web::page_cache::PageCache>>,
+    on_pass: Option<store::OnPass>,
 }
 
 impl Forwarder {
@@ -248,20 +248,20 @@ impl Forwarder {
             notifier: None,
             shared: crate::siem::config::Shared::default(),
             destinations: Arc::default(),
-            page_cache: None,
+            on_pass: None,
         }
     }
 
-    /// The portal's page cache in this process, dropped after each one-shot pass so that a
-    /// page read right after it shows its outcome (the running loop relies on NOTIFY).
-    pub fn with_page_cache(mut self, cache: Arc<crate::web::page_cache::PageCache>) -> Self {
-        self.page_cache = Some(cache);
+    /// Called after each one-shot pass (the process's page cache is dropped, so that a page
+    /// read right after it shows its outcome; the running loop relies on NOTIFY).
+    pub fn with_on_pass(mut self, hook: store::OnPass) -> Self {
+        self.on_pass = Some(hook);
         self
     }
 
     fn one_shot_done(&self) {
-        if let Some(cache) = &self.page_cache {
-            cache.flush();
+        if let Some(hook) = &self.on_pass {
+            hook();
         }
     }
 

@@ -8,6 +8,7 @@ pub mod events;
 pub mod members;
 pub mod notify;
 pub mod page;
+pub mod page_cache;
 pub mod personal_tokens;
 pub mod siem;
 
@@ -59,3 +60,8 @@ pub async fn ping(pool: &sqlx::PgPool) -> Result<(), Error> {
     sqlx::query("select 1").execute(pool).await?;
     Ok(())
 }
+
+/// Called after a pass of a background loop (the forwarder's one-shot passes, the notifier's
+/// passes): the process drops what it keeps in memory of the pages, so a page read right after
+/// shows the pass's outcome.
+pub type OnPass = std::sync::Arc<dyn Fn() + Send + Sync>;

@@ -1,4 +1,4 @@
-//! The settings page's memory (web::page_cache): kept between views, dropped when the database
+//! The settings page's memory (store::page_cache): kept between views, dropped when the database
 //! announces a change, whoever made it; sessions ended elsewhere are refused.
 
 use crate::support;
