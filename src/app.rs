@@ -116,7 +116,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
         with_worker: bool,
     ) -> anyhow::Result<()> {
-        crate::web::metrics::handle();
+        crate::telemetry::metrics();
         let router = crate::web::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
@@ -175,7 +175,7 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::web::metrics::handle();
+        crate::telemetry::metrics();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = serve_metrics(&self.state, stop_rx.clone()).await?;
         // Sweeps up what ingest processes left unsequenced (a crash between ingest and

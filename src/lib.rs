@@ -16,4 +16,5 @@ pub mod settings;
 pub mod siem;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod web;

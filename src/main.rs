@@ -1,33 +1,13 @@
-//! The `cloudpki` binary: parse the command line, set up logging, run.
+//! The `cloudpki` binary: parse the command line, set up logging (`telemetry`), run.
 
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cloudpki::cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into());
-    match std::env::var("CLOUDPKI_LOG_FORMAT")
-        .as_deref()
-        .map(str::trim)
-    {
-        Err(_) | Ok("" | "text") => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // One JSON object per line, for log shippers.
-        Ok("json") => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-        Ok(other) => {
-            eprintln!(
-                "error: configuration error: CLOUDPKI_LOG_FORMAT: `{other}` is neither `text` nor `json`"
-            );
-            return std::process::ExitCode::from(2);
-        }
+    if let Err(e) = cloudpki::telemetry::init_logging() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
     }
     match cloudpki::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

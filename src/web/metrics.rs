@@ -5,40 +5,11 @@
 //! work. Served only on `CLOUDPKI_METRICS_LISTEN`, a listener of its own for the operator's
 //! scraper, never on the portal's port (it names every subscription).
 
-use std::sync::OnceLock;
-
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use chrono::Utc;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::WebError;
 use crate::{state::AppState, store};
-
-/// The process-wide recorder, installed on first use.
-pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("cloudpki_send_seconds".into()),
-                &[
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ],
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full("cloudpki_batch_events".into()),
-                    &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
-                )
-            })
-            .expect("bucket lists are not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (several apps in one test process).
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
 
 /// The metrics listener's whole router (`CLOUDPKI_METRICS_LISTEN`); the portal's own port
 /// never serves `/metrics`.
@@ -49,7 +20,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, WebError> {
-    let handle = handle();
+    let handle = crate::telemetry::metrics();
     let now = Utc::now();
     for b in store::delivery::backlogs(state.pool()).await? {
         let labels = [
