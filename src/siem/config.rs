@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{
     egress::{EgressPolicy, Lookup, SystemLookup},
+    oauth::TokenCache,
     registry::Provider,
-    sentinel::TokenCache,
     SiemDestination,
 };
 

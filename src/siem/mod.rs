@@ -18,6 +18,7 @@ pub mod explain;
 pub mod hec;
 pub mod kafka;
 pub mod kafka_producer;
+pub mod oauth;
 pub mod registry;
 pub mod sentinel;
 pub mod webhook;

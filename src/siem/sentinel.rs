@@ -9,7 +9,7 @@
 //!   form `client_id`, `client_secret`, `grant_type=client_credentials` and
 //!   `scope=https://monitor.azure.<com|us|cn>/.default`; the answer is
 //!   `{"token_type":"Bearer","expires_in":N,"access_token":"…"}`. Tokens are cached by
-//!   [`TokenCache`] until [`TOKEN_REFRESH_MARGIN`] before they expire.
+//!   [`TokenCache`] (`siem::oauth`, shared by the process) until [`TOKEN_REFRESH_MARGIN`] before they expire.
 //! - **Ingestion**: `POST {endpoint}/dataCollectionRules/{dcr}/streams/{stream}?api-version=`
 //!   [`API_VERSION`] with `Authorization: Bearer`, `Content-Type: application/json`,
 //!   `Content-Encoding: gzip` and `x-ms-client-request-id` (a fresh GUID per request). The body
@@ -43,12 +43,8 @@
 //! `error_codes`/`error_description`. Microsoft warns that those numbers may change, so an
 //! unknown code falls back to the HTTP status and an excerpt of Entra's own description.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::fmt;
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
@@ -64,6 +60,9 @@ use crate::domain::sentinel::{
 use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
+use crate::siem::oauth::{
+    AccessToken, ClientCredentials, Identity, TokenCache, TokenError, TokenRefusal,
+};
 use crate::siem::parse_retry_after;
 use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, rfc3339, Framing};
@@ -91,7 +90,7 @@ pub const MAX_TIME_GENERATED_AGE: Duration = Duration::from_secs(47 * 3600);
 /// Azure replaces a `TimeGenerated` further ahead (1 day, minus a margin).
 pub const MAX_TIME_GENERATED_FUTURE: Duration = Duration::from_secs(23 * 3600);
 /// A cached token is renewed this long before it expires.
-pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub const TOKEN_REFRESH_MARGIN: Duration = crate::siem::oauth::DEFAULT_REFRESH_MARGIN;
 /// Ends a `details` (or other text field) that had to be cut below [`MAX_FIELD_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: field exceeded 64 KB]";
 /// The columns (name, KQL type) the DCR's stream declaration and the table need.
@@ -231,218 +230,22 @@ pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> V
 // Tokens
 // ---------------------------------------------------------------------------------------------
 
-/// A bearer token for Azure Monitor. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(Arc<str>);
-
-impl AccessToken {
-    /// The token itself, for the `Authorization` header only.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AccessToken(****)")
-    }
-}
-
-/// What a cached token belongs to: sign-in URL, tenant, client and (a keyed hash of) the secret,
-/// so a changed secret never reuses a token obtained with the old one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenKey {
-    login_base: String,
-    tenant: String,
-    client_id: String,
-    scope: &'static str,
-    /// SipHash with this process's random keys: not reversible offline, never stored.
-    secret_hash: u64,
-}
-
-struct CachedToken {
-    token: AccessToken,
-    refresh_at: Instant,
-}
-
-/// Why no token could be had, by cause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRefusal {
-    WrongTenant,
-    WrongClientId,
-    WrongSecret,
-    ExpiredSecret,
-    WrongScope,
-    WrongLoginUrl,
-    Other,
-}
-
-/// A failed token request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// No HTTP answer from the sign-in service.
-    #[error(transparent)]
-    Transport(#[from] SendError),
-    /// Microsoft Entra ID refused the credentials: a settings problem, shown to the user.
-    #[error("{reason}")]
-    Refused {
-        kind: TokenRefusal,
-        status: u16,
-        reason: String,
-    },
-    /// The sign-in service is throttling, failing or answered nonsense: retry later.
-    #[error("{reason}")]
-    Unavailable {
-        after: Option<Duration>,
-        reason: String,
-    },
-}
-
-/// OAuth2 client-credentials tokens, shared by every Sentinel destination of the process.
-///
-/// One fetch at a time per key (concurrent senders wait for it instead of each asking Entra),
-/// cached until [`TOKEN_REFRESH_MARGIN`] before expiry (or half the lifetime of a token that
-/// lives less than twice the margin).
-pub struct TokenCache {
-    hasher: RandomState,
-    margin: Duration,
-    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
-    fetch_locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl Default for TokenCache {
-    fn default() -> Self {
-        TokenCache::new()
-    }
-}
-
-impl fmt::Debug for TokenCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCache")
-            .field("cached", &lock(&self.tokens).len())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not poison token handling for every destination.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl TokenCache {
-    /// An empty cache with the default [`TOKEN_REFRESH_MARGIN`].
-    pub fn new() -> TokenCache {
-        TokenCache::with_margin(TOKEN_REFRESH_MARGIN)
-    }
-
-    /// An empty cache that renews tokens `margin` before they expire.
-    pub fn with_margin(margin: Duration) -> TokenCache {
-        TokenCache {
-            hasher: RandomState::new(),
-            margin,
-            tokens: Mutex::default(),
-            fetch_locks: Mutex::default(),
+impl ClientCredentials for SentinelConfig {
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            issuer: self.login_base.as_str(),
+            tenant: self.tenant_id.as_str(),
+            client_id: self.client_id.as_str(),
+            scope: self.scope(),
+            secret: self.client_secret.expose_secret(),
         }
     }
 
-    /// The cache key of a destination's credentials.
-    pub fn key(&self, cfg: &SentinelConfig) -> TokenKey {
-        TokenKey {
-            login_base: cfg.login_base.as_str().to_owned(),
-            tenant: cfg.tenant_id.as_str().to_owned(),
-            client_id: cfg.client_id.as_str().to_owned(),
-            scope: cfg.scope(),
-            secret_hash: self.hasher.hash_one(cfg.client_secret.expose_secret()),
-        }
-    }
-
-    /// A valid token for `cfg`: the cached one, or a new one from the token endpoint.
-    /// The caller has checked the token URL against the egress policy.
-    pub async fn get(
-        &self,
-        client: &reqwest::Client,
-        cfg: &SentinelConfig,
-    ) -> Result<AccessToken, TokenError> {
-        let key = self.key(cfg);
-        if let Some(token) = self.cached(&key) {
-            return Ok(token);
-        }
-        let fetch_lock = self.fetch_lock(&key);
-        let _guard = fetch_lock.lock().await;
-        // Another sender may have fetched it while this one waited.
-        if let Some(token) = self.cached(&key) {
-            return Ok(token);
-        }
-        self.fetch_and_store(client, cfg, key).await
-    }
-
-    /// A brand-new token for `cfg`, replacing any cached one (Test Connection uses this so a
-    /// green test proves the credentials now).
-    pub async fn refresh(
-        &self,
-        client: &reqwest::Client,
-        cfg: &SentinelConfig,
-    ) -> Result<AccessToken, TokenError> {
-        let key = self.key(cfg);
-        let fetch_lock = self.fetch_lock(&key);
-        let _guard = fetch_lock.lock().await;
-        self.fetch_and_store(client, cfg, key).await
-    }
-
-    /// Forgets the cached token of `key` (after Azure Monitor refused it with 401).
-    pub fn invalidate(&self, key: &TokenKey) {
-        lock(&self.tokens).remove(key);
-    }
-
-    /// Forgets the cached token of `key` only if it is still `used`, so that a token another
-    /// sender already renewed is not thrown away too.
-    fn invalidate_if_current(&self, key: &TokenKey, used: &AccessToken) {
-        let mut tokens = lock(&self.tokens);
-        if tokens.get(key).is_some_and(|cached| &cached.token == used) {
-            tokens.remove(key);
-        }
-    }
-
-    fn cached(&self, key: &TokenKey) -> Option<AccessToken> {
-        lock(&self.tokens)
-            .get(key)
-            .filter(|cached| Instant::now() < cached.refresh_at)
-            .map(|cached| cached.token.clone())
-    }
-
-    fn fetch_lock(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = lock(&self.fetch_locks);
-        // Drop the locks nobody holds or waits for, so old keys do not pile up.
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        Arc::clone(locks.entry(key.clone()).or_default())
-    }
-
-    async fn fetch_and_store(
-        &self,
-        client: &reqwest::Client,
-        cfg: &SentinelConfig,
-        key: TokenKey,
-    ) -> Result<AccessToken, TokenError> {
-        let (token, lifetime) = request_token(client, cfg).await?;
-        let keep = if lifetime > self.margin * 2 {
-            lifetime - self.margin
-        } else {
-            lifetime / 2
-        };
-        let now = Instant::now();
-        let mut tokens = lock(&self.tokens);
-        tokens.retain(|_, cached| now < cached.refresh_at);
-        // Checked: a lifetime from outside must never overflow the clock.
-        if let Some(refresh_at) = now.checked_add(keep) {
-            tokens.insert(
-                key,
-                CachedToken {
-                    token: token.clone(),
-                    refresh_at,
-                },
-            );
-        }
-        Ok(token)
+    fn request<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+    ) -> BoxFuture<'a, Result<(AccessToken, Duration), TokenError>> {
+        Box::pin(request_token(client, self))
     }
 }
 
@@ -501,7 +304,7 @@ fn parse_token_answer(body: &str) -> Option<(AccessToken, Duration)> {
     // Entra ID issues tokens for about an hour; an absurd lifetime from a hostile or broken
     // endpoint is clamped, so it can neither overflow a clock nor pin a token for years.
     Some((
-        AccessToken(Arc::from(token)),
+        AccessToken::new(token),
         Duration::from_secs(expires_in.min(MAX_TOKEN_LIFETIME.as_secs())),
     ))
 }
@@ -1493,9 +1296,9 @@ mod tests {
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("topsecret"), "{debug}");
         assert!(debug.contains("****WXYZ"));
-        let token = AccessToken(Arc::from("eyJ0eXAiOiJKV1Qi.secret-part"));
+        let token = AccessToken::new("eyJ0eXAiOiJKV1Qi.secret-part");
         assert_eq!(format!("{token:?}"), "AccessToken(****)");
-        let cache = TokenCache::new();
+        let cache = TokenCache::with_margin(TOKEN_REFRESH_MARGIN);
         let key = cache.key(&cfg);
         assert!(!format!("{key:?}").contains("topsecret"));
         assert_eq!(format!("{cache:?}"), "TokenCache { cached: 0, .. }");
@@ -1503,7 +1306,7 @@ mod tests {
 
     #[test]
     fn the_cache_key_changes_with_the_secret() {
-        let cache = TokenCache::new();
+        let cache = TokenCache::with_margin(TOKEN_REFRESH_MARGIN);
         let cfg = config();
         let mut rotated = cfg.clone();
         rotated.client_secret = ClientSecret::parse("another-secret-value-0000").expect("secret");

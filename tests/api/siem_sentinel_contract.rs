@@ -14,9 +14,10 @@ use cloudpki::domain::sentinel::{
     StreamName, TenantId,
 };
 use cloudpki::siem::egress::{http_client_with_timeouts, EgressPolicy, HttpTimeouts, StaticLookup};
+use cloudpki::siem::oauth::TokenCache;
 use cloudpki::siem::sentinel::{
     build_batches, log_object, send_batch, test_connection, SentinelConfig, SentinelDestination,
-    TokenCache, MAX_BATCH_BYTES,
+    MAX_BATCH_BYTES,
 };
 use cloudpki::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
@@ -109,7 +110,7 @@ fn unused_port() -> u16 {
 #[tokio::test]
 async fn the_eleven_catalog_events_arrive_with_time_generated_and_the_fields() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     let logs: Vec<AuditLog> = catalog()
         .iter()
@@ -169,7 +170,7 @@ async fn the_eleven_catalog_events_arrive_with_time_generated_and_the_fields() {
 #[tokio::test]
 async fn a_large_backlog_splits_below_one_megabyte_and_reuses_one_token() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     let logs: Vec<AuditLog> = (0..45)
         .map(|i| any_event(json!({ "i": i, "blob": "y".repeat(60_000) })))
@@ -204,7 +205,7 @@ async fn a_large_backlog_splits_below_one_megabyte_and_reuses_one_token() {
 #[tokio::test]
 async fn the_token_cache_is_shared_between_destinations() {
     let fake = FakeSentinel::start().await;
-    let tokens = Arc::new(TokenCache::new());
+    let tokens = Arc::new(TokenCache::default());
     let first = SentinelDestination {
         config: config(&fake),
         hostname: HOSTNAME.into(),
@@ -231,7 +232,7 @@ async fn the_token_cache_is_shared_between_destinations() {
 async fn an_expiring_token_is_renewed_before_it_is_used() {
     let fake = FakeSentinel::start().await;
     fake.issue_tokens_for(Duration::from_secs(1));
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
 
     assert_eq!(
@@ -255,7 +256,7 @@ async fn an_expiring_token_is_renewed_before_it_is_used() {
 #[tokio::test]
 async fn a_revoked_token_is_renewed_once_and_the_batch_delivered() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     assert_eq!(
         send(&tokens, &cfg, &one_batch()).await,
@@ -276,7 +277,7 @@ async fn a_revoked_token_is_renewed_once_and_the_batch_delivered() {
 #[tokio::test]
 async fn a_second_401_after_renewal_is_auth_failed() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     fake.script(vec![Behavior::Status(401), Behavior::Status(401)]);
 
@@ -296,7 +297,7 @@ async fn a_second_401_after_renewal_is_auth_failed() {
 #[tokio::test]
 async fn retries_after_429_honouring_retry_after() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     fake.script(vec![Behavior::StatusWithRetryAfter(429, 17)]);
 
     let outcome = send(&tokens, &config(&fake), &one_batch()).await;
@@ -311,7 +312,7 @@ async fn retries_after_429_honouring_retry_after() {
 #[tokio::test]
 async fn server_errors_are_retried_and_a_stall_or_drop_is_a_transport_error() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     fake.script(vec![Behavior::Status(500), Behavior::Status(503)]);
     for _ in 0..2 {
@@ -342,7 +343,7 @@ async fn server_errors_are_retried_and_a_stall_or_drop_is_a_transport_error() {
 #[tokio::test]
 async fn an_oversized_batch_gets_413_and_split_batch() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     // Hand-built, as the builder never makes one: two rows of 600 KB, 1.2 MB in all.
     let rows: Vec<Value> = (0..2)
         .map(|_| json!({ "TimeGenerated": Utc::now().to_rfc3339(), "blob": "z".repeat(600_000) }))
@@ -362,7 +363,7 @@ async fn an_oversized_batch_gets_413_and_split_batch() {
 #[tokio::test]
 async fn a_missing_role_is_explained_with_the_role_hint() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     fake.script(vec![Behavior::Forbidden, Behavior::Forbidden]);
 
@@ -394,7 +395,7 @@ async fn a_missing_role_is_explained_with_the_role_hint() {
 #[tokio::test]
 async fn a_wrong_dcr_or_stream_is_404_with_a_hint() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let mut cfg = config(&fake);
     cfg.dcr_id = DcrImmutableId::parse("dcr-ffffffffffffffffffffffffffffffff").expect("dcr");
 
@@ -429,7 +430,7 @@ async fn a_wrong_dcr_or_stream_is_404_with_a_hint() {
 #[tokio::test]
 async fn test_connection_gets_a_fresh_token_and_lands_a_findable_test_row() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     // A cached token does not let the test skip proving the secret.
     assert_eq!(
@@ -471,7 +472,7 @@ async fn test_connection_gets_a_fresh_token_and_lands_a_findable_test_row() {
 #[tokio::test]
 async fn test_connection_explains_each_credential_failure() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
 
     let mut wrong_tenant = config(&fake);
     wrong_tenant.tenant_id = TenantId::parse("11111111-2222-3333-4444-555555555555").expect("t");
@@ -520,7 +521,7 @@ async fn test_connection_explains_each_credential_failure() {
 #[tokio::test]
 async fn a_refused_secret_while_forwarding_is_auth_failed_and_sends_no_rows() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let mut cfg = config(&fake);
     cfg.client_secret = ClientSecret::parse("not-the-secret-value-abcd").expect("secret");
 
@@ -536,7 +537,7 @@ async fn a_refused_secret_while_forwarding_is_auth_failed_and_sends_no_rows() {
 #[tokio::test]
 async fn an_unavailable_sign_in_service_is_retried_later() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
     fake.script_token(vec![
         Behavior::StatusWithRetryAfter(503, 30),
@@ -556,7 +557,7 @@ async fn an_unavailable_sign_in_service_is_retried_later() {
 #[tokio::test]
 async fn the_egress_policy_refuses_before_anything_is_sent() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let cfg = config(&fake);
 
     // Nothing allowed: loopback over http is refused for both legs.
@@ -605,7 +606,7 @@ async fn the_egress_policy_refuses_before_anything_is_sent() {
 #[tokio::test]
 async fn a_port_nobody_listens_on_reports_connection_refused() {
     let fake = FakeSentinel::start().await;
-    let tokens = TokenCache::new();
+    let tokens = TokenCache::default();
     let mut cfg = config(&fake);
     cfg.endpoint =
         IngestionEndpoint::parse(&format!("http://127.0.0.1:{}", unused_port())).expect("endpoint");
