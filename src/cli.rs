@@ -464,49 +464,32 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
             (new, Some(old))
         }
     };
-    /// subscription, provider, name, key id, nonce, ciphertext
-    type Row = (uuid::Uuid, String, String, String, Vec<u8>, Vec<u8>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "select subscription_id, provider, name, key_id, nonce, ciphertext from siem_secrets
-         where key_id <> $1",
-    )
-    .bind(key.id())
-    .fetch_all(&db.pool)
-    .await?;
+    let rows = store::siem::secrets_not_sealed_with(&db.pool, key.id()).await?;
     let mut tx = db.pool.begin().await?;
     let (mut resealed, mut unreadable) = (0, Vec::new());
-    for (subscription, provider, name, key_id, nonce, ciphertext) in rows {
-        let context = format!("{subscription}/{provider}/{name}");
-        let sealed = crypto::Sealed {
-            key_id,
-            nonce,
-            ciphertext,
-        };
-        match key.open(&sealed, &context) {
-            Some(plain) => {
+    for row in rows {
+        // The same associated data the settings seal with: a rotation can never drift from it.
+        let opened = crate::siem::Provider::parse(&row.provider)
+            .ok()
+            .and_then(|provider| {
+                let context =
+                    crate::siem::config::secret_context(row.subscription_id, provider, &row.name);
+                key.open(&row.sealed(), &context)
+                    .map(|plain| (plain, context))
+            });
+        match opened {
+            Some((plain, context)) => {
                 let fresh = key.seal(&plain, &context);
-                sqlx::query(
-                    "update siem_secrets set key_id = $4, nonce = $5, ciphertext = $6
-                     where subscription_id = $1 and provider = $2 and name = $3",
-                )
-                .bind(subscription)
-                .bind(&provider)
-                .bind(&name)
-                .bind(&fresh.key_id)
-                .bind(&fresh.nonce)
-                .bind(&fresh.ciphertext)
-                .execute(&mut *tx)
-                .await?;
+                store::siem::reseal_secret(&mut tx, &row, &fresh).await?;
                 resealed += 1;
             }
-            None => unreadable.push(format!("{subscription} {provider} {name}")),
+            None => unreadable.push(format!(
+                "{} {} {}",
+                row.subscription_id, row.provider, row.name
+            )),
         }
     }
-    // Secrets held for Save-after-Test live 10 minutes: they are simply dropped.
-    sqlx::query("delete from tested_secrets where key_id <> $1")
-        .bind(key.id())
-        .execute(&mut *tx)
-        .await?;
+    store::siem::drop_tested_secrets_not_sealed_with(&mut tx, key.id()).await?;
     if let Some(old) = &new_file {
         // The new key file is written before the commit: if writing fails nothing changed.
         let dir = &config.data_dir;

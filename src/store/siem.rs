@@ -129,6 +129,82 @@ pub async fn upsert_secret(
     Ok(())
 }
 
+/// A stored secret sealed with a key other than the current one (for a key rotation).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedSecretRow {
+    /// Subscription.
+    pub subscription_id: Uuid,
+    /// Provider id.
+    pub provider: String,
+    /// Secret name.
+    pub name: String,
+    /// Id of the key that sealed it.
+    pub key_id: String,
+    /// Nonce.
+    pub nonce: Vec<u8>,
+    /// Ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl SealedSecretRow {
+    /// The seal, to open.
+    pub fn sealed(&self) -> Sealed {
+        Sealed {
+            key_id: self.key_id.clone(),
+            nonce: self.nonce.clone(),
+            ciphertext: self.ciphertext.clone(),
+        }
+    }
+}
+
+/// Every stored secret not sealed with `key_id`.
+pub async fn secrets_not_sealed_with(
+    pool: &PgPool,
+    key_id: &str,
+) -> Result<Vec<SealedSecretRow>, Error> {
+    Ok(sqlx::query_as(
+        "select subscription_id, provider, name, key_id, nonce, ciphertext from siem_secrets
+         where key_id <> $1",
+    )
+    .bind(key_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Replaces a stored secret's seal, leaving its hint and expiry as they are.
+pub async fn reseal_secret(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &SealedSecretRow,
+    fresh: &Sealed,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update siem_secrets set key_id = $4, nonce = $5, ciphertext = $6
+         where subscription_id = $1 and provider = $2 and name = $3",
+    )
+    .bind(row.subscription_id)
+    .bind(&row.provider)
+    .bind(&row.name)
+    .bind(&fresh.key_id)
+    .bind(&fresh.nonce)
+    .bind(&fresh.ciphertext)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops the secrets held for Save-after-Test that are not sealed with `key_id` (they live
+/// minutes; a rotation does not re-seal them).
+pub async fn drop_tested_secrets_not_sealed_with(
+    tx: &mut Transaction<'_, Postgres>,
+    key_id: &str,
+) -> Result<(), Error> {
+    sqlx::query("delete from tested_secrets where key_id <> $1")
+        .bind(key_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Appends a history entry.
 pub async fn record_history(
     executor: impl sqlx::PgExecutor<'_>,
