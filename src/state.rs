@@ -240,6 +240,16 @@ impl AppState {
     }
 
     /// The key that seals credentials.
+    /// The settings service over this process's pool, key, client and egress policy.
+    pub fn settings(&self) -> crate::settings::Service<'_> {
+        crate::settings::Service {
+            pool: &self.inner.pool,
+            master_key: &self.inner.master_key,
+            client: &self.inner.siem_client,
+            egress: &self.inner.egress,
+        }
+    }
+
     pub fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
     }

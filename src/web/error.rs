@@ -59,6 +59,16 @@ impl From<crate::store::Error> for WebError {
     }
 }
 
+impl From<crate::settings::Error> for WebError {
+    fn from(e: crate::settings::Error) -> Self {
+        match e {
+            crate::settings::Error::Forbidden(why) => Self::Forbidden(why),
+            crate::settings::Error::Store(e) => e.into(),
+            crate::settings::Error::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         Self::Internal(e.into())

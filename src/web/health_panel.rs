@@ -252,7 +252,4 @@ pub fn health_view(
     }
 }
 
-/// A time as the portal shows it.
-pub fn when(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
-}
+pub use crate::settings::history::when;

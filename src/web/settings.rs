@@ -27,7 +27,17 @@ use super::{
     Layout, WebError,
 };
 use crate::{
-    domain::events::{catalog, Criticality, EventFilter, ReplayWindow, REPLAY_CAP},
+    domain::events::{catalog, Criticality, EventFilter, ReplayWindow},
+    settings::{
+        actions::{
+            admin_or_denied, ensure_monitors, pause_or_resume_export, replay_events,
+            replay_refusal, retry_parked_events, AdminAction, MonitorsOutcome, PauseOutcome,
+            EXPORT_OFF_NOTHING_TO_PAUSE,
+        },
+        expiry::{expiry_field, parse_expiries, AbsentExpiry},
+        save::{save, Export},
+        tested::{hold_tested, reuse_tested},
+    },
     siem::{
         config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
         registry::{Choice, FieldKind},
@@ -126,13 +136,6 @@ struct HistoryEntry {
     outcome: String,
     changes: Vec<String>,
     at: String,
-}
-
-/// The label people see for a stored field (history entries use it).
-fn field_label(provider: Provider, name: &str) -> String {
-    provider
-        .field(name)
-        .map_or_else(|| name.to_owned(), |f| f.label.to_owned())
 }
 
 /// A provider field as the template renders it.
@@ -338,65 +341,6 @@ fn credential_expiries(
             })
         })
         .collect()
-}
-
-/// The form field of a secret's "expires on" date.
-pub(super) fn expiry_field(secret_field: &str) -> String {
-    format!("{secret_field}_expires_on")
-}
-
-/// The secret fields of `provider` that may carry an "expires on" date.
-pub(super) fn dated_secret_fields(
-    provider: Provider,
-) -> impl Iterator<Item = &'static crate::siem::registry::Field> {
-    provider
-        .fields()
-        .iter()
-        .filter(|f| matches!(f.kind, FieldKind::Secret) && f.sealed_as.is_some())
-}
-
-/// What a date field left out of the input means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum AbsentExpiry {
-    /// The page always shows the fields: one not sent is blank, and clears the date.
-    Clears,
-    /// The REST API: a key left out keeps the stored date.
-    Unchanged,
-}
-
-/// The "expires on" dates typed for `provider`'s sealed secrets: (stored name, label, date).
-/// A blank date clears it; a date that is not a date, or has passed, is an error.
-pub(super) fn parse_expiries(
-    provider: Provider,
-    values: &FormValues,
-    absent: AbsentExpiry,
-    today: chrono::NaiveDate,
-    errors: &mut FieldErrors,
-) -> Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)> {
-    let mut out = Vec::new();
-    for field in dated_secret_fields(provider) {
-        let Some(stored_as) = field.sealed_as else {
-            continue;
-        };
-        let name = expiry_field(field.name);
-        let raw = match values.get(&name) {
-            None if absent == AbsentExpiry::Unchanged => continue,
-            sent => sent.map(|v| v.trim()).unwrap_or_default(),
-        };
-        if raw.is_empty() {
-            out.push((stored_as, field.label, None));
-            continue;
-        }
-        match chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-            Ok(date) if date <= today => errors.add(
-                &name,
-                "That date has passed: the credential has expired. Enter the new one and its new expiry date.",
-            ),
-            Ok(date) => out.push((stored_as, field.label, Some(date))),
-            Err(_) => errors.add(&name, format!("`{raw}` is not a date such as 2027-06-30.")),
-        }
-    }
-    out
 }
 
 /// The form as stored, with a status.
@@ -732,7 +676,7 @@ async fn submit(
     };
     // Blank secret fields take what this session just tested (see `hold_tested`).
     if let Some(digest) = &session_digest {
-        reuse_tested(&state, sub, digest, provider, &mut values).await?;
+        reuse_tested(state.settings(), sub, digest, provider, &mut values).await?;
     }
 
     match action.as_str() {
@@ -816,7 +760,7 @@ async fn submit(
             // which is shown now so the receiver can be set up with it.
             let held = match (&outcome, &session_digest) {
                 (Ok(_), Some(digest)) => {
-                    hold_tested(&state, sub, digest, provider, &values).await?
+                    hold_tested(state.settings(), sub, digest, provider, &values).await?
                 }
                 (Err(_), Some(digest)) if generated.is_some() => {
                     let mut only_generated: FormValues = provider
@@ -828,7 +772,7 @@ async fn submit(
                             .get("webhook_secret")
                             .map(|v| ("webhook_secret".to_owned(), v.clone())),
                     );
-                    hold_tested(&state, sub, digest, provider, &only_generated).await?
+                    hold_tested(state.settings(), sub, digest, provider, &only_generated).await?
                 }
                 _ => false,
             };
@@ -914,7 +858,7 @@ async fn submit(
             };
             let generated = validated.generated_secret.clone();
             save(
-                &state,
+                state.settings(),
                 (user.user_id, &user.email),
                 sub,
                 Export {
@@ -970,268 +914,6 @@ async fn submit(
     }
 }
 
-/// The switch and the event filter of a save (`filter: None` keeps the stored one).
-pub(super) struct Export<'a> {
-    pub enabled: bool,
-    pub filter: Option<&'a EventFilter>,
-    /// "Expires on" dates of the provider's secrets (`None`: unchanged).
-    pub expiries: Option<Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)>>,
-    /// On a provider switch: the events the previous destination still owes go to the new one.
-    pub carry_backlog: bool,
-}
-
-/// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
-/// history entry: for the page and the REST API alike.
-pub(super) async fn save(
-    state: &AppState,
-    user: (uuid::Uuid, &str),
-    sub: uuid::Uuid,
-    export: Export<'_>,
-    before: Option<&store::siem::SettingsRow>,
-    stored: &StoredProvider,
-    validated: config::Validated,
-) -> Result<(), WebError> {
-    let Export {
-        enabled,
-        filter,
-        expiries,
-        carry_backlog,
-    } = export;
-    let provider = validated.provider;
-    let mut changes = describe_changes(before, enabled, stored, &validated);
-    let settings = &validated.settings;
-
-    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-    store::siem::upsert_settings(&mut tx, sub, enabled, provider.id(), user.0, user.1).await?;
-    store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), settings).await?;
-    for name in &validated.removed_secrets {
-        store::siem::delete_secret(&mut tx, sub, provider.id(), name).await?;
-    }
-    for (name, value, hint) in &validated.new_secrets {
-        let sealed = state.master_key().seal(
-            value.as_bytes(),
-            &config::secret_context(sub, provider, name),
-        );
-        store::siem::upsert_secret(&mut tx, sub, provider.id(), name, &sealed, hint).await?;
-    }
-    let switched =
-        store::delivery::apply_switch(&mut tx, sub, enabled.then(|| provider.id()), carry_backlog)
-            .await?;
-    if switched.carried > 0 {
-        changes.push(format!(
-            "{} event(s) not yet delivered to the previous provider sent to {} instead",
-            switched.carried,
-            provider.label()
-        ));
-    }
-    if switched.not_owed > 0 {
-        changes.push(format!(
-            "{} event(s) recorded while export was off were not sent (Replay can send them)",
-            switched.not_owed
-        ));
-    }
-    for (name, label, date) in expiries.unwrap_or_default() {
-        let field = provider
-            .fields()
-            .iter()
-            .find(|f| f.sealed_as == Some(name))
-            .map(|f| f.name)
-            .unwrap_or(name);
-        let secret_kept = validated.new_secrets.iter().all(|(n, _, _)| *n != name);
-        let before = stored.expiries.get(field).copied().filter(|_| secret_kept);
-        store::siem::set_secret_expiry(&mut tx, sub, provider.id(), name, date).await?;
-        if before != date {
-            changes.push(match date {
-                Some(d) => format!("{label} expires on {d}"),
-                None => format!("{label}: expiry date removed"),
-            });
-        }
-    }
-    if let Some(filter) = filter {
-        let before = store::delivery::set_filter(&mut tx, sub, provider.id(), filter.ids()).await?;
-        if let Some(before) = before.filter(|b| b != filter) {
-            changes.push(format!(
-                "Events to send changed from {} to {}",
-                before.describe(),
-                filter.describe()
-            ));
-        }
-    }
-    store::siem::record_history(&mut *tx, sub, user.0, user.1, "saved", &changes).await?;
-    tx.commit().await.map_err(store::Error::from)?;
-    tracing::info!(subscription_id = %sub, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
-    Ok(())
-}
-
-/// How long secrets that passed Test Connection are held for Save changes.
-pub const TESTED_SECRETS_MINUTES: i64 = 10;
-
-fn tested_context(sub: uuid::Uuid, provider: Provider, digest: &[u8]) -> String {
-    format!("{sub}/{}/tested/{}", provider.id(), hex::encode(digest))
-}
-
-/// After a green Test Connection: holds the secrets typed for it, sealed, bound to this
-/// session and to the address fields as tested. Returns whether anything is held.
-async fn hold_tested(
-    state: &AppState,
-    sub: uuid::Uuid,
-    digest: &[u8],
-    provider: Provider,
-    values: &FormValues,
-) -> Result<bool, WebError> {
-    let typed: BTreeMap<&str, &str> = provider
-        .sealed_fields()
-        .filter(|field| !matches!(field.kind, FieldKind::Url))
-        .filter_map(|field| {
-            values
-                .get(field.name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(|v| (field.name, v))
-        })
-        .collect();
-    if typed.is_empty() {
-        return Ok(false);
-    }
-    // Only digests of the addresses are kept: a URL may carry a credential in its query.
-    let addresses: BTreeMap<&str, String> = provider
-        .address_fields()
-        .map(|field| {
-            (
-                field.name,
-                address_digest(state, values.get(field.name).map_or("", |v| v.trim())),
-            )
-        })
-        .collect();
-    let plain = serde_json::to_vec(&typed).map_err(anyhow::Error::from)?;
-    let sealed = state
-        .master_key()
-        .seal(&plain, &tested_context(sub, provider, digest));
-    store::siem::hold_tested_secrets(
-        state.pool(),
-        sub,
-        digest,
-        provider.id(),
-        &serde_json::to_value(addresses).map_err(anyhow::Error::from)?,
-        &sealed,
-        chrono::Utc::now() + chrono::Duration::minutes(TESTED_SECRETS_MINUTES),
-    )
-    .await?;
-    Ok(true)
-}
-
-/// How a tested address is kept: an HMAC under the master key, hex (a guessable query secret
-/// cannot be found by hashing guesses).
-fn address_digest(state: &AppState, address: &str) -> String {
-    hex::encode(state.master_key().mac("tested-address", address.as_bytes()))
-}
-
-/// Before Save changes: secret fields left blank take the secrets this session just tested,
-/// if the address fields are still the ones they were tested against.
-async fn reuse_tested(
-    state: &AppState,
-    sub: uuid::Uuid,
-    digest: &[u8],
-    provider: Provider,
-    values: &mut FormValues,
-) -> Result<(), WebError> {
-    let Some(held) =
-        store::siem::tested_secrets(state.pool(), sub, digest, provider.id(), chrono::Utc::now())
-            .await?
-    else {
-        return Ok(());
-    };
-    let same_addresses = provider.address_fields().all(|field| {
-        held.addresses.get(field.name).and_then(|v| v.as_str())
-            == Some(address_digest(state, values.get(field.name).map_or("", |v| v.trim())).as_str())
-    });
-    if !same_addresses {
-        return Ok(());
-    }
-    let sealed = crate::crypto::Sealed {
-        key_id: held.key_id,
-        nonce: held.nonce,
-        ciphertext: held.ciphertext,
-    };
-    let Some(secrets) = state
-        .master_key()
-        .open(&sealed, &tested_context(sub, provider, digest))
-        .and_then(|plain| serde_json::from_slice::<BTreeMap<String, String>>(&plain).ok())
-    else {
-        return Ok(());
-    };
-    for (field, secret) in secrets {
-        let blank = values.get(&field).is_none_or(|v| v.trim().is_empty());
-        if blank {
-            values.insert(field, secret);
-        }
-    }
-    Ok(())
-}
-
-/// Sentences for the history: what this save changes. Never a secret itself.
-fn describe_changes(
-    before: Option<&store::siem::SettingsRow>,
-    enabled: bool,
-    stored: &StoredProvider,
-    new: &config::Validated,
-) -> Vec<String> {
-    let mut changes = Vec::new();
-    let was_enabled = before.is_some_and(|b| b.enabled);
-    if was_enabled != enabled {
-        changes.push(if enabled {
-            "Send Audit Logs to SIEM turned on".to_owned()
-        } else {
-            "Send Audit Logs to SIEM turned off".to_owned()
-        });
-    }
-    if before.map(|b| b.provider.as_str()) != Some(new.provider.id()) {
-        changes.push(format!("SIEM Provider set to {}", new.provider.label()));
-    }
-    let names: std::collections::BTreeSet<&String> =
-        stored.fields.keys().chain(new.fields.keys()).collect();
-    for name in names {
-        let old = stored.fields.get(name);
-        let now = new.fields.get(name);
-        if old != now {
-            // A URL's query may carry a credential: the history never shows its values.
-            let shown = |value: Option<&String>| match value {
-                None => "none".to_owned(),
-                Some(v) => url::Url::parse(v)
-                    .ok()
-                    .filter(|u| u.query().is_some())
-                    .map_or_else(|| v.clone(), |u| config::hide_query_values(&u)),
-            };
-            let label = field_label(new.provider, name);
-            let (old, now) = (shown(old), shown(now));
-            changes.push(if old == now {
-                format!("{label} changed (its query's values are not shown)")
-            } else {
-                format!("{label} changed from {old} to {now}")
-            });
-        }
-    }
-    for (name, value, hint) in &new.new_secrets {
-        let field = new
-            .provider
-            .sealed_fields()
-            .find(|f| f.sealed_as == Some(*name))
-            .map_or(*name, |f| f.name);
-        let label = field_label(new.provider, field);
-        changes.push(match stored.secrets.get(field) {
-            Some(old) if old.usable() == Some(value.as_str()) => {
-                format!("{label} entered again (unchanged)")
-            }
-            Some(_) => format!("{label} replaced (now ending in {hint})"),
-            None => format!("{label} set (ending in {hint})"),
-        });
-    }
-    if changes.is_empty() {
-        changes.push("Saved without changes".to_owned());
-    }
-    changes
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("{n} {one}")
@@ -1246,32 +928,6 @@ struct CsrfOnly {
     csrf_token: String,
 }
 
-/// Who pressed a button: the signed-in user, or the user of a personal API token.
-pub(super) type Actor<'a> = (uuid::Uuid, &'a str);
-
-/// An administrator's button on the page, which the REST API offers too.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum AdminAction {
-    RetryParked,
-    PauseExport,
-    ResumeExport,
-    Replay,
-    CreateMonitors,
-}
-
-impl AdminAction {
-    /// What a reader tried to do, as the refusal and the history say it.
-    fn what(self) -> &'static str {
-        match self {
-            Self::RetryParked => "retry parked events",
-            Self::PauseExport => "pause export",
-            Self::ResumeExport => "resume export",
-            Self::Replay => "replay events",
-            Self::CreateMonitors => "create monitors",
-        }
-    }
-}
-
 /// The checks of every administrator's button on the page: a member (else 404), the
 /// session's CSRF token, the admin role (a reader's attempt is refused and recorded).
 async fn admin_post(
@@ -1283,57 +939,14 @@ async fn admin_post(
 ) -> Result<MembershipRow, WebError> {
     let membership = membership_or_404(state, user, id).await?;
     user.check_csrf(csrf_token)?;
-    admin_or_denied(state, (user.user_id, &user.email), &membership, action).await?;
+    admin_or_denied(
+        state.settings(),
+        (user.user_id, &user.email),
+        &membership,
+        action,
+    )
+    .await?;
     Ok(membership)
-}
-
-/// Refuses a reader ([`WebError::Forbidden`], with the sentence to show) and records the
-/// attempt in the history: for the page's buttons and the REST API's actions alike.
-pub(super) async fn admin_or_denied(
-    state: &AppState,
-    actor: Actor<'_>,
-    membership: &MembershipRow,
-    action: AdminAction,
-) -> Result<(), WebError> {
-    if membership.role().is_admin() {
-        return Ok(());
-    }
-    let what = action.what();
-    store::siem::record_history(
-        state.pool(),
-        membership.subscription_id,
-        actor.0,
-        actor.1,
-        "denied",
-        &[format!("Tried to {what} without the admin role")],
-    )
-    .await?;
-    Err(WebError::Forbidden(format!(
-        "Only administrators of this subscription can {what}."
-    )))
-}
-
-/// Puts the current destination's parked events back in the queue and records it in the
-/// history; returns how many.
-pub(super) async fn retry_parked_events(
-    state: &AppState,
-    actor: Actor<'_>,
-    sub: uuid::Uuid,
-) -> Result<u64, WebError> {
-    let provider = store::siem::settings(state.pool(), sub)
-        .await?
-        .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
-    let n = store::delivery::retry_parked(state.pool(), sub, &provider).await?;
-    store::siem::record_history(
-        state.pool(),
-        sub,
-        actor.0,
-        actor.1,
-        "saved",
-        &[format!("Retried {n} parked event(s)")],
-    )
-    .await?;
-    Ok(n)
 }
 
 /// Puts the parked events back in the queue (admins only).
@@ -1352,7 +965,7 @@ async fn retry_parked(
     )
     .await?;
     let sub = membership.subscription_id;
-    let n = retry_parked_events(&state, (user.user_id, &user.email), sub).await?;
+    let n = retry_parked_events(state.settings(), (user.user_id, &user.email), sub).await?;
     Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?retried={n}#health")).into_response())
 }
 
@@ -1376,60 +989,6 @@ async fn resume(
     pause_or_resume(state, user, id, form, false).await
 }
 
-/// Why Pause / Resume export did nothing while export is off.
-pub(super) const EXPORT_OFF_NOTHING_TO_PAUSE: &str =
-    "Export is off: there is nothing to pause or resume. Switch Send Audit Logs to SIEM on first.";
-
-/// What Pause / Resume export did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum PauseOutcome {
-    /// Export is off: there is no destination to pause or resume.
-    ExportOff,
-    /// The destination is now paused (or running); `changed` is false when it already was.
-    Done { changed: bool },
-}
-
-/// Pauses (or resumes) the current destination and records a change in the history.
-pub(super) async fn pause_or_resume_export(
-    state: &AppState,
-    actor: Actor<'_>,
-    sub: uuid::Uuid,
-    pausing: bool,
-) -> Result<PauseOutcome, WebError> {
-    let Some(settings) = store::siem::settings(state.pool(), sub)
-        .await?
-        .filter(|s| s.enabled)
-    else {
-        return Ok(PauseOutcome::ExportOff);
-    };
-    let changed = if pausing {
-        store::delivery::pause(state.pool(), sub, &settings.provider, actor.1).await?
-    } else {
-        store::delivery::resume(state.pool(), sub, &settings.provider).await?
-    };
-    if changed {
-        let (outcome, change) = if pausing {
-            (
-                "paused",
-                "Export paused: events are recorded and kept, not sent",
-            )
-        } else {
-            ("resumed", "Export resumed: kept events are sent now")
-        };
-        store::siem::record_history(
-            state.pool(),
-            sub,
-            actor.0,
-            actor.1,
-            outcome,
-            &[change.to_owned()],
-        )
-        .await?;
-        tracing::info!(subscription_id = %sub, user_id = %actor.0, outcome, "export {outcome}");
-    }
-    Ok(PauseOutcome::Done { changed })
-}
-
 async fn pause_or_resume(
     state: AppState,
     user: CurrentUser,
@@ -1444,7 +1003,9 @@ async fn pause_or_resume(
     };
     let membership = admin_post(&state, &user, &id, &form.csrf_token, action).await?;
     let sub = membership.subscription_id;
-    match pause_or_resume_export(&state, (user.user_id, &user.email), sub, pausing).await? {
+    match pause_or_resume_export(state.settings(), (user.user_id, &user.email), sub, pausing)
+        .await?
+    {
         PauseOutcome::ExportOff => Ok(Redirect::to(&format!(
             "/subscriptions/{sub}/settings?export=off#health"
         ))
@@ -1464,59 +1025,6 @@ struct ReplayForm {
     replay_from: String,
     #[serde(default)]
     replay_to: String,
-}
-
-/// Starts resending the events recorded in `window` to the current destination (at most
-/// [`REPLAY_CAP`]) and records a started replay in the history. `NoDestination` when export
-/// is off.
-pub(super) async fn replay_events(
-    state: &AppState,
-    actor: Actor<'_>,
-    sub: uuid::Uuid,
-    window: &ReplayWindow,
-) -> Result<store::delivery::ReplayPlan, WebError> {
-    let Some(settings) = store::siem::settings(state.pool(), sub)
-        .await?
-        .filter(|s| s.enabled)
-    else {
-        return Ok(store::delivery::ReplayPlan::NoDestination);
-    };
-    let plan = store::delivery::start_replay(
-        state.pool(),
-        sub,
-        &settings.provider,
-        (window.from, window.to),
-        REPLAY_CAP,
-    )
-    .await?;
-    if let store::delivery::ReplayPlan::Started { from, to, events } = plan {
-        store::siem::record_history(
-            state.pool(),
-            sub,
-            actor.0,
-            actor.1,
-            "replayed",
-            &[format!(
-                "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
-                when(window.from),
-                when(window.to)
-            )],
-        )
-        .await?;
-    }
-    Ok(plan)
-}
-
-/// Why a replay did not start, in the words of the page and the API (`None`: it started).
-pub(super) fn replay_refusal(plan: &store::delivery::ReplayPlan) -> Option<String> {
-    match plan {
-        store::delivery::ReplayPlan::Started { .. } => None,
-        store::delivery::ReplayPlan::Empty => Some("No event recorded in that window has been sent to this destination yet (events still waiting go out with the log anyway). Check the window: times are UTC.".to_owned()),
-        store::delivery::ReplayPlan::TooMany { events } => Some(format!(
-            "That window holds {events} events; one replay resends at most {REPLAY_CAP}. Narrow the window and replay it in parts."
-        )),
-        store::delivery::ReplayPlan::NoDestination => Some("Export is off: switch Send Audit Logs to SIEM on and save first.".to_owned()),
-    }
 }
 
 /// **Replay** (admins only): resends the events recorded in a window (UTC) to the current
@@ -1547,7 +1055,8 @@ async fn replay(
     let (field, message) = match ReplayWindow::parse(&form.replay_from, &form.replay_to) {
         Err((field, message)) => (Some(field), message),
         Ok(window) => {
-            let plan = replay_events(&state, (user.user_id, &user.email), sub, &window).await?;
+            let plan =
+                replay_events(state.settings(), (user.user_id, &user.email), sub, &window).await?;
             match (plan, replay_refusal(&plan)) {
                 (store::delivery::ReplayPlan::Started { events, .. }, _) => {
                     return Ok(Redirect::to(&format!(
@@ -1571,70 +1080,6 @@ async fn replay(
     .await
 }
 
-/// What Create monitors did.
-pub(super) enum MonitorsOutcome {
-    /// One monitor per High catalog event is in place (made now, or found).
-    InPlace(Vec<crate::siem::datadog_monitors::MonitorLink>),
-    /// None was created: the sentence says why and what to do.
-    Refused(String),
-}
-
-/// Makes sure Datadog has one log alert monitor per High catalog event, with the stored API
-/// URL, API key and application key, and records it in the history.
-pub(super) async fn ensure_monitors(
-    state: &AppState,
-    actor: Actor<'_>,
-    sub: uuid::Uuid,
-) -> Result<MonitorsOutcome, WebError> {
-    let provider = crate::siem::datadog::provider();
-    let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
-    let settings: crate::siem::datadog::Settings =
-        crate::siem::registry::settings_of(&stored.settings).unwrap_or_default();
-    let key = |field: &str| stored.secrets.get(field).and_then(StoredSecret::usable);
-    let outcome = match (
-        settings.api_url(),
-        key("datadog_api_key").and_then(|k| crate::domain::datadog::DatadogApiKey::parse(k).ok()),
-        key("datadog_app_key").and_then(|k| crate::domain::datadog::DatadogAppKey::parse(k).ok()),
-    ) {
-        (Some(base), Some(api_key), Some(app_key)) => {
-            crate::siem::datadog_monitors::MonitorsApi {
-                client: state.siem_client(),
-                egress: state.egress(),
-                base: &base,
-                api_key: &api_key,
-                app_key: &app_key,
-                site: settings.site(),
-            }
-            .ensure(sub)
-            .await
-        }
-        (None, _, _) => Err("Choose your Datadog site (or enter the API URL) and save first.".to_owned()),
-        (_, None, _) => Err("Save a Datadog API key first.".to_owned()),
-        (_, _, None) => Err("Enter an application key with the monitors_write permission under Application key (for Create monitors), save, then press Create monitors.".to_owned()),
-    };
-    match outcome {
-        Ok(links) => {
-            let created = links.iter().filter(|l| l.created).count();
-            store::siem::record_history(
-                state.pool(),
-                sub,
-                actor.0,
-                actor.1,
-                "saved",
-                &[format!(
-                    "Create monitors: {created} created, {} already there",
-                    links.len() - created
-                )],
-            )
-            .await?;
-            Ok(MonitorsOutcome::InPlace(links))
-        }
-        Err(message) => Ok(MonitorsOutcome::Refused(format!(
-            "No monitor was created. {message}"
-        ))),
-    }
-}
-
 /// **Create monitors** (admins only): one Datadog log alert monitor per High catalog event,
 /// with the stored API URL, API key and application key; pressing it again creates none twice.
 async fn create_monitors(
@@ -1652,7 +1097,7 @@ async fn create_monitors(
     )
     .await?;
     let sub = membership.subscription_id;
-    let outcome = ensure_monitors(&state, (user.user_id, &user.email), sub).await?;
+    let outcome = ensure_monitors(state.settings(), (user.user_id, &user.email), sub).await?;
     let loaded = Loaded::fetch(&state, sub).await?;
     let (status, code) = match outcome {
         MonitorsOutcome::InPlace(links) => {

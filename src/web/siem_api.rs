@@ -25,13 +25,14 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{
-    settings::{self as page, AdminAction, MonitorsOutcome, PauseOutcome},
-    WebError,
-};
+use super::WebError;
 use crate::{
     crypto,
     domain::events::{catalog, EventFilter, ReplayWindow, REPLAY_CAP},
+    settings::{
+        actions::{self, AdminAction, MonitorsOutcome, PauseOutcome},
+        expiry,
+    },
     siem::{
         config::{self, Context, FormValues},
         registry::FieldKind,
@@ -132,7 +133,7 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
                     body.insert(format!("{}_set", field.name), json!(true));
                     body.insert(format!("{}_last4", field.name), json!(secret.hint()));
                     if let Some(date) = stored.expiries.get(field.name) {
-                        body.insert(page::expiry_field(field.name), json!(date.to_string()));
+                        body.insert(expiry::expiry_field(field.name), json!(date.to_string()));
                     }
                 }
                 continue;
@@ -290,8 +291,8 @@ async fn update(
             format!("Not a field of {}; GET lists the fields.", provider.label()),
         );
     }
-    let dated: Vec<String> = page::dated_secret_fields(provider)
-        .map(|field| page::expiry_field(field.name))
+    let dated: Vec<String> = expiry::dated_secret_fields(provider)
+        .map(|field| expiry::expiry_field(field.name))
         .collect();
     for name in dates.keys().filter(|name| !dated.contains(name)) {
         let message = if dated.is_empty() {
@@ -305,10 +306,10 @@ async fn update(
         };
         errors.add(name, message);
     }
-    let expiries = page::parse_expiries(
+    let expiries = expiry::parse_expiries(
         provider,
         &dates,
-        page::AbsentExpiry::Unchanged,
+        expiry::AbsentExpiry::Unchanged,
         chrono::Utc::now().date_naive(),
         &mut errors,
     );
@@ -336,11 +337,11 @@ async fn update(
             Err(errors) => return Ok(invalid(errors)),
         };
     let generated = validated.generated_secret.clone();
-    super::settings::save(
-        &state,
+    crate::settings::save::save(
+        state.settings(),
         (user.user_id, &user.email),
         sub,
-        super::settings::Export {
+        crate::settings::save::Export {
             enabled,
             filter: filter.as_ref(),
             expiries: (!dates.is_empty()).then_some(expiries),
@@ -371,10 +372,19 @@ async fn admin_caller(
         Ok(found) => found,
         Err(refused) => return Ok(Err(refused)),
     };
-    match page::admin_or_denied(state, (user.user_id, &user.email), &membership, action).await {
+    match actions::admin_or_denied(
+        state.settings(),
+        (user.user_id, &user.email),
+        &membership,
+        action,
+    )
+    .await
+    {
         Ok(()) => Ok(Ok((user, membership.subscription_id))),
-        Err(WebError::Forbidden(message)) => Ok(Err(problem(StatusCode::FORBIDDEN, &message))),
-        Err(other) => Err(other),
+        Err(crate::settings::Error::Forbidden(message)) => {
+            Ok(Err(problem(StatusCode::FORBIDDEN, &message)))
+        }
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -412,10 +422,17 @@ async fn pause_or_resume(
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
-    match page::pause_or_resume_export(state, (user.user_id, &user.email), sub, pausing).await? {
+    match actions::pause_or_resume_export(
+        state.settings(),
+        (user.user_id, &user.email),
+        sub,
+        pausing,
+    )
+    .await?
+    {
         PauseOutcome::ExportOff => Ok(problem(
             StatusCode::CONFLICT,
-            page::EXPORT_OFF_NOTHING_TO_PAUSE,
+            actions::EXPORT_OFF_NOTHING_TO_PAUSE,
         )),
         PauseOutcome::Done { changed } => {
             Ok(Json(json!({ "paused": pausing, "changed": changed })).into_response())
@@ -469,8 +486,9 @@ async fn replay(
                 .into_response())
         }
     };
-    let plan = page::replay_events(&state, (user.user_id, &user.email), sub, &window).await?;
-    match (plan, page::replay_refusal(&plan)) {
+    let plan =
+        actions::replay_events(state.settings(), (user.user_id, &user.email), sub, &window).await?;
+    match (plan, actions::replay_refusal(&plan)) {
         (store::delivery::ReplayPlan::Started { from, to, events }, _) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "events": events, "from_seq": from, "to_seq": to })),
@@ -495,7 +513,7 @@ async fn monitors(
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
-    match page::ensure_monitors(&state, (user.user_id, &user.email), sub).await? {
+    match actions::ensure_monitors(state.settings(), (user.user_id, &user.email), sub).await? {
         MonitorsOutcome::InPlace(links) => {
             let created = links.iter().filter(|l| l.created).count();
             let monitors: Vec<Value> = links
@@ -528,7 +546,8 @@ async fn retry_parked(
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
-    let retried = page::retry_parked_events(&state, (user.user_id, &user.email), sub).await?;
+    let retried =
+        actions::retry_parked_events(state.settings(), (user.user_id, &user.email), sub).await?;
     Ok(Json(json!({ "retried": retried })).into_response())
 }
 
@@ -582,7 +601,7 @@ fn settings_schema() -> Value {
                     );
                     if matches!(field.kind, FieldKind::Secret) {
                         properties.insert(
-                            page::expiry_field(field.name),
+                            expiry::expiry_field(field.name),
                             json!({
                                 "type": ["string", "null"],
                                 "format": "date",

@@ -1,6 +1,15 @@
-//! A subscription's stored SIEM settings: loading and unsealing them, and the destination the
-//! forwarder sends through. The form rules are the providers' own (`siem::config`); this
-//! module is where they meet the store.
+//! The settings service: a subscription's stored SIEM settings (loading and unsealing them, and
+//! the destination the forwarder sends through), saving them (`save`), the secrets' expiry dates
+//! (`expiry`), Save-after-Test (`tested`), the administrators' actions (`actions`) and the
+//! history's wording (`history`). The settings page and the REST API are thin adapters over it;
+//! the form rules are the providers' own (`siem::config`). It works with the pool and the master
+//! key ([`Service`]) and answers with [`Error`].
+
+pub mod actions;
+pub mod expiry;
+pub mod history;
+pub mod save;
+pub mod tested;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +25,33 @@ use crate::{
     },
     store,
 };
+
+/// What the settings service works with.
+#[derive(Clone, Copy)]
+pub struct Service<'a> {
+    /// The database.
+    pub pool: &'a PgPool,
+    /// Seals and opens the stored secrets.
+    pub master_key: &'a MasterKey,
+    /// For the actions that call a SIEM (monitors).
+    pub client: &'a reqwest::Client,
+    /// The outbound policy those calls go through.
+    pub egress: &'a crate::siem::egress::EgressPolicy,
+}
+
+/// Why the settings service refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user's role does not allow this: the sentence to show.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Anything else: a bug.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
 
 /// Loads and unseals what is stored for `provider` (see [`load_all`]).
 pub async fn load(
