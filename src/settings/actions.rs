@@ -48,13 +48,12 @@ pub async fn admin_or_denied(
         return Ok(());
     }
     let what = action.what();
-    store::siem::record_history(
-        svc.pool,
+    record(
+        svc,
+        actor,
         membership.subscription_id,
-        actor.0,
-        actor.1,
         "denied",
-        &[format!("Tried to {what} without the admin role")],
+        format!("Tried to {what} without the admin role"),
     )
     .await?;
     Err(Error::Forbidden(format!(
@@ -73,13 +72,12 @@ pub async fn retry_parked_events(
         .await?
         .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
     let n = store::delivery::retry_parked(svc.pool, sub, &provider).await?;
-    store::siem::record_history(
-        svc.pool,
+    record(
+        svc,
+        actor,
         sub,
-        actor.0,
-        actor.1,
         "saved",
-        &[format!("Retried {n} parked event(s)")],
+        format!("Retried {n} parked event(s)"),
     )
     .await?;
     Ok(n)
@@ -125,15 +123,7 @@ pub async fn pause_or_resume_export(
         } else {
             ("resumed", "Export resumed: kept events are sent now")
         };
-        store::siem::record_history(
-            svc.pool,
-            sub,
-            actor.0,
-            actor.1,
-            outcome,
-            &[change.to_owned()],
-        )
-        .await?;
+        record(svc, actor, sub, outcome, change.to_owned()).await?;
         tracing::info!(subscription_id = %sub, user_id = %actor.0, outcome, "export {outcome}");
     }
     Ok(PauseOutcome::Done { changed })
@@ -163,17 +153,16 @@ pub async fn replay_events(
     )
     .await?;
     if let store::delivery::ReplayPlan::Started { from, to, events } = plan {
-        store::siem::record_history(
-            svc.pool,
+        record(
+            svc,
+            actor,
             sub,
-            actor.0,
-            actor.1,
             "replayed",
-            &[format!(
+            format!(
                 "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
                 when(window.from),
                 when(window.to)
-            )],
+            ),
         )
         .await?;
     }
@@ -236,16 +225,15 @@ pub async fn ensure_monitors(
     match outcome {
         Ok(links) => {
             let created = links.iter().filter(|l| l.created).count();
-            store::siem::record_history(
-                svc.pool,
+            record(
+                svc,
+                actor,
                 sub,
-                actor.0,
-                actor.1,
                 "saved",
-                &[format!(
+                format!(
                     "Create monitors: {created} created, {} already there",
                     links.len() - created
-                )],
+                ),
             )
             .await?;
             Ok(MonitorsOutcome::InPlace(links))
@@ -254,4 +242,16 @@ pub async fn ensure_monitors(
             "No monitor was created. {message}"
         ))),
     }
+}
+
+/// One line in the subscription's history, by `actor`.
+async fn record(
+    svc: Service<'_>,
+    actor: Actor<'_>,
+    sub: uuid::Uuid,
+    outcome: &str,
+    line: String,
+) -> Result<(), Error> {
+    store::siem::record_history(svc.pool, sub, actor.0, actor.1, outcome, &[line]).await?;
+    Ok(())
 }
