@@ -243,9 +243,25 @@ async fn every_route_answers_each_kind_of_visitor_as_the_matrix_says() {
 /// `(method, path)` of every `.route(…)` in `src/web`, read from the source.
 fn routes_in_the_code() -> BTreeSet<(String, String)> {
     let mut routes = BTreeSet::new();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    // Every `.rs` file under `src/web`, folders included.
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/web"
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 10, "src/web was read: {files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(path).unwrap();
         for chunk in text.split(".route(").skip(1) {
             let Some(start) = chunk.find('"') else {
                 continue;

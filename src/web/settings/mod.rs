@@ -1,0 +1,285 @@
+//! A subscription's Settings page: Advanced Settings → Send Audit Logs to SIEM, SIEM Provider,
+//! the provider's fields, Test Connection and Save changes (DESIGN.md, "Contract: pages").
+//!
+//! One form, two buttons (`action=test` / `action=save`), so the page works without JavaScript.
+//! Test Connection sends a real test event with the values in the form and never saves; Save
+//! changes is for admins, stores the settings (secrets sealed), writes a history entry and
+//! redirects (post/redirect/get). Secrets are write-only: never rendered back; a blank secret
+//! field keeps the stored one. Provider rules live in `siem::config`, saving and the buttons'
+//! effects in the settings service (`crate::settings`); this module only collects the form and
+//! renders the page: `page.rs` shows it, `submit.rs` handles Test Connection and Save changes,
+//! `buttons.rs` the administrators' buttons.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+    Form, Router,
+};
+use serde::Deserialize;
+
+use super::{
+    health_panel::{health_view, when, HealthView, PANEL_ROWS},
+    session::CurrentUser,
+    subscriptions::membership_or_404,
+    Layout, WebError,
+};
+use crate::{
+    domain::events::{catalog, Criticality, EventFilter, ReplayWindow},
+    settings::{
+        actions::{
+            admin_or_denied, ensure_monitors, pause_or_resume_export, replay_events,
+            replay_refusal, retry_parked_events, AdminAction, MonitorsOutcome, PauseOutcome,
+            EXPORT_OFF_NOTHING_TO_PAUSE,
+        },
+        expiry::{expiry_field, parse_expiries, AbsentExpiry},
+        save::{save, Export},
+        tested::{hold_tested, reuse_tested},
+    },
+    siem::{
+        config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
+        registry::{Choice, FieldKind},
+        Provider,
+    },
+    state::AppState,
+    store::{self, accounts::MembershipRow},
+};
+
+/// How many history entries the page lists.
+mod buttons;
+mod page;
+mod submit;
+
+use buttons::{create_monitors, pause, replay, resume, retry_parked};
+use page::{answer, show, stored_form};
+use submit::submit;
+
+const HISTORY_SHOWN: i64 = 10;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions/{id}/settings", get(show).post(submit))
+        .route(
+            "/subscriptions/{id}/settings/retry-parked",
+            axum::routing::post(retry_parked),
+        )
+        .route(
+            "/subscriptions/{id}/settings/pause",
+            axum::routing::post(pause),
+        )
+        .route(
+            "/subscriptions/{id}/settings/resume",
+            axum::routing::post(resume),
+        )
+        .route(
+            "/subscriptions/{id}/settings/replay",
+            axum::routing::post(replay),
+        )
+        .route(
+            "/subscriptions/{id}/settings/monitors",
+            axum::routing::post(create_monitors),
+        )
+}
+
+/// One checkbox of the event filter.
+struct FilterBox {
+    id: String,
+    summary: &'static str,
+    checked: bool,
+}
+
+/// The event filter's checkboxes, grouped by criticality (High first).
+fn filter_groups(filter: &EventFilter) -> Vec<(&'static str, Vec<FilterBox>)> {
+    [Criticality::High, Criticality::Medium, Criticality::Low]
+        .into_iter()
+        .map(|crit| {
+            let boxes = catalog()
+                .iter()
+                .filter(|e| e.criticality == crit)
+                .map(|e| FilterBox {
+                    id: e.id.to_string(),
+                    summary: e.summary,
+                    checked: filter.sends(e.id),
+                })
+                .collect();
+            (crit.as_str(), boxes)
+        })
+        .collect()
+}
+
+/// The form field that says the event filter was on the submitted form (an unticked
+/// checkbox sends nothing, so "none ticked" needs it).
+const FILTER_SHOWN: &str = "send_event_ids_shown";
+
+/// The message in the `role="status"` element.
+struct Status {
+    /// `ok`, `error` or `info`: the style.
+    kind: &'static str,
+    message: String,
+    query: Option<String>,
+    link: Option<String>,
+    /// A newly generated signing secret, shown once.
+    secret: Option<String>,
+    /// Monitors made or found by Create monitors: (label, link).
+    monitors: Vec<(String, Option<String>)>,
+}
+
+impl Status {
+    fn plain(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            query: None,
+            link: None,
+            secret: None,
+            monitors: Vec::new(),
+        }
+    }
+}
+
+struct HistoryEntry {
+    who: String,
+    outcome: String,
+    changes: Vec<String>,
+    at: String,
+}
+
+/// A provider field as the template renders it.
+struct FieldView {
+    name: &'static str,
+    label: &'static str,
+    /// `text`, `url`, `password`, `checkbox`, `select` or `textarea`.
+    kind: &'static str,
+    value: String,
+    options: Vec<Choice>,
+    hint: &'static str,
+    placeholder: &'static str,
+    error: Option<String>,
+    /// For secrets: the last characters (or header names) of the stored value.
+    stored_hint: Option<String>,
+    /// For secrets: the stored value no longer opens (the master key changed).
+    unreadable: bool,
+    /// For sealed secrets: the "expires on" date field (`<name>_expires_on`), its value and error.
+    expiry: Option<(String, String, Option<String>)>,
+}
+
+/// A provider's section.
+struct ProviderView {
+    id: &'static str,
+    label: &'static str,
+    fields: Vec<FieldView>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    layout: Layout,
+    membership: MembershipRow,
+    is_admin: bool,
+    filter_groups: Vec<(&'static str, Vec<FilterBox>)>,
+    filter_error: Option<String>,
+    paused: bool,
+    replay_from: String,
+    replay_to: String,
+    /// The current provider's credential expiry dates: (sentence, due within 30 days).
+    expiries: Vec<(String, bool)>,
+    enabled: bool,
+    provider: String,
+    errors: FieldErrors,
+    status: Option<Status>,
+    open: bool,
+    last_change: Option<(String, String)>,
+    providers: Vec<ProviderView>,
+    health: HealthView,
+    history: Vec<HistoryEntry>,
+    /// On a provider switch: (events the current destination still owes, its label).
+    carry_from: Option<(i64, &'static str)>,
+}
+
+impl SettingsPage {
+    /// A field's error.
+    fn error(&self, name: &str) -> Option<&str> {
+        self.errors.get(name)
+    }
+
+    /// What the replay window's fields hold.
+    fn value(&self, name: &str) -> &str {
+        match name {
+            "replay_from" => &self.replay_from,
+            "replay_to" => &self.replay_to,
+            _ => "",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    #[serde(default)]
+    paused: Option<String>,
+    #[serde(default)]
+    resumed: Option<String>,
+    #[serde(default)]
+    export: Option<String>,
+    #[serde(default)]
+    replay: Option<i64>,
+    #[serde(default)]
+    saved: Option<String>,
+    #[serde(default)]
+    retried: Option<u64>,
+}
+
+/// The subscription's stored SIEM state, read once per request.
+#[derive(Clone)]
+struct Loaded {
+    /// What is stored for every provider.
+    stored: Vec<(Provider, StoredProvider)>,
+    /// The switch, the chosen provider and who changed them last.
+    settings: Option<store::siem::SettingsRow>,
+    /// The latest changes.
+    history: Vec<store::siem::HistoryRow>,
+    /// The health panel of the current destination.
+    panel: store::page::PanelRows,
+}
+
+impl Loaded {
+    /// The current destination's stored event filter.
+    fn filter(&self) -> EventFilter {
+        EventFilter::from_stored(
+            self.panel
+                .health
+                .as_ref()
+                .and_then(|h| h.send_event_ids.clone()),
+        )
+    }
+
+    async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
+        let settings = store::siem::settings(state.pool(), subscription_id).await?;
+        let provider = settings
+            .as_ref()
+            .map_or(Provider::first().id(), |s| s.provider.as_str());
+        let panel = store::page::panel(state.pool(), subscription_id, provider, PANEL_ROWS).await?;
+        Ok(Loaded {
+            stored: crate::settings::load_all(state.pool(), state.master_key(), subscription_id)
+                .await?,
+            history: store::siem::history(state.pool(), subscription_id, HISTORY_SHOWN).await?,
+            settings,
+            panel,
+        })
+    }
+}
+
+/// The form as the page shows it: what was typed (or stored), its errors and the outcome.
+struct FormState {
+    membership: MembershipRow,
+    enabled: bool,
+    provider: String,
+    /// The event filter as shown (stored, or as submitted).
+    filter: EventFilter,
+    values: FormValues,
+    errors: FieldErrors,
+    status: Option<Status>,
+}
