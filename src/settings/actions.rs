@@ -184,7 +184,7 @@ pub fn replay_refusal(plan: &store::delivery::ReplayPlan) -> Option<String> {
 /// What Create monitors did.
 pub enum MonitorsOutcome {
     /// One monitor per High catalog event is in place (made now, or found).
-    InPlace(Vec<crate::siem::datadog_monitors::MonitorLink>),
+    InPlace(Vec<crate::siem::datadog::monitors::MonitorLink>),
     /// None was created: the sentence says why and what to do.
     Refused(String),
 }
@@ -207,7 +207,7 @@ pub async fn ensure_monitors(
         key("datadog_app_key").and_then(|k| crate::domain::datadog::DatadogAppKey::parse(k).ok()),
     ) {
         (Some(base), Some(api_key), Some(app_key)) => {
-            crate::siem::datadog_monitors::MonitorsApi {
+            crate::siem::datadog::monitors::MonitorsApi {
                 client: svc.client,
                 egress: svc.egress,
                 base: &base,

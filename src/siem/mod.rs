@@ -12,7 +12,6 @@
 
 pub mod config;
 pub mod datadog;
-pub mod datadog_monitors;
 pub mod egress;
 pub mod explain;
 pub mod hec;

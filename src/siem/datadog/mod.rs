@@ -44,27 +44,46 @@ use crate::siem::{
 };
 use serde::{Deserialize, Serialize};
 
+mod health;
+pub mod monitors;
+mod request;
+mod service;
+
+pub use health::*;
+pub use request::*;
+pub use service::*;
+
 /// Most log objects Datadog accepts in one request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
+
 /// Largest request body Datadog accepts, uncompressed, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
+
 /// Largest single log Datadog keeps whole, in bytes of JSON.
 pub const MAX_LOG_BYTES: usize = 1_000_000;
+
 /// Oldest `date` Datadog accepts.
 pub const MAX_LOG_AGE: Duration = Duration::from_secs(18 * 3600);
+
 /// From this age on, a log is re-timed: an hour's margin under [`MAX_LOG_AGE`] for the time a
 /// request spends in flight and in retries (the check runs when the request is built).
 pub const LATE_AFTER: Duration = Duration::from_secs(17 * 3600);
+
 /// Furthest future `date` Datadog accepts.
 pub const MAX_LOG_FUTURE: Duration = Duration::from_secs(2 * 3600);
+
 /// `service` of every log; customers' alert queries rely on it.
 pub const SERVICE: &str = "EZCA";
+
 /// `ddsource` of every log.
 pub const SOURCE: &str = "ezca";
+
 /// Appended to `details` when a log had to be cut to fit [`MAX_LOG_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: log exceeded 1 MB]";
+
 /// Longest `Actor` kept when even the truncated `details` do not make a log fit, in chars.
 const MAX_ACTOR_CHARS_WHEN_TRUNCATED: usize = 1024;
+
 /// Longest excerpt of an intake's error body kept in a reason, in chars.
 const MAX_REASON_BODY_CHARS: usize = 200;
 
@@ -82,401 +101,6 @@ impl DatadogConfig {
     pub fn effective_site(&self) -> Option<DatadogSite> {
         self.site.or_else(|| self.url.site())
     }
-}
-
-/// The envelope fields Datadog reads (`ddtags`, `date`, the late marks) of one log.
-struct Envelope {
-    tags: String,
-    date: DateTime<Utc>,
-    too_old: bool,
-    too_new: bool,
-}
-
-fn envelope(log: &AuditLog, now: DateTime<Utc>) -> Envelope {
-    let criticality = log.event_id.info().criticality;
-    let mut tags = format!(
-        "criticality:{},event_id:{},subscription_id:{}",
-        criticality.as_str().to_ascii_lowercase(),
-        log.event_id,
-        log.subscription_id
-    );
-    let age = now.signed_duration_since(log.occurred_at);
-    let too_old = age.to_std().is_ok_and(|age| age >= LATE_AFTER);
-    let too_new = (-age).to_std().is_ok_and(|ahead| ahead > MAX_LOG_FUTURE);
-    let date = if too_old || too_new {
-        now
-    } else {
-        log.occurred_at
-    };
-    if too_old {
-        tags.push_str(",late:true");
-    }
-    if too_new {
-        tags.push_str(",future_date:true");
-    }
-    Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    }
-}
-
-/// One log as [`log_object`] builds it, serialised straight from borrowed fields: the drain's
-/// path (no tree of values per event, `details` written once). Same JSON value; a log too
-/// large for Datadog goes through [`log_object`], which truncates it.
-#[derive(Serialize)]
-struct WireLog<'a> {
-    service: &'static str,
-    ddsource: &'static str,
-    hostname: &'a str,
-    status: &'static str,
-    message: String,
-    ddtags: String,
-    date: String,
-    #[serde(rename = "OriginalDate", skip_serializing_if = "Option::is_none")]
-    original_date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    late: Option<bool>,
-    #[serde(rename = "OccurredAt")]
-    occurred_at: String,
-    #[serde(rename = "Sequence")]
-    sequence: i64,
-    #[serde(rename = "EventID")]
-    event_id: u32,
-    #[serde(rename = "EventSummary")]
-    event_summary: &'static str,
-    #[serde(rename = "Criticality")]
-    criticality: &'static str,
-    #[serde(rename = "SubscriptionId")]
-    subscription_id: Uuid,
-    #[serde(rename = "EventUuid")]
-    event_uuid: Uuid,
-    #[serde(rename = "Actor")]
-    actor: Option<&'a str>,
-    details: &'a Value,
-    #[serde(rename = "LastSequence", skip_serializing_if = "Option::is_none")]
-    last_sequence: Option<&'a Value>,
-    #[serde(rename = "PrevHash", skip_serializing_if = "Option::is_none")]
-    prev_hash: Option<&'a str>,
-    #[serde(rename = "Hash", skip_serializing_if = "Option::is_none")]
-    hash: Option<&'a str>,
-}
-
-/// The JSON text of one log (see [`log_object`]).
-fn log_text(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Vec<u8> {
-    let info = log.event_id.info();
-    let Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    } = envelope(log, now);
-    let wire = WireLog {
-        service: SERVICE,
-        ddsource: SOURCE,
-        hostname,
-        status: info.criticality.datadog_status(),
-        message: wire::message(log),
-        ddtags: tags,
-        date: rfc3339(date),
-        original_date: (too_old || too_new).then(|| rfc3339(log.occurred_at)),
-        late: too_old.then_some(true),
-        occurred_at: rfc3339(log.occurred_at),
-        sequence: log.sequence,
-        event_id: log.event_id.get(),
-        event_summary: info.summary,
-        criticality: info.criticality.as_str(),
-        subscription_id: log.subscription_id,
-        event_uuid: log.uuid,
-        actor: log.actor.as_deref(),
-        details: &log.details,
-        last_sequence: (log.event_id == EventId::HEARTBEAT)
-            .then(|| log.details.get("LastSequence").unwrap_or(&Value::Null)),
-        prev_hash: log.chain.as_ref().map(|c| c.prev_hash.as_str()),
-        hash: log.chain.as_ref().map(|c| c.hash.as_str()),
-    };
-    match serde_json::to_vec(&wire) {
-        Ok(text) if text.len() < MAX_LOG_BYTES => text,
-        _ => log_object(log, hostname, now).to_string().into_bytes(),
-    }
-}
-
-/// The Datadog log object of one audit event (see the module doc for the format).
-pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
-    let info = log.event_id.info();
-    let criticality = info.criticality;
-    let Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    } = envelope(log, now);
-    let message = wire::message(log);
-
-    let mut object = Map::new();
-    object.insert("service".into(), json!(SERVICE));
-    object.insert("ddsource".into(), json!(SOURCE));
-    object.insert("hostname".into(), json!(hostname));
-    object.insert("status".into(), json!(criticality.datadog_status()));
-    object.insert("message".into(), json!(message));
-    object.insert("ddtags".into(), json!(tags));
-    object.insert("date".into(), json!(rfc3339(date)));
-    if too_old || too_new {
-        object.insert("OriginalDate".into(), json!(rfc3339(log.occurred_at)));
-    }
-    if too_old {
-        object.insert("late".into(), json!(true));
-    }
-    wire::insert_attributes(&mut object, log);
-
-    let mut value = Value::Object(object);
-    if value.to_string().len() >= MAX_LOG_BYTES {
-        truncate_details(&mut value, &log.details);
-    }
-    value
-}
-
-/// Replaces `details` by a prefix of its JSON text plus [`TRUNCATION_MARKER`] so the log stays
-/// under [`MAX_LOG_BYTES`]; identifying fields are untouched.
-fn truncate_details(value: &mut Value, details: &Value) {
-    let Value::Object(object) = value else { return };
-    object.insert("Truncated".into(), json!(true));
-    if let Some(Value::String(tags)) = object.get_mut("ddtags") {
-        tags.push_str(",truncated:true");
-    }
-    object.insert("details".into(), json!(TRUNCATION_MARKER));
-    let mut fixed = Value::Object(object.clone()).to_string().len();
-    if fixed >= MAX_LOG_BYTES {
-        // Only an absurd actor can do this; cut it so the event is still delivered.
-        if let Some(actor) = object.get_mut("Actor") {
-            if let Value::String(text) = actor {
-                let cut: String = text.chars().take(MAX_ACTOR_CHARS_WHEN_TRUNCATED).collect();
-                *actor = json!(cut);
-            }
-        }
-        let message = object.get("EventSummary").cloned().unwrap_or(Value::Null);
-        object.insert("message".into(), message);
-        fixed = Value::Object(object.clone()).to_string().len();
-    }
-    let budget = MAX_LOG_BYTES.saturating_sub(fixed + 1);
-    let prefix = wire::json_prefix(&details.to_string(), budget, TRUNCATION_MARKER);
-    object.insert("details".into(), json!(prefix));
-}
-
-/// Packs logs, in order, into JSON-array batches of at most [`MAX_BATCH_EVENTS`] logs and
-/// less than [`MAX_PAYLOAD_BYTES`] bytes. Every log lands in exactly one batch (a single log
-/// is always below [`MAX_LOG_BYTES`], so it always fits).
-pub fn build_batches(logs: &[AuditLog], hostname: &str, now: DateTime<Utc>) -> Vec<Batch> {
-    let events = logs
-        .iter()
-        .map(|log| (log.uuid, log_text(log, hostname, now)));
-    wire::pack(
-        Framing::JsonArray,
-        MAX_BATCH_EVENTS,
-        MAX_PAYLOAD_BYTES,
-        events,
-    )
-}
-
-/// The HTTP answer of the intake, classified.
-struct Answer {
-    status: u16,
-    body: String,
-    disposition: Disposition,
-}
-
-async fn post_batch(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &DatadogConfig,
-    batch: &Batch,
-) -> Result<Answer, SendError> {
-    let endpoint = cfg.url.logs_endpoint();
-    egress.check_url(&endpoint)?;
-    let body = batch.gzip_body().map_err(|err| SendError::Other {
-        detail: format!("could not compress the batch: {err}"),
-    })?;
-    let mut key =
-        HeaderValue::from_str(cfg.api_key.expose_secret()).map_err(|_| SendError::Other {
-            detail: "the API key is not a valid header value".into(),
-        })?;
-    key.set_sensitive(true);
-    let response = client
-        .post(endpoint)
-        .header("DD-API-KEY", key)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CONTENT_ENCODING, "gzip")
-        .body(body);
-    let wire::Reply {
-        status,
-        retry_after,
-        body,
-    } = wire::send(response).await?;
-    let disposition = classify(status, retry_after.as_deref(), &body);
-    Ok(Answer {
-        status,
-        body,
-        disposition,
-    })
-}
-
-/// Sends one batch (gzip) to the intake and classifies the answer. Calls
-/// [`EgressPolicy::check_url`] before anything leaves the host.
-pub async fn send_batch(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &DatadogConfig,
-    batch: &Batch,
-) -> Result<Disposition, SendError> {
-    post_batch(client, egress, cfg, batch)
-        .await
-        .map(|answer| answer.disposition)
-}
-
-/// Maps an intake answer to what the forwarder does with the batch.
-///
-/// | status | disposition |
-/// |---|---|
-/// | 2xx | `Delivered` |
-/// | 3xx | `AuthFailed` (redirects are not followed: the URL must be fixed) |
-/// | 400 | `Rejected` (isolate the event, park it) |
-/// | 401, 403 | `AuthFailed` (missing / invalid key, or key of another site) |
-/// | 404 | `AuthFailed` (wrong URL; a destination problem, events stay queued) |
-/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to [`crate::siem::MAX_RETRY_AFTER`] |
-/// | 413 | `SplitBatch` |
-/// | other 4xx, 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
-pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
-    let detail = body_excerpt(body);
-    match status {
-        200..=299 => Disposition::Delivered,
-        300..=399 => Disposition::AuthFailed {
-            reason: format!("The Logs intake URL answered with a redirect (HTTP {status}); enter the final intake URL."),
-        },
-        400 => Disposition::Rejected {
-            reason: format!("Datadog rejected the log as malformed (HTTP 400){detail}."),
-        },
-        401 => Disposition::AuthFailed {
-            reason: format!("Datadog refused the request: API key missing (HTTP 401){detail}."),
-        },
-        403 => Disposition::AuthFailed {
-            reason: format!("Datadog refused the API key: it is invalid, revoked or belongs to another Datadog site (HTTP 403){detail}."),
-        },
-        404 => Disposition::AuthFailed {
-            reason: format!("The Logs intake URL was not found (HTTP 404); check the URL{detail}."),
-        },
-        413 => Disposition::SplitBatch,
-        502 | 504 => crate::siem::gateway_gave_up(
-            status,
-            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            "Datadog",
-            &detail,
-        ),
-        408 | 429 | 500..=599 => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: match status {
-                408 => format!("Datadog timed out reading the request (HTTP 408){detail}."),
-                429 => format!("Datadog is rate limiting (HTTP 429){detail}."),
-                _ => format!("Datadog is unavailable (HTTP {status}){detail}."),
-            },
-        },
-        _ => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: format!("Datadog answered an unexpected HTTP {status}{detail}."),
-        },
-    }
-}
-
-fn body_excerpt(body: &str) -> String {
-    wire::body_excerpt(body, MAX_REASON_BODY_CHARS)
-}
-
-/// Sends one connection-test log (`EventID` 0, "SIEM connection test") through the same
-/// builder, client and request as the forwarder, and explains the outcome for the page.
-pub async fn test_connection(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &DatadogConfig,
-    subscription_id: Uuid,
-    hostname: &str,
-) -> Result<TestSuccess, TestFailure> {
-    let now = Utc::now();
-    let probe = wire::test_log(subscription_id, now);
-    let batches = build_batches(std::slice::from_ref(&probe), hostname, now);
-    let Some(batch) = batches.first() else {
-        return Err(failure(
-            TestFailureKind::Other,
-            "The test log could not be built.".into(),
-        ));
-    };
-    let host = cfg.url.host().to_owned();
-    let answer = match post_batch(client, egress, cfg, batch).await {
-        Ok(answer) => answer,
-        Err(err) => return Err(explain_send_error(err, &host)),
-    };
-    let query = alert_query(EventId::CONNECTION_TEST);
-    match answer.disposition {
-        Disposition::Delivered => Ok(TestSuccess {
-            explorer_url: cfg.effective_site().map(|site| site.log_explorer_url(&query)),
-            message: format!("Datadog accepted the test log. It can take a few minutes to appear; search the Log Explorer for {query}."),
-            query,
-        }),
-        _ => Err(explain_status(answer.status, &answer.body, cfg)),
-    }
-}
-
-fn explain_status(status: u16, body: &str, cfg: &DatadogConfig) -> TestFailure {
-    let url = cfg.url.as_str();
-    let detail = body_excerpt(body);
-    match status {
-        401 | 403 => {
-            let site = match cfg.effective_site() {
-                Some(site) => format!("the {} site ({})", site.code(), site.site_param()),
-                None => format!("the Datadog site behind {url}"),
-            };
-            failure(
-                TestFailureKind::InvalidCredentials,
-                format!("Datadog refused the API key (HTTP {status}). Copy the whole API key (not an application key) from Organization Settings → API Keys, check that it is not revoked, and that it belongs to {site}: a key of another Datadog site is refused."),
-            )
-        }
-        404 => failure(
-            TestFailureKind::WrongUrl,
-            format!("The Logs intake URL {url} was not found (HTTP 404). Use your site's intake, for example https://http-intake.logs.datadoghq.com (or its …/api/v2/logs URL); choosing the Datadog site fills it in."),
-        ),
-        300..=399 => failure(
-            TestFailureKind::WrongUrl,
-            format!("The Logs intake URL {url} answered with a redirect (HTTP {status}), which is not followed. Enter the final https:// intake URL."),
-        ),
-        400 | 413 => failure(
-            TestFailureKind::PayloadRejected,
-            format!("Datadog rejected the test log (HTTP {status}){detail}. The URL may point at something other than a Datadog logs intake; check the Logs intake URL."),
-        ),
-        408 | 429 | 500..=599 => failure(
-            TestFailureKind::Unavailable,
-            format!("Datadog is temporarily unavailable (HTTP {status}). The settings may well be right; try again in a few minutes. Events are kept and retried meanwhile."),
-        ),
-        _ => failure(
-            TestFailureKind::Other,
-            format!("The Logs intake URL {url} gave an unexpected answer (HTTP {status}){detail}. Check the URL."),
-        ),
-    }
-}
-
-fn explain_send_error(err: SendError, host: &str) -> TestFailure {
-    explain::send_error(
-        err,
-        host,
-        &Hints {
-            sent: "test log",
-            address: "the Logs intake URL",
-            dns: ", or choose your Datadog site to fill it in",
-            refused: "If it points at a proxy, check that the proxy is running.",
-            closed: "If the URL points at a proxy, check its logs; otherwise try again in a few minutes.",
-            tls: "Check that the URL starts with https:// and points at the intake itself; a proxy that inspects TLS needs a publicly trusted certificate.",
-            timeout: REQUEST_TIMEOUT,
-            ..Hints::default()
-        },
-    )
 }
 
 /// Datadog's entry in the registry.

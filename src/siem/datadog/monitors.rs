@@ -7,7 +7,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{egress::EgressPolicy, wire};
+use crate::siem::{egress::EgressPolicy, wire};
 use crate::domain::{
     datadog::{DatadogApiKey, DatadogApiUrl, DatadogAppKey, DatadogSite},
     events::{alert_query, catalog, Criticality},
