@@ -59,31 +59,51 @@ use crate::siem::{
 };
 use serde::{Deserialize, Serialize};
 
+mod health;
+mod request;
+mod service;
+
+pub use health::*;
+pub use request::*;
+pub use service::*;
+
 /// Most events in one request.
 pub const MAX_BATCH_EVENTS: usize = 100;
+
 /// Largest request body, in bytes.
 pub const MAX_BATCH_BYTES: usize = 1_000_000;
+
 /// Largest single event, in bytes of JSON; a larger one has its `details` truncated.
 pub const MAX_EVENT_BYTES: usize = 100_000;
+
 /// `type` of a batch of audit events.
 pub const EVENT_TYPE: &str = "ezca.audit_events";
+
 /// `type` of the Test Connection request.
 pub const TEST_EVENT_TYPE: &str = "ezca.test";
+
 /// Header carrying the message id.
 pub const HEADER_ID: &str = "webhook-id";
+
 /// Header carrying the attempt time, unix seconds.
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+
 /// Header carrying the space-separated signatures.
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
+
 /// Version tag of an HMAC-SHA256 signature.
 pub const SIGNATURE_VERSION: &str = "v1";
+
 /// Tolerance a receiver should allow between `webhook-timestamp` and its clock (replay guard).
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
 /// Replaces the cut end of `details` when an event exceeded [`MAX_EVENT_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: event exceeded 100 kB]";
+
 /// Longest `Actor` kept when an event has to be truncated, in chars.
 /// Longest excerpt of a receiver's answer kept in a reason, in chars.
 const MAX_REASON_BODY_CHARS: usize = 200;
+
 /// Hex digits of the SHA-256 digest kept in a webhook id (128 bits).
 const ID_HEX_DIGITS: usize = 32;
 
@@ -99,423 +119,7 @@ pub struct WebhookConfig {
     pub secrets: Vec<SigningSecret>,
 }
 
-/// The JSON object of one audit event (see the module doc), at most [`MAX_EVENT_BYTES`].
-pub fn event_object(log: &AuditLog) -> Value {
-    wire::event_object(log, MAX_EVENT_BYTES, TRUNCATION_MARKER)
-}
-
-/// Packs logs, in order, into signed-webhook bodies of at most [`MAX_BATCH_EVENTS`] events and
-/// [`MAX_BATCH_BYTES`] bytes. Every log lands in exactly one batch.
-///
-/// `now` is not used: the body depends on the events alone, so rebuilding a batch for a retry
-/// gives the same bytes and the same [`webhook_id`].
-pub fn build_batches(logs: &[AuditLog], _now: DateTime<Utc>) -> Vec<Batch> {
-    pack(logs, EVENT_TYPE)
-}
-
-fn pack(logs: &[AuditLog], kind: &str) -> Vec<Batch> {
-    let mut batches = Vec::new();
-    let mut open = OpenBatch::default();
-    for log in logs {
-        let text = event_object(log).to_string();
-        let latest = open
-            .latest
-            .map_or(log.occurred_at, |t| t.max(log.occurred_at));
-        let overhead = envelope(kind, latest, &[]).len();
-        let grown = overhead + open.text_bytes + open.texts.len() + text.len();
-        if !open.texts.is_empty()
-            && (open.texts.len() >= MAX_BATCH_EVENTS || grown > MAX_BATCH_BYTES)
-        {
-            batches.push(std::mem::take(&mut open).close(kind));
-        }
-        open.push(log, text);
-    }
-    if !open.texts.is_empty() {
-        batches.push(open.close(kind));
-    }
-    batches
-}
-
-#[derive(Default)]
-struct OpenBatch {
-    texts: Vec<String>,
-    text_bytes: usize,
-    uuids: Vec<Uuid>,
-    latest: Option<DateTime<Utc>>,
-}
-
-impl OpenBatch {
-    fn push(&mut self, log: &AuditLog, text: String) {
-        self.text_bytes += text.len();
-        self.texts.push(text);
-        self.uuids.push(log.uuid);
-        self.latest = Some(
-            self.latest
-                .map_or(log.occurred_at, |t| t.max(log.occurred_at)),
-        );
-    }
-
-    fn close(self, kind: &str) -> Batch {
-        let latest = self.latest.unwrap_or_default();
-        Batch {
-            body: envelope(kind, latest, &self.texts),
-            event_uuids: self.uuids,
-        }
-    }
-}
-
-/// `{"type":…,"timestamp":…,"data":{"events":[…]}}` around already serialized events.
-fn envelope(kind: &str, timestamp: DateTime<Utc>, events: &[String]) -> Vec<u8> {
-    let mut body = String::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
-    body.push_str("{\"type\":");
-    body.push_str(&json!(kind).to_string());
-    body.push_str(",\"timestamp\":");
-    body.push_str(&json!(rfc3339(timestamp)).to_string());
-    body.push_str(",\"data\":{\"events\":[");
-    body.push_str(&events.join(","));
-    body.push_str("]}}");
-    body.into_bytes()
-}
-
-/// The `webhook-id` of a batch: `msg_` + the first 32 hex digits of SHA-256 over the 16-byte
-/// UUIDs of its events, in order. The same events give the same id on every retry.
-pub fn webhook_id(event_uuids: &[Uuid]) -> String {
-    let mut hasher = Sha256::new();
-    for uuid in event_uuids {
-        hasher.update(uuid.as_bytes());
-    }
-    let digest = hex::encode(hasher.finalize());
-    format!("msg_{}", &digest[..ID_HEX_DIGITS])
-}
-
-fn mac(secret: &SigningSecret, id: &str, timestamp: i64) -> HmacSha256 {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = HmacSha256::new_from_slice(secret.hmac_key())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac
-}
-
-/// The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` per
-/// secret, space-separated, in the order given (current secret first). Empty without secrets.
-pub fn sign(secrets: &[SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut header = String::new();
-    for secret in secrets {
-        let mut mac = mac(secret, id, timestamp);
-        mac.update(body);
-        let signature = BASE64.encode(mac.finalize().into_bytes());
-        if !header.is_empty() {
-            header.push(' ');
-        }
-        let _ = write!(header, "{SIGNATURE_VERSION},{signature}");
-    }
-    header
-}
-
-/// Why a receiver refuses a request (see [`verify`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("the {0} header is missing or empty")]
-    MissingHeader(&'static str),
-    #[error("webhook-timestamp is not a whole number of unix seconds")]
-    InvalidTimestamp,
-    #[error("webhook-timestamp is {skew_secs} s away from now, outside the tolerance (replay?)")]
-    OutsideTolerance { skew_secs: i64 },
-    #[error("no v1 signature in webhook-signature matches this secret")]
-    NoMatchingSignature,
-}
-
-/// Checks a request as a Standard Webhooks receiver does: `webhook-id` present, the
-/// `webhook-timestamp` within `tolerance` of `now`, and one `v1` signature of
-/// `webhook-signature` equal (constant-time) to the HMAC of `"{id}.{timestamp}.{body}"`
-/// under `secret`. Signatures of other versions are skipped.
-pub fn verify(
-    secret: &SigningSecret,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: DateTime<Utc>,
-    tolerance: Duration,
-) -> Result<(), VerifyError> {
-    let header = |name: &'static str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or(VerifyError::MissingHeader(name))
-    };
-    let id = header(HEADER_ID)?;
-    let timestamp_text = header(HEADER_TIMESTAMP)?;
-    let signatures = header(HEADER_SIGNATURE)?;
-    let timestamp: i64 = timestamp_text
-        .parse()
-        .map_err(|_| VerifyError::InvalidTimestamp)?;
-    let skew_secs = now.timestamp().saturating_sub(timestamp);
-    let tolerance_secs = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if skew_secs.unsigned_abs() > tolerance_secs.unsigned_abs() {
-        return Err(VerifyError::OutsideTolerance { skew_secs });
-    }
-    let mut expected = mac(secret, id, timestamp);
-    expected.update(body);
-    for entry in signatures.split(' ') {
-        let Some((version, encoded)) = entry.split_once(',') else {
-            continue;
-        };
-        if version != SIGNATURE_VERSION {
-            continue;
-        }
-        let Ok(candidate) = BASE64.decode(encoded) else {
-            continue;
-        };
-        // `verify_slice` compares in constant time.
-        if expected.clone().verify_slice(&candidate).is_ok() {
-            return Ok(());
-        }
-    }
-    Err(VerifyError::NoMatchingSignature)
-}
-
-/// Maps a receiver's answer to what the forwarder does with the batch.
-///
-/// | status | disposition |
-/// |---|---|
-/// | 2xx | `Delivered` |
-/// | 3xx | `AuthFailed` (redirects are not followed: the URL must be fixed) |
-/// | 400, 422 | `Rejected` (isolate the event, park it) |
-/// | 401, 403 | `AuthFailed` (the receiver's authentication or signature check refused us) |
-/// | 404 | `AuthFailed` (wrong URL; events stay queued) |
-/// | 410 | `Gone` (the receiver wants no more webhooks: turn the destination off) |
-/// | 413 | `SplitBatch` |
-/// | 408, 429, 5xx | `Retry`, honouring `Retry-After` up to an hour |
-/// | other 4xx | `AuthFailed` with the status (a configuration problem) |
-/// | 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
-pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
-    let detail = body_excerpt(body);
-    let after = || retry_after.and_then(|value| parse_retry_after(value, Utc::now()));
-    match status {
-        200..=299 => Disposition::Delivered,
-        300..=399 => Disposition::AuthFailed {
-            reason: format!("The webhook URL answered with a redirect (HTTP {status}), which is not followed; enter the final URL."),
-        },
-        400 | 422 => Disposition::Rejected {
-            reason: format!("The webhook receiver rejected the events (HTTP {status}){detail}."),
-        },
-        401 | 403 => Disposition::AuthFailed {
-            reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check its authentication (extra headers) and that it verifies signatures with the current signing secret."),
-        },
-        404 => Disposition::AuthFailed {
-            reason: format!("The webhook URL was not found (HTTP 404){detail}; check the URL."),
-        },
-        410 => Disposition::Gone {
-            reason: format!("The webhook receiver answered 410 Gone{detail}: it no longer accepts these events, so sending was turned off."),
-        },
-        413 => Disposition::SplitBatch,
-        502 | 504 => crate::siem::gateway_gave_up(status, after(), "the webhook receiver", &detail),
-        408 | 429 | 500..=599 => Disposition::Retry {
-            after: after(),
-            reason: match status {
-                408 => format!("The webhook receiver timed out reading the request (HTTP 408){detail}."),
-                429 => format!("The webhook receiver is rate limiting (HTTP 429){detail}."),
-                _ => format!("The webhook receiver is unavailable (HTTP {status}){detail}."),
-            },
-        },
-        400..=499 => Disposition::AuthFailed {
-            reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check the URL and the receiver's configuration."),
-        },
-        _ => Disposition::Retry {
-            after: after(),
-            reason: format!("The webhook receiver answered an unexpected HTTP {status}{detail}."),
-        },
-    }
-}
-
-fn body_excerpt(body: &str) -> String {
-    wire::body_excerpt(body, MAX_REASON_BODY_CHARS)
-}
-
-/// The receiver's answer, classified.
-struct Answer {
-    status: u16,
-    body: String,
-    disposition: Disposition,
-}
-
-/// Why a request was not even attempted.
-enum NotSent {
-    NoSecret,
-    Send(SendError),
-}
-
-impl From<SendError> for NotSent {
-    fn from(err: SendError) -> Self {
-        NotSent::Send(err)
-    }
-}
-
 const NO_SECRET_REASON: &str = "The webhook destination has no signing secret, so nothing was sent; generate one on the settings page.";
-
-async fn post_batch(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &WebhookConfig,
-    batch: &Batch,
-    now: DateTime<Utc>,
-) -> Result<Answer, NotSent> {
-    egress
-        .check_url(cfg.url.as_url())
-        .map_err(SendError::from)?;
-    if cfg.secrets.is_empty() {
-        return Err(NotSent::NoSecret);
-    }
-    let id = webhook_id(&batch.event_uuids);
-    let timestamp = now.timestamp();
-    let signature = sign(&cfg.secrets, &id, timestamp, &batch.body);
-    let mut request = client
-        .post(cfg.url.as_url().clone())
-        .header(HEADER_ID, id)
-        .header(HEADER_TIMESTAMP, timestamp.to_string())
-        .header(HEADER_SIGNATURE, signature)
-        .header(CONTENT_TYPE, "application/json");
-    for (name, value) in cfg.headers.iter() {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| SendError::Other {
-            detail: format!("the extra header name {name} is not valid"),
-        })?;
-        let mut value = HeaderValue::from_str(value).map_err(|_| SendError::Other {
-            detail: format!("the value of the extra header {name} is not valid"),
-        })?;
-        // Extra headers often carry credentials (Authorization).
-        value.set_sensitive(true);
-        request = request.header(name, value);
-    }
-    let wire::Reply {
-        status,
-        retry_after,
-        body,
-    } = wire::send(request.body(batch.body.clone())).await?;
-    let disposition = classify(status, retry_after.as_deref(), &body);
-    Ok(Answer {
-        status,
-        body,
-        disposition,
-    })
-}
-
-/// Signs one batch for this attempt (`webhook-timestamp` = `now`) and POSTs it uncompressed,
-/// then classifies the answer. Calls [`EgressPolicy::check_url`] before anything leaves the
-/// host. The `webhook-id` is derived again from `batch.event_uuids` ([`webhook_id`]).
-pub async fn send_batch(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &WebhookConfig,
-    batch: &Batch,
-    now: DateTime<Utc>,
-) -> Result<Disposition, SendError> {
-    match post_batch(client, egress, cfg, batch, now).await {
-        Ok(answer) => Ok(answer.disposition),
-        Err(NotSent::NoSecret) => Ok(Disposition::AuthFailed {
-            reason: NO_SECRET_REASON.into(),
-        }),
-        Err(NotSent::Send(err)) => Err(err),
-    }
-}
-
-/// Sends one signed test event (`type` `ezca.test`, `EventID` 0, "SIEM connection test")
-/// through the same builder, signer, client and request as the forwarder, and explains the
-/// outcome for the page.
-pub async fn test_connection(
-    client: &reqwest::Client,
-    egress: &EgressPolicy,
-    cfg: &WebhookConfig,
-    subscription_id: Uuid,
-) -> Result<TestSuccess, TestFailure> {
-    let now = Utc::now();
-    let probe = wire::test_log(subscription_id, now);
-    let batches = pack(std::slice::from_ref(&probe), TEST_EVENT_TYPE);
-    let Some(batch) = batches.first() else {
-        return Err(failure(
-            TestFailureKind::Other,
-            "The test event could not be built.".into(),
-        ));
-    };
-    let id = webhook_id(&batch.event_uuids);
-    let host = cfg.url.host().to_owned();
-    let answer = match post_batch(client, egress, cfg, batch, now).await {
-        Ok(answer) => answer,
-        Err(NotSent::NoSecret) => {
-            return Err(failure(
-                TestFailureKind::InvalidCredentials,
-                NO_SECRET_REASON.into(),
-            ))
-        }
-        Err(NotSent::Send(err)) => return Err(explain_send_error(err, &host)),
-    };
-    match answer.disposition {
-        Disposition::Delivered => Ok(TestSuccess {
-            message: format!(
-                "The receiver accepted the test event (HTTP {}), signed with the signing secret ending in {}. Look for webhook-id {id}, type {TEST_EVENT_TYPE}, in its logs.",
-                answer.status,
-                cfg.secrets.first().map_or("—", SigningSecret::last4)
-            ),
-            query: format!("webhook-id {id}"),
-            explorer_url: None,
-        }),
-        _ => Err(explain_status(answer.status, &answer.body, cfg)),
-    }
-}
-
-fn explain_status(status: u16, body: &str, cfg: &WebhookConfig) -> TestFailure {
-    let url = cfg.url.redacted();
-    let detail = body_excerpt(body);
-    match status {
-        401 | 403 => failure(
-            TestFailureKind::InvalidCredentials,
-            format!("The receiver refused the request (HTTP {status}){detail}. Check that it verifies signatures with this destination's signing secret (the one ending in {}) and that any Authorization header it expects is set under Extra headers.", cfg.secrets.first().map_or("—", SigningSecret::last4)),
-        ),
-        404 => failure(
-            TestFailureKind::WrongUrl,
-            format!("The webhook URL {url} was not found (HTTP 404). Check the path the receiver listens on."),
-        ),
-        410 => failure(
-            TestFailureKind::WrongUrl,
-            format!("The receiver at {url} answered 410 Gone: it no longer accepts webhooks from cloudpki. Enter the URL of an active receiver."),
-        ),
-        300..=399 => failure(
-            TestFailureKind::WrongUrl,
-            format!("The webhook URL {url} answered with a redirect (HTTP {status}), which is not followed. Enter the final https:// URL."),
-        ),
-        400 | 413 | 422 => failure(
-            TestFailureKind::PayloadRejected,
-            format!("The receiver rejected the test event (HTTP {status}){detail}. Check that it accepts JSON bodies of type {TEST_EVENT_TYPE}."),
-        ),
-        408 | 429 | 500..=599 => failure(
-            TestFailureKind::Unavailable,
-            format!("The receiver is temporarily unavailable (HTTP {status}). The settings may well be right; try again in a few minutes. Events are kept and retried meanwhile."),
-        ),
-        _ => failure(
-            TestFailureKind::Other,
-            format!("The webhook URL {url} gave an unexpected answer (HTTP {status}){detail}. Check the URL."),
-        ),
-    }
-}
-
-fn explain_send_error(err: SendError, host: &str) -> TestFailure {
-    explain::send_error(
-        err,
-        host,
-        &Hints {
-            address: "the webhook URL",
-            port: "the URL's port",
-            refused: "Check that the receiver is running.",
-            closed: "Check the receiver's logs, then try again.",
-            tls: "Check that the URL starts with https:// and that the receiver has a valid, publicly trusted certificate.",
-            timeout: REQUEST_TIMEOUT,
-            ..Hints::default()
-        },
-    )
-}
 
 /// How long a replaced webhook signing secret still signs (receivers switch over meanwhile).
 pub const ROTATION_OVERLAP_HOURS: i64 = 24;
