@@ -650,7 +650,7 @@ mod tests {
             verify(&key, &request, DOC_BODY.as_bytes(), now, DEFAULT_TOLERANCE),
             Ok(())
         );
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         for fact in [DOC_SECRET, DOC_ID, DOC_BODY, &DOC_SIGNATURE[3..]] {
             assert!(readme.contains(fact), "the README shows {fact}");
         }
