@@ -16,7 +16,6 @@ pub mod egress;
 pub mod explain;
 pub mod hec;
 pub mod kafka;
-pub mod kafka_producer;
 pub mod oauth;
 pub mod registry;
 pub mod sentinel;

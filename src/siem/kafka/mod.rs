@@ -27,7 +27,7 @@ use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsernam
 use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
 use crate::siem::explain::failure;
-use crate::siem::kafka_producer::{Guard, GuardedProducer, Recorder};
+use crate::siem::kafka::producer::{Guard, GuardedProducer, Recorder};
 use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
@@ -36,17 +36,31 @@ use crate::siem::{
 };
 use serde::{Deserialize, Serialize};
 
+mod health;
+pub mod producer;
+mod request;
+mod service;
+
+use health::*;
+pub use request::*;
+pub use service::*;
+
 /// Largest record value; a bigger event has its `details` cut (brokers refuse records over
 /// `message.max.bytes`, 1 MB by default).
 pub const MAX_RECORD_BYTES: usize = 100_000;
+
 /// Replaces the cut end of `details` when an event exceeded [`MAX_RECORD_BYTES`].
 pub const TRUNCATION_MARKER: &str = "…[truncated by cloudpki: event exceeded 100 kB]";
+
 /// Most records in one batch.
 pub const MAX_BATCH_EVENTS: usize = 1000;
+
 /// Most bytes of records in one batch.
 pub const MAX_BATCH_BYTES: usize = 4_000_000;
+
 /// How long a record may wait for its acknowledgement before the batch is retried.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long Test Connection waits for the cluster.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -233,17 +247,6 @@ fn check_brokers(egress: &EgressPolicy, brokers: &KafkaBrokers, tls: bool) -> Re
     Ok(())
 }
 
-/// A producer and what its librdkafka reported.
-struct Client {
-    producer: GuardedProducer,
-}
-
-impl Client {
-    fn errors(&self) -> &Recorder {
-        self.producer.recorder()
-    }
-}
-
 /// A configured Kafka destination, as the forwarder holds it.
 pub struct KafkaDestination {
     pub config: KafkaConfig,
@@ -265,7 +268,7 @@ impl KafkaDestination {
     fn client_config(&self, message_timeout: Duration) -> ClientConfig {
         let cfg = &self.config;
         let mut c = ClientConfig::new();
-        // `client.dns.lookup` stays at its default: see `kafka_producer::Guard`.
+        // `client.dns.lookup` stays at its default: see `producer::Guard`.
         c.set("bootstrap.servers", cfg.brokers.as_bootstrap())
             .set("client.id", "cloudpki")
             .set("enable.idempotence", "true")
@@ -413,396 +416,6 @@ impl std::fmt::Debug for KafkaDestination {
         f.debug_struct("KafkaDestination")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn egress_reason(err: &std::io::Error) -> Option<String> {
-    crate::siem::egress::find_resolve_denied(err).map(|d| d.to_string())
-}
-
-/// Fetches the topic's metadata (proving the brokers answer and the credentials work), checks
-/// that the topic exists and that every broker the cluster advertises may be reached.
-async fn check_advertised(
-    client: &Client,
-    egress: &EgressPolicy,
-    topic: &KafkaTopic,
-) -> Result<(), SendError> {
-    let metadata = {
-        let kafka = client.producer.client().clone();
-        let topic = topic.as_str().to_owned();
-        let fetch =
-            tokio::task::spawn_blocking(move || kafka.fetch_metadata(Some(&topic), TEST_TIMEOUT));
-        tokio::select! {
-            fetched = fetch => fetched.map_err(|err| SendError::Other {
-                detail: err.to_string(),
-            })?,
-            // A broker address refused by the egress policy: no need to wait for the timeout.
-            () = client.errors().wait_refused() => {
-                return Err(SendError::EgressDenied {
-                    reason: client.errors().refused().unwrap_or_default(),
-                });
-            }
-        }
-    };
-    let metadata = metadata.map_err(|err| kafka_send_error(&err, client.errors()))?;
-    for broker in metadata.brokers() {
-        let host = broker.host();
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            if !egress.allows_ip(ip) && !is_public(ip) {
-                return Err(SendError::EgressDenied {
-                    reason: format!("The cluster advertises broker {host}:{}, a private or loopback address that SIEM calls may not reach; list it in CLOUDPKI_EGRESS_ALLOW if this internal cluster is intended.", broker.port()),
-                });
-            }
-        }
-    }
-    match metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic.as_str())
-    {
-        Some(t) => match t.error() {
-            None => Ok(()),
-            Some(code) => Err(SendError::Other {
-                detail: format!("topic {topic}: {}", RDKafkaErrorCode::from(code)),
-            }),
-        },
-        None => Err(SendError::Other {
-            detail: format!(
-                "topic {topic}: {}",
-                RDKafkaErrorCode::UnknownTopicOrPartition
-            ),
-        }),
-    }
-}
-
-/// A transport-level failure from librdkafka, with its last reported reason.
-fn kafka_send_error(err: &KafkaError, context: &Recorder) -> SendError {
-    if let Some(reason) = context.refused() {
-        if !is_refusal_by_the_cluster(err.rdkafka_error_code()) {
-            return SendError::EgressDenied { reason };
-        }
-    }
-    let reason = context
-        .last()
-        .map(|(_, reason)| reason)
-        .unwrap_or_else(|| err.to_string());
-    match err.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Resolve) => SendError::Dns { detail: reason },
-        Some(RDKafkaErrorCode::SSL) => SendError::Tls { detail: reason },
-        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::MessageTimedOut) => {
-            match context.last() {
-                Some((Some(RDKafkaErrorCode::Resolve), detail)) => SendError::Dns { detail },
-                Some((Some(RDKafkaErrorCode::SSL), detail)) => SendError::Tls { detail },
-                Some((_, detail)) if detail.contains("Connection refused") => {
-                    SendError::ConnectionRefused { detail }
-                }
-                Some((Some(RDKafkaErrorCode::Authentication), detail)) => SendError::Other {
-                    detail: format!("authentication: {detail}"),
-                },
-                _ => SendError::Timeout,
-            }
-        }
-        _ if reason.contains("Connection refused") => {
-            SendError::ConnectionRefused { detail: reason }
-        }
-        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
-            SendError::Other {
-                detail: format!("authentication: {reason}"),
-            }
-        }
-        _ => SendError::Other { detail: reason },
-    }
-}
-
-/// A record the cluster refused for good (too large, invalid).
-fn is_record_refusal(code: Option<RDKafkaErrorCode>) -> bool {
-    matches!(
-        code,
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-        )
-    )
-}
-
-/// The cluster refused the settings: the topic, the credentials or an authorization.
-fn is_settings_refusal(code: Option<RDKafkaErrorCode>) -> bool {
-    matches!(
-        code,
-        Some(
-            RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-                | RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-        )
-    )
-}
-
-/// Whether the cluster itself answered with a refusal, which explains a failure better than an
-/// address the egress policy refused along the way.
-fn is_refusal_by_the_cluster(code: Option<RDKafkaErrorCode>) -> bool {
-    is_record_refusal(code) || is_settings_refusal(code)
-}
-
-/// What a failure to set up the client means for the batch: egress refusals and refused
-/// credentials or topics need the settings changed; the rest is retried.
-fn disposition_of_setup(err: SendError) -> Disposition {
-    let reason = err.to_string();
-    match &err {
-        SendError::EgressDenied { .. } => Disposition::AuthFailed { reason },
-        SendError::Other { detail } if is_configuration(detail) => Disposition::AuthFailed {
-            reason: format!("Kafka refused the settings ({detail}); open Settings and fix them."),
-        },
-        _ => Disposition::Retry {
-            after: None,
-            reason,
-        },
-    }
-}
-
-fn is_configuration(detail: &str) -> bool {
-    let lower = detail.to_ascii_lowercase();
-    lower.contains("authentication")
-        || lower.contains("authorization")
-        || lower.contains("unknown topic")
-        || lower.contains("topic ")
-}
-
-/// Produces every record of `batch` and waits for each acknowledgement.
-async fn produce(producer: &Client, topic: &KafkaTopic, batch: &Batch) -> Disposition {
-    produce_with_report(producer, topic, batch).await.0
-}
-
-async fn produce_with_report(
-    client: &Client,
-    topic: &KafkaTopic,
-    batch: &Batch,
-) -> (Disposition, Option<String>) {
-    let mut pending = Vec::with_capacity(batch.len());
-    let mut refused_at = None;
-    for line in batch.body.split(|b| *b == b'\n') {
-        let Ok(value) = serde_json::from_slice::<Value>(line) else {
-            return (
-                Disposition::Rejected {
-                    reason: "the record could not be built".into(),
-                },
-                None,
-            );
-        };
-        let key = value["SubscriptionId"].as_str().unwrap_or_default();
-        let event_id = value["EventID"].to_string();
-        let criticality = value["Criticality"].as_str().unwrap_or_default();
-        let headers: [(&str, &[u8]); 2] = [
-            ("event_id", event_id.as_bytes()),
-            ("criticality", criticality.as_bytes()),
-        ];
-        match client
-            .producer
-            .send(topic.as_str(), key.as_bytes(), line, &headers)
-        {
-            Ok(delivery) => pending.push(delivery),
-            Err(err) => {
-                // Not queued; the records queued before it still go out: wait for them.
-                refused_at = Some(classify(&err, client.errors()));
-                break;
-            }
-        }
-    }
-    // An address the egress policy refused fails the batch at once instead of at the
-    // delivery timeout: the records are purged, and the refusal explains why.
-    let refused = client.errors().wait_refused();
-    tokio::pin!(refused);
-    let mut purged = false;
-    // Per record, in batch order (one key, so one partition: acknowledged in order).
-    let mut results: Vec<Result<(), Disposition>> = Vec::with_capacity(batch.len());
-    let mut report = None;
-    for mut delivery in pending {
-        let answer = loop {
-            tokio::select! {
-                answer = &mut delivery => break answer,
-                () = &mut refused, if !purged => {
-                    client.producer.purge();
-                    purged = true;
-                }
-            }
-        };
-        results.push(match answer {
-            Ok(Ok(delivered)) => {
-                report = Some(format!(
-                    "partition {}, offset {}",
-                    delivered.partition, delivered.offset
-                ));
-                Ok(())
-            }
-            Ok(Err(err)) => Err(classify(&err, client.errors())),
-            Err(_) => Err(Disposition::Retry {
-                after: None,
-                reason: "the Kafka client stopped before acknowledging".into(),
-            }),
-        });
-    }
-    if let Some(refused) = refused_at {
-        results.push(Err(refused));
-    }
-    (batch_outcome(results), report)
-}
-
-/// What a batch's per-record results mean: a refused record after acknowledged ones is a
-/// partial accept (nothing after it is resent as new); any other failure once some records
-/// were acknowledged leaves the batch maybe stored, so its resend is counted.
-fn batch_outcome(results: Vec<Result<(), Disposition>>) -> Disposition {
-    let Some(first) = results.iter().position(Result::is_err) else {
-        return Disposition::Delivered;
-    };
-    let acked_after = results[first + 1..].iter().any(Result::is_ok);
-    let acked = results.iter().filter(|r| r.is_ok()).count();
-    let failure = results
-        .into_iter()
-        .nth(first)
-        .and_then(Result::err)
-        .unwrap_or(Disposition::Retry {
-            after: None,
-            reason: "a record was not acknowledged".into(),
-        });
-    match failure {
-        Disposition::Rejected { reason } if first > 0 && !acked_after => {
-            Disposition::PartialAccept {
-                accepted: first,
-                reason,
-            }
-        }
-        other if acked == 0 => other,
-        Disposition::Retry { after, reason } | Disposition::Unconfirmed { after, reason } => {
-            Disposition::Unconfirmed {
-                after,
-                reason: format!("{reason}; {acked} record(s) of the batch were acknowledged, so their resend is counted as possible duplicates"),
-            }
-        }
-        Disposition::Rejected { reason }
-        | Disposition::AuthFailed { reason }
-        | Disposition::Gone { reason }
-        | Disposition::PartialAccept { reason, .. } => Disposition::Unconfirmed {
-            after: None,
-            reason: format!("{reason}; {acked} record(s) of the batch were acknowledged, so their resend is counted as possible duplicates"),
-        },
-        other => other,
-    }
-}
-
-/// What a refused or failed record means for the batch.
-pub fn classify(err: &KafkaError, context: &Recorder) -> Disposition {
-    let code = err.rdkafka_error_code();
-    if let Some(refusal) = context.refused() {
-        if !is_refusal_by_the_cluster(code) {
-            return Disposition::AuthFailed {
-                reason: format!("The call was blocked by this server's outbound policy. {refusal}"),
-            };
-        }
-    }
-    let reason = match context.last() {
-        Some((_, last)) => format!("{err} ({last})"),
-        None => err.to_string(),
-    };
-    if is_record_refusal(code) {
-        Disposition::Rejected { reason }
-    } else if is_settings_refusal(code) {
-        Disposition::AuthFailed {
-            reason: format!(
-                "Kafka refused the records: {reason}. Open Settings and test the connection."
-            ),
-        }
-    } else {
-        Disposition::Retry {
-            after: None,
-            reason: format!("Kafka did not acknowledge the records: {reason}"),
-        }
-    }
-}
-
-/// One record value per line (JSON text never holds a raw newline).
-pub fn build_batches(logs: &[AuditLog]) -> Vec<Batch> {
-    let records = logs.iter().map(|log| {
-        let value = wire::event_object(log, MAX_RECORD_BYTES, TRUNCATION_MARKER);
-        (log.uuid, value.to_string().into_bytes())
-    });
-    wire::pack(Framing::Lines, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, records)
-}
-
-fn explain_setup(cfg: &KafkaConfig, err: SendError) -> TestFailure {
-    let brokers = cfg.brokers.as_bootstrap();
-    let topic = &cfg.topic;
-    let (kind, message) = match err {
-        SendError::EgressDenied { reason } => (
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}"),
-        ),
-        SendError::Dns { detail } => (
-            TestFailureKind::Dns,
-            format!("A broker's host name could not be found (DNS): {detail}. Check the spelling of the bootstrap brokers ({brokers})."),
-        ),
-        SendError::ConnectionRefused { detail } => (
-            TestFailureKind::ConnectionRefused,
-            format!("No broker accepted the connection ({detail}). Check the hosts and ports of the bootstrap brokers ({brokers}) and that the cluster is running."),
-        ),
-        SendError::Tls { detail } => (
-            TestFailureKind::Tls,
-            format!("The TLS connection to the brokers failed ({detail}). Check that the brokers' listener uses TLS with a publicly trusted certificate, or untick Use TLS for a plaintext listener that CLOUDPKI_EGRESS_ALLOW lists."),
-        ),
-        SendError::Timeout => (
-            TestFailureKind::Timeout,
-            format!("No broker answered within {} seconds. Check that this server can reach {brokers} (firewall rules) and that the security protocol matches the listener (TLS on or off, SASL or not).", TEST_TIMEOUT.as_secs()),
-        ),
-        SendError::Other { detail } if detail.to_ascii_lowercase().contains("authentication") => (
-            TestFailureKind::InvalidCredentials,
-            format!("The cluster refused the sign-in ({detail}). Check the user name, the password and the SASL mechanism."),
-        ),
-        SendError::Other { detail } if detail.contains("Unknown topic") || detail.contains("UnknownTopic") => (
-            TestFailureKind::WrongUrl,
-            format!("The topic {topic} does not exist on the cluster ({detail}). Create it (cloudpki does not create topics), or correct the topic name."),
-        ),
-        SendError::Other { detail } if detail.to_ascii_lowercase().contains("authoriz") => (
-            TestFailureKind::InvalidCredentials,
-            format!("The user may not use topic {topic} ({detail}). Grant it Describe and Write on the topic (and IdempotentWrite on the cluster)."),
-        ),
-        SendError::Other { detail } | SendError::ConnectionClosed { detail } => (
-            TestFailureKind::Other,
-            format!("Kafka could not be reached with these settings ({detail}). Check the bootstrap brokers, TLS and SASL settings."),
-        ),
-    };
-    failure(kind, message)
-}
-
-fn explain_disposition(cfg: &KafkaConfig, outcome: Disposition, client: &Client) -> TestFailure {
-    let topic = &cfg.topic;
-    if let Some(refusal) = client.errors().refused() {
-        return failure(
-            TestFailureKind::EgressDenied,
-            format!("The call was blocked by this server's outbound policy and nothing was sent to that address. {refusal}"),
-        );
-    }
-    match outcome {
-        Disposition::AuthFailed { reason } if reason.contains("uthoriz") => failure(
-            TestFailureKind::InvalidCredentials,
-            format!("The user may not write to topic {topic}: {reason} Grant it Write on the topic (and IdempotentWrite on the cluster)."),
-        ),
-        Disposition::AuthFailed { reason } => failure(TestFailureKind::InvalidCredentials, reason),
-        Disposition::Rejected { reason } => failure(
-            TestFailureKind::PayloadRejected,
-            format!("The cluster refused the test record: {reason}."),
-        ),
-        Disposition::Retry { reason, .. } => {
-            let detail = client.errors().last().map(|(_, d)| d).unwrap_or(reason);
-            failure(
-                TestFailureKind::Unavailable,
-                format!("The cluster did not acknowledge the test record within {} seconds ({detail}). With acks=all every in-sync replica must confirm; check the cluster's health and try again.", TEST_TIMEOUT.as_secs()),
-            )
-        }
-        other => failure(TestFailureKind::Other, format!("Unexpected answer: {other:?}")),
     }
 }
 
