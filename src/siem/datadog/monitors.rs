@@ -7,11 +7,11 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::siem::{egress::EgressPolicy, wire};
 use crate::domain::{
     datadog::{DatadogApiKey, DatadogApiUrl, DatadogAppKey, DatadogSite},
     events::{alert_query, catalog, Criticality},
 };
+use crate::siem::{egress::EgressPolicy, wire};
 
 /// The tag on every monitor cloudpki creates.
 pub const MANAGED_TAG: &str = "managed-by:cloudpki";

@@ -46,7 +46,11 @@ pub(super) fn explain_setup(cfg: &KafkaConfig, err: SendError) -> TestFailure {
     failure(kind, message)
 }
 
-pub(super) fn explain_disposition(cfg: &KafkaConfig, outcome: Disposition, client: &Client) -> TestFailure {
+pub(super) fn explain_disposition(
+    cfg: &KafkaConfig,
+    outcome: Disposition,
+    client: &Client,
+) -> TestFailure {
     let topic = &cfg.topic;
     if let Some(refusal) = client.errors().refused() {
         return failure(
