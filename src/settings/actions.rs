@@ -6,7 +6,7 @@ use super::history::when;
 use super::{Error, Service};
 use crate::{
     domain::events::{ReplayWindow, REPLAY_CAP},
-    siem::{config::StoredSecret, Provider},
+    siem::Provider,
     store::{self, accounts::MembershipRow},
 };
 
@@ -198,30 +198,9 @@ pub async fn ensure_monitors(
 ) -> Result<MonitorsOutcome, Error> {
     let provider = crate::siem::datadog::provider();
     let stored = crate::settings::load(svc.pool, svc.master_key, sub, provider).await?;
-    let settings: crate::siem::datadog::Settings =
-        crate::siem::registry::settings_of(&stored.settings).unwrap_or_default();
-    let key = |field: &str| stored.secrets.get(field).and_then(StoredSecret::usable);
-    let outcome = match (
-        settings.api_url(),
-        key("datadog_api_key").and_then(|k| crate::domain::datadog::DatadogApiKey::parse(k).ok()),
-        key("datadog_app_key").and_then(|k| crate::domain::datadog::DatadogAppKey::parse(k).ok()),
-    ) {
-        (Some(base), Some(api_key), Some(app_key)) => {
-            crate::siem::datadog::monitors::MonitorsApi {
-                client: svc.client,
-                egress: svc.egress,
-                base: &base,
-                api_key: &api_key,
-                app_key: &app_key,
-                site: settings.site(),
-            }
-            .ensure(sub)
-            .await
-        }
-        (None, _, _) => Err("Choose your Datadog site (or enter the API URL) and save first.".to_owned()),
-        (_, None, _) => Err("Save a Datadog API key first.".to_owned()),
-        (_, _, None) => Err("Enter an application key with the monitors_write permission under Application key (for Create monitors), save, then press Create monitors.".to_owned()),
-    };
+    let outcome =
+        crate::siem::datadog::monitors::ensure_from_stored(svc.client, svc.egress, &stored, sub)
+            .await;
     match outcome {
         Ok(links) => {
             let created = links.iter().filter(|l| l.created).count();

@@ -144,11 +144,10 @@ pub async fn destination(
             Some(StoredSecret::Unreadable(_))
         )
     }) {
-        let fix = if field.name == "webhook_secret" {
-            "open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver"
-        } else {
-            "open Settings and enter it again"
-        };
+        let fix = provider
+            .generated()
+            .filter(|g| g.field == field.name)
+            .map_or("open Settings and enter it again", |g| g.unreadable_fix);
         return Ok(Err(format!(
             "The stored {} {} can no longer be read (the master key changed); {fix}.",
             provider.label(),

@@ -176,6 +176,20 @@ pub struct ProviderSpec {
     pub build: Build,
     /// The settings as the form shows them, by form field name.
     pub form: fn(&Value) -> FormValues,
+    /// A secret the provider generates itself, if any.
+    pub generated: Option<GeneratedSecret>,
+}
+
+/// A secret the provider generates itself (the webhook's signing secret): shown once, never
+/// typed back. The page, the REST API and the forwarder's messages read it from the spec.
+#[derive(Debug, Clone, Copy)]
+pub struct GeneratedSecret {
+    /// Its form field (and the REST API's key for the one answer that carries it).
+    pub field: &'static str,
+    /// Form fields that act once per save (rotate, clear): not shown again after it.
+    pub one_shot: &'static [&'static str],
+    /// What to do when the stored one can no longer be read.
+    pub unreadable_fix: &'static str,
 }
 
 /// Reads typed settings back; `Null` (nothing stored) is the default.
@@ -239,6 +253,11 @@ impl Provider {
     }
 
     /// Its declaration.
+    /// The secret this provider generates, if any.
+    pub fn generated(self) -> Option<GeneratedSecret> {
+        self.spec().generated
+    }
+
     pub fn spec(self) -> &'static ProviderSpec {
         self.0
     }

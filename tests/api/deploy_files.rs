@@ -108,7 +108,7 @@ fn the_systemd_unit_runs_serve_unprivileged_and_stops_gracefully() {
     assert_eq!(value("KillSignal"), "SIGTERM");
     assert_eq!(value("NoNewPrivileges"), "yes");
     // Every CLOUDPKI_ variable it sets is one the program reads.
-    let config = read("src/config.rs") + &read("src/main.rs");
+    let config = read("src/config.rs") + &read("src/main.rs") + &read("src/telemetry.rs");
     for line in unit.lines().filter(|l| l.starts_with("Environment=")) {
         let name = line["Environment=".len()..].split('=').next().unwrap();
         assert!(

@@ -143,7 +143,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,
+    form,    generated: None,
 };
 
 /// Datadog, as a provider handle.

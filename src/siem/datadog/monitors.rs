@@ -38,6 +38,46 @@ pub struct MonitorsApi<'a> {
     pub site: Option<DatadogSite>,
 }
 
+/// Ensures the monitors with what is stored for a subscription's Datadog destination: the
+/// API URL (from the site, or typed), the API key and the application key. `Err` says what is
+/// missing and what to do.
+pub async fn ensure_from_stored(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    stored: &crate::siem::config::StoredProvider,
+    subscription_id: Uuid,
+) -> Result<Vec<MonitorLink>, String> {
+    let settings: super::Settings =
+        crate::siem::registry::settings_of(&stored.settings).unwrap_or_default();
+    let key = |field: &str| {
+        stored
+            .secrets
+            .get(field)
+            .and_then(crate::siem::config::StoredSecret::usable)
+    };
+    match (
+        settings.api_url(),
+        key("datadog_api_key").and_then(|k| DatadogApiKey::parse(k).ok()),
+        key("datadog_app_key").and_then(|k| DatadogAppKey::parse(k).ok()),
+    ) {
+        (Some(base), Some(api_key), Some(app_key)) => {
+            MonitorsApi {
+                client,
+                egress,
+                base: &base,
+                api_key: &api_key,
+                app_key: &app_key,
+                site: settings.site(),
+            }
+            .ensure(subscription_id)
+            .await
+        }
+        (None, _, _) => Err("Choose your Datadog site (or enter the API URL) and save first.".to_owned()),
+        (_, None, _) => Err("Save a Datadog API key first.".to_owned()),
+        (_, _, None) => Err("Enter an application key with the monitors_write permission under Application key (for Create monitors), save, then press Create monitors.".to_owned()),
+    }
+}
+
 /// The tag that ties a monitor to a subscription.
 fn subscription_tag(subscription_id: Uuid) -> String {
     format!("cloudpki-subscription:{subscription_id}")

@@ -239,7 +239,7 @@ pub static SPLUNK: ProviderSpec = ProviderSpec {
     ],
     parse: parse_splunk,
     build: build_splunk,
-    form: form_splunk,
+    form: form_splunk,    generated: None,
 };
 
 /// LogScale's entry in the registry (its HEC-compatible endpoint).
@@ -252,7 +252,7 @@ pub static LOGSCALE: ProviderSpec = ProviderSpec {
     ],
     parse: parse_logscale,
     build: build_logscale,
-    form: form_logscale,
+    form: form_logscale,    generated: None,
 };
 
 /// What is stored for Splunk or LogScale (LogScale uses the URL only).

@@ -81,7 +81,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,
+    form,    generated: None,
 };
 
 fn mechanism_choices() -> Vec<Choice> {

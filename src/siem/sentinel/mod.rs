@@ -186,7 +186,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,
+    form,    generated: None,
 };
 
 fn cloud_choices() -> Vec<Choice> {

@@ -51,7 +51,9 @@ use crate::siem::config::{hide_query_values, Context, FormCheck, FormValues, Sec
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{needed, settings_of, stored, Field, FieldKind, ProviderSpec};
+use crate::siem::registry::{
+    needed, settings_of, stored, Field, FieldKind, GeneratedSecret, ProviderSpec,
+};
 use crate::siem::wire::{self, rfc3339};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
@@ -148,7 +150,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,
+    form,    generated: Some(GeneratedSecret {
+        field: "webhook_secret",
+        one_shot: &["webhook_rotate", "webhook_clear_headers"],
+        unreadable_fix: "open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver",
+    }),
 };
 
 /// What is stored: the URL as shown (a query's values hidden, the whole URL then sealed) and

@@ -199,14 +199,19 @@ pub(super) fn render(
             at: when(h.at),
         })
         .collect();
-    // A webhook URL's query may carry a credential: its values are never shown (rows saved
-    // before the query was sealed included).
-    if let Some(shown) = values
-        .get("webhook_url")
-        .and_then(|u| url::Url::parse(u).ok())
-        .map(|u| config::hide_query_values(&u))
-    {
-        values.insert("webhook_url".into(), shown);
+    // A URL sealed for its query (the webhook's) may carry a credential there: its values are
+    // never shown (rows saved before the query was sealed included).
+    for field in Provider::all().flat_map(|p| p.sealed_fields()) {
+        if !matches!(field.kind, FieldKind::Url) {
+            continue;
+        }
+        if let Some(shown) = values
+            .get(field.name)
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| config::hide_query_values(&u))
+        {
+            values.insert(field.name.into(), shown);
+        }
     }
     // Secrets are write-only: whatever was typed is never sent back.
     let mut secret_hints = BTreeMap::new();

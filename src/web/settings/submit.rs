@@ -190,8 +190,9 @@ async fn test(
     // A signing secret generated for this test comes back with the page (shown once),
     // so that Save changes keeps the secret the receiver was just tested with.
     let generated = validated.generated_secret.clone();
-    if let Some(secret) = &generated {
-        values.insert("webhook_secret".into(), secret.clone());
+    let generated_field = provider.generated().map(|g| g.field);
+    if let (Some(secret), Some(field)) = (&generated, generated_field) {
+        values.insert(field.into(), secret.clone());
     }
     // A green test holds what was typed; a red one still holds a secret it generated,
     // which is shown now so the receiver can be set up with it.
@@ -205,15 +206,16 @@ async fn test(
                 .filter_map(|f| values.get(f.name).map(|v| (f.name.to_owned(), v.clone())))
                 .collect();
             only_generated.extend(
-                values
-                    .get("webhook_secret")
-                    .map(|v| ("webhook_secret".to_owned(), v.clone())),
+                generated_field
+                    .and_then(|field| values.get(field).map(|v| (field.to_owned(), v.clone()))),
             );
             hold_tested(state.settings(), sub, digest, provider, &only_generated).await?
         }
         _ => false,
     };
-    values.remove("webhook_secret");
+    if let Some(field) = generated_field {
+        values.remove(field);
+    }
     let generated = generated.filter(|_| held);
     let status = match outcome {
         Ok(ok) => Status {
@@ -332,8 +334,9 @@ async fn save_changes(
                         secret: Some(secret),
                         monitors: Vec::new(),
                     };
-            values.remove("webhook_rotate");
-            values.remove("webhook_clear_headers");
+            for field in provider.generated().map_or(&[][..], |g| g.one_shot) {
+                values.remove(*field);
+            }
             let form = s.again(values, FieldErrors::default(), status);
             let saved = Loaded::fetch(state, sub).await?;
             answer(state, user, form, &saved, StatusCode::OK).await
