@@ -353,6 +353,66 @@ pub async fn read_body_capped(mut response: reqwest::Response) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// What a provider says about the answers of its HTTP intake that [`classify_http`] words for
+/// it.
+pub struct HttpWording<'a> {
+    /// Who answered, as a sentence starts with it: "Datadog", "The webhook receiver".
+    pub name: &'a str,
+    /// Appended to each reason: an excerpt of the body, or the SIEM's own error.
+    pub detail: &'a str,
+    /// The whole reason for a redirect (it is never followed).
+    pub redirect: String,
+    /// What a 429 is called after the name: "is rate limiting".
+    pub too_many: &'a str,
+    /// The reason for a 4xx the provider does not name itself: the destination's fault
+    /// (failing); `None`: an unexpected answer, retried.
+    pub other_4xx: Option<String>,
+}
+
+/// The status → [`Disposition`] skeleton every HTTP provider shares: `specific` answers the
+/// statuses the provider words itself (400, 401, 403, 404, 410 …); then 2xx delivered, 3xx a
+/// settings problem, 413 split, a gateway's 502/504 maybe stored, 408/429/5xx retried after a
+/// clamped `Retry-After`, any other 4xx as `other_4xx` says, anything else retried.
+pub fn classify_http(
+    status: u16,
+    retry_after: Option<&str>,
+    wording: HttpWording<'_>,
+    specific: impl FnOnce(u16) -> Option<Disposition>,
+) -> Disposition {
+    let HttpWording {
+        name,
+        detail,
+        redirect,
+        too_many,
+        other_4xx,
+    } = wording;
+    let after = || retry_after.and_then(|value| parse_retry_after(value, Utc::now()));
+    if let Some(disposition) = specific(status) {
+        return disposition;
+    }
+    match status {
+        200..=299 => Disposition::Delivered,
+        300..=399 => Disposition::AuthFailed { reason: redirect },
+        413 => Disposition::SplitBatch,
+        502 | 504 => gateway_gave_up(status, after(), name, detail),
+        408 | 429 | 500..=599 => Disposition::Retry {
+            after: after(),
+            reason: match status {
+                408 => format!("{name} timed out reading the request (HTTP 408){detail}."),
+                429 => format!("{name} {too_many} (HTTP 429){detail}."),
+                _ => format!("{name} is unavailable (HTTP {status}){detail}."),
+            },
+        },
+        400..=499 if other_4xx.is_some() => Disposition::AuthFailed {
+            reason: other_4xx.unwrap_or_default(),
+        },
+        _ => Disposition::Retry {
+            after: after(),
+            reason: format!("{name} answered an unexpected HTTP {status}{detail}."),
+        },
+    }
+}
+
 /// A gateway's 502 or 504: the gateway gave up on the SIEM behind it, which may still have
 /// stored the batch, so the resend is counted as a possible duplicate.
 pub fn gateway_gave_up(

@@ -39,8 +39,8 @@ use crate::siem::registry::{
 };
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
-    parse_retry_after, AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure,
-    TestFailureKind, TestSuccess,
+    AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,
+    TestSuccess,
 };
 use serde::{Deserialize, Serialize};
 
@@ -356,6 +356,7 @@ impl SiemDestination for DatadogDestination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::siem::parse_retry_after;
     use chrono::TimeZone;
     use std::io::Read;
 

@@ -71,43 +71,30 @@ pub async fn send_batch(
 /// | other 4xx, 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
     let detail = body_excerpt(body);
-    match status {
-        200..=299 => Disposition::Delivered,
-        300..=399 => Disposition::AuthFailed {
-            reason: format!("The Logs intake URL answered with a redirect (HTTP {status}); enter the final intake URL."),
-        },
-        400 => Disposition::Rejected {
+    let wording = crate::siem::HttpWording {
+        name: "Datadog",
+        detail: &detail,
+        redirect: format!("The Logs intake URL answered with a redirect (HTTP {status}); enter the final intake URL."),
+        too_many: "is rate limiting",
+        other_4xx: None,
+    };
+    crate::siem::classify_http(status, retry_after, wording, |status| {
+        match status {
+        400 => Some(Disposition::Rejected {
             reason: format!("Datadog rejected the log as malformed (HTTP 400){detail}."),
-        },
-        401 => Disposition::AuthFailed {
+        }),
+        401 => Some(Disposition::AuthFailed {
             reason: format!("Datadog refused the request: API key missing (HTTP 401){detail}."),
-        },
-        403 => Disposition::AuthFailed {
+        }),
+        403 => Some(Disposition::AuthFailed {
             reason: format!("Datadog refused the API key: it is invalid, revoked or belongs to another Datadog site (HTTP 403){detail}."),
-        },
-        404 => Disposition::AuthFailed {
+        }),
+        404 => Some(Disposition::AuthFailed {
             reason: format!("The Logs intake URL was not found (HTTP 404); check the URL{detail}."),
-        },
-        413 => Disposition::SplitBatch,
-        502 | 504 => crate::siem::gateway_gave_up(
-            status,
-            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            "Datadog",
-            &detail,
-        ),
-        408 | 429 | 500..=599 => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: match status {
-                408 => format!("Datadog timed out reading the request (HTTP 408){detail}."),
-                429 => format!("Datadog is rate limiting (HTTP 429){detail}."),
-                _ => format!("Datadog is unavailable (HTTP {status}){detail}."),
-            },
-        },
-        _ => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: format!("Datadog answered an unexpected HTTP {status}{detail}."),
-        },
+        }),
+        _ => None,
     }
+    })
 }
 
 pub(super) fn body_excerpt(body: &str) -> String {

@@ -355,46 +355,33 @@ pub(super) fn token_disposition(err: TokenError) -> Disposition {
 /// | 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
     let detail = azure_error(body);
-    match status {
-        200..=299 => Disposition::Delivered,
-        300..=399 => Disposition::AuthFailed {
-            reason: format!("The ingestion endpoint answered with a redirect (HTTP {status}), which is not followed; enter the DCR's logs ingestion endpoint or the DCE URL itself."),
-        },
-        400 => Disposition::Rejected {
+    let refused = format!("The ingestion endpoint refused the request (HTTP {status}){detail}; check the endpoint URL, DCR immutable id and stream.");
+    let wording = crate::siem::HttpWording {
+        name: "Azure Monitor",
+        detail: &detail,
+        redirect: format!("The ingestion endpoint answered with a redirect (HTTP {status}), which is not followed; enter the DCR's logs ingestion endpoint or the DCE URL itself."),
+        too_many: "is throttling this DCR",
+        other_4xx: Some(refused.clone()),
+    };
+    crate::siem::classify_http(status, retry_after, wording, |status| {
+        match status {
+        400 => Some(Disposition::Rejected {
             reason: format!("Azure Monitor rejected the rows (HTTP 400){detail}."),
-        },
-        401 => Disposition::AuthFailed {
+        }),
+        401 => Some(Disposition::AuthFailed {
             reason: format!("Azure Monitor refused the access token even after renewing it (HTTP 401){detail}; check that the Azure cloud setting matches the ingestion endpoint's cloud."),
-        },
-        403 => Disposition::AuthFailed {
+        }),
+        403 => Some(Disposition::AuthFailed {
             reason: format!("Azure Monitor refused the app (HTTP 403){detail}; grant the app the Monitoring Metrics Publisher role on the DCR (can take 30 minutes)."),
-        },
-        404 => Disposition::AuthFailed {
+        }),
+        404 => Some(Disposition::AuthFailed {
             reason: format!("Azure Monitor did not find the target (HTTP 404){detail}; wrong endpoint, DCR immutable id or stream."),
-        },
-        413 => Disposition::SplitBatch,
-        502 | 504 => crate::siem::gateway_gave_up(
-            status,
-            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            "Azure Monitor",
-            &detail,
-        ),
-        408 | 429 | 500 | 502..=599 => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: match status {
-                408 => format!("Azure Monitor timed out reading the request (HTTP 408){detail}."),
-                429 => format!("Azure Monitor is throttling this DCR (HTTP 429){detail}."),
-                _ => format!("Azure Monitor is unavailable (HTTP {status}){detail}."),
-            },
-        },
-        402 | 405..=407 | 409..=412 | 414..=428 | 430..=499 | 501 => Disposition::AuthFailed {
-            reason: format!("The ingestion endpoint refused the request (HTTP {status}){detail}; check the endpoint URL, DCR immutable id and stream."),
-        },
-        _ => Disposition::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            reason: format!("Azure Monitor answered an unexpected HTTP {status}{detail}."),
-        },
+        }),
+        // Not implemented: the endpoint is not an ingestion endpoint.
+        501 => Some(Disposition::AuthFailed { reason: refused }),
+        _ => None,
     }
+    })
 }
 
 /// `: <code>: <message>` from Azure's `{"error":{"code","message"}}`, else a body excerpt.

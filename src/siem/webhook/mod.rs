@@ -50,7 +50,6 @@ use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
 use crate::siem::config::{hide_query_values, Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
-use crate::siem::parse_retry_after;
 use crate::siem::registry::{
     needed, settings_of, stored, Field, FieldKind, GeneratedSecret, ProviderSpec,
 };

@@ -18,42 +18,30 @@ use super::*;
 /// | 1xx, ≥ 600 | `Retry` (unknown answers must not lose events) |
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Disposition {
     let detail = body_excerpt(body);
-    let after = || retry_after.and_then(|value| parse_retry_after(value, Utc::now()));
-    match status {
-        200..=299 => Disposition::Delivered,
-        300..=399 => Disposition::AuthFailed {
-            reason: format!("The webhook URL answered with a redirect (HTTP {status}), which is not followed; enter the final URL."),
-        },
-        400 | 422 => Disposition::Rejected {
+    let wording = crate::siem::HttpWording {
+        name: "The webhook receiver",
+        detail: &detail,
+        redirect: format!("The webhook URL answered with a redirect (HTTP {status}), which is not followed; enter the final URL."),
+        too_many: "is rate limiting",
+        other_4xx: Some(format!("The webhook receiver refused the request (HTTP {status}){detail}; check the URL and the receiver's configuration.")),
+    };
+    crate::siem::classify_http(status, retry_after, wording, |status| {
+        match status {
+        400 | 422 => Some(Disposition::Rejected {
             reason: format!("The webhook receiver rejected the events (HTTP {status}){detail}."),
-        },
-        401 | 403 => Disposition::AuthFailed {
+        }),
+        401 | 403 => Some(Disposition::AuthFailed {
             reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check its authentication (extra headers) and that it verifies signatures with the current signing secret."),
-        },
-        404 => Disposition::AuthFailed {
+        }),
+        404 => Some(Disposition::AuthFailed {
             reason: format!("The webhook URL was not found (HTTP 404){detail}; check the URL."),
-        },
-        410 => Disposition::Gone {
+        }),
+        410 => Some(Disposition::Gone {
             reason: format!("The webhook receiver answered 410 Gone{detail}: it no longer accepts these events, so sending was turned off."),
-        },
-        413 => Disposition::SplitBatch,
-        502 | 504 => crate::siem::gateway_gave_up(status, after(), "the webhook receiver", &detail),
-        408 | 429 | 500..=599 => Disposition::Retry {
-            after: after(),
-            reason: match status {
-                408 => format!("The webhook receiver timed out reading the request (HTTP 408){detail}."),
-                429 => format!("The webhook receiver is rate limiting (HTTP 429){detail}."),
-                _ => format!("The webhook receiver is unavailable (HTTP {status}){detail}."),
-            },
-        },
-        400..=499 => Disposition::AuthFailed {
-            reason: format!("The webhook receiver refused the request (HTTP {status}){detail}; check the URL and the receiver's configuration."),
-        },
-        _ => Disposition::Retry {
-            after: after(),
-            reason: format!("The webhook receiver answered an unexpected HTTP {status}{detail}."),
-        },
+        }),
+        _ => None,
     }
+    })
 }
 
 pub(super) fn body_excerpt(body: &str) -> String {
