@@ -317,8 +317,6 @@ struct RangeRow {
     event: LogEvent,
     /// The claim still held its lease when the range was read.
     held: bool,
-    /// The destination's filter as of this read.
-    send_event_ids: Option<Vec<i32>>,
 }
 
 /// Destinations whose heartbeat is due at `now`: (subscription, provider, the subscription's
@@ -551,12 +549,9 @@ pub async fn advance_replay(
 #[derive(Debug)]
 pub enum Range {
     /// The events after `after`, in `seq` order (empty when caught up, or when the claim must
-    /// stop: nothing more to send either way), and the Event IDs
-    /// the destination is sent as of this read (`None`: every event).
-    Events {
-        events: Vec<LogEvent>,
-        send_event_ids: Option<Vec<i32>>,
-    },
+    /// stop: nothing more to send either way). The filter they are sent with is read right
+    /// before sending ([`live`]): a range may be read ahead of a settings change.
+    Events { events: Vec<LogEvent> },
     /// Send nothing more: the claim's lease is gone, or since the claim began the destination
     /// was paused or export to it switched off.
     Stop,
@@ -574,7 +569,7 @@ pub async fn read_range(
 ) -> Result<Range, Error> {
     let rows: Vec<RangeRow> = sqlx::query_as(
         "with dest as materialized (
-            select d.send_event_ids, d.off_at_seq
+            select 1
             from delivery_destinations d
             join siem_settings s on s.subscription_id = d.subscription_id
                                 and s.provider = d.provider and s.enabled
@@ -595,8 +590,7 @@ pub async fn read_range(
          )
          select r.seq, r.id as event_uuid, r.event_id, r.occurred_at, r.recorded_at, r.actor,
                 r.details, r.prev_hash, r.hash, false as maybe_sent,
-                exists (select 1 from m) as held,
-                (select send_event_ids from dest) as send_event_ids
+                exists (select 1 from m) as held
          from r order by r.seq",
     )
     .bind(claimed.subscription_id)
@@ -609,7 +603,6 @@ pub async fn read_range(
     if rows.first().is_some_and(|r| !r.held) {
         return Ok(Range::Stop);
     }
-    let send_event_ids = rows.first().and_then(|r| r.send_event_ids.clone());
     Ok(Range::Events {
         events: rows
             .into_iter()
@@ -618,7 +611,6 @@ pub async fn read_range(
                 event
             })
             .collect(),
-        send_event_ids,
     })
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::domain::datadog::{

@@ -3,47 +3,9 @@
 
 use super::*;
 
-/// The envelope fields Datadog reads (`ddtags`, `date`, the late marks) of one log.
-pub(super) struct Envelope {
-    tags: String,
-    date: DateTime<Utc>,
-    too_old: bool,
-    too_new: bool,
-}
-
-pub(super) fn envelope(log: &AuditLog, now: DateTime<Utc>) -> Envelope {
-    let criticality = log.event_id.info().criticality;
-    let mut tags = format!(
-        "criticality:{},event_id:{},subscription_id:{}",
-        criticality.as_str().to_ascii_lowercase(),
-        log.event_id,
-        log.subscription_id
-    );
-    let age = now.signed_duration_since(log.occurred_at);
-    let too_old = age.to_std().is_ok_and(|age| age >= LATE_AFTER);
-    let too_new = (-age).to_std().is_ok_and(|ahead| ahead > MAX_LOG_FUTURE);
-    let date = if too_old || too_new {
-        now
-    } else {
-        log.occurred_at
-    };
-    if too_old {
-        tags.push_str(",late:true");
-    }
-    if too_new {
-        tags.push_str(",future_date:true");
-    }
-    Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    }
-}
-
-/// One log as [`log_object`] builds it, serialised straight from borrowed fields: the drain's
-/// path (no tree of values per event, `details` written once). Same JSON value; a log too
-/// large for Datadog goes through [`log_object`], which truncates it.
+/// One Datadog log (see the module doc for the format), over borrowed fields: the drain
+/// serialises it straight to text (no tree of values per event, `details` written once);
+/// [`log_object`] makes a value of it, to truncate one that is too large.
 #[derive(Serialize)]
 pub(super) struct WireLog<'a> {
     service: &'static str,
@@ -82,16 +44,29 @@ pub(super) struct WireLog<'a> {
     hash: Option<&'a str>,
 }
 
-/// The JSON text of one log (see [`log_object`]).
-pub(super) fn log_text(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Vec<u8> {
+fn wire_log<'a>(log: &'a AuditLog, hostname: &'a str, now: DateTime<Utc>) -> WireLog<'a> {
     let info = log.event_id.info();
-    let Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    } = envelope(log, now);
-    let wire = WireLog {
+    let age = now.signed_duration_since(log.occurred_at);
+    let too_old = age.to_std().is_ok_and(|age| age >= LATE_AFTER);
+    let too_new = (-age).to_std().is_ok_and(|ahead| ahead > MAX_LOG_FUTURE);
+    let mut tags = format!(
+        "criticality:{},event_id:{},subscription_id:{}",
+        info.criticality.as_str().to_ascii_lowercase(),
+        log.event_id,
+        log.subscription_id
+    );
+    if too_old {
+        tags.push_str(",late:true");
+    }
+    if too_new {
+        tags.push_str(",future_date:true");
+    }
+    let date = if too_old || too_new {
+        now
+    } else {
+        log.occurred_at
+    };
+    WireLog {
         service: SERVICE,
         ddsource: SOURCE,
         hostname,
@@ -114,42 +89,21 @@ pub(super) fn log_text(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Ve
             .then(|| log.details.get("LastSequence").unwrap_or(&Value::Null)),
         prev_hash: log.chain.as_ref().map(|c| c.prev_hash.as_str()),
         hash: log.chain.as_ref().map(|c| c.hash.as_str()),
-    };
-    match serde_json::to_vec(&wire) {
+    }
+}
+
+/// The JSON text of one log (see [`log_object`]).
+pub(super) fn log_text(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Vec<u8> {
+    match serde_json::to_vec(&wire_log(log, hostname, now)) {
         Ok(text) if text.len() < MAX_LOG_BYTES => text,
         _ => log_object(log, hostname, now).to_string().into_bytes(),
     }
 }
 
-/// The Datadog log object of one audit event (see the module doc for the format).
+/// The Datadog log object of one audit event (see the module doc for the format), its
+/// `details` cut when the log would exceed [`MAX_LOG_BYTES`].
 pub fn log_object(log: &AuditLog, hostname: &str, now: DateTime<Utc>) -> Value {
-    let info = log.event_id.info();
-    let criticality = info.criticality;
-    let Envelope {
-        tags,
-        date,
-        too_old,
-        too_new,
-    } = envelope(log, now);
-    let message = wire::message(log);
-
-    let mut object = Map::new();
-    object.insert("service".into(), json!(SERVICE));
-    object.insert("ddsource".into(), json!(SOURCE));
-    object.insert("hostname".into(), json!(hostname));
-    object.insert("status".into(), json!(criticality.datadog_status()));
-    object.insert("message".into(), json!(message));
-    object.insert("ddtags".into(), json!(tags));
-    object.insert("date".into(), json!(rfc3339(date)));
-    if too_old || too_new {
-        object.insert("OriginalDate".into(), json!(rfc3339(log.occurred_at)));
-    }
-    if too_old {
-        object.insert("late".into(), json!(true));
-    }
-    wire::insert_attributes(&mut object, log);
-
-    let mut value = Value::Object(object);
+    let mut value = serde_json::to_value(wire_log(log, hostname, now)).unwrap_or(Value::Null);
     if value.to_string().len() >= MAX_LOG_BYTES {
         truncate_details(&mut value, &log.details);
     }
