@@ -368,22 +368,23 @@ mod tests {
 
     #[test]
     fn the_drains_log_text_is_the_log_object_in_every_branch() {
-        let now = at(20, 0);
-        let mut chained = audit(4888, at(19, 0), json!({"a": [1, {"b": null}], "c": "é"}));
+        let now = Utc::now();
+        let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+        let mut chained = audit(4888, ago(60), json!({"a": [1, {"b": null}], "c": "é"}));
         chained.chain = Some(crate::siem::ChainLink {
             prev_hash: "00".repeat(32),
             hash: "ab".repeat(32),
         });
         chained.sequence = 42;
-        let mut anonymous = audit(4870, at(19, 30), json!({}));
+        let mut anonymous = audit(4870, ago(30), json!({}));
         anonymous.actor = None;
-        let late = audit(4872, at(1, 0), json!({"x": 1}));
+        let late = audit(4872, ago(19 * 60), json!({"x": 1}));
         let future = audit(4872, now + chrono::Duration::hours(3), json!({"x": 1}));
-        let mut heartbeat = audit(4872, at(19, 0), json!({"LastSequence": 7}));
+        let mut heartbeat = audit(4872, ago(60), json!({"LastSequence": 7}));
         heartbeat.event_id = EventId::HEARTBEAT;
         let mut heartbeat_without = heartbeat.clone();
         heartbeat_without.details = json!({});
-        let huge = audit(4888, at(19, 0), json!({"blob": "x".repeat(MAX_LOG_BYTES)}));
+        let huge = audit(4888, ago(60), json!({"blob": "x".repeat(MAX_LOG_BYTES)}));
         for log in [
             chained,
             anonymous,
