@@ -67,7 +67,7 @@ use cloudpki::{
     domain::events::EventId,
     forwarder::BATCH_EVENTS,
     sequencer::Sequencer,
-    siem::{config, datadog, AuditLog},
+    siem::{datadog, provider, AuditLog},
     store::{
         self,
         delivery::{Claimed, Finish, Range, Settled},
@@ -731,7 +731,7 @@ impl Db {
         )
         .await?;
         let context =
-            config::secret_context(subscription, cloudpki::siem::datadog::provider(), "api_key");
+            provider::secret_context(subscription, cloudpki::siem::datadog::provider(), "api_key");
         let sealed = self.master_key.seal(API_KEY.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,

@@ -473,7 +473,7 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
             .ok()
             .and_then(|provider| {
                 let context =
-                    crate::siem::config::secret_context(row.subscription_id, provider, &row.name);
+                    crate::siem::provider::secret_context(row.subscription_id, provider, &row.name);
                 key.open(&row.sealed(), &context)
                     .map(|plain| (plain, context))
             });

@@ -49,7 +49,7 @@ struct Inner {
     hostname: String,
     forwarder_sweep: Duration,
     mailer: Option<crate::notify::Mailer>,
-    shared: crate::siem::config::Shared,
+    shared: crate::siem::provider::Shared,
     test_attempts: Mutex<HashMap<uuid::Uuid, VecDeque<Instant>>>,
     page_cache: Arc<crate::store::page_cache::PageCache>,
     sequencer: crate::sequencer::Sequencer,
@@ -93,9 +93,9 @@ impl AppState {
                 siem_client,
                 hostname,
                 mailer,
-                shared: crate::siem::config::Shared {
+                shared: crate::siem::provider::Shared {
                     lookup,
-                    ..crate::siem::config::Shared::default()
+                    ..crate::siem::provider::Shared::default()
                 },
                 forwarder_sweep: overrides
                     .forwarder_sweep
@@ -159,7 +159,7 @@ impl AppState {
     }
 
     /// Provider state shared by every destination of this process.
-    pub fn shared(&self) -> &crate::siem::config::Shared {
+    pub fn shared(&self) -> &crate::siem::provider::Shared {
         &self.inner.shared
     }
 

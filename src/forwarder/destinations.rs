@@ -24,7 +24,7 @@ impl Forwarder {
             &self.master_key,
             subscription_id,
             provider,
-            crate::siem::config::Context {
+            crate::siem::provider::Context {
                 hostname: &self.hostname,
                 shared: &self.shared,
             },

@@ -223,7 +223,7 @@ pub struct Forwarder {
     hostname: String,
     options: ForwarderOptions,
     notifier: Option<crate::notify::Notifier>,
-    shared: crate::siem::config::Shared,
+    shared: crate::siem::provider::Shared,
     destinations: Arc<DestinationCache>,
     on_pass: Option<store::OnPass>,
 }
@@ -246,7 +246,7 @@ impl Forwarder {
             hostname,
             options,
             notifier: None,
-            shared: crate::siem::config::Shared::default(),
+            shared: crate::siem::provider::Shared::default(),
             destinations: Arc::default(),
             on_pass: None,
         }
@@ -266,7 +266,7 @@ impl Forwarder {
     }
 
     /// Shares the process's provider state (Sentinel token cache) with the portal.
-    pub fn with_shared(mut self, shared: crate::siem::config::Shared) -> Self {
+    pub fn with_shared(mut self, shared: crate::siem::provider::Shared) -> Self {
         self.shared = shared;
         self
     }

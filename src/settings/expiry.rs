@@ -1,8 +1,8 @@
 //! The "expires on" dates of a provider's secrets, as the page and the API send them.
 
 use crate::siem::{
-    config::{FieldErrors, FormValues},
-    registry::FieldKind,
+    provider::FieldKind,
+    provider::{FieldErrors, FormValues},
     Provider,
 };
 
@@ -14,7 +14,7 @@ pub fn expiry_field(secret_field: &str) -> String {
 /// The secret fields of `provider` that may carry an "expires on" date.
 pub fn dated_secret_fields(
     provider: Provider,
-) -> impl Iterator<Item = &'static crate::siem::registry::Field> {
+) -> impl Iterator<Item = &'static crate::siem::provider::Field> {
     provider
         .fields()
         .iter()

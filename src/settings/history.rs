@@ -2,7 +2,7 @@
 
 use crate::{
     siem::{
-        config::{self, StoredProvider},
+        provider::{self, StoredProvider},
         Provider,
     },
     store,
@@ -20,7 +20,7 @@ pub fn describe_changes(
     before: Option<&store::siem::SettingsRow>,
     enabled: bool,
     stored: &StoredProvider,
-    new: &config::Validated,
+    new: &provider::Validated,
 ) -> Vec<String> {
     let mut changes = Vec::new();
     let was_enabled = before.is_some_and(|b| b.enabled);
@@ -46,7 +46,7 @@ pub fn describe_changes(
                 Some(v) => url::Url::parse(v)
                     .ok()
                     .filter(|u| u.query().is_some())
-                    .map_or_else(|| v.clone(), |u| config::hide_query_values(&u)),
+                    .map_or_else(|| v.clone(), |u| provider::hide_query_values(&u)),
             };
             let label = field_label(new.provider, name);
             let (old, now) = (shown(old), shown(now));

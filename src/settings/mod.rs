@@ -2,7 +2,7 @@
 //! the destination the forwarder sends through), saving them (`save`), the secrets' expiry dates
 //! (`expiry`), Save-after-Test (`tested`), the administrators' actions (`actions`) and the
 //! history's wording (`history`). The settings page and the REST API are thin adapters over it;
-//! the form rules are the providers' own (`siem::config`). It works with the pool and the master
+//! the form rules are the providers' own (`siem::provider`). It works with the pool and the master
 //! key ([`Service`]) and answers with [`Error`].
 
 pub mod actions;
@@ -19,8 +19,8 @@ use uuid::Uuid;
 use crate::{
     crypto::MasterKey,
     siem::{
-        config::{secret_context, Context, StoredProvider, StoredSecret},
-        registry::Provider,
+        provider::Provider,
+        provider::{secret_context, Context, StoredProvider, StoredSecret},
         SiemDestination,
     },
     store,

@@ -5,7 +5,7 @@ use super::history::describe_changes;
 use super::{Error, Service};
 use crate::{
     domain::events::EventFilter,
-    siem::config::{self, StoredProvider},
+    siem::provider::{self, StoredProvider},
     store,
 };
 
@@ -28,7 +28,7 @@ pub async fn save(
     export: Export<'_>,
     before: Option<&store::siem::SettingsRow>,
     stored: &StoredProvider,
-    validated: config::Validated,
+    validated: provider::Validated,
 ) -> Result<(), Error> {
     let Export {
         enabled,
@@ -49,7 +49,7 @@ pub async fn save(
     for (name, value, hint) in &validated.new_secrets {
         let sealed = svc.master_key.seal(
             value.as_bytes(),
-            &config::secret_context(sub, provider, name),
+            &provider::secret_context(sub, provider, name),
         );
         store::siem::upsert_secret(&mut tx, sub, provider.id(), name, &sealed, hint).await?;
     }

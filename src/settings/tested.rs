@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Error, Service};
 use crate::{
-    siem::{config::FormValues, registry::FieldKind, Provider},
+    siem::{provider::FieldKind, provider::FormValues, Provider},
     store,
 };
 

@@ -10,14 +10,13 @@
 //! Every outbound call goes through the client of [`egress::http_client`] and calls
 //! [`egress::EgressPolicy::check_url`] first.
 
-pub mod config;
 pub mod datadog;
 pub mod egress;
 pub mod explain;
 pub mod hec;
 pub mod kafka;
 pub mod oauth;
-pub mod registry;
+pub mod provider;
 pub mod sentinel;
 pub mod webhook;
 pub mod wire;
@@ -31,11 +30,11 @@ use uuid::Uuid;
 
 use crate::domain::events::EventId;
 use egress::{find_resolve_denied, BoxFuture, EgressError, EgressPolicy};
-pub use registry::Provider;
+pub use provider::Provider;
 
 /// Every provider, in the order the settings page offers them. Adding a provider is a module
 /// and a line here.
-pub static PROVIDERS: &[&registry::ProviderSpec] = &[
+pub static PROVIDERS: &[&provider::ProviderSpec] = &[
     &datadog::SPEC,
     &hec::SPLUNK,
     &sentinel::SPEC,

@@ -34,8 +34,8 @@ use crate::{
         expiry,
     },
     siem::{
-        config::{self, Context, FormValues},
-        registry::FieldKind,
+        provider::FieldKind,
+        provider::{self, Context, FormValues},
         Provider,
     },
     state::AppState,
@@ -146,7 +146,7 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Value, WebError> 
                     FieldKind::Url => json!(url::Url::parse(value)
                         .ok()
                         .filter(|u| u.query().is_some())
-                        .map_or_else(|| value.clone(), |u| config::hide_query_values(&u))),
+                        .map_or_else(|| value.clone(), |u| provider::hide_query_values(&u))),
                     _ => json!(value),
                 };
                 body.insert(field.name.into(), value);
@@ -201,7 +201,7 @@ async fn update(
         ));
     };
     let mut values = FormValues::new();
-    let mut errors = config::FieldErrors::default();
+    let mut errors = provider::FieldErrors::default();
     let mut object = object;
     // "Expires on" dates: a date, or "" / null to clear it (left out: unchanged).
     let mut dates = FormValues::new();
@@ -313,7 +313,7 @@ async fn update(
         chrono::Utc::now().date_naive(),
         &mut errors,
     );
-    let invalid = |errors: config::FieldErrors| {
+    let invalid = |errors: provider::FieldErrors| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({
@@ -332,7 +332,7 @@ async fn update(
         shared: state.shared(),
     };
     let validated =
-        match config::validate(provider, &values, &stored, state.egress(), enabled, context) {
+        match provider::validate(provider, &values, &stored, state.egress(), enabled, context) {
             Ok(v) => v,
             Err(errors) => return Ok(invalid(errors)),
         };

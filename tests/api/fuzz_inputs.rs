@@ -11,8 +11,8 @@ use chrono::Utc;
 use cloudpki::{
     domain::ingest,
     siem::{
-        config::{self, StoredProvider},
         egress::EgressPolicy,
+        provider::{self, StoredProvider},
         Provider,
     },
 };
@@ -118,10 +118,10 @@ proptest! {
             .prop_flat_map(|p| (Just(p), settings_form(p))),
     ) {
         let egress = EgressPolicy::parse("").unwrap();
-        let shared = config::Shared::default();
-        let context = config::Context { hostname: "h", shared: &shared };
+        let shared = provider::Shared::default();
+        let context = provider::Context { hostname: "h", shared: &shared };
         for complete in [false, true] {
-            let _ = config::validate(
+            let _ = provider::validate(
                 provider,
                 &form,
                 &StoredProvider::default(),

@@ -31,11 +31,11 @@ use crate::domain::datadog::{
     DatadogApiKey, DatadogApiUrl, DatadogAppKey, DatadogIntakeUrl, DatadogSite,
 };
 use crate::domain::events::{alert_query, EventId};
-use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
-use crate::siem::registry::{
-    needed, settings_of, stored, Choice, Field, FieldKind, Provider, ProviderSpec,
+use crate::siem::provider::{
+    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
+    Provider, ProviderSpec, Secrets,
 };
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{

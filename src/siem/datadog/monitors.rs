@@ -44,16 +44,16 @@ pub struct MonitorsApi<'a> {
 pub async fn ensure_from_stored(
     client: &reqwest::Client,
     egress: &EgressPolicy,
-    stored: &crate::siem::config::StoredProvider,
+    stored: &crate::siem::provider::StoredProvider,
     subscription_id: Uuid,
 ) -> Result<Vec<MonitorLink>, String> {
     let settings: super::Settings =
-        crate::siem::registry::settings_of(&stored.settings).unwrap_or_default();
+        crate::siem::provider::settings_of(&stored.settings).unwrap_or_default();
     let key = |field: &str| {
         stored
             .secrets
             .get(field)
-            .and_then(crate::siem::config::StoredSecret::usable)
+            .and_then(crate::siem::provider::StoredSecret::usable)
     };
     match (
         settings.api_url(),

@@ -57,11 +57,13 @@ use crate::domain::hec::{
     HecHost, HecSource, HecToken, HecUrl, SourceType, SplunkIndex, LOGSCALE_HEC_PATH,
     SPLUNK_ACK_PATH, SPLUNK_EVENT_PATH,
 };
-use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{needed, settings_of, stored, Field, FieldKind, ProviderSpec};
+use crate::siem::provider::{
+    needed, settings_of, stored, Context, Field, FieldKind, FormCheck, FormValues, ProviderSpec,
+    Secrets,
+};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,

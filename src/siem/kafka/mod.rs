@@ -24,11 +24,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsername, SaslMechanism};
-use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
 use crate::siem::explain::failure;
 use crate::siem::kafka::producer::{Guard, GuardedProducer, Recorder};
-use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
+use crate::siem::provider::{
+    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
+    ProviderSpec, Secrets,
+};
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,

@@ -57,14 +57,16 @@ use crate::domain::sentinel::{
     AzureCloud, ClientId, ClientSecret, DcrImmutableId, IngestionEndpoint, LoginBaseUrl,
     StreamName, TenantId,
 };
-use crate::siem::config::{Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::oauth::{
     AccessToken, ClientCredentials, Identity, TokenCache, TokenError, TokenRefusal,
 };
 use crate::siem::parse_retry_after;
-use crate::siem::registry::{needed, settings_of, stored, Choice, Field, FieldKind, ProviderSpec};
+use crate::siem::provider::{
+    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
+    ProviderSpec, Secrets,
+};
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
     AuditLog, Batch, Disposition, SendError, SiemDestination, TestFailure, TestFailureKind,

@@ -47,11 +47,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
-use crate::siem::config::{hide_query_values, Context, FormCheck, FormValues, Secrets};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
-use crate::siem::registry::{
-    needed, settings_of, stored, Field, FieldKind, GeneratedSecret, ProviderSpec,
+use crate::siem::provider::{
+    hide_query_values, needed, settings_of, stored, Context, Field, FieldKind, FormCheck,
+    FormValues, GeneratedSecret, ProviderSpec, Secrets,
 };
 use crate::siem::wire::{self, rfc3339};
 use crate::siem::{

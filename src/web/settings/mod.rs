@@ -5,7 +5,7 @@
 //! Test Connection sends a real test event with the values in the form and never saves; Save
 //! changes is for admins, stores the settings (secrets sealed), writes a history entry and
 //! redirects (post/redirect/get). Secrets are write-only: never rendered back; a blank secret
-//! field keeps the stored one. Provider rules live in `siem::config`, saving and the buttons'
+//! field keeps the stored one. Provider rules live in `siem::provider`, saving and the buttons'
 //! effects in the settings service (`crate::settings`); this module only collects the form and
 //! renders the page: `page.rs` shows it, `submit.rs` handles Test Connection and Save changes,
 //! `buttons.rs` the administrators' buttons.
@@ -41,8 +41,9 @@ use crate::{
         tested::{hold_tested, reuse_tested},
     },
     siem::{
-        config::{self, Context, FieldErrors, FormValues, StoredProvider, StoredSecret},
-        registry::{Choice, FieldKind},
+        provider::{
+            self, Choice, Context, FieldErrors, FieldKind, FormValues, StoredProvider, StoredSecret,
+        },
         Provider,
     },
     state::AppState,

@@ -208,7 +208,7 @@ pub(super) fn render(
         if let Some(shown) = values
             .get(field.name)
             .and_then(|u| url::Url::parse(u).ok())
-            .map(|u| config::hide_query_values(&u))
+            .map(|u| provider::hide_query_values(&u))
         {
             values.insert(field.name.into(), shown);
         }

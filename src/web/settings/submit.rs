@@ -125,21 +125,21 @@ async fn test(
         hostname: state.hostname(),
         shared: state.shared(),
     };
-    let validated = match config::validate(provider, &values, stored, state.egress(), true, context)
-    {
-        Ok(v) => v,
-        Err(errors) => {
-            let status = Status::plain(
-                "error",
-                format!(
-                    "Fix the {} marked below, then test again.",
-                    plural(errors.count(), "field", "fields")
-                ),
-            );
-            let form = s.again(values, errors, status);
-            return s.answer(form, StatusCode::UNPROCESSABLE_ENTITY).await;
-        }
-    };
+    let validated =
+        match provider::validate(provider, &values, stored, state.egress(), true, context) {
+            Ok(v) => v,
+            Err(errors) => {
+                let status = Status::plain(
+                    "error",
+                    format!(
+                        "Fix the {} marked below, then test again.",
+                        plural(errors.count(), "field", "fields")
+                    ),
+                );
+                let form = s.again(values, errors, status);
+                return s.answer(form, StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+        };
     if !state.allow_test_connection(user.user_id) {
         let status = Status::plain(
                     "error",
@@ -282,7 +282,7 @@ async fn save_changes(
         &mut expiry_errors,
     );
     let validated = match (
-        config::validate(provider, &values, stored, state.egress(), enabled, context),
+        provider::validate(provider, &values, stored, state.egress(), enabled, context),
         &filter,
     ) {
         (Ok(v), Ok(_)) if expiry_errors.count() == 0 => v,

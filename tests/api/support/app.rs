@@ -391,7 +391,7 @@ impl TestApp {
     /// Stores Datadog settings for `subscription` directly (the settings page is tested on its
     /// own): export on or off, the intake URL and a sealed API key.
     pub async fn configure_datadog(&self, subscription: Uuid, url: &str, key: &str, enabled: bool) {
-        use cloudpki::{siem::config, siem::datadog, store};
+        use cloudpki::{siem::datadog, siem::provider, store};
         let mut tx = self.pool.begin().await.expect("tx");
         let admin = Uuid::new_v4();
         sqlx::query("insert into users (id, email, password_hash) values ($1, $2, 'x') on conflict do nothing")
@@ -418,7 +418,7 @@ impl TestApp {
         )
         .await
         .expect("fields");
-        let context = config::secret_context(subscription, datadog::provider(), "api_key");
+        let context = provider::secret_context(subscription, datadog::provider(), "api_key");
         let sealed = self.master_key.seal(key.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,
