@@ -60,12 +60,12 @@ use axum::{
     Router,
 };
 use chrono::Utc;
+use cloudpki::siem::provider::RANGE_EVENTS as BATCH_EVENTS;
 use cloudpki::{
     config::DEFAULT_CLAIM_BUDGET,
     crypto::MasterKey,
     db::embedded::{EmbeddedOptions, EmbeddedPostgres},
     domain::events::EventId,
-    forwarder::BATCH_EVENTS,
     sequencer::Sequencer,
     siem::{datadog, provider, AuditLog},
     store::{

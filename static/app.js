@@ -1,22 +1,23 @@
 // Progressive enhancement only: every page works without this file.
 "use strict";
 
-// Choosing a Datadog site fills in its logs intake URL (unless "Custom URL" is chosen).
+// An option that fills other fields (a Datadog site: its intake and API URLs) fills them when
+// chosen; one that fills nothing (a custom URL) moves the focus to the field to type into.
 document.addEventListener("DOMContentLoaded", () => {
-  const site = document.getElementById("datadog_site");
-  const url = document.getElementById("datadog_url");
-  const api = document.getElementById("datadog_api_url");
-  if (!site || !url) return;
-  site.addEventListener("change", () => {
-    const option = site.options[site.selectedIndex];
-    const intake = option && option.dataset.intakeUrl;
-    if (intake) {
-      url.value = intake;
-      // The site's API lives at api.<site>, beside http-intake.logs.<site>.
-      if (api) api.value = intake.replace("://http-intake.logs.", "://api.");
-    } else {
-      url.focus();
-    }
+  document.querySelectorAll("select[data-fills-focus]").forEach((select) => {
+    select.addEventListener("change", () => {
+      const option = select.options[select.selectedIndex];
+      const fills = option && option.dataset.fills ? JSON.parse(option.dataset.fills) : null;
+      if (fills) {
+        for (const [name, value] of Object.entries(fills)) {
+          const field = document.getElementById(name);
+          if (field) field.value = value;
+        }
+      } else {
+        const field = document.getElementById(select.dataset.fillsFocus);
+        if (field) field.focus();
+      }
+    });
   });
 });
 

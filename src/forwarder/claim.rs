@@ -5,6 +5,7 @@
 use tracing::Instrument as _;
 
 use super::*;
+use crate::settings::DestinationError;
 
 impl Forwarder {
     /// Serves a claim in a task of its own: a panic anywhere in it marks that destination
@@ -55,9 +56,11 @@ impl Forwarder {
         });
         let built = keeper.wait(&mut building, || {}).await?;
         let destination = match built {
-            Ok(Ok(Ok(d))) => d,
-            Ok(Ok(Err(problem))) => return self.fail_claim(&claimed, clock, problem).await,
-            Ok(Err(e)) => return Err(e),
+            Ok(Ok(d)) => d,
+            Ok(Err(DestinationError::Unusable(problem))) => {
+                return self.fail_claim(&claimed, clock, problem.to_string()).await
+            }
+            Ok(Err(DestinationError::Store(e))) => return Err(e),
             Err(e) if e.is_cancelled() => {
                 return self
                     .fail_claim(
@@ -212,7 +215,7 @@ impl Forwarder {
                 claimed.subscription_id,
                 next,
                 to,
-                BATCH_EVENTS,
+                range_events(claimed),
             )
             .await?;
             let Some(last) = events.last().map(|e| e.seq) else {
@@ -272,7 +275,8 @@ impl Forwarder {
         let Some(filter) = store::delivery::live(&self.pool, claimed).await? else {
             return Ok(());
         };
-        let events = store::delivery::read_retries(&self.pool, claimed, BATCH_EVENTS).await?;
+        let events =
+            store::delivery::read_retries(&self.pool, claimed, range_events(claimed)).await?;
         if events.is_empty() {
             return Ok(());
         }
@@ -338,12 +342,13 @@ impl Forwarder {
         let mut contiguous = true;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut ahead: Option<JoinHandle<Result<Range, store::Error>>> = None;
+        let range_size = range_events(claimed);
         let result = loop {
             reading &= keeper.may_read() && Instant::now() < budget_end;
             if reading && ahead.is_none() {
                 let (pool, claimed) = (self.pool.clone(), claimed.clone());
                 ahead = Some(tokio::spawn(async move {
-                    store::delivery::read_range(&pool, &claimed, read_after, BATCH_EVENTS).await
+                    store::delivery::read_range(&pool, &claimed, read_after, range_size).await
                 }));
             }
             if inflight.len() < window {

@@ -1,6 +1,7 @@
 //! Destinations built from stored settings, kept per settings version.
 
 use super::*;
+use crate::settings::{DestinationError, Unusable};
 
 impl Forwarder {
     /// The configured destination, or why it cannot be used.
@@ -8,18 +9,18 @@ impl Forwarder {
         &self,
         subscription_id: Uuid,
         provider_id: &str,
-    ) -> Result<Result<Arc<dyn SiemDestination>, String>, store::Error> {
+    ) -> Result<Arc<dyn SiemDestination>, DestinationError> {
         let Ok(provider) = Provider::parse(provider_id) else {
-            return Ok(Err(format!("Unknown SIEM provider `{provider_id}`.")));
+            return Err(Unusable::UnknownProvider(provider_id.to_owned()).into());
         };
         let version = store::siem::settings(&self.pool, subscription_id)
             .await?
             .map(|s| s.updated_at);
         let key = (subscription_id, provider_id.to_owned());
         if let Some(cached) = version.and_then(|v| self.destinations.get(&key, v)) {
-            return Ok(Ok(cached));
+            return Ok(cached);
         }
-        let destination = crate::settings::destination(
+        let destination: Arc<dyn SiemDestination> = crate::settings::destination(
             &self.pool,
             &self.master_key,
             subscription_id,
@@ -30,8 +31,8 @@ impl Forwarder {
             },
         )
         .await?
-        .map(Arc::<dyn SiemDestination>::from);
-        if let (Ok(destination), Some(version)) = (&destination, version) {
+        .into();
+        if let Some(version) = version {
             self.destinations.put(key, version, destination.clone());
         }
         Ok(destination)

@@ -3,6 +3,7 @@
 use tracing::Instrument as _;
 
 use super::*;
+use crate::settings::DestinationError;
 
 impl Forwarder {
     /// Sends the heartbeat log (`EventID` 1 with `LastSequence`) to every enabled destination
@@ -48,12 +49,12 @@ impl Forwarder {
         now: DateTime<Utc>,
     ) -> bool {
         let destination = match self.destination(subscription_id, provider).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(reason)) => {
+            Ok(d) => d,
+            Err(DestinationError::Unusable(reason)) => {
                 tracing::warn!(%subscription_id, %provider, %reason, "heartbeat not sent: the destination cannot be built");
                 return false;
             }
-            Err(e) => {
+            Err(DestinationError::Store(e)) => {
                 tracing::warn!(%subscription_id, %provider, error = ?e, "heartbeat not sent");
                 return false;
             }

@@ -69,8 +69,13 @@ mod range;
 use destinations::DestinationCache;
 use range::{crash_reason, deliver_range, range_outcome};
 
-/// Most events read per range (Datadog's per-request limit; larger batches split by size).
-pub const BATCH_EVENTS: i64 = 1000;
+/// Events read per range for this claim's provider ([`crate::siem::provider::ProviderSpec::range_events`]).
+fn range_events(claimed: &store::delivery::Claimed) -> i64 {
+    crate::siem::Provider::parse(&claimed.provider)
+        .map_or(crate::siem::provider::RANGE_EVENTS, |p| {
+            p.spec().range_events
+        })
+}
 
 /// Settings of a forwarder; tests shorten the lease.
 #[derive(Debug, Clone)]
@@ -108,7 +113,7 @@ impl Default for ForwarderOptions {
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
-    /// Ranges (batches of up to [`BATCH_EVENTS`]) served.
+    /// Ranges (batches of up to the provider's `range_events`) served.
     pub batches: u64,
     /// Events the SIEMs accepted.
     pub delivered: u64,

@@ -20,7 +20,7 @@ use crate::{
     crypto::MasterKey,
     siem::{
         provider::Provider,
-        provider::{secret_context, Context, StoredProvider, StoredSecret},
+        provider::{secret_context, BuildError, Context, StoredProvider, StoredSecret},
         SiemDestination,
     },
     store,
@@ -127,6 +127,39 @@ pub fn open_all(
         .collect()
 }
 
+/// Why stored settings give the forwarder no destination: the reason its failure and email
+/// carry, with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// The stored provider id is not one this version knows.
+    #[error("Unknown SIEM provider `{0}`.")]
+    UnknownProvider(String),
+    /// A sealed value does not open under the current master key.
+    #[error(
+        "The stored {provider} {field} can no longer be read (the master key changed); {fix}."
+    )]
+    Unreadable {
+        provider: &'static str,
+        field: String,
+        fix: &'static str,
+    },
+    /// The provider's `build` refused the stored settings.
+    #[error("The {provider} settings cannot be used: {reason}. Open Settings, complete or fix them and save.")]
+    Settings {
+        provider: &'static str,
+        reason: BuildError,
+    },
+}
+
+/// Why [`destination`] gave none: the settings, or the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
 /// The destination the forwarder sends through, or why there is none: the provider's own
 /// `build` over the typed settings and the secrets that open. Nothing is parsed from a form
 /// and nothing is generated here.
@@ -136,7 +169,7 @@ pub async fn destination(
     subscription_id: Uuid,
     provider: Provider,
     context: Context<'_>,
-) -> Result<Result<Box<dyn SiemDestination>, String>, store::Error> {
+) -> Result<Box<dyn SiemDestination>, DestinationError> {
     let stored = load(pool, master_key, subscription_id, provider).await?;
     if let Some(field) = provider.sealed_fields().find(|f| {
         matches!(
@@ -148,17 +181,19 @@ pub async fn destination(
             .generated()
             .filter(|g| g.field == field.name)
             .map_or("open Settings and enter it again", |g| g.unreadable_fix);
-        return Ok(Err(format!(
-            "The stored {} {} can no longer be read (the master key changed); {fix}.",
-            provider.label(),
-            field.label.to_lowercase(),
-        )));
+        return Err(Unusable::Unreadable {
+            provider: provider.label(),
+            field: field.label.to_lowercase(),
+            fix,
+        }
+        .into());
     }
     let secrets = stored.usable_secrets(provider);
-    Ok((provider.spec().build)(&stored.settings, &secrets, context).map_err(|reason| {
-        format!(
-            "The {} settings cannot be used: {reason}. Open Settings, complete or fix them and save.",
-            provider.label()
-        )
-    }))
+    (provider.spec().build)(&stored.settings, &secrets, context).map_err(|reason| {
+        Unusable::Settings {
+            provider: provider.label(),
+            reason,
+        }
+        .into()
+    })
 }

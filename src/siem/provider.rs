@@ -45,9 +45,10 @@ pub enum FieldKind {
 pub struct Choice {
     pub value: &'static str,
     pub label: String,
-    /// A URL that choosing it fills into the field after the select (the Datadog site's
-    /// intake), for the page's script.
-    pub fills: Option<String>,
+    /// Values that choosing it fills into other fields (field name, value), for the page's
+    /// script: a Datadog site fills in its intake and API URLs. An option that fills nothing
+    /// (a custom URL) moves the focus to the first field the others fill.
+    pub fills: Vec<(&'static str, String)>,
 }
 
 impl Choice {
@@ -56,9 +57,34 @@ impl Choice {
         Choice {
             value,
             label: label.into(),
-            fills: None,
+            fills: Vec::new(),
         }
     }
+
+    /// The same option, filling `value` into the field `field` when chosen.
+    pub fn filling(mut self, field: &'static str, value: impl Into<String>) -> Choice {
+        self.fills.push((field, value.into()));
+        self
+    }
+
+    /// What it fills, as the JSON object the page's script reads (`None` when nothing).
+    pub fn fills_json(&self) -> Option<String> {
+        (!self.fills.is_empty()).then(|| {
+            let map: serde_json::Map<String, Value> = self
+                .fills
+                .iter()
+                .map(|(field, value)| ((*field).to_owned(), Value::String(value.clone())))
+                .collect();
+            Value::Object(map).to_string()
+        })
+    }
+}
+
+/// The field an option of `choices` that fills nothing should focus: the first one filled.
+pub fn fills_focus(choices: &[Choice]) -> Option<&'static str> {
+    choices
+        .iter()
+        .find_map(|c| c.fills.first().map(|(field, _)| *field))
 }
 
 /// One field of a provider's form and storage.
@@ -189,6 +215,40 @@ pub struct ProviderSpec {
     pub form: fn(&Value) -> FormValues,
     /// A secret the provider generates itself, if any.
     pub generated: Option<GeneratedSecret>,
+    /// Events the forwarder reads, sends and settles at a time: a range is one unit of
+    /// progress (Datadog: its intake's 1,000 logs per request, so a range is one request).
+    pub range_events: i64,
+    /// Where the events page's alert queries open in the SIEM's own search, from the stored
+    /// settings (`Null` when none), if the SIEM has such a page.
+    pub explorer: Option<fn(&Value) -> Explorer>,
+    /// Buttons of this provider beside Test Connection and Save changes (Datadog: Create
+    /// monitors), each a `POST` route under the settings page.
+    pub actions: &'static [Action],
+}
+
+/// The range size of a provider whose requests have no tighter limit of their own.
+pub const RANGE_EVENTS: i64 = 1000;
+
+/// Where an alert query opens in the SIEM's own search page.
+pub struct Explorer {
+    /// The sentence under the queries that says where the links go.
+    pub where_links_go: String,
+    /// The link's text.
+    pub button: &'static str,
+    /// The search page for a query.
+    pub link: Box<dyn Fn(&str) -> String + Send + Sync>,
+}
+
+/// A provider's own button on the settings page.
+#[derive(Debug, Clone, Copy)]
+pub struct Action {
+    /// The route under `/subscriptions/{id}/settings/` it posts to.
+    pub route: &'static str,
+    /// The button's id and text.
+    pub id: &'static str,
+    pub label: &'static str,
+    /// What it does, beside it.
+    pub hint: &'static str,
 }
 
 /// A secret the provider generates itself (the webhook's signing secret): shown once, never
@@ -203,13 +263,36 @@ pub struct GeneratedSecret {
     pub unreadable_fix: &'static str,
 }
 
+/// Why typed settings and secrets give no destination. Its text completes "The … settings
+/// cannot be used: …" in the forwarder's reasons, and is the form's error as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A required value is not there (an incomplete draft, saved with export off).
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// The stored settings do not read back (written by another version).
+    #[error("the stored settings cannot be read ({0})")]
+    Unreadable(String),
+    /// A value is there but no longer valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BuildError {
+    /// A value that does not parse, with its parser's message.
+    pub fn invalid(error: impl fmt::Display) -> BuildError {
+        BuildError::Invalid(error.to_string())
+    }
+}
+
 /// Reads typed settings back; `Null` (nothing stored) is the default.
-pub fn settings_of<T: serde::de::DeserializeOwned + Default>(value: &Value) -> Result<T, String> {
+pub fn settings_of<T: serde::de::DeserializeOwned + Default>(
+    value: &Value,
+) -> Result<T, BuildError> {
     if value.is_null() {
         return Ok(T::default());
     }
-    serde_json::from_value(value.clone())
-        .map_err(|e| format!("the stored settings cannot be read ({e})"))
+    serde_json::from_value(value.clone()).map_err(|e| BuildError::Unreadable(e.to_string()))
 }
 
 /// Typed settings as stored.
@@ -218,13 +301,13 @@ pub fn stored<T: serde::Serialize>(settings: &T) -> Value {
 }
 
 /// A required value of stored settings, or what is missing.
-pub fn needed<T>(value: Option<T>, what: &str) -> Result<T, String> {
-    value.ok_or_else(|| format!("{what} is missing"))
+pub fn needed<T>(value: Option<T>, what: &'static str) -> Result<T, BuildError> {
+    value.ok_or(BuildError::Missing(what))
 }
 
 /// A provider's destination builder: typed settings and secrets in, a destination or what is
 /// missing out.
-pub type Build = fn(&Value, &Secrets, Context<'_>) -> Result<Box<dyn SiemDestination>, String>;
+pub type Build = fn(&Value, &Secrets, Context<'_>) -> Result<Box<dyn SiemDestination>, BuildError>;
 
 /// A provider, as the portal passes it around: a handle on its [`ProviderSpec`].
 #[derive(Clone, Copy)]
@@ -263,12 +346,12 @@ impl Provider {
         self.0.label
     }
 
-    /// Its declaration.
     /// The secret this provider generates, if any.
     pub fn generated(self) -> Option<GeneratedSecret> {
         self.spec().generated
     }
 
+    /// Its declaration.
     pub fn spec(self) -> &'static ProviderSpec {
         self.0
     }
@@ -649,7 +732,7 @@ pub fn validate(
         Ok(destination) => check.out.destination = Some(destination),
         // Saving an incomplete draft with export off is allowed; a complete one must build.
         Err(reason) if complete => {
-            check.errors.add("provider", reason);
+            check.errors.add("provider", reason.to_string());
             return Err(check.errors);
         }
         Err(_) => {}
@@ -730,6 +813,14 @@ mod tests {
         }
         assert!(Provider::parse("splunk-ish").is_err());
         assert!(Provider::parse("").is_err());
+    }
+
+    #[test]
+    fn the_events_page_has_a_search_page_to_link_to_and_every_range_holds_events() {
+        assert!(Provider::all().any(|p| p.spec().explorer.is_some()));
+        for p in Provider::all() {
+            assert!(p.spec().range_events > 0, "{}", p.id());
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Events page: the catalog of audit events a subscription sends, and the recommended alert
-//! queries with a link into the Log Explorer of the subscription's Datadog site.
+//! queries with a link into the SIEM's own search (the provider's `explorer`: Datadog's Log
+//! Explorer of the subscription's site).
 
 use askama::Template;
 use axum::{
@@ -11,11 +12,8 @@ use axum::{
 
 use super::{session::CurrentUser, subscriptions::membership_or_404, Layout, WebError};
 use crate::{
-    domain::{
-        datadog::DatadogSite,
-        events::{alert_query, catalog, Category, Criticality, EventId},
-    },
-    siem::datadog,
+    domain::events::{alert_query, catalog, Category, Criticality, EventId},
+    siem::Provider,
     state::AppState,
     store::accounts::MembershipRow,
 };
@@ -45,8 +43,9 @@ struct EventsPage {
     membership: MembershipRow,
     sections: Vec<(&'static str, Vec<Row>)>,
     queries: Vec<Query>,
-    site_label: String,
-    site_known: bool,
+    /// Where the query links go, and their text.
+    where_links_go: String,
+    explorer_button: &'static str,
     completeness: Vec<Monitor>,
     recent: Vec<Recent>,
     /// The filter as chosen: Event ID and criticality ("" for any).
@@ -258,15 +257,23 @@ async fn show(
         .iter()
         .map(|e| (e.id.to_string(), format!("{} — {}", e.id, e.summary)))
         .collect();
+    // The chosen provider's search page, else the first provider that has one (Datadog's).
+    let chosen = settings
+        .as_ref()
+        .and_then(|s| Provider::parse(&s.provider).ok());
+    let (searched, explorer) = chosen
+        .into_iter()
+        .chain(Provider::all())
+        .find_map(|p| Some((p, p.spec().explorer?)))
+        .ok_or_else(|| WebError::Internal(anyhow::anyhow!("no provider has a search page")))?;
     let stored = crate::settings::load(
         state.pool(),
         state.master_key(),
         membership.subscription_id,
-        datadog::provider(),
+        searched,
     )
     .await?;
-    let site = datadog::stored_site(&stored.settings);
-    let explorer_site = site.unwrap_or(DatadogSite::ALL[0]);
+    let explorer = explorer(&stored.settings);
 
     let sections = [Category::CaOperation, Category::CertificateOperation]
         .into_iter()
@@ -292,7 +299,7 @@ async fn show(
             Query {
                 id: e.id.to_string(),
                 summary: e.summary,
-                explorer_url: explorer_site.log_explorer_url(&query),
+                explorer_url: (explorer.link)(&query),
                 query,
             }
         })
@@ -303,8 +310,8 @@ async fn show(
         membership,
         sections,
         queries,
-        site_label: explorer_site.label(),
-        site_known: site.is_some(),
+        where_links_go: explorer.where_links_go,
+        explorer_button: explorer.button,
         completeness,
         recent,
         chosen_event: chosen_event.map(|id| id.to_string()).unwrap_or_default(),

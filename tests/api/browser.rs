@@ -65,13 +65,18 @@ async fn an_admin_enables_datadog_export_tests_the_connection_and_saves() {
         .await
         .unwrap();
 
-    // Choosing a site fills in its intake URL.
+    // Choosing a site fills in its intake and API URLs.
     let site = c.find(Locator::Css("#datadog_site")).await.unwrap();
     site.select_by_value("EU1").await.unwrap();
     let url = c.find(Locator::Css("#datadog_url")).await.unwrap();
     assert_eq!(
         url.prop("value").await.unwrap().as_deref(),
         Some("https://http-intake.logs.datadoghq.eu")
+    );
+    let api_url = c.find(Locator::Css("#datadog_api_url")).await.unwrap();
+    assert_eq!(
+        api_url.prop("value").await.unwrap().as_deref(),
+        Some("https://api.datadoghq.eu")
     );
 
     // A proxy in front of Datadog: here, the fake intake.

@@ -308,7 +308,19 @@ async fn choosing_a_site_without_a_url_uses_the_sites_intake() {
         input_value(&page, "datadog_url").as_deref(),
         Some("https://http-intake.logs.ap1.datadoghq.com")
     );
-    assert!(page.contains(r#"<option value="AP1" data-intake-url="https://http-intake.logs.ap1.datadoghq.com" selected>"#));
+    let doc = scraper::Html::parse_document(&page);
+    let chosen = scraper::Selector::parse("#datadog_site option[selected]").unwrap();
+    let option = doc.select(&chosen).next().expect("a chosen site");
+    assert_eq!(option.value().attr("value"), Some("AP1"));
+    let fills: serde_json::Value =
+        serde_json::from_str(option.value().attr("data-fills").expect("the site fills")).unwrap();
+    assert_eq!(
+        fills,
+        serde_json::json!({
+            "datadog_url": "https://http-intake.logs.ap1.datadoghq.com",
+            "datadog_api_url": "https://api.ap1.datadoghq.com",
+        })
+    );
 }
 
 #[tokio::test]

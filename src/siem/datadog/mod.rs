@@ -34,8 +34,8 @@ use crate::domain::events::{alert_query, EventId};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::provider::{
-    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
-    Provider, ProviderSpec, Secrets,
+    needed, settings_of, stored, Action, BuildError, Choice, Context, Explorer, Field, FieldKind,
+    FormCheck, FormValues, Provider, ProviderSpec, Secrets,
 };
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
@@ -112,7 +112,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
             "datadog_site",
             "Datadog site",
             FieldKind::Select(site_choices),
-            "The site shown at the top right of Datadog's docs and in your Datadog address. Choosing one fills in its intake URL.",
+            "The site shown at the top right of Datadog's docs and in your Datadog address. Choosing one fills in its intake and API URLs.",
         )
         .with_default("US1"),
         Field::address(
@@ -143,8 +143,34 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,    generated: None,
+    form,
+    generated: None,
+    // One range is one request: the intake takes at most 1,000 logs per call.
+    range_events: MAX_BATCH_EVENTS as i64,
+    explorer: Some(explorer),
+    actions: &[Action {
+        route: "monitors",
+        id: "create-monitors",
+        label: "Create monitors",
+        hint: "One Datadog log alert monitor per High event, with the stored API URL and keys; pressing it again creates no duplicates.",
+    }],
 };
+
+/// The Log Explorer of the stored site (US1 when none is known yet, and the page says so).
+fn explorer(settings: &Value) -> Explorer {
+    let site = stored_site(settings);
+    let shown = site.unwrap_or(DatadogSite::ALL[0]);
+    let label = shown.label();
+    Explorer {
+        where_links_go: if site.is_some() {
+            format!("Links open the Log Explorer of your Datadog site ({label}).")
+        } else {
+            format!("Links open the Log Explorer of {label}; choose your Datadog site in Settings to link to yours.")
+        },
+        button: "Open in Log Explorer",
+        link: Box::new(move |query| shown.log_explorer_url(query)),
+    }
+}
 
 /// Datadog, as a provider handle.
 pub fn provider() -> Provider {
@@ -154,10 +180,10 @@ pub fn provider() -> Provider {
 fn site_choices() -> Vec<Choice> {
     let mut choices: Vec<Choice> = DatadogSite::ALL
         .iter()
-        .map(|site| Choice {
-            value: site.code(),
-            label: site.label(),
-            fills: Some(site.intake_base_url()),
+        .map(|site| {
+            Choice::new(site.code(), site.label())
+                .filling("datadog_url", site.intake_base_url())
+                .filling("datadog_api_url", site.api_base_url())
         })
         .collect();
     choices.push(Choice::new("custom", "Custom URL (proxy or pipeline)"));
@@ -267,14 +293,14 @@ fn build(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
     let key = needed(secrets.get("api_key"), "the API key")?;
     Ok(Box::new(DatadogDestination {
         config: DatadogConfig {
             site: settings.site,
             url: needed(settings.url, "the logs intake URL")?,
-            api_key: DatadogApiKey::parse(key).map_err(|e| e.to_string())?,
+            api_key: DatadogApiKey::parse(key).map_err(BuildError::invalid)?,
         },
         hostname: context.hostname.to_owned(),
     }))

@@ -61,8 +61,8 @@ use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::parse_retry_after;
 use crate::siem::provider::{
-    needed, settings_of, stored, Context, Field, FieldKind, FormCheck, FormValues, ProviderSpec,
-    Secrets,
+    needed, settings_of, stored, BuildError, Context, Field, FieldKind, FormCheck, FormValues,
+    ProviderSpec, Secrets, RANGE_EVENTS,
 };
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
@@ -241,7 +241,11 @@ pub static SPLUNK: ProviderSpec = ProviderSpec {
     ],
     parse: parse_splunk,
     build: build_splunk,
-    form: form_splunk,    generated: None,
+    form: form_splunk,
+    generated: None,
+    range_events: RANGE_EVENTS,
+    explorer: None,
+    actions: &[],
 };
 
 /// LogScale's entry in the registry (its HEC-compatible endpoint).
@@ -254,7 +258,11 @@ pub static LOGSCALE: ProviderSpec = ProviderSpec {
     ],
     parse: parse_logscale,
     build: build_logscale,
-    form: form_logscale,    generated: None,
+    form: form_logscale,
+    generated: None,
+    range_events: RANGE_EVENTS,
+    explorer: None,
+    actions: &[],
 };
 
 /// What is stored for Splunk or LogScale (LogScale uses the URL only).
@@ -281,7 +289,7 @@ fn build_splunk(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     build_hec(HecFlavor::Splunk, settings, secrets, context)
 }
 
@@ -289,7 +297,7 @@ fn build_logscale(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     build_hec(HecFlavor::LogScale, settings, secrets, context)
 }
 
@@ -363,16 +371,17 @@ fn build_hec(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
-    let token = parse_token(flavor, needed(secrets.get("token"), "the token")?)?;
+    let token = parse_token(flavor, needed(secrets.get("token"), "the token")?)
+        .map_err(BuildError::Invalid)?;
     let mut config = HecConfig::new(flavor, needed(settings.url, "the HEC URL")?, token);
     config.index = settings.index;
     config.sourcetype = settings.sourcetype.unwrap_or_default();
     config.source = settings.source;
     config.host = settings.host;
     config.ack = settings.ack;
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate().map_err(BuildError::invalid)?;
     Ok(Box::new(HecDestination {
         config,
         hostname: context.hostname.to_owned(),

@@ -28,8 +28,8 @@ use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, L
 use crate::siem::explain::failure;
 use crate::siem::kafka::producer::{Guard, GuardedProducer, Recorder};
 use crate::siem::provider::{
-    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
-    ProviderSpec, Secrets,
+    needed, settings_of, stored, BuildError, Choice, Context, Field, FieldKind, FormCheck,
+    FormValues, ProviderSpec, Secrets, RANGE_EVENTS,
 };
 use crate::siem::wire::{self, Framing};
 use crate::siem::{
@@ -83,7 +83,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,    generated: None,
+    form,
+    generated: None,
+    range_events: RANGE_EVENTS,
+    explorer: None,
+    actions: &[],
 };
 
 fn mechanism_choices() -> Vec<Choice> {
@@ -179,7 +183,7 @@ fn build(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
     let sasl = match settings.mechanism.unwrap_or(SaslMechanism::None) {
         SaslMechanism::None => Sasl::None,
@@ -187,7 +191,7 @@ fn build(
             mechanism,
             username: needed(settings.username, "the SASL user name")?,
             password: KafkaPassword::parse(needed(secrets.get("password"), "the SASL password")?)
-                .map_err(|e| e.to_string())?,
+                .map_err(BuildError::invalid)?,
         },
     };
     Ok(Box::new(KafkaDestination::new(

@@ -64,8 +64,8 @@ use crate::siem::oauth::{
 };
 use crate::siem::parse_retry_after;
 use crate::siem::provider::{
-    needed, settings_of, stored, Choice, Context, Field, FieldKind, FormCheck, FormValues,
-    ProviderSpec, Secrets,
+    needed, settings_of, stored, BuildError, Choice, Context, Field, FieldKind, FormCheck,
+    FormValues, ProviderSpec, Secrets, RANGE_EVENTS,
 };
 use crate::siem::wire::{self, rfc3339, Framing};
 use crate::siem::{
@@ -188,7 +188,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,    generated: None,
+    form,
+    generated: None,
+    range_events: RANGE_EVENTS,
+    explorer: None,
+    actions: &[],
 };
 
 fn cloud_choices() -> Vec<Choice> {
@@ -291,7 +295,7 @@ fn build(
     settings: &Value,
     secrets: &Secrets,
     context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
     let cloud = settings.cloud.unwrap_or(AzureCloud::Public);
     let secret = needed(secrets.get("client_secret"), "the client secret")?;
@@ -303,7 +307,7 @@ fn build(
                 .unwrap_or_else(|| cloud.default_login_base()),
             tenant_id: needed(settings.tenant_id, "the tenant ID")?,
             client_id: needed(settings.client_id, "the client ID")?,
-            client_secret: ClientSecret::parse(secret).map_err(|e| e.to_string())?,
+            client_secret: ClientSecret::parse(secret).map_err(BuildError::invalid)?,
             endpoint: needed(settings.endpoint, "the ingestion endpoint")?,
             dcr_id: needed(settings.dcr_id, "the DCR immutable ID")?,
             stream: needed(settings.stream, "the stream name")?,

@@ -50,8 +50,8 @@ use crate::domain::webhook::{ExtraHeaders, SigningSecret, WebhookUrl};
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
 use crate::siem::provider::{
-    hide_query_values, needed, settings_of, stored, Context, Field, FieldKind, FormCheck,
-    FormValues, GeneratedSecret, ProviderSpec, Secrets,
+    hide_query_values, needed, settings_of, stored, BuildError, Context, Field, FieldKind,
+    FormCheck, FormValues, GeneratedSecret, ProviderSpec, Secrets, RANGE_EVENTS,
 };
 use crate::siem::wire::{self, rfc3339};
 use crate::siem::{
@@ -149,11 +149,15 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     parse,
     build,
-    form,    generated: Some(GeneratedSecret {
+    form,
+    generated: Some(GeneratedSecret {
         field: "webhook_secret",
         one_shot: &["webhook_rotate", "webhook_clear_headers"],
         unreadable_fix: "open Settings, tick \"Rotate the signing secret\" and save, then give the new secret to the receiver",
     }),
+    range_events: RANGE_EVENTS,
+    explorer: None,
+    actions: &[],
 };
 
 /// What is stored: the URL as shown (a query's values hidden, the whole URL then sealed) and
@@ -230,20 +234,20 @@ fn build(
     settings: &Value,
     secrets: &Secrets,
     _context: Context<'_>,
-) -> Result<Box<dyn SiemDestination>, String> {
+) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
     let url_text = if settings.query_sealed {
         needed(secrets.get("url"), "the webhook URL")?
     } else {
         needed(settings.url.as_ref(), "the webhook URL")?
     };
-    let url = WebhookUrl::parse(url_text).map_err(|e| e.to_string())?;
+    let url = WebhookUrl::parse(url_text).map_err(BuildError::invalid)?;
     let headers = match secrets.get("headers") {
-        Some(text) => ExtraHeaders::parse(text).map_err(|e| e.to_string())?,
+        Some(text) => ExtraHeaders::parse(text).map_err(BuildError::invalid)?,
         None => ExtraHeaders::none(),
     };
     let current = needed(secrets.get("signing_secret"), "the signing secret")?;
-    let mut signing = vec![SigningSecret::parse(current).map_err(|e| e.to_string())?];
+    let mut signing = vec![SigningSecret::parse(current).map_err(BuildError::invalid)?];
     if settings
         .previous_until
         .is_some_and(|until| until > Utc::now())

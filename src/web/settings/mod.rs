@@ -42,7 +42,8 @@ use crate::{
     },
     siem::{
         provider::{
-            self, Choice, Context, FieldErrors, FieldKind, FormValues, StoredProvider, StoredSecret,
+            self, fills_focus, Choice, Context, FieldErrors, FieldKind, FormValues, StoredProvider,
+            StoredSecret,
         },
         Provider,
     },
@@ -157,6 +158,8 @@ struct FieldView {
     kind: &'static str,
     value: String,
     options: Vec<Choice>,
+    /// For a select whose options fill other fields: the field to focus when one fills nothing.
+    fills_focus: &'static str,
     hint: &'static str,
     placeholder: &'static str,
     error: Option<String>,
@@ -190,6 +193,8 @@ struct SettingsPage {
     expiries: Vec<(String, bool)>,
     enabled: bool,
     provider: String,
+    /// The chosen provider's own buttons (Datadog: Create monitors).
+    provider_actions: &'static [provider::Action],
     errors: FieldErrors,
     status: Option<Status>,
     open: bool,

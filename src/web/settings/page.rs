@@ -260,6 +260,10 @@ pub(super) fn render(
                         FieldKind::Select(choices) => choices(),
                         _ => Vec::new(),
                     },
+                    fills_focus: match field.kind {
+                        FieldKind::Select(choices) => fills_focus(&choices()).unwrap_or(""),
+                        _ => "",
+                    },
                     hint: field.hint,
                     placeholder: field.placeholder,
                     error: errors.get(field.name).map(str::to_owned),
@@ -285,6 +289,7 @@ pub(super) fn render(
         replay_from: values.get("replay_from").cloned().unwrap_or_default(),
         replay_to: values.get("replay_to").cloned().unwrap_or_default(),
         enabled,
+        provider_actions: Provider::parse(&provider).map_or(&[], |p| p.spec().actions),
         provider,
         errors,
         status,
