@@ -236,9 +236,7 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
         AdminCommand::CreateSubscription { name } => {
             let name =
                 SubscriptionName::parse(&name).map_err(|e| UsageError(format!("--name: {e}")))?;
-            let mut tx = db.pool.begin().await?;
-            let id = store::accounts::create_subscription(&mut tx, &name).await?;
-            tx.commit().await?;
+            let id = store::accounts::create_subscription(&db.pool, &name).await?;
             println!("{id}");
             Ok(())
         }
@@ -297,8 +295,8 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             let email = Email::parse(&email).map_err(|e| UsageError(format!("--email: {e}")))?;
             let role = Role::parse(&role).map_err(|e| UsageError(format!("--role: {e}")))?;
             let subscription_id = parse_subscription(&db.pool, &subscription).await?;
-            let mut tx = db.pool.begin().await?;
-            let user_id = match store::accounts::user_by_email_for_operator(&mut tx, &email).await?
+            let account = match store::accounts::user_by_email_for_operator(&db.pool, &email)
+                .await?
             {
                 Some((_, false)) => {
                     return Err(UsageError(format!(
@@ -311,23 +309,22 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
                         "{email} already exists; giving them the role {} in the subscription",
                         role.as_str()
                     );
-                    id
+                    store::accounts::Account::Existing(id)
                 }
                 None => {
                     let password = read_password_from_stdin()?;
                     let hash =
                         crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
-                    store::accounts::create_user(
-                        &mut tx,
-                        &email,
-                        &hash,
-                        store::accounts::CreatedVia::Operator,
-                    )
-                    .await?
+                    store::accounts::Account::New {
+                        email: email.clone(),
+                        hash,
+                        via: store::accounts::CreatedVia::Operator,
+                    }
                 }
             };
-            store::accounts::upsert_membership(&mut tx, user_id, subscription_id, role).await?;
-            tx.commit().await?;
+            let user_id =
+                store::accounts::add_to_subscription(&db.pool, &account, subscription_id, role)
+                    .await?;
             println!("{user_id}");
             Ok(())
         }

@@ -488,7 +488,7 @@ impl Notifier {
                 text_body: text_body.clone(),
                 html_body: html_body.clone(),
             };
-            store::notify::enqueue(tx, &message, now).await?;
+            store::notify::enqueue(&mut **tx, &message, now).await?;
         }
         Ok(())
     }

@@ -38,37 +38,10 @@ pub async fn save(
     } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
-    let settings = &validated.settings;
-
-    let mut tx = svc.pool.begin().await.map_err(store::Error::from)?;
-    store::siem::upsert_settings(&mut tx, sub, enabled, provider.id(), user.0, user.1).await?;
-    store::siem::upsert_provider_fields(&mut tx, sub, provider.id(), settings).await?;
-    for name in &validated.removed_secrets {
-        store::siem::delete_secret(&mut tx, sub, provider.id(), name).await?;
-    }
-    for (name, value, hint) in &validated.new_secrets {
-        let sealed = svc.master_key.seal(
-            value.as_bytes(),
-            &provider::secret_context(sub, provider, name),
-        );
-        store::siem::upsert_secret(&mut tx, sub, provider.id(), name, &sealed, hint).await?;
-    }
-    let switched =
-        store::delivery::apply_switch(&mut tx, sub, enabled.then(|| provider.id()), carry_backlog)
-            .await?;
-    if switched.carried > 0 {
-        changes.push(format!(
-            "{} event(s) not yet delivered to the previous provider sent to {} instead",
-            switched.carried,
-            provider.label()
-        ));
-    }
-    if switched.not_owed > 0 {
-        changes.push(format!(
-            "{} event(s) recorded while export was off were not sent (Replay can send them)",
-            switched.not_owed
-        ));
-    }
+    // Worded here, before the transaction: whether a date changed compares with what was
+    // stored (a date of a secret typed anew is new).
+    let mut expiry_changes = Vec::new();
+    let mut expiry_dates = Vec::new();
     for (name, label, date) in expiries.unwrap_or_default() {
         let field = provider
             .fields()
@@ -78,26 +51,64 @@ pub async fn save(
             .unwrap_or(name);
         let secret_kept = validated.new_secrets.iter().all(|(n, _, _)| *n != name);
         let before = stored.expiries.get(field).copied().filter(|_| secret_kept);
-        store::siem::set_secret_expiry(&mut tx, sub, provider.id(), name, date).await?;
+        expiry_dates.push((name, date));
         if before != date {
-            changes.push(match date {
+            expiry_changes.push(match date {
                 Some(d) => format!("{label} expires on {d}"),
                 None => format!("{label}: expiry date removed"),
             });
         }
     }
-    if let Some(filter) = filter {
-        let before = store::delivery::set_filter(&mut tx, sub, provider.id(), filter.ids()).await?;
-        if let Some(before) = before.filter(|b| b != filter) {
+    let new_secrets = validated
+        .new_secrets
+        .iter()
+        .map(|(name, value, hint)| {
+            let sealed = svc.master_key.seal(
+                value.as_bytes(),
+                &provider::secret_context(sub, provider, name),
+            );
+            (*name, sealed, hint.as_str())
+        })
+        .collect();
+    let save = store::siem::SettingsSave {
+        subscription_id: sub,
+        user,
+        enabled,
+        provider: provider.id(),
+        settings: &validated.settings,
+        removed_secrets: &validated.removed_secrets,
+        new_secrets,
+        expiries: expiry_dates,
+        filter: filter.map(EventFilter::ids),
+        carry_backlog,
+    };
+    store::siem::save_settings(svc.pool, &save, |saved| {
+        if saved.switched.carried > 0 {
             changes.push(format!(
-                "Events to send changed from {} to {}",
-                before.describe(),
-                filter.describe()
+                "{} event(s) not yet delivered to the previous provider sent to {} instead",
+                saved.switched.carried,
+                provider.label()
             ));
         }
-    }
-    store::siem::record_history(&mut *tx, sub, user.0, user.1, "saved", &changes).await?;
-    tx.commit().await.map_err(store::Error::from)?;
+        if saved.switched.not_owed > 0 {
+            changes.push(format!(
+                "{} event(s) recorded while export was off were not sent (Replay can send them)",
+                saved.switched.not_owed
+            ));
+        }
+        changes.extend(expiry_changes);
+        if let (Some(filter), Some(before)) = (filter, &saved.filter_before) {
+            if before != filter {
+                changes.push(format!(
+                    "Events to send changed from {} to {}",
+                    before.describe(),
+                    filter.describe()
+                ));
+            }
+        }
+        changes
+    })
+    .await?;
     tracing::info!(subscription_id = %sub, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
     Ok(())
 }

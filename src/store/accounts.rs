@@ -50,15 +50,15 @@ impl MembershipRow {
 }
 
 /// Creates a subscription and returns its id.
-pub async fn create_subscription(
-    tx: &mut Transaction<'_, Postgres>,
+pub async fn create_subscription<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
     name: &SubscriptionName,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
     sqlx::query("insert into subscriptions (id, name) values ($1, $2)")
         .bind(id)
         .bind(name.as_str())
-        .execute(&mut **tx)
+        .execute(executor)
         .await?;
     Ok(id)
 }
@@ -118,16 +118,52 @@ impl CreatedVia {
     }
 }
 
+/// The account a membership is given to.
+pub enum Account {
+    /// One that exists.
+    Existing(Uuid),
+    /// A new one, created in the same transaction as the membership.
+    New {
+        email: Email,
+        hash: String,
+        via: CreatedVia,
+    },
+}
+
+impl Account {
+    /// Its id, creating it first when it is new.
+    pub async fn id_in(&self, tx: &mut Transaction<'_, Postgres>) -> Result<Uuid, Error> {
+        match self {
+            Account::Existing(id) => Ok(*id),
+            Account::New { email, hash, via } => create_user(tx, email, hash, *via).await,
+        }
+    }
+}
+
+/// Gives an account (created now if new) a role in a subscription, in one transaction.
+pub async fn add_to_subscription(
+    pool: &PgPool,
+    account: &Account,
+    subscription_id: Uuid,
+    role: Role,
+) -> Result<Uuid, Error> {
+    let mut tx = pool.begin().await?;
+    let user_id = account.id_in(&mut tx).await?;
+    upsert_membership(&mut tx, user_id, subscription_id, role).await?;
+    tx.commit().await?;
+    Ok(user_id)
+}
+
 /// An existing account by email, and whether an admin command (or the first-run setup) made it.
 pub async fn user_by_email_for_operator(
-    tx: &mut Transaction<'_, Postgres>,
+    pool: &PgPool,
     email: &Email,
 ) -> Result<Option<(Uuid, bool)>, Error> {
     Ok(sqlx::query_as(
         "select id, created_via in ('operator', 'setup') from users where email = $1",
     )
     .bind(email.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(pool)
     .await?)
 }
 
@@ -390,6 +426,27 @@ pub async fn setup_token_is_valid(pool: &PgPool, token_digest: &[u8]) -> Result<
     .bind(SETUP_TOKEN_HOURS)
     .fetch_one(pool)
     .await?)
+}
+
+/// The first administrator, through the setup link, in one transaction: the link is spent and
+/// the subscription, the account and its admin membership exist, or nothing does. `None` when
+/// the link was spent meanwhile (two visitors at once).
+pub async fn complete_setup(
+    pool: &PgPool,
+    token_digest: &[u8],
+    subscription: &SubscriptionName,
+    email: &Email,
+    password_hash: &str,
+) -> Result<Option<(Uuid, Uuid)>, Error> {
+    let mut tx = pool.begin().await?;
+    if !consume_setup_token(&mut tx, token_digest).await? {
+        return Ok(None);
+    }
+    let subscription_id = create_subscription(&mut *tx, subscription).await?;
+    let user_id = create_user(&mut tx, email, password_hash, CreatedVia::Setup).await?;
+    upsert_membership(&mut tx, user_id, subscription_id, Role::Admin).await?;
+    tx.commit().await?;
+    Ok(Some((subscription_id, user_id)))
 }
 
 /// Marks the setup token used inside the transaction that creates the first administrator.

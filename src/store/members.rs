@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::accounts::Account;
 use super::Error;
 use crate::domain::account::Role;
 
@@ -229,6 +230,24 @@ pub async fn invite(
     .bind(now)
     .fetch_optional(pool)
     .await?)
+}
+
+/// Accepts an invitation in one transaction: a new account is created only if the invitation
+/// still works, so none is left behind when it stopped working meanwhile. The user's id, or
+/// `None` when the invitation was used, revoked or expired.
+pub async fn accept_invitation(
+    pool: &PgPool,
+    invite: &InviteRow,
+    joining: Account,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, Error> {
+    let mut tx = pool.begin().await?;
+    let user_id = joining.id_in(&mut tx).await?;
+    if !accept(&mut tx, invite, user_id, now).await? {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(user_id))
 }
 
 /// Uses an invitation once: the user joins with its role (a member keeps the role they have).

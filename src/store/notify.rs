@@ -335,8 +335,8 @@ pub async fn expiring_secrets(
 }
 
 /// Queues a message unless one with the same dedupe key exists.
-pub async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
+pub async fn enqueue<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
     message: &NewMessage,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -353,7 +353,7 @@ pub async fn enqueue(
     .bind(&message.text_body)
     .bind(&message.html_body)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(executor)
     .await?;
     Ok(())
 }

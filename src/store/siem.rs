@@ -426,3 +426,82 @@ pub async fn drop_tested_secrets(
     .await?;
     Ok(())
 }
+
+/// One save of a subscription's SIEM settings, checked and sealed: what [`save_settings`]
+/// writes.
+pub struct SettingsSave<'a> {
+    pub subscription_id: Uuid,
+    /// Who saves: (user id, email).
+    pub user: (Uuid, &'a str),
+    pub enabled: bool,
+    pub provider: &'a str,
+    /// The provider's typed settings.
+    pub settings: &'a serde_json::Value,
+    /// Secrets to delete, by storage name.
+    pub removed_secrets: &'a [&'static str],
+    /// Secrets to store: (storage name, sealed value, hint).
+    pub new_secrets: Vec<(&'a str, Sealed, &'a str)>,
+    /// "Expires on" dates to set, by storage name (`None` removes a date).
+    pub expiries: Vec<(&'a str, Option<chrono::NaiveDate>)>,
+    /// The events to send (`None` keeps the stored filter; `Some(None)` sends all).
+    pub filter: Option<Option<&'a [i32]>>,
+    /// On a provider switch: the events the previous destination owes go to the new one.
+    pub carry_backlog: bool,
+}
+
+/// What a save did beyond storing what it was given: the history entry is written from it.
+pub struct SavedSettings {
+    pub switched: super::delivery::Switched,
+    /// The filter before, when a new one was given.
+    pub filter_before: Option<crate::domain::events::EventFilter>,
+}
+
+/// Stores a save in one transaction: settings, secrets, expiry dates, the delivery switch, the
+/// event filter and the history entry (`changes`, worded from what the switch and the filter
+/// did) commit together or not at all.
+pub async fn save_settings(
+    pool: &PgPool,
+    save: &SettingsSave<'_>,
+    changes: impl FnOnce(&SavedSettings) -> Vec<String>,
+) -> Result<SavedSettings, Error> {
+    let sub = save.subscription_id;
+    let mut tx = pool.begin().await?;
+    upsert_settings(
+        &mut tx,
+        sub,
+        save.enabled,
+        save.provider,
+        save.user.0,
+        save.user.1,
+    )
+    .await?;
+    upsert_provider_fields(&mut tx, sub, save.provider, save.settings).await?;
+    for name in save.removed_secrets {
+        delete_secret(&mut tx, sub, save.provider, name).await?;
+    }
+    for (name, sealed, hint) in &save.new_secrets {
+        upsert_secret(&mut tx, sub, save.provider, name, sealed, hint).await?;
+    }
+    let switched = super::delivery::apply_switch(
+        &mut tx,
+        sub,
+        save.enabled.then_some(save.provider),
+        save.carry_backlog,
+    )
+    .await?;
+    for (name, date) in &save.expiries {
+        set_secret_expiry(&mut tx, sub, save.provider, name, *date).await?;
+    }
+    let filter_before = match save.filter {
+        Some(ids) => super::delivery::set_filter(&mut tx, sub, save.provider, ids).await?,
+        None => None,
+    };
+    let saved = SavedSettings {
+        switched,
+        filter_before,
+    };
+    let changes = changes(&saved);
+    record_history(&mut *tx, sub, save.user.0, save.user.1, "saved", &changes).await?;
+    tx.commit().await?;
+    Ok(saved)
+}

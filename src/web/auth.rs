@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     crypto,
-    domain::account::{Email, NewPassword, Role, SubscriptionName},
+    domain::account::{Email, NewPassword, SubscriptionName},
     state::AppState,
     store,
 };
@@ -398,16 +398,11 @@ async fn setup(
     };
 
     let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
-    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-    if !store::accounts::consume_setup_token(&mut tx, &digest).await? {
+    let Some((subscription_id, user_id)) =
+        store::accounts::complete_setup(state.pool(), &digest, &name, &email, &hash).await?
+    else {
         return Err(WebError::NotFound);
-    }
-    let subscription_id = store::accounts::create_subscription(&mut tx, &name).await?;
-    let user_id =
-        store::accounts::create_user(&mut tx, &email, &hash, store::accounts::CreatedVia::Setup)
-            .await?;
-    store::accounts::upsert_membership(&mut tx, user_id, subscription_id, Role::Admin).await?;
-    tx.commit().await.map_err(store::Error::from)?;
+    };
     tracing::info!(%user_id, %subscription_id, "first administrator created through the setup link");
 
     let cookie = session::start_session(&state, &headers, user_id).await?;

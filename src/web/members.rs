@@ -221,9 +221,8 @@ async fn invite(
             html_escape(&membership.name),
             role.as_str()
         );
-        let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
         store::notify::enqueue(
-            &mut tx,
+            state.pool(),
             &store::notify::NewMessage {
                 subscription_id: sub,
                 dedupe_key: format!("invite/{invite_id}"),
@@ -236,7 +235,6 @@ async fn invite(
             Utc::now(),
         )
         .await?;
-        tx.commit().await.map_err(store::Error::from)?;
         let status = format!(
             "Invitation emailed to {}; the link works for {INVITE_DAYS} days.",
             email.as_str()
@@ -521,8 +519,7 @@ async fn accept(
     // One wording whether or not the address has an account: the answer tells nothing more
     // than the page did.
     const NOT_ACCEPTED: &str = "That password was not accepted. If you have a cloudpki account with this email, enter its password; otherwise choose one of at least 12 characters and type it twice.";
-    let mut tx = state.pool().begin().await.map_err(store::Error::from)?;
-    let user_id = match existing {
+    let joining = match existing {
         Some(_) => {
             let ip = super::client_ip(&state, peer, &headers);
             let device = session::cookie(&headers, super::auth::KNOWN_DEVICE_COOKIE);
@@ -535,7 +532,7 @@ async fn accept(
             )
             .await?
             {
-                Guess::Right(user) => user.id,
+                Guess::Right(user) => store::accounts::Account::Existing(user.id),
                 Guess::Throttled => {
                     return again(
                         "Too many wrong passwords: wait a few minutes, then try again.".into(),
@@ -554,21 +551,18 @@ async fn accept(
             let hash = crypto::hash_password_blocking(password.expose_secret().to_owned()).await?;
             let email =
                 Email::parse(&invite.email).map_err(|e| WebError::Internal(anyhow::anyhow!(e)))?;
-            // In the acceptance's transaction: no account is left behind if the invitation
-            // stopped working meanwhile.
-            store::accounts::create_user(
-                &mut tx,
-                &email,
-                &hash,
-                store::accounts::CreatedVia::Invitation,
-            )
-            .await?
+            store::accounts::Account::New {
+                email,
+                hash,
+                via: store::accounts::CreatedVia::Invitation,
+            }
         }
     };
-    if !store::members::accept(&mut tx, &invite, user_id, now).await? {
+    let Some(user_id) =
+        store::members::accept_invitation(state.pool(), &invite, joining, now).await?
+    else {
         return Err(WebError::NotFound);
-    }
-    tx.commit().await.map_err(store::Error::from)?;
+    };
     tracing::info!(%user_id, subscription_id = %invite.subscription_id, "invitation accepted");
     let cookie = session::start_session(&state, &headers, user_id).await?;
     let mut response = Redirect::to(&format!(
