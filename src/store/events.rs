@@ -197,7 +197,8 @@ pub async fn recent(
     event_ids: Option<&[i32]>,
     limit: i64,
 ) -> Result<(Vec<RecentEvent>, Option<DestinationCursor>), Error> {
-    // The same files as RECENT_FILTERED_SQL and RECENT_SQL.
+    // The same files as RECENT_FILTERED_SQL and RECENT_SQL. `"parked_state?"` there: the
+    // macros cannot see that the left join makes the column nullable.
     let events = if event_ids.is_some() {
         sqlx::query_file_as!(
             RecentEvent,
