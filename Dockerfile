@@ -17,6 +17,9 @@ COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
 COPY benches ./benches
+# The query macros compile from the committed offline data, with no database at build time.
+COPY .cargo ./.cargo
+COPY .sqlx ./.sqlx
 RUN cargo build --release --locked --bin cloudpki
 
 # --- run -------------------------------------------------------------------------------

@@ -274,13 +274,16 @@ impl EmbeddedPostgres {
             thread::sleep(Duration::from_millis(100));
         };
         rt.block_on(async {
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(APP_DATABASE)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(sql_err("list databases"))?;
+            // Checked against the catalog, which every PostgreSQL database has.
+            let exists: Option<i32> = sqlx::query_scalar!(
+                r#"SELECT 1 AS "found!" FROM pg_database WHERE datname = $1"#,
+                APP_DATABASE
+            )
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(sql_err("list databases"))?;
             if exists.is_none() {
+                // Dynamic: CREATE DATABASE takes no parameters and cannot be prepared.
                 sqlx::raw_sql(&format!("CREATE DATABASE {APP_DATABASE}"))
                     .execute(&mut conn)
                     .await

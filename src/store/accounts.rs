@@ -55,22 +55,24 @@ pub async fn create_subscription<'c>(
     name: &SubscriptionName,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
-    sqlx::query("insert into subscriptions (id, name) values ($1, $2)")
-        .bind(id)
-        .bind(name.as_str())
-        .execute(executor)
-        .await?;
+    sqlx::query!(
+        "insert into subscriptions (id, name) values ($1, $2)",
+        id,
+        name.as_str()
+    )
+    .execute(executor)
+    .await?;
     Ok(id)
 }
 
 /// Whether a subscription exists.
 pub async fn subscription_exists(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
-    Ok(
-        sqlx::query_scalar::<_, bool>("select exists (select 1 from subscriptions where id = $1)")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select 1 from subscriptions where id = $1) as "exists!""#,
+        id
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Creates a user, or returns `EmailTaken`.
@@ -81,13 +83,13 @@ pub async fn create_user(
     via: CreatedVia,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
-    sqlx::query(
+    sqlx::query!(
         "insert into users (id, email, password_hash, created_via) values ($1, $2, $3, $4)",
+        id,
+        email.as_str(),
+        password_hash,
+        via.as_str()
     )
-    .bind(id)
-    .bind(email.as_str())
-    .bind(password_hash)
-    .bind(via.as_str())
     .execute(&mut **tx)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -159,12 +161,14 @@ pub async fn user_by_email_for_operator(
     pool: &PgPool,
     email: &Email,
 ) -> Result<Option<(Uuid, bool)>, Error> {
-    Ok(sqlx::query_as(
-        "select id, created_via in ('operator', 'setup') from users where email = $1",
+    let row = sqlx::query!(
+        r#"select id, created_via in ('operator', 'setup') as "by_operator!" from users
+           where email = $1"#,
+        email.as_str()
     )
-    .bind(email.as_str())
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(|r| (r.id, r.by_operator)))
 }
 
 /// Adds (or changes) a user's role in a subscription.
@@ -174,13 +178,13 @@ pub async fn upsert_membership(
     subscription_id: Uuid,
     role: Role,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into memberships (user_id, subscription_id, role) values ($1, $2, $3)
          on conflict on constraint memberships_pkey do update set role = excluded.role",
+        user_id,
+        subscription_id,
+        role.as_str()
     )
-    .bind(user_id)
-    .bind(subscription_id)
-    .bind(role.as_str())
     .execute(&mut **tx)
     .await?;
     if role != Role::Admin {
@@ -192,12 +196,13 @@ pub async fn upsert_membership(
 
 /// Finds a user by (normalised) email.
 pub async fn find_user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>, Error> {
-    Ok(
-        sqlx::query_as::<_, UserRow>("select id, email, password_hash from users where email = $1")
-            .bind(email)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as!(
+        UserRow,
+        "select id, email, password_hash from users where email = $1",
+        email
     )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Finds a user id by email, for the command line.
@@ -205,28 +210,32 @@ pub async fn user_id_by_email(
     tx: &mut Transaction<'_, Postgres>,
     email: &Email,
 ) -> Result<Option<Uuid>, Error> {
-    Ok(sqlx::query_scalar("select id from users where email = $1")
-        .bind(email.as_str())
-        .fetch_optional(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar!("select id from users where email = $1", email.as_str())
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 /// Whether any user exists (first run has none).
 pub async fn any_user_exists(pool: &PgPool) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar("select exists (select 1 from users)")
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar!(r#"select exists (select 1 from users) as "exists!""#)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// The subscriptions a user belongs to, by name.
 pub async fn memberships(pool: &PgPool, user_id: Uuid) -> Result<Vec<MembershipRow>, Error> {
-    Ok(sqlx::query_as::<_, MembershipRow>(
+    Ok(sqlx::query_as!(
+        MembershipRow,
         "select m.subscription_id, s.name, m.role
          from memberships m join subscriptions s on s.id = m.subscription_id
          where m.user_id = $1
          order by s.name, s.id",
+        user_id
     )
-    .bind(user_id)
     .fetch_all(pool)
     .await?)
 }
@@ -237,13 +246,14 @@ pub async fn membership(
     user_id: Uuid,
     subscription_id: Uuid,
 ) -> Result<Option<MembershipRow>, Error> {
-    Ok(sqlx::query_as::<_, MembershipRow>(
+    Ok(sqlx::query_as!(
+        MembershipRow,
         "select m.subscription_id, s.name, m.role
          from memberships m join subscriptions s on s.id = m.subscription_id
          where m.user_id = $1 and m.subscription_id = $2",
+        user_id,
+        subscription_id
     )
-    .bind(user_id)
-    .bind(subscription_id)
     .fetch_optional(pool)
     .await?)
 }
@@ -256,14 +266,15 @@ pub async fn create_session(
     csrf_token: &str,
     lifetime: Duration,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into sessions (token_digest, user_id, csrf_token, expires_at)
          values ($1, $2, $3, now() + $4)",
+        token_digest,
+        user_id,
+        csrf_token,
+        // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
+        lifetime as _
     )
-    .bind(token_digest)
-    .bind(user_id)
-    .bind(csrf_token)
-    .bind(lifetime)
     .execute(pool)
     .await?;
     Ok(())
@@ -271,12 +282,13 @@ pub async fn create_session(
 
 /// The live session with this token digest, if any.
 pub async fn find_session(pool: &PgPool, token_digest: &[u8]) -> Result<Option<SessionRow>, Error> {
-    Ok(sqlx::query_as::<_, SessionRow>(
+    Ok(sqlx::query_as!(
+        SessionRow,
         "select s.user_id, u.email, s.csrf_token, s.expires_at
          from sessions s join users u on u.id = s.user_id
          where s.token_digest = $1 and s.expires_at > now()",
+        token_digest
     )
-    .bind(token_digest)
     .fetch_optional(pool)
     .await?)
 }
@@ -287,11 +299,13 @@ pub async fn update_password(
     user_id: Uuid,
     password_hash: &str,
 ) -> Result<(), Error> {
-    sqlx::query("update users set password_hash = $2 where id = $1")
-        .bind(user_id)
-        .bind(password_hash)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "update users set password_hash = $2 where id = $1",
+        user_id,
+        password_hash
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -301,11 +315,11 @@ pub async fn end_sessions_of(
     user_id: Uuid,
     keep: Option<&[u8]>,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "delete from sessions where user_id = $1 and ($2::bytea is null or token_digest <> $2)",
+        user_id,
+        keep
     )
-    .bind(user_id)
-    .bind(keep)
     .execute(pool)
     .await?
     .rows_affected())
@@ -313,18 +327,17 @@ pub async fn end_sessions_of(
 
 /// A user's live sessions.
 pub async fn count_sessions(pool: &PgPool, user_id: Uuid) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from sessions where user_id = $1 and expires_at > now()",
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "count!" from sessions where user_id = $1 and expires_at > now()"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_one(pool)
     .await?)
 }
 
 /// Ends a session.
 pub async fn delete_session(pool: &PgPool, token_digest: &[u8]) -> Result<(), Error> {
-    sqlx::query("delete from sessions where token_digest = $1")
-        .bind(token_digest)
+    sqlx::query!("delete from sessions where token_digest = $1", token_digest)
         .execute(pool)
         .await?;
     Ok(())
@@ -332,10 +345,10 @@ pub async fn delete_session(pool: &PgPool, token_digest: &[u8]) -> Result<(), Er
 
 /// Removes expired sessions and old login failures.
 pub async fn purge_expired(pool: &PgPool) -> Result<(), Error> {
-    sqlx::query("delete from sessions where expires_at <= now()")
+    sqlx::query!("delete from sessions where expires_at <= now()")
         .execute(pool)
         .await?;
-    sqlx::query("delete from login_failures where failed_at < now() - interval '1 day'")
+    sqlx::query!("delete from login_failures where failed_at < now() - interval '1 day'")
         .execute(pool)
         .await?;
     Ok(())
@@ -353,26 +366,27 @@ pub async fn reserve_login_attempt(
     max_per_address: i64,
 ) -> Result<Option<i64>, Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('login-account:' || $1, 0)),
-                pg_advisory_xact_lock(hashtextextended('login-address:' || $2, 0))",
+    // The macro names every column, so the two locks carry aliases; the one row is read whole.
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtextextended('login-account:' || $1, 0)) as account,
+                pg_advisory_xact_lock(hashtextextended('login-address:' || $2, 0)) as address",
+        email,
+        client_ip
     )
-    .bind(email)
-    .bind(client_ip)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let id: Option<i64> = sqlx::query_scalar(
+    let id: Option<i64> = sqlx::query_scalar!(
         "insert into login_failures (email, client_ip)
          select $1, $2
          where (select count(*) from login_failures where email = $1 and failed_at > $3) < $4
            and (select count(*) from login_failures where client_ip = $2 and failed_at > $3) < $5
          returning id",
+        email,
+        client_ip,
+        since,
+        max_per_account,
+        max_per_address
     )
-    .bind(email)
-    .bind(client_ip)
-    .bind(since)
-    .bind(max_per_account)
-    .bind(max_per_address)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -381,8 +395,7 @@ pub async fn reserve_login_attempt(
 
 /// Gives back a reserved attempt that was never evaluated.
 pub async fn release_login_attempt(pool: &PgPool, attempt: i64) -> Result<(), Error> {
-    sqlx::query("delete from login_failures where id = $1")
-        .bind(attempt)
+    sqlx::query!("delete from login_failures where id = $1", attempt)
         .execute(pool)
         .await?;
     Ok(())
@@ -390,8 +403,7 @@ pub async fn release_login_attempt(pool: &PgPool, attempt: i64) -> Result<(), Er
 
 /// Forgets an account's failures after a successful sign-in.
 pub async fn clear_login_failures(pool: &PgPool, email: &str) -> Result<(), Error> {
-    sqlx::query("delete from login_failures where email = $1")
-        .bind(email)
+    sqlx::query!("delete from login_failures where email = $1", email)
         .execute(pool)
         .await?;
     Ok(())
@@ -400,13 +412,15 @@ pub async fn clear_login_failures(pool: &PgPool, email: &str) -> Result<(), Erro
 /// Replaces any unused setup token with a new one (only the digest is stored).
 pub async fn replace_setup_token(pool: &PgPool, token_digest: &[u8]) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("delete from setup_tokens where used_at is null")
+    sqlx::query!("delete from setup_tokens where used_at is null")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("insert into setup_tokens (token_digest) values ($1)")
-        .bind(token_digest)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "insert into setup_tokens (token_digest) values ($1)",
+        token_digest
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -417,13 +431,13 @@ pub const SETUP_TOKEN_HOURS: i32 = 24;
 /// Whether this setup token is still valid: unused, younger than [`SETUP_TOKEN_HOURS`], and no
 /// user exists yet.
 pub async fn setup_token_is_valid(pool: &PgPool, token_digest: &[u8]) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar(
-        "select exists (select 1 from setup_tokens where token_digest = $1 and used_at is null
-                        and created_at > now() - make_interval(hours => $2))
-            and not exists (select 1 from users)",
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select 1 from setup_tokens where token_digest = $1 and used_at is null
+                          and created_at > now() - make_interval(hours => $2))
+              and not exists (select 1 from users) as "valid!""#,
+        token_digest,
+        SETUP_TOKEN_HOURS
     )
-    .bind(token_digest)
-    .bind(SETUP_TOKEN_HOURS)
     .fetch_one(pool)
     .await?)
 }
@@ -455,12 +469,12 @@ pub async fn consume_setup_token(
     tx: &mut Transaction<'_, Postgres>,
     token_digest: &[u8],
 ) -> Result<bool, Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "update setup_tokens set used_at = now() where token_digest = $1 and used_at is null
          and created_at > now() - make_interval(hours => $2)",
+        token_digest,
+        SETUP_TOKEN_HOURS
     )
-    .bind(token_digest)
-    .bind(SETUP_TOKEN_HOURS)
     .execute(&mut **tx)
     .await?
     .rows_affected();

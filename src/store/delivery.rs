@@ -123,27 +123,32 @@ pub async fn apply_switch(
     // history row written while a destination row is held) still pass, so no cycle with the
     // notifier. What was accepted before the switch is numbered now, before it, so it is owed
     // by the destinations as they stood.
-    sqlx::query("select 1 from subscriptions where id = $1 for no key update")
-        .bind(subscription_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    sqlx::query_scalar!(
+        "select 1 from subscriptions where id = $1 for no key update",
+        subscription_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     let last_seq = super::events::sequence_under_lock(tx, subscription_id).await?;
     // What the destinations switched off now still owe: (provider, cursor, waiting retries).
-    let off: Vec<(String, i64, i64)> = sqlx::query_as(
-        "update delivery_destinations d set off_at_seq = $3,
+    let off: Vec<(String, i64, i64)> = sqlx::query!(
+        r#"update delivery_destinations d set off_at_seq = $3,
             -- A running claim stops at its next range, and records nothing under its lease.
             lease_owner = null, leased_until = null
          where d.subscription_id = $1 and d.provider is distinct from $2 and d.off_at_seq is null
          returning d.provider, d.cursor,
                    (select count(*) from delivery_parked p
                     where p.subscription_id = d.subscription_id and p.provider = d.provider
-                      and p.state = 'retry')",
+                      and p.state = 'retry') as "retries!""#,
+        subscription_id,
+        to,
+        last_seq
     )
-    .bind(subscription_id)
-    .bind(to)
-    .bind(last_seq)
     .fetch_all(&mut **tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.provider, r.cursor, r.retries))
+    .collect();
     let mut switched = Switched::default();
     let Some(to) = to else {
         return Ok(switched);
@@ -157,33 +162,36 @@ pub async fn apply_switch(
     let start = from.map_or(last_seq, |(_, cursor, _)| *cursor);
     // A destination switched on again: what it still owed becomes retries, and the window
     // recorded while it was off is not owed.
-    let reenabled: Option<(i64, i64)> = sqlx::query_as(
-        "select cursor, off_at_seq from delivery_destinations
-         where subscription_id = $1 and provider = $2 and off_at_seq is not null for update",
+    let reenabled: Option<(i64, i64)> = sqlx::query!(
+        r#"select cursor, off_at_seq as "off_at_seq!" from delivery_destinations
+         where subscription_id = $1 and provider = $2 and off_at_seq is not null for update"#,
+        subscription_id,
+        to
     )
-    .bind(subscription_id)
-    .bind(to)
     .fetch_optional(&mut **tx)
-    .await?;
+    .await?
+    .map(|r| (r.cursor, r.off_at_seq));
     // What it had settled before it stays settled.
     let begin = reenabled.map_or(start, |(cursor, _)| start.max(cursor));
     if let Some((cursor, off_at)) = reenabled {
-        sqlx::query(
+        // `::bigint`: described without parameter types, `$3 + 1` would read as an integer;
+        // both are bigints when run, as bound.
+        sqlx::query!(
             "insert into delivery_parked (subscription_id, provider, seq, state, in_flight)
              select $1, $2, g.seq, 'retry', g.seq <= d.inflight_to
-             from delivery_destinations d, generate_series($3 + 1, $4) as g(seq)
+             from delivery_destinations d, generate_series($3::bigint + 1, $4::bigint) as g(seq)
              where d.subscription_id = $1 and d.provider = $2
              on conflict on constraint delivery_parked_pkey do nothing",
+            subscription_id,
+            to,
+            cursor,
+            off_at.min(start)
         )
-        .bind(subscription_id)
-        .bind(to)
-        .bind(cursor)
-        .bind(off_at.min(start))
         .execute(&mut **tx)
         .await?;
         switched.not_owed = (begin - off_at).max(0);
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
          values ($1, $2, $3, $3)
          on conflict on constraint delivery_destinations_pkey
@@ -200,15 +208,15 @@ pub async fn apply_switch(
             lease_owner = case when d.off_at_seq is null then d.lease_owner end,
             leased_until = case when d.off_at_seq is null then d.leased_until end,
             off_at_seq = null",
+        subscription_id,
+        to,
+        begin
     )
-    .bind(subscription_id)
-    .bind(to)
-    .bind(begin)
     .execute(&mut **tx)
     .await?;
     if let Some((old, cursor, retries)) = from {
         // The old destination owes nothing any more; its waiting retries move over.
-        sqlx::query(
+        sqlx::query!(
             "with moved as (
                 delete from delivery_parked
                 where subscription_id = $1 and provider = $2 and state = 'retry'
@@ -221,10 +229,10 @@ pub async fn apply_switch(
              update delivery_destinations set cursor = greatest(cursor, off_at_seq),
                     inflight_to = greatest(inflight_to, off_at_seq)
              where subscription_id = $1 and provider = $2",
+            subscription_id,
+            old,
+            to
         )
-        .bind(subscription_id)
-        .bind(old)
-        .bind(to)
         .execute(&mut **tx)
         .await?;
         switched.carried = (last_seq - cursor).max(0) + retries;
@@ -250,8 +258,9 @@ pub async fn claim_destination(
     now: DateTime<Utc>,
     lease: chrono::Duration,
 ) -> Result<Option<Claimed>, Error> {
-    Ok(sqlx::query_as::<_, Claimed>(
-        "update delivery_destinations d
+    Ok(sqlx::query_as!(
+        Claimed,
+        r#"update delivery_destinations d
          set leased_until = now() + $2, lease_owner = gen_random_uuid(),
              takeovers_total = d.takeovers_total + (d.lease_owner is not null)::int
          from (
@@ -279,13 +288,14 @@ pub async fn claim_destination(
             for no key update of c skip locked
          ) picked
          where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
-         returning d.subscription_id, d.provider, d.lease_owner as token, d.cursor,
-                   d.inflight_to, picked.last_seq, picked.has_retries, d.status,
+         returning d.subscription_id, d.provider, d.lease_owner as "token!", d.cursor,
+                   d.inflight_to, picked.last_seq, picked.has_retries as "has_retries!", d.status,
                    d.consecutive_failures, d.failing_since,
-                   d.replay_next, d.replay_to, d.replay_id",
+                   d.replay_next, d.replay_to, d.replay_id"#,
+        now,
+        // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
+        lease as _
     )
-    .bind(now)
-    .bind(lease)
     .fetch_optional(pool)
     .await?)
 }
@@ -297,26 +307,19 @@ pub async fn renew(
     claimed: &Claimed,
     lease: chrono::Duration,
 ) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update delivery_destinations set leased_until = now() + $4
          where subscription_id = $1 and provider = $2 and lease_owner = $3",
+        claimed.subscription_id,
+        &claimed.provider,
+        claimed.token,
+        // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
+        lease as _
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(claimed.token)
-    .bind(lease)
     .execute(pool)
     .await?
     .rows_affected();
     Ok(n == 1)
-}
-
-#[derive(sqlx::FromRow)]
-struct RangeRow {
-    #[sqlx(flatten)]
-    event: LogEvent,
-    /// The claim still held its lease when the range was read.
-    held: bool,
 }
 
 /// Destinations whose heartbeat is due at `now`: (subscription, provider, the subscription's
@@ -328,7 +331,7 @@ pub async fn due_heartbeats(
     now: DateTime<Utc>,
     period: chrono::Duration,
 ) -> Result<Vec<(Uuid, String, i64)>, Error> {
-    Ok(sqlx::query_as(
+    let rows = sqlx::query!(
         "with scheduled as (
             update delivery_destinations set heartbeat_at = $1::timestamptz + $2
             where heartbeat_at is null
@@ -340,11 +343,16 @@ pub async fn due_heartbeats(
            and d.paused_reason is null and d.status <> 'failing'
            and d.heartbeat_at <= $1
          returning d.subscription_id, d.provider, s.last_seq",
+        now,
+        // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
+        period as _
     )
-    .bind(now)
-    .bind(period)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.subscription_id, r.provider, r.last_seq))
+        .collect())
 }
 
 /// Sets the Event IDs a destination is sent (`None`: every event), in the save's transaction;
@@ -355,19 +363,19 @@ pub async fn set_filter(
     provider: &str,
     send_event_ids: Option<&[i32]>,
 ) -> Result<Option<crate::domain::events::EventFilter>, Error> {
-    let before: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+    let before: Option<Option<Vec<i32>>> = sqlx::query_scalar!(
         "update delivery_destinations d set send_event_ids = $3
          from (select send_event_ids from delivery_destinations
                where subscription_id = $1 and provider = $2 for update) old
          where d.subscription_id = $1 and d.provider = $2
          returning old.send_event_ids",
+        subscription_id,
+        provider,
+        send_event_ids
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(send_event_ids)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(before.map(|(ids,)| crate::domain::events::EventFilter::from_stored(ids)))
+    Ok(before.map(crate::domain::events::EventFilter::from_stored))
 }
 
 /// The Event IDs a destination is sent (`None` inside: every event); `None` without a
@@ -377,15 +385,15 @@ pub async fn filter_of(
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<Option<crate::domain::events::EventFilter>, Error> {
-    let row: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+    let row: Option<Option<Vec<i32>>> = sqlx::query_scalar!(
         "select send_event_ids from delivery_destinations
          where subscription_id = $1 and provider = $2",
+        subscription_id,
+        provider
     )
-    .bind(subscription_id)
-    .bind(provider)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(ids,)| crate::domain::events::EventFilter::from_stored(ids)))
+    Ok(row.map(crate::domain::events::EventFilter::from_stored))
 }
 
 /// Pauses export to a destination at an administrator's request: events are recorded and
@@ -397,15 +405,15 @@ pub async fn pause(
     provider: &str,
     by_email: &str,
 ) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update delivery_destinations
          set paused_reason = 'an administrator (' || $3 || ') paused export.',
              paused_at = now(), paused_by_email = $3
          where subscription_id = $1 and provider = $2 and paused_reason is null",
+        subscription_id,
+        provider,
+        by_email
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(by_email)
     .execute(pool)
     .await?
     .rows_affected();
@@ -415,14 +423,14 @@ pub async fn pause(
 /// Resumes a paused destination (whoever or whatever paused it): it is due at once and sends
 /// everything kept meanwhile. `false` when it was not paused.
 pub async fn resume(pool: &PgPool, subscription_id: Uuid, provider: &str) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update delivery_destinations
          set paused_reason = null, paused_at = null, paused_by_email = null,
              next_attempt_at = now()
          where subscription_id = $1 and provider = $2 and paused_reason is not null",
+        subscription_id,
+        provider
     )
-    .bind(subscription_id)
-    .bind(provider)
     .execute(pool)
     .await?
     .rows_affected();
@@ -452,24 +460,27 @@ pub async fn start_replay(
     window: (DateTime<Utc>, DateTime<Utc>),
     cap: i64,
 ) -> Result<ReplayPlan, Error> {
-    let found: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-        "select (select min(e.seq) from audit_events e
+    let found: Option<(Option<i64>, Option<i64>)> = sqlx::query!(
+        r#"select (select min(e.seq) from audit_events e
                  where e.subscription_id = d.subscription_id
-                   and e.recorded_at >= $3 and e.recorded_at < $4 and e.seq <= d.cursor),
+                   and e.recorded_at >= $3 and e.recorded_at < $4 and e.seq <= d.cursor)
+                    as "first?",
                 (select max(e.seq) from audit_events e
                  where e.subscription_id = d.subscription_id
                    and e.recorded_at >= $3 and e.recorded_at < $4 and e.seq <= d.cursor)
+                    as "last?"
          from delivery_destinations d
          join siem_settings s on s.subscription_id = d.subscription_id
                              and s.provider = d.provider and s.enabled
-         where d.subscription_id = $1 and d.provider = $2",
+         where d.subscription_id = $1 and d.provider = $2"#,
+        subscription_id,
+        provider,
+        window.0,
+        window.1
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(window.0)
-    .bind(window.1)
     .fetch_optional(pool)
-    .await?;
+    .await?
+    .map(|r| (r.first, r.last));
     let Some(found) = found else {
         return Ok(ReplayPlan::NoDestination);
     };
@@ -481,16 +492,16 @@ pub async fn start_replay(
     if events > cap {
         return Ok(ReplayPlan::TooMany { events });
     }
-    sqlx::query(
+    sqlx::query!(
         "update delivery_destinations
          set replay_from = $3, replay_next = $3, replay_to = $4, next_attempt_at = now(),
              replay_id = gen_random_uuid()
          where subscription_id = $1 and provider = $2",
+        subscription_id,
+        provider,
+        from,
+        to
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(from)
-    .bind(to)
     .execute(pool)
     .await?;
     Ok(ReplayPlan::Started { from, to, events })
@@ -504,17 +515,18 @@ pub async fn read_replay(
     to: i64,
     limit: i64,
 ) -> Result<Vec<LogEvent>, Error> {
-    Ok(sqlx::query_as::<_, LogEvent>(
-        "select seq, id as event_uuid, event_id, occurred_at, recorded_at, actor, details,
-                prev_hash, hash, false as maybe_sent
-         from audit_events
-         where subscription_id = $1 and seq >= $2 and seq <= $3
-         order by seq limit $4",
+    Ok(sqlx::query_as!(
+        LogEvent,
+        r#"select seq, id as event_uuid, event_id, occurred_at, recorded_at, actor, details,
+                  prev_hash, hash, false as "maybe_sent!"
+           from audit_events
+           where subscription_id = $1 and seq >= $2 and seq <= $3
+           order by seq limit $4"#,
+        subscription_id,
+        from,
+        to,
+        limit
     )
-    .bind(subscription_id)
-    .bind(from)
-    .bind(to)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -528,18 +540,18 @@ pub async fn advance_replay(
     next: i64,
     sent: i64,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "update delivery_destinations
          set replay_next = greatest(replay_next, $4), replayed_total = replayed_total + $5
          where subscription_id = $1 and provider = $2 and lease_owner = $3
            and replay_id is not distinct from $6",
+        claimed.subscription_id,
+        &claimed.provider,
+        claimed.token,
+        next,
+        sent,
+        claimed.replay_id
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(claimed.token)
-    .bind(next)
-    .bind(sent)
-    .bind(claimed.replay_id)
     .execute(pool)
     .await?;
     Ok(())
@@ -567,8 +579,8 @@ pub async fn read_range(
     after: i64,
     limit: i64,
 ) -> Result<Range, Error> {
-    let rows: Vec<RangeRow> = sqlx::query_as(
-        "with dest as materialized (
+    let rows = sqlx::query!(
+        r#"with dest as materialized (
             select 1
             from delivery_destinations d
             join siem_settings s on s.subscription_id = d.subscription_id
@@ -589,15 +601,15 @@ pub async fn read_range(
             returning 1
          )
          select r.seq, r.id as event_uuid, r.event_id, r.occurred_at, r.recorded_at, r.actor,
-                r.details, r.prev_hash, r.hash, false as maybe_sent,
-                exists (select 1 from m) as held
-         from r order by r.seq",
+                r.details, r.prev_hash, r.hash, false as "maybe_sent!",
+                exists (select 1 from m) as "held!"
+         from r order by r.seq"#,
+        claimed.subscription_id,
+        &claimed.provider,
+        after,
+        limit,
+        claimed.token
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(after)
-    .bind(limit)
-    .bind(claimed.token)
     .fetch_all(pool)
     .await?;
     if rows.first().is_some_and(|r| !r.held) {
@@ -606,9 +618,18 @@ pub async fn read_range(
     Ok(Range::Events {
         events: rows
             .into_iter()
-            .map(|RangeRow { mut event, .. }| {
-                event.maybe_sent = claimed.maybe_sent(event.seq);
-                event
+            .map(|r| LogEvent {
+                seq: r.seq,
+                event_uuid: r.event_uuid,
+                event_id: r.event_id,
+                occurred_at: r.occurred_at,
+                recorded_at: r.recorded_at,
+                actor: r.actor,
+                details: r.details,
+                prev_hash: r.prev_hash,
+                hash: r.hash,
+                // Not the query's `false`: what the claim knows.
+                maybe_sent: claimed.maybe_sent(r.seq),
             })
             .collect(),
     })
@@ -618,20 +639,19 @@ pub async fn read_range(
 /// the destination is neither paused nor switched off (`filter`: the Event IDs it is sent,
 /// `None` for every event); `None` once it must stop.
 pub async fn live(pool: &PgPool, claimed: &Claimed) -> Result<Option<Option<Vec<i32>>>, Error> {
-    let row: Option<(Option<Vec<i32>>,)> = sqlx::query_as(
+    Ok(sqlx::query_scalar!(
         "select d.send_event_ids
          from delivery_destinations d
          join siem_settings s on s.subscription_id = d.subscription_id
                              and s.provider = d.provider and s.enabled
          where d.subscription_id = $1 and d.provider = $2 and d.lease_owner = $3
            and d.paused_reason is null and d.off_at_seq is null",
+        claimed.subscription_id,
+        &claimed.provider,
+        claimed.token
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(claimed.token)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(ids,)| ids))
+    .await?)
 }
 
 /// Reads up to `limit` events waiting to be sent out of order and marks them in flight. An
@@ -641,8 +661,9 @@ pub async fn read_retries(
     claimed: &Claimed,
     limit: i64,
 ) -> Result<Vec<LogEvent>, Error> {
-    Ok(sqlx::query_as::<_, LogEvent>(
-        "with picked as materialized (
+    Ok(sqlx::query_as!(
+        LogEvent,
+        r#"with picked as materialized (
             select seq, in_flight from delivery_parked
             where subscription_id = $1 and provider = $2 and state = 'retry'
             order by seq limit $3
@@ -651,13 +672,13 @@ pub async fn read_retries(
             where p.subscription_id = $1 and p.provider = $2 and p.seq = picked.seq
          )
          select e.seq, e.id as event_uuid, e.event_id, e.occurred_at, e.recorded_at, e.actor,
-                e.details, e.prev_hash, e.hash, picked.in_flight as maybe_sent
+                e.details, e.prev_hash, e.hash, picked.in_flight as "maybe_sent!"
          from picked join audit_events e on e.subscription_id = $1 and e.seq = picked.seq
-         order by e.seq",
+         order by e.seq"#,
+        claimed.subscription_id,
+        &claimed.provider,
+        limit
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -696,7 +717,7 @@ pub async fn settle(
 ) -> Result<(), Error> {
     let parked_seqs: Vec<i64> = settled.parked.iter().map(|(s, _)| *s).collect();
     let reasons: Vec<String> = settled.parked.iter().map(|(_, r)| r.clone()).collect();
-    sqlx::query(
+    sqlx::query!(
         "with parked as (
             insert into delivery_parked (subscription_id, provider, seq, state, reason, parked_at)
             select $1, $2, p.seq, 'parked', p.reason, $3
@@ -724,21 +745,21 @@ pub async fn settle(
             filtered_total = filtered_total + $13,
             last_success_at = case when $11 > 0 then $3 else last_success_at end
          where subscription_id = $1 and provider = $2",
+        claimed.subscription_id,
+        &claimed.provider,
+        now,
+        &parked_seqs,
+        &reasons,
+        &settled.retried,
+        &settled.unsent_retries,
+        settled.cursor_to,
+        settled.cursor_from,
+        settled.maybe_sent_to,
+        settled.delivered,
+        settled.duplicates,
+        settled.filtered,
+        claimed.token
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(now)
-    .bind(&parked_seqs)
-    .bind(&reasons)
-    .bind(&settled.retried)
-    .bind(&settled.unsent_retries)
-    .bind(settled.cursor_to)
-    .bind(settled.cursor_from)
-    .bind(settled.maybe_sent_to)
-    .bind(settled.delivered)
-    .bind(settled.duplicates)
-    .bind(settled.filtered)
-    .bind(claimed.token)
     .execute(pool)
     .await?;
     Ok(())
@@ -844,7 +865,7 @@ pub async fn finish(
         ),
     };
     let healthy = matches!(finish.health, Health::Healthy);
-    let held: Option<i32> = sqlx::query_scalar(
+    let held = sqlx::query_scalar!(
         "with attempt as (
             insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
             values ($1, $2, $4, $5, $6, $7)
@@ -867,42 +888,31 @@ pub async fn finish(
             inflight_to = greatest(cursor, $14)
          where subscription_id = $1 and provider = $2 and lease_owner = $3
          returning 1",
+        claimed.subscription_id,
+        &claimed.provider,
+        claimed.token,
+        now,
+        outcome,
+        i32::try_from(finish.delivered).unwrap_or(i32::MAX),
+        detail,
+        next_attempt_at,
+        healthy,
+        failing,
+        error,
+        paused,
+        i64::from(finish.refused),
+        maybe_sent_to
     )
-    .bind(claimed.subscription_id)
-    .bind(&claimed.provider)
-    .bind(claimed.token)
-    .bind(now)
-    .bind(outcome)
-    .bind(i32::try_from(finish.delivered).unwrap_or(i32::MAX))
-    .bind(detail)
-    .bind(next_attempt_at)
-    .bind(healthy)
-    .bind(failing)
-    .bind(error)
-    .bind(paused)
-    .bind(i64::from(finish.refused))
-    .bind(maybe_sent_to)
     .fetch_optional(pool)
     .await?;
     Ok(held.is_some())
 }
 
 /// `(waiting, oldest recorded_at)` of destination ($1, $2), by cursor arithmetic (no row
-/// counts). A destination switched off owes only what was recorded before.
-pub const OWED_SQL: &str = "
-    select greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
-             + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                and p.provider = d.provider and p.state = 'retry') as waiting,
-           least(
-             (select e.recorded_at from audit_events e
-              where e.subscription_id = d.subscription_id and e.seq = d.cursor + 1
-                and d.cursor < coalesce(d.off_at_seq, sub.last_seq)),
-             (select e.recorded_at from delivery_parked p join audit_events e
-                on e.subscription_id = p.subscription_id and e.seq = p.seq
-              where p.subscription_id = d.subscription_id and p.provider = d.provider
-                and p.state = 'retry' order by p.seq limit 1)) as oldest
-    from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id
-    where d.subscription_id = $1 and d.provider = $2";
+/// counts). A destination switched off owes only what was recorded before. In a file so that
+/// `store::notify::waiting` runs it checked at compile time, and the settings page and the
+/// plan tests read the same text.
+pub const OWED_SQL: &str = include_str!("sql/owed.sql");
 
 /// Backlog figures of one destination.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -927,18 +937,19 @@ pub struct Backlog {
 
 /// Backlog of every destination (metrics), by cursor arithmetic.
 pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
-    Ok(sqlx::query_as::<_, Backlog>(
-        "select d.subscription_id, d.provider,
+    Ok(sqlx::query_as!(
+        Backlog,
+        r#"select d.subscription_id, d.provider,
             greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
               + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                 and p.provider = d.provider and p.state = 'retry') as pending,
+                 and p.provider = d.provider and p.state = 'retry') as "pending!",
             (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                 and p.provider = d.provider and p.state = 'parked') as parked,
+                 and p.provider = d.provider and p.state = 'parked') as "parked!",
             (select e.recorded_at from audit_events e where e.subscription_id = d.subscription_id
                  and e.seq = d.cursor + 1) as oldest_pending,
             d.duplicates_total as duplicates, d.takeovers_total as takeovers,
             d.refusals_total as refusals
-         from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id",
+         from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id"#
     )
     .fetch_all(pool)
     .await?)
@@ -1018,8 +1029,10 @@ pub async fn retry_parked(
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<u64, Error> {
-    let (n,): (i64,) = sqlx::query_as(
-        "with moved as (
+    // `$1::uuid::text`: the macro describes the statement without parameter types, and would
+    // read `$1` as text there; it is a uuid when run, as bound.
+    let n: i64 = sqlx::query_scalar!(
+        r#"with moved as (
             update delivery_parked set state = 'retry', in_flight = false
             where subscription_id = $1 and provider = $2 and state = 'parked'
             returning 1
@@ -1027,13 +1040,13 @@ pub async fn retry_parked(
             update delivery_destinations set next_attempt_at = now()
             where subscription_id = $1 and provider = $2
          ), woken as (
-            select pg_notify($3, $1::text)
+            select pg_notify($3, $1::uuid::text)
          )
-         select count(*) from moved, (select count(*) from woken) as w",
+         select count(*) as "count!" from moved, (select count(*) from woken) as w"#,
+        subscription_id,
+        provider,
+        super::events::EVENTS_CHANNEL
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(super::events::EVENTS_CHANNEL)
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(n).unwrap_or_default())

@@ -44,21 +44,23 @@ pub async fn create_token(
     digest: &[u8],
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
-    sqlx::query("insert into api_tokens (id, subscription_id, token_digest) values ($1, $2, $3)")
-        .bind(id)
-        .bind(subscription_id)
-        .bind(digest)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "insert into api_tokens (id, subscription_id, token_digest) values ($1, $2, $3)",
+        id,
+        subscription_id,
+        digest
+    )
+    .execute(pool)
+    .await?;
     Ok(id)
 }
 
 /// Revokes a token; `false` when no live token has this id.
 pub async fn revoke_token(pool: &PgPool, token_id: Uuid) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update api_tokens set revoked_at = now() where id = $1 and revoked_at is null",
+        token_id
     )
-    .bind(token_id)
     .execute(pool)
     .await?
     .rows_affected();
@@ -68,7 +70,7 @@ pub async fn revoke_token(pool: &PgPool, token_id: Uuid) -> Result<bool, Error> 
 /// The subscription of a live token. Notes its use, at most once a minute (one round trip; no
 /// write on the hot path otherwise).
 pub async fn token_subscription(pool: &PgPool, digest: &[u8]) -> Result<Option<Uuid>, Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "with token as (
              select id, subscription_id, last_used_at from api_tokens
              where token_digest = $1 and revoked_at is null
@@ -78,8 +80,8 @@ pub async fn token_subscription(pool: &PgPool, digest: &[u8]) -> Result<Option<U
                and (last_used_at is null or last_used_at < now() - interval '1 minute')
          )
          select subscription_id from token",
+        digest
     )
-    .bind(digest)
     .fetch_optional(pool)
     .await?)
 }
@@ -103,15 +105,15 @@ pub async fn create_named_token(
     created_by_email: &str,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
-    sqlx::query(
+    sqlx::query!(
         "insert into api_tokens (id, subscription_id, token_digest, name, created_by_email)
          values ($1, $2, $3, $4, $5)",
+        id,
+        subscription_id,
+        digest,
+        name,
+        created_by_email
     )
-    .bind(id)
-    .bind(subscription_id)
-    .bind(digest)
-    .bind(name)
-    .bind(created_by_email)
     .execute(pool)
     .await?;
     Ok(id)
@@ -119,11 +121,12 @@ pub async fn create_named_token(
 
 /// The live tokens of a subscription, newest first.
 pub async fn tokens(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<TokenRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        TokenRow,
         "select id, name, created_at, created_by_email, last_used_at from api_tokens
          where subscription_id = $1 and revoked_at is null order by created_at desc",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(pool)
     .await?)
 }
@@ -134,12 +137,12 @@ pub async fn revoke_subscription_token(
     subscription_id: Uuid,
     token_id: Uuid,
 ) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update api_tokens set revoked_at = now()
          where id = $1 and subscription_id = $2 and revoked_at is null",
+        token_id,
+        subscription_id
     )
-    .bind(token_id)
-    .bind(subscription_id)
     .execute(pool)
     .await?
     .rows_affected();
@@ -174,29 +177,14 @@ pub struct DestinationCursor {
 }
 
 /// The latest events of a subscription below `$3` (a `seq`; null: the newest), with the parked
-/// rows of destination `$2`: a backward index range scan of `audit_events_pkey`.
-pub const RECENT_SQL: &str = "
-    select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
-           p.state as parked_state, p.reason as parked_reason
-    from audit_events e
-    left join delivery_parked p
-      on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
-    where e.subscription_id = $1 and e.seq < coalesce($3::bigint, 9223372036854775807)
-      and ($4::int[] is null)
-    order by e.seq desc limit $5";
+/// rows of destination `$2`: a backward index range scan of `audit_events_pkey`. In a file so
+/// that `recent` runs it checked at compile time and the plan tests read the same text.
+pub const RECENT_SQL: &str = include_str!("sql/recent.sql");
 
 /// [`RECENT_SQL`] for the Event IDs `$4` only. With `audit_events_event_id_idx` the planner,
 /// knowing the wanted IDs, reads a rare Event ID's events by index instead of walking the whole
 /// log backwards; a common one is still found fastest by walking the newest events.
-pub const RECENT_FILTERED_SQL: &str = "
-    select e.seq, e.id, e.event_id, e.occurred_at, e.recorded_at, e.actor,
-           p.state as parked_state, p.reason as parked_reason
-    from audit_events e
-    left join delivery_parked p
-      on p.subscription_id = e.subscription_id and p.provider = $2 and p.seq = e.seq
-    where e.subscription_id = $1 and e.seq < coalesce($3::bigint, 9223372036854775807)
-      and e.event_id = any($4::int[])
-    order by e.seq desc limit $5";
+pub const RECENT_FILTERED_SQL: &str = include_str!("sql/recent_filtered.sql");
 
 /// The latest events of a subscription, newest first: `limit` of them below `before` (a
 /// `seq`), only these Event IDs when `event_ids` is given; with the parked rows of
@@ -209,26 +197,41 @@ pub async fn recent(
     event_ids: Option<&[i32]>,
     limit: i64,
 ) -> Result<(Vec<RecentEvent>, Option<DestinationCursor>), Error> {
-    let sql = if event_ids.is_some() {
-        RECENT_FILTERED_SQL
-    } else {
-        RECENT_SQL
-    };
-    let events = sqlx::query_as::<_, RecentEvent>(sql)
-        .bind(subscription_id)
-        .bind(provider)
-        .bind(before)
-        .bind(event_ids)
-        .bind(limit)
+    // The same files as RECENT_FILTERED_SQL and RECENT_SQL. `"parked_state?"` there: the
+    // macros cannot see that the left join makes the column nullable.
+    let events = if event_ids.is_some() {
+        sqlx::query_file_as!(
+            RecentEvent,
+            "src/store/sql/recent_filtered.sql",
+            subscription_id,
+            provider,
+            before,
+            event_ids,
+            limit
+        )
         .fetch_all(pool)
-        .await?;
-    let cursor = sqlx::query_as::<_, DestinationCursor>(
-        "select cursor, off_at_seq, paused_reason is not null as paused, send_event_ids,
-                unsent_from_seq, unsent_to_seq
-         from delivery_destinations where subscription_id = $1 and provider = $2",
+        .await?
+    } else {
+        sqlx::query_file_as!(
+            RecentEvent,
+            "src/store/sql/recent.sql",
+            subscription_id,
+            provider,
+            before,
+            event_ids,
+            limit
+        )
+        .fetch_all(pool)
+        .await?
+    };
+    let cursor = sqlx::query_as!(
+        DestinationCursor,
+        r#"select cursor, off_at_seq, paused_reason is not null as "paused!", send_event_ids,
+                  unsent_from_seq, unsent_to_seq
+           from delivery_destinations where subscription_id = $1 and provider = $2"#,
+        subscription_id,
+        provider
     )
-    .bind(subscription_id)
-    .bind(provider)
     .fetch_optional(pool)
     .await?;
     Ok((events, cursor))
@@ -265,8 +268,13 @@ pub async fn record_in_inbox(
     subscription_id: Uuid,
     events: &[NewEvent],
 ) -> Result<Recorded, Error> {
-    let inserted: i64 = sqlx::query_scalar(
-        "with inserted as (
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let event_ids: Vec<i32> = events.iter().map(|e| e.event_id).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let actors: Vec<Option<String>> = events.iter().map(|e| e.actor.clone()).collect();
+    let details: Vec<Value> = events.iter().map(|e| e.details.clone()).collect();
+    let inserted: i64 = sqlx::query_scalar!(
+        r#"with inserted as (
             insert into audit_inbox (subscription_id, id, event_id, occurred_at, actor, details)
             select $1, t.id, t.event_id, t.occurred_at, t.actor, t.details
             from unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::text[], $6::jsonb[])
@@ -278,14 +286,15 @@ pub async fn record_in_inbox(
             on conflict (subscription_id, id) do nothing
             returning 1
          )
-         select count(*) from inserted",
+         select count(*) as "count!" from inserted"#,
+        subscription_id,
+        &ids,
+        &event_ids,
+        &occurred,
+        // The macro's check knows text[] only as non-null strings; an actor may be null.
+        &actors as _,
+        &details
     )
-    .bind(subscription_id)
-    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.details.clone()).collect::<Vec<_>>())
     .fetch_one(pool)
     .await?;
     let accepted = u64::try_from(inserted).unwrap_or_default();
@@ -314,26 +323,31 @@ async fn record_in_place(
     // which of the ids the log holds. The subqueries see the statement's snapshot, which may
     // predate a batch committed just before the lock was taken: the insert below skips any id
     // the log holds after all, and then this path gives way to the inbox's.
-    type Locked = (i64, Option<Vec<u8>>, DateTime<Utc>, String, Vec<Uuid>);
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let counter: Option<Locked> = sqlx::query_as(
-        "select s.last_seq, s.last_hash, greatest(now(), s.last_recorded_at),
-                set_config('cloudpki.quiet_page', 'on', true),
-                array(select e.id from audit_events e
-                      where e.subscription_id = s.id and e.id = any($2))
-         from subscriptions s
-         where s.id = $1
-           and not exists (select 1 from audit_inbox i where i.subscription_id = $1)
-         for no key update skip locked",
+    let counter = sqlx::query!(
+        r#"select s.last_seq, s.last_hash, greatest(now(), s.last_recorded_at) as "recorded_at!",
+                  set_config('cloudpki.quiet_page', 'on', true) as "quiet_page!",
+                  array(select e.id from audit_events e
+                        where e.subscription_id = s.id and e.id = any($2)) as "stored!"
+           from subscriptions s
+           where s.id = $1
+             and not exists (select 1 from audit_inbox i where i.subscription_id = $1)
+           for no key update skip locked"#,
+        subscription_id,
+        &ids
     )
-    .bind(subscription_id)
-    .bind(&ids)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((last_seq, last_hash, recorded_at, _, stored)) = counter else {
+    let Some(counter) = counter else {
         tx.rollback().await?;
         return Ok(None);
     };
+    let (last_seq, last_hash, recorded_at, stored) = (
+        counter.last_seq,
+        counter.last_hash,
+        counter.recorded_at,
+        counter.stored,
+    );
     let mut seen: std::collections::HashSet<Uuid> = stored.into_iter().collect();
     let fresh: Vec<Waiting> = events
         .iter()
@@ -372,8 +386,12 @@ async fn record_in_place(
         (fresh, chained)
     };
     let new_last = counter.last_seq + n as i64;
-    let (inserted,): (i64,) = sqlx::query_as(
-        "with inserted as (
+    let event_ids: Vec<i32> = fresh.iter().map(|w| w.event_id).collect();
+    let occurred: Vec<DateTime<Utc>> = fresh.iter().map(|w| w.occurred_at).collect();
+    let actors: Vec<Option<String>> = fresh.iter().map(|w| w.actor.clone()).collect();
+    let details: Vec<Value> = fresh.iter().map(|w| w.details.clone()).collect();
+    let inserted: i64 = sqlx::query_scalar!(
+        r#"with inserted as (
             insert into audit_events (subscription_id, seq, id, event_id, occurred_at, actor,
                                       details, prev_hash, hash, recorded_at)
             select $1, t.seq, t.id, t.event_id, t.occurred_at, t.actor, t.details, t.prev,
@@ -387,20 +405,21 @@ async fn record_in_place(
             update subscriptions set last_seq = $11, last_hash = $12, last_recorded_at = $10
             where id = $1
          )
-         select count(*) from inserted",
+         select count(*) as "count!" from inserted"#,
+        subscription_id,
+        &chained.seqs,
+        &chained.ids,
+        &event_ids,
+        &occurred,
+        // The macro's check knows text[] only as non-null strings; an actor may be null.
+        &actors as _,
+        &details,
+        &chained.prevs,
+        &chained.hashes,
+        counter.recorded_at,
+        new_last,
+        chained.hashes.last().cloned()
     )
-    .bind(subscription_id)
-    .bind(&chained.seqs)
-    .bind(&chained.ids)
-    .bind(fresh.iter().map(|w| w.event_id).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|w| w.occurred_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|w| w.actor.clone()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|w| w.details.clone()).collect::<Vec<_>>())
-    .bind(&chained.prevs)
-    .bind(&chained.hashes)
-    .bind(counter.recorded_at)
-    .bind(new_last)
-    .bind(chained.hashes.last().cloned())
     .fetch_one(&mut *tx)
     .await?;
     if inserted != n as i64 {
@@ -421,15 +440,18 @@ async fn record_in_place(
 /// it: wakes the forwarders when an enabled destination will read them, and tells every
 /// portal's page cache that the subscription's counts moved.
 pub async fn announce(pool: &PgPool, subscription_id: Uuid) -> Result<(), Error> {
-    sqlx::query(
-        "select pg_notify($2, $1::text)
+    // `$1::uuid::text`: the macro describes the statement without parameter types, and `$1`
+    // alone would read as text there; it is a uuid when run, as bound. Every row is read, so
+    // both notifications are sent.
+    sqlx::query!(
+        "select pg_notify($2, $1::uuid::text)
          where exists (select 1 from siem_settings s where s.subscription_id = $1 and s.enabled)
          union all
-         select pg_notify('cloudpki_page', $1::text)",
+         select pg_notify('cloudpki_page', $1::uuid::text)",
+        subscription_id,
+        EVENTS_CHANNEL
     )
-    .bind(subscription_id)
-    .bind(EVENTS_CHANNEL)
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
     Ok(())
 }
@@ -492,16 +514,17 @@ pub async fn sequence_batch(
     // Waits a moment for a holder (an uncontended ingest commits within milliseconds, and the
     // wait ends the instant it does), then gives up as busy. Ingest never waits for this
     // waiter: it takes the row with `skip locked`.
-    sqlx::query("set local lock_timeout = '100ms'")
+    sqlx::query!("set local lock_timeout = '100ms'")
         .execute(&mut *tx)
         .await?;
-    let counter: Result<Option<CounterRow>, sqlx::Error> = sqlx::query_as(
-        "select last_seq, last_hash, greatest(now(), last_recorded_at)
-             from subscriptions where id = $1 for no key update",
+    let counter: Result<Option<CounterRow>, sqlx::Error> = sqlx::query!(
+        r#"select last_seq, last_hash, greatest(now(), last_recorded_at) as "recorded_at!"
+             from subscriptions where id = $1 for no key update"#,
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_optional(&mut *tx)
-    .await;
+    .await
+    .map(|row| row.map(|r| (r.last_seq, r.last_hash, r.recorded_at)));
     let counter = match counter {
         Err(err) if is_lock_timeout(&err) => {
             return Ok(Sequenced {
@@ -513,11 +536,13 @@ pub async fn sequence_batch(
     };
     let Some(counter) = counter else {
         // The subscription was deleted: its waiting events go with it.
-        let dropped = sqlx::query("delete from audit_inbox where subscription_id = $1")
-            .bind(subscription_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let dropped = sqlx::query!(
+            "delete from audit_inbox where subscription_id = $1",
+            subscription_id
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         return Ok(Sequenced {
             duplicates: dropped,
@@ -555,14 +580,14 @@ pub async fn sequence_under_lock(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     subscription_id: Uuid,
 ) -> Result<i64, Error> {
-    let counter: CounterRow = sqlx::query_as(
-        "select last_seq, last_hash, greatest(now(), last_recorded_at)
-         from subscriptions where id = $1",
+    let row = sqlx::query!(
+        r#"select last_seq, last_hash, greatest(now(), last_recorded_at) as "recorded_at!"
+           from subscriptions where id = $1"#,
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_one(&mut **tx)
     .await?;
-    let mut counter = counter_of(counter);
+    let mut counter = counter_of((row.last_seq, row.last_hash, row.recorded_at));
     while move_waiting(tx, subscription_id, &mut counter, SEQUENCER_BATCH)
         .await?
         .more
@@ -580,19 +605,20 @@ async fn move_waiting(
 ) -> Result<Sequenced, Error> {
     // Read after the lock, so the `stored` check sees every event sequenced before. At most
     // `limit` rows and about SEQUENCER_BATCH_BYTES of details (the first row always).
-    let waiting: Vec<Waiting> = sqlx::query_as(
-        "select w.id, w.event_id, w.occurred_at, w.actor, w.details,
-                exists (select 1 from audit_events e
-                        where e.subscription_id = $1 and e.id = w.id) as stored
-         from (select i.*, sum(pg_column_size(i.details)) over (order by i.ingest_no) as upto
-               from audit_inbox i where i.subscription_id = $1
-               order by i.ingest_no limit $2) w
-         where w.upto - pg_column_size(w.details) < $3
-         order by w.ingest_no",
+    let waiting: Vec<Waiting> = sqlx::query_as!(
+        Waiting,
+        r#"select w.id, w.event_id, w.occurred_at, w.actor, w.details,
+                  exists (select 1 from audit_events e
+                          where e.subscription_id = $1 and e.id = w.id) as "stored!"
+           from (select i.*, sum(pg_column_size(i.details)) over (order by i.ingest_no) as upto
+                 from audit_inbox i where i.subscription_id = $1
+                 order by i.ingest_no limit $2) w
+           where w.upto - pg_column_size(w.details) < $3
+           order by w.ingest_no"#,
+        subscription_id,
+        limit,
+        SEQUENCER_BATCH_BYTES
     )
-    .bind(subscription_id)
-    .bind(limit)
-    .bind(SEQUENCER_BATCH_BYTES)
     .fetch_all(&mut **tx)
     .await?;
     if waiting.is_empty() {
@@ -610,8 +636,10 @@ async fn move_waiting(
     let n = chained.ids.len();
     counter.last_hash = chained.last_hash;
     let last_seq = base + n as i64;
-    let (inserted,): (i64,) = sqlx::query_as(
-        "with moved as (
+    // `$1::uuid::text`: the macro describes the statement without parameter types, and would
+    // read `$1` as text there; it is a uuid when run, as bound.
+    let inserted: i64 = sqlx::query_scalar!(
+        r#"with moved as (
             delete from audit_inbox where subscription_id = $1 and id = any($2)
             returning id, event_id, occurred_at, actor, details
          ), inserted as (
@@ -629,24 +657,25 @@ async fn move_waiting(
             where id = $1 and $10
          ), notified as (
             -- delivered to listeners at commit, so the forwarder never wakes before the rows
-            select pg_notify($11, $1::text)
+            select pg_notify($11, $1::uuid::text)
             where $10
               and exists (select 1 from siem_settings s
                           where s.subscription_id = $1 and s.enabled)
          )
-         select (select count(*) from inserted) + 0 * (select count(*) from notified)",
+         select (select count(*) from inserted) + 0 * (select count(*) from notified)
+             as "count!""#,
+        subscription_id,
+        &taken,
+        &chained.ids,
+        &chained.seqs,
+        &chained.prevs,
+        &chained.hashes,
+        counter.recorded_at,
+        last_seq,
+        chained.hashes.last().cloned(),
+        n > 0,
+        EVENTS_CHANNEL
     )
-    .bind(subscription_id)
-    .bind(&taken)
-    .bind(&chained.ids)
-    .bind(&chained.seqs)
-    .bind(&chained.prevs)
-    .bind(&chained.hashes)
-    .bind(counter.recorded_at)
-    .bind(last_seq)
-    .bind(chained.hashes.last().cloned())
-    .bind(n > 0)
-    .bind(EVENTS_CHANNEL)
     .fetch_one(&mut **tx)
     .await?;
     if inserted != n as i64 {
@@ -714,8 +743,8 @@ fn chain_batch(subscription_id: Uuid, base: i64, mut prev: String, waiting: &[Wa
 /// The subscriptions with events waiting in the inbox (a skip scan of its order index: one
 /// probe per subscription, however long the inbox).
 pub async fn waiting_subscriptions(pool: &PgPool) -> Result<Vec<Uuid>, Error> {
-    Ok(sqlx::query_scalar(
-        "with recursive subs as (
+    Ok(sqlx::query_scalar!(
+        r#"with recursive subs as (
             (select subscription_id from audit_inbox order by subscription_id limit 1)
             union all
             select (select i.subscription_id from audit_inbox i
@@ -723,7 +752,8 @@ pub async fn waiting_subscriptions(pool: &PgPool) -> Result<Vec<Uuid>, Error> {
                     order by i.subscription_id limit 1)
             from subs s where s.subscription_id is not null
          )
-         select subscription_id from subs where subscription_id is not null",
+         select subscription_id as "subscription_id!" from subs
+         where subscription_id is not null"#
     )
     .fetch_all(pool)
     .await?)

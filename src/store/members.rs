@@ -41,11 +41,12 @@ pub enum Change {
 
 /// The members of a subscription, by email.
 pub async fn members(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<MemberRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        MemberRow,
         "select m.user_id, u.email, m.role from memberships m join users u on u.id = m.user_id
          where m.subscription_id = $1 order by u.email",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(pool)
     .await?)
 }
@@ -56,10 +57,10 @@ async fn is_last_admin(
     subscription_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, Error> {
-    let admins: Vec<Uuid> = sqlx::query_scalar(
+    let admins: Vec<Uuid> = sqlx::query_scalar!(
         "select user_id from memberships where subscription_id = $1 and role = 'admin' for update",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(&mut **tx)
     .await?;
     Ok(admins == [user_id])
@@ -76,14 +77,15 @@ pub async fn set_role(
     if role != Role::Admin && is_last_admin(&mut tx, subscription_id, user_id).await? {
         return Ok(Change::LastAdmin);
     }
-    let n =
-        sqlx::query("update memberships set role = $3 where subscription_id = $1 and user_id = $2")
-            .bind(subscription_id)
-            .bind(user_id)
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let n = sqlx::query!(
+        "update memberships set role = $3 where subscription_id = $1 and user_id = $2",
+        subscription_id,
+        user_id,
+        role.as_str()
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if role != Role::Admin {
         revoke_invites_sent_by(&mut tx, subscription_id, user_id).await?;
     }
@@ -101,12 +103,14 @@ pub async fn remove(pool: &PgPool, subscription_id: Uuid, user_id: Uuid) -> Resu
     if is_last_admin(&mut tx, subscription_id, user_id).await? {
         return Ok(Change::LastAdmin);
     }
-    let n = sqlx::query("delete from memberships where subscription_id = $1 and user_id = $2")
-        .bind(subscription_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sqlx::query!(
+        "delete from memberships where subscription_id = $1 and user_id = $2",
+        subscription_id,
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     revoke_invites_sent_by(&mut tx, subscription_id, user_id).await?;
     tx.commit().await?;
     Ok(if n == 1 {
@@ -123,13 +127,13 @@ pub(crate) async fn revoke_invites_sent_by(
     subscription_id: Uuid,
     user_id: Uuid,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "update invites set revoked_at = now()
          where subscription_id = $1 and invited_by = $2
            and accepted_at is null and revoked_at is null",
+        subscription_id,
+        user_id
     )
-    .bind(subscription_id)
-    .bind(user_id)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -141,7 +145,7 @@ pub async fn revoke_invite(
     subscription_id: Uuid,
     invite_id: Uuid,
 ) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "with revoked as (
             update invites set revoked_at = now()
             where id = $2 and subscription_id = $1 and accepted_at is null and revoked_at is null
@@ -152,9 +156,9 @@ pub async fn revoke_invite(
             where sent_at is null and dedupe_key = (select 'invite/' || id::text from revoked)
          )
          select email from revoked",
+        subscription_id,
+        invite_id
     )
-    .bind(subscription_id)
-    .bind(invite_id)
     .fetch_optional(pool)
     .await?)
 }
@@ -171,19 +175,19 @@ pub async fn create_invite(
 ) -> Result<Uuid, Error> {
     let (invited_by, invited_by_email) = invited_by;
     let id = Uuid::new_v4();
-    sqlx::query(
+    sqlx::query!(
         "insert into invites (id, subscription_id, email, role, token_digest, invited_by_email,
                               expires_at, invited_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        id,
+        subscription_id,
+        email,
+        role.as_str(),
+        digest,
+        invited_by_email,
+        expires_at,
+        invited_by
     )
-    .bind(id)
-    .bind(subscription_id)
-    .bind(email)
-    .bind(role.as_str())
-    .bind(digest)
-    .bind(invited_by_email)
-    .bind(expires_at)
-    .bind(invited_by)
     .execute(pool)
     .await?;
     Ok(id)
@@ -195,7 +199,8 @@ pub async fn open_invites(
     subscription_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Vec<InviteRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        InviteRow,
         "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
                 i.invited_by_email, i.expires_at
          from invites i join subscriptions s on s.id = i.subscription_id
@@ -204,9 +209,9 @@ pub async fn open_invites(
                        where m.subscription_id = i.subscription_id and m.role = 'admin'
                          and m.user_id = i.invited_by)
          order by i.created_at desc",
+        subscription_id,
+        now
     )
-    .bind(subscription_id)
-    .bind(now)
     .fetch_all(pool)
     .await?)
 }
@@ -217,7 +222,8 @@ pub async fn invite(
     digest: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<InviteRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        InviteRow,
         "select i.id, i.subscription_id, s.name as subscription_name, i.email, i.role,
                 i.invited_by_email, i.expires_at
          from invites i join subscriptions s on s.id = i.subscription_id
@@ -225,9 +231,9 @@ pub async fn invite(
            and exists (select 1 from memberships m
                        where m.subscription_id = i.subscription_id and m.role = 'admin'
                          and m.user_id = i.invited_by)",
+        digest,
+        now
     )
-    .bind(digest)
-    .bind(now)
     .fetch_optional(pool)
     .await?)
 }
@@ -258,27 +264,27 @@ pub async fn accept(
     user_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update invites i set accepted_at = $2 where i.id = $1 and i.accepted_at is null and i.revoked_at is null and i.expires_at > $2
              and exists (select 1 from memberships m
                          where m.subscription_id = i.subscription_id and m.role = 'admin'
                            and m.user_id = i.invited_by)",
+        invite.id,
+        now
     )
-    .bind(invite.id)
-    .bind(now)
     .execute(&mut **tx)
     .await?
     .rows_affected();
     if n != 1 {
         return Ok(false);
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into memberships (user_id, subscription_id, role) values ($1, $2, $3)
          on conflict on constraint memberships_pkey do nothing",
+        user_id,
+        invite.subscription_id,
+        &invite.role
     )
-    .bind(user_id)
-    .bind(invite.subscription_id)
-    .bind(&invite.role)
     .execute(&mut **tx)
     .await?;
     Ok(true)

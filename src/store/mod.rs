@@ -55,9 +55,20 @@ pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     }
 }
 
+/// A column the query macros cannot prove non-null, read as a non-null value: a null is the
+/// same error that decoding it into `T` would give.
+pub(crate) fn not_null<T>(value: Option<T>, column: &str) -> Result<T, Error> {
+    value.ok_or_else(|| {
+        Error::Database(sqlx::Error::ColumnDecode {
+            index: format!("{column:?}"),
+            source: Box::new(sqlx::error::UnexpectedNullError),
+        })
+    })
+}
+
 /// Runs a trivial query: is the database there?
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), Error> {
-    sqlx::query("select 1").execute(pool).await?;
+    sqlx::query_scalar!("select 1").fetch_one(pool).await?;
     Ok(())
 }
 

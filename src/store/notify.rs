@@ -83,8 +83,9 @@ pub async fn open_incidents(
     tx: &mut Transaction<'_, Postgres>,
     now: DateTime<Utc>,
 ) -> Result<Vec<IncidentRow>, Error> {
-    Ok(sqlx::query_as::<_, IncidentRow>(
-        "insert into incidents (id, subscription_id, provider, opened_at, reason, delivered_at_open, last_reminder_at)
+    Ok(sqlx::query_as!(
+        IncidentRow,
+        r#"insert into incidents (id, subscription_id, provider, opened_at, reason, delivered_at_open, last_reminder_at)
          select gen_random_uuid(), d.subscription_id, d.provider, $1,
                 coalesce(d.last_error, 'Delivery is failing.'), d.delivered_total, $1
          from delivery_destinations d
@@ -95,9 +96,9 @@ pub async fn open_incidents(
                            where i.subscription_id = d.subscription_id and i.provider = d.provider
                              and i.closed_at is null)
          on conflict (subscription_id, provider) where closed_at is null do nothing
-         returning id, subscription_id, provider, opened_at, reason, 0::bigint as count",
+         returning id, subscription_id, provider, opened_at, reason, 0::bigint as "count!""#,
+        now
     )
-    .bind(now)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -107,15 +108,16 @@ pub async fn close_incidents(
     tx: &mut Transaction<'_, Postgres>,
     now: DateTime<Utc>,
 ) -> Result<Vec<IncidentRow>, Error> {
-    Ok(sqlx::query_as::<_, IncidentRow>(
-        "update incidents i set closed_at = $1
+    Ok(sqlx::query_as!(
+        IncidentRow,
+        r#"update incidents i set closed_at = $1
          from delivery_destinations d
          where i.closed_at is null and d.subscription_id = i.subscription_id
            and d.provider = i.provider and d.status = 'healthy'
          returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason,
-                   d.delivered_total - i.delivered_at_open as count",
+                   d.delivered_total - i.delivered_at_open as "count!""#,
+        now
     )
-    .bind(now)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -126,16 +128,20 @@ pub async fn due_reminders(
     now: DateTime<Utc>,
     every: chrono::Duration,
 ) -> Result<Vec<IncidentRow>, Error> {
-    Ok(sqlx::query_as::<_, IncidentRow>(
-        "update incidents i set last_reminder_at = $1, reminders = reminders + 1,
+    Ok(sqlx::query_as!(
+        IncidentRow,
+        r#"update incidents i set last_reminder_at = $1, reminders = reminders + 1,
                 reason = coalesce(d.last_error, i.reason)
          from delivery_destinations d
-         where i.closed_at is null and i.last_reminder_at <= $1::timestamptz - $2
+         where i.closed_at is null and i.last_reminder_at <= $1::timestamptz - $2::interval
            and d.subscription_id = i.subscription_id and d.provider = i.provider
-         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason, i.reminders::bigint as count",
+         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason, i.reminders::bigint as "count!""#,
+        now,
+        // `$2::interval`: described without parameter types, `timestamptz - $2` would read $2
+        // as a timestamp; it is an interval when run, as bound. chrono's Duration encodes as an
+        // interval, but the macro's check knows only PgInterval.
+        every as _
     )
-    .bind(now)
-    .bind(every)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -147,15 +153,15 @@ pub async fn close_switched_off(
     tx: &mut Transaction<'_, Postgres>,
     now: DateTime<Utc>,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "update incidents i set closed_at = $1
          from delivery_destinations d, siem_settings s
          where i.closed_at is null
            and d.subscription_id = i.subscription_id and d.provider = i.provider
            and s.subscription_id = i.subscription_id
            and (not s.enabled or s.provider <> i.provider)",
+        now
     )
-    .bind(now)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -171,7 +177,8 @@ pub async fn expire(
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<GapRow>, Error> {
-    let mut gaps = sqlx::query_as::<_, GapRow>(
+    let mut gaps = sqlx::query_as!(
+        GapRow,
         "with cand as (
             select d.subscription_id, d.provider, d.cursor as old_cursor, cut.new_cursor
             from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id,
@@ -211,13 +218,14 @@ pub async fn expire(
                 $2, m.old_cursor + 1, m.new_cursor
          from moved m
          returning id, subscription_id, provider, expired_events, oldest_event_at, newest_event_at",
+        cutoff,
+        now
     )
-    .bind(cutoff)
-    .bind(now)
     .fetch_all(&mut **tx)
     .await?;
     gaps.extend(
-        sqlx::query_as::<_, GapRow>(
+        sqlx::query_as!(
+            GapRow,
             "with free as (
                 -- Destinations with old retries that nobody holds, locked without waiting:
                 -- this pass never waits on a row a save or a claim holds.
@@ -249,9 +257,9 @@ pub async fn expire(
              select subscription_id, provider, n, oldest, newest, $2 from grouped
              returning id, subscription_id, provider, expired_events, oldest_event_at,
                        newest_event_at",
+            cutoff,
+            now
         )
-        .bind(cutoff)
-        .bind(now)
         .fetch_all(&mut **tx)
         .await?,
     );
@@ -263,11 +271,11 @@ pub async fn admin_emails(
     tx: &mut Transaction<'_, Postgres>,
     subscription_id: Uuid,
 ) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "select u.email from memberships m join users u on u.id = m.user_id
          where m.subscription_id = $1 and m.role = 'admin' order by u.email",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -278,11 +286,12 @@ pub async fn waiting(
     subscription_id: Uuid,
     provider: &str,
 ) -> Result<(i64, Option<DateTime<Utc>>), Error> {
-    Ok(sqlx::query_as(super::delivery::OWED_SQL)
-        .bind(subscription_id)
-        .bind(provider)
+    // The text of OWED_SQL. Its `waiting` is never null, but the file cannot say so without
+    // renaming the column that the settings page reads: a null fails as decoding it would.
+    let row = sqlx::query_file!("src/store/sql/owed.sql", subscription_id, provider)
         .fetch_one(&mut **tx)
-        .await?)
+        .await?;
+    Ok((super::not_null(row.waiting, "waiting")?, row.oldest))
 }
 
 /// Events expired or parked for a destination since `since`.
@@ -292,18 +301,21 @@ pub async fn losses_since(
     provider: &str,
     since: DateTime<Utc>,
 ) -> Result<(i64, i64), Error> {
-    Ok(sqlx::query_as(
-        "select
+    let row = sqlx::query!(
+        r#"select
             coalesce((select sum(expired_events)::bigint from delivery_gaps
-                      where subscription_id = $1 and provider = $2 and recorded_at >= $3), 0),
+                      where subscription_id = $1 and provider = $2 and recorded_at >= $3), 0)
+                as "expired!",
             (select count(*) from delivery_parked
-             where subscription_id = $1 and provider = $2 and state = 'parked' and parked_at >= $3)",
+             where subscription_id = $1 and provider = $2 and state = 'parked' and parked_at >= $3)
+                as "parked!""#,
+        subscription_id,
+        provider,
+        since
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(since)
     .fetch_one(&mut **tx)
-    .await?)
+    .await?;
+    Ok((row.expired, row.parked))
 }
 
 /// A sealed secret of a subscription's current, enabled destination that expires soon.
@@ -321,15 +333,16 @@ pub async fn expiring_secrets(
     tx: &mut Transaction<'_, Postgres>,
     until: chrono::NaiveDate,
 ) -> Result<Vec<ExpiringSecret>, Error> {
-    Ok(sqlx::query_as(
-        "select x.subscription_id, x.provider, x.name, x.expires_on
+    Ok(sqlx::query_as!(
+        ExpiringSecret,
+        r#"select x.subscription_id, x.provider, x.name, x.expires_on as "expires_on!"
          from siem_secrets x
          join siem_settings s on s.subscription_id = x.subscription_id
                              and s.provider = x.provider and s.enabled
          where x.expires_on is not null and x.expires_on <= $1
-         order by x.subscription_id, x.provider, x.name",
+         order by x.subscription_id, x.provider, x.name"#,
+        until
     )
-    .bind(until)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -340,19 +353,19 @@ pub async fn enqueue<'c>(
     message: &NewMessage,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into notifications (subscription_id, dedupe_key, kind, recipient, subject, text_body, html_body, created_at, next_attempt_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
          on conflict on constraint notifications_dedupe_key do nothing",
+        message.subscription_id,
+        &message.dedupe_key,
+        message.kind,
+        &message.recipient,
+        &message.subject,
+        &message.text_body,
+        &message.html_body,
+        now
     )
-    .bind(message.subscription_id)
-    .bind(&message.dedupe_key)
-    .bind(message.kind)
-    .bind(&message.recipient)
-    .bind(&message.subject)
-    .bind(&message.text_body)
-    .bind(&message.html_body)
-    .bind(now)
     .execute(executor)
     .await?;
     Ok(())
@@ -365,7 +378,8 @@ pub async fn claim_due(
     lease: chrono::Duration,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, Error> {
-    Ok(sqlx::query_as::<_, OutboxRow>(
+    Ok(sqlx::query_as!(
+        OutboxRow,
         "update notifications n set sending_until = $1::timestamptz + $2, attempts = n.attempts + 1
          where n.id in (
             select id from notifications
@@ -374,10 +388,11 @@ pub async fn claim_due(
             order by id limit $3
             for update skip locked)
          returning n.id, n.recipient, n.subject, n.text_body, n.html_body, n.attempts",
+        now,
+        // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
+        lease as _,
+        limit
     )
-    .bind(now)
-    .bind(lease)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -386,7 +401,7 @@ pub async fn claim_due(
 /// An invitation's link is a credential: once the message is sent (or recorded without SMTP),
 /// its bodies keep no link.
 pub async fn mark_sent(pool: &PgPool, id: i64, now: DateTime<Utc>, via: &str) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "update notifications set sent_at = $2, sent_via = $3, sending_until = null, last_error = null,
             text_body = case when kind = 'invite'
                 then regexp_replace(text_body, 'https?://[^[:space:]\"<>]*/invite/[^[:space:]\"<>]+',
@@ -397,12 +412,12 @@ pub async fn mark_sent(pool: &PgPool, id: i64, now: DateTime<Utc>, via: &str) ->
                                     '[invitation link removed after sending]', 'g')
                 else html_body end
          where id = $1",
+        id,
+        now,
+        via
     )
-        .bind(id)
-        .bind(now)
-        .bind(via)
-        .execute(pool)
-        .await?;
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -413,25 +428,27 @@ pub async fn mark_failed(
     next: DateTime<Utc>,
     error: &str,
 ) -> Result<(), Error> {
-    sqlx::query("update notifications set next_attempt_at = $2, last_error = $3, sending_until = null where id = $1")
-        .bind(id)
-        .bind(next)
-        .bind(error)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "update notifications set next_attempt_at = $2, last_error = $3, sending_until = null where id = $1",
+        id,
+        next,
+        error
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Keeps the newest `keep` attempts per destination.
 pub async fn prune_attempts(pool: &PgPool, keep: i64) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "delete from delivery_attempts a using (
             select subscription_id, id,
                    row_number() over (partition by subscription_id, provider order by at desc, id desc) as n
             from delivery_attempts) r
          where a.subscription_id = r.subscription_id and a.id = r.id and r.n > $1",
+        keep
     )
-    .bind(keep)
     .execute(pool)
     .await?;
     Ok(())
@@ -443,8 +460,7 @@ pub async fn subscription_name(
     id: Uuid,
 ) -> Result<Option<String>, Error> {
     Ok(
-        sqlx::query_scalar("select name from subscriptions where id = $1")
-            .bind(id)
+        sqlx::query_scalar!("select name from subscriptions where id = $1", id)
             .fetch_optional(&mut **tx)
             .await?,
     )

@@ -152,6 +152,7 @@ pub async fn panel(
     rows: i64,
 ) -> Result<PanelRows, Error> {
     let sql = format!("select {}", panel_columns("$1", "$2", "$3"));
+    // Dynamic: the panel's columns are spliced in with format!, shared with settings_page.
     let row: PanelJson = sqlx::query_as(&sql)
         .bind(subscription_id)
         .bind(provider)
@@ -244,6 +245,7 @@ pub async fn settings_page(
          from se cross join cur left join m on true left join st on true",
         panel_columns("cur.sub", "cur.provider", "$4")
     );
+    // Dynamic: built with format! around the panel's columns, which the panel alone shares.
     let row: Option<PageRow> = sqlx::query_as(&sql)
         .bind(token_digest)
         .bind(subscription_id)

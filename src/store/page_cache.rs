@@ -289,7 +289,8 @@ pub async fn listen(
                 n = tokio::time::timeout(LISTEN_PING, listener.try_recv()) => match n {
                     // Quiet for a while: a half-open connection says nothing, so ask.
                     Err(_) => {
-                        if let Err(e) = sqlx::query("select 1").execute(&mut listener).await {
+                        let ping = sqlx::query_scalar!("select 1").fetch_one(&mut listener);
+                        if let Err(e) = ping.await {
                             tracing::warn!(error = %e, "page cache: LISTEN connection does not answer");
                             break;
                         }

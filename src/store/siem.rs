@@ -47,11 +47,12 @@ pub struct HistoryRow {
 
 /// The subscription's settings, if ever saved.
 pub async fn settings(pool: &PgPool, subscription_id: Uuid) -> Result<Option<SettingsRow>, Error> {
-    Ok(sqlx::query_as::<_, SettingsRow>(
+    Ok(sqlx::query_as!(
+        SettingsRow,
         "select enabled, provider, updated_at, updated_by_email
          from siem_settings where subscription_id = $1",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_optional(pool)
     .await?)
 }
@@ -65,18 +66,18 @@ pub async fn upsert_settings(
     user_id: Uuid,
     user_email: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into siem_settings (subscription_id, enabled, provider, updated_at, updated_by, updated_by_email)
          values ($1, $2, $3, now(), $4, $5)
          on conflict (subscription_id) do update set
             enabled = excluded.enabled, provider = excluded.provider, updated_at = now(),
             updated_by = excluded.updated_by, updated_by_email = excluded.updated_by_email",
+        subscription_id,
+        enabled,
+        provider,
+        user_id,
+        user_email
     )
-    .bind(subscription_id)
-    .bind(enabled)
-    .bind(provider)
-    .bind(user_id)
-    .bind(user_email)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -89,13 +90,13 @@ pub async fn upsert_provider_fields(
     provider: &str,
     fields: &Value,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into siem_provider_fields (subscription_id, provider, fields) values ($1, $2, $3)
          on conflict on constraint siem_provider_fields_pkey do update set fields = excluded.fields",
+        subscription_id,
+        provider,
+        fields
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(fields)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -110,20 +111,20 @@ pub async fn upsert_secret(
     sealed: &Sealed,
     hint: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into siem_secrets (subscription_id, provider, name, key_id, nonce, ciphertext, hint)
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict on constraint siem_secrets_pkey do update set
             key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
             hint = excluded.hint, updated_at = now(), expires_on = null",
+        subscription_id,
+        provider,
+        name,
+        &sealed.key_id,
+        &sealed.nonce,
+        &sealed.ciphertext,
+        hint
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(name)
-    .bind(&sealed.key_id)
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
-    .bind(hint)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -162,11 +163,12 @@ pub async fn secrets_not_sealed_with(
     pool: &PgPool,
     key_id: &str,
 ) -> Result<Vec<SealedSecretRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        SealedSecretRow,
         "select subscription_id, provider, name, key_id, nonce, ciphertext from siem_secrets
          where key_id <> $1",
+        key_id
     )
-    .bind(key_id)
     .fetch_all(pool)
     .await?)
 }
@@ -177,16 +179,16 @@ pub async fn reseal_secret(
     row: &SealedSecretRow,
     fresh: &Sealed,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "update siem_secrets set key_id = $4, nonce = $5, ciphertext = $6
          where subscription_id = $1 and provider = $2 and name = $3",
+        row.subscription_id,
+        &row.provider,
+        &row.name,
+        &fresh.key_id,
+        &fresh.nonce,
+        &fresh.ciphertext
     )
-    .bind(row.subscription_id)
-    .bind(&row.provider)
-    .bind(&row.name)
-    .bind(&fresh.key_id)
-    .bind(&fresh.nonce)
-    .bind(&fresh.ciphertext)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -198,8 +200,7 @@ pub async fn drop_tested_secrets_not_sealed_with(
     tx: &mut Transaction<'_, Postgres>,
     key_id: &str,
 ) -> Result<(), Error> {
-    sqlx::query("delete from tested_secrets where key_id <> $1")
-        .bind(key_id)
+    sqlx::query!("delete from tested_secrets where key_id <> $1", key_id)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -215,19 +216,19 @@ pub async fn record_history(
     changes: &[String],
 ) -> Result<(), Error> {
     // Refused attempts coalesce: one row per actor, attempt and minute, counted.
-    sqlx::query(
+    sqlx::query!(
         "insert into siem_settings_history
             (subscription_id, user_id, user_email, outcome, changes, denied_minute)
          values ($1, $2, $3, $4, $5,
                  case when $4 = 'denied' then date_trunc('minute', now()) end)
          on conflict (subscription_id, user_id, denied_minute, changes) where outcome = 'denied'
          do update set repeats = siem_settings_history.repeats + 1, at = excluded.at",
+        subscription_id,
+        user_id,
+        user_email,
+        outcome,
+        serde_json::json!(changes)
     )
-    .bind(subscription_id)
-    .bind(user_id)
-    .bind(user_email)
-    .bind(outcome)
-    .bind(serde_json::json!(changes))
     .execute(executor)
     .await?;
     Ok(())
@@ -239,15 +240,16 @@ pub async fn history(
     subscription_id: Uuid,
     limit: i64,
 ) -> Result<Vec<HistoryRow>, Error> {
-    Ok(sqlx::query_as::<_, HistoryRow>(
-        "select user_email, outcome, case when repeats > 1
+    Ok(sqlx::query_as!(
+        HistoryRow,
+        r#"select user_email, outcome, case when repeats > 1
                     then changes || jsonb_build_array(repeats || ' times within the minute')
-                    else changes end as changes, at
+                    else changes end as "changes!", at
          from siem_settings_history
-         where subscription_id = $1 order by at desc, id desc limit $2",
+         where subscription_id = $1 order by at desc, id desc limit $2"#,
+        subscription_id,
+        limit
     )
-    .bind(subscription_id)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -260,14 +262,14 @@ pub async fn set_secret_expiry(
     name: &str,
     expires_on: Option<chrono::NaiveDate>,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "update siem_secrets set expires_on = $4
          where subscription_id = $1 and provider = $2 and name = $3",
+        subscription_id,
+        provider,
+        name,
+        expires_on
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(name)
-    .bind(expires_on)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -280,12 +282,12 @@ pub async fn delete_secret(
     provider: &str,
     name: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "delete from siem_secrets where subscription_id = $1 and provider = $2 and name = $3",
+        subscription_id,
+        provider,
+        name
     )
-    .bind(subscription_id)
-    .bind(provider)
-    .bind(name)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -296,12 +298,13 @@ pub async fn all_provider_fields(
     pool: &PgPool,
     subscription_id: Uuid,
 ) -> Result<Vec<(String, Value)>, Error> {
-    Ok(sqlx::query_as(
+    let rows = sqlx::query!(
         "select provider, fields from siem_provider_fields where subscription_id = $1",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.provider, r.fields)).collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -320,10 +323,11 @@ pub async fn all_secrets(
     pool: &PgPool,
     subscription_id: Uuid,
 ) -> Result<Vec<(String, String, SecretRow)>, Error> {
-    let rows: Vec<SecretListRow> = sqlx::query_as(
+    let rows: Vec<SecretListRow> = sqlx::query_as!(
+        SecretListRow,
         "select provider, name, key_id, nonce, ciphertext, hint, expires_on from siem_secrets where subscription_id = $1",
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -370,21 +374,21 @@ pub async fn hold_tested_secrets(
     sealed: &Sealed,
     expires_at: DateTime<Utc>,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into tested_secrets (subscription_id, session_digest, provider, addresses, key_id, nonce, ciphertext, expires_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
          on conflict on constraint tested_secrets_pkey do update set
             addresses = excluded.addresses, key_id = excluded.key_id, nonce = excluded.nonce,
             ciphertext = excluded.ciphertext, expires_at = excluded.expires_at",
+        subscription_id,
+        session_digest,
+        provider,
+        addresses,
+        &sealed.key_id,
+        &sealed.nonce,
+        &sealed.ciphertext,
+        expires_at
     )
-    .bind(subscription_id)
-    .bind(session_digest)
-    .bind(provider)
-    .bind(addresses)
-    .bind(&sealed.key_id)
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
-    .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(())
@@ -398,14 +402,15 @@ pub async fn tested_secrets(
     provider: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<TestedSecrets>, Error> {
-    Ok(sqlx::query_as::<_, TestedSecrets>(
+    Ok(sqlx::query_as!(
+        TestedSecrets,
         "select addresses, key_id, nonce, ciphertext from tested_secrets
          where subscription_id = $1 and session_digest = $2 and provider = $3 and expires_at > $4",
+        subscription_id,
+        session_digest,
+        provider,
+        now
     )
-    .bind(subscription_id)
-    .bind(session_digest)
-    .bind(provider)
-    .bind(now)
     .fetch_optional(pool)
     .await?)
 }
@@ -416,12 +421,12 @@ pub async fn drop_tested_secrets(
     subscription_id: Uuid,
     session_digest: &[u8],
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "delete from tested_secrets
          where (subscription_id = $1 and session_digest = $2) or expires_at < now()",
+        subscription_id,
+        session_digest
     )
-    .bind(subscription_id)
-    .bind(session_digest)
     .execute(pool)
     .await?;
     Ok(())

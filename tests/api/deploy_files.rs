@@ -68,6 +68,36 @@ fn the_dockerfile_builds_what_the_project_has_and_runs_unprivileged() {
             }
         }
     }
+    // Everything the build reads is copied before it: the query macros compile from the
+    // offline data (`.sqlx/`, switched on in `.cargo/config.toml`); no database is reachable.
+    let build_at = steps
+        .iter()
+        .position(|(o, a)| o == "RUN" && a.starts_with("cargo build"))
+        .expect("a cargo build");
+    let copied: Vec<&str> = steps[..build_at]
+        .iter()
+        .filter(|(o, a)| o == "COPY" && !a.starts_with("--from"))
+        .flat_map(|(_, a)| {
+            let parts: Vec<&str> = a.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "migrations",
+        "templates",
+        "static",
+        ".cargo",
+        ".sqlx",
+    ] {
+        assert!(
+            copied.contains(&needed),
+            "the build stage does not copy {needed}"
+        );
+    }
     let user = steps
         .iter()
         .rev()
