@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::secret::Secret;
+
 /// Shortest password accepted for a new account.
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest password accepted (argon2 cost grows with input; this is far above any real one).
@@ -55,13 +57,8 @@ impl fmt::Display for Email {
 }
 
 /// A new password that meets the policy. Never printed.
-pub struct NewPassword(String);
-
-impl fmt::Debug for NewPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NewPassword(****)")
-    }
-}
+#[derive(Debug)]
+pub struct NewPassword(Secret);
 
 impl NewPassword {
     /// Checks the length policy (NIST 800-63B: length over composition rules).
@@ -75,12 +72,12 @@ impl NewPassword {
         if chars > MAX_PASSWORD_CHARS {
             return Err(format!("Use at most {MAX_PASSWORD_CHARS} characters."));
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(Secret::password(raw)))
     }
 
     /// The password, for hashing only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

@@ -7,6 +7,7 @@
 //! so any absolute http(s) URL is accepted here; whether it may be reached (https, public
 //! address) is decided by the egress policy of the `siem` layer, not by this parser.
 
+use super::secret::Secret;
 use std::fmt;
 
 use url::Url;
@@ -139,8 +140,8 @@ impl fmt::Display for DatadogSite {
 }
 
 /// A Datadog API key: 32 characters `0-9a-f`. Never printed: `Debug` shows only the last 4.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatadogApiKey(String);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatadogApiKey(Secret);
 
 /// Why a typed API key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,23 +171,17 @@ impl DatadogApiKey {
         {
             return Err(ApiKeyError::InvalidCharacters);
         }
-        Ok(DatadogApiKey(key.to_owned()))
+        Ok(DatadogApiKey(Secret::new(key)))
     }
 
     /// The key itself, for the `DD-API-KEY` header and for sealing at rest only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// The last 4 characters, which the settings page shows to identify a stored key.
     pub fn last4(&self) -> &str {
-        &self.0[API_KEY_CHARS - 4..]
-    }
-}
-
-impl fmt::Debug for DatadogApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatadogApiKey(****{})", self.last4())
+        self.0.last4()
     }
 }
 
@@ -362,8 +357,8 @@ impl DatadogApiUrl {
 pub const APP_KEY_CHARS: usize = 40;
 
 /// A Datadog application key (needed with the API key to create monitors); never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatadogAppKey(String);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatadogAppKey(Secret);
 
 impl DatadogAppKey {
     /// 40 characters, 0-9 and a-f.
@@ -379,23 +374,17 @@ impl DatadogAppKey {
         {
             return Err("A Datadog application key is 40 characters, 0-9 and a-f; this one contains other characters (an API key will not work here).".into());
         }
-        Ok(DatadogAppKey(key.to_owned()))
+        Ok(DatadogAppKey(Secret::new(key)))
     }
 
     /// The key, for the `DD-APPLICATION-KEY` header only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// Its last four characters, shown on the page.
     pub fn last4(&self) -> &str {
-        &self.0[APP_KEY_CHARS - 4..]
-    }
-}
-
-impl fmt::Debug for DatadogAppKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatadogAppKey(****{})", self.last4())
+        self.0.last4()
     }
 }
 

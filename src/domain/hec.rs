@@ -14,6 +14,7 @@
 //!
 //! Every error's `Display` is one sentence saying what is wrong and how to fix it.
 
+use super::secret::Secret;
 use std::fmt;
 
 use url::Url;
@@ -159,8 +160,8 @@ impl fmt::Debug for HecUrl {
 
 /// An HEC or LogScale ingest token. Never printed: `Debug` shows only the last 4 characters;
 /// there is no `Display` and no serde.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HecToken(String);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HecToken(Secret);
 
 /// Why a typed token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -189,7 +190,7 @@ impl HecToken {
         if !is_guid(token) {
             return Err(HecTokenError::SplunkNotAGuid);
         }
-        Ok(HecToken(token.to_owned()))
+        Ok(HecToken(Secret::new(token)))
     }
 
     /// Trims surrounding whitespace and accepts 20–200 printable ASCII characters without
@@ -207,24 +208,17 @@ impl HecToken {
         if !(MIN_LOGSCALE_TOKEN_CHARS..=MAX_LOGSCALE_TOKEN_CHARS).contains(&found) {
             return Err(HecTokenError::LogScaleWrongLength { found });
         }
-        Ok(HecToken(token.to_owned()))
+        Ok(HecToken(Secret::new(token)))
     }
 
     /// The token itself, for the `Authorization` header and for sealing at rest only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// The last 4 characters, which the settings page shows to identify a stored token.
     pub fn last4(&self) -> &str {
-        // Both parsers admit ASCII only, so any byte index is a char boundary.
-        &self.0[self.0.len().saturating_sub(4)..]
-    }
-}
-
-impl fmt::Debug for HecToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HecToken(****{})", self.last4())
+        self.0.last4()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Kafka destination settings, parsed at the edge: brokers, topic, SASL mechanism, user name
 //! and password (write-only, never printed).
 
+use super::secret::Secret;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -234,8 +235,8 @@ impl KafkaUsername {
 }
 
 /// A SASL password. Never printed; the portal shows only that one is set.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KafkaPassword(String);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaPassword(Secret);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("A password is 1 to 1024 characters without control characters.")]
@@ -244,25 +245,19 @@ pub struct PasswordError;
 impl KafkaPassword {
     pub fn parse(input: &str) -> Result<KafkaPassword, PasswordError> {
         if (1..=1024).contains(&input.chars().count()) && !input.chars().any(char::is_control) {
-            Ok(KafkaPassword(input.to_owned()))
+            Ok(KafkaPassword(Secret::password(input)))
         } else {
             Err(PasswordError)
         }
     }
 
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// What the page shows of a stored password: nothing of the password itself.
     pub fn hint(&self) -> String {
-        format!("{} characters", self.0.chars().count())
-    }
-}
-
-impl fmt::Debug for KafkaPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KafkaPassword(…)")
+        format!("{} characters", self.0.chars())
     }
 }
 
@@ -309,7 +304,7 @@ mod tests {
         );
         assert!(SaslMechanism::parse("GSSAPI").is_err());
         let password = KafkaPassword::parse("s3cret!").unwrap();
-        assert_eq!(format!("{password:?}"), "KafkaPassword(…)");
+        assert_eq!(format!("{password:?}"), "KafkaPassword(****)");
         assert!(!password.hint().contains("s3cret"));
         assert!(KafkaUsername::parse("a\u{0}b").is_err());
     }

@@ -51,5 +51,6 @@ pub mod events;
 pub mod hec;
 pub mod ingest;
 pub mod kafka;
+pub mod secret;
 pub mod sentinel;
 pub mod webhook;

@@ -24,6 +24,7 @@
 //! Whether a URL may be reached (https, public address) is decided by the egress policy of the
 //! `siem` layer, not by these parsers, so `http://` is accepted here.
 
+use super::secret::Secret;
 use std::fmt;
 
 use url::Url;
@@ -200,8 +201,8 @@ impl fmt::Display for ClientId {
 
 /// A client secret of the app registration. Never printed: `Debug` shows only the last 4
 /// characters; there is no `Display` and no serde.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientSecret(String);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSecret(Secret);
 
 /// Why a typed client secret was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,33 +235,18 @@ impl ClientSecret {
         if parse_guid(secret).is_some() {
             return Err(ClientSecretError::LooksLikeSecretId);
         }
-        Ok(ClientSecret(secret.to_owned()))
+        Ok(ClientSecret(Secret::new(secret)))
     }
 
     /// The secret itself, for the token request and for sealing at rest only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// The last 4 characters, which the settings page shows to identify a stored secret; empty
     /// when the secret is shorter than 8 characters (showing 4 would reveal half of it).
     pub fn last4(&self) -> &str {
-        let count = self.0.chars().count();
-        if count < 8 {
-            return "";
-        }
-        let start = self
-            .0
-            .char_indices()
-            .nth(count - 4)
-            .map_or(self.0.len(), |(i, _)| i);
-        &self.0[start..]
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientSecret(****{})", self.last4())
+        self.0.last4()
     }
 }
 

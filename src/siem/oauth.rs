@@ -3,6 +3,7 @@
 //! provider says who it is ([`ClientCredentials::identity`]) and how to ask for a token
 //! ([`ClientCredentials::request`], with its own error wording); the cache does the rest.
 
+use crate::domain::secret::Secret;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
@@ -39,25 +40,20 @@ pub trait ClientCredentials: Sync {
     ) -> BoxFuture<'a, Result<(AccessToken, Duration), TokenError>>;
 }
 
-/// A bearer token. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(Arc<str>);
+/// A bearer token. Never printed (nothing of it identifies anything to a reader); shared by
+/// every request while it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessToken(Arc<Secret>);
 
 impl AccessToken {
     /// A token as the token endpoint issued it.
     pub fn new(token: &str) -> Self {
-        Self(Arc::from(token))
+        Self(Arc::new(Secret::password(token)))
     }
 
     /// The token itself, for the `Authorization` header only.
     pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AccessToken(****)")
+        self.0.expose_secret()
     }
 }
 
