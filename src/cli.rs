@@ -113,6 +113,15 @@ enum AdminCommand {
         /// A name to recognise it by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// `read` (GET only) or `write` (read and change).
+        #[arg(long, default_value = "write")]
+        scope: String,
+        /// Limit it to one subscription (id or exact name) of the user.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// The last day it works (YYYY-MM-DD, UTC); without it, it works until revoked.
+        #[arg(long)]
+        expires_on: Option<String>,
     },
     /// Re-seal every stored SIEM secret with the current master key. With DATABASE_URL: run it
     /// with the new key in CLOUDPKI_MASTER_KEY and the old one in CLOUDPKI_MASTER_KEY_PREVIOUS
@@ -253,7 +262,13 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             println!("{token}");
             Ok(())
         }
-        AdminCommand::CreateApiToken { email, name } => {
+        AdminCommand::CreateApiToken {
+            email,
+            name,
+            scope,
+            subscription,
+            expires_on,
+        } => {
             let Some(user) = store::accounts::find_user_by_email(&db.pool, email.trim()).await?
             else {
                 return Err(UsageError(format!("--email: no user has the email {email}")).into());
@@ -262,14 +277,37 @@ async fn run_admin(db: &Database, config: &Config, command: AdminCommand) -> any
             if name.is_empty() || name.chars().count() > 100 {
                 return Err(UsageError("--name: give 1 to 100 characters".into()).into());
             }
+            let writes = crate::domain::account::parse_token_scope(&scope)
+                .map_err(|e| UsageError(format!("--scope: {e}")))?;
+            let expires_at = crate::domain::account::parse_token_expiry(
+                expires_on.as_deref().unwrap_or_default(),
+                chrono::Utc::now().date_naive(),
+            )
+            .map_err(|e| UsageError(format!("--expires-on: {e}")))?;
+            let subscription_id = match subscription {
+                Some(s) => Some(parse_subscription(&db.pool, &s).await?),
+                None => None,
+            };
+            let grant = store::personal_tokens::TokenGrant {
+                writes,
+                subscription_id,
+                expires_at,
+            };
             let token = crypto::random_token();
             let id = store::personal_tokens::create(
                 &db.pool,
                 user.id,
                 name,
                 &crypto::token_digest(&token),
+                grant,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                store::Error::NotFound => anyhow::Error::from(UsageError(format!(
+                    "--subscription: {email} is not a member of that subscription"
+                ))),
+                other => anyhow::Error::from(other),
+            })?;
             eprintln!("personal API token id {id} for {} (revoke with `cloudpki admin revoke-token --id {id}`); the token is shown only once:", user.email);
             println!("{token}");
             Ok(())

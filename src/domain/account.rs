@@ -140,9 +140,64 @@ impl SubscriptionName {
     }
 }
 
+/// A personal API token's scope as typed (`read` or `write`; empty: `write`, what a token could
+/// always do): whether it may change settings.
+pub fn parse_token_scope(raw: &str) -> Result<bool, String> {
+    match raw.trim() {
+        "" | "write" => Ok(true),
+        "read" => Ok(false),
+        other => Err(format!(
+            "`{other}` is not a scope: choose read (GET only) or write (read and change)."
+        )),
+    }
+}
+
+/// The last day a personal API token works, as typed (`YYYY-MM-DD`, today or later, within
+/// two years; empty: until revoked): the moment it stops, the end of that day in UTC.
+pub fn parse_token_expiry(
+    raw: &str,
+    today: chrono::NaiveDate,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let wrong = || {
+        format!(
+            "Give the last day the token works as YYYY-MM-DD, from today ({today}) to two years ahead, or leave it empty so it works until revoked."
+        )
+    };
+    let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| wrong())?;
+    let latest = today
+        .checked_add_months(chrono::Months::new(24))
+        .unwrap_or(today);
+    if day < today || day > latest {
+        return Err(wrong());
+    }
+    let end = day
+        .checked_add_days(chrono::Days::new(1))
+        .and_then(|next| next.and_hms_opt(0, 0, 0))
+        .ok_or_else(wrong)?;
+    Ok(Some(end.and_utc()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_expires_at_the_end_of_its_last_day_from_today_to_two_years_ahead() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
+        let end = parse_token_expiry("2026-03-04", today).unwrap().unwrap();
+        assert_eq!(end.to_rfc3339(), "2026-03-05T00:00:00+00:00");
+        assert_eq!(parse_token_expiry(" ", today), Ok(None));
+        assert!(parse_token_expiry("2026-03-03", today).is_err());
+        assert!(parse_token_expiry("2028-03-05", today).is_err());
+        assert!(parse_token_expiry("tomorrow", today).is_err());
+        assert_eq!(parse_token_scope(""), Ok(true));
+        assert_eq!(parse_token_scope("read"), Ok(false));
+        assert!(parse_token_scope("admin").is_err());
+    }
 
     #[test]
     fn email_is_normalised_and_checked() {

@@ -45,6 +45,12 @@ pub enum Error {
     /// The user's role does not allow this: the sentence to show.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// Someone saved since the writer read the settings: who, and when. Nothing was saved.
+    #[error("the settings were saved by {by} at {at} since they were read")]
+    Stale {
+        by: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     /// The database.
     #[error(transparent)]
     Store(#[from] store::Error),

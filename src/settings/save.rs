@@ -17,6 +17,8 @@ pub struct Export<'a> {
     pub expiries: Option<Vec<(&'static str, &'static str, Option<chrono::NaiveDate>)>>,
     /// On a provider switch: the events the previous destination still owes go to the new one.
     pub carry_backlog: bool,
+    /// The version the writer read: a save since then refuses this one ([`Error::Stale`]).
+    pub expected: Option<store::siem::SettingsVersion>,
 }
 
 /// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
@@ -35,6 +37,7 @@ pub async fn save(
         filter,
         expiries,
         carry_backlog,
+        expected,
     } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
@@ -71,6 +74,7 @@ pub async fn save(
         })
         .collect();
     let save = store::siem::SettingsSave {
+        expected,
         subscription_id: sub,
         user,
         enabled,
@@ -108,7 +112,11 @@ pub async fn save(
         }
         changes
     })
-    .await?;
+    .await
+    .map_err(|e| match e {
+        store::Error::Stale { by, at } => Error::Stale { by, at },
+        other => Error::Store(other),
+    })?;
     tracing::info!(subscription_id = %sub, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
     Ok(())
 }

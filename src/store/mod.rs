@@ -24,6 +24,13 @@ pub enum Error {
     /// Any other database error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The row changed since the caller read it (optimistic concurrency): who changed it
+    /// last, and when. Nothing was written.
+    #[error("changed by {by} at {at} since it was read")]
+    Stale {
+        by: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     /// A broken invariant the statement's caller detected (its transaction is rolled back).
     #[error("{0}")]
     Internal(String),

@@ -7,50 +7,106 @@ use uuid::Uuid;
 use super::Error;
 
 /// A token as its owner's list shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TokenRow {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// `read` or `write`.
+    pub scope: String,
+    /// The one subscription it is limited to, by name (`None`: every subscription of its user).
+    pub subscription_name: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The user a live token acts as.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// The user a live token acts as, and what the token lets it do.
+#[derive(Debug, Clone)]
 pub struct TokenUser {
     pub user_id: Uuid,
     pub email: String,
+    /// The token may change settings (scope `write`), not only read them.
+    pub writes: bool,
+    /// The one subscription the token is limited to.
+    pub subscription_id: Option<Uuid>,
 }
 
-/// Stores a new token's digest for `user_id`.
+/// What a new token may do.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenGrant {
+    pub writes: bool,
+    pub subscription_id: Option<Uuid>,
+    /// When it stops working (`None`: when revoked).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TokenGrant {
+    /// Everything its user may do, until revoked (what tokens could do before scopes).
+    pub fn full() -> TokenGrant {
+        TokenGrant {
+            writes: true,
+            subscription_id: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// What a presented token is.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    /// Live: who it acts as.
+    Live(TokenUser),
+    /// It was valid, until then.
+    Expired(DateTime<Utc>),
+    /// Unknown or revoked.
+    Unknown,
+}
+
+/// Stores a new token's digest for `user_id`, with what it may do. A subscription it is
+/// limited to must be one of the user's (else [`Error::NotFound`]).
 pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     name: &str,
     digest: &[u8],
+    grant: TokenGrant,
 ) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
+    let scope = if grant.writes { "write" } else { "read" };
     // The user's row lock orders this after (or before) a revocation of all their tokens.
-    sqlx::query!(
+    let created = sqlx::query!(
         "with owner as (select id from users where id = $2 for no key update)
-         insert into personal_tokens (id, user_id, name, token_digest)
-         select $1, owner.id, $3, $4 from owner",
+         insert into personal_tokens (id, user_id, name, token_digest, scope, subscription_id, expires_at)
+         select $1, owner.id, $3, $4, $5, $6, $7 from owner
+         where $6::uuid is null
+            or exists (select 1 from memberships m where m.user_id = owner.id and m.subscription_id = $6)",
         id,
         user_id,
         name,
-        digest
+        digest,
+        scope,
+        grant.subscription_id,
+        grant.expires_at
     )
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if created == 0 {
+        return Err(Error::NotFound);
+    }
     Ok(id)
 }
 
-/// The live tokens of a user, newest first.
+/// The live tokens of a user, newest first (expired ones too, marked by their date).
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<TokenRow>, Error> {
     Ok(sqlx::query_as!(
         TokenRow,
-        "select id, name, created_at, last_used_at from personal_tokens
-         where user_id = $1 and revoked_at is null order by created_at desc",
+        r#"select t.id, t.name, t.created_at, t.last_used_at, t.scope,
+                  s.name as "subscription_name?", t.expires_at
+           from personal_tokens t
+           left join subscriptions s on s.id = t.subscription_id
+           where t.user_id = $1 and t.revoked_at is null
+           order by t.created_at desc"#,
         user_id
     )
     .fetch_all(pool)
@@ -95,16 +151,28 @@ pub async fn revoke_all_of(pool: &PgPool, user_id: Uuid) -> Result<u64, Error> {
     Ok(revoked)
 }
 
-/// The user of a live token, noting its use.
-pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Option<TokenUser>, Error> {
-    Ok(sqlx::query_as!(
-        TokenUser,
-        "update personal_tokens t set last_used_at = now()
-         from users u
-         where t.token_digest = $1 and t.revoked_at is null and u.id = t.user_id
-         returning t.user_id, u.email",
+/// What a presented token is; a live one's use is noted.
+pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Presented, Error> {
+    let row = sqlx::query!(
+        r#"update personal_tokens t
+           set last_used_at = case when t.expires_at is null or t.expires_at > now()
+                                   then now() else t.last_used_at end
+           from users u
+           where t.token_digest = $1 and t.revoked_at is null and u.id = t.user_id
+           returning t.user_id, u.email, t.scope, t.subscription_id, t.expires_at,
+                     (t.expires_at is not null and t.expires_at <= now()) as "expired!""#,
         digest
     )
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(match row {
+        None => Presented::Unknown,
+        Some(r) if r.expired => Presented::Expired(r.expires_at.unwrap_or_default()),
+        Some(r) => Presented::Live(TokenUser {
+            user_id: r.user_id,
+            email: r.email,
+            writes: r.scope == "write",
+            subscription_id: r.subscription_id,
+        }),
+    })
 }

@@ -432,9 +432,38 @@ pub async fn drop_tested_secrets(
     Ok(())
 }
 
+/// Which save of a subscription's settings a reader saw: the time of that save (`None` before
+/// the first). Every save moves it, so a writer that presents it learns whether someone saved
+/// in between (the REST API's `ETag`, the page's hidden `settings_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsVersion(pub Option<DateTime<Utc>>);
+
+impl SettingsVersion {
+    /// The version of what is stored (`None`: never saved).
+    pub fn of(row: Option<&SettingsRow>) -> SettingsVersion {
+        SettingsVersion(row.map(|r| r.updated_at))
+    }
+
+    /// As text: the save's time in microseconds since the epoch, `0` before the first.
+    pub fn token(self) -> String {
+        self.0.map_or(0, |t| t.timestamp_micros()).to_string()
+    }
+
+    /// Reads [`SettingsVersion::token`] back.
+    pub fn parse(token: &str) -> Option<SettingsVersion> {
+        let micros: i64 = token.trim().parse().ok()?;
+        if micros == 0 {
+            return Some(SettingsVersion(None));
+        }
+        DateTime::from_timestamp_micros(micros).map(|t| SettingsVersion(Some(t)))
+    }
+}
+
 /// One save of a subscription's SIEM settings, checked and sealed: what [`save_settings`]
 /// writes.
 pub struct SettingsSave<'a> {
+    /// The version the writer read (`None`: save whatever is stored now).
+    pub expected: Option<SettingsVersion>,
     pub subscription_id: Uuid,
     /// Who saves: (user id, email).
     pub user: (Uuid, &'a str),
@@ -471,6 +500,26 @@ pub async fn save_settings(
 ) -> Result<SavedSettings, Error> {
     let sub = save.subscription_id;
     let mut tx = pool.begin().await?;
+    // The subscription's row, as the switch below takes it anyway (same lock mode, same order):
+    // two saves of one subscription take turns here, so the second sees the first's version.
+    let current = sqlx::query!(
+        r#"select s.updated_at as "updated_at?", s.updated_by_email as "updated_by_email?"
+           from subscriptions sub
+           left join siem_settings s on s.subscription_id = sub.id
+           where sub.id = $1
+           for no key update of sub"#,
+        sub
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(expected) = save.expected {
+        if expected.0 != current.updated_at {
+            return Err(Error::Stale {
+                by: current.updated_by_email.unwrap_or_default(),
+                at: current.updated_at.unwrap_or_default(),
+            });
+        }
+    }
     upsert_settings(
         &mut tx,
         sub,

@@ -17,7 +17,14 @@ use super::{
     session::{self, CurrentUser},
     Layout, WebError,
 };
-use crate::{crypto, domain::account::NewPassword, state::AppState, store};
+use crate::{
+    crypto,
+    domain::account::NewPassword,
+    domain::account::{parse_token_expiry, parse_token_scope},
+    state::AppState,
+    store,
+    store::personal_tokens::TokenGrant,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,6 +39,10 @@ pub fn router() -> Router<AppState> {
 struct TokenView {
     id: String,
     name: String,
+    /// "read" or "write", and where: "all your subscriptions" or one by name.
+    scope: String,
+    /// "never", "until 2027-01-31" or "expired on 2027-01-31".
+    expires: String,
     created: String,
     last_used: String,
 }
@@ -46,6 +57,15 @@ struct ApiTokenForm {
     name: String,
     #[serde(default)]
     current_password: String,
+    /// `read` or `write` (absent: write).
+    #[serde(default)]
+    scope: String,
+    /// A subscription id, or empty for every subscription of the user.
+    #[serde(default)]
+    subscription: String,
+    /// The last day it works (`YYYY-MM-DD`), or empty.
+    #[serde(default)]
+    expires_on: String,
 }
 
 /// Sign out everywhere: API tokens go too unless `keep_api_tokens` is ticked.
@@ -62,6 +82,9 @@ struct SignOutForm {
 struct TokenErrors {
     name: Option<String>,
     current_password: Option<String>,
+    scope: Option<String>,
+    subscription: Option<String>,
+    expires_on: Option<String>,
 }
 
 #[derive(Default)]
@@ -84,6 +107,11 @@ struct AccountPage {
     new_token: Option<String>,
     token_name_error: Option<String>,
     token_password_error: Option<String>,
+    token_scope_error: Option<String>,
+    token_subscription_error: Option<String>,
+    token_expires_error: Option<String>,
+    /// The subscriptions a new token can be limited to: (id, name).
+    subscriptions: Vec<(String, String)>,
 }
 
 async fn render(
@@ -120,6 +148,24 @@ async fn render_with_token(
         .map(|t| TokenView {
             id: t.id.to_string(),
             name: t.name,
+            scope: format!(
+                "{}, {}",
+                t.scope,
+                t.subscription_name
+                    .unwrap_or_else(|| "all your subscriptions".to_owned())
+            ),
+            expires: match t.expires_at {
+                None => "never".to_owned(),
+                // Stored as the end of the last day: the list names that day.
+                Some(at) => {
+                    let last_day = (at - chrono::Duration::days(1)).date_naive();
+                    if at <= chrono::Utc::now() {
+                        format!("expired on {last_day}")
+                    } else {
+                        format!("until {last_day}")
+                    }
+                }
+            },
             created: super::health_panel::when(t.created_at),
             last_used: t
                 .last_used_at
@@ -136,6 +182,14 @@ async fn render_with_token(
         new_token,
         token_name_error: token_errors.name,
         token_password_error: token_errors.current_password,
+        token_scope_error: token_errors.scope,
+        token_subscription_error: token_errors.subscription,
+        token_expires_error: token_errors.expires_on,
+        subscriptions: store::accounts::memberships(state.pool(), user.user_id)
+            .await?
+            .into_iter()
+            .map(|m| (m.subscription_id.to_string(), m.name))
+            .collect(),
     };
     Ok((status_code, Html(page.render()?)).into_response())
 }
@@ -279,13 +333,42 @@ async fn create_token(
     let name = super::token_name(&form.name)
         .map_err(|e| errors.name = Some(e))
         .ok();
+    let writes = parse_token_scope(&form.scope)
+        .map_err(|e| errors.scope = Some(e))
+        .ok();
+    let expires_at = parse_token_expiry(&form.expires_on, chrono::Utc::now().date_naive())
+        .map_err(|e| errors.expires_on = Some(e))
+        .ok();
+    let memberships = store::accounts::memberships(state.pool(), user.user_id).await?;
+    let subscription_id = match form.subscription.trim() {
+        "" => Some(None),
+        raw => {
+            let found = memberships
+                .iter()
+                .find(|m| m.subscription_id.to_string() == raw)
+                .map(|m| Some(m.subscription_id));
+            if found.is_none() {
+                errors.subscription =
+                    Some("Choose one of your subscriptions, or all of them.".to_owned());
+            }
+            found
+        }
+    };
     if form.current_password.is_empty() {
         errors.current_password = Some("Enter your current password to create a token.".into());
     } else {
         errors.current_password =
             wrong_current_password(&state, &user, peer, &headers, form.current_password).await?;
     }
-    let Some(name) = name.filter(|_| errors.current_password.is_none()) else {
+    let grant = match (writes, subscription_id, expires_at) {
+        (Some(writes), Some(subscription_id), Some(expires_at)) => Some(TokenGrant {
+            writes,
+            subscription_id,
+            expires_at,
+        }),
+        _ => None,
+    };
+    let (Some(name), Some(grant), None) = (name, grant, &errors.current_password) else {
         return render_with_token(
             &state,
             &user,
@@ -303,9 +386,10 @@ async fn create_token(
         user.user_id,
         name,
         &crypto::token_digest(&token),
+        grant,
     )
     .await?;
-    tracing::info!(user_id = %user.user_id, "personal API token created");
+    tracing::info!(user_id = %user.user_id, writes = grant.writes, limited = grant.subscription_id.is_some(), expires = ?grant.expires_at, "personal API token created");
     render_with_token(
         &state,
         &user,

@@ -64,6 +64,8 @@ impl From<crate::settings::Error> for WebError {
         match e {
             crate::settings::Error::Forbidden(why) => Self::Forbidden(why),
             crate::settings::Error::Store(e) => e.into(),
+            // A handler that passes a version answers a stale save itself (409 or 412).
+            stale @ crate::settings::Error::Stale { .. } => Self::Internal(stale.into()),
             crate::settings::Error::Internal(e) => Self::Internal(e),
         }
     }

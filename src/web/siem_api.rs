@@ -39,12 +39,20 @@ use crate::{
         Provider,
     },
     state::AppState,
-    store::{self, accounts::MembershipRow, personal_tokens::TokenUser},
+    store::{
+        self,
+        accounts::MembershipRow,
+        personal_tokens::{Presented, TokenUser},
+        siem::SettingsVersion,
+    },
 };
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/subscriptions/{id}/siem", get(show).put(update))
+        .route(
+            "/api/v1/subscriptions/{id}/siem",
+            get(show).put(update).patch(patch),
+        )
         .route("/api/v1/subscriptions/{id}/siem/pause", post(pause))
         .route("/api/v1/subscriptions/{id}/siem/resume", post(resume))
         .route("/api/v1/subscriptions/{id}/siem/replay", post(replay))
@@ -67,11 +75,21 @@ fn problem(status: StatusCode, message: &str) -> Response {
     response
 }
 
-/// The token's user and their membership, or the answer that refuses the request.
+/// What a request does with the settings: a token of scope `read` may only [`Access::Read`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The token's user and their membership, or the answer that refuses the request: 401 without
+/// a live token (an expired one says when it expired), 404 for a subscription the user is not
+/// a member of or the token is not for, 403 for a change with a read-only token.
 async fn caller(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
+    access: Access,
 ) -> Result<Result<(TokenUser, MembershipRow), Response>, WebError> {
     let token = super::bearer(headers);
     let Some(token) = token else {
@@ -80,22 +98,49 @@ async fn caller(
             "Send a personal API token as `Authorization: Bearer <token>` (create one on your Account page or with `cloudpki admin create-api-token`).",
         )));
     };
-    let Some(user) =
-        store::personal_tokens::authenticate(state.pool(), &crypto::token_digest(token)).await?
-    else {
-        return Ok(Err(problem(
-            StatusCode::UNAUTHORIZED,
-            "The token is unknown or revoked.",
-        )));
-    };
+    let user =
+        match store::personal_tokens::authenticate(state.pool(), &crypto::token_digest(token))
+            .await?
+        {
+            Presented::Live(user) => user,
+            Presented::Expired(at) => {
+                return Ok(Err(problem(
+                    StatusCode::UNAUTHORIZED,
+                    &format!(
+                        "The token expired on {}; create a new one on your Account page.",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                )))
+            }
+            Presented::Unknown => {
+                return Ok(Err(problem(
+                    StatusCode::UNAUTHORIZED,
+                    "The token is unknown or revoked.",
+                )))
+            }
+        };
     let not_found = || problem(StatusCode::NOT_FOUND, "No such subscription.");
     let Ok(subscription_id) = Uuid::parse_str(id) else {
         return Ok(Err(not_found()));
     };
-    match store::accounts::membership(state.pool(), user.user_id, subscription_id).await? {
-        Some(membership) => Ok(Ok((user, membership))),
-        None => Ok(Err(not_found())),
+    if user
+        .subscription_id
+        .is_some_and(|only| only != subscription_id)
+    {
+        return Ok(Err(not_found()));
     }
+    let Some(membership) =
+        store::accounts::membership(state.pool(), user.user_id, subscription_id).await?
+    else {
+        return Ok(Err(not_found()));
+    };
+    if access == Access::Write && !user.writes {
+        return Ok(Err(problem(
+            StatusCode::FORBIDDEN,
+            "This token is read-only (scope read): it can GET the settings but not change them. Create a token with the write scope on your Account page.",
+        )));
+    }
+    Ok(Ok((user, membership)))
 }
 
 /// The settings as the API shows them: form field names, secrets as `_set` and `_last4`.
@@ -161,11 +206,86 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let (_, membership) = match caller(&state, &headers, &id).await? {
+    let (_, membership) = match caller(&state, &headers, &id, Access::Read).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
-    Ok(Json(representation(&state, membership.subscription_id).await?).into_response())
+    let sub = membership.subscription_id;
+    let version = current_version(&state, sub).await?;
+    Ok(with_etag(
+        Json(representation(&state, sub).await?).into_response(),
+        version,
+    ))
+}
+
+/// The version of what is stored now.
+async fn current_version(state: &AppState, sub: Uuid) -> Result<SettingsVersion, WebError> {
+    let settings = store::siem::settings(state.pool(), sub).await?;
+    Ok(SettingsVersion::of(settings.as_ref()))
+}
+
+/// An answer carrying the settings' version as its strong `ETag`.
+fn with_etag(mut response: Response, version: SettingsVersion) -> Response {
+    if let Ok(value) = header::HeaderValue::from_str(&format!("\"{}\"", version.token())) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `If-Match`: absent or `*` asks for no check; a tag we gave out names the version the writer
+/// read; anything else is refused (400), never passed silently.
+fn if_match(headers: &HeaderMap) -> Result<Option<SettingsVersion>, BadIfMatch> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = raw.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(SettingsVersion::parse)
+        .map(Some)
+        .ok_or(BadIfMatch)
+}
+
+/// An `If-Match` that is neither `*` nor a tag we gave out.
+struct BadIfMatch;
+
+impl BadIfMatch {
+    fn answer(self) -> Response {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "If-Match must be the ETag of a GET (a quoted version such as \"1765000000000000\") or *.",
+        )
+    }
+}
+
+/// 412: someone saved since the writer's `If-Match` version.
+fn stale(by: &str, at: chrono::DateTime<chrono::Utc>) -> Response {
+    problem(
+        StatusCode::PRECONDITION_FAILED,
+        &format!(
+            "Nothing was saved: the settings were changed by {by} at {} since the version in If-Match. GET them again, apply your change, and send it with the new ETag.",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+    )
+}
+
+/// A writing caller (a `write` token of a member) and the version its `If-Match` names.
+async fn writer(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Result<(TokenUser, MembershipRow, Option<SettingsVersion>), Response>, WebError> {
+    let (user, membership) = match caller(state, headers, id, Access::Write).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    Ok(match if_match(headers) {
+        Ok(expected) => Ok((user, membership, expected)),
+        Err(bad) => Err(bad.answer()),
+    })
 }
 
 async fn update(
@@ -174,10 +294,180 @@ async fn update(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, WebError> {
-    let (user, membership) = match caller(&state, &headers, &id).await? {
+    let (user, membership, expected) = match writer(&state, &headers, &id).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(problem(
+            StatusCode::BAD_REQUEST,
+            "Send the settings as a JSON object whose keys are the settings form's field names (GET shows them).",
+        ));
+    };
+    apply(&state, user, membership, object, expected).await
+}
+
+/// `PATCH`: a JSON merge patch (RFC 7396) over what a GET shows, then saved as a `PUT` of the
+/// result: a member set to `null` is removed, an object member is merged, anything else
+/// replaces.
+async fn patch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, WebError> {
+    let (user, membership, expected) = match writer(&state, &headers, &id).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if media != "application/merge-patch+json" && media != "application/json" {
+        return Ok(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Send a JSON merge patch (RFC 7396) with Content-Type: application/merge-patch+json.",
+        ));
+    }
+    let Ok(patch @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(problem(
+            StatusCode::BAD_REQUEST,
+            "Send a JSON object: the keys to change, with null for a key to remove (RFC 7396).",
+        ));
+    };
+    let mut merged = representation(&state, membership.subscription_id).await?;
+    merge_patch(&mut merged, patch);
+    let Value::Object(object) = merged else {
+        return Err(WebError::Internal(anyhow::anyhow!(
+            "the settings are not an object"
+        )));
+    };
+    apply(&state, user, membership, object, expected).await
+}
+
+/// RFC 7396, section 2.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(&key);
+            } else {
+                merge_patch(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// A key the GET shows that a writer cannot set: a stored secret's `_set`/`_last4`, or a value
+/// of a provider other than the one being saved.
+enum ReadOnly {
+    Secret {
+        provider: Provider,
+        field: &'static provider::Field,
+    },
+    OtherProvider(Provider),
+}
+
+fn read_only(chosen: Provider, key: &str) -> Option<ReadOnly> {
+    for p in Provider::all() {
+        for field in p.fields() {
+            if field.sealed_as.is_some() && !matches!(field.kind, FieldKind::Url) {
+                let is_secret_state = key
+                    .strip_prefix(field.name)
+                    .is_some_and(|rest| rest == "_set" || rest == "_last4");
+                if is_secret_state {
+                    return Some(ReadOnly::Secret { provider: p, field });
+                }
+            }
+            if p != chosen
+                && !matches!(field.kind, FieldKind::Internal)
+                && (key == field.name || key == expiry::expiry_field(field.name))
+            {
+                return Some(ReadOnly::OtherProvider(p));
+            }
+        }
+    }
+    None
+}
+
+/// Takes the read-only keys out of `object`: one equal to what a GET shows now is ignored (a
+/// GET's body PUT back as it is), and so is a secret's state when a new value of that secret
+/// is sent; any other value contradicts what is stored and is an error for its key.
+fn take_read_only(
+    object: &mut Map<String, Value>,
+    chosen: Provider,
+    shown: &Value,
+    errors: &mut provider::FieldErrors,
+) {
+    let keys: Vec<String> = object.keys().cloned().collect();
+    for key in keys {
+        let Some(kind) = read_only(chosen, &key) else {
+            continue;
+        };
+        let Some(value) = object.remove(&key) else {
+            continue;
+        };
+        let absent = value.is_null() || value == json!("");
+        if shown.get(&key) == Some(&value) || (absent && shown.get(&key).is_none()) {
+            continue;
+        }
+        match kind {
+            ReadOnly::Secret { provider, field } => {
+                let replaced = provider == chosen
+                    && object
+                        .get(field.name)
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| !v.trim().is_empty());
+                if replaced {
+                    continue;
+                }
+                let label = field.label.to_lowercase();
+                let message = match shown.get(format!("{}_last4", field.name)).and_then(Value::as_str) {
+                    Some(hint) => format!(
+                        "The stored {} {label} ends in {hint}, which `{key}` contradicts: leave `{key}` out (it is read-only), or send `{}` to replace the {label}.",
+                        provider.label(),
+                        field.name
+                    ),
+                    None => format!(
+                        "No {} {label} is stored: leave `{key}` out (it is read-only) and send `{}` with the value.",
+                        provider.label(),
+                        field.name
+                    ),
+                };
+                errors.add(&key, message);
+            }
+            ReadOnly::OtherProvider(other) => errors.add(
+                &key,
+                format!(
+                    "This is a {} setting and the settings being saved are {}'s: send \"provider\": \"{}\" to change it, or leave it out.",
+                    other.label(),
+                    chosen.label(),
+                    other.id()
+                ),
+            ),
+        }
+    }
+}
+
+/// A `PUT` (or a merged `PATCH`): the page's form check, address rule, sealing, save and
+/// history, for an administrator.
+async fn apply(
+    state: &AppState,
+    user: TokenUser,
+    membership: MembershipRow,
+    object: Map<String, Value>,
+    expected: Option<SettingsVersion>,
+) -> Result<Response, WebError> {
     let sub = membership.subscription_id;
     if !membership.role().is_admin() {
         store::siem::record_history(
@@ -194,15 +484,25 @@ async fn update(
             "Only administrators of this subscription can change its SIEM settings.",
         ));
     }
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(problem(
-            StatusCode::BAD_REQUEST,
-            "Send the settings as a JSON object whose keys are the settings form's field names (GET shows them).",
-        ));
-    };
+    let before = store::siem::settings(state.pool(), sub).await?;
+    if let (Some(expected), Some(now)) = (expected, before.as_ref()) {
+        if expected != SettingsVersion::of(Some(now)) {
+            return Ok(stale(&now.updated_by_email, now.updated_at));
+        }
+    }
     let mut values = FormValues::new();
     let mut errors = provider::FieldErrors::default();
     let mut object = object;
+    // The provider being saved decides which keys are read-only.
+    let chosen = match object.get("provider") {
+        Some(Value::String(raw)) => Provider::parse(raw).ok(),
+        _ => before
+            .as_ref()
+            .and_then(|s| Provider::parse(&s.provider).ok()),
+    }
+    .unwrap_or_else(Provider::first);
+    let shown = representation(state, sub).await?;
+    take_read_only(&mut object, chosen, &shown, &mut errors);
     // "Expires on" dates: a date, or "" / null to clear it (left out: unchanged).
     let mut dates = FormValues::new();
     let sent_dates: Vec<String> = object
@@ -267,7 +567,6 @@ async fn update(
     // On a provider switch the old destination's backlog goes along unless this is false.
     let carry_backlog = !matches!(object.get("carry_backlog"), Some(Value::Bool(false)));
     values.remove("carry_backlog");
-    let before = store::siem::settings(state.pool(), sub).await?;
     let provider = match values.remove("provider") {
         None => before
             .as_ref()
@@ -337,7 +636,7 @@ async fn update(
             Err(errors) => return Ok(invalid(errors)),
         };
     let generated = validated.generated_secret.clone();
-    crate::settings::save::save(
+    let saved = crate::settings::save::save(
         state.settings(),
         (user.user_id, &user.email),
         sub,
@@ -346,18 +645,25 @@ async fn update(
             filter: filter.as_ref(),
             expiries: (!dates.is_empty()).then_some(expiries),
             carry_backlog,
+            expected,
         },
         before.as_ref(),
         &stored,
         validated,
     )
-    .await?;
-    let mut body = representation(&state, sub).await?;
+    .await;
+    match saved {
+        Ok(()) => {}
+        Err(crate::settings::Error::Stale { by, at }) => return Ok(stale(&by, at)),
+        Err(other) => return Err(other.into()),
+    }
+    let mut body = representation(state, sub).await?;
     // A signing secret generated by this save is in this answer only.
     if let (Some(secret), Some(g)) = (generated, provider.generated()) {
         body[g.field] = json!(secret);
     }
-    Ok(Json(body).into_response())
+    let version = current_version(state, sub).await?;
+    Ok(with_etag(Json(body).into_response(), version))
 }
 
 /// The caller, when an administrator of the subscription: the user and the subscription id.
@@ -368,7 +674,7 @@ async fn admin_caller(
     id: &str,
     action: AdminAction,
 ) -> Result<Result<(TokenUser, Uuid), Response>, WebError> {
-    let (user, membership) = match caller(state, headers, id).await? {
+    let (user, membership) = match caller(state, headers, id, Access::Write).await? {
         Ok(found) => found,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -672,6 +978,20 @@ fn answer(description: &str, schema: Value) -> Value {
 
 fn openapi_document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
+    let etag = json!({"description": "The settings' version: send it back as If-Match", "schema": {"type": "string"}});
+    let if_match = json!({"name": "If-Match", "in": "header", "required": false,
+        "description": "The ETag of the GET the change is based on (or *): a save since then answers 412 and nothing is saved",
+        "schema": {"type": "string"}});
+    let write_responses = json!({
+        "200": {"description": "Saved; the settings as stored (and a generated webhook signing secret, once)", "headers": {"ETag": etag}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
+        "400": {"description": "Not a JSON object, or a malformed If-Match", "content": {"application/json": {"schema": error}}},
+        "401": {"description": "No valid token (an expired one says when it expired)", "content": {"application/json": {"schema": error}}},
+        "403": {"description": "A reader, or a token of scope read", "content": {"application/json": {"schema": error}}},
+        "404": {"description": "Not a member of this subscription, or a token limited to another one", "content": {"application/json": {"schema": error}}},
+        "412": {"description": "If-Match is stale: someone saved since (who and when are named); nothing saved", "content": {"application/json": {"schema": error}}},
+        "415": {"description": "PATCH without Content-Type application/merge-patch+json", "content": {"application/json": {"schema": error}}},
+        "422": {"description": "Invalid fields (a past or malformed `_expires_on` date, a read-only key that contradicts what is stored); nothing saved", "content": {"application/json": {"schema": error}}}
+    });
     let responses = |list: Vec<(&str, Value)>| -> Map<String, Value> {
         list.into_iter().map(|(c, v)| (c.to_owned(), v)).collect()
     };
@@ -787,26 +1107,27 @@ fn openapi_document() -> Value {
             "/api/v1/subscriptions/{id}/siem": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
                 "get": {
-                    "summary": "The subscription's SIEM settings (secrets never returned)",
+                    "summary": "The subscription's SIEM settings (secrets never returned); the ETag names the version, for If-Match",
                     "security": [{"personalToken": []}],
                     "responses": {
-                        "200": {"description": "Settings", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
+                        "200": {"description": "Settings", "headers": {"ETag": etag.clone()}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
                         "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
                         "404": {"description": "Not a member of this subscription", "content": {"application/json": {"schema": error}}}
                     }
                 },
                 "put": {
-                    "summary": "Change the SIEM settings (admins); a secret left out is kept unless an address changed",
+                    "summary": "Change the SIEM settings (admins, write tokens); a secret left out is kept unless an address changed. A GET's body may be sent back as it is: read-only keys (`_set`, `_last4`, another provider's values) are accepted when they match what is stored",
                     "security": [{"personalToken": []}],
+                    "parameters": [if_match.clone()],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
-                    "responses": {
-                        "200": {"description": "Saved; the settings as stored (and a generated webhook signing secret, once)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
-                        "400": {"description": "Not a JSON object", "content": {"application/json": {"schema": error}}},
-                        "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
-                        "403": {"description": "A reader", "content": {"application/json": {"schema": error}}},
-                        "404": {"description": "Not a member of this subscription", "content": {"application/json": {"schema": error}}},
-                        "422": {"description": "Invalid fields (a past or malformed `_expires_on` date included); nothing saved", "content": {"application/json": {"schema": error}}}
-                    }
+                    "responses": write_responses.clone()
+                },
+                "patch": {
+                    "summary": "Change some of the SIEM settings with a JSON merge patch (RFC 7396) over what GET shows: null removes a key; then saved as a PUT of the result",
+                    "security": [{"personalToken": []}],
+                    "parameters": [if_match],
+                    "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+                    "responses": write_responses
                 }
             },
             "/api/v1/subscriptions/{id}/siem/pause": pause,

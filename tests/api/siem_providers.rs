@@ -737,6 +737,7 @@ async fn a_webhook_url_saved_before_queries_were_sealed_never_shows_its_query() 
         user,
         "t",
         &cloudpki::crypto::token_digest(&token),
+        cloudpki::store::personal_tokens::TokenGrant::full(),
     )
     .await
     .unwrap();

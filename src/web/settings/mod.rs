@@ -195,6 +195,8 @@ struct SettingsPage {
     provider: String,
     /// The chosen provider's own buttons (Datadog: Create monitors).
     provider_actions: &'static [provider::Action],
+    /// The hidden `settings_version` of the form.
+    version: String,
     errors: FieldErrors,
     status: Option<Status>,
     open: bool,
@@ -288,4 +290,7 @@ struct FormState {
     values: FormValues,
     errors: FieldErrors,
     status: Option<Status>,
+    /// The version of the settings this form was drawn from (`settings_version`): a save from
+    /// it is refused when someone saved since.
+    version: String,
 }

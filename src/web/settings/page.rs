@@ -153,6 +153,7 @@ pub(super) fn stored_form(
         values,
         errors: FieldErrors::default(),
         status,
+        version: store::siem::SettingsVersion::of(loaded.settings.as_ref()).token(),
     }
 }
 
@@ -170,6 +171,7 @@ pub(super) fn render(
         mut values,
         errors,
         status,
+        version,
     } = form;
     let paused = loaded
         .panel
@@ -290,6 +292,7 @@ pub(super) fn render(
         replay_to: values.get("replay_to").cloned().unwrap_or_default(),
         enabled,
         provider_actions: Provider::parse(&provider).map_or(&[], |p| p.spec().actions),
+        version,
         provider,
         errors,
         status,

@@ -57,6 +57,8 @@ pub(super) async fn submit(
     let carry_offered = values.remove("carry_backlog_offered").is_some();
     let carry_backlog = carry_ticked || !carry_offered;
     let provider_raw = values.remove("provider").unwrap_or_default();
+    // The version the page was drawn from (absent: a form from before versions, no check).
+    let version = values.remove("settings_version");
     let loaded = Loaded::fetch(&state, sub).await?;
     // Absent from the form (an old page): unchanged.
     let filter = if filter_shown {
@@ -78,6 +80,7 @@ pub(super) async fn submit(
         loaded,
         filter,
         shown_filter,
+        version,
     };
     let provider = match Provider::parse(&s.provider_raw) {
         Ok(p) => p,
@@ -304,7 +307,7 @@ async fn save_changes(
         }
     };
     let generated = validated.generated_secret.clone();
-    save(
+    let saved = save(
         state.settings(),
         (user.user_id, &user.email),
         sub,
@@ -313,12 +316,30 @@ async fn save_changes(
             filter: filter.as_ref().ok(),
             expiries: Some(expiries),
             carry_backlog,
+            expected: s
+                .version
+                .as_deref()
+                .and_then(store::siem::SettingsVersion::parse),
         },
         loaded.settings.as_ref(),
         stored,
         validated,
     )
-    .await?;
+    .await;
+    if let Err(crate::settings::Error::Stale { by, at }) = &saved {
+        // The page as stored now (the other admin's settings), saying what happened.
+        let status = Status::plain(
+            "error",
+            format!(
+                "Your changes were not saved: {by} saved these settings at {} after you opened this page. The page now shows their settings; make your change again and save.",
+                at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        );
+        let current = Loaded::fetch(state, sub).await?;
+        let form = stored_form(s.membership.clone(), &current, Some(status));
+        return answer(state, user, form, &current, StatusCode::CONFLICT).await;
+    }
+    saved?;
     if let Some(digest) = &session_digest {
         store::siem::drop_tested_secrets(state.pool(), sub, digest).await?;
     }
@@ -361,6 +382,8 @@ struct Submission {
     loaded: Loaded,
     filter: Result<EventFilter, String>,
     shown_filter: EventFilter,
+    /// The `settings_version` the form was drawn from.
+    version: Option<String>,
 }
 
 impl Submission {
@@ -378,6 +401,10 @@ impl Submission {
             values,
             errors,
             status: Some(status),
+            // Shown again as submitted: its values are still those of the version it came from.
+            version: self.version.clone().unwrap_or_else(|| {
+                store::siem::SettingsVersion::of(self.loaded.settings.as_ref()).token()
+            }),
         }
     }
 

@@ -451,6 +451,26 @@ impl TestApp {
         token
     }
 
+    /// A personal API token of the user with this email (written to the store directly).
+    pub async fn personal_token(&self, email: &str) -> String {
+        let user: Uuid = sqlx::query_scalar("select id from users where email = $1")
+            .bind(email)
+            .fetch_one(&self.pool)
+            .await
+            .expect("the user exists");
+        let token = cloudpki::crypto::random_token();
+        cloudpki::store::personal_tokens::create(
+            &self.pool,
+            user,
+            "test",
+            &cloudpki::crypto::token_digest(&token),
+            cloudpki::store::personal_tokens::TokenGrant::full(),
+        )
+        .await
+        .expect("token");
+        token
+    }
+
     /// POSTs an ingestion body with a bearer token.
     pub async fn post_events(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
         let r = self
