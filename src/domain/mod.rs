@@ -53,4 +53,5 @@ pub mod ingest;
 pub mod kafka;
 pub mod secret;
 pub mod sentinel;
+pub mod syslog;
 pub mod webhook;

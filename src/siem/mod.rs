@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod oauth;
 pub mod provider;
 pub mod sentinel;
+pub mod syslog;
 pub mod webhook;
 pub mod wire;
 

@@ -59,7 +59,6 @@ use crate::domain::hec::{
 };
 use crate::siem::egress::{BoxFuture, EgressPolicy, REQUEST_TIMEOUT};
 use crate::siem::explain::{self, failure, Hints};
-use crate::siem::parse_retry_after;
 use crate::siem::provider::{
     needed, settings_of, stored, BuildError, Context, Field, FieldKind, FormCheck, FormValues,
     ProviderSpec, Secrets, RANGE_EVENTS,

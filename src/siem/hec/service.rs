@@ -1,6 +1,7 @@
 //! Sending: the collector call, indexer acknowledgement, and how each answer is classified.
 
 use super::*;
+use crate::siem::HttpWording;
 
 /// What a collector said in its `{"text","code"}` reply (all optional: proxies say other
 /// things).
@@ -95,21 +96,19 @@ pub fn classify(
     let name = flavor.short();
     let reply = HecReply::parse(body);
     let detail = reply_excerpt(&reply, body);
-    let config = |reason: String| Disposition::AuthFailed { reason };
-    let retry = |reason: String| Disposition::Retry {
-        after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-        reason,
-    };
-    match status {
+    let config = |reason: String| Some(Disposition::AuthFailed { reason });
+    // HEC words the statuses whose reply code means something particular, and its 2xx (a
+    // reply that is not HEC's is a wrong URL); the skeleton does the rest.
+    let specific = |status: u16| {
+        match status {
         200..=299 => match (reply.is_json, reply.code) {
-            (true, Some(0) | None) => Disposition::Delivered,
-            (false, _) if body.trim().is_empty() => Disposition::Delivered,
+            (true, Some(0) | None) => Some(Disposition::Delivered),
+            (false, _) if body.trim().is_empty() => Some(Disposition::Delivered),
             (true, Some(code)) => config(format!("The collector URL answered HTTP {status} with code {code}{detail} instead of accepting the events; check that the URL is the HTTP Event Collector itself.")),
             (false, _) => config(format!("The collector URL answered HTTP {status} with something that is not an HTTP Event Collector reply; check the URL (it may point at a proxy or login page).")),
         },
-        300..=399 => config(format!("The collector URL answered with a redirect (HTTP {status}); enter the final https:// URL of the HTTP Event Collector.")),
         400 => match reply.code {
-            Some(6) => match reply.invalid_event_number {
+            Some(6) => Some(match reply.invalid_event_number {
                 Some(accepted) => Disposition::PartialAccept {
                     accepted,
                     reason: format!("{name} refused this event as malformed (HTTP 400{detail}) after indexing the events before it."),
@@ -117,7 +116,7 @@ pub fn classify(
                 None => Disposition::Rejected {
                     reason: format!("{name} refused the events as malformed (HTTP 400{detail})."),
                 },
-            },
+            }),
             Some(5) => config(format!("{name} received no data (HTTP 400{detail}); something between cloudpki and {name}, such as a proxy, may be dropping request bodies.")),
             Some(7) => config(format!("{name} refused the index (HTTP 400{detail}); add the index to the token's allowed indexes, or change or clear the Index field.")),
             Some(10) => config(format!("The token requires indexer acknowledgement (HTTP 400{detail}); turn on indexer acknowledgement in the settings, or turn it off for the token in {name}.")),
@@ -127,27 +126,31 @@ pub fn classify(
             Some(15) => config(format!("{name} refused the indexed fields of the events (HTTP 400{detail}); check the token's settings in {name}.")),
             Some(16) => config(format!("{name} refused query-string authorization (HTTP 400{detail}); check that nothing between cloudpki and {name} moves the token into the URL.")),
             Some(21 | 22) => config(format!("{name} refused the token as invalid or disabled (HTTP 400{detail}); check the token and enable it.")),
-            _ => Disposition::Rejected {
+            _ => Some(Disposition::Rejected {
                 reason: format!("{name} refused the events as malformed (HTTP 400{detail})."),
-            },
+            }),
         },
         401 => config(format!("{name} refused the request: the token is missing or not sent in the expected form (HTTP 401{detail}); check the token.")),
         403 => config(format!("{name} refused the token: it is invalid or disabled (HTTP 403{detail}); copy the token again and check that it and HEC are enabled.")),
         404 => config(format!("The collector URL was not found (HTTP 404{detail}); check the URL and port.")),
-        413 => Disposition::SplitBatch,
         501 => config(format!("The collector URL does not implement event ingestion (HTTP 501{detail}); check that the URL points at the HTTP Event Collector.")),
-        408 => retry(format!("{name} timed out reading the request (HTTP 408{detail}).")),
-        429 => retry(format!("{name} is rate limiting (HTTP 429{detail}).")),
-        502 | 504 => crate::siem::gateway_gave_up(
-            status,
-            retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-            name,
-            &detail,
-        ),
-        500..=599 => retry(format!("{name} is unavailable (HTTP {status}{detail}).")),
-        402..=499 => config(format!("{name} refused the request (HTTP {status}{detail}); check the collector URL and the token.")),
-        _ => retry(format!("{name} answered an unexpected HTTP {status}{detail}.")),
+        _ => None,
     }
+    };
+    // The skeleton puts the detail after the status, as Datadog's: "(HTTP 503): code 9, …".
+    let after_status = detail.replacen(", ", ": ", 1);
+    crate::siem::classify_http(
+        status,
+        retry_after,
+        HttpWording {
+            name,
+            detail: &after_status,
+            redirect: format!("The collector URL answered with a redirect (HTTP {status}); enter the final https:// URL of the HTTP Event Collector."),
+            too_many: "is rate limiting",
+            other_4xx: Some(format!("{name} refused the request (HTTP {status}{detail}); check the collector URL and the token.")),
+        },
+        specific,
+    )
 }
 
 /// How the acknowledgement of an accepted batch ended.
