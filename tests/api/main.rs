@@ -42,6 +42,7 @@ mod siem_kafka;
 mod siem_providers;
 mod siem_sentinel_contract;
 mod siem_settings;
+mod siem_syslog_contract;
 mod siem_webhook_contract;
 mod subscriptions;
 mod terraform_api;

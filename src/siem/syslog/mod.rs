@@ -13,10 +13,15 @@
 //!   details are cut with a marker, every identifying field kept;
 //! - on the wire, RFC 5425 / RFC 6587 octet counting: `MSG-LEN SP SYSLOG-MSG`.
 //!
+//! Sending (`service`): one connection per batch through the egress guard, TLS (the public
+//! roots plus a configured CA, mutual TLS optional) or plain TCP, closed cleanly; failures
+//! explained (name, issuer, refused, timeout), an error after the first byte "maybe sent".
+//!
 //! Still to build (the list): the spec and form (host, port, transport, format, CA,
-//! mutual TLS, app name), the TLS and TCP service through the egress guard, Test Connection
-//! with explained failures, and the contract test against a real rsyslog.
+//! mutual TLS, app name), the `SiemDestination` with Test Connection, and registering it.
 
 mod request;
+mod service;
 
 pub use request::*;
+pub use service::*;

@@ -1,0 +1,249 @@
+//! Sending: one connection per batch, through the egress guard, over TLS (RFC 5425) or plain
+//! TCP (RFC 6587), the batch's octet-counted messages written and the connection closed
+//! cleanly (TLS `close_notify`). Syslog acknowledges nothing: a batch written and closed
+//! without an error is delivered; an error after the first byte left is "maybe sent".
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use crate::domain::syslog::{SyslogHost, SyslogTransport};
+use crate::siem::egress::{EgressPolicy, GuardedResolver, Lookup};
+
+/// How long connecting (and the TLS handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long writing one batch (and closing) may take.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where and how messages go.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: SyslogHost,
+    pub port: u16,
+    pub transport: SyslogTransport,
+    /// TLS: the server's certificate is checked against these roots (the public ones and a
+    /// configured CA), and a client certificate is shown when configured.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Why a batch did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum SyslogError {
+    /// Nothing was sent: the destination's settings or the network (retry later).
+    #[error("{0}")]
+    NotSent(String),
+    /// The server's certificate was refused, or it refused ours: a settings problem.
+    #[error("{0}")]
+    Tls(String),
+    /// The connection broke after bytes left: the receiver may have some of the batch.
+    #[error("{0}")]
+    MaybeSent(String),
+}
+
+/// The TLS client settings: the public roots plus `ca_pem`'s certificates, and a client
+/// certificate (chain and key, PEM) for mutual TLS.
+pub fn tls_config(
+    ca_pem: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|_| "the CA certificate is not valid PEM".to_owned())?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate cannot be used ({e})"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(
+                "the CA field holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS cannot be set up ({e})"))?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain_pem, key_pem)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| "the client certificate is not valid PEM".to_owned())?;
+            if chain.is_empty() {
+                return Err("the client certificate field holds no PEM certificate".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
+                "the client key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned()
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client certificate and key do not go together ({e})"))
+        }
+    }
+}
+
+/// Connects to the first address of the host that the egress policy allows.
+async fn connect(
+    endpoint: &Endpoint,
+    egress: &EgressPolicy,
+    lookup: Arc<dyn Lookup>,
+) -> Result<TcpStream, SyslogError> {
+    let host = endpoint.host.as_str();
+    let resolver = GuardedResolver::new(Arc::new(egress.clone()), lookup);
+    let addrs = resolver.resolve_allowed(host).await.map_err(|e| {
+        SyslogError::NotSent(match crate::siem::egress::find_resolve_denied(&e) {
+            Some(denied) => format!(
+                "{host} resolves only to addresses this server's outbound policy blocks ({}); nothing was sent",
+                denied.addrs
+            ),
+            None => format!("{host} could not be resolved ({e})"),
+        })
+    })?;
+    let mut last = String::new();
+    for ip in addrs {
+        let addr = SocketAddr::new(ip, endpoint.port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = format!(
+                    "{addr} refused the connection (nothing listens on port {})",
+                    endpoint.port
+                );
+            }
+            Ok(Err(e)) => last = format!("connecting to {addr} failed ({e})"),
+            Err(_) => {
+                last = format!(
+                    "connecting to {addr} timed out after {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+    Err(SyslogError::NotSent(last))
+}
+
+/// How long the receiver has to close its side after ours, or to say it refused us (a TLS
+/// alert after the handshake, as a server that requires a client certificate sends in TLS 1.3).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Writes the framed messages, closes our side cleanly, then reads until the receiver closes
+/// its side: an alert arriving there means the receiver refused the session, not that it
+/// stored the batch.
+async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    framed: &[u8],
+    host: &SyslogHost,
+) -> Result<(), SyslogError> {
+    let written = async {
+        stream.write_all(framed).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(if is_tls_alert(&e) {
+                SyslogError::Tls(explain_tls(host, &e))
+            } else {
+                SyslogError::MaybeSent(format!(
+                    "the connection broke while sending ({e}); the receiver may have part of the batch"
+                ))
+            })
+        }
+        Err(_) => {
+            return Err(SyslogError::MaybeSent(format!(
+                "sending did not finish within {} s; the receiver may have part of the batch",
+                WRITE_TIMEOUT.as_secs()
+            )))
+        }
+    }
+    let mut buf = [0u8; 512];
+    let drained = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match tokio::time::timeout(CLOSE_WAIT, drained).await {
+        Ok(Err(e)) if is_tls_alert(&e) => Err(SyslogError::Tls(explain_tls(host, &e))),
+        // The receiver closed, reset after reading, or kept its side open: what we wrote and
+        // closed cleanly went out.
+        _ => Ok(()),
+    }
+}
+
+/// Whether an I/O error is the peer's TLS alert (or a TLS protocol failure).
+fn is_tls_alert(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// Sends one batch of framed messages on a connection of its own.
+pub async fn send_framed(
+    endpoint: &Endpoint,
+    egress: &EgressPolicy,
+    lookup: Arc<dyn Lookup>,
+    framed: &[u8],
+) -> Result<(), SyslogError> {
+    let mut tcp = connect(endpoint, egress, lookup).await?;
+    match (&endpoint.transport, &endpoint.tls) {
+        (SyslogTransport::Tls, Some(config)) => {
+            let name = ServerName::try_from(endpoint.host.as_str().to_owned()).map_err(|_| {
+                SyslogError::Tls(format!("{} is not a name TLS can check", endpoint.host))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let handshake = connector.connect(name, &mut tcp);
+            let mut tls = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return Err(SyslogError::Tls(explain_tls(&endpoint.host, &e))),
+                Err(_) => {
+                    return Err(SyslogError::NotSent(format!(
+                        "the TLS handshake with {} did not finish within {} s",
+                        endpoint.host,
+                        CONNECT_TIMEOUT.as_secs()
+                    )))
+                }
+            };
+            write_all(&mut tls, framed, &endpoint.host).await
+        }
+        (SyslogTransport::Tls, None) => Err(SyslogError::Tls(
+            "TLS is chosen but not set up; save the settings again".into(),
+        )),
+        (SyslogTransport::Tcp, _) => write_all(&mut tcp, framed, &endpoint.host).await,
+    }
+}
+
+/// The TLS failure in plain words: the certificate's name, its issuer, or the server's view of
+/// ours.
+fn explain_tls(host: &SyslogHost, e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("NotValidForName") || text.contains("not valid for name") {
+        format!("the server's certificate is not issued for {host}; connect with the name in its certificate, or give the receiver a certificate for {host}")
+    } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+        format!("the server's certificate for {host} is issued by a CA this server does not trust; paste that CA's certificate (PEM) into the CA field")
+    } else if text.contains("Expired") || text.contains("expired") {
+        format!("the server's certificate for {host} has expired")
+    } else if text.contains("CertificateRequired")
+        || text.contains("certificate required")
+        || text.contains("HandshakeFailure")
+        || text.contains("handshake failure")
+    {
+        format!("{host} refused the TLS handshake ({text}); if it requires a client certificate, give one and its key")
+    } else {
+        format!("the TLS handshake with {host} failed ({text})")
+    }
+}

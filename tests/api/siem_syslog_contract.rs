@@ -1,0 +1,238 @@
+//! Syslog's wire contract against a real rsyslog over TLS (RFC 5425, octet counting): every
+//! catalog event arrives and parses back, as RFC 5424 with the log as JSON and as CEF; mutual
+//! TLS; and the failures a user can fix are explained (unknown CA, a name the certificate does
+//! not carry, a client certificate required, nothing listening), with nothing sent.
+
+use std::sync::Arc;
+
+use crate::support::rsyslog::{Pki, Rsyslog};
+use cloudpki::{
+    domain::{
+        events::catalog,
+        syslog::{AppName, SyslogFormat, SyslogHost, SyslogTransport},
+    },
+    siem::{
+        egress::{EgressPolicy, Lookup, StaticLookup},
+        syslog::{self, Endpoint, SyslogError},
+        AuditLog, ChainLink,
+    },
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Every catalog event, numbered 1, 2, 3 … and chained.
+fn catalog_events(subscription: Uuid) -> Vec<AuditLog> {
+    let now = chrono::Utc::now();
+    catalog()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| AuditLog {
+            uuid: Uuid::new_v4(),
+            sequence: i as i64 + 1,
+            subscription_id: subscription,
+            event_id: info.id,
+            occurred_at: now,
+            recorded_at: now,
+            actor: Some("ca-admin@example.com".into()),
+            details: json!({"Index": i, "Note": "a=b \\ c"}),
+            chain: Some(ChainLink {
+                prev_hash: format!("{:064x}", i),
+                hash: format!("{:064x}", i + 1),
+            }),
+        })
+        .collect()
+}
+
+fn egress() -> EgressPolicy {
+    EgressPolicy::parse("127.0.0.1/32").unwrap()
+}
+
+/// `localhost` and `other.test` both answer 127.0.0.1 (no packet leaves loopback).
+fn lookup() -> Arc<dyn Lookup> {
+    Arc::new(StaticLookup::new([
+        ("localhost", vec!["127.0.0.1".parse().unwrap()]),
+        ("other.test", vec!["127.0.0.1".parse().unwrap()]),
+    ]))
+}
+
+fn endpoint(host: &str, port: u16, ca: Option<&str>, client: Option<(&str, &str)>) -> Endpoint {
+    Endpoint {
+        host: SyslogHost::parse(host).unwrap(),
+        port,
+        transport: SyslogTransport::Tls,
+        tls: Some(Arc::new(syslog::tls_config(ca, client).unwrap())),
+    }
+}
+
+fn framed(logs: &[AuditLog], format: SyslogFormat) -> Vec<u8> {
+    let app = AppName::parse("").unwrap();
+    logs.iter()
+        .flat_map(|log| syslog::frame(&syslog::message(log, format, "cloudpki-test", &app)))
+        .collect()
+}
+
+/// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG` split into its parts.
+fn parts(line: &str) -> (u16, Vec<&str>, &str) {
+    let rest = line.strip_prefix('<').expect("a PRI");
+    let (pri, rest) = rest.split_once('>').expect("a PRI");
+    let fields: Vec<&str> = rest.splitn(8, ' ').collect();
+    assert_eq!(fields.len(), 8, "{line}");
+    (pri.parse().unwrap(), fields[..7].to_vec(), fields[7])
+}
+
+#[tokio::test]
+async fn every_catalog_event_arrives_over_tls_as_rfc5424_json_and_parses_back() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start(&pki, false).await;
+    let sub = Uuid::new_v4();
+    let logs = catalog_events(sub);
+    let bytes = framed(&logs, SyslogFormat::Rfc5424);
+    syslog::send_framed(
+        &endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect("sent");
+    let lines = rsyslog.received(logs.len()).await;
+    assert_eq!(lines.len(), logs.len(), "{lines:#?}");
+    for (log, line) in logs.iter().zip(&lines) {
+        let (pri, fields, msg) = parts(line);
+        assert_eq!(pri, 13 * 8 + u16::from(syslog::severity(log)), "{line}");
+        assert_eq!(fields[0], "1");
+        assert_eq!(fields[2], "cloudpki-test");
+        assert_eq!(fields[3], "EZCA");
+        assert_eq!(fields[5], log.event_id.get().to_string());
+        assert_eq!(fields[6], "-");
+        let body: Value = serde_json::from_str(msg).expect("MSG is JSON");
+        assert_eq!(body["Sequence"], log.sequence);
+        assert_eq!(body["EventUuid"], log.uuid.to_string());
+        assert_eq!(body["Hash"], log.chain.as_ref().unwrap().hash);
+        assert_eq!(body["SubscriptionId"], sub.to_string());
+        assert_eq!(body["details"]["Note"], "a=b \\ c");
+    }
+}
+
+#[tokio::test]
+async fn every_catalog_event_arrives_as_cef_with_mutual_tls() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start(&pki, true).await;
+    let logs = catalog_events(Uuid::new_v4());
+    let bytes = framed(&logs, SyslogFormat::Cef);
+
+    // Without a client certificate the receiver refuses the session: explained, not delivered.
+    let refused = syslog::send_framed(
+        &endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect_err("a client certificate is required");
+    assert!(matches!(refused, SyslogError::Tls(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("client certificate"),
+        "{refused}"
+    );
+
+    syslog::send_framed(
+        &endpoint(
+            "localhost",
+            rsyslog.port,
+            Some(&pki.ca_pem),
+            Some((&pki.client_cert_pem, &pki.client_key_pem)),
+        ),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect("sent with the client certificate");
+    let lines = rsyslog.received(logs.len()).await;
+    assert_eq!(
+        lines.len(),
+        logs.len(),
+        "only the mutual-TLS session's: {lines:#?}"
+    );
+    for (log, line) in logs.iter().zip(&lines) {
+        let (_, fields, msg) = parts(line);
+        assert_eq!(fields[5], log.event_id.get().to_string());
+        let header: Vec<&str> = msg.splitn(8, '|').collect();
+        assert_eq!(header[0], "CEF:0", "{msg}");
+        assert_eq!(header[4], log.event_id.get().to_string());
+        assert_eq!(header[5], log.event_id.info().summary);
+        assert_eq!(header[6], syslog::cef_severity(log).to_string());
+        let ext = header[7];
+        assert!(ext.contains(&format!("externalId={}", log.uuid)), "{ext}");
+        assert!(ext.contains(&format!("cn1={}", log.sequence)), "{ext}");
+        assert!(
+            ext.contains(&format!("cs2={}", log.chain.as_ref().unwrap().hash)),
+            "{ext}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_arrives() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start(&pki, false).await;
+    let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
+
+    let unknown_ca = syslog::send_framed(
+        &endpoint("localhost", rsyslog.port, None, None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect_err("the test CA is not trusted");
+    assert!(matches!(unknown_ca, SyslogError::Tls(_)), "{unknown_ca}");
+    assert!(unknown_ca.to_string().contains("CA"), "{unknown_ca}");
+
+    let wrong_name = syslog::send_framed(
+        &endpoint("other.test", rsyslog.port, Some(&pki.ca_pem), None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect_err("the certificate is for localhost");
+    assert!(
+        wrong_name.to_string().contains("not issued for other.test"),
+        "{wrong_name}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = syslog::send_framed(
+        &endpoint("localhost", closed, Some(&pki.ca_pem), None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect_err("nothing listens");
+    assert!(matches!(refused, SyslogError::NotSent(_)), "{refused}");
+    assert!(refused.to_string().contains("refused"), "{refused}");
+
+    // An address outside the outbound policy is never connected to.
+    let denied_lookup: Arc<dyn Lookup> = Arc::new(StaticLookup::new([(
+        "localhost",
+        vec!["127.0.0.2".parse().unwrap()],
+    )]));
+    let denied = syslog::send_framed(
+        &endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None),
+        &egress(),
+        denied_lookup,
+        &bytes,
+    )
+    .await
+    .expect_err("127.0.0.2 is not allowed");
+    assert!(denied.to_string().contains("outbound policy"), "{denied}");
+
+    assert!(rsyslog.received(1).await.is_empty(), "nothing arrived");
+}

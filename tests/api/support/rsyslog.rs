@@ -1,0 +1,161 @@
+//! A real rsyslog (Debian's `rsyslog` and `rsyslog-openssl`, installed by `.ci/setup --test`)
+//! listening for RFC 5425 TLS on a loopback port with a test CA, writing every message it
+//! receives, raw, one per line, to a file the test reads back.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// A test CA, a server certificate for `localhost` and a client certificate, in PEM.
+pub struct Pki {
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "cloudpki syslog test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert_pem, server_key_pem) =
+            leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert_pem, client_key_pem) =
+            leaf("cloudpki.test", ExtendedKeyUsagePurpose::ClientAuth);
+        Pki {
+            ca_pem: ca_cert.pem(),
+            server_cert_pem,
+            server_key_pem,
+            client_cert_pem,
+            client_key_pem,
+        }
+    }
+}
+
+/// A running rsyslogd; killed when dropped.
+pub struct Rsyslog {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl Rsyslog {
+    /// Starts rsyslogd with TLS on a free loopback port; `require_client_cert`: mutual TLS
+    /// (`x509/certvalid`: a client certificate issued by the test CA).
+    pub async fn start(pki: &Pki, require_client_cert: bool) -> Rsyslog {
+        assert!(
+            std::path::Path::new("/usr/sbin/rsyslogd").exists(),
+            "rsyslogd is installed (bash .ci/setup --test installs rsyslog and rsyslog-openssl)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
+        std::fs::write(path("server.pem"), &pki.server_cert_pem).unwrap();
+        std::fs::write(path("server.key"), &pki.server_key_pem).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = path("received.log");
+        let auth = if require_client_cert {
+            "x509/certvalid"
+        } else {
+            "anon"
+        };
+        let conf = format!(
+            r#"global(workDirectory="{dir}" maxMessageSize="64k"
+       defaultNetstreamDriver="ossl"
+       defaultNetstreamDriverCAFile="{dir}/ca.pem"
+       defaultNetstreamDriverCertFile="{dir}/server.pem"
+       defaultNetstreamDriverKeyFile="{dir}/server.key")
+module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth}")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="received") {{
+  action(type="omfile" file="{out}" template="raw")
+}}
+input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="received")
+"#,
+            dir = dir.path().display(),
+            out = out.display(),
+        );
+        std::fs::write(path("rsyslog.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(path("rsyslog.conf"))
+            .arg("-i")
+            .arg(path("rsyslog.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // Its complaints (the readiness probe's bare connection, refused handshakes the
+            // tests provoke) go to a file beside its config, not into the test output.
+            .stderr(std::fs::File::create(path("rsyslogd.err")).unwrap())
+            .spawn()
+            .expect("rsyslogd starts");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "rsyslogd listens on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Rsyslog {
+            child,
+            _dir: dir,
+            port,
+            out,
+        }
+    }
+
+    /// The messages received so far, once at least `n` arrived (or after 10 s).
+    pub async fn received(&self, n: usize) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= n || started.elapsed() > Duration::from_secs(10) {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
