@@ -153,13 +153,17 @@ async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
     match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            return Err(if is_tls_alert(&e) {
-                SyslogError::Tls(explain_tls(host, &e))
-            } else {
-                SyslogError::MaybeSent(format!(
-                    "the connection broke while sending ({e}); the receiver may have part of the batch"
-                ))
-            })
+            if is_tls_alert(&e) {
+                return Err(SyslogError::Tls(explain_tls(host, &e)));
+            }
+            // A receiver that refused the session (a client certificate it requires) sends its
+            // alert and closes; our write can fail first. The alert may still be there to read.
+            if let Err(alert) = drain(stream).await {
+                return Err(SyslogError::Tls(explain_tls(host, &alert)));
+            }
+            return Err(SyslogError::MaybeSent(format!(
+                "the connection broke while sending ({e}); the receiver may have part of the batch"
+            )));
         }
         Err(_) => {
             return Err(SyslogError::MaybeSent(format!(
@@ -168,6 +172,16 @@ async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
             )))
         }
     }
+    // The receiver closed, reset after reading, or kept its side open: what we wrote and
+    // closed cleanly went out, unless what it sent back is a TLS alert.
+    drain(stream)
+        .await
+        .map_err(|alert| SyslogError::Tls(explain_tls(host, &alert)))
+}
+
+/// Reads what the receiver still sends until it closes (at most [`CLOSE_WAIT`]): `Err` with
+/// the error when that is a TLS alert, else `Ok`.
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), std::io::Error> {
     let mut buf = [0u8; 512];
     let drained = async {
         loop {
@@ -179,9 +193,7 @@ async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     match tokio::time::timeout(CLOSE_WAIT, drained).await {
-        Ok(Err(e)) if is_tls_alert(&e) => Err(SyslogError::Tls(explain_tls(host, &e))),
-        // The receiver closed, reset after reading, or kept its side open: what we wrote and
-        // closed cleanly went out.
+        Ok(Err(e)) if is_tls_alert(&e) => Err(e),
         _ => Ok(()),
     }
 }
