@@ -42,6 +42,7 @@ pub static PROVIDERS: &[&provider::ProviderSpec] = &[
     &hec::LOGSCALE,
     &webhook::SPEC,
     &kafka::SPEC,
+    &syslog::SPEC,
 ];
 
 /// One recorded audit event, as the forwarder hands it to a provider.

@@ -30,8 +30,10 @@ pub enum FieldKind {
     Url,
     /// A write-only secret, typed by a person.
     Secret,
-    /// Write-only lines (`Name: value` headers).
+    /// Write-only lines (`Name: value` headers, a PEM private key).
     SecretLines,
+    /// Lines shown as stored (a PEM certificate).
+    Lines,
     /// A checkbox (`on` when ticked).
     Check,
     /// A choice from a list.

@@ -929,7 +929,7 @@ fn settings_schema() -> Value {
                         json!({"type": "string", "enum": values, "description": description}),
                     );
                 }
-                FieldKind::Text | FieldKind::Url => {
+                FieldKind::Text | FieldKind::Url | FieldKind::Lines => {
                     properties.insert(
                         field.name.into(),
                         json!({"type": "string", "description": description}),

@@ -5,7 +5,11 @@
 
 use std::sync::Arc;
 
-use crate::support::rsyslog::{Pki, Rsyslog};
+use crate::support::{
+    input_value,
+    portal::{portal_with_lookup, status, CATALOG},
+    rsyslog::{Pki, Rsyslog},
+};
 use cloudpki::{
     domain::{
         events::catalog,
@@ -235,4 +239,74 @@ async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_
     assert!(denied.to_string().contains("outbound policy"), "{denied}");
 
     assert!(rsyslog.received(1).await.is_empty(), "nothing arrived");
+}
+
+#[tokio::test]
+async fn configured_on_the_page_it_tests_saves_and_forwards_every_event_with_mutual_tls() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start(&pki, true).await;
+    let p = portal_with_lookup(lookup()).await;
+    let port = rsyslog.port.to_string();
+    let form = vec![
+        ("siem_enabled", "on"),
+        ("provider", "syslog"),
+        ("syslog_host", "localhost"),
+        ("syslog_port", port.as_str()),
+        ("syslog_transport", "tls"),
+        ("syslog_format", "rfc5424"),
+        ("syslog_ca_pem", pki.ca_pem.as_str()),
+        ("syslog_client_cert_pem", pki.client_cert_pem.as_str()),
+        ("syslog_client_key_pem", pki.client_key_pem.as_str()),
+        ("syslog_app_name", "EZCA"),
+    ];
+    let (code, page) = p.status_after("test", &form).await;
+    assert_eq!(code, 200, "{}", status(&page));
+    assert!(
+        status(&page).contains("took the test message over TLS"),
+        "{}",
+        status(&page)
+    );
+    assert_eq!(p.status_after("save", &form).await.0, 303);
+
+    // The key is write-only: the page never shows it back.
+    let page = p.app.get_page(&p.path).await;
+    assert!(
+        !page.contains("PRIVATE KEY-----\n"),
+        "the key is not in the page"
+    );
+    assert_eq!(
+        input_value(&page, "syslog_client_key_pem").unwrap_or_default(),
+        ""
+    );
+
+    let body: Vec<Value> = CATALOG
+        .iter()
+        .map(|id| json!({"event_id": id, "actor": "alice@example.com"}))
+        .collect();
+    assert_eq!(
+        p.app
+            .post_events(&p.token, &Value::Array(body))
+            .await
+            .status(),
+        202
+    );
+    let report = p.app.state.forwarder().forward_once().await.unwrap();
+    assert_eq!(report.delivered, CATALOG.len() as u64, "{report:?}");
+
+    let lines = rsyslog.received(CATALOG.len() + 1).await;
+    assert_eq!(
+        lines.len(),
+        CATALOG.len() + 1,
+        "the test message and each event once"
+    );
+    let test: Value = serde_json::from_str(parts(&lines[0]).2).unwrap();
+    assert_eq!(test["EventID"], 0);
+    for (i, (line, id)) in lines[1..].iter().zip(CATALOG).enumerate() {
+        let (_, fields, msg) = parts(line);
+        assert_eq!(fields[5], id.to_string());
+        let log: Value = serde_json::from_str(msg).unwrap();
+        assert_eq!(log["Sequence"], i as i64 + 1);
+        assert_eq!(log["SubscriptionId"], p.sub.to_string());
+        assert!(log["Hash"].is_string() && log["EventUuid"].is_string());
+    }
 }

@@ -34,6 +34,9 @@ pub struct Endpoint {
 /// Why a batch did not go out.
 #[derive(Debug, thiserror::Error)]
 pub enum SyslogError {
+    /// The outbound policy refused every address of the host: nothing was sent.
+    #[error("{0}")]
+    Denied(String),
     /// Nothing was sent: the destination's settings or the network (retry later).
     #[error("{0}")]
     NotSent(String),
@@ -102,13 +105,13 @@ async fn connect(
     let host = endpoint.host.as_str();
     let resolver = GuardedResolver::new(Arc::new(egress.clone()), lookup);
     let addrs = resolver.resolve_allowed(host).await.map_err(|e| {
-        SyslogError::NotSent(match crate::siem::egress::find_resolve_denied(&e) {
-            Some(denied) => format!(
+        match crate::siem::egress::find_resolve_denied(&e) {
+            Some(denied) => SyslogError::Denied(format!(
                 "{host} resolves only to addresses this server's outbound policy blocks ({}); nothing was sent",
                 denied.addrs
-            ),
-            None => format!("{host} could not be resolved ({e})"),
-        })
+            )),
+            None => SyslogError::NotSent(format!("{host} could not be resolved ({e})")),
+        }
     })?;
     let mut last = String::new();
     for ip in addrs {

@@ -256,6 +256,7 @@ pub(super) fn render(
                         FieldKind::Check => "checkbox",
                         FieldKind::Select(_) => "select",
                         FieldKind::SecretLines => "textarea",
+                        FieldKind::Lines => "lines",
                     },
                     value: values.get(field.name).cloned().unwrap_or_default(),
                     options: match field.kind {
