@@ -141,11 +141,16 @@ input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="received")
 
     /// The messages received so far, once at least `n` arrived (or after 10 s).
     pub async fn received(&self, n: usize) -> Vec<String> {
+        self.received_within(n, Duration::from_secs(10)).await
+    }
+
+    /// The messages received so far, once at least `n` arrived (or after `wait`).
+    pub async fn received_within(&self, n: usize, wait: Duration) -> Vec<String> {
         let started = Instant::now();
         loop {
             let text = std::fs::read_to_string(&self.out).unwrap_or_default();
             let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            if lines.len() >= n || started.elapsed() > Duration::from_secs(10) {
+            if lines.len() >= n || started.elapsed() > wait {
                 return lines;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
