@@ -500,8 +500,7 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
         }
     };
     let rows = store::siem::secrets_not_sealed_with(&db.pool, key.id()).await?;
-    let mut tx = db.pool.begin().await?;
-    let (mut resealed, mut unreadable) = (0, Vec::new());
+    let (mut fresh, mut unreadable) = (Vec::new(), Vec::new());
     for row in rows {
         // The same associated data the settings seal with: a rotation can never drift from it.
         let opened = crate::siem::Provider::parse(&row.provider)
@@ -514,9 +513,8 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
             });
         match opened {
             Some((plain, context)) => {
-                let fresh = key.seal(&plain, &context);
-                store::siem::reseal_secret(&mut tx, &row, &fresh).await?;
-                resealed += 1;
+                let sealed = key.seal(&plain, &context);
+                fresh.push((row, sealed));
             }
             None => unreadable.push(format!(
                 "{} {} {}",
@@ -524,15 +522,15 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
             )),
         }
     }
-    store::siem::drop_tested_secrets_not_sealed_with(&mut tx, key.id()).await?;
+    let resealed = fresh.len();
     if let Some(old) = &new_file {
         // The new key file is written before the commit: if writing fails nothing changed.
         let dir = &config.data_dir;
-        std::fs::copy(dir.join(MASTER_KEY_FILE), dir.join("master.key.previous"))?;
         let temp = dir.join("master.key.new");
-        {
+        store::siem::reseal_all(&db.pool, &fresh, key.id(), || -> anyhow::Result<()> {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::copy(dir.join(MASTER_KEY_FILE), dir.join("master.key.previous"))?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -541,8 +539,9 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
                 .open(&temp)?;
             writeln!(file, "{}", key.to_base64())?;
             file.sync_all()?;
-        }
-        tx.commit().await?;
+            Ok(())
+        })
+        .await?;
         std::fs::rename(&temp, dir.join(MASTER_KEY_FILE)).with_context(|| {
             format!(
                 "the secrets are sealed with the new key, which is in {}: move it to {} by hand",
@@ -557,7 +556,7 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
             old.id()
         );
     } else {
-        tx.commit().await?;
+        store::siem::reseal_all(&db.pool, &fresh, key.id(), || anyhow::Ok(())).await?;
         eprintln!(
             "every secret is now sealed with key {}; remove CLOUDPKI_MASTER_KEY_PREVIOUS from every process",
             key.id()

@@ -19,7 +19,7 @@ use lettre::{
 };
 use sqlx::PgPool;
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+use store::notify::Pass;
 use uuid::Uuid;
 
 use crate::{
@@ -220,21 +220,21 @@ impl Notifier {
     async fn pass_at(&self, now: DateTime<Utc>) -> Result<NotifyReport, store::Error> {
         let mut report = NotifyReport::default();
         // Expiry commits on its own: the destinations it moves stay locked only this long.
-        let mut tx = self.pool.begin().await?;
-        for gap in store::notify::expire(&mut tx, now - self.retention, now).await? {
+        let mut tx = Pass::begin(&self.pool).await?;
+        for gap in tx.expire(now - self.retention, now).await? {
             report.expired += u64::try_from(gap.expired_events).unwrap_or_default();
             tracing::warn!(subscription_id = %gap.subscription_id, expired = gap.expired_events, "undelivered events expired past retention");
             self.queue_expired(&mut tx, &gap, now).await?;
         }
         tx.commit().await?;
-        let mut tx = self.pool.begin().await?;
-        for incident in store::notify::open_incidents(&mut tx, now).await? {
+        let mut tx = Pass::begin(&self.pool).await?;
+        for incident in tx.open_incidents(now).await? {
             report.opened += 1;
             tracing::warn!(subscription_id = %incident.subscription_id, reason = %incident.reason, "delivery incident opened");
             self.queue_incident(&mut tx, &incident, "failing", now)
                 .await?;
         }
-        let switched_off = store::notify::close_switched_off(&mut tx, now).await?;
+        let switched_off = tx.close_switched_off(now).await?;
         if switched_off > 0 {
             tracing::info!(
                 incidents = switched_off,
@@ -243,18 +243,16 @@ impl Notifier {
         }
         let every =
             chrono::Duration::from_std(REMINDER_INTERVAL).unwrap_or(chrono::Duration::days(1));
-        for incident in store::notify::due_reminders(&mut tx, now, every).await? {
+        for incident in tx.due_reminders(now, every).await? {
             report.reminded += 1;
             self.queue_incident(&mut tx, &incident, "reminder", now)
                 .await?;
         }
         let today = now.date_naive();
-        for secret in
-            store::notify::expiring_secrets(&mut tx, today + chrono::Days::new(30)).await?
-        {
+        for secret in tx.expiring_secrets(today + chrono::Days::new(30)).await? {
             self.queue_expiry(&mut tx, &secret, today, now).await?;
         }
-        for incident in store::notify::close_incidents(&mut tx, now).await? {
+        for incident in tx.close_incidents(now).await? {
             report.closed += 1;
             tracing::info!(subscription_id = %incident.subscription_id, delivered = incident.count, "delivery incident closed");
             self.queue_incident(&mut tx, &incident, "recovered", now)
@@ -277,15 +275,16 @@ impl Notifier {
         )
     }
 
-    async fn subscription_name(&self, tx: &mut Tx<'_>, id: Uuid) -> Result<String, store::Error> {
-        Ok(store::notify::subscription_name(tx, id)
+    async fn subscription_name(&self, tx: &mut Pass, id: Uuid) -> Result<String, store::Error> {
+        Ok(tx
+            .subscription_name(id)
             .await?
             .unwrap_or_else(|| id.to_string()))
     }
 
     async fn queue_incident(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Pass,
         incident: &IncidentRow,
         kind: &'static str,
         now: DateTime<Utc>,
@@ -294,15 +293,16 @@ impl Notifier {
             .map(Provider::label)
             .unwrap_or("SIEM");
         let name = self.subscription_name(tx, incident.subscription_id).await?;
-        let (waiting, oldest) =
-            store::notify::waiting(tx, incident.subscription_id, &incident.provider).await?;
-        let (expired, parked) = store::notify::losses_since(
-            tx,
-            incident.subscription_id,
-            &incident.provider,
-            incident.opened_at,
-        )
-        .await?;
+        let (waiting, oldest) = tx
+            .waiting(incident.subscription_id, &incident.provider)
+            .await?;
+        let (expired, parked) = tx
+            .losses_since(
+                incident.subscription_id,
+                &incident.provider,
+                incident.opened_at,
+            )
+            .await?;
         let since = fmt_time(incident.opened_at);
         let mut facts = vec![
             ("Destination".to_owned(), provider.to_owned()),
@@ -369,7 +369,7 @@ impl Notifier {
 
     async fn queue_expired(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Pass,
         gap: &GapRow,
         now: DateTime<Utc>,
     ) -> Result<(), store::Error> {
@@ -411,7 +411,7 @@ impl Notifier {
     /// One reminder per threshold (30, 7 and 1 days before, and once expired) and date.
     async fn queue_expiry(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Pass,
         secret: &store::notify::ExpiringSecret,
         today: chrono::NaiveDate,
         now: DateTime<Utc>,
@@ -468,7 +468,7 @@ impl Notifier {
 
     async fn queue_for_admins(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Pass,
         subscription_id: Uuid,
         key: &str,
         kind: &'static str,
@@ -478,7 +478,7 @@ impl Notifier {
         let (text_body, html_body) = view
             .render()
             .map_err(|e| store::Error::Database(sqlx::Error::Protocol(e.to_string())))?;
-        for recipient in store::notify::admin_emails(tx, subscription_id).await? {
+        for recipient in tx.admin_emails(subscription_id).await? {
             let message = NewMessage {
                 subscription_id,
                 dedupe_key: format!("{key}/{recipient}"),
@@ -488,7 +488,7 @@ impl Notifier {
                 text_body: text_body.clone(),
                 html_body: html_body.clone(),
             };
-            store::notify::enqueue(&mut **tx, &message, now).await?;
+            tx.enqueue(&message, now).await?;
         }
         Ok(())
     }

@@ -8,6 +8,97 @@ use uuid::Uuid;
 
 use super::Error;
 
+/// One stage of the notifier as a unit of work: what it finds (incidents to open, events past
+/// retention, secrets about to expire) and the messages it queues about them commit together,
+/// or not at all. The notifier works through these methods; the transaction stays here.
+pub struct Pass(Transaction<'static, Postgres>);
+
+impl Pass {
+    pub async fn begin(pool: &PgPool) -> Result<Pass, Error> {
+        Ok(Pass(pool.begin().await?))
+    }
+
+    pub async fn commit(self) -> Result<(), Error> {
+        self.0.commit().await?;
+        Ok(())
+    }
+
+    /// See [`expire`].
+    pub async fn expire(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<GapRow>, Error> {
+        expire(&mut self.0, cutoff, now).await
+    }
+
+    /// See [`open_incidents`].
+    pub async fn open_incidents(&mut self, now: DateTime<Utc>) -> Result<Vec<IncidentRow>, Error> {
+        open_incidents(&mut self.0, now).await
+    }
+
+    /// See [`close_incidents`].
+    pub async fn close_incidents(&mut self, now: DateTime<Utc>) -> Result<Vec<IncidentRow>, Error> {
+        close_incidents(&mut self.0, now).await
+    }
+
+    /// See [`due_reminders`].
+    pub async fn due_reminders(
+        &mut self,
+        now: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<Vec<IncidentRow>, Error> {
+        due_reminders(&mut self.0, now, every).await
+    }
+
+    /// See [`close_switched_off`].
+    pub async fn close_switched_off(&mut self, now: DateTime<Utc>) -> Result<u64, Error> {
+        close_switched_off(&mut self.0, now).await
+    }
+
+    /// See [`expiring_secrets`].
+    pub async fn expiring_secrets(
+        &mut self,
+        until: chrono::NaiveDate,
+    ) -> Result<Vec<ExpiringSecret>, Error> {
+        expiring_secrets(&mut self.0, until).await
+    }
+
+    /// See [`admin_emails`].
+    pub async fn admin_emails(&mut self, subscription_id: Uuid) -> Result<Vec<String>, Error> {
+        admin_emails(&mut self.0, subscription_id).await
+    }
+
+    /// See [`waiting`].
+    pub async fn waiting(
+        &mut self,
+        subscription_id: Uuid,
+        provider: &str,
+    ) -> Result<(i64, Option<DateTime<Utc>>), Error> {
+        waiting(&mut self.0, subscription_id, provider).await
+    }
+
+    /// See [`losses_since`].
+    pub async fn losses_since(
+        &mut self,
+        subscription_id: Uuid,
+        provider: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(i64, i64), Error> {
+        losses_since(&mut self.0, subscription_id, provider, since).await
+    }
+
+    /// See [`subscription_name`].
+    pub async fn subscription_name(&mut self, id: Uuid) -> Result<Option<String>, Error> {
+        subscription_name(&mut self.0, id).await
+    }
+
+    /// See [`enqueue`].
+    pub async fn enqueue(&mut self, message: &NewMessage, now: DateTime<Utc>) -> Result<(), Error> {
+        enqueue(&mut *self.0, message, now).await
+    }
+}
+
 /// An incident that was just opened, closed or reminded about.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IncidentRow {

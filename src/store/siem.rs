@@ -194,6 +194,25 @@ pub async fn reseal_secret(
     Ok(())
 }
 
+/// A key rotation's writes in one transaction: every secret re-sealed, test secrets sealed with
+/// another key dropped, then `before_commit` (writing the new key file): when anything fails,
+/// nothing changed.
+pub async fn reseal_all<E: From<Error>>(
+    pool: &PgPool,
+    fresh: &[(SealedSecretRow, Sealed)],
+    key_id: &str,
+    before_commit: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    let mut tx = pool.begin().await.map_err(Error::from)?;
+    for (row, sealed) in fresh {
+        reseal_secret(&mut tx, row, sealed).await?;
+    }
+    drop_tested_secrets_not_sealed_with(&mut tx, key_id).await?;
+    before_commit()?;
+    tx.commit().await.map_err(Error::from)?;
+    Ok(())
+}
+
 /// Drops the secrets held for Save-after-Test that are not sealed with `key_id` (they live
 /// minutes; a rotation does not re-seal them).
 pub async fn drop_tested_secrets_not_sealed_with(
