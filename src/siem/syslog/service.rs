@@ -103,6 +103,15 @@ async fn connect(
     lookup: Arc<dyn Lookup>,
 ) -> Result<TcpStream, SyslogError> {
     let host = endpoint.host.as_str();
+    // An address typed as such is judged as it is: there is nothing to look up.
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        if !egress.allows_ip(ip) && !crate::siem::egress::is_public(ip) {
+            return Err(SyslogError::Denied(format!(
+                "{ip} is a private, loopback or reserved address that this server's outbound policy blocks; nothing was sent"
+            )));
+        }
+        return connect_to(endpoint, vec![ip]).await;
+    }
     let resolver = GuardedResolver::new(Arc::new(egress.clone()), lookup);
     let addrs = resolver.resolve_allowed(host).await.map_err(|e| {
         match crate::siem::egress::find_resolve_denied(&e) {
@@ -113,6 +122,14 @@ async fn connect(
             None => SyslogError::NotSent(format!("{host} could not be resolved ({e})")),
         }
     })?;
+    connect_to(endpoint, addrs).await
+}
+
+/// Connects to the first of `addrs` that answers.
+async fn connect_to(
+    endpoint: &Endpoint,
+    addrs: Vec<std::net::IpAddr>,
+) -> Result<TcpStream, SyslogError> {
     let mut last = String::new();
     for ip in addrs {
         let addr = SocketAddr::new(ip, endpoint.port);
@@ -143,7 +160,7 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Writes the framed messages, closes our side cleanly, then reads until the receiver closes
 /// its side: an alert arriving there means the receiver refused the session, not that it
 /// stored the batch.
-async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
+async fn write_all<S: Closing>(
     stream: &mut S,
     framed: &[u8],
     host: &SyslogHost,
@@ -151,7 +168,7 @@ async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
     let written = async {
         stream.write_all(framed).await?;
         stream.flush().await?;
-        stream.shutdown().await
+        stream.close().await
     };
     match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(Ok(())) => {}
@@ -198,6 +215,29 @@ async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), std::io::Erro
     match tokio::time::timeout(CLOSE_WAIT, drained).await {
         Ok(Err(e)) if is_tls_alert(&e) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// How our side of a connection ends once the batch is written.
+trait Closing: AsyncRead + AsyncWrite + Unpin {
+    async fn close(&mut self) -> std::io::Result<()>;
+}
+
+impl Closing for TcpStream {
+    /// Plain TCP: our side shut (FIN); the receiver reads to the end, then closes.
+    async fn close(&mut self) -> std::io::Result<()> {
+        self.shutdown().await
+    }
+}
+
+impl Closing for tokio_rustls::client::TlsStream<&mut TcpStream> {
+    /// TLS: `close_notify`, but the socket left open: a receiver that meets the end of the
+    /// stream while records still wait in its TLS buffer can drop them (rsyslog's OpenSSL
+    /// driver did, now and then); it closes the connection itself once it has read our
+    /// `close_notify`, and [`drain`] waits for that.
+    async fn close(&mut self) -> std::io::Result<()> {
+        self.get_mut().1.send_close_notify();
+        self.flush().await
     }
 }
 

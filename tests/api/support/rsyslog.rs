@@ -61,7 +61,7 @@ impl Pki {
 /// A running rsyslogd; killed when dropped.
 pub struct Rsyslog {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub port: u16,
     out: PathBuf,
 }
@@ -70,6 +70,21 @@ impl Rsyslog {
     /// Starts rsyslogd with TLS on a free loopback port; `require_client_cert`: mutual TLS
     /// (`x509/certvalid`: a client certificate issued by the test CA).
     pub async fn start(pki: &Pki, require_client_cert: bool) -> Rsyslog {
+        let auth = if require_client_cert {
+            "x509/certvalid"
+        } else {
+            "anon"
+        };
+        Rsyslog::start_with(pki, Some(auth)).await
+    }
+
+    /// Starts rsyslogd for plain TCP (RFC 6587 octet counting), no TLS.
+    pub async fn start_plain_tcp(pki: &Pki) -> Rsyslog {
+        Rsyslog::start_with(pki, None).await
+    }
+
+    /// `tls_auth`: the OpenSSL driver's authMode, or `None` for plain TCP.
+    async fn start_with(pki: &Pki, tls_auth: Option<&str>) -> Rsyslog {
         assert!(
             std::path::Path::new("/usr/sbin/rsyslogd").exists(),
             "rsyslogd is installed (bash .ci/setup --test installs rsyslog and rsyslog-openssl)"
@@ -79,16 +94,12 @@ impl Rsyslog {
         std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
         std::fs::write(path("server.pem"), &pki.server_cert_pem).unwrap();
         std::fs::write(path("server.key"), &pki.server_key_pem).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let out = path("received.log");
-        let auth = if require_client_cert {
-            "x509/certvalid"
-        } else {
-            "anon"
+        let module = match tls_auth {
+            Some(auth) => format!(
+                r#"module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth}")"#
+            ),
+            None => r#"module(load="imtcp")"#.to_owned(),
         };
         let conf = format!(
             r#"global(workDirectory="{dir}" maxMessageSize="64k"
@@ -96,15 +107,16 @@ impl Rsyslog {
        defaultNetstreamDriverCAFile="{dir}/ca.pem"
        defaultNetstreamDriverCertFile="{dir}/server.pem"
        defaultNetstreamDriverKeyFile="{dir}/server.key")
-module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth}")
+{module}
 template(name="raw" type="string" string="%rawmsg%\n")
 ruleset(name="received") {{
   action(type="omfile" file="{out}" template="raw")
 }}
-input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="received")
+input(type="imtcp" port="0" listenPortFileName="{port_file}" address="127.0.0.1" ruleset="received")
 "#,
             dir = dir.path().display(),
             out = out.display(),
+            port_file = path("port").display(),
         );
         std::fs::write(path("rsyslog.conf"), conf).unwrap();
         let child = Command::new("/usr/sbin/rsyslogd")
@@ -120,23 +132,38 @@ input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="received")
             .stderr(std::fs::File::create(path("rsyslogd.err")).unwrap())
             .spawn()
             .expect("rsyslogd starts");
+        // rsyslogd picks a free port itself and writes it down: no other test's receiver can
+        // take it between a probe and the start.
         let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
+        let port: u16 = loop {
+            if let Some(port) = std::fs::read_to_string(path("port"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break port;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(15),
-                "rsyslogd listens on {port}"
+                "rsyslogd wrote its port: {}",
+                std::fs::read_to_string(path("rsyslogd.err")).unwrap_or_default()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // No probe connection: a bare TCP connection that never speaks TLS makes rsyslog's
+        // OpenSSL driver close a descriptor twice now and then (seen here: its output file's
+        // writes then failed with EPIPE and messages were lost inside rsyslog). The port file is
+        // written once it listens.
         Rsyslog {
             child,
-            _dir: dir,
+            dir,
             port,
             out,
         }
+    }
+
+    /// What rsyslogd said on stderr (for a failing test's message).
+    pub fn complaints(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rsyslogd.err")).unwrap_or_default()
     }
 
     /// The messages received so far, once at least `n` arrived (or after 10 s).
