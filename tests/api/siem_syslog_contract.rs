@@ -377,3 +377,32 @@ async fn plain_tcp_reaches_an_allow_listed_relay_and_is_refused_for_any_other_ho
         status(&page)
     );
 }
+
+#[tokio::test]
+async fn a_receiver_that_accepts_but_never_answers_tls_is_a_timeout_with_nothing_sent() {
+    // Accepts the connection and then says nothing: no TLS server behind the port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let pki = Pki::new();
+    let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
+    let silent = syslog::send_framed(
+        &endpoint("localhost", port, Some(&pki.ca_pem), None),
+        &egress(),
+        lookup(),
+        &bytes,
+    )
+    .await
+    .expect_err("no TLS answer");
+    assert!(matches!(silent, SyslogError::NotSent(_)), "{silent}");
+    assert!(
+        silent.to_string().contains("did not finish within"),
+        "{silent}"
+    );
+    holder.abort();
+}
