@@ -108,18 +108,7 @@ fn parse_broker(entry: &str) -> Result<Broker, BrokersError> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| BrokersError::BadPort(entry.to_owned()))?;
-    let valid_name = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !valid_name && host.parse::<IpAddr>().is_err() {
+    if !super::is_host_name(&host) && host.parse::<IpAddr>().is_err() {
         return Err(BrokersError::BadHost(entry.to_owned()));
     }
     Ok(Broker { host, port })

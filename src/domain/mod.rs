@@ -22,7 +22,28 @@ macro_rules! serde_as_text {
     )+};
 }
 
+/// A DNS host name as people type them: dot-separated labels of letters, digits, `-` and `_`
+/// (not at a label's ends), at most 63 characters each and 253 in all. IP addresses are judged
+/// by their own parser.
+pub fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 serde_as_text! {
+    syslog::SyslogHost => syslog::SyslogHost::parse, syslog::SyslogHost::as_str;
+    syslog::AppName => syslog::AppName::parse, syslog::AppName::as_str;
+    syslog::SyslogTransport => syslog::SyslogTransport::parse, |v: &syslog::SyslogTransport| v.as_str();
+    syslog::SyslogFormat => syslog::SyslogFormat::parse, |v: &syslog::SyslogFormat| v.as_str();
     datadog::DatadogSite => datadog::DatadogSite::parse, |v: &datadog::DatadogSite| v.code();
     datadog::DatadogIntakeUrl => datadog::DatadogIntakeUrl::parse, datadog::DatadogIntakeUrl::as_str;
     datadog::DatadogApiUrl => datadog::DatadogApiUrl::parse, datadog::DatadogApiUrl::as_str;

@@ -29,18 +29,9 @@ impl SyslogHost {
         if bare.parse::<std::net::IpAddr>().is_ok() {
             return Ok(SyslogHost(bare.to_owned()));
         }
-        let valid_label = |label: &str| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        };
-        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(valid_label) {
+        if !super::is_host_name(host.trim_end_matches('.')) {
             return Err(format!(
-                "`{host}` is not a host name: use letters, digits, hyphens and dots (for example siem.example.com), or an IP address."
+                "`{host}` is not a host name: use letters, digits, hyphens, underscores and dots (for example siem.example.com), or an IP address."
             ));
         }
         Ok(SyslogHost(host.trim_end_matches('.').to_ascii_lowercase()))
@@ -132,11 +123,18 @@ impl SyslogFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppName(String);
 
+impl Default for AppName {
+    /// `EZCA`, the service the seed's queries name.
+    fn default() -> AppName {
+        AppName("EZCA".into())
+    }
+}
+
 impl AppName {
     pub fn parse(input: &str) -> Result<AppName, String> {
         let name = input.trim();
         if name.is_empty() {
-            return Ok(AppName("EZCA".into()));
+            return Ok(AppName::default());
         }
         if name.len() > MAX_APP_NAME_CHARS || !name.bytes().all(|b| (33..=126).contains(&b)) {
             return Err(format!(

@@ -98,6 +98,19 @@ impl EgressPolicy {
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
+    /// How a host typed into a non-HTTP destination's settings (brokers, a syslog receiver)
+    /// stands before any lookup: listed, an address the policy refuses, or neither (a name,
+    /// judged again at resolution time by [`GuardedResolver`], or a public address).
+    pub fn standing(&self, host: &str) -> Standing {
+        match host.parse::<IpAddr>() {
+            Ok(ip) if self.allows_ip(ip) => Standing::Listed,
+            Ok(ip) if !is_public(ip) => Standing::Refused,
+            Ok(_) => Standing::Open,
+            Err(_) if self.allows_host(host) => Standing::Listed,
+            Err(_) => Standing::Open,
+        }
+    }
+
     /// Refuses a URL that may not be called: non-http(s), plain http to a host that is not
     /// allowed, or an IP literal that is not public and not allowed. Host names are judged
     /// again at resolution time by [`GuardedResolver`].
@@ -294,6 +307,17 @@ pub fn find_resolve_denied<'a>(
     None
 }
 
+/// See [`EgressPolicy::standing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// In `CLOUDPKI_EGRESS_ALLOW`: internal, and plaintext allowed.
+    Listed,
+    /// A private, loopback or reserved address that is not listed.
+    Refused,
+    /// Anything else: public, encrypted only.
+    Open,
+}
+
 /// The reqwest resolver that enforces the egress policy on every resolved address.
 pub struct GuardedResolver {
     policy: Arc<EgressPolicy>,
@@ -308,7 +332,15 @@ impl GuardedResolver {
 
     /// The addresses of `host` that may be connected to; an error if none may.
     pub async fn resolve_allowed(&self, host: &str) -> io::Result<Vec<IpAddr>> {
-        let found = self.lookup.lookup(host).await?;
+        // An address is its own answer: no resolver (a test's included) is asked about it.
+        let found = match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => vec![ip],
+            Err(_) => self.lookup.lookup(host).await?,
+        };
         let host_allowed = self.policy.allows_host(host);
         let allowed: Vec<IpAddr> = found
             .iter()

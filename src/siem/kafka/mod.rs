@@ -24,7 +24,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::kafka::{KafkaBrokers, KafkaPassword, KafkaTopic, KafkaUsername, SaslMechanism};
-use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, GuardedResolver, Lookup};
+use crate::siem::egress::{BoxFuture, EgressPolicy, GuardedResolver, Lookup, Standing};
 use crate::siem::explain::failure;
 use crate::siem::kafka::producer::{Guard, GuardedProducer, Recorder};
 use crate::siem::provider::{
@@ -237,16 +237,11 @@ fn form(settings: &Value) -> FormValues {
 /// and not allowed, and plaintext to a broker that is not allowed.
 fn check_brokers(egress: &EgressPolicy, brokers: &KafkaBrokers, tls: bool) -> Result<(), String> {
     for broker in brokers.iter() {
-        let allowed = match broker.ip() {
-            Some(ip) => egress.allows_ip(ip),
-            None => egress.allows_host(&broker.host),
-        };
-        if let Some(ip) = broker.ip() {
-            if !allowed && !is_public(ip) {
-                return Err(format!("{broker} is a private, loopback or reserved address, which SIEM calls may not reach; use the cluster's public address, or list it in CLOUDPKI_EGRESS_ALLOW if this internal destination is intended."));
-            }
+        let standing = egress.standing(&broker.host);
+        if standing == Standing::Refused {
+            return Err(format!("{broker} is a private, loopback or reserved address, which SIEM calls may not reach; use the cluster's public address, or list it in CLOUDPKI_EGRESS_ALLOW if this internal destination is intended."));
         }
-        if !tls && !allowed {
+        if !tls && standing != Standing::Listed {
             return Err(format!("{broker} may only be reached with TLS: tick Use TLS (plaintext is allowed only for brokers listed in CLOUDPKI_EGRESS_ALLOW)."));
         }
     }

@@ -45,12 +45,10 @@ pub(super) async fn check_advertised(
     let metadata = metadata.map_err(|err| kafka_send_error(&err, client.errors()))?;
     for broker in metadata.brokers() {
         let host = broker.host();
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            if !egress.allows_ip(ip) && !is_public(ip) {
-                return Err(SendError::EgressDenied {
-                    reason: format!("The cluster advertises broker {host}:{}, a private or loopback address that SIEM calls may not reach; list it in CLOUDPKI_EGRESS_ALLOW if this internal cluster is intended.", broker.port()),
-                });
-            }
+        if egress.standing(host) == Standing::Refused {
+            return Err(SendError::EgressDenied {
+                reason: format!("The cluster advertises broker {host}:{}, a private or loopback address that SIEM calls may not reach; list it in CLOUDPKI_EGRESS_ALLOW if this internal cluster is intended.", broker.port()),
+            });
         }
     }
     match metadata

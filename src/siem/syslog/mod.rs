@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::domain::syslog::{
     parse_port, AppName, SyslogFormat, SyslogHost, SyslogTransport, DEFAULT_TLS_PORT,
 };
-use crate::siem::egress::{is_public, BoxFuture, EgressPolicy, Lookup};
+use crate::siem::egress::{BoxFuture, EgressPolicy, Lookup, Standing};
 use crate::siem::provider::{
     needed, settings_of, stored, BuildError, Choice, Context, Field, FieldKind, FormCheck,
     FormValues, ProviderSpec, Secrets, RANGE_EVENTS,
@@ -95,13 +95,13 @@ fn format_choices() -> Vec<Choice> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    pub host: Option<String>,
+    pub host: Option<SyslogHost>,
     pub port: Option<u16>,
-    pub transport: Option<String>,
-    pub format: Option<String>,
+    pub transport: Option<SyslogTransport>,
+    pub format: Option<SyslogFormat>,
     pub ca_pem: Option<String>,
     pub client_cert_pem: Option<String>,
-    pub app_name: Option<String>,
+    pub app_name: Option<AppName>,
 }
 
 /// A PEM certificate list as typed: at least one certificate.
@@ -168,13 +168,13 @@ fn parse(check: &mut FormCheck<'_>) -> Value {
         check.use_secret("client_key", key.clone());
     }
     stored(&Settings {
-        host: host.map(|h| h.as_str().to_owned()),
+        host,
         port,
-        transport: transport.map(|t| t.as_str().to_owned()),
-        format: format.map(|f| f.as_str().to_owned()),
+        transport,
+        format,
         ca_pem: ca,
         client_cert_pem: client_cert,
-        app_name: app.map(|a| a.as_str().to_owned()),
+        app_name: app,
     })
 }
 
@@ -185,17 +185,11 @@ fn check_host(
     host: &SyslogHost,
     transport: SyslogTransport,
 ) -> Result<(), String> {
-    let ip = host.as_str().parse::<std::net::IpAddr>().ok();
-    let allowed = match ip {
-        Some(ip) => egress.allows_ip(ip),
-        None => egress.allows_host(host.as_str()),
-    };
-    if let Some(ip) = ip {
-        if !allowed && !is_public(ip) {
-            return Err(format!("{host} is a private, loopback or reserved address, which SIEM calls may not reach; use the receiver's public address, or list it in CLOUDPKI_EGRESS_ALLOW if this internal receiver is intended."));
-        }
+    let standing = egress.standing(host.as_str());
+    if standing == Standing::Refused {
+        return Err(format!("{host} is a private, loopback or reserved address, which SIEM calls may not reach; use the receiver's public address, or list it in CLOUDPKI_EGRESS_ALLOW if this internal receiver is intended."));
     }
-    if transport == SyslogTransport::Tcp && !allowed {
+    if transport == SyslogTransport::Tcp && standing != Standing::Listed {
         return Err(format!("Plain TCP sends the audit log unencrypted, so it is only for receivers listed in CLOUDPKI_EGRESS_ALLOW; choose TLS for {host}."));
     }
     Ok(())
@@ -207,14 +201,10 @@ fn build(
     context: Context<'_>,
 ) -> Result<Box<dyn SiemDestination>, BuildError> {
     let settings: Settings = settings_of(settings)?;
-    let host =
-        SyslogHost::parse(&needed(settings.host, "the host")?).map_err(BuildError::Invalid)?;
-    let transport = SyslogTransport::parse(settings.transport.as_deref().unwrap_or("tls"))
-        .map_err(BuildError::Invalid)?;
-    let format = SyslogFormat::parse(settings.format.as_deref().unwrap_or("rfc5424"))
-        .map_err(BuildError::Invalid)?;
-    let app =
-        AppName::parse(settings.app_name.as_deref().unwrap_or("")).map_err(BuildError::Invalid)?;
+    let host = needed(settings.host, "the host")?;
+    let transport = settings.transport.unwrap_or(SyslogTransport::Tls);
+    let format = settings.format.unwrap_or(SyslogFormat::Rfc5424);
+    let app = settings.app_name.unwrap_or_default();
     let tls = match transport {
         SyslogTransport::Tls => {
             let client = match &settings.client_cert_pem {
@@ -254,13 +244,22 @@ fn form(settings: &Value) -> FormValues {
             form.insert(name.to_owned(), value);
         }
     };
-    put("syslog_host", settings.host);
+    put("syslog_host", settings.host.map(|h| h.as_str().to_owned()));
     put("syslog_port", settings.port.map(|p| p.to_string()));
-    put("syslog_transport", settings.transport);
-    put("syslog_format", settings.format);
+    put(
+        "syslog_transport",
+        settings.transport.map(|t| t.as_str().to_owned()),
+    );
+    put(
+        "syslog_format",
+        settings.format.map(|f| f.as_str().to_owned()),
+    );
     put("syslog_ca_pem", settings.ca_pem);
     put("syslog_client_cert_pem", settings.client_cert_pem);
-    put("syslog_app_name", settings.app_name);
+    put(
+        "syslog_app_name",
+        settings.app_name.map(|a| a.as_str().to_owned()),
+    );
     form
 }
 

@@ -103,15 +103,6 @@ async fn connect(
     lookup: Arc<dyn Lookup>,
 ) -> Result<TcpStream, SyslogError> {
     let host = endpoint.host.as_str();
-    // An address typed as such is judged as it is: there is nothing to look up.
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        if !egress.allows_ip(ip) && !crate::siem::egress::is_public(ip) {
-            return Err(SyslogError::Denied(format!(
-                "{ip} is a private, loopback or reserved address that this server's outbound policy blocks; nothing was sent"
-            )));
-        }
-        return connect_to(endpoint, vec![ip]).await;
-    }
     let resolver = GuardedResolver::new(Arc::new(egress.clone()), lookup);
     let addrs = resolver.resolve_allowed(host).await.map_err(|e| {
         match crate::siem::egress::find_resolve_denied(&e) {
@@ -122,14 +113,6 @@ async fn connect(
             None => SyslogError::NotSent(format!("{host} could not be resolved ({e})")),
         }
     })?;
-    connect_to(endpoint, addrs).await
-}
-
-/// Connects to the first of `addrs` that answers.
-async fn connect_to(
-    endpoint: &Endpoint,
-    addrs: Vec<std::net::IpAddr>,
-) -> Result<TcpStream, SyslogError> {
     let mut last = String::new();
     for ip in addrs {
         let addr = SocketAddr::new(ip, endpoint.port);
@@ -285,20 +268,19 @@ pub async fn send_framed(
 /// The TLS failure in plain words: the certificate's name, its issuer, or the server's view of
 /// ours.
 fn explain_tls(host: &SyslogHost, e: &std::io::Error) -> String {
-    let text = e.to_string();
-    if text.contains("NotValidForName") || text.contains("not valid for name") {
-        format!("the server's certificate is not issued for {host}; connect with the name in its certificate, or give the receiver a certificate for {host}")
-    } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
-        format!("the server's certificate for {host} is issued by a CA this server does not trust; paste that CA's certificate (PEM) into the CA field")
-    } else if text.contains("Expired") || text.contains("expired") {
-        format!("the server's certificate for {host} has expired")
-    } else if text.contains("CertificateRequired")
-        || text.contains("certificate required")
-        || text.contains("HandshakeFailure")
-        || text.contains("handshake failure")
-    {
-        format!("{host} refused the TLS handshake ({text}); if it requires a client certificate, give one and its key")
-    } else {
-        format!("the TLS handshake with {host} failed ({text})")
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>());
+    match tls {
+        Some(Tls::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        )) => format!("the server's certificate is not issued for {host}; connect with the name in its certificate, or give the receiver a certificate for {host}"),
+        Some(Tls::InvalidCertificate(Cert::UnknownIssuer)) => format!("the server's certificate for {host} is issued by a CA this server does not trust; paste that CA's certificate (PEM) into the CA field"),
+        Some(Tls::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. })) => {
+            format!("the server's certificate for {host} has expired")
+        }
+        Some(Tls::AlertReceived(
+            Alert::CertificateRequired | Alert::HandshakeFailure | Alert::BadCertificate,
+        )) => format!("{host} refused the TLS handshake ({e}); if it requires a client certificate, give one and its key"),
+        _ => format!("the TLS handshake with {host} failed ({e})"),
     }
 }
