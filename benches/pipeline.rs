@@ -714,35 +714,36 @@ impl Db {
         intake: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        let dest = cloudpki::domain::destination::DestinationKey::first(subscription);
         store::siem::upsert_settings(
             &mut tx,
-            subscription,
+            dest,
             true,
             PROVIDER,
-            admin,
-            "setup@example.com",
+            None,
+            (admin, "setup@example.com"),
         )
         .await?;
         store::siem::upsert_provider_fields(
             &mut tx,
-            subscription,
+            dest,
             PROVIDER,
             &serde_json::json!({ "url": intake }),
         )
         .await?;
         let context =
-            provider::secret_context(subscription, cloudpki::siem::datadog::provider(), "api_key");
+            provider::secret_context(dest, cloudpki::siem::datadog::provider(), "api_key");
         let sealed = self.master_key.seal(API_KEY.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,
-            subscription,
+            dest,
             PROVIDER,
             "api_key",
             &sealed,
             &API_KEY[API_KEY.len() - 4..],
         )
         .await?;
-        store::delivery::ensure_destination(&mut tx, subscription, PROVIDER).await?;
+        store::delivery::ensure_destination(&mut tx, dest, PROVIDER).await?;
         tx.commit().await?;
         Ok(())
     }

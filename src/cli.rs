@@ -506,8 +506,11 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
         let opened = crate::siem::Provider::parse(&row.provider)
             .ok()
             .and_then(|provider| {
-                let context =
-                    crate::siem::provider::secret_context(row.subscription_id, provider, &row.name);
+                let dest = crate::domain::destination::DestinationKey::new(
+                    row.subscription_id,
+                    crate::domain::destination::DestinationNo::new(row.destination)?,
+                );
+                let context = crate::siem::provider::secret_context(dest, provider, &row.name);
                 key.open(&row.sealed(), &context)
                     .map(|plain| (plain, context))
             });
@@ -517,8 +520,8 @@ async fn rotate_master_key(db: &Database, config: &Config) -> anyhow::Result<()>
                 fresh.push((row, sealed));
             }
             None => unreadable.push(format!(
-                "{} {} {}",
-                row.subscription_id, row.provider, row.name
+                "{} destination {} {} {}",
+                row.subscription_id, row.destination, row.provider, row.name
             )),
         }
     }

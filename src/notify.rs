@@ -23,6 +23,7 @@ use store::notify::Pass;
 use uuid::Uuid;
 
 use crate::{
+    domain::destination::DestinationKey,
     siem::Provider,
     store::{
         self,
@@ -268,11 +269,31 @@ impl Notifier {
         Ok(report)
     }
 
-    fn settings_link(&self, subscription_id: Uuid) -> String {
-        format!(
-            "{}/subscriptions/{subscription_id}/settings#advanced",
-            self.public_url
-        )
+    fn settings_link(&self, dest: DestinationKey) -> String {
+        let sub = dest.subscription_id;
+        if dest.number.is_first() {
+            format!("{}/subscriptions/{sub}/settings#advanced", self.public_url)
+        } else {
+            format!(
+                "{}/subscriptions/{sub}/settings?destination={}#advanced",
+                self.public_url, dest.number
+            )
+        }
+    }
+
+    /// How emails name a destination: its provider, after the name an administrator gave it
+    /// ("Archive (Kafka)"); "Destination 2 (Kafka)" for an unnamed one after the first.
+    async fn destination_label(
+        &self,
+        tx: &mut Pass,
+        dest: DestinationKey,
+        provider: &str,
+    ) -> Result<String, store::Error> {
+        Ok(match tx.destination_name(dest).await? {
+            Some(name) => format!("{name} ({provider})"),
+            None if dest.number.is_first() => provider.to_owned(),
+            None => format!("Destination {} ({provider})", dest.number),
+        })
     }
 
     async fn subscription_name(&self, tx: &mut Pass, id: Uuid) -> Result<String, store::Error> {
@@ -289,19 +310,15 @@ impl Notifier {
         kind: &'static str,
         now: DateTime<Utc>,
     ) -> Result<(), store::Error> {
+        let dest = DestinationKey::stored(incident.subscription_id, incident.destination);
         let provider = Provider::parse(&incident.provider)
             .map(Provider::label)
             .unwrap_or("SIEM");
+        let provider = &self.destination_label(tx, dest, provider).await?;
         let name = self.subscription_name(tx, incident.subscription_id).await?;
-        let (waiting, oldest) = tx
-            .waiting(incident.subscription_id, &incident.provider)
-            .await?;
+        let (waiting, oldest) = tx.waiting(dest, &incident.provider).await?;
         let (expired, parked) = tx
-            .losses_since(
-                incident.subscription_id,
-                &incident.provider,
-                incident.opened_at,
-            )
+            .losses_since(dest, &incident.provider, incident.opened_at)
             .await?;
         let since = fmt_time(incident.opened_at);
         let mut facts = vec![
@@ -330,7 +347,7 @@ impl Notifier {
                     ],
                     facts,
                     action_label: "Open the settings".into(),
-                    action_url: self.settings_link(incident.subscription_id),
+                    action_url: self.settings_link(dest),
                     subscription: name,
                 }
             }
@@ -348,7 +365,7 @@ impl Notifier {
                 ],
                 facts,
                 action_label: "Fix the settings".into(),
-                action_url: self.settings_link(incident.subscription_id),
+                action_url: self.settings_link(dest),
                 subscription: name,
             },
         };
@@ -373,9 +390,11 @@ impl Notifier {
         gap: &GapRow,
         now: DateTime<Utc>,
     ) -> Result<(), store::Error> {
+        let dest = DestinationKey::stored(gap.subscription_id, gap.destination);
         let provider = Provider::parse(&gap.provider)
             .map(Provider::label)
             .unwrap_or("SIEM");
+        let provider = &self.destination_label(tx, dest, provider).await?;
         let name = self.subscription_name(tx, gap.subscription_id).await?;
         let view = EmailView {
             subject: format!("{} audit event(s) of {name} expired undelivered", gap.expired_events),
@@ -394,7 +413,7 @@ impl Notifier {
                 ("Newest".to_owned(), fmt_time(gap.newest_event_at)),
             ],
             action_label: "Open the settings".into(),
-            action_url: self.settings_link(gap.subscription_id),
+            action_url: self.settings_link(dest),
             subscription: name,
         };
         self.queue_for_admins(
@@ -420,8 +439,10 @@ impl Notifier {
         let Some(threshold) = [0, 1, 7, 30].into_iter().find(|t| days <= *t) else {
             return Ok(());
         };
+        let dest = DestinationKey::stored(secret.subscription_id, secret.destination);
         let provider = Provider::parse(&secret.provider).ok();
         let destination = provider.map(Provider::label).unwrap_or("SIEM");
+        let destination = &self.destination_label(tx, dest, destination).await?;
         let label = provider
             .and_then(|p| {
                 p.fields()
@@ -449,15 +470,24 @@ impl Notifier {
                 ("Expires on".to_owned(), secret.expires_on.to_string()),
             ],
             action_label: "Open the settings".into(),
-            action_url: self.settings_link(secret.subscription_id),
+            action_url: self.settings_link(dest),
             subscription: name,
         };
         self.queue_for_admins(
             tx,
             secret.subscription_id,
             &format!(
-                "expiry/{}/{}/{}/{threshold}",
-                secret.provider, secret.name, secret.expires_on
+                "expiry/{}{}/{}/{}/{threshold}",
+                // The first destination's keys stay as they were before destinations had
+                // numbers, so no reminder is sent twice across the upgrade.
+                if dest.number.is_first() {
+                    String::new()
+                } else {
+                    format!("{}/", dest.number)
+                },
+                secret.provider,
+                secret.name,
+                secret.expires_on
             ),
             "credential_expiry",
             &view,

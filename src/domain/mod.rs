@@ -68,6 +68,7 @@ serde_as_text! {
 
 pub mod account;
 pub mod datadog;
+pub mod destination;
 pub mod events;
 pub mod hec;
 pub mod ingest;

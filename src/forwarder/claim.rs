@@ -21,6 +21,7 @@ impl Forwarder {
         let span = tracing::info_span!(
             "claim",
             subscription_id = %claimed.subscription_id,
+            destination = claimed.destination,
             provider = %claimed.provider
         );
         let task = tokio::spawn(
@@ -51,8 +52,8 @@ impl Forwarder {
         // Building may take a while (unsealing, a Kafka client): the lease is kept meanwhile.
         let mut building = tokio::spawn({
             let me = self.clone();
-            let (subscription_id, provider) = (claimed.subscription_id, claimed.provider.clone());
-            async move { me.destination(subscription_id, &provider).await }
+            let (dest, provider) = (claimed.key(), claimed.provider.clone());
+            async move { me.destination(dest, &provider).await }
         });
         let built = keeper.wait(&mut building, || {}).await?;
         let destination = match built {

@@ -1,29 +1,32 @@
 //! Destinations built from stored settings, kept per settings version.
 
 use super::*;
-use crate::settings::{DestinationError, Unusable};
+use crate::{
+    domain::destination::DestinationKey,
+    settings::{DestinationError, Unusable},
+};
 
 impl Forwarder {
     /// The configured destination, or why it cannot be used.
     pub(super) async fn destination(
         &self,
-        subscription_id: Uuid,
+        dest: DestinationKey,
         provider_id: &str,
     ) -> Result<Arc<dyn SiemDestination>, DestinationError> {
         let Ok(provider) = Provider::parse(provider_id) else {
             return Err(Unusable::UnknownProvider(provider_id.to_owned()).into());
         };
-        let version = store::siem::settings(&self.pool, subscription_id)
+        let version = store::siem::settings(&self.pool, dest)
             .await?
             .map(|s| s.updated_at);
-        let key = (subscription_id, provider_id.to_owned());
+        let key = (dest, provider_id.to_owned());
         if let Some(cached) = version.and_then(|v| self.destinations.get(&key, v)) {
             return Ok(cached);
         }
         let destination: Arc<dyn SiemDestination> = crate::settings::destination(
             &self.pool,
             &self.master_key,
-            subscription_id,
+            dest,
             provider,
             crate::siem::provider::Context {
                 hostname: &self.hostname,
@@ -44,7 +47,7 @@ impl Forwarder {
 /// producer, a Sentinel token) live as long as its settings.
 #[derive(Default)]
 pub(super) struct DestinationCache {
-    entries: std::sync::Mutex<HashMap<(Uuid, String), CachedDestination>>,
+    entries: std::sync::Mutex<HashMap<(DestinationKey, String), CachedDestination>>,
 }
 
 pub(super) struct CachedDestination {
@@ -64,7 +67,7 @@ pub(super) const DESTINATION_IDLE: Duration = Duration::from_secs(3600);
 impl DestinationCache {
     fn get(
         &self,
-        key: &(Uuid, String),
+        key: &(DestinationKey, String),
         version: DateTime<Utc>,
     ) -> Option<Arc<dyn SiemDestination>> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +80,7 @@ impl DestinationCache {
 
     fn put(
         &self,
-        key: (Uuid, String),
+        key: (DestinationKey, String),
         version: DateTime<Utc>,
         destination: Arc<dyn SiemDestination>,
     ) {

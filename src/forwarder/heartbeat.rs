@@ -19,13 +19,18 @@ impl Forwarder {
         let due = store::delivery::due_heartbeats(&self.pool, now, to_chrono(period)).await?;
         let permits = Arc::new(tokio::sync::Semaphore::new(HEARTBEAT_CONCURRENCY));
         let mut sends = tokio::task::JoinSet::new();
-        for (subscription_id, provider, last_sequence) in due {
+        for (dest, provider, last_sequence) in due {
             let (me, permits) = (self.clone(), permits.clone());
-            let span = tracing::info_span!("heartbeat", %subscription_id, %provider);
+            let span = tracing::info_span!(
+                "heartbeat",
+                subscription_id = %dest.subscription_id,
+                destination = %dest.number,
+                %provider
+            );
             sends.spawn(
                 async move {
                     let _permit = permits.acquire_owned().await;
-                    me.send_heartbeat(subscription_id, &provider, last_sequence, now)
+                    me.send_heartbeat(dest, &provider, last_sequence, now)
                         .await
                 }
                 .instrument(span),
@@ -43,12 +48,13 @@ impl Forwarder {
 
     pub(super) async fn send_heartbeat(
         &self,
-        subscription_id: Uuid,
+        dest: crate::domain::destination::DestinationKey,
         provider: &str,
         last_sequence: i64,
         now: DateTime<Utc>,
     ) -> bool {
-        let destination = match self.destination(subscription_id, provider).await {
+        let subscription_id = dest.subscription_id;
+        let destination = match self.destination(dest, provider).await {
             Ok(d) => d,
             Err(DestinationError::Unusable(reason)) => {
                 tracing::warn!(%subscription_id, %provider, %reason, "heartbeat not sent: the destination cannot be built");

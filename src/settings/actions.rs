@@ -5,7 +5,10 @@
 use super::history::when;
 use super::{Error, Service};
 use crate::{
-    domain::events::{ReplayWindow, REPLAY_CAP},
+    domain::{
+        destination::{DestinationKey, DestinationNo},
+        events::{ReplayWindow, REPLAY_CAP},
+    },
     siem::Provider,
     store::{self, accounts::MembershipRow},
 };
@@ -21,6 +24,7 @@ pub enum AdminAction {
     ResumeExport,
     Replay,
     CreateMonitors,
+    RemoveDestination,
 }
 
 impl AdminAction {
@@ -32,6 +36,7 @@ impl AdminAction {
             Self::ResumeExport => "resume export",
             Self::Replay => "replay events",
             Self::CreateMonitors => "create monitors",
+            Self::RemoveDestination => "remove a destination",
         }
     }
 }
@@ -42,6 +47,7 @@ pub async fn admin_or_denied(
     svc: Service<'_>,
     actor: Actor<'_>,
     membership: &MembershipRow,
+    destination: DestinationNo,
     action: AdminAction,
 ) -> Result<(), Error> {
     if membership.role().is_admin() {
@@ -51,7 +57,7 @@ pub async fn admin_or_denied(
     record(
         svc,
         actor,
-        membership.subscription_id,
+        DestinationKey::new(membership.subscription_id, destination),
         "denied",
         format!("Tried to {what} without the admin role"),
     )
@@ -66,16 +72,16 @@ pub async fn admin_or_denied(
 pub async fn retry_parked_events(
     svc: Service<'_>,
     actor: Actor<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
 ) -> Result<u64, Error> {
-    let provider = store::siem::settings(svc.pool, sub)
+    let provider = store::siem::settings(svc.pool, dest)
         .await?
         .map_or_else(|| Provider::first().id().to_owned(), |s| s.provider);
-    let n = store::delivery::retry_parked(svc.pool, sub, &provider).await?;
+    let n = store::delivery::retry_parked(svc.pool, dest, &provider).await?;
     record(
         svc,
         actor,
-        sub,
+        dest,
         "saved",
         format!("Retried {n} parked event(s)"),
     )
@@ -100,19 +106,19 @@ pub enum PauseOutcome {
 pub async fn pause_or_resume_export(
     svc: Service<'_>,
     actor: Actor<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
     pausing: bool,
 ) -> Result<PauseOutcome, Error> {
-    let Some(settings) = store::siem::settings(svc.pool, sub)
+    let Some(settings) = store::siem::settings(svc.pool, dest)
         .await?
         .filter(|s| s.enabled)
     else {
         return Ok(PauseOutcome::ExportOff);
     };
     let changed = if pausing {
-        store::delivery::pause(svc.pool, sub, &settings.provider, actor.1).await?
+        store::delivery::pause(svc.pool, dest, &settings.provider, actor.1).await?
     } else {
-        store::delivery::resume(svc.pool, sub, &settings.provider).await?
+        store::delivery::resume(svc.pool, dest, &settings.provider).await?
     };
     if changed {
         let (outcome, change) = if pausing {
@@ -123,8 +129,8 @@ pub async fn pause_or_resume_export(
         } else {
             ("resumed", "Export resumed: kept events are sent now")
         };
-        record(svc, actor, sub, outcome, change.to_owned()).await?;
-        tracing::info!(subscription_id = %sub, user_id = %actor.0, outcome, "export {outcome}");
+        record(svc, actor, dest, outcome, change.to_owned()).await?;
+        tracing::info!(subscription_id = %dest.subscription_id, destination = %dest.number, user_id = %actor.0, outcome, "export {outcome}");
     }
     Ok(PauseOutcome::Done { changed })
 }
@@ -135,10 +141,10 @@ pub async fn pause_or_resume_export(
 pub async fn replay_events(
     svc: Service<'_>,
     actor: Actor<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
     window: &ReplayWindow,
 ) -> Result<store::delivery::ReplayPlan, Error> {
-    let Some(settings) = store::siem::settings(svc.pool, sub)
+    let Some(settings) = store::siem::settings(svc.pool, dest)
         .await?
         .filter(|s| s.enabled)
     else {
@@ -146,7 +152,7 @@ pub async fn replay_events(
     };
     let plan = store::delivery::start_replay(
         svc.pool,
-        sub,
+        dest,
         &settings.provider,
         (window.from, window.to),
         REPLAY_CAP,
@@ -156,7 +162,7 @@ pub async fn replay_events(
         record(
             svc,
             actor,
-            sub,
+            dest,
             "replayed",
             format!(
                 "Replay of {events} event(s) recorded from {} to {} UTC (Sequence {from}..{to})",
@@ -194,12 +200,12 @@ pub enum MonitorsOutcome {
 pub async fn ensure_monitors(
     svc: Service<'_>,
     actor: Actor<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
 ) -> Result<MonitorsOutcome, Error> {
     let provider = crate::siem::datadog::provider();
-    let stored = crate::settings::load(svc.pool, svc.master_key, sub, provider).await?;
+    let stored = crate::settings::load(svc.pool, svc.master_key, dest, provider).await?;
     let outcome =
-        crate::siem::datadog::monitors::ensure_from_stored(svc.client, svc.egress, &stored, sub)
+        crate::siem::datadog::monitors::ensure_from_stored(svc.client, svc.egress, &stored, dest.subscription_id)
             .await;
     match outcome {
         Ok(links) => {
@@ -207,7 +213,7 @@ pub async fn ensure_monitors(
             record(
                 svc,
                 actor,
-                sub,
+                dest,
                 "saved",
                 format!(
                     "Create monitors: {created} created, {} already there",
@@ -227,10 +233,10 @@ pub async fn ensure_monitors(
 async fn record(
     svc: Service<'_>,
     actor: Actor<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
     outcome: &str,
     line: String,
 ) -> Result<(), Error> {
-    store::siem::record_history(svc.pool, sub, actor.0, actor.1, outcome, &[line]).await?;
+    store::siem::record_history(svc.pool, dest, actor.0, actor.1, outcome, &[line]).await?;
     Ok(())
 }

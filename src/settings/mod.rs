@@ -6,6 +6,7 @@
 //! key ([`Service`]) and answers with [`Error`].
 
 pub mod actions;
+pub mod destinations;
 pub mod expiry;
 pub mod history;
 pub mod save;
@@ -14,10 +15,10 @@ pub mod tested;
 use std::collections::BTreeMap;
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     crypto::MasterKey,
+    domain::destination::{DestinationKey, DestinationNo},
     siem::{
         provider::Provider,
         provider::{secret_context, BuildError, Context, StoredProvider, StoredSecret},
@@ -51,6 +52,12 @@ pub enum Error {
         by: String,
         at: chrono::DateTime<chrono::Utc>,
     },
+    /// The request cannot be done as asked: the sentence to show (e.g. a sixth destination).
+    #[error("{0}")]
+    Refused(String),
+    /// The subscription has no destination with this number (never added, or removed).
+    #[error("this subscription has no destination {0}")]
+    NoDestination(DestinationNo),
     /// The database.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -63,10 +70,10 @@ pub enum Error {
 pub async fn load(
     pool: &PgPool,
     master_key: &MasterKey,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: Provider,
 ) -> Result<StoredProvider, store::Error> {
-    Ok(load_all(pool, master_key, subscription_id)
+    Ok(load_all(pool, master_key, dest)
         .await?
         .into_iter()
         .find(|(p, _)| *p == provider)
@@ -74,22 +81,22 @@ pub async fn load(
         .unwrap_or_default())
 }
 
-/// Loads and unseals what is stored for every provider, in two queries.
+/// Loads and unseals what is stored for every provider of a destination, in two queries.
 pub async fn load_all(
     pool: &PgPool,
     master_key: &MasterKey,
-    subscription_id: Uuid,
+    dest: DestinationKey,
 ) -> Result<Vec<(Provider, StoredProvider)>, store::Error> {
-    let fields = store::siem::all_provider_fields(pool, subscription_id).await?;
-    let secrets = store::siem::all_secrets(pool, subscription_id).await?;
-    Ok(open_all(master_key, subscription_id, &fields, &secrets))
+    let fields = store::siem::all_provider_fields(pool, dest).await?;
+    let secrets = store::siem::all_secrets(pool, dest).await?;
+    Ok(open_all(master_key, dest, &fields, &secrets))
 }
 
 /// What is stored for every provider, from rows already read: typed settings per provider and
 /// sealed secrets, opened with the master key (a secret that does not open is unreadable).
 pub fn open_all(
     master_key: &MasterKey,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     fields: &[(String, serde_json::Value)],
     secrets: &[(String, String, store::siem::SecretRow)],
 ) -> Vec<(Provider, StoredProvider)> {
@@ -114,7 +121,7 @@ pub fn open_all(
                     .iter()
                     .find(|(p, n, _)| p == provider.id() && n == name)
                 {
-                    let context = secret_context(subscription_id, provider, name);
+                    let context = secret_context(dest, provider, name);
                     let value = master_key
                         .open(&row.sealed, &context)
                         .and_then(|bytes| String::from_utf8(bytes).ok());
@@ -172,11 +179,11 @@ pub enum DestinationError {
 pub async fn destination(
     pool: &PgPool,
     master_key: &MasterKey,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: Provider,
     context: Context<'_>,
 ) -> Result<Box<dyn SiemDestination>, DestinationError> {
-    let stored = load(pool, master_key, subscription_id, provider).await?;
+    let stored = load(pool, master_key, dest, provider).await?;
     if let Some(field) = provider.sealed_fields().find(|f| {
         matches!(
             stored.secrets.get(f.name),

@@ -4,7 +4,10 @@
 use super::history::describe_changes;
 use super::{Error, Service};
 use crate::{
-    domain::events::EventFilter,
+    domain::{
+        destination::{DestinationKey, DestinationName, DestinationNo},
+        events::EventFilter,
+    },
     siem::provider::{self, StoredProvider},
     store,
 };
@@ -21,17 +24,35 @@ pub struct Export<'a> {
     pub expected: Option<store::siem::SettingsVersion>,
 }
 
+/// Which destination a save writes, and its name.
+pub struct Target<'a> {
+    pub subscription_id: uuid::Uuid,
+    /// `None`: add a destination (the subscription's next number).
+    pub destination: Option<DestinationNo>,
+    /// The name (`None` keeps the stored one; `Some(None)` clears it).
+    pub name: Option<Option<&'a DestinationName>>,
+}
+
 /// Stores validated settings (secrets sealed), switches delivery on or off, and writes the
-/// history entry: for the page and the REST API alike.
+/// history entry: for the page and the REST API alike. Returns the destination saved (an
+/// added one's number).
 pub async fn save(
     svc: Service<'_>,
     user: (uuid::Uuid, &str),
-    sub: uuid::Uuid,
+    target: Target<'_>,
     export: Export<'_>,
     before: Option<&store::siem::SettingsRow>,
     stored: &StoredProvider,
     validated: provider::Validated,
-) -> Result<(), Error> {
+) -> Result<DestinationKey, Error> {
+    let sub = target.subscription_id;
+    // An added destination's secrets are sealed for the number it will get; the save checks
+    // under the subscription's lock that no other add took it meanwhile.
+    let number = match target.destination {
+        Some(number) => number,
+        None => store::siem::next_destination(svc.pool, sub).await?,
+    };
+    let dest = DestinationKey::new(sub, number);
     let Export {
         enabled,
         filter,
@@ -41,6 +62,16 @@ pub async fn save(
     } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
+    if target.destination.is_none() {
+        let name = target
+            .name
+            .flatten()
+            .map_or_else(|| format!("Destination {number}"), |n| n.as_str().to_owned());
+        changes.insert(
+            0,
+            format!("Added destination {name} ({})", provider.label()),
+        );
+    }
     // Worded here, before the transaction: whether a date changed compares with what was
     // stored (a date of a secret typed anew is new).
     let mut expiry_changes = Vec::new();
@@ -68,7 +99,7 @@ pub async fn save(
         .map(|(name, value, hint)| {
             let sealed = svc.master_key.seal(
                 value.as_bytes(),
-                &provider::secret_context(sub, provider, name),
+                &provider::secret_context(dest, provider, name),
             );
             (*name, sealed, hint.as_str())
         })
@@ -76,6 +107,11 @@ pub async fn save(
     let save = store::siem::SettingsSave {
         expected,
         subscription_id: sub,
+        slot: match target.destination {
+            Some(n) => store::siem::Slot::Existing(n),
+            None => store::siem::Slot::Added(number),
+        },
+        name: target.name.map(|n| n.map(DestinationName::as_str)),
         user,
         enabled,
         provider: provider.id(),
@@ -115,8 +151,12 @@ pub async fn save(
     .await
     .map_err(|e| match e {
         store::Error::Stale { by, at } => Error::Stale { by, at },
+        store::Error::TooManyDestinations(n) => Error::Refused(format!(
+            "This subscription already has {n} destinations, the most it may have. Remove one first."
+        )),
+        store::Error::NotFound => Error::NoDestination(number),
         other => Error::Store(other),
     })?;
-    tracing::info!(subscription_id = %sub, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
-    Ok(())
+    tracing::info!(subscription_id = %sub, destination = %number, user_id = %user.0, enabled, provider = provider.id(), "SIEM settings saved");
+    Ok(dest)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Error, Service};
 use crate::{
+    domain::destination::DestinationKey,
     siem::{provider::FieldKind, provider::FormValues, Provider},
     store,
 };
@@ -12,15 +13,21 @@ use crate::{
 /// How long secrets that passed Test Connection are held for Save changes.
 pub const TESTED_SECRETS_MINUTES: i64 = 10;
 
-pub fn tested_context(sub: uuid::Uuid, provider: Provider, digest: &[u8]) -> String {
-    format!("{sub}/{}/tested/{}", provider.id(), hex::encode(digest))
+pub fn tested_context(dest: DestinationKey, provider: Provider, digest: &[u8]) -> String {
+    format!(
+        "{}/{}/{}/tested/{}",
+        dest.subscription_id,
+        dest.number,
+        provider.id(),
+        hex::encode(digest)
+    )
 }
 
 /// After a green Test Connection: holds the secrets typed for it, sealed, bound to this
 /// session and to the address fields as tested. Returns whether anything is held.
 pub async fn hold_tested(
     svc: Service<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
     digest: &[u8],
     provider: Provider,
     values: &FormValues,
@@ -52,10 +59,10 @@ pub async fn hold_tested(
     let plain = serde_json::to_vec(&typed).map_err(anyhow::Error::from)?;
     let sealed = svc
         .master_key
-        .seal(&plain, &tested_context(sub, provider, digest));
+        .seal(&plain, &tested_context(dest, provider, digest));
     store::siem::hold_tested_secrets(
         svc.pool,
-        sub,
+        dest,
         digest,
         provider.id(),
         &serde_json::to_value(addresses).map_err(anyhow::Error::from)?,
@@ -76,13 +83,13 @@ pub fn address_digest(svc: Service<'_>, address: &str) -> String {
 /// if the address fields are still the ones they were tested against.
 pub async fn reuse_tested(
     svc: Service<'_>,
-    sub: uuid::Uuid,
+    dest: DestinationKey,
     digest: &[u8],
     provider: Provider,
     values: &mut FormValues,
 ) -> Result<(), Error> {
     let Some(held) =
-        store::siem::tested_secrets(svc.pool, sub, digest, provider.id(), chrono::Utc::now())
+        store::siem::tested_secrets(svc.pool, dest, digest, provider.id(), chrono::Utc::now())
             .await?
     else {
         return Ok(());
@@ -101,7 +108,7 @@ pub async fn reuse_tested(
     };
     let Some(secrets) = svc
         .master_key
-        .open(&sealed, &tested_context(sub, provider, digest))
+        .open(&sealed, &tested_context(dest, provider, digest))
         .and_then(|plain| serde_json::from_slice::<BTreeMap<String, String>>(&plain).ok())
     else {
         return Ok(());

@@ -13,7 +13,7 @@
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde_json::Value;
-use uuid::Uuid;
+use crate::domain::destination::DestinationKey;
 
 use super::{
     egress::{EgressPolicy, Lookup, SystemLookup},
@@ -431,9 +431,15 @@ impl FieldErrors {
     }
 }
 
-/// The associated data that binds a sealed secret to its subscription, provider and name.
-pub fn secret_context(subscription_id: Uuid, provider: Provider, name: &str) -> String {
-    format!("{subscription_id}/{}/{name}", provider.id())
+/// The associated data that binds a sealed secret to its destination, provider and name. The
+/// first destination's is what every secret was sealed with before destinations had numbers.
+pub fn secret_context(dest: DestinationKey, provider: Provider, name: &str) -> String {
+    let sub = dest.subscription_id;
+    if dest.number.is_first() {
+        format!("{sub}/{}/{name}", provider.id())
+    } else {
+        format!("{sub}/{}/{}/{name}", dest.number, provider.id())
+    }
 }
 
 /// A stored secret as the page and the forwarder see it.

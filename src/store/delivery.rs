@@ -19,12 +19,15 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Error;
+use crate::domain::destination::{DestinationKey, DestinationNo};
 
 /// A destination a worker holds.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Claimed {
     /// Subscription.
     pub subscription_id: Uuid,
+    /// Destination number within the subscription.
+    pub destination: i16,
     /// Provider id.
     pub provider: String,
     /// This claim's lease token: renewals and the release must present it.
@@ -52,6 +55,11 @@ pub struct Claimed {
 }
 
 impl Claimed {
+    /// The destination held.
+    pub fn key(&self) -> DestinationKey {
+        DestinationKey::stored(self.subscription_id, self.destination)
+    }
+
     /// The part of a replay still to send, if any.
     pub fn replay_left(&self) -> Option<(i64, i64)> {
         self.replay_next
@@ -114,10 +122,11 @@ pub struct Switched {
 ///   has seen to it), not one an administrator asked for (that takes **Resume export**).
 pub async fn apply_switch(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     to: Option<&str>,
     carry: bool,
 ) -> Result<Switched, Error> {
+    let (subscription_id, number) = (dest.subscription_id, dest.no());
     // The counter row lock: the sequencer waits for this transaction, so `last_seq` holds
     // still. `no key update`, as the sequencer takes it: foreign-key checks (a notification, a
     // history row written while a destination row is held) still pass, so no cycle with the
@@ -135,14 +144,16 @@ pub async fn apply_switch(
         r#"update delivery_destinations d set off_at_seq = $3,
             -- A running claim stops at its next range, and records nothing under its lease.
             lease_owner = null, leased_until = null
-         where d.subscription_id = $1 and d.provider is distinct from $2 and d.off_at_seq is null
+         where d.subscription_id = $1 and d.destination = $4 and d.provider is distinct from $2
+           and d.off_at_seq is null
          returning d.provider, d.cursor,
                    (select count(*) from delivery_parked p
-                    where p.subscription_id = d.subscription_id and p.provider = d.provider
-                      and p.state = 'retry') as "retries!""#,
+                    where p.subscription_id = d.subscription_id and p.destination = d.destination
+                      and p.provider = d.provider and p.state = 'retry') as "retries!""#,
         subscription_id,
         to,
-        last_seq
+        last_seq,
+        number
     )
     .fetch_all(&mut **tx)
     .await?
@@ -164,9 +175,11 @@ pub async fn apply_switch(
     // recorded while it was off is not owed.
     let reenabled: Option<(i64, i64)> = sqlx::query!(
         r#"select cursor, off_at_seq as "off_at_seq!" from delivery_destinations
-         where subscription_id = $1 and provider = $2 and off_at_seq is not null for update"#,
+         where subscription_id = $1 and destination = $3 and provider = $2
+           and off_at_seq is not null for update"#,
         subscription_id,
-        to
+        to,
+        number
     )
     .fetch_optional(&mut **tx)
     .await?
@@ -177,23 +190,24 @@ pub async fn apply_switch(
         // `::bigint`: described without parameter types, `$3 + 1` would read as an integer;
         // both are bigints when run, as bound.
         sqlx::query!(
-            "insert into delivery_parked (subscription_id, provider, seq, state, in_flight)
-             select $1, $2, g.seq, 'retry', g.seq <= d.inflight_to
+            "insert into delivery_parked (subscription_id, destination, provider, seq, state, in_flight)
+             select $1, $5, $2, g.seq, 'retry', g.seq <= d.inflight_to
              from delivery_destinations d, generate_series($3::bigint + 1, $4::bigint) as g(seq)
-             where d.subscription_id = $1 and d.provider = $2
+             where d.subscription_id = $1 and d.destination = $5 and d.provider = $2
              on conflict on constraint delivery_parked_pkey do nothing",
             subscription_id,
             to,
             cursor,
-            off_at.min(start)
+            off_at.min(start),
+            number
         )
         .execute(&mut **tx)
         .await?;
         switched.not_owed = (begin - off_at).max(0);
     }
     sqlx::query!(
-        "insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to)
-         values ($1, $2, $3, $3)
+        "insert into delivery_destinations as d (subscription_id, provider, cursor, inflight_to, destination)
+         values ($1, $2, $3, $3, $4)
          on conflict on constraint delivery_destinations_pkey
          do update set next_attempt_at = now(), consecutive_failures = 0,
             paused_reason = case when d.paused_by_email is null then null else d.paused_reason end,
@@ -210,7 +224,8 @@ pub async fn apply_switch(
             off_at_seq = null",
         subscription_id,
         to,
-        begin
+        begin,
+        number
     )
     .execute(&mut **tx)
     .await?;
@@ -219,19 +234,21 @@ pub async fn apply_switch(
         sqlx::query!(
             "with moved as (
                 delete from delivery_parked
-                where subscription_id = $1 and provider = $2 and state = 'retry'
+                where subscription_id = $1 and destination = $4 and provider = $2
+                  and state = 'retry'
                 returning seq
              ), added as (
-                insert into delivery_parked (subscription_id, provider, seq, state)
-                select $1, $3, seq, 'retry' from moved
+                insert into delivery_parked (subscription_id, destination, provider, seq, state)
+                select $1, $4, $3, seq, 'retry' from moved
                 on conflict on constraint delivery_parked_pkey do update set state = 'retry'
              )
              update delivery_destinations set cursor = greatest(cursor, off_at_seq),
                     inflight_to = greatest(inflight_to, off_at_seq)
-             where subscription_id = $1 and provider = $2",
+             where subscription_id = $1 and destination = $4 and provider = $2",
             subscription_id,
             old,
-            to
+            to,
+            number
         )
         .execute(&mut **tx)
         .await?;
@@ -244,10 +261,10 @@ pub async fn apply_switch(
 /// destination's backlog where it is.
 pub async fn ensure_destination(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
 ) -> Result<(), Error> {
-    apply_switch(tx, subscription_id, Some(provider), false).await?;
+    apply_switch(tx, dest, Some(provider), false).await?;
     Ok(())
 }
 
@@ -264,13 +281,15 @@ pub async fn claim_destination(
          set leased_until = now() + $2, lease_owner = gen_random_uuid(),
              takeovers_total = d.takeovers_total + (d.lease_owner is not null)::int
          from (
-            select c.subscription_id, c.provider, sub.last_seq,
+            select c.subscription_id, c.destination, c.provider, sub.last_seq,
                    exists (select 1 from delivery_parked p
                            where p.subscription_id = c.subscription_id
+                             and p.destination = c.destination
                              and p.provider = c.provider and p.state = 'retry') as has_retries
             from delivery_destinations c
             join siem_settings s
-              on s.subscription_id = c.subscription_id and s.provider = c.provider and s.enabled
+              on s.subscription_id = c.subscription_id and s.destination = c.destination
+             and s.provider = c.provider and s.enabled
             join subscriptions sub on sub.id = c.subscription_id
             where c.next_attempt_at <= $1
               -- Leases are judged by the database's clock: a worker whose clock runs ahead
@@ -280,6 +299,7 @@ pub async fn claim_destination(
               and (c.cursor < sub.last_seq or c.replay_next <= c.replay_to
                    or exists (select 1 from delivery_parked p
                               where p.subscription_id = c.subscription_id
+                                and p.destination = c.destination
                                 and p.provider = c.provider and p.state = 'retry'))
             order by c.next_attempt_at, c.subscription_id
             limit 1
@@ -287,8 +307,9 @@ pub async fn claim_destination(
             -- row while they commit; a plain `for update` would skip busy destinations.
             for no key update of c skip locked
          ) picked
-         where (d.subscription_id, d.provider) = (picked.subscription_id, picked.provider)
-         returning d.subscription_id, d.provider, d.lease_owner as "token!", d.cursor,
+         where (d.subscription_id, d.destination, d.provider)
+             = (picked.subscription_id, picked.destination, picked.provider)
+         returning d.subscription_id, d.destination, d.provider, d.lease_owner as "token!", d.cursor,
                    d.inflight_to, picked.last_seq, picked.has_retries as "has_retries!", d.status,
                    d.consecutive_failures, d.failing_since,
                    d.replay_next, d.replay_to, d.replay_id"#,
@@ -309,12 +330,13 @@ pub async fn renew(
 ) -> Result<bool, Error> {
     let n = sqlx::query!(
         "update delivery_destinations set leased_until = now() + $4
-         where subscription_id = $1 and provider = $2 and lease_owner = $3",
+         where subscription_id = $1 and provider = $2 and lease_owner = $3 and destination = $5",
         claimed.subscription_id,
         &claimed.provider,
         claimed.token,
         // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
-        lease as _
+        lease as _,
+        claimed.destination
     )
     .execute(pool)
     .await?
@@ -330,7 +352,7 @@ pub async fn due_heartbeats(
     pool: &PgPool,
     now: DateTime<Utc>,
     period: chrono::Duration,
-) -> Result<Vec<(Uuid, String, i64)>, Error> {
+) -> Result<Vec<(DestinationKey, String, i64)>, Error> {
     let rows = sqlx::query!(
         "with scheduled as (
             update delivery_destinations set heartbeat_at = $1::timestamptz + $2
@@ -339,10 +361,11 @@ pub async fn due_heartbeats(
          update delivery_destinations d set heartbeat_at = $1::timestamptz + $2
          from subscriptions s, siem_settings st
          where s.id = d.subscription_id and st.subscription_id = d.subscription_id
+           and st.destination = d.destination
            and st.enabled and st.provider = d.provider and d.off_at_seq is null
            and d.paused_reason is null and d.status <> 'failing'
            and d.heartbeat_at <= $1
-         returning d.subscription_id, d.provider, s.last_seq",
+         returning d.subscription_id, d.destination, d.provider, s.last_seq",
         now,
         // chrono's Duration encodes as an interval; the macro's check knows only PgInterval.
         period as _
@@ -351,7 +374,14 @@ pub async fn due_heartbeats(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| (r.subscription_id, r.provider, r.last_seq))
+        .filter_map(|r| {
+            let number = DestinationNo::new(r.destination)?;
+            Some((
+                DestinationKey::new(r.subscription_id, number),
+                r.provider,
+                r.last_seq,
+            ))
+        })
         .collect())
 }
 
@@ -359,19 +389,20 @@ pub async fn due_heartbeats(
 /// returns the filter it had (`None` when there is no destination yet).
 pub async fn set_filter(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     send_event_ids: Option<&[i32]>,
 ) -> Result<Option<crate::domain::events::EventFilter>, Error> {
     let before: Option<Option<Vec<i32>>> = sqlx::query_scalar!(
         "update delivery_destinations d set send_event_ids = $3
          from (select send_event_ids from delivery_destinations
-               where subscription_id = $1 and provider = $2 for update) old
-         where d.subscription_id = $1 and d.provider = $2
+               where subscription_id = $1 and destination = $4 and provider = $2 for update) old
+         where d.subscription_id = $1 and d.destination = $4 and d.provider = $2
          returning old.send_event_ids",
-        subscription_id,
+        dest.subscription_id,
         provider,
-        send_event_ids
+        send_event_ids,
+        dest.no()
     )
     .fetch_optional(&mut **tx)
     .await?;
@@ -382,14 +413,15 @@ pub async fn set_filter(
 /// destination.
 pub async fn filter_of(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
 ) -> Result<Option<crate::domain::events::EventFilter>, Error> {
     let row: Option<Option<Vec<i32>>> = sqlx::query_scalar!(
         "select send_event_ids from delivery_destinations
-         where subscription_id = $1 and provider = $2",
-        subscription_id,
-        provider
+         where subscription_id = $1 and destination = $3 and provider = $2",
+        dest.subscription_id,
+        provider,
+        dest.no()
     )
     .fetch_optional(pool)
     .await?;
@@ -401,7 +433,7 @@ pub async fn filter_of(
 /// or it was paused already.
 pub async fn pause(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     by_email: &str,
 ) -> Result<bool, Error> {
@@ -409,10 +441,12 @@ pub async fn pause(
         "update delivery_destinations
          set paused_reason = 'an administrator (' || $3 || ') paused export.',
              paused_at = now(), paused_by_email = $3
-         where subscription_id = $1 and provider = $2 and paused_reason is null",
-        subscription_id,
+         where subscription_id = $1 and destination = $4 and provider = $2
+           and paused_reason is null",
+        dest.subscription_id,
         provider,
-        by_email
+        by_email,
+        dest.no()
     )
     .execute(pool)
     .await?
@@ -422,14 +456,16 @@ pub async fn pause(
 
 /// Resumes a paused destination (whoever or whatever paused it): it is due at once and sends
 /// everything kept meanwhile. `false` when it was not paused.
-pub async fn resume(pool: &PgPool, subscription_id: Uuid, provider: &str) -> Result<bool, Error> {
+pub async fn resume(pool: &PgPool, dest: DestinationKey, provider: &str) -> Result<bool, Error> {
     let n = sqlx::query!(
         "update delivery_destinations
          set paused_reason = null, paused_at = null, paused_by_email = null,
              next_attempt_at = now()
-         where subscription_id = $1 and provider = $2 and paused_reason is not null",
-        subscription_id,
-        provider
+         where subscription_id = $1 and destination = $3 and provider = $2
+           and paused_reason is not null",
+        dest.subscription_id,
+        provider,
+        dest.no()
     )
     .execute(pool)
     .await?
@@ -455,7 +491,7 @@ pub enum ReplayPlan {
 /// replay replaces one in progress.
 pub async fn start_replay(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     window: (DateTime<Utc>, DateTime<Utc>),
     cap: i64,
@@ -471,12 +507,14 @@ pub async fn start_replay(
                     as "last?"
          from delivery_destinations d
          join siem_settings s on s.subscription_id = d.subscription_id
+                             and s.destination = d.destination
                              and s.provider = d.provider and s.enabled
-         where d.subscription_id = $1 and d.provider = $2"#,
-        subscription_id,
+         where d.subscription_id = $1 and d.destination = $5 and d.provider = $2"#,
+        dest.subscription_id,
         provider,
         window.0,
-        window.1
+        window.1,
+        dest.no()
     )
     .fetch_optional(pool)
     .await?
@@ -496,11 +534,12 @@ pub async fn start_replay(
         "update delivery_destinations
          set replay_from = $3, replay_next = $3, replay_to = $4, next_attempt_at = now(),
              replay_id = gen_random_uuid()
-         where subscription_id = $1 and provider = $2",
-        subscription_id,
+         where subscription_id = $1 and destination = $5 and provider = $2",
+        dest.subscription_id,
         provider,
         from,
-        to
+        to,
+        dest.no()
     )
     .execute(pool)
     .await?;
@@ -584,6 +623,7 @@ pub async fn read_range(
             select 1
             from delivery_destinations d
             join siem_settings s on s.subscription_id = d.subscription_id
+                                and s.destination = d.destination
                                 and s.provider = d.provider and s.enabled
             where d.subscription_id = $1 and d.provider = $2 and d.lease_owner = $5
               and d.paused_reason is null and d.off_at_seq is null
@@ -643,6 +683,7 @@ pub async fn live(pool: &PgPool, claimed: &Claimed) -> Result<Option<Option<Vec<
         "select d.send_event_ids
          from delivery_destinations d
          join siem_settings s on s.subscription_id = d.subscription_id
+                             and s.destination = d.destination
                              and s.provider = d.provider and s.enabled
          where d.subscription_id = $1 and d.provider = $2 and d.lease_owner = $3
            and d.paused_reason is null and d.off_at_seq is null",
@@ -665,11 +706,12 @@ pub async fn read_retries(
         LogEvent,
         r#"with picked as materialized (
             select seq, in_flight from delivery_parked
-            where subscription_id = $1 and provider = $2 and state = 'retry'
+            where subscription_id = $1 and destination = $4 and provider = $2 and state = 'retry'
             order by seq limit $3
          ), marked as (
             update delivery_parked p set in_flight = true from picked
-            where p.subscription_id = $1 and p.provider = $2 and p.seq = picked.seq
+            where p.subscription_id = $1 and p.destination = $4 and p.provider = $2
+              and p.seq = picked.seq
          )
          select e.seq, e.id as event_uuid, e.event_id, e.occurred_at, e.recorded_at, e.actor,
                 e.details, e.prev_hash, e.hash, picked.in_flight as "maybe_sent!"
@@ -677,7 +719,8 @@ pub async fn read_retries(
          order by e.seq"#,
         claimed.subscription_id,
         &claimed.provider,
-        limit
+        limit,
+        claimed.destination
     )
     .fetch_all(pool)
     .await?)
@@ -719,22 +762,24 @@ pub async fn settle(
     let reasons: Vec<String> = settled.parked.iter().map(|(_, r)| r.clone()).collect();
     sqlx::query!(
         "with parked as (
-            insert into delivery_parked (subscription_id, provider, seq, state, reason, parked_at)
-            select $1, $2, p.seq, 'parked', p.reason, $3
+            insert into delivery_parked (subscription_id, destination, provider, seq, state, reason, parked_at)
+            select $1, $15, $2, p.seq, 'parked', p.reason, $3
             from unnest($4::bigint[], $5::text[]) as p(seq, reason)
             on conflict on constraint delivery_parked_pkey do update
                set state = 'parked', reason = excluded.reason, parked_at = excluded.parked_at,
                    in_flight = false
          ), retried as (
             delete from delivery_parked
-            where subscription_id = $1 and provider = $2 and seq = any($6) and state = 'retry'
+            where subscription_id = $1 and destination = $15 and provider = $2
+              and seq = any($6) and state = 'retry'
          ), unsent as (
             -- Only the holder clears its marks: a holder that lost its lease must not clear
             -- the marks of the one that took over.
             update delivery_parked set in_flight = false
-            where subscription_id = $1 and provider = $2 and seq = any($7)
+            where subscription_id = $1 and destination = $15 and provider = $2 and seq = any($7)
               and exists (select 1 from delivery_destinations
-                          where subscription_id = $1 and provider = $2 and lease_owner = $14)
+                          where subscription_id = $1 and destination = $15 and provider = $2
+                            and lease_owner = $14)
          )
          update delivery_destinations set
             cursor = case when $8::bigint is not null and cursor >= $9
@@ -744,7 +789,7 @@ pub async fn settle(
             duplicates_total = duplicates_total + $12,
             filtered_total = filtered_total + $13,
             last_success_at = case when $11 > 0 then $3 else last_success_at end
-         where subscription_id = $1 and provider = $2",
+         where subscription_id = $1 and destination = $15 and provider = $2",
         claimed.subscription_id,
         &claimed.provider,
         now,
@@ -758,7 +803,8 @@ pub async fn settle(
         settled.delivered,
         settled.duplicates,
         settled.filtered,
-        claimed.token
+        claimed.token,
+        claimed.destination
     )
     .execute(pool)
     .await?;
@@ -867,11 +913,11 @@ pub async fn finish(
     let healthy = matches!(finish.health, Health::Healthy);
     let held = sqlx::query_scalar!(
         "with attempt as (
-            insert into delivery_attempts (subscription_id, provider, at, outcome, events, detail)
-            values ($1, $2, $4, $5, $6, $7)
+            insert into delivery_attempts (subscription_id, destination, provider, at, outcome, events, detail)
+            values ($1, $15, $2, $4, $5, $6, $7)
          ), history as (
-            insert into siem_settings_history (subscription_id, user_id, user_email, outcome, changes)
-            select $1, null, 'cloudpki', 'saved',
+            insert into siem_settings_history (subscription_id, destination, user_id, user_email, outcome, changes)
+            select $1, $15, null, 'cloudpki', 'saved',
                    jsonb_build_array('Export paused by the destination: ' || $12::text)
             where $12::text is not null
          )
@@ -901,7 +947,8 @@ pub async fn finish(
         error,
         paused,
         i64::from(finish.refused),
-        maybe_sent_to
+        maybe_sent_to,
+        claimed.destination
     )
     .fetch_optional(pool)
     .await?;
@@ -919,6 +966,8 @@ pub const OWED_SQL: &str = include_str!("sql/owed.sql");
 pub struct Backlog {
     /// Subscription.
     pub subscription_id: Uuid,
+    /// Destination number.
+    pub destination: i16,
     /// Provider.
     pub provider: String,
     /// Events waiting.
@@ -939,12 +988,14 @@ pub struct Backlog {
 pub async fn backlogs(pool: &PgPool) -> Result<Vec<Backlog>, Error> {
     Ok(sqlx::query_as!(
         Backlog,
-        r#"select d.subscription_id, d.provider,
+        r#"select d.subscription_id, d.destination, d.provider,
             greatest(coalesce(d.off_at_seq, sub.last_seq) - d.cursor, 0)
               + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                 and p.provider = d.provider and p.state = 'retry') as "pending!",
+                 and p.destination = d.destination and p.provider = d.provider
+                 and p.state = 'retry') as "pending!",
             (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
-                 and p.provider = d.provider and p.state = 'parked') as "parked!",
+                 and p.destination = d.destination and p.provider = d.provider
+                 and p.state = 'parked') as "parked!",
             (select e.recorded_at from audit_events e where e.subscription_id = d.subscription_id
                  and e.seq = d.cursor + 1) as oldest_pending,
             d.duplicates_total as duplicates, d.takeovers_total as takeovers,
@@ -1026,7 +1077,7 @@ pub struct ParkedRow {
 /// Sends every parked event of a destination again, out of order, due now; returns how many.
 pub async fn retry_parked(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
 ) -> Result<u64, Error> {
     // `$1::uuid::text`: the macro describes the statement without parameter types, and would
@@ -1034,18 +1085,20 @@ pub async fn retry_parked(
     let n: i64 = sqlx::query_scalar!(
         r#"with moved as (
             update delivery_parked set state = 'retry', in_flight = false
-            where subscription_id = $1 and provider = $2 and state = 'parked'
+            where subscription_id = $1 and destination = $4 and provider = $2
+              and state = 'parked'
             returning 1
          ), due as (
             update delivery_destinations set next_attempt_at = now()
-            where subscription_id = $1 and provider = $2
+            where subscription_id = $1 and destination = $4 and provider = $2
          ), woken as (
             select pg_notify($3, $1::uuid::text)
          )
          select count(*) as "count!" from moved, (select count(*) from woken) as w"#,
-        subscription_id,
+        dest.subscription_id,
         provider,
-        super::events::EVENTS_CHANNEL
+        super::events::EVENTS_CHANNEL,
+        dest.no()
     )
     .fetch_one(pool)
     .await?;

@@ -191,12 +191,13 @@ pub const RECENT_FILTERED_SQL: &str = include_str!("sql/recent_filtered.sql");
 /// `provider`'s destination and that destination's cursor.
 pub async fn recent(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: crate::domain::destination::DestinationKey,
     provider: &str,
     before: Option<i64>,
     event_ids: Option<&[i32]>,
     limit: i64,
 ) -> Result<(Vec<RecentEvent>, Option<DestinationCursor>), Error> {
+    let subscription_id = dest.subscription_id;
     // The same files as RECENT_FILTERED_SQL and RECENT_SQL. `"parked_state?"` there: the
     // macros cannot see that the left join makes the column nullable.
     let events = if event_ids.is_some() {
@@ -207,7 +208,8 @@ pub async fn recent(
             provider,
             before,
             event_ids,
-            limit
+            limit,
+            dest.no()
         )
         .fetch_all(pool)
         .await?
@@ -219,7 +221,8 @@ pub async fn recent(
             provider,
             before,
             event_ids,
-            limit
+            limit,
+            dest.no()
         )
         .fetch_all(pool)
         .await?
@@ -228,9 +231,11 @@ pub async fn recent(
         DestinationCursor,
         r#"select cursor, off_at_seq, paused_reason is not null as "paused!", send_event_ids,
                   unsent_from_seq, unsent_to_seq
-           from delivery_destinations where subscription_id = $1 and provider = $2"#,
+           from delivery_destinations
+           where subscription_id = $1 and destination = $3 and provider = $2"#,
         subscription_id,
-        provider
+        provider,
+        dest.no()
     )
     .fetch_optional(pool)
     .await?;

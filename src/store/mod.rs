@@ -31,6 +31,9 @@ pub enum Error {
         by: String,
         at: chrono::DateTime<chrono::Utc>,
     },
+    /// A subscription already has as many destinations as it may.
+    #[error("this subscription already has {0} destinations, the most it may have")]
+    TooManyDestinations(usize),
     /// A broken invariant the statement's caller detected (its transaction is rolled back).
     #[error("{0}")]
     Internal(String),

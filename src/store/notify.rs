@@ -7,6 +7,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Error;
+use crate::domain::destination::DestinationKey;
 
 /// One stage of the notifier as a unit of work: what it finds (incidents to open, events past
 /// retention, secrets about to expire) and the messages it queues about them commit together,
@@ -72,20 +73,25 @@ impl Pass {
     /// See [`waiting`].
     pub async fn waiting(
         &mut self,
-        subscription_id: Uuid,
+        dest: DestinationKey,
         provider: &str,
     ) -> Result<(i64, Option<DateTime<Utc>>), Error> {
-        waiting(&mut self.0, subscription_id, provider).await
+        waiting(&mut self.0, dest, provider).await
     }
 
     /// See [`losses_since`].
     pub async fn losses_since(
         &mut self,
-        subscription_id: Uuid,
+        dest: DestinationKey,
         provider: &str,
         since: DateTime<Utc>,
     ) -> Result<(i64, i64), Error> {
-        losses_since(&mut self.0, subscription_id, provider, since).await
+        losses_since(&mut self.0, dest, provider, since).await
+    }
+
+    /// See [`destination_name`].
+    pub async fn destination_name(&mut self, dest: DestinationKey) -> Result<Option<String>, Error> {
+        destination_name(&mut self.0, dest).await
     }
 
     /// See [`subscription_name`].
@@ -106,6 +112,8 @@ pub struct IncidentRow {
     pub id: Uuid,
     /// Subscription.
     pub subscription_id: Uuid,
+    /// Destination number.
+    pub destination: i16,
     /// Provider id.
     pub provider: String,
     /// When it opened.
@@ -159,6 +167,8 @@ pub struct GapRow {
     pub id: i64,
     /// Subscription.
     pub subscription_id: Uuid,
+    /// Destination number.
+    pub destination: i16,
     /// Provider.
     pub provider: String,
     /// How many.
@@ -176,18 +186,20 @@ pub async fn open_incidents(
 ) -> Result<Vec<IncidentRow>, Error> {
     Ok(sqlx::query_as!(
         IncidentRow,
-        r#"insert into incidents (id, subscription_id, provider, opened_at, reason, delivered_at_open, last_reminder_at)
-         select gen_random_uuid(), d.subscription_id, d.provider, $1,
+        r#"insert into incidents (id, subscription_id, destination, provider, opened_at, reason, delivered_at_open, last_reminder_at)
+         select gen_random_uuid(), d.subscription_id, d.destination, d.provider, $1,
                 coalesce(d.last_error, 'Delivery is failing.'), d.delivered_total, $1
          from delivery_destinations d
-         join siem_settings s on s.subscription_id = d.subscription_id and s.provider = d.provider
-              and s.enabled
+         join siem_settings s on s.subscription_id = d.subscription_id
+              and s.destination = d.destination and s.provider = d.provider and s.enabled
          where d.status = 'failing'
            and not exists (select 1 from incidents i
-                           where i.subscription_id = d.subscription_id and i.provider = d.provider
+                           where i.subscription_id = d.subscription_id
+                             and i.destination = d.destination and i.provider = d.provider
                              and i.closed_at is null)
-         on conflict (subscription_id, provider) where closed_at is null do nothing
-         returning id, subscription_id, provider, opened_at, reason, 0::bigint as "count!""#,
+         on conflict (subscription_id, destination, provider) where closed_at is null do nothing
+         returning id, subscription_id, destination, provider, opened_at, reason,
+                   0::bigint as "count!""#,
         now
     )
     .fetch_all(&mut **tx)
@@ -204,8 +216,9 @@ pub async fn close_incidents(
         r#"update incidents i set closed_at = $1
          from delivery_destinations d
          where i.closed_at is null and d.subscription_id = i.subscription_id
-           and d.provider = i.provider and d.status = 'healthy'
-         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason,
+           and d.destination = i.destination and d.provider = i.provider
+           and d.status = 'healthy'
+         returning i.id, i.subscription_id, i.destination, i.provider, i.opened_at, i.reason,
                    d.delivered_total - i.delivered_at_open as "count!""#,
         now
     )
@@ -225,8 +238,10 @@ pub async fn due_reminders(
                 reason = coalesce(d.last_error, i.reason)
          from delivery_destinations d
          where i.closed_at is null and i.last_reminder_at <= $1::timestamptz - $2::interval
-           and d.subscription_id = i.subscription_id and d.provider = i.provider
-         returning i.id, i.subscription_id, i.provider, i.opened_at, i.reason, i.reminders::bigint as "count!""#,
+           and d.subscription_id = i.subscription_id and d.destination = i.destination
+           and d.provider = i.provider
+         returning i.id, i.subscription_id, i.destination, i.provider, i.opened_at, i.reason,
+                   i.reminders::bigint as "count!""#,
         now,
         // `$2::interval`: described without parameter types, `timestamptz - $2` would read $2
         // as a timestamp; it is an interval when run, as bound. chrono's Duration encodes as an
@@ -248,8 +263,9 @@ pub async fn close_switched_off(
         "update incidents i set closed_at = $1
          from delivery_destinations d, siem_settings s
          where i.closed_at is null
-           and d.subscription_id = i.subscription_id and d.provider = i.provider
-           and s.subscription_id = i.subscription_id
+           and d.subscription_id = i.subscription_id and d.destination = i.destination
+           and d.provider = i.provider
+           and s.subscription_id = i.subscription_id and s.destination = i.destination
            and (not s.enabled or s.provider <> i.provider)",
         now
     )
@@ -271,7 +287,8 @@ pub async fn expire(
     let mut gaps = sqlx::query_as!(
         GapRow,
         "with cand as (
-            select d.subscription_id, d.provider, d.cursor as old_cursor, cut.new_cursor
+            select d.subscription_id, d.destination, d.provider, d.cursor as old_cursor,
+                   cut.new_cursor
             from delivery_destinations d join subscriptions sub on sub.id = d.subscription_id,
             lateral (
                 -- Up to the first event after the cursor that is not old yet. The sequencer
@@ -295,20 +312,21 @@ pub async fn expire(
             set cursor = c.new_cursor, inflight_to = greatest(d.inflight_to, c.new_cursor),
                 expired_total = d.expired_total + (c.new_cursor - c.old_cursor)
             from cand c
-            where d.subscription_id = c.subscription_id and d.provider = c.provider
-              and c.new_cursor > c.old_cursor
-            returning d.subscription_id, d.provider, c.old_cursor, c.new_cursor
+            where d.subscription_id = c.subscription_id and d.destination = c.destination
+              and d.provider = c.provider and c.new_cursor > c.old_cursor
+            returning d.subscription_id, d.destination, d.provider, c.old_cursor, c.new_cursor
          )
-         insert into delivery_gaps (subscription_id, provider, expired_events, oldest_event_at,
-                                    newest_event_at, recorded_at, from_seq, to_seq)
-         select m.subscription_id, m.provider, m.new_cursor - m.old_cursor,
+         insert into delivery_gaps (subscription_id, destination, provider, expired_events,
+                                    oldest_event_at, newest_event_at, recorded_at, from_seq, to_seq)
+         select m.subscription_id, m.destination, m.provider, m.new_cursor - m.old_cursor,
                 (select occurred_at from audit_events e
                  where e.subscription_id = m.subscription_id and e.seq = m.old_cursor + 1),
                 (select occurred_at from audit_events e
                  where e.subscription_id = m.subscription_id and e.seq = m.new_cursor),
                 $2, m.old_cursor + 1, m.new_cursor
          from moved m
-         returning id, subscription_id, provider, expired_events, oldest_event_at, newest_event_at",
+         returning id, subscription_id, destination, provider, expired_events, oldest_event_at,
+                   newest_event_at",
         cutoff,
         now
     )
@@ -320,11 +338,12 @@ pub async fn expire(
             "with free as (
                 -- Destinations with old retries that nobody holds, locked without waiting:
                 -- this pass never waits on a row a save or a claim holds.
-                select d.subscription_id, d.provider from delivery_destinations d
+                select d.subscription_id, d.destination, d.provider from delivery_destinations d
                 where (d.leased_until is null or d.leased_until < now())
                   and exists (select 1 from delivery_parked p join audit_events e
                                 on e.subscription_id = p.subscription_id and e.seq = p.seq
                               where p.subscription_id = d.subscription_id
+                                and p.destination = d.destination
                                 and p.provider = d.provider and p.state = 'retry'
                                 and e.recorded_at < $1)
                 for no key update of d skip locked
@@ -332,22 +351,24 @@ pub async fn expire(
                 delete from delivery_parked p using audit_events e, free d
                 where p.state = 'retry' and e.subscription_id = p.subscription_id
                   and e.seq = p.seq and e.recorded_at < $1
-                  and d.subscription_id = p.subscription_id and d.provider = p.provider
-                returning p.subscription_id, p.provider, e.occurred_at
+                  and d.subscription_id = p.subscription_id and d.destination = p.destination
+                  and d.provider = p.provider
+                returning p.subscription_id, p.destination, p.provider, e.occurred_at
              ), grouped as (
-                select subscription_id, provider, count(*) as n,
+                select subscription_id, destination, provider, count(*) as n,
                        min(occurred_at) as oldest, max(occurred_at) as newest
-                from expired group by subscription_id, provider
+                from expired group by subscription_id, destination, provider
              ), counted as (
                 update delivery_destinations d set expired_total = d.expired_total + g.n
                 from grouped g
-                where d.subscription_id = g.subscription_id and d.provider = g.provider
+                where d.subscription_id = g.subscription_id and d.destination = g.destination
+                  and d.provider = g.provider
              )
-             insert into delivery_gaps (subscription_id, provider, expired_events,
+             insert into delivery_gaps (subscription_id, destination, provider, expired_events,
                                         oldest_event_at, newest_event_at, recorded_at)
-             select subscription_id, provider, n, oldest, newest, $2 from grouped
-             returning id, subscription_id, provider, expired_events, oldest_event_at,
-                       newest_event_at",
+             select subscription_id, destination, provider, n, oldest, newest, $2 from grouped
+             returning id, subscription_id, destination, provider, expired_events,
+                       oldest_event_at, newest_event_at",
             cutoff,
             now
         )
@@ -374,12 +395,17 @@ pub async fn admin_emails(
 /// Events a destination still owes and when the oldest was recorded (cursor arithmetic).
 pub async fn waiting(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
 ) -> Result<(i64, Option<DateTime<Utc>>), Error> {
     // The text of OWED_SQL. Its `waiting` is never null, but the file cannot say so without
     // renaming the column that the settings page reads: a null fails as decoding it would.
-    let row = sqlx::query_file!("src/store/sql/owed.sql", subscription_id, provider)
+    let row = sqlx::query_file!(
+        "src/store/sql/owed.sql",
+        dest.subscription_id,
+        provider,
+        dest.no()
+    )
         .fetch_one(&mut **tx)
         .await?;
     Ok((super::not_null(row.waiting, "waiting")?, row.oldest))
@@ -388,21 +414,24 @@ pub async fn waiting(
 /// Events expired or parked for a destination since `since`.
 pub async fn losses_since(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     since: DateTime<Utc>,
 ) -> Result<(i64, i64), Error> {
     let row = sqlx::query!(
         r#"select
             coalesce((select sum(expired_events)::bigint from delivery_gaps
-                      where subscription_id = $1 and provider = $2 and recorded_at >= $3), 0)
+                      where subscription_id = $1 and destination = $4 and provider = $2
+                        and recorded_at >= $3), 0)
                 as "expired!",
             (select count(*) from delivery_parked
-             where subscription_id = $1 and provider = $2 and state = 'parked' and parked_at >= $3)
+             where subscription_id = $1 and destination = $4 and provider = $2
+               and state = 'parked' and parked_at >= $3)
                 as "parked!""#,
-        subscription_id,
+        dest.subscription_id,
         provider,
-        since
+        since,
+        dest.no()
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -413,6 +442,7 @@ pub async fn losses_since(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExpiringSecret {
     pub subscription_id: Uuid,
+    pub destination: i16,
     pub provider: String,
     /// The name it is stored under.
     pub name: String,
@@ -426,12 +456,14 @@ pub async fn expiring_secrets(
 ) -> Result<Vec<ExpiringSecret>, Error> {
     Ok(sqlx::query_as!(
         ExpiringSecret,
-        r#"select x.subscription_id, x.provider, x.name, x.expires_on as "expires_on!"
+        r#"select x.subscription_id, x.destination, x.provider, x.name,
+                  x.expires_on as "expires_on!"
          from siem_secrets x
          join siem_settings s on s.subscription_id = x.subscription_id
+                             and s.destination = x.destination
                              and s.provider = x.provider and s.enabled
          where x.expires_on is not null and x.expires_on <= $1
-         order by x.subscription_id, x.provider, x.name"#,
+         order by x.subscription_id, x.destination, x.provider, x.name"#,
         until
     )
     .fetch_all(&mut **tx)
@@ -555,4 +587,19 @@ pub async fn subscription_name(
             .fetch_optional(&mut **tx)
             .await?,
     )
+}
+
+/// The name an administrator gave a destination, if any.
+pub async fn destination_name(
+    tx: &mut Transaction<'_, Postgres>,
+    dest: DestinationKey,
+) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!(
+        "select name from siem_settings where subscription_id = $1 and destination = $2",
+        dest.subscription_id,
+        dest.no()
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .flatten())
 }

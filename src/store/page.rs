@@ -18,7 +18,10 @@ use super::{
     siem::{HistoryRow, SecretRow, SettingsRow},
     Error,
 };
-use crate::crypto::Sealed;
+use crate::{
+    crypto::Sealed,
+    domain::destination::DestinationKey,
+};
 
 /// What the delivery health panel lists about a subscription's current destination.
 #[derive(Debug, Clone, Default)]
@@ -61,12 +64,18 @@ pub struct SubscriptionPage {
     pub history: Vec<HistoryRow>,
     /// The health panel of the current destination.
     pub panel: PanelRows,
+    /// Every destination of the subscription, by number.
+    pub destinations: Vec<super::siem::DestinationRow>,
 }
 
-/// The panel's columns over `sub` (a subscription id expression), `provider` and `rows`.
-fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
+/// The panel's columns over `sub` (a subscription id expression), `dest` (a destination
+/// number expression), `provider` and `rows`.
+fn panel_columns(sub: &str, dest: &str, provider: &str, rows: &str) -> String {
     // Owed events and the oldest of them: cursor arithmetic, as the metrics count them.
-    let owed = OWED_SQL.replace("$1", sub).replace("$2", provider);
+    let owed = OWED_SQL
+        .replace("$1", sub)
+        .replace("$2", provider)
+        .replace("$3", dest);
     format!(
         "(select row_to_json(h) from (
              with owed as ({owed})
@@ -83,17 +92,21 @@ fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
                         as unsent_to_at,
                     owed.waiting as pending, owed.oldest as oldest_pending,
                     (select count(*) from delivery_parked p
-                     where p.subscription_id = d.subscription_id and p.provider = d.provider
+                     where p.subscription_id = d.subscription_id
+                       and p.destination = d.destination and p.provider = d.provider
                        and p.state = 'parked') as parked
              from delivery_destinations d, owed
-             where d.subscription_id = {sub} and d.provider = {provider}) h) as health,
+             where d.subscription_id = {sub} and d.destination = {dest}
+               and d.provider = {provider}) h) as health,
          (select json_agg(json_build_array(x.provider, x.n)) from (
              select d.provider,
                     greatest(coalesce(d.off_at_seq, s.last_seq) - d.cursor, 0)
                     + (select count(*) from delivery_parked p where p.subscription_id = d.subscription_id
+                       and p.destination = d.destination
                        and p.provider = d.provider and p.state = 'retry') as n
              from delivery_destinations d join subscriptions s on s.id = d.subscription_id
-             where d.subscription_id = {sub} and d.provider <> {provider}
+             where d.subscription_id = {sub} and d.destination = {dest}
+               and d.provider <> {provider}
              order by d.provider) x where x.n > 0) as stranded,
          (select json_agg(x) from (
              select kind, recipient, created_at, sent_via, last_error from notifications
@@ -104,16 +117,17 @@ fn panel_columns(sub: &str, provider: &str, rows: &str) -> String {
                     coalesce(p.reason, '') as reason
              from delivery_parked p
              join audit_events e on e.subscription_id = p.subscription_id and e.seq = p.seq
-             where p.subscription_id = {sub} and p.provider = {provider} and p.state = 'parked'
+             where p.subscription_id = {sub} and p.destination = {dest}
+               and p.provider = {provider} and p.state = 'parked'
              order by p.parked_at desc, p.seq desc limit {rows}) x) as parked,
          (select json_agg(x) from (
              select at, outcome, events, detail from delivery_attempts
-             where subscription_id = {sub} and provider = {provider}
+             where subscription_id = {sub} and destination = {dest} and provider = {provider}
              order by at desc, id desc limit {rows}) x) as attempts,
          (select json_agg(x) from (
              select expired_events, oldest_event_at, newest_event_at, recorded_at
              from delivery_gaps
-             where subscription_id = {sub} and provider = {provider}
+             where subscription_id = {sub} and destination = {dest} and provider = {provider}
              order by recorded_at desc, id desc limit {rows}) x) as gaps"
     )
 }
@@ -144,19 +158,20 @@ impl PanelJson {
     }
 }
 
-/// The health panel of `provider`'s destination of a subscription.
+/// The health panel of a destination, for its provider `provider`.
 pub async fn panel(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     rows: i64,
 ) -> Result<PanelRows, Error> {
-    let sql = format!("select {}", panel_columns("$1", "$2", "$3"));
+    let sql = format!("select {}", panel_columns("$1", "$4", "$2", "$3"));
     // Dynamic: the panel's columns are spliced in with format!, shared with settings_page.
     let row: PanelJson = sqlx::query_as(&sql)
-        .bind(subscription_id)
+        .bind(dest.subscription_id)
         .bind(provider)
         .bind(rows)
+        .bind(dest.no())
         .fetch_one(pool)
         .await?;
     Ok(row.rows())
@@ -188,6 +203,7 @@ struct PageRow {
     subscription_id: Option<Uuid>,
     name: Option<String>,
     role: Option<String>,
+    destination_name: Option<String>,
     enabled: Option<bool>,
     provider: Option<String>,
     updated_at: Option<DateTime<Utc>>,
@@ -195,17 +211,18 @@ struct PageRow {
     fields: Option<Json<Vec<FieldsJson>>>,
     secrets: Option<Json<Vec<SecretJson>>>,
     history: Option<Json<Vec<HistoryRow>>>,
+    destinations: Option<Json<Vec<super::siem::DestinationRow>>>,
     #[sqlx(flatten)]
     panel: PanelJson,
 }
 
-/// The settings page of subscription `subscription_id` for the session whose token digest is
+/// The settings page of destination `dest` for the session whose token digest is
 /// `token_digest`: `None` without a live session. `default_provider` is the provider shown
 /// before any was saved.
 pub async fn settings_page(
     pool: &PgPool,
     token_digest: &[u8],
-    subscription_id: Uuid,
+    dest: DestinationKey,
     default_provider: &str,
     panel_rows: i64,
     history_rows: i64,
@@ -220,38 +237,51 @@ pub async fn settings_page(
              from memberships m join subscriptions sub on sub.id = m.subscription_id
              where m.user_id = (select user_id from se) and m.subscription_id = $2
          ), st as (
-             select enabled, provider, updated_at, updated_by_email
-             from siem_settings where subscription_id = (select subscription_id from m)
+             select name, enabled, provider, updated_at, updated_by_email
+             from siem_settings
+             where subscription_id = (select subscription_id from m) and destination = $6
          ), cur as (
              select (select subscription_id from m) as sub,
                     coalesce((select provider from st), $3) as provider
          )
          select se.user_id, se.email, se.csrf_token, se.expires_at, m.subscription_id, m.name, m.role,
-                st.enabled, st.provider, st.updated_at, st.updated_by_email,
+                st.name as destination_name, st.enabled, st.provider, st.updated_at,
+                st.updated_by_email,
                 (select json_agg(json_build_object('provider', f.provider, 'fields', f.fields))
-                 from siem_provider_fields f where f.subscription_id = cur.sub) as fields,
+                 from siem_provider_fields f
+                 where f.subscription_id = cur.sub and f.destination = $6) as fields,
                 (select json_agg(json_build_object(
                      'provider', x.provider, 'name', x.name, 'key_id', x.key_id,
                      'nonce', encode(x.nonce, 'hex'), 'ciphertext', encode(x.ciphertext, 'hex'),
                      'hint', x.hint, 'expires_on', x.expires_on))
-                 from siem_secrets x where x.subscription_id = cur.sub) as secrets,
+                 from siem_secrets x
+                 where x.subscription_id = cur.sub and x.destination = $6) as secrets,
                 (select json_agg(h) from (
                      select user_email, outcome, case when repeats > 1
                                 then changes || jsonb_build_array(repeats || ' times within the minute')
                                 else changes end as changes, at
                      from siem_settings_history
-                     where subscription_id = cur.sub order by at desc, id desc limit $5) h) as history,
+                     where subscription_id = cur.sub
+                       and (destination = $6 or ($6 = 1 and outcome in ('added', 'removed')))
+                     order by at desc, id desc limit $5) h) as history,
+                (select json_agg(json_build_object(
+                     'destination', x.destination, 'name', x.name, 'provider', x.provider,
+                     'enabled', x.enabled, 'updated_at', x.updated_at, 'status', x.\"status?\",
+                     'paused', x.\"paused!\", 'owed', x.\"owed!\") order by x.destination)
+                 from ({destinations}) x) as destinations,
                 {}
          from se cross join cur left join m on true left join st on true",
-        panel_columns("cur.sub", "cur.provider", "$4")
+        panel_columns("cur.sub", "$6::smallint", "cur.provider", "$4"),
+        destinations = super::siem::DESTINATIONS_SQL.replace("$1", "cur.sub")
     );
     // Dynamic: built with format! around the panel's columns, which the panel alone shares.
     let row: Option<PageRow> = sqlx::query_as(&sql)
         .bind(token_digest)
-        .bind(subscription_id)
+        .bind(dest.subscription_id)
         .bind(default_provider)
         .bind(panel_rows)
         .bind(history_rows)
+        .bind(dest.no())
         .fetch_optional(pool)
         .await?;
     let Some(row) = row else {
@@ -273,6 +303,7 @@ pub async fn settings_page(
     ) {
         (Some(enabled), Some(provider), Some(updated_at), Some(updated_by_email)) => {
             Some(SettingsRow {
+                name: row.destination_name,
                 enabled,
                 provider,
                 updated_at,
@@ -323,6 +354,7 @@ pub async fn settings_page(
                 .collect(),
             secrets,
             history: row.history.map(|Json(v)| v).unwrap_or_default(),
+            destinations: row.destinations.map(|Json(v)| v).unwrap_or_default(),
             panel: row.panel.rows(),
         },
     }))

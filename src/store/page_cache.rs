@@ -79,7 +79,8 @@ struct Inner {
     generations: HashMap<Uuid, u64>,
     sessions: HashMap<Vec<u8>, (Instant, SessionRow)>,
     memberships: HashMap<(Uuid, Uuid), (Instant, MembershipRow)>,
-    pages: HashMap<Uuid, (Instant, Arc<SubscriptionPage>)>,
+    /// By subscription and destination number.
+    pages: HashMap<(Uuid, i16), (Instant, Arc<SubscriptionPage>)>,
 }
 
 impl Inner {
@@ -149,6 +150,7 @@ impl PageCache {
         &self,
         digest: &[u8],
         subscription: Uuid,
+        destination: i16,
     ) -> Option<(SessionRow, MembershipRow, Arc<SubscriptionPage>)> {
         if !self.is_live() {
             return None;
@@ -160,7 +162,7 @@ impl PageCache {
             .get(&(session.user_id, subscription))
             .filter(|(at, _)| at.elapsed() < AUTH_TTL)
             .map(|(_, m)| m)?;
-        let (at, page) = inner.pages.get(&subscription)?;
+        let (at, page) = inner.pages.get(&(subscription, destination))?;
         if at.elapsed() >= PAGE_TTL {
             return None;
         }
@@ -186,6 +188,7 @@ impl PageCache {
         digest: &[u8],
         session: &SessionRow,
         membership: Option<&MembershipRow>,
+        destination: i16,
         page: &Arc<SubscriptionPage>,
     ) {
         let mut inner = self.lock();
@@ -212,7 +215,7 @@ impl PageCache {
             if ticket.subscription == current {
                 bounded(
                     &mut inner.pages,
-                    m.subscription_id,
+                    (m.subscription_id, destination),
                     (Instant::now(), page.clone()),
                 );
             }
@@ -221,14 +224,14 @@ impl PageCache {
 
     /// Whether a page of `subscription` is kept (fresh or not): for tests and metrics.
     pub fn keeps_page(&self, subscription: Uuid) -> bool {
-        self.lock().pages.contains_key(&subscription)
+        self.lock().pages.keys().any(|(s, _)| *s == subscription)
     }
 
     /// The database said `subscription` changed.
     pub fn subscription_changed(&self, subscription: Uuid) {
         let mut inner = self.lock();
         *inner.generations.entry(subscription).or_insert(0) += 1;
-        inner.pages.remove(&subscription);
+        inner.pages.retain(|(s, _), _| *s != subscription);
     }
 
     /// The database said a session, user or membership changed.
@@ -356,6 +359,7 @@ mod tests {
             b"d",
             &session(user, expires_in),
             Some(&member(sub)),
+            1,
             &Arc::new(SubscriptionPage::default()),
         );
     }
@@ -367,12 +371,12 @@ mod tests {
         cache.set_live(true);
         let (user, sub) = (Uuid::new_v4(), Uuid::new_v4());
         kept(&cache, user, sub, chrono::Duration::hours(1));
-        assert!(cache.settings_page(b"d", sub).is_some());
+        assert!(cache.settings_page(b"d", sub, 1).is_some());
         cache.set_live(false);
-        assert!(cache.settings_page(b"d", sub).is_none());
+        assert!(cache.settings_page(b"d", sub, 1).is_none());
         cache.set_live(true);
         assert!(
-            cache.settings_page(b"d", sub).is_none(),
+            cache.settings_page(b"d", sub, 1).is_none(),
             "dropped on reconnection"
         );
     }
@@ -389,9 +393,10 @@ mod tests {
             b"d",
             &session(user, chrono::Duration::hours(1)),
             Some(&member(sub)),
+            1,
             &Arc::new(SubscriptionPage::default()),
         );
-        assert!(cache.settings_page(b"d", sub).is_none());
+        assert!(cache.settings_page(b"d", sub, 1).is_none());
         assert!(cache.session(b"d").is_some(), "the session did not change");
         let ticket = cache.ticket(Some(sub)).expect("live");
         cache.auth_changed();
@@ -406,14 +411,29 @@ mod tests {
         let (user, sub, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         kept(&cache, user, sub, chrono::Duration::hours(1));
         cache.subscription_changed(other);
-        assert!(cache.settings_page(b"d", sub).is_some());
+        assert!(cache.settings_page(b"d", sub, 1).is_some());
         cache.subscription_changed(sub);
-        assert!(cache.settings_page(b"d", sub).is_none());
+        assert!(cache.settings_page(b"d", sub, 1).is_none());
         kept(&cache, user, sub, chrono::Duration::hours(1));
         cache.auth_changed();
         assert!(cache.session(b"d").is_none());
         kept(&cache, user, sub, chrono::Duration::seconds(-1));
         assert!(cache.session(b"d").is_none());
-        assert!(cache.settings_page(b"d", sub).is_none());
+        assert!(cache.settings_page(b"d", sub, 1).is_none());
+    }
+
+    #[test]
+    fn each_destination_has_its_own_page_and_a_change_drops_them_all() {
+        let cache = PageCache::default();
+        cache.set_live(true);
+        let (user, sub) = (Uuid::new_v4(), Uuid::new_v4());
+        kept(&cache, user, sub, chrono::Duration::hours(1));
+        assert!(cache.settings_page(b"d", sub, 1).is_some());
+        assert!(
+            cache.settings_page(b"d", sub, 2).is_none(),
+            "destination 2's page is not destination 1's"
+        );
+        cache.subscription_changed(sub);
+        assert!(!cache.keeps_page(sub));
     }
 }

@@ -6,11 +6,16 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Error;
-use crate::crypto::Sealed;
+use crate::{
+    crypto::Sealed,
+    domain::destination::{DestinationKey, DestinationNo, MAX_DESTINATIONS},
+};
 
-/// The switch and provider of a subscription, with who changed them last.
+/// The switch and provider of a destination, with who changed them last.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SettingsRow {
+    /// The name an administrator gave it, if any.
+    pub name: Option<String>,
     /// Send Audit Logs to SIEM.
     pub enabled: bool,
     /// Provider id, e.g. `datadog`.
@@ -45,38 +50,45 @@ pub struct HistoryRow {
     pub at: DateTime<Utc>,
 }
 
-/// The subscription's settings, if ever saved.
-pub async fn settings(pool: &PgPool, subscription_id: Uuid) -> Result<Option<SettingsRow>, Error> {
+/// A destination's settings, if ever saved.
+pub async fn settings(pool: &PgPool, dest: DestinationKey) -> Result<Option<SettingsRow>, Error> {
     Ok(sqlx::query_as!(
         SettingsRow,
-        "select enabled, provider, updated_at, updated_by_email
-         from siem_settings where subscription_id = $1",
-        subscription_id
+        "select name, enabled, provider, updated_at, updated_by_email
+         from siem_settings where subscription_id = $1 and destination = $2",
+        dest.subscription_id,
+        dest.no()
     )
     .fetch_optional(pool)
     .await?)
 }
 
-/// Writes the switch and provider.
+/// Writes the switch, provider and name (`None` keeps the stored name).
 pub async fn upsert_settings(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     enabled: bool,
     provider: &str,
-    user_id: Uuid,
-    user_email: &str,
+    name: Option<Option<&str>>,
+    user: (Uuid, &str),
 ) -> Result<(), Error> {
     sqlx::query!(
-        "insert into siem_settings (subscription_id, enabled, provider, updated_at, updated_by, updated_by_email)
-         values ($1, $2, $3, now(), $4, $5)
-         on conflict (subscription_id) do update set
-            enabled = excluded.enabled, provider = excluded.provider, updated_at = now(),
+        "insert into siem_settings (subscription_id, destination, enabled, provider, name,
+                                    updated_at, updated_by, updated_by_email)
+         values ($1, $2, $3, $4, $5, now(), $6, $7)
+         on conflict (subscription_id, destination) do update set
+            enabled = excluded.enabled, provider = excluded.provider,
+            name = case when $8 then excluded.name else siem_settings.name end,
+            updated_at = now(),
             updated_by = excluded.updated_by, updated_by_email = excluded.updated_by_email",
-        subscription_id,
+        dest.subscription_id,
+        dest.no(),
         enabled,
         provider,
-        user_id,
-        user_email
+        name.flatten(),
+        user.0,
+        user.1,
+        name.is_some()
     )
     .execute(&mut **tx)
     .await?;
@@ -86,16 +98,18 @@ pub async fn upsert_settings(
 /// Writes a provider's plain fields.
 pub async fn upsert_provider_fields(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     fields: &Value,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "insert into siem_provider_fields (subscription_id, provider, fields) values ($1, $2, $3)
+        "insert into siem_provider_fields (subscription_id, destination, provider, fields)
+         values ($1, $4, $2, $3)
          on conflict on constraint siem_provider_fields_pkey do update set fields = excluded.fields",
-        subscription_id,
+        dest.subscription_id,
         provider,
-        fields
+        fields,
+        dest.no()
     )
     .execute(&mut **tx)
     .await?;
@@ -105,25 +119,26 @@ pub async fn upsert_provider_fields(
 /// Writes a sealed secret.
 pub async fn upsert_secret(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     name: &str,
     sealed: &Sealed,
     hint: &str,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "insert into siem_secrets (subscription_id, provider, name, key_id, nonce, ciphertext, hint)
-         values ($1, $2, $3, $4, $5, $6, $7)
+        "insert into siem_secrets (subscription_id, provider, name, key_id, nonce, ciphertext, hint, destination)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
          on conflict on constraint siem_secrets_pkey do update set
             key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
             hint = excluded.hint, updated_at = now(), expires_on = null",
-        subscription_id,
+        dest.subscription_id,
         provider,
         name,
         &sealed.key_id,
         &sealed.nonce,
         &sealed.ciphertext,
-        hint
+        hint,
+        dest.no()
     )
     .execute(&mut **tx)
     .await?;
@@ -135,6 +150,8 @@ pub async fn upsert_secret(
 pub struct SealedSecretRow {
     /// Subscription.
     pub subscription_id: Uuid,
+    /// Destination number.
+    pub destination: i16,
     /// Provider id.
     pub provider: String,
     /// Secret name.
@@ -165,7 +182,7 @@ pub async fn secrets_not_sealed_with(
 ) -> Result<Vec<SealedSecretRow>, Error> {
     Ok(sqlx::query_as!(
         SealedSecretRow,
-        "select subscription_id, provider, name, key_id, nonce, ciphertext from siem_secrets
+        "select subscription_id, destination, provider, name, key_id, nonce, ciphertext from siem_secrets
          where key_id <> $1",
         key_id
     )
@@ -181,13 +198,14 @@ pub async fn reseal_secret(
 ) -> Result<(), Error> {
     sqlx::query!(
         "update siem_secrets set key_id = $4, nonce = $5, ciphertext = $6
-         where subscription_id = $1 and provider = $2 and name = $3",
+         where subscription_id = $1 and provider = $2 and name = $3 and destination = $7",
         row.subscription_id,
         &row.provider,
         &row.name,
         &fresh.key_id,
         &fresh.nonce,
-        &fresh.ciphertext
+        &fresh.ciphertext,
+        row.destination
     )
     .execute(&mut **tx)
     .await?;
@@ -228,7 +246,7 @@ pub async fn drop_tested_secrets_not_sealed_with(
 /// Appends a history entry.
 pub async fn record_history(
     executor: impl sqlx::PgExecutor<'_>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     user_id: Uuid,
     user_email: &str,
     outcome: &str,
@@ -237,26 +255,29 @@ pub async fn record_history(
     // Refused attempts coalesce: one row per actor, attempt and minute, counted.
     sqlx::query!(
         "insert into siem_settings_history
-            (subscription_id, user_id, user_email, outcome, changes, denied_minute)
-         values ($1, $2, $3, $4, $5,
+            (subscription_id, destination, user_id, user_email, outcome, changes, denied_minute)
+         values ($1, $6, $2, $3, $4, $5,
                  case when $4 = 'denied' then date_trunc('minute', now()) end)
-         on conflict (subscription_id, user_id, denied_minute, changes) where outcome = 'denied'
+         on conflict (subscription_id, destination, user_id, denied_minute, changes)
+            where outcome = 'denied'
          do update set repeats = siem_settings_history.repeats + 1, at = excluded.at",
-        subscription_id,
+        dest.subscription_id,
         user_id,
         user_email,
         outcome,
-        serde_json::json!(changes)
+        serde_json::json!(changes),
+        dest.no()
     )
     .execute(executor)
     .await?;
     Ok(())
 }
 
-/// The latest history entries, newest first.
+/// A destination's latest history entries, newest first (the first destination's include
+/// every destination added or removed).
 pub async fn history(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     limit: i64,
 ) -> Result<Vec<HistoryRow>, Error> {
     Ok(sqlx::query_as!(
@@ -265,9 +286,13 @@ pub async fn history(
                     then changes || jsonb_build_array(repeats || ' times within the minute')
                     else changes end as "changes!", at
          from siem_settings_history
-         where subscription_id = $1 order by at desc, id desc limit $2"#,
-        subscription_id,
-        limit
+         where subscription_id = $1
+           -- The first destination's history also says which others were added and removed.
+           and (destination = $3 or ($3 = 1 and outcome in ('added', 'removed')))
+         order by at desc, id desc limit $2"#,
+        dest.subscription_id,
+        limit,
+        dest.no()
     )
     .fetch_all(pool)
     .await?)
@@ -276,18 +301,19 @@ pub async fn history(
 /// Sets (or clears) when a sealed secret expires.
 pub async fn set_secret_expiry(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     name: &str,
     expires_on: Option<chrono::NaiveDate>,
 ) -> Result<(), Error> {
     sqlx::query!(
         "update siem_secrets set expires_on = $4
-         where subscription_id = $1 and provider = $2 and name = $3",
-        subscription_id,
+         where subscription_id = $1 and provider = $2 and name = $3 and destination = $5",
+        dest.subscription_id,
         provider,
         name,
-        expires_on
+        expires_on,
+        dest.no()
     )
     .execute(&mut **tx)
     .await?;
@@ -297,29 +323,33 @@ pub async fn set_secret_expiry(
 /// Deletes a sealed secret.
 pub async fn delete_secret(
     tx: &mut Transaction<'_, Postgres>,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     provider: &str,
     name: &str,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "delete from siem_secrets where subscription_id = $1 and provider = $2 and name = $3",
-        subscription_id,
+        "delete from siem_secrets
+         where subscription_id = $1 and provider = $2 and name = $3 and destination = $4",
+        dest.subscription_id,
         provider,
-        name
+        name,
+        dest.no()
     )
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Every provider's plain fields of a subscription: (provider, fields).
+/// Every provider's plain fields of a destination: (provider, fields).
 pub async fn all_provider_fields(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
 ) -> Result<Vec<(String, Value)>, Error> {
     let rows = sqlx::query!(
-        "select provider, fields from siem_provider_fields where subscription_id = $1",
-        subscription_id
+        "select provider, fields from siem_provider_fields
+         where subscription_id = $1 and destination = $2",
+        dest.subscription_id,
+        dest.no()
     )
     .fetch_all(pool)
     .await?;
@@ -337,15 +367,17 @@ struct SecretListRow {
     expires_on: Option<chrono::NaiveDate>,
 }
 
-/// Every sealed secret of a subscription: (provider, name, secret).
+/// Every sealed secret of a destination: (provider, name, secret).
 pub async fn all_secrets(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
 ) -> Result<Vec<(String, String, SecretRow)>, Error> {
     let rows: Vec<SecretListRow> = sqlx::query_as!(
         SecretListRow,
-        "select provider, name, key_id, nonce, ciphertext, hint, expires_on from siem_secrets where subscription_id = $1",
-        subscription_id
+        "select provider, name, key_id, nonce, ciphertext, hint, expires_on from siem_secrets
+         where subscription_id = $1 and destination = $2",
+        dest.subscription_id,
+        dest.no()
     )
     .fetch_all(pool)
     .await?;
@@ -386,7 +418,7 @@ pub struct TestedSecrets {
 /// Holds the secrets a session just tested, until `expires_at`.
 pub async fn hold_tested_secrets(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     session_digest: &[u8],
     provider: &str,
     addresses: &serde_json::Value,
@@ -394,19 +426,20 @@ pub async fn hold_tested_secrets(
     expires_at: DateTime<Utc>,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "insert into tested_secrets (subscription_id, session_digest, provider, addresses, key_id, nonce, ciphertext, expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
+        "insert into tested_secrets (subscription_id, session_digest, provider, addresses, key_id, nonce, ciphertext, expires_at, destination)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          on conflict on constraint tested_secrets_pkey do update set
             addresses = excluded.addresses, key_id = excluded.key_id, nonce = excluded.nonce,
             ciphertext = excluded.ciphertext, expires_at = excluded.expires_at",
-        subscription_id,
+        dest.subscription_id,
         session_digest,
         provider,
         addresses,
         &sealed.key_id,
         &sealed.nonce,
         &sealed.ciphertext,
-        expires_at
+        expires_at,
+        dest.no()
     )
     .execute(pool)
     .await?;
@@ -416,7 +449,7 @@ pub async fn hold_tested_secrets(
 /// The secrets this session tested for `provider`, if still held.
 pub async fn tested_secrets(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     session_digest: &[u8],
     provider: &str,
     now: DateTime<Utc>,
@@ -424,27 +457,31 @@ pub async fn tested_secrets(
     Ok(sqlx::query_as!(
         TestedSecrets,
         "select addresses, key_id, nonce, ciphertext from tested_secrets
-         where subscription_id = $1 and session_digest = $2 and provider = $3 and expires_at > $4",
-        subscription_id,
+         where subscription_id = $1 and session_digest = $2 and provider = $3 and expires_at > $4
+           and destination = $5",
+        dest.subscription_id,
         session_digest,
         provider,
-        now
+        now,
+        dest.no()
     )
     .fetch_optional(pool)
     .await?)
 }
 
-/// Forgets what a session tested for a subscription (after a save) and every expired hold.
+/// Forgets what a session tested for a destination (after a save) and every expired hold.
 pub async fn drop_tested_secrets(
     pool: &PgPool,
-    subscription_id: Uuid,
+    dest: DestinationKey,
     session_digest: &[u8],
 ) -> Result<(), Error> {
     sqlx::query!(
         "delete from tested_secrets
-         where (subscription_id = $1 and session_digest = $2) or expires_at < now()",
-        subscription_id,
-        session_digest
+         where (subscription_id = $1 and session_digest = $2 and destination = $3)
+            or expires_at < now()",
+        dest.subscription_id,
+        session_digest,
+        dest.no()
     )
     .execute(pool)
     .await?;
@@ -478,12 +515,16 @@ impl SettingsVersion {
     }
 }
 
-/// One save of a subscription's SIEM settings, checked and sealed: what [`save_settings`]
+/// One save of a destination's SIEM settings, checked and sealed: what [`save_settings`]
 /// writes.
 pub struct SettingsSave<'a> {
     /// The version the writer read (`None`: save whatever is stored now).
     pub expected: Option<SettingsVersion>,
     pub subscription_id: Uuid,
+    /// The destination saved, or the one added.
+    pub slot: Slot,
+    /// The destination's name (`None` keeps the stored one; `Some(None)` clears it).
+    pub name: Option<Option<&'a str>>,
     /// Who saves: (user id, email).
     pub user: (Uuid, &'a str),
     pub enabled: bool,
@@ -492,7 +533,9 @@ pub struct SettingsSave<'a> {
     pub settings: &'a serde_json::Value,
     /// Secrets to delete, by storage name.
     pub removed_secrets: &'a [&'static str],
-    /// Secrets to store: (storage name, sealed value, hint).
+    /// Secrets to store: (storage name, sealed value, hint), sealed for the destination that
+    /// [`SettingsSave::destination`] names (an added one's number is known before sealing:
+    /// see [`next_destination`]).
     pub new_secrets: Vec<(&'a str, Sealed, &'a str)>,
     /// "Expires on" dates to set, by storage name (`None` removes a date).
     pub expiries: Vec<(&'a str, Option<chrono::NaiveDate>)>,
@@ -502,11 +545,38 @@ pub struct SettingsSave<'a> {
     pub carry_backlog: bool,
 }
 
+/// Which destination a save writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// An existing destination (the first exists before its first save).
+    Existing(DestinationNo),
+    /// A new one, under the number [`next_destination`] gave (its secrets are sealed for that
+    /// number); at most [`MAX_DESTINATIONS`] live. Another add that took the number first makes
+    /// this save stale.
+    Added(DestinationNo),
+}
+
 /// What a save did beyond storing what it was given: the history entry is written from it.
 pub struct SavedSettings {
+    /// The destination saved (an added one's new number).
+    pub destination: DestinationKey,
     pub switched: super::delivery::Switched,
     /// The filter before, when a new one was given.
     pub filter_before: Option<crate::domain::events::EventFilter>,
+}
+
+/// The number the next added destination of a subscription will get (its secrets are sealed
+/// for that number before the save). [`save_settings`] checks it under the subscription's lock:
+/// when another add took it first, the save is refused as stale.
+pub async fn next_destination(pool: &PgPool, subscription_id: Uuid) -> Result<DestinationNo, Error> {
+    let made = sqlx::query_scalar!(
+        "select destinations_made from subscriptions where id = $1",
+        subscription_id
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    DestinationNo::new(made.saturating_add(1)).ok_or(Error::NotFound)
 }
 
 /// Stores a save in one transaction: settings, secrets, expiry dates, the delivery switch, the
@@ -521,60 +591,228 @@ pub async fn save_settings(
     let mut tx = pool.begin().await?;
     // The subscription's row, as the switch below takes it anyway (same lock mode, same order):
     // two saves of one subscription take turns here, so the second sees the first's version.
-    let current = sqlx::query!(
-        r#"select s.updated_at as "updated_at?", s.updated_by_email as "updated_by_email?"
-           from subscriptions sub
-           left join siem_settings s on s.subscription_id = sub.id
-           where sub.id = $1
-           for no key update of sub"#,
+    let locked = sqlx::query!(
+        r#"select destinations_made,
+                  (select count(*) from siem_settings s where s.subscription_id = sub.id)
+                    as "live!"
+           from subscriptions sub where sub.id = $1 for no key update of sub"#,
         sub
     )
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let dest = match save.slot {
+        Slot::Existing(number) => DestinationKey::new(sub, number),
+        Slot::Added(expected) => {
+            let live = usize::try_from(locked.live).unwrap_or(usize::MAX);
+            // Destination 1 counts even before its first save.
+            let first_saved = sqlx::query_scalar!(
+                "select count(*) from siem_settings where subscription_id = $1 and destination = 1",
+                sub
+            )
+            .fetch_one(&mut *tx)
+            .await?
+            .unwrap_or(0);
+            let live = if first_saved == 0 { live + 1 } else { live };
+            if live >= MAX_DESTINATIONS {
+                return Err(Error::TooManyDestinations(MAX_DESTINATIONS));
+            }
+            if Some(expected.get()) != locked.destinations_made.checked_add(1) {
+                // Sealed for a number another add took meanwhile.
+                return Err(Error::Stale {
+                    by: "another administrator (who added a destination)".to_owned(),
+                    at: Utc::now(),
+                });
+            }
+            sqlx::query!(
+                "update subscriptions set destinations_made = $2 where id = $1",
+                sub,
+                expected.get()
+            )
+            .execute(&mut *tx)
+            .await?;
+            DestinationKey::new(sub, expected)
+        }
+    };
+    let current = sqlx::query!(
+        "select updated_at, updated_by_email from siem_settings
+         where subscription_id = $1 and destination = $2",
+        sub,
+        dest.no()
+    )
+    .fetch_optional(&mut *tx)
     .await?;
+    if current.is_none() && !dest.number.is_first() && matches!(save.slot, Slot::Existing(_)) {
+        // Destinations after the first exist once added; a removed one stays removed.
+        return Err(Error::NotFound);
+    }
     if let Some(expected) = save.expected {
-        if expected.0 != current.updated_at {
+        let (at, by) = current
+            .as_ref()
+            .map(|c| (Some(c.updated_at), c.updated_by_email.clone()))
+            .unwrap_or_default();
+        if expected.0 != at {
             return Err(Error::Stale {
-                by: current.updated_by_email.unwrap_or_default(),
-                at: current.updated_at.unwrap_or_default(),
+                by,
+                at: at.unwrap_or_default(),
             });
         }
     }
-    upsert_settings(
-        &mut tx,
-        sub,
-        save.enabled,
-        save.provider,
-        save.user.0,
-        save.user.1,
-    )
-    .await?;
-    upsert_provider_fields(&mut tx, sub, save.provider, save.settings).await?;
+    upsert_settings(&mut tx, dest, save.enabled, save.provider, save.name, save.user).await?;
+    upsert_provider_fields(&mut tx, dest, save.provider, save.settings).await?;
     for name in save.removed_secrets {
-        delete_secret(&mut tx, sub, save.provider, name).await?;
+        delete_secret(&mut tx, dest, save.provider, name).await?;
     }
     for (name, sealed, hint) in &save.new_secrets {
-        upsert_secret(&mut tx, sub, save.provider, name, sealed, hint).await?;
+        upsert_secret(&mut tx, dest, save.provider, name, sealed, hint).await?;
     }
     let switched = super::delivery::apply_switch(
         &mut tx,
-        sub,
+        dest,
         save.enabled.then_some(save.provider),
         save.carry_backlog,
     )
     .await?;
     for (name, date) in &save.expiries {
-        set_secret_expiry(&mut tx, sub, save.provider, name, *date).await?;
+        set_secret_expiry(&mut tx, dest, save.provider, name, *date).await?;
     }
     let filter_before = match save.filter {
-        Some(ids) => super::delivery::set_filter(&mut tx, sub, save.provider, ids).await?,
+        Some(ids) => super::delivery::set_filter(&mut tx, dest, save.provider, ids).await?,
         None => None,
     };
     let saved = SavedSettings {
+        destination: dest,
         switched,
         filter_before,
     };
     let changes = changes(&saved);
-    record_history(&mut *tx, sub, save.user.0, save.user.1, "saved", &changes).await?;
+    let outcome = match save.slot {
+        Slot::Added(_) => "added",
+        Slot::Existing(_) => "saved",
+    };
+    record_history(&mut *tx, dest, save.user.0, save.user.1, outcome, &changes).await?;
     tx.commit().await?;
     Ok(saved)
+}
+
+/// One destination of a subscription, as the page's list and the API's collection show it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DestinationRow {
+    /// Its number (see [`DestinationRow::number`]).
+    pub destination: i16,
+    pub name: Option<String>,
+    pub provider: String,
+    pub enabled: bool,
+    pub updated_at: DateTime<Utc>,
+    /// Delivery's state, when it ever sent: `healthy` or `failing`.
+    pub status: Option<String>,
+    /// Paused by an administrator or by the destination.
+    pub paused: bool,
+    /// Events recorded and not yet sent.
+    pub owed: i64,
+}
+
+impl DestinationRow {
+    /// Its number.
+    pub fn number(&self) -> DestinationNo {
+        DestinationNo::new(self.destination).unwrap_or(DestinationNo::FIRST)
+    }
+}
+
+/// A subscription's (`$1`) destinations that were ever saved, by number: shared by
+/// [`destinations`] and the settings page's single statement. Owed events by cursor
+/// arithmetic, as the panel counts them.
+pub const DESTINATIONS_SQL: &str = include_str!("sql/destinations.sql");
+
+/// A subscription's destinations that were ever saved, by number.
+pub async fn destinations(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<DestinationRow>, Error> {
+    Ok(sqlx::query_file_as!(DestinationRow, "src/store/sql/destinations.sql", subscription_id)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// What removing a destination found.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// Its name or provider id, for the history.
+    pub name: Option<String>,
+    pub provider: String,
+    /// Events it still owed: recorded, never sent, now never will be.
+    pub unsent: i64,
+}
+
+/// Removes a destination that is not the first: its settings, secrets and delivery state go
+/// (its incidents with them), what it still owed is counted, and the history says who removed
+/// it. `None` when there is no such destination.
+pub async fn remove_destination(
+    pool: &PgPool,
+    dest: DestinationKey,
+    user: (Uuid, &str),
+    changes: impl FnOnce(&Removed) -> Vec<String>,
+) -> Result<Option<Removed>, Error> {
+    let mut tx = pool.begin().await?;
+    let last_seq = sqlx::query_scalar!(
+        "select last_seq from subscriptions where id = $1 for no key update",
+        dest.subscription_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let Some(row) = sqlx::query!(
+        "delete from siem_settings where subscription_id = $1 and destination = $2
+         returning name, provider",
+        dest.subscription_id,
+        dest.no()
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    // What every delivery row of the destination still owed (a provider switched away from
+    // may still owe events too).
+    let unsent = sqlx::query_scalar!(
+        r#"select coalesce(sum(greatest(coalesce(d.off_at_seq, $3) - d.cursor, 0)
+                 + (select count(*) from delivery_parked p
+                    where p.subscription_id = d.subscription_id and p.destination = d.destination
+                      and p.provider = d.provider and p.state = 'retry')), 0)::bigint as "unsent!"
+           from delivery_destinations d where d.subscription_id = $1 and d.destination = $2"#,
+        dest.subscription_id,
+        dest.no(),
+        last_seq
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    for statement in [
+        sqlx::query!(
+            "delete from delivery_destinations where subscription_id = $1 and destination = $2",
+            dest.subscription_id,
+            dest.no()
+        ),
+        sqlx::query!(
+            "delete from siem_provider_fields where subscription_id = $1 and destination = $2",
+            dest.subscription_id,
+            dest.no()
+        ),
+        sqlx::query!(
+            "delete from siem_secrets where subscription_id = $1 and destination = $2",
+            dest.subscription_id,
+            dest.no()
+        ),
+        sqlx::query!(
+            "delete from tested_secrets where subscription_id = $1 and destination = $2",
+            dest.subscription_id,
+            dest.no()
+        ),
+    ] {
+        statement.execute(&mut *tx).await?;
+    }
+    let removed = Removed {
+        name: row.name,
+        provider: row.provider,
+        unsent,
+    };
+    record_history(&mut *tx, dest, user.0, user.1, "removed", &changes(&removed)).await?;
+    tx.commit().await?;
+    Ok(Some(removed))
 }

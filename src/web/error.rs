@@ -25,6 +25,9 @@ pub enum WebError {
     /// A form arrived without the right CSRF token.
     #[error("the form's security token is missing or wrong")]
     Csrf,
+    /// The request conflicts with the state of things (a sixth destination): the sentence.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Too many attempts.
     #[error("too many requests: {0}")]
     TooManyRequests(String),
@@ -64,6 +67,8 @@ impl From<crate::settings::Error> for WebError {
         match e {
             crate::settings::Error::Forbidden(why) => Self::Forbidden(why),
             crate::settings::Error::Store(e) => e.into(),
+            crate::settings::Error::Refused(why) => Self::Conflict(why),
+            crate::settings::Error::NoDestination(_) => Self::NotFound,
             // A handler that passes a version answers a stale save itself (409 or 412).
             stale @ crate::settings::Error::Stale { .. } => Self::Internal(stale.into()),
             crate::settings::Error::Internal(e) => Self::Internal(e),
@@ -127,6 +132,7 @@ impl IntoResponse for WebError {
                 "",
             ),
             Self::TooManyRequests(why) => page(StatusCode::TOO_MANY_REQUESTS, "Slow down", &why, ""),
+            Self::Conflict(why) => page(StatusCode::CONFLICT, "Not done", &why, ""),
             Self::Busy => retry_later(
                 "Busy",
                 "The portal is busy checking other sign-ins. Try again in a few seconds.",

@@ -12,6 +12,7 @@ use axum::{
 
 use super::{session::CurrentUser, subscriptions::membership_or_404, Layout, WebError};
 use crate::{
+    domain::destination::{DestinationKey, DestinationNo},
     domain::events::{alert_query, catalog, Category, Criticality, EventId},
     siem::Provider,
     state::AppState,
@@ -56,7 +57,9 @@ struct EventsPage {
     /// Link to the next (older) page, if there is one.
     older: Option<String>,
     /// Which destination the states are about.
-    destination_label: Option<&'static str>,
+    destination_label: Option<String>,
+    /// Every destination, when there are several: (label, link, shown now).
+    destination_choices: Vec<(String, String, bool)>,
 }
 
 /// Events shown per page.
@@ -82,6 +85,9 @@ struct RecentQuery {
     criticality: String,
     #[serde(default)]
     before: Option<i64>,
+    /// The destination whose states are shown (the first when absent).
+    #[serde(default)]
+    destination: Option<String>,
 }
 
 /// An event's state for the destination, from the cursor (no per-event write): parked (with
@@ -199,7 +205,36 @@ async fn show(
                 .filter_map(|e| i32::try_from(e.id.get()).ok())
                 .collect()
         });
-    let settings = crate::store::siem::settings(state.pool(), sub).await?;
+    let number = match wanted.destination.as_deref().map(str::trim) {
+        None | Some("") => DestinationNo::FIRST,
+        Some(raw) => DestinationNo::parse(raw).map_err(|_| WebError::NotFound)?,
+    };
+    let dest = DestinationKey::new(sub, number);
+    let settings = crate::store::siem::settings(state.pool(), dest).await?;
+    if settings.is_none() && !number.is_first() {
+        return Err(WebError::NotFound);
+    }
+    let listed = crate::store::siem::destinations(state.pool(), sub).await?;
+    let destination_choices: Vec<(String, String, bool)> = if listed.len() > 1 {
+        listed
+            .iter()
+            .map(|d| {
+                let link = if d.number().is_first() {
+                    format!("/subscriptions/{sub}/events#recent")
+                } else {
+                    format!("/subscriptions/{sub}/events?destination={}#recent", d.number())
+                };
+                let label = crate::web::settings::destination_label(
+                    d.number(),
+                    d.name.as_deref(),
+                    &d.provider,
+                );
+                (label, link, d.number() == number)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let provider = settings
         .as_ref()
         .map_or(crate::siem::Provider::first().id().to_owned(), |s| {
@@ -207,7 +242,7 @@ async fn show(
         });
     let (rows, destination) = crate::store::events::recent(
         state.pool(),
-        sub,
+        dest,
         &provider,
         wanted.before,
         ids.as_deref(),
@@ -241,6 +276,9 @@ async fn show(
             "/subscriptions/{sub}/events?before={}",
             recent.last().map_or(0, |r| r.seq)
         );
+        if !number.is_first() {
+            link.push_str(&format!("&destination={number}"));
+        }
         if let Some(id) = chosen_event {
             link.push_str(&format!("&event_id={id}"));
         }
@@ -249,10 +287,9 @@ async fn show(
         }
         link + "#recent"
     });
-    let destination_label = settings
-        .as_ref()
-        .and_then(|s| crate::siem::Provider::parse(&s.provider).ok())
-        .map(|p| p.label());
+    let destination_label = settings.as_ref().map(|s| {
+        crate::web::settings::destination_label(number, s.name.as_deref(), &s.provider)
+    });
     let event_choices = catalog()
         .iter()
         .map(|e| (e.id.to_string(), format!("{} — {}", e.id, e.summary)))
@@ -266,12 +303,7 @@ async fn show(
         .chain(Provider::all())
         .find_map(|p| Some((p, p.spec().explorer?)))
         .ok_or_else(|| WebError::Internal(anyhow::anyhow!("no provider has a search page")))?;
-    let stored = crate::settings::load(
-        state.pool(),
-        state.master_key(),
-        membership.subscription_id,
-        searched,
-    )
+    let stored = crate::settings::load(state.pool(), state.master_key(), dest, searched)
     .await?;
     let explorer = explorer(&stored.settings);
 
@@ -322,6 +354,7 @@ async fn show(
         event_choices,
         older,
         destination_label,
+        destination_choices,
     };
     Ok(Html(page.render()?))
 }

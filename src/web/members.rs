@@ -143,7 +143,7 @@ async fn history(
 ) -> Result<(), WebError> {
     store::siem::record_history(
         state.pool(),
-        sub,
+        crate::domain::destination::DestinationKey::first(sub),
         user.user_id,
         &user.email,
         "saved",

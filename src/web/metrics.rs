@@ -25,6 +25,7 @@ async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, WebE
     for b in store::delivery::backlogs(state.pool()).await? {
         let labels = [
             ("subscription_id", b.subscription_id.to_string()),
+            ("destination", b.destination.to_string()),
             ("provider", b.provider.clone()),
         ];
         metrics::gauge!("cloudpki_backlog_events", &labels).set(b.pending as f64);

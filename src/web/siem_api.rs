@@ -28,7 +28,10 @@ use uuid::Uuid;
 use super::WebError;
 use crate::{
     crypto,
-    domain::events::{catalog, EventFilter, ReplayWindow, REPLAY_CAP},
+    domain::{
+        destination::{DestinationKey, DestinationName, DestinationNo},
+        events::{catalog, EventFilter, ReplayWindow, REPLAY_CAP},
+    },
     settings::{
         actions::{self, AdminAction, MonitorsOutcome, PauseOutcome},
         expiry,
@@ -48,20 +51,44 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
+    // `/siem` is the first destination; `/destinations/{destination_id}` any of them, with the
+    // same actions.
     Router::new()
         .route(
             "/api/v1/subscriptions/{id}/siem",
             get(show).put(update).patch(patch),
         )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations",
+            get(list_destinations).post(add_destination),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}",
+            get(show)
+                .put(update)
+                .patch(patch)
+                .delete(remove_destination),
+        )
         .route("/api/v1/subscriptions/{id}/siem/pause", post(pause))
         .route("/api/v1/subscriptions/{id}/siem/resume", post(resume))
         .route("/api/v1/subscriptions/{id}/siem/replay", post(replay))
         .route("/api/v1/subscriptions/{id}/siem/monitors", post(monitors))
-        .route(
-            "/api/v1/subscriptions/{id}/siem/retry-parked",
-            post(retry_parked),
-        )
+        .route("/api/v1/subscriptions/{id}/siem/retry-parked", post(retry_parked))
+        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/pause", post(pause))
+        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/resume", post(resume))
+        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/replay", post(replay))
+        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/monitors", post(monitors))
+        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/retry-parked", post(retry_parked))
         .route("/api/v1/openapi.json", get(openapi))
+}
+
+/// The path of a request about one destination: `/siem` (the first) or
+/// `/destinations/{destination_id}`.
+#[derive(Deserialize)]
+struct DestPath {
+    id: String,
+    #[serde(default)]
+    destination_id: Option<String>,
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
@@ -86,6 +113,48 @@ enum Access {
 /// a live token (an expired one says when it expired), 404 for a subscription the user is not
 /// a member of or the token is not for, 403 for a change with a read-only token.
 async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    access: Access,
+) -> Result<Result<(TokenUser, MembershipRow), Response>, WebError> {
+    subscription_caller(state, headers, id, access).await
+}
+
+/// [`caller`] for one destination: also 404 for a destination number the subscription does
+/// not have (never added, or removed).
+async fn destination_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &DestPath,
+    access: Access,
+) -> Result<Result<(TokenUser, MembershipRow, DestinationKey), Response>, WebError> {
+    let (user, membership) = match caller(state, headers, &path.id, access).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let number = match path.destination_id.as_deref() {
+        None => DestinationNo::FIRST,
+        Some(raw) => match DestinationNo::parse(raw) {
+            Ok(n) => n,
+            Err(_) => return Ok(Err(no_destination())),
+        },
+    };
+    let dest = DestinationKey::new(membership.subscription_id, number);
+    if !number.is_first() && store::siem::settings(state.pool(), dest).await?.is_none() {
+        return Ok(Err(no_destination()));
+    }
+    Ok(Ok((user, membership, dest)))
+}
+
+fn no_destination() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "This subscription has no such destination (GET /destinations lists them).",
+    )
+}
+
+async fn subscription_caller(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -151,11 +220,16 @@ struct Shown {
 }
 
 /// The settings as the API shows them: form field names, secrets as `_set` and `_last4`.
-async fn representation(state: &AppState, sub: Uuid) -> Result<Shown, WebError> {
-    let settings = store::siem::settings(state.pool(), sub).await?;
+async fn representation(state: &AppState, dest: DestinationKey) -> Result<Shown, WebError> {
+    let settings = store::siem::settings(state.pool(), dest).await?;
     let version = SettingsVersion::of(settings.as_ref());
-    let stored = crate::settings::load_all(state.pool(), state.master_key(), sub).await?;
+    let stored = crate::settings::load_all(state.pool(), state.master_key(), dest).await?;
     let mut body = Map::new();
+    body.insert("destination_id".into(), json!(dest.number));
+    body.insert(
+        "name".into(),
+        json!(settings.as_ref().and_then(|s| s.name.clone())),
+    );
     body.insert(
         "siem_enabled".into(),
         json!(settings.as_ref().is_some_and(|s| s.enabled)),
@@ -170,7 +244,7 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Shown, WebError> 
     let current = settings
         .as_ref()
         .map_or(Provider::first().id(), |s| s.provider.as_str());
-    let filter = store::delivery::filter_of(state.pool(), sub, current)
+    let filter = store::delivery::filter_of(state.pool(), dest, current)
         .await?
         .unwrap_or_default();
     let ids: Vec<u32> = catalog()
@@ -215,13 +289,13 @@ async fn representation(state: &AppState, sub: Uuid) -> Result<Shown, WebError> 
 async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    let (_, membership) = match caller(&state, &headers, &id, Access::Read).await? {
+    let (_, _, dest) = match destination_caller(&state, &headers, &path, Access::Read).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
-    let shown = representation(&state, membership.subscription_id).await?;
+    let shown = representation(&state, dest).await?;
     Ok(with_etag(Json(shown.body).into_response(), shown.version))
 }
 
@@ -274,17 +348,31 @@ fn stale(by: &str, at: chrono::DateTime<chrono::Utc>) -> Response {
 }
 
 /// A writing caller (a `write` token of a member) and the version its `If-Match` names.
+/// A change of one destination's settings: who, the destination and the `If-Match` version.
+struct Writer {
+    user: TokenUser,
+    membership: MembershipRow,
+    dest: DestinationKey,
+    expected: Option<SettingsVersion>,
+}
+
 async fn writer(
     state: &AppState,
     headers: &HeaderMap,
-    id: &str,
-) -> Result<Result<(TokenUser, MembershipRow, Option<SettingsVersion>), Response>, WebError> {
-    let (user, membership) = match caller(state, headers, id, Access::Write).await? {
-        Ok(found) => found,
-        Err(refused) => return Ok(Err(refused)),
-    };
+    path: &DestPath,
+) -> Result<Result<Writer, Response>, WebError> {
+    let (user, membership, dest) =
+        match destination_caller(state, headers, path, Access::Write).await? {
+            Ok(found) => found,
+            Err(refused) => return Ok(Err(refused)),
+        };
     Ok(match if_match(headers) {
-        Ok(expected) => Ok((user, membership, expected)),
+        Ok(expected) => Ok(Writer {
+            user,
+            membership,
+            dest,
+            expected,
+        }),
         Err(bad) => Err(bad.answer()),
     })
 }
@@ -292,10 +380,10 @@ async fn writer(
 async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
     body: axum::body::Bytes,
 ) -> Result<Response, WebError> {
-    let (user, membership, expected) = match writer(&state, &headers, &id).await? {
+    let w = match writer(&state, &headers, &path).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
@@ -305,7 +393,8 @@ async fn update(
             "Send the settings as a JSON object whose keys are the settings form's field names (GET shows them).",
         ));
     };
-    apply(&state, user, membership, object, expected, None).await
+    let target = Some(w.dest.number);
+    apply(&state, w.user, w.membership, target, object, w.expected, None).await
 }
 
 /// `PATCH`: a JSON merge patch (RFC 7396) over what a GET shows, then saved as a `PUT` of the
@@ -314,10 +403,10 @@ async fn update(
 async fn patch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
     body: axum::body::Bytes,
 ) -> Result<Response, WebError> {
-    let (user, membership, expected) = match writer(&state, &headers, &id).await? {
+    let w = match writer(&state, &headers, &path).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
@@ -339,7 +428,7 @@ async fn patch(
             "Send a JSON object: the keys to change, with null for a key to remove (RFC 7396).",
         ));
     };
-    let shown = representation(&state, membership.subscription_id).await?;
+    let shown = representation(&state, w.dest).await?;
     let mut merged = shown.body.clone();
     merge_patch(&mut merged, patch);
     let Value::Object(object) = merged else {
@@ -347,7 +436,8 @@ async fn patch(
             "the settings are not an object"
         )));
     };
-    apply(&state, user, membership, object, expected, Some(shown)).await
+    let target = Some(w.dest.number);
+    apply(&state, w.user, w.membership, target, object, w.expected, Some(shown)).await
 }
 
 /// RFC 7396, section 2.
@@ -463,19 +553,26 @@ fn take_read_only(
 
 /// A `PUT` (or a merged `PATCH`): the page's form check, address rule, sealing, save and
 /// history, for an administrator.
+/// Saves a settings object into destination `target` (`None`: a new destination).
 async fn apply(
     state: &AppState,
     user: TokenUser,
     membership: MembershipRow,
+    target: Option<DestinationNo>,
     object: Map<String, Value>,
     expected: Option<SettingsVersion>,
     shown: Option<Shown>,
 ) -> Result<Response, WebError> {
     let sub = membership.subscription_id;
+    // A new destination is read as the empty one it will be (its number is not stored yet).
+    let dest = match target {
+        Some(number) => DestinationKey::new(sub, number),
+        None => DestinationKey::new(sub, store::siem::next_destination(state.pool(), sub).await?),
+    };
     if !membership.role().is_admin() {
         store::siem::record_history(
             state.pool(),
-            sub,
+            DestinationKey::new(sub, target.unwrap_or(DestinationNo::FIRST)),
             user.user_id,
             &user.email,
             "denied",
@@ -487,7 +584,7 @@ async fn apply(
             "Only administrators of this subscription can change its SIEM settings.",
         ));
     }
-    let before = store::siem::settings(state.pool(), sub).await?;
+    let before = store::siem::settings(state.pool(), dest).await?;
     if let (Some(expected), Some(now)) = (expected, before.as_ref()) {
         if expected != SettingsVersion::of(Some(now)) {
             return Ok(stale(&now.updated_by_email, now.updated_at));
@@ -507,9 +604,33 @@ async fn apply(
     // What a GET shows now (a PATCH read it already to merge onto).
     let shown = match shown {
         Some(shown) => shown,
-        None => representation(state, sub).await?,
+        None => representation(state, dest).await?,
     };
     take_read_only(&mut object, chosen, &shown.body, &mut errors);
+    // The destination's number is read-only: the path names it.
+    match object.remove("destination_id") {
+        None | Some(Value::Null) => {}
+        Some(id) if target.is_some() && shown.body.get("destination_id") == Some(&id) => {}
+        Some(_) => errors.add(
+            "destination_id",
+            "The destination's number is read-only and given by the path; leave it out.",
+        ),
+    }
+    let name = match object.remove("name") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(text)) => match DestinationName::parse(&text) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                errors.add("name", e);
+                None
+            }
+        },
+        Some(_) => {
+            errors.add("name", "Give the destination's name as a string, or null.");
+            None
+        }
+    };
     // "Expires on" dates: a date, or "" / null to clear it (left out: unchanged).
     let mut dates = FormValues::new();
     let sent_dates: Vec<String> = object
@@ -632,7 +753,7 @@ async fn apply(
     if errors.count() > 0 {
         return Ok(invalid(errors));
     }
-    let stored = crate::settings::load(state.pool(), state.master_key(), sub, provider).await?;
+    let stored = crate::settings::load(state.pool(), state.master_key(), dest, provider).await?;
     let context = Context {
         hostname: state.hostname(),
         shared: state.shared(),
@@ -646,7 +767,11 @@ async fn apply(
     let saved = crate::settings::save::save(
         state.settings(),
         (user.user_id, &user.email),
-        sub,
+        crate::settings::save::Target {
+            subscription_id: sub,
+            destination: target,
+            name: name.as_ref().map(Option::as_ref),
+        },
         crate::settings::save::Export {
             enabled,
             filter: filter.as_ref(),
@@ -659,17 +784,31 @@ async fn apply(
         validated,
     )
     .await;
-    match saved {
-        Ok(()) => {}
+    let saved = match saved {
+        Ok(saved) => saved,
         Err(crate::settings::Error::Stale { by, at }) => return Ok(stale(&by, at)),
+        Err(crate::settings::Error::Refused(why)) => {
+            return Ok(problem(StatusCode::CONFLICT, &why))
+        }
+        Err(crate::settings::Error::NoDestination(_)) => return Ok(no_destination()),
         Err(other) => return Err(other.into()),
-    }
-    let Shown { mut body, version } = representation(state, sub).await?;
+    };
+    let Shown { mut body, version } = representation(state, saved).await?;
     // A signing secret generated by this save is in this answer only.
     if let (Some(secret), Some(g)) = (generated, provider.generated()) {
         body[g.field] = json!(secret);
     }
-    Ok(with_etag(Json(body).into_response(), version))
+    let mut response = with_etag(Json(body).into_response(), version);
+    if target.is_none() {
+        *response.status_mut() = StatusCode::CREATED;
+        if let Ok(location) = header::HeaderValue::from_str(&format!(
+            "/api/v1/subscriptions/{sub}/destinations/{}",
+            saved.number
+        )) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
 }
 
 /// The caller, when an administrator of the subscription: the user and the subscription id.
@@ -677,22 +816,24 @@ async fn apply(
 async fn admin_caller(
     state: &AppState,
     headers: &HeaderMap,
-    id: &str,
+    path: &DestPath,
     action: AdminAction,
-) -> Result<Result<(TokenUser, Uuid), Response>, WebError> {
-    let (user, membership) = match caller(state, headers, id, Access::Write).await? {
-        Ok(found) => found,
-        Err(refused) => return Ok(Err(refused)),
-    };
+) -> Result<Result<(TokenUser, DestinationKey), Response>, WebError> {
+    let (user, membership, dest) =
+        match destination_caller(state, headers, path, Access::Write).await? {
+            Ok(found) => found,
+            Err(refused) => return Ok(Err(refused)),
+        };
     match actions::admin_or_denied(
         state.settings(),
         (user.user_id, &user.email),
         &membership,
+        dest.number,
         action,
     )
     .await
     {
-        Ok(()) => Ok(Ok((user, membership.subscription_id))),
+        Ok(()) => Ok(Ok((user, dest))),
         Err(crate::settings::Error::Forbidden(message)) => {
             Ok(Err(problem(StatusCode::FORBIDDEN, &message)))
         }
@@ -704,25 +845,25 @@ async fn admin_caller(
 async fn pause(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    pause_or_resume(&state, &headers, &id, true).await
+    pause_or_resume(&state, &headers, &path, true).await
 }
 
 /// `POST …/siem/resume`: the page's **Resume export**.
 async fn resume(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    pause_or_resume(&state, &headers, &id, false).await
+    pause_or_resume(&state, &headers, &path, false).await
 }
 
 /// 200 `{"paused", "changed"}` (`changed: false` when it already was), 409 when export is off.
 async fn pause_or_resume(
     state: &AppState,
     headers: &HeaderMap,
-    id: &str,
+    path: &DestPath,
     pausing: bool,
 ) -> Result<Response, WebError> {
     let action = if pausing {
@@ -730,7 +871,7 @@ async fn pause_or_resume(
     } else {
         AdminAction::ResumeExport
     };
-    let (user, sub) = match admin_caller(state, headers, id, action).await? {
+    let (user, sub) = match admin_caller(state, headers, path, action).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
@@ -767,10 +908,10 @@ struct ReplayRequest {
 async fn replay(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
     body: axum::body::Bytes,
 ) -> Result<Response, WebError> {
-    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::Replay).await? {
+    let (user, sub) = match admin_caller(&state, &headers, &path, AdminAction::Replay).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
@@ -818,9 +959,9 @@ async fn replay(
 async fn monitors(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::CreateMonitors).await?
+    let (user, sub) = match admin_caller(&state, &headers, &path, AdminAction::CreateMonitors).await?
     {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
@@ -852,9 +993,9 @@ async fn monitors(
 async fn retry_parked(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    let (user, sub) = match admin_caller(&state, &headers, &id, AdminAction::RetryParked).await? {
+    let (user, sub) = match admin_caller(&state, &headers, &path, AdminAction::RetryParked).await? {
         Ok(found) => found,
         Err(refused) => return Ok(refused),
     };
@@ -864,6 +1005,101 @@ async fn retry_parked(
 }
 
 /// The OpenAPI 3.1 document of the whole API.
+/// `GET /destinations`: every destination of the subscription, by number, with its state.
+async fn list_destinations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let (_, membership) = match caller(&state, &headers, &id, Access::Read).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    let sub = membership.subscription_id;
+    let mut rows = store::siem::destinations(state.pool(), sub).await?;
+    let listed: Vec<Value> = rows
+        .drain(..)
+        .map(|d| {
+            let state = if !d.enabled {
+                "off"
+            } else if d.paused {
+                "paused"
+            } else if d.status.as_deref() == Some("failing") {
+                "failing"
+            } else {
+                "on"
+            };
+            json!({
+                "destination_id": d.number(),
+                "name": d.name,
+                "provider": d.provider,
+                "siem_enabled": d.enabled,
+                "state": state,
+                "events_waiting": d.owed,
+                "updated_at": d.updated_at,
+                "url": format!("/api/v1/subscriptions/{sub}/destinations/{}", d.number()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "destinations": listed,
+        "max_destinations": crate::domain::destination::MAX_DESTINATIONS,
+    }))
+    .into_response())
+}
+
+/// `POST /destinations`: adds a destination with the settings in the body (as a `PUT`);
+/// 201 with its `Location`, 409 when the subscription has as many as it may.
+async fn add_destination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, WebError> {
+    let (user, membership) = match caller(&state, &headers, &id, Access::Write).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(refused),
+    };
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(problem(
+            StatusCode::BAD_REQUEST,
+            "Send the new destination's settings as a JSON object, as for a PUT (GET /siem shows the keys).",
+        ));
+    };
+    apply(&state, user, membership, None, object, None, None).await
+}
+
+/// `DELETE /destinations/{destination_id}`: removes a destination other than the first; what
+/// it still owed is counted as not sent.
+async fn remove_destination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<DestPath>,
+) -> Result<Response, WebError> {
+    let (user, dest) =
+        match admin_caller(&state, &headers, &path, AdminAction::RemoveDestination).await? {
+            Ok(found) => found,
+            Err(refused) => return Ok(refused),
+        };
+    match crate::settings::destinations::remove(
+        state.settings(),
+        (user.user_id, &user.email),
+        dest,
+    )
+    .await
+    {
+        Ok(removed) => Ok(Json(json!({
+            "destination_id": dest.number,
+            "removed": true,
+            "events_not_sent": removed.unsent,
+        }))
+        .into_response()),
+        Err(crate::settings::Error::Refused(why)) => Ok(problem(StatusCode::CONFLICT, &why)),
+        Err(crate::settings::Error::NoDestination(_)) => Ok(no_destination()),
+        Err(other) => Err(other.into()),
+    }
+}
+
 async fn openapi() -> Response {
     Json(openapi_document()).into_response()
 }
@@ -878,6 +1114,14 @@ fn settings_schema() -> Value {
     properties.insert(
         "provider".into(),
         json!({"type": "string", "enum": Provider::all().map(Provider::id).collect::<Vec<_>>()}),
+    );
+    properties.insert(
+        "destination_id".into(),
+        json!({"type": "integer", "readOnly": true, "description": "The destination's number (the path names it)"}),
+    );
+    properties.insert(
+        "name".into(),
+        json!({"type": ["string", "null"], "maxLength": 60, "description": "The destination's name, shown on the page and in emails (optional; null clears it; left out: unchanged)"}),
     );
     properties.insert(
         "carry_backlog".into(),
@@ -983,6 +1227,7 @@ fn answer(description: &str, schema: Value) -> Value {
 }
 
 fn openapi_document() -> Value {
+    let mut document;
     let error = json!({"$ref": "#/components/schemas/Error"});
     let etag = json!({"description": "The settings' version: send it back as If-Match", "schema": {"type": "string"}});
     let if_match = json!({"name": "If-Match", "in": "header", "required": false,
@@ -1066,7 +1311,7 @@ fn openapi_document() -> Value {
             answer("Queued again", json!({"type": "object", "properties": {"retried": {"type": "integer"}}})),
         )]),
     );
-    json!({
+    document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "cloudpki",
@@ -1146,5 +1391,95 @@ fn openapi_document() -> Value {
                 "responses": {"200": {"description": "OpenAPI 3.1"}}
             }}
         }
-    })
+    });
+    add_destination_paths(&mut document);
+    document
+}
+
+/// The destinations' paths: the collection, and every `/siem` path again under
+/// `/destinations/{destination_id}` (with `DELETE` for the destination itself).
+fn add_destination_paths(document: &mut Value) {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let described = |text: &str| {
+        let mut answer = error.clone();
+        answer["description"] = json!(text);
+        answer
+    };
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    let destination_id = json!({"name": "destination_id", "in": "path", "required": true,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "The destination's number within the subscription: 1 is the first (also served as /siem); numbers are never reused"});
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    let siem: Vec<(String, Value)> = paths
+        .iter()
+        .filter(|(path, _)| path.starts_with("/api/v1/subscriptions/{id}/siem"))
+        .map(|(path, item)| (path.clone(), item.clone()))
+        .collect();
+    for (path, mut item) in siem {
+        let path = path.replace("/siem", "/destinations/{destination_id}");
+        if let Some(parameters) = item["parameters"].as_array_mut() {
+            parameters.push(destination_id.clone());
+        }
+        if path.ends_with("{destination_id}") {
+            item["delete"] = json!({
+                "summary": "Remove a destination other than the first (admins, write tokens): its settings and secrets are deleted, and the events it had not been sent yet are counted as not sent; the history says who removed it",
+                "security": [{"personalToken": []}],
+                "responses": {
+                    "200": {"description": "Removed", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "destination_id": {"type": "integer"},
+                        "removed": {"type": "boolean"},
+                        "events_not_sent": {"type": "integer", "description": "Events it still owed, now never sent to it"}
+                    }}}}},
+                    "401": described("No valid token"),
+                    "403": described("A reader, or a token of scope read"),
+                    "404": described("No such subscription or destination"),
+                    "409": described("The first destination: switch export off instead")
+                }
+            });
+        }
+        paths.insert(path, item);
+    }
+    paths.insert(
+        "/api/v1/subscriptions/{id}/destinations".to_owned(),
+        json!({
+            "parameters": [id],
+            "get": {
+                "summary": "Every destination of the subscription, by number, with its state (on, off, paused, failing) and the events it has not been sent yet",
+                "security": [{"personalToken": []}],
+                "responses": {
+                    "200": {"description": "The destinations", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "max_destinations": {"type": "integer"},
+                        "destinations": {"type": "array", "items": {"type": "object", "properties": {
+                            "destination_id": {"type": "integer"},
+                            "name": {"type": ["string", "null"]},
+                            "provider": {"type": "string"},
+                            "siem_enabled": {"type": "boolean"},
+                            "state": {"type": "string", "enum": ["on", "off", "paused", "failing"]},
+                            "events_waiting": {"type": "integer"},
+                            "updated_at": {"type": "string", "format": "date-time"},
+                            "url": {"type": "string"}
+                        }}}
+                    }}}}},
+                    "401": described("No valid token"),
+                    "404": described("Not a member of this subscription")
+                }
+            },
+            "post": {
+                "summary": "Add a destination (admins, write tokens) with settings as for a PUT, and an optional name; it receives the events recorded from now on",
+                "security": [{"personalToken": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
+                "responses": {
+                    "201": {"description": "Added; Location names it", "headers": {"Location": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
+                    "400": described("Not a JSON object"),
+                    "401": described("No valid token"),
+                    "403": described("A reader, or a token of scope read"),
+                    "404": described("Not a member of this subscription"),
+                    "409": described("The subscription already has as many destinations as it may (5)"),
+                    "422": described("Invalid fields; nothing saved")
+                }
+            }
+        }),
+    );
 }

@@ -60,6 +60,13 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/subscriptions/{id}/settings/replay",
         [303, 403, 422, 404],
     ),
+    // An admin is asked to confirm first (303 to the confirmation); the first destination
+    // itself is never removed.
+    (
+        "POST",
+        "/subscriptions/{id}/settings/remove",
+        [303, 403, 303, 404],
+    ),
     ("GET", "/subscriptions/{id}/members", [303, 403, 200, 404]),
     (
         "POST",
@@ -131,6 +138,66 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "/api/v1/subscriptions/{id}/siem/retry-parked",
         [401, 401, 401, 401],
     ),
+    (
+        "PATCH",
+        "/api/v1/subscriptions/{id}/siem",
+        [401, 401, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/subscriptions/{id}/destinations",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations",
+        [401, 401, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}",
+        [401, 401, 401, 401],
+    ),
+    (
+        "PUT",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}",
+        [401, 401, 401, 401],
+    ),
+    (
+        "PATCH",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}",
+        [401, 401, 401, 401],
+    ),
+    (
+        "DELETE",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}/pause",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}/resume",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}/replay",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}/monitors",
+        [401, 401, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/subscriptions/{id}/destinations/{destination_id}/retry-parked",
+        [401, 401, 401, 401],
+    ),
     ("GET", "/api/v1/openapi.json", [200, 200, 200, 200]),
     ("GET", "/metrics", [404, 404, 404, 404]),
     ("GET", "/no/such/page", [404, 404, 404, 404]),
@@ -173,7 +240,8 @@ async fn every_route_answers_each_kind_of_visitor_as_the_matrix_says() {
     for (method, pattern, expected) in MATRIX {
         let path = pattern
             .replace("{id}", &sub.to_string())
-            .replace("{token}", "not-a-setup-token");
+            .replace("{token}", "not-a-setup-token")
+            .replace("{destination_id}", "1");
         for (k, who) in WHO.iter().enumerate() {
             let client = &clients[k];
             let status = match *method {
@@ -184,9 +252,19 @@ async fn every_route_answers_each_kind_of_visitor_as_the_matrix_says() {
                     .unwrap()
                     .status()
                     .as_u16(),
-                "PUT" => client
-                    .put(format!("{}{path}", app.base_url))
+                "PUT" | "PATCH" => client
+                    .request(
+                        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                        format!("{}{path}", app.base_url),
+                    )
                     .json(&serde_json::json!({"siem_enabled": false}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+                "DELETE" => client
+                    .delete(format!("{}{path}", app.base_url))
                     .send()
                     .await
                     .unwrap()
@@ -272,7 +350,13 @@ fn routes_in_the_code() -> BTreeSet<(String, String)> {
             // The handlers of this route: up to the next route or the end of the chain.
             let body = rest[end..].split(".route(").next().unwrap_or_default();
             let body = body.split("\n}").next().unwrap_or_default();
-            for (token, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT")] {
+            for (token, method) in [
+                ("get(", "GET"),
+                ("post(", "POST"),
+                ("put(", "PUT"),
+                ("patch(", "PATCH"),
+                ("delete(", "DELETE"),
+            ] {
                 if body.contains(token) {
                     routes.insert((method.to_owned(), path.clone()));
                 }

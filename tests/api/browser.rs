@@ -444,3 +444,112 @@ async fn an_admin_pauses_resumes_and_replays_export_in_the_browser() {
     assert_eq!(intake.logs().len(), 10);
     browser.close().await;
 }
+
+#[tokio::test]
+async fn an_admin_adds_a_second_destination_and_removes_it_after_confirming() {
+    let app = TestApp::spawn().await;
+    let sub = app.create_subscription("Contoso PKI").await;
+    app.create_user("admin@example.com", PASSWORD, sub, "admin")
+        .await;
+    let soc = FakeDatadog::start(KEY).await;
+    app.configure_datadog(sub, &soc.base_url(), KEY, true).await;
+    let archive = FakeDatadog::start(WRONG_KEY).await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+
+    sign_in(&browser, &app, "admin@example.com").await;
+    open_settings(&browser).await;
+    browser.submit_with("#add-destination").await;
+    let title = browser.wait_css("#destination-title").await;
+    assert_eq!(title.text().await.unwrap(), "New destination");
+    assert!(
+        browser.axe_violations().await.is_empty(),
+        "the new destination's form is accessible"
+    );
+    c.find(Locator::Css("#destination_name"))
+        .await
+        .unwrap()
+        .send_keys("Archive")
+        .await
+        .unwrap();
+    c.find(Locator::Css("label[for=siem_enabled]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#provider"))
+        .await
+        .unwrap()
+        .select_by_label("Datadog")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#datadog_site"))
+        .await
+        .unwrap()
+        .select_by_value("custom")
+        .await
+        .unwrap();
+    let url = c.find(Locator::Css("#datadog_url")).await.unwrap();
+    url.clear().await.unwrap();
+    url.send_keys(&archive.base_url()).await.unwrap();
+    c.find(Locator::Css("#datadog_api_key"))
+        .await
+        .unwrap()
+        .send_keys(WRONG_KEY)
+        .await
+        .unwrap();
+    browser.submit_with("#save-changes").await;
+    assert_eq!(status_text(&browser).await, "Settings saved.");
+    assert!(c.current_url().await.unwrap().as_str().contains("destination=2"));
+    let listed: Vec<String> = {
+        let mut texts = Vec::new();
+        for link in c.find_all(Locator::Css("#destinations li a")).await.unwrap() {
+            texts.push(link.text().await.unwrap());
+        }
+        texts
+    };
+    assert_eq!(listed, vec!["Datadog", "Archive (Datadog)"]);
+
+    // Events reach both destinations.
+    let ingest = app.token(sub).await;
+    app.post_n(&ingest, 2, 4888).await;
+    app.sequenced().await;
+    for _ in 0..3 {
+        app.state.forwarder().forward_once().await.unwrap();
+    }
+    assert_eq!(soc.logs().len(), 2);
+    assert_eq!(archive.logs().len(), 2);
+
+    // Remove asks first; Cancel would keep it.
+    browser.submit_with("#remove-destination").await;
+    let confirm = browser.wait_css("#confirm-remove").await;
+    assert!(
+        confirm
+            .text()
+            .await
+            .unwrap()
+            .contains("Remove Archive (Datadog)?"),
+        "the confirmation names the destination"
+    );
+    browser.submit_with("#confirm-remove-destination").await;
+    let status = status_text(&browser).await;
+    assert!(status.starts_with("Destination removed. 0 event(s)"), "{status}");
+    assert!(c
+        .find_all(Locator::Css("#destinations li"))
+        .await
+        .unwrap()
+        .is_empty());
+    let history = c
+        .find(Locator::Css("table.history"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        history.contains("Removed destination Archive (Datadog)"),
+        "{history}"
+    );
+    browser.close().await;
+}

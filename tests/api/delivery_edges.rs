@@ -45,7 +45,7 @@ async fn switch(
         .execute(&mut *tx)
         .await
         .unwrap();
-    let switched = store::delivery::apply_switch(&mut tx, sub, to, carry)
+    let switched = store::delivery::apply_switch(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), to, carry)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -407,7 +407,7 @@ async fn the_notifier_locks_only_the_destinations_whose_events_expire() {
     assert!(claimed.is_some(), "the claim skipped a row the pass locked");
     let paused = tokio::time::timeout(
         Duration::from_secs(5),
-        store::delivery::pause(&app.pool, sub, "datadog", "admin@example.com"),
+        store::delivery::pause(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", "admin@example.com"),
     )
     .await;
     assert!(matches!(paused, Ok(Ok(true))), "pause waited for the pass");
@@ -435,7 +435,7 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
             at(30) + chrono::Duration::seconds(1),
         )
     };
-    let first = store::delivery::start_replay(&app.pool, sub, "datadog", window(20), 1000)
+    let first = store::delivery::start_replay(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", window(20), 1000)
         .await
         .unwrap();
     assert!(
@@ -455,7 +455,7 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
             .unwrap()
             .unwrap();
     // An administrator starts a wider replay with the same end while the claim replays.
-    let second = store::delivery::start_replay(&app.pool, sub, "datadog", window(5), 1000)
+    let second = store::delivery::start_replay(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", window(5), 1000)
         .await
         .unwrap();
     assert!(matches!(
@@ -491,7 +491,7 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             .await;
         if change == "filter" {
             let mut tx = app.pool.begin().await.unwrap();
-            store::delivery::set_filter(&mut tx, sub, "datadog", Some(&[12]))
+            store::delivery::set_filter(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", Some(&[12]))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -512,7 +512,7 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
         .await;
         match change {
             "pause" => {
-                store::delivery::pause(&app.pool, sub, "datadog", "admin@example.com")
+                store::delivery::pause(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", "admin@example.com")
                     .await
                     .unwrap();
             }
@@ -521,7 +521,7 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             }
             _ => {
                 let mut tx = app.pool.begin().await.unwrap();
-                store::delivery::set_filter(&mut tx, sub, "datadog", None)
+                store::delivery::set_filter(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", None)
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
@@ -577,8 +577,8 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     app.state.forwarder().forward_once().await.unwrap();
     // Every event waits to be resent out of order, and a replay is asked for.
     sqlx::query(
-        "insert into delivery_parked (subscription_id, provider, seq, state)
-         select $1, 'datadog', seq, 'retry' from audit_events where subscription_id = $1 and seq <= 10",
+        "insert into delivery_parked (subscription_id, destination, provider, seq, state)
+         select $1, 1, 'datadog', seq, 'retry' from audit_events where subscription_id = $1 and seq <= 10",
     )
     .bind(sub)
     .execute(&app.pool)
@@ -586,7 +586,7 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     .unwrap();
     let plan = store::delivery::start_replay(
         &app.pool,
-        sub,
+        cloudpki::domain::destination::DestinationKey::first(sub),
         "datadog",
         (
             Utc::now() - chrono::Duration::hours(1),

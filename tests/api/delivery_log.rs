@@ -410,7 +410,7 @@ async fn upgraded_retries_are_delivered_first_and_exactly_once() {
         .execute(&app.pool)
         .await
         .unwrap();
-    sqlx::query("insert into delivery_parked (subscription_id, provider, seq, state) values ($1, 'datadog', 2, 'retry'), ($1, 'datadog', 4, 'retry')")
+    sqlx::query("insert into delivery_parked (subscription_id, destination, provider, seq, state) values ($1, 1, 'datadog', 2, 'retry'), ($1, 1, 'datadog', 4, 'retry')")
         .bind(sub)
         .execute(&app.pool)
         .await
@@ -468,6 +468,7 @@ async fn hot_queries_use_an_index_at_a_million_events() {
         sqlx::query_scalar(&format!("explain {}", cloudpki::store::delivery::OWED_SQL))
             .bind(sub)
             .bind("datadog")
+            .bind(1i16)
             .fetch_all(&app.pool)
             .await
             .unwrap();

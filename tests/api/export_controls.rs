@@ -417,7 +417,7 @@ async fn a_replay_window_is_checked_and_explained() {
     f.app.state.forwarder().forward_once().await.unwrap();
     let plan = cloudpki::store::delivery::start_replay(
         &f.app.pool,
-        f.sub,
+        cloudpki::domain::destination::DestinationKey::first(f.sub),
         "datadog",
         (
             now - chrono::Duration::hours(1),

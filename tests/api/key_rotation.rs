@@ -55,7 +55,7 @@ async fn rotating_the_master_key_reseals_every_secret_and_delivery_goes_on() {
 
     // The new key alone opens it (what a portal restarted without the old key reads).
     let stored =
-        cloudpki::settings::load(&app.pool, &new, sub, cloudpki::siem::datadog::provider())
+        cloudpki::settings::load(&app.pool, &new, cloudpki::domain::destination::DestinationKey::first(sub), cloudpki::siem::datadog::provider())
             .await
             .unwrap();
     assert_eq!(

@@ -16,6 +16,7 @@ mod credential_expiry;
 mod datadog_monitors;
 mod delivery_edges;
 mod delivery_log;
+mod destinations;
 mod deploy_files;
 mod embedded_postgres;
 mod embedded_recovery;

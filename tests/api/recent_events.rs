@@ -83,7 +83,7 @@ async fn each_recent_event_shows_its_sequence_and_its_state_for_the_destination(
     ]))
     .await;
     f.app.state.forwarder().forward_once().await.unwrap();
-    cloudpki::store::delivery::pause(&f.app.pool, f.sub, "datadog", "admin@example.com")
+    cloudpki::store::delivery::pause(&f.app.pool, cloudpki::domain::destination::DestinationKey::first(f.sub), "datadog", "admin@example.com")
         .await
         .unwrap();
     f.record(json!({"event_id": 4888})).await;
@@ -104,7 +104,7 @@ async fn each_recent_event_shows_its_sequence_and_its_state_for_the_destination(
     assert_eq!(rows.len(), 5);
 
     // Resumed: the paused event is only waiting.
-    cloudpki::store::delivery::resume(&f.app.pool, f.sub, "datadog")
+    cloudpki::store::delivery::resume(&f.app.pool, cloudpki::domain::destination::DestinationKey::first(f.sub), "datadog")
         .await
         .unwrap();
     assert_eq!(rows_of(&f.page("").await)[0], "waiting");
@@ -203,6 +203,7 @@ async fn filtering_by_a_rare_event_id_reads_by_index_at_a_million_events() {
         .bind(None::<i64>)
         .bind(&ids)
         .bind(50i64)
+        .bind(1i16)
         .fetch_all(&app.pool)
         .await
         .unwrap();

@@ -78,6 +78,10 @@ fn every_hot_query_filters_by_the_subscription() {
         ),
         ("the Events page", cloudpki::store::events::RECENT_SQL),
         (
+            "the list of destinations",
+            cloudpki::store::siem::DESTINATIONS_SQL,
+        ),
+        (
             "the Events page, filtered",
             cloudpki::store::events::RECENT_FILTERED_SQL,
         ),

@@ -9,25 +9,35 @@ pub(super) struct CsrfOnly {
     csrf_token: String,
 }
 
-/// The checks of every administrator's button on the page: a member (else 404), the
-/// session's CSRF token, the admin role (a reader's attempt is refused and recorded).
+/// The checks of every administrator's button on the page: a member (else 404), a
+/// destination that exists (else 404), the session's CSRF token, the admin role (a reader's
+/// attempt is refused and recorded).
 pub(super) async fn admin_post(
     state: &AppState,
     user: &CurrentUser,
     id: &str,
+    query: &DestinationQuery,
     csrf_token: &str,
     action: AdminAction,
-) -> Result<MembershipRow, WebError> {
+) -> Result<(MembershipRow, DestinationKey), WebError> {
     let membership = membership_or_404(state, user, id).await?;
+    let Which::Number(number) = Which::parse(query.destination.as_deref())? else {
+        return Err(WebError::NotFound);
+    };
+    let dest = DestinationKey::new(membership.subscription_id, number);
+    if !number.is_first() && store::siem::settings(state.pool(), dest).await?.is_none() {
+        return Err(WebError::NotFound);
+    }
     user.check_csrf(csrf_token)?;
     admin_or_denied(
         state.settings(),
         (user.user_id, &user.email),
         &membership,
+        number,
         action,
     )
     .await?;
-    Ok(membership)
+    Ok((membership, dest))
 }
 
 /// Puts the parked events back in the queue (admins only).
@@ -35,19 +45,20 @@ pub(super) async fn retry_parked(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let membership = admin_post(
+    let (_, dest) = admin_post(
         &state,
         &user,
         &id,
+        &query,
         &form.csrf_token,
         AdminAction::RetryParked,
     )
     .await?;
-    let sub = membership.subscription_id;
-    let n = retry_parked_events(state.settings(), (user.user_id, &user.email), sub).await?;
-    Ok(Redirect::to(&format!("/subscriptions/{sub}/settings?retried={n}#health")).into_response())
+    let n = retry_parked_events(state.settings(), (user.user_id, &user.email), dest).await?;
+    Ok(Redirect::to(&back(dest, &format!("retried={n}"))).into_response())
 }
 
 /// **Pause export** (admins only): events are recorded and kept, nothing is sent.
@@ -55,9 +66,10 @@ pub(super) async fn pause(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    pause_or_resume(state, user, id, form, true).await
+    pause_or_resume(state, user, id, query, form, true).await
 }
 
 /// **Resume export** (admins only): what was kept meanwhile is sent.
@@ -65,15 +77,17 @@ pub(super) async fn resume(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    pause_or_resume(state, user, id, form, false).await
+    pause_or_resume(state, user, id, query, form, false).await
 }
 
 pub(super) async fn pause_or_resume(
     state: AppState,
     user: CurrentUser,
     id: String,
+    query: DestinationQuery,
     form: CsrfOnly,
     pausing: bool,
 ) -> Result<Response, WebError> {
@@ -82,19 +96,14 @@ pub(super) async fn pause_or_resume(
     } else {
         ("resume", AdminAction::ResumeExport)
     };
-    let membership = admin_post(&state, &user, &id, &form.csrf_token, action).await?;
-    let sub = membership.subscription_id;
-    match pause_or_resume_export(state.settings(), (user.user_id, &user.email), sub, pausing)
+    let (_, dest) = admin_post(&state, &user, &id, &query, &form.csrf_token, action).await?;
+    match pause_or_resume_export(state.settings(), (user.user_id, &user.email), dest, pausing)
         .await?
     {
-        PauseOutcome::ExportOff => Ok(Redirect::to(&format!(
-            "/subscriptions/{sub}/settings?export=off#health"
-        ))
-        .into_response()),
-        PauseOutcome::Done { .. } => Ok(Redirect::to(&format!(
-            "/subscriptions/{sub}/settings?{what}d=1#health"
-        ))
-        .into_response()),
+        PauseOutcome::ExportOff => Ok(Redirect::to(&back(dest, "export=off")).into_response()),
+        PauseOutcome::Done { .. } => {
+            Ok(Redirect::to(&back(dest, &format!("{what}d=1"))).into_response())
+        }
     }
 }
 
@@ -114,10 +123,18 @@ pub(super) async fn replay(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     Form(form): Form<ReplayForm>,
 ) -> Result<Response, WebError> {
-    let membership = admin_post(&state, &user, &id, &form.csrf_token, AdminAction::Replay).await?;
-    let sub = membership.subscription_id;
+    let (membership, dest) = admin_post(
+        &state,
+        &user,
+        &id,
+        &query,
+        &form.csrf_token,
+        AdminAction::Replay,
+    )
+    .await?;
     let refuse = |loaded: Loaded, field: Option<&'static str>, message: String| {
         let mut page = stored_form(membership.clone(), &loaded, None);
         page.values
@@ -137,19 +154,16 @@ pub(super) async fn replay(
         Err((field, message)) => (Some(field), message),
         Ok(window) => {
             let plan =
-                replay_events(state.settings(), (user.user_id, &user.email), sub, &window).await?;
+                replay_events(state.settings(), (user.user_id, &user.email), dest, &window).await?;
             match (plan, replay_refusal(&plan)) {
                 (store::delivery::ReplayPlan::Started { events, .. }, _) => {
-                    return Ok(Redirect::to(&format!(
-                        "/subscriptions/{sub}/settings?replay={events}#health"
-                    ))
-                    .into_response());
+                    return Ok(Redirect::to(&back(dest, &format!("replay={events}"))).into_response());
                 }
                 (_, message) => (None, message.unwrap_or_default()),
             }
         }
     };
-    let loaded = Loaded::fetch(&state, sub).await?;
+    let loaded = Loaded::fetch(&state, dest.subscription_id, Which::Number(dest.number)).await?;
     let (page, loaded) = refuse(loaded, field, message);
     answer(
         &state,
@@ -167,19 +181,20 @@ pub(super) async fn create_monitors(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let membership = admin_post(
+    let (membership, dest) = admin_post(
         &state,
         &user,
         &id,
+        &query,
         &form.csrf_token,
         AdminAction::CreateMonitors,
     )
     .await?;
-    let sub = membership.subscription_id;
-    let outcome = ensure_monitors(state.settings(), (user.user_id, &user.email), sub).await?;
-    let loaded = Loaded::fetch(&state, sub).await?;
+    let outcome = ensure_monitors(state.settings(), (user.user_id, &user.email), dest).await?;
+    let loaded = Loaded::fetch(&state, dest.subscription_id, Which::Number(dest.number)).await?;
     let (status, code) = match outcome {
         MonitorsOutcome::InPlace(links) => {
             let created = links.iter().filter(|l| l.created).count();
@@ -209,4 +224,56 @@ pub(super) async fn create_monitors(
     };
     let page = stored_form(membership, &loaded, Some(status));
     answer(&state, &user, page, &loaded, code).await
+}
+
+/// Where a button's post/redirect/get lands: its destination's page, at the health panel.
+fn back(dest: DestinationKey, extra: &str) -> String {
+    Which::Number(dest.number)
+        .url(dest.subscription_id, extra)
+        .replace("#advanced", "#health")
+}
+
+#[derive(Deserialize)]
+pub(super) struct RemoveForm {
+    #[serde(default)]
+    csrf_token: String,
+    /// `yes` once the administrator confirmed.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// **Remove destination** (admins only; not the first): asks to confirm first, then removes it.
+/// What it still owed is counted as not sent, and the first destination's history says who
+/// removed it.
+pub(super) async fn remove_destination(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
+    Form(form): Form<RemoveForm>,
+) -> Result<Response, WebError> {
+    let (_, dest) = admin_post(
+        &state,
+        &user,
+        &id,
+        &query,
+        &form.csrf_token,
+        AdminAction::RemoveDestination,
+    )
+    .await?;
+    if form.confirm != "yes" {
+        return Ok(Redirect::to(&Which::Number(dest.number).url(dest.subscription_id, "remove=confirm"))
+            .into_response());
+    }
+    let removed = crate::settings::destinations::remove(
+        state.settings(),
+        (user.user_id, &user.email),
+        dest,
+    )
+    .await?;
+    Ok(Redirect::to(
+        &Which::Number(DestinationNo::FIRST)
+            .url(dest.subscription_id, &format!("removed={}", removed.unsent)),
+    )
+    .into_response())
 }

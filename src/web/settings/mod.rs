@@ -29,7 +29,10 @@ use super::{
     Layout, WebError,
 };
 use crate::{
-    domain::events::{catalog, Criticality, EventFilter, ReplayWindow},
+    domain::{
+        destination::{DestinationKey, DestinationName, DestinationNo, MAX_DESTINATIONS},
+        events::{catalog, Criticality, EventFilter, ReplayWindow},
+    },
     settings::{
         actions::{
             admin_or_denied, ensure_monitors, pause_or_resume_export, replay_events,
@@ -37,7 +40,7 @@ use crate::{
             EXPORT_OFF_NOTHING_TO_PAUSE,
         },
         expiry::{expiry_field, parse_expiries, AbsentExpiry},
-        save::{save, Export},
+        save::{save, Export, Target},
         tested::{hold_tested, reuse_tested},
     },
     siem::{
@@ -56,7 +59,7 @@ mod buttons;
 mod page;
 mod submit;
 
-use buttons::{create_monitors, pause, replay, resume, retry_parked};
+use buttons::{create_monitors, pause, remove_destination, replay, resume, retry_parked};
 use page::{answer, show, stored_form};
 use submit::submit;
 
@@ -85,6 +88,104 @@ pub fn router() -> Router<AppState> {
             "/subscriptions/{id}/settings/monitors",
             axum::routing::post(create_monitors),
         )
+        .route(
+            "/subscriptions/{id}/settings/remove",
+            axum::routing::post(remove_destination),
+        )
+}
+
+/// Which destination a settings request is about: `?destination=N`, the first when absent,
+/// or `?destination=new` for the form that adds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Number(DestinationNo),
+    New,
+}
+
+/// The `destination` query parameter of the page and its forms.
+#[derive(Deserialize, Default)]
+struct DestinationQuery {
+    #[serde(default)]
+    destination: Option<String>,
+}
+
+impl Which {
+    /// Reads `?destination=`; anything else than a number or `new` is a page that does not
+    /// exist.
+    fn parse(raw: Option<&str>) -> Result<Which, WebError> {
+        match raw.map(str::trim) {
+            None | Some("") => Ok(Which::Number(DestinationNo::FIRST)),
+            Some("new") => Ok(Which::New),
+            Some(n) => DestinationNo::parse(n)
+                .map(Which::Number)
+                .map_err(|_| WebError::NotFound),
+        }
+    }
+
+    /// The query that names it on a URL (`""` for the first destination, as before).
+    fn query(self) -> String {
+        match self {
+            Which::Number(n) if n.is_first() => String::new(),
+            Which::Number(n) => format!("destination={n}"),
+            Which::New => "destination=new".to_owned(),
+        }
+    }
+
+    /// The settings page's URL for it, with `extra` query parameters, at Advanced Settings.
+    fn url(self, sub: uuid::Uuid, extra: &str) -> String {
+        let query: Vec<String> = [self.query(), extra.to_owned()]
+            .into_iter()
+            .filter(|q| !q.is_empty())
+            .collect();
+        if query.is_empty() {
+            format!("/subscriptions/{sub}/settings#advanced")
+        } else {
+            format!("/subscriptions/{sub}/settings?{}#advanced", query.join("&"))
+        }
+    }
+
+    /// What a form's action adds to its path (`?destination=2`).
+    fn suffix(self) -> String {
+        let query = self.query();
+        if query.is_empty() {
+            query
+        } else {
+            format!("?{query}")
+        }
+    }
+}
+
+/// A destination in the page's list.
+struct DestinationItem {
+    number: DestinationNo,
+    label: String,
+    state: &'static str,
+    current: bool,
+    url: String,
+}
+
+/// How the page names a destination: the name given, else its provider (and its number after
+/// the first).
+pub(crate) fn destination_label(number: DestinationNo, name: Option<&str>, provider: &str) -> String {
+    let provider = Provider::parse(provider).map_or(provider, |p| p.label());
+    match name {
+        Some(name) => format!("{name} ({provider})"),
+        None if number.is_first() => provider.to_owned(),
+        None => format!("Destination {number} ({provider})"),
+    }
+}
+
+/// A listed destination's state, in a word.
+fn destination_state(row: &store::siem::DestinationRow) -> &'static str {
+    if !row.enabled {
+        "Off"
+    } else if row.paused {
+        "Paused"
+    } else if row.status.as_deref() == Some("failing") {
+        "Failing"
+    } else {
+        "On"
+    }
 }
 
 /// One checkbox of the event filter.
@@ -206,6 +307,24 @@ struct SettingsPage {
     history: Vec<HistoryEntry>,
     /// On a provider switch: (events the current destination still owes, its label).
     carry_from: Option<(i64, &'static str)>,
+    /// What the forms' actions add to their paths to name this destination.
+    suffix: String,
+    /// The destination shown: `None` while adding one.
+    number: Option<DestinationNo>,
+    /// How the page names it.
+    destination_title: String,
+    /// Every destination, to switch between them (shown from two on, and while adding).
+    destinations: Vec<DestinationItem>,
+    /// Whether another destination may be added.
+    can_add: bool,
+    /// Show the destination name field (every destination but a lone, unnamed first one).
+    show_name: bool,
+    /// Removing it was asked: the events it still owes, to confirm.
+    confirm_remove: Option<i64>,
+    /// An administrator may remove it (any destination but the first).
+    removable: bool,
+    /// The name field's value.
+    destination_name: String,
 }
 
 impl SettingsPage {
@@ -227,6 +346,14 @@ impl SettingsPage {
 #[derive(Deserialize)]
 struct ShowQuery {
     #[serde(default)]
+    destination: Option<String>,
+    /// Asks to confirm removing the destination.
+    #[serde(default)]
+    remove: Option<String>,
+    /// A destination was removed: how many events it still owed.
+    #[serde(default)]
+    removed: Option<i64>,
+    #[serde(default)]
     paused: Option<String>,
     #[serde(default)]
     resumed: Option<String>,
@@ -243,6 +370,12 @@ struct ShowQuery {
 /// The subscription's stored SIEM state, read once per request.
 #[derive(Clone)]
 struct Loaded {
+    /// The destination shown.
+    which: Which,
+    /// The key its settings are stored under (for a new one: the number it will get).
+    key: DestinationKey,
+    /// Every destination of the subscription.
+    destinations: Vec<store::siem::DestinationRow>,
     /// What is stored for every provider.
     stored: Vec<(Provider, StoredProvider)>,
     /// The switch, the chosen provider and who changed them last.
@@ -264,16 +397,46 @@ impl Loaded {
         )
     }
 
-    async fn fetch(state: &AppState, subscription_id: uuid::Uuid) -> Result<Loaded, WebError> {
-        let settings = store::siem::settings(state.pool(), subscription_id).await?;
+    /// Reads what the page shows of destination `which`: `NotFound` for a number that was
+    /// never added or was removed.
+    async fn fetch(
+        state: &AppState,
+        subscription_id: uuid::Uuid,
+        which: Which,
+    ) -> Result<Loaded, WebError> {
+        let destinations = store::siem::destinations(state.pool(), subscription_id).await?;
+        let key = match which {
+            Which::Number(n) => DestinationKey::new(subscription_id, n),
+            Which::New => DestinationKey::new(
+                subscription_id,
+                store::siem::next_destination(state.pool(), subscription_id).await?,
+            ),
+        };
+        if which == Which::New {
+            return Ok(Loaded {
+                which,
+                key,
+                destinations,
+                stored: crate::settings::open_all(state.master_key(), key, &[], &[]),
+                settings: None,
+                history: Vec::new(),
+                panel: store::page::PanelRows::default(),
+            });
+        }
+        let settings = store::siem::settings(state.pool(), key).await?;
+        if settings.is_none() && !key.number.is_first() {
+            return Err(WebError::NotFound);
+        }
         let provider = settings
             .as_ref()
             .map_or(Provider::first().id(), |s| s.provider.as_str());
-        let panel = store::page::panel(state.pool(), subscription_id, provider, PANEL_ROWS).await?;
+        let panel = store::page::panel(state.pool(), key, provider, PANEL_ROWS).await?;
         Ok(Loaded {
-            stored: crate::settings::load_all(state.pool(), state.master_key(), subscription_id)
-                .await?,
-            history: store::siem::history(state.pool(), subscription_id, HISTORY_SHOWN).await?,
+            which,
+            key,
+            destinations,
+            stored: crate::settings::load_all(state.pool(), state.master_key(), key).await?,
+            history: store::siem::history(state.pool(), key, HISTORY_SHOWN).await?,
             settings,
             panel,
         })
@@ -293,4 +456,6 @@ struct FormState {
     /// The version of the settings this form was drawn from (`settings_version`): a save from
     /// it is refused when someone saved since.
     version: String,
+    /// Removing the destination was asked: the events it still owes, to confirm.
+    confirm_remove: Option<i64>,
 }

@@ -21,9 +21,29 @@ pub(super) async fn show(
             None => Ok(Redirect::to("/login").into_response()),
         };
     };
+    let which = Which::parse(query.destination.as_deref())?;
+    // A destination being added is read under the number it will get: nothing is stored there.
+    let number = match which {
+        Which::Number(n) => n,
+        Which::New => match store::siem::next_destination(state.pool(), sub).await {
+            Ok(n) => n,
+            Err(store::Error::NotFound) => {
+                return match crate::web::session::current_user(&state, &headers).await? {
+                    Some(_) => Err(WebError::NotFound),
+                    None => Ok(Redirect::to("/login").into_response()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let key = DestinationKey::new(sub, number);
     let digest = crate::crypto::token_digest(token);
     let cache = state.page_cache();
-    let (session, membership, page) = match cache.settings_page(&digest, sub) {
+    let kept = match which {
+        Which::Number(n) => cache.settings_page(&digest, sub, n.get()),
+        Which::New => None,
+    };
+    let (session, membership, page) = match kept {
         Some(kept) => {
             metrics::counter!("cloudpki_page_cache_total", "outcome" => "hit").increment(1);
             kept
@@ -31,11 +51,11 @@ pub(super) async fn show(
         None => {
             metrics::counter!("cloudpki_page_cache_total", "outcome" => "miss").increment(1);
             // The generations before the read: a change announced meanwhile is not kept.
-            let ticket = cache.ticket(Some(sub));
+            let ticket = cache.ticket(Some(sub)).filter(|_| which != Which::New);
             let Some(snapshot) = store::page::settings_page(
                 state.pool(),
                 &digest,
-                sub,
+                key,
                 Provider::first().id(),
                 PANEL_ROWS,
                 HISTORY_SHOWN,
@@ -51,6 +71,7 @@ pub(super) async fn show(
                     &digest,
                     &snapshot.session,
                     snapshot.membership.as_ref(),
+                    number.get(),
                     &page,
                 );
             }
@@ -63,14 +84,28 @@ pub(super) async fn show(
         email: session.email,
         csrf_token: session.csrf_token,
     };
+    if which != Which::New && !number.is_first() && page.settings.is_none() {
+        // Never added, or removed.
+        return Err(WebError::NotFound);
+    }
     let loaded = Loaded {
-        stored: crate::settings::open_all(state.master_key(), sub, &page.fields, &page.secrets),
+        which,
+        key,
+        destinations: page.destinations.clone(),
+        stored: crate::settings::open_all(state.master_key(), key, &page.fields, &page.secrets),
         settings: page.settings.clone(),
         history: page.history.clone(),
         panel: page.panel.clone(),
     };
     let status = match (query.saved, query.retried) {
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
+        (None, None) if query.removed.is_some() => Some(Status::plain(
+            "ok",
+            format!(
+                "Destination removed. {} event(s) it had not been sent yet will not be sent to it.",
+                query.removed.unwrap_or_default()
+            ),
+        )),
         (None, Some(n)) => Some(Status::plain(
             "ok",
             format!("{n} parked event(s) are queued again and will be retried now."),
@@ -95,7 +130,16 @@ pub(super) async fn show(
         }
         (None, None) => None,
     };
-    let form = stored_form(membership, &loaded, status);
+    let mut form = stored_form(membership, &loaded, status);
+    if query.remove.is_some() && !number.is_first() && which != Which::New {
+        form.confirm_remove = Some(
+            loaded
+                .destinations
+                .iter()
+                .find(|d| d.number() == number)
+                .map_or(0, |d| d.owed),
+        );
+    }
     Ok(Html(render(&state, &user, form, loaded)?).into_response())
 }
 
@@ -131,6 +175,9 @@ pub(super) fn stored_form(
     status: Option<Status>,
 ) -> FormState {
     let mut values = FormValues::new();
+    if let Some(name) = loaded.settings.as_ref().and_then(|s| s.name.clone()) {
+        values.insert("destination_name".to_owned(), name);
+    }
     for (provider, stored) in &loaded.stored {
         values.extend(stored.fields.clone());
         for (field, date) in &stored.expiries {
@@ -154,6 +201,7 @@ pub(super) fn stored_form(
         errors: FieldErrors::default(),
         status,
         version: store::siem::SettingsVersion::of(loaded.settings.as_ref()).token(),
+        confirm_remove: None,
     }
 }
 
@@ -172,6 +220,7 @@ pub(super) fn render(
         errors,
         status,
         version,
+        confirm_remove,
     } = form;
     let paused = loaded
         .panel
@@ -235,7 +284,46 @@ pub(super) fn render(
             }
         }
     }
-    let open = status.is_some() || errors.count() > 0;
+    let open = status.is_some() || errors.count() > 0 || loaded.which != Which::Number(DestinationNo::FIRST);
+    let sub = membership.subscription_id;
+    let is_admin = membership.role().is_admin();
+    let number = match loaded.which {
+        Which::Number(n) => Some(n),
+        Which::New => None,
+    };
+    let destination_title = match (number, settings) {
+        (None, _) => "New destination".to_owned(),
+        (Some(n), Some(s)) => destination_label(n, s.name.as_deref(), &s.provider),
+        (Some(n), None) => destination_label(n, None, Provider::first().id()),
+    };
+    let mut destinations: Vec<DestinationItem> = loaded
+        .destinations
+        .iter()
+        .map(|d| DestinationItem {
+            number: d.number(),
+            label: destination_label(d.number(), d.name.as_deref(), &d.provider),
+            state: destination_state(d),
+            current: number == Some(d.number()),
+            url: Which::Number(d.number()).url(sub, ""),
+        })
+        .collect();
+    if !destinations.iter().any(|d| d.number.is_first()) {
+        // The first destination exists before its first save.
+        destinations.insert(
+            0,
+            DestinationItem {
+                number: DestinationNo::FIRST,
+                label: destination_label(DestinationNo::FIRST, None, Provider::first().id()),
+                state: "Off",
+                current: number == Some(DestinationNo::FIRST),
+                url: Which::Number(DestinationNo::FIRST).url(sub, ""),
+            },
+        );
+    }
+    let can_add = is_admin && destinations.len() < MAX_DESTINATIONS;
+    let show_name = number != Some(DestinationNo::FIRST)
+        || destinations.len() > 1
+        || settings.is_some_and(|s| s.name.is_some());
     let providers: Vec<ProviderView> = Provider::all()
         .map(|p| ProviderView {
             id: p.id(),
@@ -284,7 +372,7 @@ pub(super) fn render(
         .collect();
     let page = SettingsPage {
         layout: Layout::signed_in(user, &format!("Settings — {}", membership.name)),
-        is_admin: membership.role().is_admin(),
+        is_admin,
         filter_groups: filter_groups(&filter),
         filter_error,
         paused,
@@ -303,6 +391,15 @@ pub(super) fn render(
         health,
         history,
         carry_from,
+        suffix: loaded.which.suffix(),
+        number,
+        destination_title,
+        destinations,
+        can_add,
+        show_name,
+        confirm_remove,
+        removable: is_admin && number.is_some_and(|n| !n.is_first()),
+        destination_name: values.get("destination_name").cloned().unwrap_or_default(),
         membership,
     };
     Ok(page.render()?)

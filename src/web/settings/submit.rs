@@ -6,6 +6,7 @@ pub(super) async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<DestinationQuery>,
     headers: axum::http::HeaderMap,
     Form(raw): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
@@ -13,6 +14,7 @@ pub(super) async fn submit(
     let session_digest = crate::web::session::cookie(&headers, crate::web::session::SESSION_COOKIE)
         .map(crate::crypto::token_digest);
     let membership = membership_or_404(&state, &user, &id).await?;
+    let which = Which::parse(query.destination.as_deref())?;
     // The event filter's checkboxes repeat one name: taken before the fields become a map.
     let filter_shown = raw.iter().any(|(k, _)| k == FILTER_SHOWN);
     let ticked: Vec<String> = raw
@@ -35,9 +37,13 @@ pub(super) async fn submit(
         } else {
             "Tried to save SIEM settings without the admin role"
         };
+        let number = match which {
+            Which::Number(n) => n,
+            Which::New => DestinationNo::FIRST,
+        };
         store::siem::record_history(
             state.pool(),
-            sub,
+            DestinationKey::new(sub, number),
             user.user_id,
             &user.email,
             "denied",
@@ -59,7 +65,7 @@ pub(super) async fn submit(
     let provider_raw = values.remove("provider").unwrap_or_default();
     // The version the page was drawn from (absent: a form from before versions, no check).
     let version = values.remove("settings_version");
-    let loaded = Loaded::fetch(&state, sub).await?;
+    let loaded = Loaded::fetch(&state, sub, which).await?;
     // Absent from the form (an old page): unchanged.
     let filter = if filter_shown {
         EventFilter::parse(&ticked)
@@ -101,7 +107,7 @@ pub(super) async fn submit(
         .unwrap_or_default();
     // Blank secret fields take what this session just tested (see `hold_tested`).
     if let Some(digest) = &s.session_digest {
-        reuse_tested(s.state.settings(), sub, digest, provider, &mut values).await?;
+        reuse_tested(s.state.settings(), s.loaded.key, digest, provider, &mut values).await?;
     }
 
     match action.as_str() {
@@ -124,6 +130,7 @@ async fn test(
     mut values: FormValues,
 ) -> Result<Response, WebError> {
     let (state, user, session_digest, sub) = (&s.state, &s.user, &s.session_digest, s.sub());
+    let dest = s.loaded.key;
     let context = Context {
         hostname: state.hostname(),
         shared: state.shared(),
@@ -175,7 +182,7 @@ async fn test(
         .join(", ");
     store::siem::record_history(
         state.pool(),
-        sub,
+        dest,
         user.user_id,
         &user.email,
         "tested",
@@ -201,7 +208,7 @@ async fn test(
     // which is shown now so the receiver can be set up with it.
     let held = match (&outcome, &session_digest) {
         (Ok(_), Some(digest)) => {
-            hold_tested(state.settings(), sub, digest, provider, &values).await?
+            hold_tested(state.settings(), dest, digest, provider, &values).await?
         }
         (Err(_), Some(digest)) if generated.is_some() => {
             let mut only_generated: FormValues = provider
@@ -212,7 +219,7 @@ async fn test(
                 generated_field
                     .and_then(|field| values.get(field).map(|v| (field.to_owned(), v.clone()))),
             );
-            hold_tested(state.settings(), sub, digest, provider, &only_generated).await?
+            hold_tested(state.settings(), dest, digest, provider, &only_generated).await?
         }
         _ => false,
     };
@@ -277,6 +284,16 @@ async fn save_changes(
         shared: state.shared(),
     };
     let mut expiry_errors = FieldErrors::default();
+    // The name field is on the page for every destination but a lone first one; absent,
+    // the stored name stays.
+    let name = match values.get("destination_name").map(|v| DestinationName::parse(v)) {
+        None => Ok(None),
+        Some(Ok(name)) => Ok(Some(name)),
+        Some(Err(e)) => Err(e),
+    };
+    if let Err(e) = &name {
+        expiry_errors.add("destination_name", e.clone());
+    }
     let expiries = parse_expiries(
         provider,
         &values,
@@ -307,10 +324,18 @@ async fn save_changes(
         }
     };
     let generated = validated.generated_secret.clone();
+    let name = name.ok().flatten();
     let saved = save(
         state.settings(),
         (user.user_id, &user.email),
-        sub,
+        Target {
+            subscription_id: sub,
+            destination: match loaded.which {
+                Which::Number(n) => Some(n),
+                Which::New => None,
+            },
+            name: name.as_ref().map(Option::as_ref),
+        },
         Export {
             enabled,
             filter: filter.as_ref().ok(),
@@ -335,14 +360,15 @@ async fn save_changes(
                 at.format("%Y-%m-%d %H:%M UTC")
             ),
         );
-        let current = Loaded::fetch(state, sub).await?;
+        let current = Loaded::fetch(state, sub, loaded.which).await?;
         let form = stored_form(s.membership.clone(), &current, Some(status));
         return answer(state, user, form, &current, StatusCode::CONFLICT).await;
     }
-    saved?;
+    let saved = saved?;
     if let Some(digest) = &session_digest {
-        store::siem::drop_tested_secrets(state.pool(), sub, digest).await?;
+        store::siem::drop_tested_secrets(state.pool(), saved, digest).await?;
     }
+    let which = Which::Number(saved.number);
     match generated {
         // A new signing secret is shown exactly once, on this answer (never stored in
         // a URL or a session); the page is not cached.
@@ -359,13 +385,10 @@ async fn save_changes(
                 values.remove(*field);
             }
             let form = s.again(values, FieldErrors::default(), status);
-            let saved = Loaded::fetch(state, sub).await?;
+            let saved = Loaded::fetch(state, sub, which).await?;
             answer(state, user, form, &saved, StatusCode::OK).await
         }
-        None => Ok(
-            Redirect::to(&format!("/subscriptions/{sub}/settings?saved=1#advanced"))
-                .into_response(),
-        ),
+        None => Ok(Redirect::to(&which.url(sub, "saved=1")).into_response()),
     }
 }
 
@@ -405,6 +428,7 @@ impl Submission {
             version: self.version.clone().unwrap_or_else(|| {
                 store::siem::SettingsVersion::of(self.loaded.settings.as_ref()).token()
             }),
+            confirm_remove: None,
         }
     }
 

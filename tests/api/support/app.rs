@@ -400,29 +400,30 @@ impl TestApp {
             .execute(&mut *tx)
             .await
             .expect("user");
+        let dest = cloudpki::domain::destination::DestinationKey::first(subscription);
         store::siem::upsert_settings(
             &mut tx,
-            subscription,
+            dest,
             enabled,
             "datadog",
-            admin,
-            "setup@example.com",
+            None,
+            (admin, "setup@example.com"),
         )
         .await
         .expect("settings");
         store::siem::upsert_provider_fields(
             &mut tx,
-            subscription,
+            dest,
             "datadog",
             &serde_json::json!({ "url": url }),
         )
         .await
         .expect("fields");
-        let context = provider::secret_context(subscription, datadog::provider(), "api_key");
+        let context = provider::secret_context(dest, datadog::provider(), "api_key");
         let sealed = self.master_key.seal(key.as_bytes(), &context);
         store::siem::upsert_secret(
             &mut tx,
-            subscription,
+            dest,
             "datadog",
             "api_key",
             &sealed,
@@ -431,7 +432,7 @@ impl TestApp {
         .await
         .expect("secret");
         if enabled {
-            store::delivery::ensure_destination(&mut tx, subscription, "datadog")
+            store::delivery::ensure_destination(&mut tx, dest, "datadog")
                 .await
                 .expect("destination");
         }
