@@ -110,8 +110,9 @@ impl DestinationName {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err("The destination name cannot contain line breaks or control characters."
-                .to_owned());
+            return Err(
+                "The destination name cannot contain line breaks or control characters.".to_owned(),
+            );
         }
         Ok(Some(Self(name.to_owned())))
     }

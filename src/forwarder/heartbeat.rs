@@ -30,8 +30,7 @@ impl Forwarder {
             sends.spawn(
                 async move {
                     let _permit = permits.acquire_owned().await;
-                    me.send_heartbeat(dest, &provider, last_sequence, now)
-                        .await
+                    me.send_heartbeat(dest, &provider, last_sequence, now).await
                 }
                 .instrument(span),
             );

@@ -204,9 +204,13 @@ pub async fn ensure_monitors(
 ) -> Result<MonitorsOutcome, Error> {
     let provider = crate::siem::datadog::provider();
     let stored = crate::settings::load(svc.pool, svc.master_key, dest, provider).await?;
-    let outcome =
-        crate::siem::datadog::monitors::ensure_from_stored(svc.client, svc.egress, &stored, dest.subscription_id)
-            .await;
+    let outcome = crate::siem::datadog::monitors::ensure_from_stored(
+        svc.client,
+        svc.egress,
+        &stored,
+        dest.subscription_id,
+    )
+    .await;
     match outcome {
         Ok(links) => {
             let created = links.iter().filter(|l| l.created).count();

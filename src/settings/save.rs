@@ -63,10 +63,10 @@ pub async fn save(
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
     if target.destination.is_none() {
-        let name = target
-            .name
-            .flatten()
-            .map_or_else(|| format!("Destination {number}"), |n| n.as_str().to_owned());
+        let name = target.name.flatten().map_or_else(
+            || format!("Destination {number}"),
+            |n| n.as_str().to_owned(),
+        );
         changes.insert(
             0,
             format!("Added destination {name} ({})", provider.label()),

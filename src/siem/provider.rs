@@ -12,8 +12,8 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use serde_json::Value;
 use crate::domain::destination::DestinationKey;
+use serde_json::Value;
 
 use super::{
     egress::{EgressPolicy, Lookup, SystemLookup},

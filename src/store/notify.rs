@@ -90,7 +90,10 @@ impl Pass {
     }
 
     /// See [`destination_name`].
-    pub async fn destination_name(&mut self, dest: DestinationKey) -> Result<Option<String>, Error> {
+    pub async fn destination_name(
+        &mut self,
+        dest: DestinationKey,
+    ) -> Result<Option<String>, Error> {
         destination_name(&mut self.0, dest).await
     }
 
@@ -406,8 +409,8 @@ pub async fn waiting(
         provider,
         dest.no()
     )
-        .fetch_one(&mut **tx)
-        .await?;
+    .fetch_one(&mut **tx)
+    .await?;
     Ok((super::not_null(row.waiting, "waiting")?, row.oldest))
 }
 

@@ -18,10 +18,7 @@ use super::{
     siem::{HistoryRow, SecretRow, SettingsRow},
     Error,
 };
-use crate::{
-    crypto::Sealed,
-    domain::destination::DestinationKey,
-};
+use crate::{crypto::Sealed, domain::destination::DestinationKey};
 
 /// What the delivery health panel lists about a subscription's current destination.
 #[derive(Debug, Clone, Default)]

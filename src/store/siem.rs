@@ -568,7 +568,10 @@ pub struct SavedSettings {
 /// The number the next added destination of a subscription will get (its secrets are sealed
 /// for that number before the save). [`save_settings`] checks it under the subscription's lock:
 /// when another add took it first, the save is refused as stale.
-pub async fn next_destination(pool: &PgPool, subscription_id: Uuid) -> Result<DestinationNo, Error> {
+pub async fn next_destination(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<DestinationNo, Error> {
     let made = sqlx::query_scalar!(
         "select destinations_made from subscriptions where id = $1",
         subscription_id
@@ -658,7 +661,15 @@ pub async fn save_settings(
             });
         }
     }
-    upsert_settings(&mut tx, dest, save.enabled, save.provider, save.name, save.user).await?;
+    upsert_settings(
+        &mut tx,
+        dest,
+        save.enabled,
+        save.provider,
+        save.name,
+        save.user,
+    )
+    .await?;
     upsert_provider_fields(&mut tx, dest, save.provider, save.settings).await?;
     for name in save.removed_secrets {
         delete_secret(&mut tx, dest, save.provider, name).await?;
@@ -725,10 +736,17 @@ impl DestinationRow {
 pub const DESTINATIONS_SQL: &str = include_str!("sql/destinations.sql");
 
 /// A subscription's destinations that were ever saved, by number.
-pub async fn destinations(pool: &PgPool, subscription_id: Uuid) -> Result<Vec<DestinationRow>, Error> {
-    Ok(sqlx::query_file_as!(DestinationRow, "src/store/sql/destinations.sql", subscription_id)
-        .fetch_all(pool)
-        .await?)
+pub async fn destinations(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<Vec<DestinationRow>, Error> {
+    Ok(sqlx::query_file_as!(
+        DestinationRow,
+        "src/store/sql/destinations.sql",
+        subscription_id
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// What removing a destination found.
@@ -812,7 +830,15 @@ pub async fn remove_destination(
         provider: row.provider,
         unsent,
     };
-    record_history(&mut *tx, dest, user.0, user.1, "removed", &changes(&removed)).await?;
+    record_history(
+        &mut *tx,
+        dest,
+        user.0,
+        user.1,
+        "removed",
+        &changes(&removed),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some(removed))
 }

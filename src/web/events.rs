@@ -222,7 +222,10 @@ async fn show(
                 let link = if d.number().is_first() {
                     format!("/subscriptions/{sub}/events#recent")
                 } else {
-                    format!("/subscriptions/{sub}/events?destination={}#recent", d.number())
+                    format!(
+                        "/subscriptions/{sub}/events?destination={}#recent",
+                        d.number()
+                    )
                 };
                 let label = crate::web::settings::destination_label(
                     d.number(),
@@ -287,9 +290,9 @@ async fn show(
         }
         link + "#recent"
     });
-    let destination_label = settings.as_ref().map(|s| {
-        crate::web::settings::destination_label(number, s.name.as_deref(), &s.provider)
-    });
+    let destination_label = settings
+        .as_ref()
+        .map(|s| crate::web::settings::destination_label(number, s.name.as_deref(), &s.provider));
     let event_choices = catalog()
         .iter()
         .map(|e| (e.id.to_string(), format!("{} — {}", e.id, e.summary)))
@@ -303,8 +306,7 @@ async fn show(
         .chain(Provider::all())
         .find_map(|p| Some((p, p.spec().explorer?)))
         .ok_or_else(|| WebError::Internal(anyhow::anyhow!("no provider has a search page")))?;
-    let stored = crate::settings::load(state.pool(), state.master_key(), dest, searched)
-    .await?;
+    let stored = crate::settings::load(state.pool(), state.master_key(), dest, searched).await?;
     let explorer = explorer(&stored.settings);
 
     let sections = [Category::CaOperation, Category::CertificateOperation]

@@ -73,12 +73,30 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/subscriptions/{id}/siem/resume", post(resume))
         .route("/api/v1/subscriptions/{id}/siem/replay", post(replay))
         .route("/api/v1/subscriptions/{id}/siem/monitors", post(monitors))
-        .route("/api/v1/subscriptions/{id}/siem/retry-parked", post(retry_parked))
-        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/pause", post(pause))
-        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/resume", post(resume))
-        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/replay", post(replay))
-        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/monitors", post(monitors))
-        .route("/api/v1/subscriptions/{id}/destinations/{destination_id}/retry-parked", post(retry_parked))
+        .route(
+            "/api/v1/subscriptions/{id}/siem/retry-parked",
+            post(retry_parked),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}/pause",
+            post(pause),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}/resume",
+            post(resume),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}/replay",
+            post(replay),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}/monitors",
+            post(monitors),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/destinations/{destination_id}/retry-parked",
+            post(retry_parked),
+        )
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -356,6 +374,28 @@ struct Writer {
     expected: Option<SettingsVersion>,
 }
 
+impl Writer {
+    /// Saves `object` into the destination, as the writer asked.
+    async fn save(
+        self,
+        state: &AppState,
+        object: Map<String, Value>,
+        shown: Option<Shown>,
+    ) -> Result<Response, WebError> {
+        let target = Some(self.dest.number);
+        apply(
+            state,
+            self.user,
+            self.membership,
+            target,
+            object,
+            self.expected,
+            shown,
+        )
+        .await
+    }
+}
+
 async fn writer(
     state: &AppState,
     headers: &HeaderMap,
@@ -393,8 +433,7 @@ async fn update(
             "Send the settings as a JSON object whose keys are the settings form's field names (GET shows them).",
         ));
     };
-    let target = Some(w.dest.number);
-    apply(&state, w.user, w.membership, target, object, w.expected, None).await
+    w.save(&state, object, None).await
 }
 
 /// `PATCH`: a JSON merge patch (RFC 7396) over what a GET shows, then saved as a `PUT` of the
@@ -436,8 +475,7 @@ async fn patch(
             "the settings are not an object"
         )));
     };
-    let target = Some(w.dest.number);
-    apply(&state, w.user, w.membership, target, object, w.expected, Some(shown)).await
+    w.save(&state, object, Some(shown)).await
 }
 
 /// RFC 7396, section 2.
@@ -961,11 +999,11 @@ async fn monitors(
     headers: HeaderMap,
     Path(path): Path<DestPath>,
 ) -> Result<Response, WebError> {
-    let (user, sub) = match admin_caller(&state, &headers, &path, AdminAction::CreateMonitors).await?
-    {
-        Ok(found) => found,
-        Err(refused) => return Ok(refused),
-    };
+    let (user, sub) =
+        match admin_caller(&state, &headers, &path, AdminAction::CreateMonitors).await? {
+            Ok(found) => found,
+            Err(refused) => return Ok(refused),
+        };
     match actions::ensure_monitors(state.settings(), (user.user_id, &user.email), sub).await? {
         MonitorsOutcome::InPlace(links) => {
             let created = links.iter().filter(|l| l.created).count();
@@ -1081,12 +1119,8 @@ async fn remove_destination(
             Ok(found) => found,
             Err(refused) => return Ok(refused),
         };
-    match crate::settings::destinations::remove(
-        state.settings(),
-        (user.user_id, &user.email),
-        dest,
-    )
-    .await
+    match crate::settings::destinations::remove(state.settings(), (user.user_id, &user.email), dest)
+        .await
     {
         Ok(removed) => Ok(Json(json!({
             "destination_id": dest.number,

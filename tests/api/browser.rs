@@ -501,10 +501,19 @@ async fn an_admin_adds_a_second_destination_and_removes_it_after_confirming() {
         .unwrap();
     browser.submit_with("#save-changes").await;
     assert_eq!(status_text(&browser).await, "Settings saved.");
-    assert!(c.current_url().await.unwrap().as_str().contains("destination=2"));
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("destination=2"));
     let listed: Vec<String> = {
         let mut texts = Vec::new();
-        for link in c.find_all(Locator::Css("#destinations li a")).await.unwrap() {
+        for link in c
+            .find_all(Locator::Css("#destinations li a"))
+            .await
+            .unwrap()
+        {
             texts.push(link.text().await.unwrap());
         }
         texts
@@ -534,7 +543,10 @@ async fn an_admin_adds_a_second_destination_and_removes_it_after_confirming() {
     );
     browser.submit_with("#confirm-remove-destination").await;
     let status = status_text(&browser).await;
-    assert!(status.starts_with("Destination removed. 0 event(s)"), "{status}");
+    assert!(
+        status.starts_with("Destination removed. 0 event(s)"),
+        "{status}"
+    );
     assert!(c
         .find_all(Locator::Css("#destinations li"))
         .await

@@ -45,9 +45,14 @@ async fn switch(
         .execute(&mut *tx)
         .await
         .unwrap();
-    let switched = store::delivery::apply_switch(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), to, carry)
-        .await
-        .unwrap();
+    let switched = store::delivery::apply_switch(
+        &mut tx,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        to,
+        carry,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     switched
 }
@@ -407,7 +412,12 @@ async fn the_notifier_locks_only_the_destinations_whose_events_expire() {
     assert!(claimed.is_some(), "the claim skipped a row the pass locked");
     let paused = tokio::time::timeout(
         Duration::from_secs(5),
-        store::delivery::pause(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", "admin@example.com"),
+        store::delivery::pause(
+            &app.pool,
+            cloudpki::domain::destination::DestinationKey::first(sub),
+            "datadog",
+            "admin@example.com",
+        ),
     )
     .await;
     assert!(matches!(paused, Ok(Ok(true))), "pause waited for the pass");
@@ -435,9 +445,15 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
             at(30) + chrono::Duration::seconds(1),
         )
     };
-    let first = store::delivery::start_replay(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", window(20), 1000)
-        .await
-        .unwrap();
+    let first = store::delivery::start_replay(
+        &app.pool,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        "datadog",
+        window(20),
+        1000,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(
             first,
@@ -455,9 +471,15 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
             .unwrap()
             .unwrap();
     // An administrator starts a wider replay with the same end while the claim replays.
-    let second = store::delivery::start_replay(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", window(5), 1000)
-        .await
-        .unwrap();
+    let second = store::delivery::start_replay(
+        &app.pool,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        "datadog",
+        window(5),
+        1000,
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         second,
         store::delivery::ReplayPlan::Started {
@@ -491,9 +513,14 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             .await;
         if change == "filter" {
             let mut tx = app.pool.begin().await.unwrap();
-            store::delivery::set_filter(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", Some(&[12]))
-                .await
-                .unwrap();
+            store::delivery::set_filter(
+                &mut tx,
+                cloudpki::domain::destination::DestinationKey::first(sub),
+                "datadog",
+                Some(&[12]),
+            )
+            .await
+            .unwrap();
             tx.commit().await.unwrap();
         }
         let token = app.token(sub).await;
@@ -512,18 +539,28 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
         .await;
         match change {
             "pause" => {
-                store::delivery::pause(&app.pool, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", "admin@example.com")
-                    .await
-                    .unwrap();
+                store::delivery::pause(
+                    &app.pool,
+                    cloudpki::domain::destination::DestinationKey::first(sub),
+                    "datadog",
+                    "admin@example.com",
+                )
+                .await
+                .unwrap();
             }
             "off" => {
                 switch(&app, sub, None, false).await;
             }
             _ => {
                 let mut tx = app.pool.begin().await.unwrap();
-                store::delivery::set_filter(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), "datadog", None)
-                    .await
-                    .unwrap();
+                store::delivery::set_filter(
+                    &mut tx,
+                    cloudpki::domain::destination::DestinationKey::first(sub),
+                    "datadog",
+                    None,
+                )
+                .await
+                .unwrap();
                 tx.commit().await.unwrap();
             }
         }

@@ -152,7 +152,11 @@ async fn a_failing_destination_does_not_hold_back_the_other_and_its_email_names_
     assert_eq!(status, 200, "{body}");
     s.send_events(3, 4888).await;
     s.forward().await;
-    assert_eq!(s.soc.logs().len(), 3, "the healthy destination keeps flowing");
+    assert_eq!(
+        s.soc.logs().len(),
+        3,
+        "the healthy destination keeps flowing"
+    );
     assert!(s.archive.logs().is_empty());
     let (_, list) = s.call(reqwest::Method::GET, "destinations", None).await;
     assert_eq!(list["destinations"][0]["state"], "on", "{list}");
@@ -172,7 +176,11 @@ async fn a_failing_destination_does_not_hold_back_the_other_and_its_email_names_
     .fetch_all(&s.app.pool)
     .await
     .unwrap();
-    assert_eq!(subjects.len(), 1, "one incident, for the archive: {subjects:?}");
+    assert_eq!(
+        subjects.len(),
+        1,
+        "one incident, for the archive: {subjects:?}"
+    );
     assert!(
         subjects[0].contains("Archive (Datadog)"),
         "the email names the destination: {subjects:?}"
@@ -215,7 +223,11 @@ async fn each_destination_has_its_own_event_filter_and_pause() {
         .iter()
         .map(|l| l["EventID"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, vec![4888, 4888], "the archive's filter sends 4888 only");
+    assert_eq!(
+        ids,
+        vec![4888, 4888],
+        "the archive's filter sends 4888 only"
+    );
     let (_, first) = s.call(reqwest::Method::GET, "siem", None).await;
     assert_eq!(
         first["send_event_ids"].as_array().unwrap().len(),
@@ -285,7 +297,10 @@ async fn removing_a_destination_counts_what_it_still_owed_and_the_history_says_w
         .call(reqwest::Method::DELETE, "destinations/1", None)
         .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("switch Send Audit Logs to SIEM off"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("switch Send Audit Logs to SIEM off"));
 }
 
 #[tokio::test]
@@ -310,7 +325,10 @@ async fn a_sixth_destination_is_refused_with_the_limit() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("already has 5 destinations"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already has 5 destinations"),
         "{body}"
     );
 }
@@ -330,7 +348,10 @@ async fn destination_paths_are_checked_and_invalid_names_are_explained() {
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["errors"]["name"].as_str().unwrap().contains("at most 60"));
+    assert!(body["errors"]["name"]
+        .as_str()
+        .unwrap()
+        .contains("at most 60"));
     let (status, body) = s
         .call(
             reqwest::Method::PATCH,

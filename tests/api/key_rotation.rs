@@ -54,10 +54,14 @@ async fn rotating_the_master_key_reseals_every_secret_and_delivery_goes_on() {
     assert_eq!(key_ids, [new.id().to_owned()]);
 
     // The new key alone opens it (what a portal restarted without the old key reads).
-    let stored =
-        cloudpki::settings::load(&app.pool, &new, cloudpki::domain::destination::DestinationKey::first(sub), cloudpki::siem::datadog::provider())
-            .await
-            .unwrap();
+    let stored = cloudpki::settings::load(
+        &app.pool,
+        &new,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        cloudpki::siem::datadog::provider(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         stored
             .secrets

@@ -83,9 +83,14 @@ async fn each_recent_event_shows_its_sequence_and_its_state_for_the_destination(
     ]))
     .await;
     f.app.state.forwarder().forward_once().await.unwrap();
-    cloudpki::store::delivery::pause(&f.app.pool, cloudpki::domain::destination::DestinationKey::first(f.sub), "datadog", "admin@example.com")
-        .await
-        .unwrap();
+    cloudpki::store::delivery::pause(
+        &f.app.pool,
+        cloudpki::domain::destination::DestinationKey::first(f.sub),
+        "datadog",
+        "admin@example.com",
+    )
+    .await
+    .unwrap();
     f.record(json!({"event_id": 4888})).await;
 
     let page = f.page("").await;
@@ -104,9 +109,13 @@ async fn each_recent_event_shows_its_sequence_and_its_state_for_the_destination(
     assert_eq!(rows.len(), 5);
 
     // Resumed: the paused event is only waiting.
-    cloudpki::store::delivery::resume(&f.app.pool, cloudpki::domain::destination::DestinationKey::first(f.sub), "datadog")
-        .await
-        .unwrap();
+    cloudpki::store::delivery::resume(
+        &f.app.pool,
+        cloudpki::domain::destination::DestinationKey::first(f.sub),
+        "datadog",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows_of(&f.page("").await)[0], "waiting");
 }
 

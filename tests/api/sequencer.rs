@@ -401,9 +401,13 @@ async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_ol
     let pool = support::database_at(i64::MAX).await;
     let sub = support::insert_subscription(&pool, "S").await;
     let mut tx = pool.begin().await.unwrap();
-    cloudpki::store::delivery::ensure_destination(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), "datadog")
-        .await
-        .unwrap();
+    cloudpki::store::delivery::ensure_destination(
+        &mut tx,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        "datadog",
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let event = cloudpki::store::events::NewEvent {
         id: Uuid::new_v4(),
@@ -417,9 +421,14 @@ async fn an_event_accepted_before_export_is_switched_off_is_still_owed_by_the_ol
         .await
         .unwrap();
     let mut tx = pool.begin().await.unwrap();
-    cloudpki::store::delivery::apply_switch(&mut tx, cloudpki::domain::destination::DestinationKey::first(sub), None, false)
-        .await
-        .unwrap();
+    cloudpki::store::delivery::apply_switch(
+        &mut tx,
+        cloudpki::domain::destination::DestinationKey::first(sub),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let off_at = scalar(
         &pool,

@@ -157,7 +157,9 @@ pub(super) async fn replay(
                 replay_events(state.settings(), (user.user_id, &user.email), dest, &window).await?;
             match (plan, replay_refusal(&plan)) {
                 (store::delivery::ReplayPlan::Started { events, .. }, _) => {
-                    return Ok(Redirect::to(&back(dest, &format!("replay={events}"))).into_response());
+                    return Ok(
+                        Redirect::to(&back(dest, &format!("replay={events}"))).into_response()
+                    );
                 }
                 (_, message) => (None, message.unwrap_or_default()),
             }
@@ -262,15 +264,14 @@ pub(super) async fn remove_destination(
     )
     .await?;
     if form.confirm != "yes" {
-        return Ok(Redirect::to(&Which::Number(dest.number).url(dest.subscription_id, "remove=confirm"))
-            .into_response());
+        return Ok(Redirect::to(
+            &Which::Number(dest.number).url(dest.subscription_id, "remove=confirm"),
+        )
+        .into_response());
     }
-    let removed = crate::settings::destinations::remove(
-        state.settings(),
-        (user.user_id, &user.email),
-        dest,
-    )
-    .await?;
+    let removed =
+        crate::settings::destinations::remove(state.settings(), (user.user_id, &user.email), dest)
+            .await?;
     Ok(Redirect::to(
         &Which::Number(DestinationNo::FIRST)
             .url(dest.subscription_id, &format!("removed={}", removed.unsent)),

@@ -166,7 +166,11 @@ struct DestinationItem {
 
 /// How the page names a destination: the name given, else its provider (and its number after
 /// the first).
-pub(crate) fn destination_label(number: DestinationNo, name: Option<&str>, provider: &str) -> String {
+pub(crate) fn destination_label(
+    number: DestinationNo,
+    name: Option<&str>,
+    provider: &str,
+) -> String {
     let provider = Provider::parse(provider).map_or(provider, |p| p.label());
     match name {
         Some(name) => format!("{name} ({provider})"),

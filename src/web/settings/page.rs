@@ -284,7 +284,9 @@ pub(super) fn render(
             }
         }
     }
-    let open = status.is_some() || errors.count() > 0 || loaded.which != Which::Number(DestinationNo::FIRST);
+    let open = status.is_some()
+        || errors.count() > 0
+        || loaded.which != Which::Number(DestinationNo::FIRST);
     let sub = membership.subscription_id;
     let is_admin = membership.role().is_admin();
     let number = match loaded.which {

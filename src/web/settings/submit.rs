@@ -107,7 +107,14 @@ pub(super) async fn submit(
         .unwrap_or_default();
     // Blank secret fields take what this session just tested (see `hold_tested`).
     if let Some(digest) = &s.session_digest {
-        reuse_tested(s.state.settings(), s.loaded.key, digest, provider, &mut values).await?;
+        reuse_tested(
+            s.state.settings(),
+            s.loaded.key,
+            digest,
+            provider,
+            &mut values,
+        )
+        .await?;
     }
 
     match action.as_str() {
@@ -286,7 +293,10 @@ async fn save_changes(
     let mut expiry_errors = FieldErrors::default();
     // The name field is on the page for every destination but a lone first one; absent,
     // the stored name stays.
-    let name = match values.get("destination_name").map(|v| DestinationName::parse(v)) {
+    let name = match values
+        .get("destination_name")
+        .map(|v| DestinationName::parse(v))
+    {
         None => Ok(None),
         Some(Ok(name)) => Ok(Some(name)),
         Some(Err(e)) => Err(e),
