@@ -396,3 +396,68 @@ async fn secrets_of_an_added_destination_are_sealed_for_that_destination() {
     let (_, list) = s.call(reqwest::Method::GET, "destinations", None).await;
     assert_eq!(list["destinations"][0]["state"], "failing", "{list}");
 }
+
+#[tokio::test]
+async fn the_events_page_and_the_metrics_show_each_destination_state() {
+    let s = Setup::two_destinations().await;
+    s.call(
+        reqwest::Method::PATCH,
+        "destinations/2",
+        Some(json!({"send_event_ids": [4888]})),
+    )
+    .await;
+    s.send_events(1, 4887).await;
+    s.forward().await;
+    let client = crate::support::new_client();
+    crate::support::login_with(&client, &s.app.base_url, "admin@example.com", PASSWORD).await;
+    let events = |query: &'static str| {
+        let client = client.clone();
+        let url = s
+            .app
+            .url(&format!("/subscriptions/{}/events{query}", s.sub));
+        async move { crate::support::page_with(&client, &url).await }
+    };
+    let first = events("").await;
+    let states = crate::support::texts(&first, ".event-state");
+    assert_eq!(states, vec!["delivered"], "destination 1 sends every event");
+    assert!(
+        first.contains("id=\"destination-choices\""),
+        "two destinations: a choice"
+    );
+    assert!(
+        first.contains("the current destination (SOC (Datadog))"),
+        "{first}"
+    );
+    let second = events("?destination=2").await;
+    let states = crate::support::texts(&second, ".event-state");
+    assert_eq!(
+        states,
+        vec!["not sent (filtered)"],
+        "destination 2's filter"
+    );
+    assert!(second.contains("Archive (Datadog)"));
+    let missing = client
+        .get(
+            s.app
+                .url(&format!("/subscriptions/{}/events?destination=7", s.sub)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let router = cloudpki::web::metrics::router(s.app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let scrape = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for destination in ["1", "2"] {
+        let label = format!("destination=\"{destination}\"");
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with("cloudpki_backlog_events") && l.contains(&label)),
+            "{scrape}"
+        );
+    }
+}
