@@ -68,6 +68,28 @@ fn endpoint(host: &str, port: u16, ca: Option<&str>, client: Option<(&str, &str)
     }
 }
 
+/// Sends `bytes` over TLS to `host:port`, trusting the test CA, with `client` (certificate
+/// and key) when given.
+async fn send_tls(
+    host: &str,
+    port: u16,
+    pki: &Pki,
+    client: Option<(&str, &str)>,
+    bytes: &[u8],
+) -> Result<(), SyslogError> {
+    syslog::send_framed(
+        &endpoint(host, port, Some(&pki.ca_pem), client),
+        &egress(),
+        lookup(),
+        bytes,
+    )
+    .await
+}
+
+fn client_of(pki: &Pki) -> Option<(&str, &str)> {
+    Some((&pki.client_cert_pem, &pki.client_key_pem))
+}
+
 fn framed(logs: &[AuditLog], format: SyslogFormat) -> Vec<u8> {
     let app = AppName::parse("").unwrap();
     logs.iter()
@@ -91,14 +113,9 @@ async fn every_catalog_event_arrives_over_tls_as_rfc5424_json_and_parses_back() 
     let sub = Uuid::new_v4();
     let logs = catalog_events(sub);
     let bytes = framed(&logs, SyslogFormat::Rfc5424);
-    syslog::send_framed(
-        &endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect("sent");
+    send_tls("localhost", rsyslog.port, &pki, None, &bytes)
+        .await
+        .expect("sent");
     let lines = rsyslog.received(logs.len()).await;
     assert_eq!(lines.len(), logs.len(), "{lines:#?}");
     for (log, line) in logs.iter().zip(&lines) {
@@ -126,33 +143,18 @@ async fn every_catalog_event_arrives_as_cef_with_mutual_tls() {
     let bytes = framed(&logs, SyslogFormat::Cef);
 
     // Without a client certificate the receiver refuses the session: explained, not delivered.
-    let refused = syslog::send_framed(
-        &endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect_err("a client certificate is required");
+    let refused = send_tls("localhost", rsyslog.port, &pki, None, &bytes)
+        .await
+        .expect_err("a client certificate is required");
     assert!(matches!(refused, SyslogError::Tls(_)), "{refused}");
     assert!(
         refused.to_string().contains("client certificate"),
         "{refused}"
     );
 
-    syslog::send_framed(
-        &endpoint(
-            "localhost",
-            rsyslog.port,
-            Some(&pki.ca_pem),
-            Some((&pki.client_cert_pem, &pki.client_key_pem)),
-        ),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect("sent with the client certificate");
+    send_tls("localhost", rsyslog.port, &pki, client_of(&pki), &bytes)
+        .await
+        .expect("sent with the client certificate");
     let lines = rsyslog.received(logs.len()).await;
     assert_eq!(
         lines.len(),
@@ -194,14 +196,9 @@ async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_
     assert!(matches!(unknown_ca, SyslogError::Tls(_)), "{unknown_ca}");
     assert!(unknown_ca.to_string().contains("CA"), "{unknown_ca}");
 
-    let wrong_name = syslog::send_framed(
-        &endpoint("other.test", rsyslog.port, Some(&pki.ca_pem), None),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect_err("the certificate is for localhost");
+    let wrong_name = send_tls("other.test", rsyslog.port, &pki, None, &bytes)
+        .await
+        .expect_err("the certificate is for localhost");
     assert!(
         wrong_name.to_string().contains("not issued for other.test"),
         "{wrong_name}"
@@ -212,14 +209,9 @@ async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_
         .local_addr()
         .unwrap()
         .port();
-    let refused = syslog::send_framed(
-        &endpoint("localhost", closed, Some(&pki.ca_pem), None),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect_err("nothing listens");
+    let refused = send_tls("localhost", closed, &pki, None, &bytes)
+        .await
+        .expect_err("nothing listens");
     assert!(matches!(refused, SyslogError::NotSent(_)), "{refused}");
     assert!(refused.to_string().contains("refused"), "{refused}");
 
@@ -391,18 +383,94 @@ async fn a_receiver_that_accepts_but_never_answers_tls_is_a_timeout_with_nothing
     });
     let pki = Pki::new();
     let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
-    let silent = syslog::send_framed(
-        &endpoint("localhost", port, Some(&pki.ca_pem), None),
-        &egress(),
-        lookup(),
-        &bytes,
-    )
-    .await
-    .expect_err("no TLS answer");
+    let silent = send_tls("localhost", port, &pki, None, &bytes)
+        .await
+        .expect_err("no TLS answer");
     assert!(matches!(silent, SyslogError::NotSent(_)), "{silent}");
     assert!(
         silent.to_string().contains("did not finish within"),
         "{silent}"
     );
     holder.abort();
+}
+
+#[tokio::test]
+async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one() {
+    // A receiver that asks for a client certificate but lets the session through without one
+    // and keeps nothing of it (GnuTLS receivers in x509 modes close without an alert): without
+    // this check, the batch would count as delivered and be lost.
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+    let pki = Pki::new();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt as _;
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+                // Closes without a word, as if it had stored the batch.
+            });
+        }
+    });
+    let bytes = framed(&catalog_events(Uuid::new_v4())[..2], SyslogFormat::Rfc5424);
+    let refused = send_tls("localhost", port, &pki, None, &bytes)
+        .await
+        .expect_err("not counted as delivered");
+    assert!(matches!(refused, SyslogError::Tls(_)), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("asks for a client certificate"),
+        "{refused}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no event was written to it"
+    );
+    // With the certificate, the same receiver gets the batch.
+    send_tls("localhost", port, &pki, client_of(&pki), &bytes)
+        .await
+        .expect("sent with the client certificate");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        bytes.len()
+    );
+    server.abort();
 }

@@ -3,7 +3,14 @@
 //! cleanly (TLS `close_notify`). Syslog acknowledges nothing: a batch written and closed
 //! without an error is delivered; an error after the first byte left is "maybe sent".
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
 use tokio::{
@@ -243,7 +250,8 @@ pub async fn send_framed(
             let name = ServerName::try_from(endpoint.host.as_str().to_owned()).map_err(|_| {
                 SyslogError::Tls(format!("{} is not a name TLS can check", endpoint.host))
             })?;
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let (config, asked) = noting_certificate_requests(config);
+            let connector = tokio_rustls::TlsConnector::from(config);
             let handshake = connector.connect(name, &mut tcp);
             let mut tls = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
                 Ok(Ok(tls)) => tls,
@@ -256,6 +264,15 @@ pub async fn send_framed(
                     )))
                 }
             };
+            if asked.is_some_and(|asked| asked.0.load(Ordering::Acquire)) {
+                // Syslog acknowledges nothing: a receiver that wants a certificate and drops a
+                // session without one (GnuTLS receivers close without an alert) would look
+                // like a delivery. Nothing is written to it.
+                return Err(SyslogError::Tls(format!(
+                    "{} asks for a client certificate and none is set, so nothing was sent (a receiver that asks usually drops a session without one, silently). Paste the client certificate and its key (PEM) into the settings",
+                    endpoint.host
+                )));
+            }
             write_all(&mut tls, framed, &endpoint.host).await
         }
         (SyslogTransport::Tls, None) => Err(SyslogError::Tls(
@@ -263,6 +280,41 @@ pub async fn send_framed(
         )),
         (SyslogTransport::Tcp, _) => write_all(&mut tcp, framed, &endpoint.host).await,
     }
+}
+
+/// Notes that the server asked for a client certificate, where none is configured (it answers
+/// with none, as rustls' own resolver does).
+#[derive(Debug, Default)]
+struct CertificateAsked(AtomicBool);
+
+impl rustls::client::ResolvesClientCert for CertificateAsked {
+    fn resolve(
+        &self,
+        _acceptable_issuers: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Release);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// The TLS settings for one connection: without a client certificate, a copy that notes
+/// whether the server asks for one (this connection's own note, so parallel batches never mix
+/// them up).
+fn noting_certificate_requests(
+    config: &Arc<rustls::ClientConfig>,
+) -> (Arc<rustls::ClientConfig>, Option<Arc<CertificateAsked>>) {
+    if config.client_auth_cert_resolver.has_certs() {
+        return (config.clone(), None);
+    }
+    let asked = Arc::new(CertificateAsked::default());
+    let mut own = (**config).clone();
+    own.client_auth_cert_resolver = asked.clone();
+    (Arc::new(own), Some(asked))
 }
 
 /// The TLS failure in plain words: the certificate's name, its issuer, or the server's view of
