@@ -477,17 +477,10 @@ impl Notifier {
             tx,
             secret.subscription_id,
             &format!(
-                "expiry/{}{}/{}/{}/{threshold}",
-                // The first destination's keys stay as they were before destinations had
-                // numbers, so no reminder is sent twice across the upgrade.
-                if dest.number.is_first() {
-                    String::new()
-                } else {
-                    format!("{}/", dest.number)
-                },
-                secret.provider,
-                secret.name,
-                secret.expires_on
+                // Keys are unique across subscriptions: an administrator of two subscriptions
+                // gets each one's reminder.
+                "expiry/{}/{}/{}/{}/{}/{threshold}",
+                dest.subscription_id, dest.number, secret.provider, secret.name, secret.expires_on
             ),
             "credential_expiry",
             &view,

@@ -5,11 +5,11 @@ use super::history::describe_changes;
 use super::{Error, Service};
 use crate::{
     domain::{
-        destination::{DestinationKey, DestinationName, DestinationNo},
+        destination::{DestinationKey, DestinationName},
         events::EventFilter,
     },
     siem::provider::{self, StoredProvider},
-    store,
+    store::{self, siem::Slot},
 };
 
 /// The switch and the event filter of a save (`filter: None` keeps the stored one).
@@ -27,8 +27,10 @@ pub struct Export<'a> {
 /// Which destination a save writes, and its name.
 pub struct Target<'a> {
     pub subscription_id: uuid::Uuid,
-    /// `None`: add a destination (the subscription's next number).
-    pub destination: Option<DestinationNo>,
+    /// An existing destination, or one to add under the number the caller read with
+    /// [`store::siem::next_destination`] (and showed, and checked against): a save whose number
+    /// another add took meanwhile is refused as stale.
+    pub slot: Slot,
     /// The name (`None` keeps the stored one; `Some(None)` clears it).
     pub name: Option<Option<&'a DestinationName>>,
 }
@@ -48,9 +50,8 @@ pub async fn save(
     let sub = target.subscription_id;
     // An added destination's secrets are sealed for the number it will get; the save checks
     // under the subscription's lock that no other add took it meanwhile.
-    let number = match target.destination {
-        Some(number) => number,
-        None => store::siem::next_destination(svc.pool, sub).await?,
+    let number = match target.slot {
+        Slot::Existing(number) | Slot::Added(number) => number,
     };
     let dest = DestinationKey::new(sub, number);
     let Export {
@@ -62,7 +63,7 @@ pub async fn save(
     } = export;
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
-    if target.destination.is_none() {
+    if matches!(target.slot, Slot::Added(_)) {
         let name = target.name.flatten().map_or_else(
             || format!("Destination {number}"),
             |n| n.as_str().to_owned(),
@@ -107,10 +108,7 @@ pub async fn save(
     let save = store::siem::SettingsSave {
         expected,
         subscription_id: sub,
-        slot: match target.destination {
-            Some(n) => store::siem::Slot::Existing(n),
-            None => store::siem::Slot::Added(number),
-        },
+        slot: target.slot,
         name: target.name.map(|n| n.map(DestinationName::as_str)),
         user,
         enabled,

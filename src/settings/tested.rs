@@ -13,14 +13,15 @@ use crate::{
 /// How long secrets that passed Test Connection are held for Save changes.
 pub const TESTED_SECRETS_MINUTES: i64 = 10;
 
+/// The associated data of a session's tested secrets (the first destination's as before
+/// destinations had numbers).
 pub fn tested_context(dest: DestinationKey, provider: Provider, digest: &[u8]) -> String {
-    format!(
-        "{}/{}/{}/tested/{}",
-        dest.subscription_id,
-        dest.number,
-        provider.id(),
-        hex::encode(digest)
-    )
+    let (sub, digest) = (dest.subscription_id, hex::encode(digest));
+    if dest.number.is_first() {
+        format!("{sub}/{}/tested/{digest}", provider.id())
+    } else {
+        format!("{sub}/{}/{}/tested/{digest}", dest.number, provider.id())
+    }
 }
 
 /// After a green Test Connection: holds the secrets typed for it, sealed, bound to this

@@ -765,6 +765,9 @@ pub async fn settle(
             insert into delivery_parked (subscription_id, destination, provider, seq, state, reason, parked_at)
             select $1, $15, $2, p.seq, 'parked', p.reason, $3
             from unnest($4::bigint[], $5::text[]) as p(seq, reason)
+            -- Nothing to park for a destination removed while its claim was sending.
+            where exists (select 1 from delivery_destinations
+                          where subscription_id = $1 and destination = $15 and provider = $2)
             on conflict on constraint delivery_parked_pkey do update
                set state = 'parked', reason = excluded.reason, parked_at = excluded.parked_at,
                    in_flight = false
@@ -914,7 +917,10 @@ pub async fn finish(
     let held = sqlx::query_scalar!(
         "with attempt as (
             insert into delivery_attempts (subscription_id, destination, provider, at, outcome, events, detail)
-            values ($1, $15, $2, $4, $5, $6, $7)
+            select $1, $15, $2, $4, $5, $6, $7
+            -- Nothing to record for a destination removed while its claim was sending.
+            where exists (select 1 from delivery_destinations
+                          where subscription_id = $1 and destination = $15 and provider = $2)
          ), history as (
             insert into siem_settings_history (subscription_id, destination, user_id, user_email, outcome, changes)
             select $1, $15, null, 'cloudpki', 'saved',

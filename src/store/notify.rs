@@ -570,7 +570,8 @@ pub async fn prune_attempts(pool: &PgPool, keep: i64) -> Result<(), Error> {
     sqlx::query!(
         "delete from delivery_attempts a using (
             select subscription_id, id,
-                   row_number() over (partition by subscription_id, provider order by at desc, id desc) as n
+                   row_number() over (partition by subscription_id, destination, provider
+                                      order by at desc, id desc) as n
             from delivery_attempts) r
          where a.subscription_id = r.subscription_id and a.id = r.id and r.n > $1",
         keep

@@ -595,10 +595,7 @@ pub async fn save_settings(
     // The subscription's row, as the switch below takes it anyway (same lock mode, same order):
     // two saves of one subscription take turns here, so the second sees the first's version.
     let locked = sqlx::query!(
-        r#"select destinations_made,
-                  (select count(*) from siem_settings s where s.subscription_id = sub.id)
-                    as "live!"
-           from subscriptions sub where sub.id = $1 for no key update of sub"#,
+        "select destinations_made from subscriptions where id = $1 for no key update",
         sub
     )
     .fetch_optional(&mut *tx)
@@ -607,16 +604,18 @@ pub async fn save_settings(
     let dest = match save.slot {
         Slot::Existing(number) => DestinationKey::new(sub, number),
         Slot::Added(expected) => {
-            let live = usize::try_from(locked.live).unwrap_or(usize::MAX);
-            // Destination 1 counts even before its first save.
-            let first_saved = sqlx::query_scalar!(
-                "select count(*) from siem_settings where subscription_id = $1 and destination = 1",
+            // Counted after the lock (a statement of its own, so it sees what committed while
+            // this one waited); destination 1 counts even before its first save.
+            let others = sqlx::query_scalar!(
+                r#"select count(*) as "n!" from siem_settings
+                   where subscription_id = $1 and destination <> 1"#,
                 sub
             )
             .fetch_one(&mut *tx)
-            .await?
-            .unwrap_or(0);
-            let live = if first_saved == 0 { live + 1 } else { live };
+            .await?;
+            let live = usize::try_from(others)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
             if live >= MAX_DESTINATIONS {
                 return Err(Error::TooManyDestinations(MAX_DESTINATIONS));
             }

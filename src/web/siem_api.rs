@@ -807,7 +807,11 @@ async fn apply(
         (user.user_id, &user.email),
         crate::settings::save::Target {
             subscription_id: sub,
-            destination: target,
+            // An added destination under the number it was read and checked as.
+            slot: match target {
+                Some(number) => store::siem::Slot::Existing(number),
+                None => store::siem::Slot::Added(dest.number),
+            },
             name: name.as_ref().map(Option::as_ref),
         },
         crate::settings::save::Export {

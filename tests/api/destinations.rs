@@ -461,3 +461,55 @@ async fn the_events_page_and_the_metrics_show_each_destination_state() {
         );
     }
 }
+
+#[tokio::test]
+async fn credential_reminders_name_each_destination_and_reach_every_subscription() {
+    let s = Setup::two_destinations().await;
+    let expires = (chrono::Utc::now() + chrono::Duration::days(5))
+        .date_naive()
+        .to_string();
+    // The same key and date on both destinations, and on another subscription of the same
+    // administrator: each gets its own reminder.
+    let other = s.app.create_subscription("Fabrikam PKI").await;
+    let admin: Uuid = sqlx::query_scalar("select id from users where email = 'admin@example.com'")
+        .fetch_one(&s.app.pool)
+        .await
+        .unwrap();
+    s.app.add_member(admin, other, "admin").await;
+    for path in [
+        format!("/api/v1/subscriptions/{}/siem", s.sub),
+        format!("/api/v1/subscriptions/{}/destinations/2", s.sub),
+        format!("/api/v1/subscriptions/{other}/siem"),
+    ] {
+        let mut body = datadog("Archive", &s.archive, ARCHIVE_KEY);
+        body["datadog_api_key_expires_on"] = json!(expires);
+        if path.ends_with("/siem") {
+            body["name"] = Value::Null;
+        }
+        let (status, answer) =
+            call(&s.app, &s.token, reqwest::Method::PUT, &path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    s.app
+        .state
+        .notifier()
+        .run_once_at(chrono::Utc::now())
+        .await
+        .unwrap();
+    let mut subjects: Vec<String> = sqlx::query_scalar(
+        "select subject from notifications where kind = 'credential_expiry' order by subject",
+    )
+    .fetch_all(&s.app.pool)
+    .await
+    .unwrap();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec![
+            "The Archive (Datadog) API key of Contoso PKI expires in 5 days",
+            "The Datadog API key of Contoso PKI expires in 5 days",
+            "The Datadog API key of Fabrikam PKI expires in 5 days",
+        ],
+        "one reminder per destination and subscription"
+    );
+}

@@ -51,7 +51,7 @@ use crate::{
         Provider,
     },
     state::AppState,
-    store::{self, accounts::MembershipRow},
+    store::{self, accounts::MembershipRow, siem::Slot},
 };
 
 /// How many history entries the page lists.

@@ -37,9 +37,18 @@ pub(super) async fn submit(
         } else {
             "Tried to save SIEM settings without the admin role"
         };
+        // Under the destination asked for when it exists (else the first, whose history shows
+        // the subscription's additions): a number not in use gets no rows.
         let number = match which {
-            Which::Number(n) => n,
-            Which::New => DestinationNo::FIRST,
+            Which::Number(n)
+                if n.is_first()
+                    || store::siem::settings(state.pool(), DestinationKey::new(sub, n))
+                        .await?
+                        .is_some() =>
+            {
+                n
+            }
+            _ => DestinationNo::FIRST,
         };
         store::siem::record_history(
             state.pool(),
@@ -187,23 +196,27 @@ async fn test(
         .filter_map(|u| u.host_str().map(str::to_owned))
         .collect::<Vec<_>>()
         .join(", ");
-    store::siem::record_history(
-        state.pool(),
-        dest,
-        user.user_id,
-        &user.email,
-        "tested",
-        &[format!(
-            "Test Connection to {} ({}) {result}",
-            provider.label(),
-            if target.is_empty() {
-                "default address".to_owned()
-            } else {
-                target
-            }
-        )],
-    )
-    .await?;
+    // A destination not added yet has no history: its tests are not recorded under a number
+    // it may never get.
+    if s.loaded.which != Which::New {
+        store::siem::record_history(
+            state.pool(),
+            dest,
+            user.user_id,
+            &user.email,
+            "tested",
+            &[format!(
+                "Test Connection to {} ({}) {result}",
+                provider.label(),
+                if target.is_empty() {
+                    "default address".to_owned()
+                } else {
+                    target
+                }
+            )],
+        )
+        .await?;
+    }
     // A signing secret generated for this test comes back with the page (shown once),
     // so that Save changes keeps the secret the receiver was just tested with.
     let generated = validated.generated_secret.clone();
@@ -340,9 +353,10 @@ async fn save_changes(
         (user.user_id, &user.email),
         Target {
             subscription_id: sub,
-            destination: match loaded.which {
-                Which::Number(n) => Some(n),
-                Which::New => None,
+            slot: match loaded.which {
+                Which::Number(n) => Slot::Existing(n),
+                // The number the page was read under (its tested secrets too).
+                Which::New => Slot::Added(loaded.key.number),
             },
             name: name.as_ref().map(Option::as_ref),
         },
