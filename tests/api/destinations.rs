@@ -102,6 +102,15 @@ impl Setup {
         self.app.sequenced().await;
     }
 
+    async fn notify(&self) {
+        self.app
+            .state
+            .notifier()
+            .run_once_at(chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+
     async fn forward(&self) {
         for _ in 0..4 {
             self.app.state.forwarder().forward_once().await.unwrap();
@@ -163,12 +172,7 @@ async fn a_failing_destination_does_not_hold_back_the_other_and_its_email_names_
     assert_eq!(list["destinations"][1]["state"], "failing", "{list}");
     assert_eq!(list["destinations"][1]["events_waiting"], 3, "{list}");
 
-    s.app
-        .state
-        .notifier()
-        .run_once_at(chrono::Utc::now())
-        .await
-        .unwrap();
+    s.notify().await;
     let subjects: Vec<String> = sqlx::query_scalar(
         "select subject from notifications where subscription_id = $1 and kind = 'failing'",
     )
@@ -490,12 +494,7 @@ async fn credential_reminders_name_each_destination_and_reach_every_subscription
             call(&s.app, &s.token, reqwest::Method::PUT, &path, Some(body)).await;
         assert_eq!(status, 200, "{path}: {answer}");
     }
-    s.app
-        .state
-        .notifier()
-        .run_once_at(chrono::Utc::now())
-        .await
-        .unwrap();
+    s.notify().await;
     let mut subjects: Vec<String> = sqlx::query_scalar(
         "select subject from notifications where kind = 'credential_expiry' order by subject",
     )
