@@ -512,3 +512,81 @@ async fn credential_reminders_name_each_destination_and_reach_every_subscription
         "one reminder per destination and subscription"
     );
 }
+
+#[tokio::test]
+async fn test_connection_and_replay_act_on_the_destination_they_are_pressed_for() {
+    let s = Setup::two_destinations().await;
+    let client = crate::support::new_client();
+    crate::support::login_with(&client, &s.app.base_url, "admin@example.com", PASSWORD).await;
+    let page_url = s
+        .app
+        .url(&format!("/subscriptions/{}/settings?destination=2", s.sub));
+    let page = crate::support::page_with(&client, &page_url).await;
+    assert_eq!(
+        crate::support::texts(&page, "#destination-title"),
+        vec!["Archive (Datadog)"]
+    );
+    let csrf = crate::support::csrf_token(&page);
+    let url = s.archive.base_url();
+    let tested = client
+        .post(&page_url)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("action", "test"),
+            ("siem_enabled", "on"),
+            ("provider", "datadog"),
+            ("datadog_site", "custom"),
+            ("datadog_url", url.as_str()),
+            ("destination_name", "Archive"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tested.status(), 200);
+    let answer = tested.text().await.unwrap();
+    assert!(
+        answer.contains("Datadog accepted the test log"),
+        "the stored key of destination 2 was used: {answer}"
+    );
+    assert_eq!(
+        s.archive.logs().len(),
+        1,
+        "the test log went to the archive"
+    );
+    assert!(s.soc.logs().is_empty(), "and not to the SOC");
+    let tested_rows: Vec<i16> = sqlx::query_scalar(
+        "select destination from siem_settings_history where subscription_id = $1 and outcome = 'tested'",
+    )
+    .bind(s.sub)
+    .fetch_all(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(tested_rows, vec![2], "recorded in destination 2's history");
+
+    // Replay resends to destination 2 only.
+    s.send_events(2, 4888).await;
+    s.forward().await;
+    let (soc_before, archive_before) = (s.soc.logs().len(), s.archive.logs().len());
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let to = (chrono::Utc::now() + chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            "destinations/2/replay",
+            Some(json!({"replay_from": from, "replay_to": to})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"], 2, "{body}");
+    s.forward().await;
+    assert_eq!(
+        s.archive.logs().len(),
+        archive_before + 2,
+        "resent to the archive"
+    );
+    assert_eq!(s.soc.logs().len(), soc_before, "the SOC got nothing again");
+}
