@@ -727,6 +727,19 @@ impl DestinationRow {
     pub fn number(&self) -> DestinationNo {
         DestinationNo::new(self.destination).unwrap_or(DestinationNo::FIRST)
     }
+
+    /// Its state in a word, as the API says it: `off`, `paused`, `failing` or `on`.
+    pub fn state(&self) -> &'static str {
+        if !self.enabled {
+            "off"
+        } else if self.paused {
+            "paused"
+        } else if self.status.as_deref() == Some("failing") {
+            "failing"
+        } else {
+            "on"
+        }
+    }
 }
 
 /// A subscription's (`$1`) destinations that were ever saved, by number: shared by

@@ -1062,21 +1062,12 @@ async fn list_destinations(
     let listed: Vec<Value> = rows
         .drain(..)
         .map(|d| {
-            let state = if !d.enabled {
-                "off"
-            } else if d.paused {
-                "paused"
-            } else if d.status.as_deref() == Some("failing") {
-                "failing"
-            } else {
-                "on"
-            };
             json!({
                 "destination_id": d.number(),
                 "name": d.name,
                 "provider": d.provider,
                 "siem_enabled": d.enabled,
-                "state": state,
+                "state": d.state(),
                 "events_waiting": d.owed,
                 "updated_at": d.updated_at,
                 "url": format!("/api/v1/subscriptions/{sub}/destinations/{}", d.number()),

@@ -26,6 +26,26 @@ async fn open_settings(browser: &Browser) {
     summary.click().await.unwrap();
 }
 
+/// Chooses a custom Datadog site and types its intake URL and an API key.
+async fn fill_custom_datadog(browser: &Browser, url: &str, key: &str) {
+    let c = &browser.client;
+    c.find(Locator::Css("#datadog_site"))
+        .await
+        .unwrap()
+        .select_by_value("custom")
+        .await
+        .unwrap();
+    let field = c.find(Locator::Css("#datadog_url")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(url).await.unwrap();
+    c.find(Locator::Css("#datadog_api_key"))
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+}
+
 async fn status_text(browser: &Browser) -> String {
     browser
         .wait_css("[role=status] .status-message")
@@ -167,24 +187,9 @@ async fn a_wrong_key_shows_the_invalid_key_message() {
         .await;
     let intake = FakeDatadog::start(KEY).await;
     let browser = Browser::start().await;
-    let c = &browser.client;
     sign_in(&browser, &app, "admin@example.com").await;
     open_settings(&browser).await;
-    c.find(Locator::Css("#datadog_site"))
-        .await
-        .unwrap()
-        .select_by_value("custom")
-        .await
-        .unwrap();
-    let url = c.find(Locator::Css("#datadog_url")).await.unwrap();
-    url.clear().await.unwrap();
-    url.send_keys(&intake.base_url()).await.unwrap();
-    c.find(Locator::Css("#datadog_api_key"))
-        .await
-        .unwrap()
-        .send_keys(WRONG_KEY)
-        .await
-        .unwrap();
+    fill_custom_datadog(&browser, &intake.base_url(), WRONG_KEY).await;
     browser.submit_with("#test-connection").await;
     let status = status_text(&browser).await;
     assert!(status.contains("Datadog refused the API key"), "{status}");
@@ -484,21 +489,7 @@ async fn an_admin_adds_a_second_destination_and_removes_it_after_confirming() {
         .select_by_label("Datadog")
         .await
         .unwrap();
-    c.find(Locator::Css("#datadog_site"))
-        .await
-        .unwrap()
-        .select_by_value("custom")
-        .await
-        .unwrap();
-    let url = c.find(Locator::Css("#datadog_url")).await.unwrap();
-    url.clear().await.unwrap();
-    url.send_keys(&archive.base_url()).await.unwrap();
-    c.find(Locator::Css("#datadog_api_key"))
-        .await
-        .unwrap()
-        .send_keys(WRONG_KEY)
-        .await
-        .unwrap();
+    fill_custom_datadog(&browser, &archive.base_url(), WRONG_KEY).await;
     browser.submit_with("#save-changes").await;
     assert_eq!(status_text(&browser).await, "Settings saved.");
     assert!(c

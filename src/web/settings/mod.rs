@@ -179,16 +179,13 @@ pub(crate) fn destination_label(
     }
 }
 
-/// A listed destination's state, in a word.
+/// A listed destination's state, as the page words it.
 fn destination_state(row: &store::siem::DestinationRow) -> &'static str {
-    if !row.enabled {
-        "Off"
-    } else if row.paused {
-        "Paused"
-    } else if row.status.as_deref() == Some("failing") {
-        "Failing"
-    } else {
-        "On"
+    match row.state() {
+        "off" => "Off",
+        "paused" => "Paused",
+        "failing" => "Failing",
+        _ => "On",
     }
 }
 
