@@ -252,12 +252,17 @@ pub async fn record_history(
     outcome: &str,
     changes: &[String],
 ) -> Result<(), Error> {
-    // Refused attempts coalesce: one row per actor, attempt and minute, counted.
+    // Refused attempts coalesce: one row per actor, attempt and minute, counted. A
+    // destination removed meanwhile (a button pressed on its page as it went) gets no row: its
+    // number is never used again, and its removal is the last word of its history.
     sqlx::query!(
         "insert into siem_settings_history
             (subscription_id, destination, user_id, user_email, outcome, changes, denied_minute)
-         values ($1, $6, $2, $3, $4, $5,
-                 case when $4 = 'denied' then date_trunc('minute', now()) end)
+         select $1, $6::smallint, $2, $3, $4, $5,
+                case when $4 = 'denied' then date_trunc('minute', now()) end
+         where $6::smallint = 1 or $4 = 'removed'
+            or exists (select 1 from siem_settings
+                       where subscription_id = $1 and destination = $6::smallint)
          on conflict (subscription_id, destination, user_id, denied_minute, changes)
             where outcome = 'denied'
          do update set repeats = siem_settings_history.repeats + 1, at = excluded.at",

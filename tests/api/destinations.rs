@@ -54,7 +54,10 @@ impl Setup {
     /// A subscription whose first destination is "SOC" (Datadog) and second "Archive" (another
     /// Datadog intake, with its own key).
     async fn two_destinations() -> Setup {
-        let app = TestApp::spawn().await;
+        Setup::two_destinations_on(TestApp::spawn().await).await
+    }
+
+    async fn two_destinations_on(app: TestApp) -> Setup {
         let sub = app.create_subscription("Contoso PKI").await;
         app.create_user("admin@example.com", PASSWORD, sub, "admin")
             .await;
@@ -270,6 +273,38 @@ async fn removing_a_destination_counts_what_it_still_owed_and_the_history_says_w
     assert!(
         removed.starts_with("admin@example.com: Removed destination Archive (Datadog); 4 event(s)"),
         "{removed}"
+    );
+    // A button pressed on its page as it went records nothing under its number.
+    let admin: Uuid = sqlx::query_scalar("select id from users where email = 'admin@example.com'")
+        .fetch_one(&s.app.pool)
+        .await
+        .unwrap();
+    let two = cloudpki::domain::destination::DestinationKey::new(
+        s.sub,
+        cloudpki::domain::destination::DestinationNo::parse("2").unwrap(),
+    );
+    cloudpki::store::siem::record_history(
+        &s.app.pool,
+        two,
+        admin,
+        "admin@example.com",
+        "paused",
+        &["Export paused".to_owned()],
+    )
+    .await
+    .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select outcome from siem_settings_history where subscription_id = $1 and destination = 2
+         and outcome <> 'added' order by id",
+    )
+    .bind(s.sub)
+    .fetch_all(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec!["paused", "removed"],
+        "the removal is its last word"
     );
     // Nothing of it is left behind, and its number is never reused.
     for table in [
@@ -589,4 +624,55 @@ async fn test_connection_and_replay_act_on_the_destination_they_are_pressed_for(
         "resent to the archive"
     );
     assert_eq!(s.soc.logs().len(), soc_before, "the SOC got nothing again");
+}
+
+#[tokio::test]
+async fn a_hung_destination_never_delays_a_sparse_tenants_other_destination() {
+    use std::time::Duration;
+    let overrides = cloudpki::app::Overrides {
+        siem_timeouts: Some(cloudpki::siem::egress::HttpTimeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(60),
+        }),
+        forwarder_sweep: Some(Duration::from_millis(100)),
+        ..cloudpki::app::Overrides::default()
+    };
+    let app = TestApp::spawn_with_overrides(crate::support::test_env(), overrides).await;
+    let s = Setup::two_destinations_on(app).await;
+    // The archive now answers nothing: it accepts the connection and holds it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let (status, body) = s
+        .call(
+            reqwest::Method::PATCH,
+            "destinations/2",
+            Some(json!({"datadog_url": hung_url, "datadog_api_key": ARCHIVE_KEY})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(s.app.state.forwarder().run(stop));
+    // One event at a time, as a quiet subscription records them.
+    let ingest = s.app.token(s.sub).await;
+    for n in 1..=4 {
+        s.app.post_n(&ingest, 1, 4888).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while s.soc.logs().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "event {n} waited for the hung destination"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    assert!(s.archive.logs().is_empty());
+    stop_tx.send(true).unwrap();
+    running.abort();
+    holder.abort();
 }
