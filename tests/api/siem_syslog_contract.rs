@@ -212,7 +212,16 @@ async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_
     let refused = send_tls("localhost", closed, &pki, None, &bytes)
         .await
         .expect_err("nothing listens");
-    assert!(matches!(refused, SyslogError::NotSent(_)), "{refused}");
+    assert!(
+        matches!(
+            refused,
+            SyslogError::NotSent {
+                why: syslog::Unreached::Refused,
+                ..
+            }
+        ),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("refused"), "{refused}");
 
     // An address outside the outbound policy is never connected to.
@@ -386,7 +395,16 @@ async fn a_receiver_that_accepts_but_never_answers_tls_is_a_timeout_with_nothing
     let silent = send_tls("localhost", port, &pki, None, &bytes)
         .await
         .expect_err("no TLS answer");
-    assert!(matches!(silent, SyslogError::NotSent(_)), "{silent}");
+    assert!(
+        matches!(
+            silent,
+            SyslogError::NotSent {
+                why: syslog::Unreached::TimedOut,
+                ..
+            }
+        ),
+        "{silent}"
+    );
     assert!(
         silent.to_string().contains("did not finish within"),
         "{silent}"

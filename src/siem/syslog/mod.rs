@@ -156,11 +156,11 @@ fn parse(check: &mut FormCheck<'_>) -> Value {
     if transport == Some(SyslogTransport::Tls) {
         let client = client_cert.as_deref().zip(client_key.as_deref());
         if let Err(e) = tls_config(ca.as_deref(), client) {
-            let field = if e.contains("CA") {
-                "syslog_ca_pem"
-            } else {
-                "syslog_client_cert_pem"
+            let field = match e.part {
+                TlsPart::Ca => "syslog_ca_pem",
+                TlsPart::Client | TlsPart::Library => "syslog_client_cert_pem",
             };
+            let e = e.message;
             check.error(field, format!("{}{}.", e[..1].to_uppercase(), &e[1..]));
         }
     }
@@ -215,7 +215,7 @@ fn build(
                 None => None,
             };
             Some(Arc::new(
-                tls_config(settings.ca_pem.as_deref(), client).map_err(BuildError::Invalid)?,
+                tls_config(settings.ca_pem.as_deref(), client).map_err(BuildError::invalid)?,
             ))
         }
         SyslogTransport::Tcp => None,
@@ -295,9 +295,9 @@ impl SyslogDestination {
         match send_framed(&self.endpoint, egress, self.lookup.clone(), &batch.body).await {
             Ok(()) => Ok(Disposition::Delivered),
             Err(SyslogError::Denied(reason)) => Err(SendError::EgressDenied { reason }),
-            Err(SyslogError::NotSent(reason)) => Ok(Disposition::Retry {
+            Err(SyslogError::NotSent { detail, .. }) => Ok(Disposition::Retry {
                 after: None,
-                reason: format!("The syslog receiver could not be reached: {reason}."),
+                reason: format!("The syslog receiver could not be reached: {detail}."),
             }),
             Err(SyslogError::Tls(reason)) => Ok(Disposition::AuthFailed {
                 reason: format!("TLS with the syslog receiver failed: {reason}."),
@@ -331,10 +331,10 @@ impl SyslogDestination {
                 })
             }
             Err(SyslogError::Denied(reason)) => Err(failure(TestFailureKind::EgressDenied, format!("The call was blocked by this server's outbound policy and nothing was sent. {reason}."))),
-            Err(SyslogError::NotSent(reason)) if reason.contains("refused") => Err(failure(TestFailureKind::ConnectionRefused, format!("Nothing was sent: {reason}. Check the host and port and that the receiver listens for TCP syslog there."))),
-            Err(SyslogError::NotSent(reason)) if reason.contains("timed out") || reason.contains("did not finish") => Err(failure(TestFailureKind::Timeout, format!("Nothing was sent: {reason}. Check that this server can reach {at} (firewall rules)."))),
-            Err(SyslogError::NotSent(reason)) if reason.contains("resolved") => Err(failure(TestFailureKind::Dns, format!("Nothing was sent: {reason}. Check the spelling of the host."))),
-            Err(SyslogError::NotSent(reason)) => Err(failure(TestFailureKind::Other, format!("Nothing was sent: {reason}."))),
+            Err(SyslogError::NotSent { why: Unreached::Refused, detail }) => Err(failure(TestFailureKind::ConnectionRefused, format!("Nothing was sent: {detail}. Check the host and port and that the receiver listens for TCP syslog there."))),
+            Err(SyslogError::NotSent { why: Unreached::TimedOut, detail }) => Err(failure(TestFailureKind::Timeout, format!("Nothing was sent: {detail}. Check that this server can reach {at} (firewall rules)."))),
+            Err(SyslogError::NotSent { why: Unreached::Unresolved, detail }) => Err(failure(TestFailureKind::Dns, format!("Nothing was sent: {detail}. Check the spelling of the host."))),
+            Err(SyslogError::NotSent { why: Unreached::Failed, detail }) => Err(failure(TestFailureKind::Other, format!("Nothing was sent: {detail}."))),
             Err(SyslogError::Tls(reason)) => Err(failure(TestFailureKind::Tls, format!("TLS with {at} failed: {reason}."))),
             Err(SyslogError::MaybeSent(reason)) => Err(failure(TestFailureKind::ConnectionClosed, format!("The connection to {at} broke: {reason}."))),
         }

@@ -45,8 +45,8 @@ pub enum SyslogError {
     #[error("{0}")]
     Denied(String),
     /// Nothing was sent: the destination's settings or the network (retry later).
-    #[error("{0}")]
-    NotSent(String),
+    #[error("{detail}")]
+    NotSent { why: Unreached, detail: String },
     /// The server's certificate was refused, or it refused ours: a settings problem.
     #[error("{0}")]
     Tls(String),
@@ -55,50 +55,105 @@ pub enum SyslogError {
     MaybeSent(String),
 }
 
+/// Why the receiver was not reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreached {
+    /// Nothing listens on the port (the connection was refused).
+    Refused,
+    /// Connecting or the TLS handshake took too long.
+    TimedOut,
+    /// The host name has no address.
+    Unresolved,
+    /// Connecting failed otherwise (an unreachable network, …).
+    Failed,
+}
+
+impl SyslogError {
+    fn not_sent(why: Unreached, detail: String) -> SyslogError {
+        SyslogError::NotSent { why, detail }
+    }
+}
+
+/// Which part of the TLS settings is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPart {
+    /// The CA certificate.
+    Ca,
+    /// The client certificate or its key.
+    Client,
+    /// TLS itself could not be set up (not the settings' fault).
+    Library,
+}
+
+/// Why the TLS settings cannot be used: the part at fault, in words.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TlsSetupError {
+    pub part: TlsPart,
+    pub message: String,
+}
+
 /// The TLS client settings: the public roots plus `ca_pem`'s certificates, and a client
 /// certificate (chain and key, PEM) for mutual TLS.
 pub fn tls_config(
     ca_pem: Option<&str>,
-    client: Option<(&str, &str)>,
-) -> Result<rustls::ClientConfig, String> {
+    client_pair: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let ca = |message| TlsSetupError {
+        part: TlsPart::Ca,
+        message,
+    };
+    let client = |message| TlsSetupError {
+        part: TlsPart::Client,
+        message,
+    };
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|_| "the CA certificate is not valid PEM".to_owned())?;
+            let cert = cert.map_err(|_| ca("the CA certificate is not valid PEM".to_owned()))?;
             roots
                 .add(cert)
-                .map_err(|e| format!("the CA certificate cannot be used ({e})"))?;
+                .map_err(|e| ca(format!("the CA certificate cannot be used ({e})")))?;
             added += 1;
         }
         if added == 0 {
-            return Err(
+            return Err(ca(
                 "the CA field holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-            );
+            ));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS cannot be set up ({e})"))?
+        .map_err(|e| TlsSetupError {
+            part: TlsPart::Library,
+            message: format!("TLS cannot be set up ({e})"),
+        })?
         .with_root_certificates(roots);
-    match client {
+    match client_pair {
         None => Ok(builder.with_no_client_auth()),
         Some((chain_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(chain_pem.as_bytes())
                     .collect::<Result<_, _>>()
-                    .map_err(|_| "the client certificate is not valid PEM".to_owned())?;
+                    .map_err(|_| client("the client certificate is not valid PEM".to_owned()))?;
             if chain.is_empty() {
-                return Err("the client certificate field holds no PEM certificate".into());
+                return Err(client(
+                    "the client certificate field holds no PEM certificate".into(),
+                ));
             }
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
-                "the client key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned()
+                client(
+                    "the client key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned(),
+                )
             })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("the client certificate and key do not go together ({e})"))
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                client(format!(
+                    "the client certificate and key do not go together ({e})"
+                ))
+            })
         }
     }
 }
@@ -117,30 +172,44 @@ async fn connect(
                 "{host} resolves only to addresses this server's outbound policy blocks ({}); nothing was sent",
                 denied.addrs
             )),
-            None => SyslogError::NotSent(format!("{host} could not be resolved ({e})")),
+            None => SyslogError::not_sent(
+                Unreached::Unresolved,
+                format!("{host} could not be resolved ({e})"),
+            ),
         }
     })?;
-    let mut last = String::new();
+    let mut last = (Unreached::Unresolved, format!("{host} has no address"));
     for ip in addrs {
         let addr = SocketAddr::new(ip, endpoint.port);
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = format!(
-                    "{addr} refused the connection (nothing listens on port {})",
-                    endpoint.port
+                last = (
+                    Unreached::Refused,
+                    format!(
+                        "{addr} refused the connection (nothing listens on port {})",
+                        endpoint.port
+                    ),
                 );
             }
-            Ok(Err(e)) => last = format!("connecting to {addr} failed ({e})"),
+            Ok(Err(e)) => {
+                last = (
+                    Unreached::Failed,
+                    format!("connecting to {addr} failed ({e})"),
+                )
+            }
             Err(_) => {
-                last = format!(
-                    "connecting to {addr} timed out after {} s",
-                    CONNECT_TIMEOUT.as_secs()
+                last = (
+                    Unreached::TimedOut,
+                    format!(
+                        "connecting to {addr} timed out after {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
                 )
             }
         }
     }
-    Err(SyslogError::NotSent(last))
+    Err(SyslogError::not_sent(last.0, last.1))
 }
 
 /// How long the receiver has to close its side after ours, or to say it refused us (a TLS
@@ -257,11 +326,14 @@ pub async fn send_framed(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return Err(SyslogError::Tls(explain_tls(&endpoint.host, &e))),
                 Err(_) => {
-                    return Err(SyslogError::NotSent(format!(
-                        "the TLS handshake with {} did not finish within {} s",
-                        endpoint.host,
-                        CONNECT_TIMEOUT.as_secs()
-                    )))
+                    return Err(SyslogError::not_sent(
+                        Unreached::TimedOut,
+                        format!(
+                            "the TLS handshake with {} did not finish within {} s",
+                            endpoint.host,
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    ))
                 }
             };
             if asked.is_some_and(|asked| asked.0.load(Ordering::Acquire)) {
