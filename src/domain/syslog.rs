@@ -6,6 +6,9 @@ use std::fmt;
 /// The TLS syslog port of RFC 5425.
 pub const DEFAULT_TLS_PORT: u16 = 6514;
 
+/// The port rsyslog's RELP examples listen on (RELP has none assigned).
+pub const DEFAULT_RELP_PORT: u16 = 20514;
+
 /// Longest APP-NAME RFC 5424 allows.
 pub const MAX_APP_NAME_CHARS: usize = 48;
 
@@ -48,11 +51,12 @@ impl fmt::Display for SyslogHost {
     }
 }
 
-/// A TCP port, 1 to 65535 (empty: the TLS syslog port, 6514).
-pub fn parse_port(input: &str) -> Result<u16, String> {
+/// A TCP port, 1 to 65535 (empty: the transport's usual port: 6514 for syslog over TLS or
+/// TCP, 20514 for RELP).
+pub fn parse_port(input: &str, transport: SyslogTransport) -> Result<u16, String> {
     let text = input.trim();
     if text.is_empty() {
-        return Ok(DEFAULT_TLS_PORT);
+        return Ok(transport.default_port());
     }
     match text.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
@@ -69,6 +73,9 @@ pub enum SyslogTransport {
     Tls,
     /// RFC 6587: plain TCP, only to hosts the outbound policy allows as internal.
     Tcp,
+    /// RELP (rsyslog's Reliable Event Logging Protocol) over TLS: every message acknowledged
+    /// by the receiver.
+    Relp,
 }
 
 impl SyslogTransport {
@@ -76,8 +83,9 @@ impl SyslogTransport {
         match input.trim() {
             "" | "tls" => Ok(SyslogTransport::Tls),
             "tcp" => Ok(SyslogTransport::Tcp),
+            "relp" => Ok(SyslogTransport::Relp),
             other => Err(format!(
-                "`{other}` is not a transport: choose tls (RFC 5425) or tcp (RFC 6587, internal relays only)."
+                "`{other}` is not a transport: choose tls (RFC 5425), relp (RELP over TLS, acknowledged) or tcp (RFC 6587, internal relays only)."
             )),
         }
     }
@@ -86,6 +94,20 @@ impl SyslogTransport {
         match self {
             SyslogTransport::Tls => "tls",
             SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Relp => "relp",
+        }
+    }
+
+    /// Whether the connection is TLS (the receiver's certificate checked).
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SyslogTransport::Tls | SyslogTransport::Relp)
+    }
+
+    /// The port a receiver of this transport usually listens on.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SyslogTransport::Relp => DEFAULT_RELP_PORT,
+            SyslogTransport::Tls | SyslogTransport::Tcp => DEFAULT_TLS_PORT,
         }
     }
 }
@@ -168,12 +190,15 @@ mod tests {
 
     #[test]
     fn ports_transports_formats_and_app_names_have_defaults_and_explain_the_rest() {
-        assert_eq!(parse_port(""), Ok(6514));
-        assert_eq!(parse_port("514"), Ok(514));
-        assert!(parse_port("0").is_err());
-        assert!(parse_port("70000").is_err());
+        assert_eq!(parse_port("", SyslogTransport::Tls), Ok(6514));
+        assert_eq!(parse_port("514", SyslogTransport::Tls), Ok(514));
+        assert!(parse_port("0", SyslogTransport::Tls).is_err());
+        assert!(parse_port("70000", SyslogTransport::Tls).is_err());
         assert_eq!(SyslogTransport::parse(""), Ok(SyslogTransport::Tls));
         assert_eq!(SyslogTransport::parse("tcp"), Ok(SyslogTransport::Tcp));
+        assert_eq!(SyslogTransport::parse("relp"), Ok(SyslogTransport::Relp));
+        assert_eq!(parse_port(" ", SyslogTransport::Relp), Ok(20514));
+        assert_eq!(parse_port("", SyslogTransport::Tls), Ok(6514));
         assert!(SyslogTransport::parse("udp").is_err());
         assert_eq!(SyslogFormat::parse("cef"), Ok(SyslogFormat::Cef));
         assert!(SyslogFormat::parse("leef").is_err());

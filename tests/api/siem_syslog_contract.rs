@@ -492,3 +492,107 @@ async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one(
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn over_relp_every_catalog_event_is_acknowledged_and_arrives_with_mutual_tls() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start_relp(&pki, true).await;
+    let logs = catalog_events(Uuid::new_v4());
+    let bytes = framed(&logs, SyslogFormat::Rfc5424);
+    let relp = |client| Endpoint {
+        transport: SyslogTransport::Relp,
+        ..endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), client)
+    };
+    // Without a client certificate: refused, nothing counted as delivered.
+    let refused = syslog::send_framed(&relp(None), &egress(), lookup(), &bytes)
+        .await
+        .expect_err("a client certificate is required");
+    assert!(
+        refused.to_string().contains("client certificate"),
+        "{refused}"
+    );
+    // With it, every message is acknowledged before the batch counts as delivered.
+    syslog::send_framed(&relp(client_of(&pki)), &egress(), lookup(), &bytes)
+        .await
+        .unwrap_or_else(|e| panic!("acknowledged: {e}; rsyslog: {}", rsyslog.complaints()));
+    let lines = rsyslog.received(logs.len()).await;
+    assert_eq!(lines.len(), logs.len(), "{lines:#?}");
+    for (log, line) in logs.iter().zip(&lines) {
+        let (_, fields, msg) = parts(line);
+        assert_eq!(fields[5], log.event_id.to_string(), "MSGID is the Event ID");
+        let json: Value = serde_json::from_str(msg).unwrap();
+        assert_eq!(json["EventUuid"], log.uuid.to_string());
+        assert_eq!(json["Sequence"], log.sequence);
+    }
+}
+
+#[tokio::test]
+async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
+    // A RELP receiver that opens the session, acknowledges the first message, then hangs up:
+    // the batch is not delivered, and says how far it got.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = {
+        use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    };
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(socket).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut answered = 0;
+        loop {
+            let n = tls.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let frames = seen.iter().filter(|b| **b == b'\n').count();
+            // Answer the open (txnr 1) and the first message (txnr 2), then hang up.
+            while answered < frames.min(2) {
+                answered += 1;
+                let rsp = format!("{answered} rsp 6 200 OK\n");
+                tls.write_all(rsp.as_bytes()).await.unwrap();
+            }
+            if frames > 2 {
+                break;
+            }
+        }
+    });
+    let logs = catalog_events(Uuid::new_v4());
+    let bytes = framed(&logs[..3], SyslogFormat::Rfc5424);
+    let endpoint = Endpoint {
+        transport: SyslogTransport::Relp,
+        ..endpoint("localhost", port, Some(&pki.ca_pem), None)
+    };
+    let started = std::time::Instant::now();
+    let unconfirmed = syslog::send_framed(&endpoint, &egress(), lookup(), &bytes)
+        .await
+        .expect_err("not every message was acknowledged");
+    assert!(
+        matches!(unconfirmed, SyslogError::MaybeSent(_)),
+        "{unconfirmed}"
+    );
+    assert!(
+        unconfirmed
+            .to_string()
+            .starts_with("1 of 3 messages were acknowledged"),
+        "{unconfirmed}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    server.abort();
+}

@@ -15,12 +15,14 @@
 //! Sending (`service`): one connection per batch through the egress guard, TLS (the public
 //! roots plus a configured CA, mutual TLS optional) or plain TCP, closed cleanly; failures
 //! explained (name, issuer, refused, timeout), an error after the first byte "maybe sent".
+//! Over RELP (`relp`), every message is acknowledged by the receiver before the batch counts.
 //!
-//! Fields: `syslog_host`, `syslog_port` (6514), `syslog_transport` (`tls`, or `tcp` for hosts
-//! the outbound policy allows as internal), `syslog_format` (`rfc5424` or `cef`),
+//! Fields: `syslog_host`, `syslog_port` (6514; 20514 for RELP), `syslog_transport` (`tls`,
+//! `relp` for RELP over TLS, or `tcp` for hosts the outbound policy allows as internal), `syslog_format` (`rfc5424` or `cef`),
 //! `syslog_ca_pem` (a CA to trust beyond the public ones), `syslog_client_cert_pem` and the
 //! write-only `syslog_client_key_pem` (mutual TLS), `syslog_app_name` (`EZCA`).
 
+mod relp;
 mod request;
 mod service;
 
@@ -34,9 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::syslog::{
-    parse_port, AppName, SyslogFormat, SyslogHost, SyslogTransport, DEFAULT_TLS_PORT,
-};
+use crate::domain::syslog::{parse_port, AppName, SyslogFormat, SyslogHost, SyslogTransport};
 use crate::siem::egress::{BoxFuture, EgressPolicy, Lookup, Standing};
 use crate::siem::provider::{
     needed, settings_of, stored, BuildError, Choice, Context, Field, FieldKind, FormCheck,
@@ -80,6 +80,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
 fn transport_choices() -> Vec<Choice> {
     vec![
         Choice::new("tls", "TLS (RFC 5425)"),
+        Choice::new(
+            "relp",
+            "RELP over TLS (rsyslog), every message acknowledged",
+        ),
         Choice::new("tcp", "Plain TCP (RFC 6587), internal relays only"),
     ]
 }
@@ -126,9 +130,12 @@ fn parse(check: &mut FormCheck<'_>) -> Value {
             Ok(host)
         },
     );
-    let port = parse_port(&check.get("syslog_port"))
-        .map_err(|e| check.error("syslog_port", e))
-        .ok();
+    let port = parse_port(
+        &check.get("syslog_port"),
+        transport.unwrap_or(SyslogTransport::Tls),
+    )
+    .map_err(|e| check.error("syslog_port", e))
+    .ok();
     let format = SyslogFormat::parse(&check.get("syslog_format"))
         .map_err(|e| check.error("syslog_format", e))
         .ok();
@@ -153,7 +160,7 @@ fn parse(check: &mut FormCheck<'_>) -> Value {
         check.unseal("client_key");
     }
     // The TLS settings must hold together (the key matches the certificate, the CA parses).
-    if transport == Some(SyslogTransport::Tls) {
+    if transport.is_some_and(SyslogTransport::uses_tls) {
         let client = client_cert.as_deref().zip(client_key.as_deref());
         if let Err(e) = tls_config(ca.as_deref(), client) {
             let field = match e.part {
@@ -206,7 +213,7 @@ fn build(
     let format = settings.format.unwrap_or(SyslogFormat::Rfc5424);
     let app = settings.app_name.unwrap_or_default();
     let tls = match transport {
-        SyslogTransport::Tls => {
+        SyslogTransport::Tls | SyslogTransport::Relp => {
             let client = match &settings.client_cert_pem {
                 Some(cert) => Some((
                     cert.as_str(),
@@ -223,7 +230,7 @@ fn build(
     Ok(Box::new(SyslogDestination {
         endpoint: Endpoint {
             host,
-            port: settings.port.unwrap_or(DEFAULT_TLS_PORT),
+            port: settings.port.unwrap_or(transport.default_port()),
             transport,
             tls,
         },
@@ -306,6 +313,9 @@ impl SyslogDestination {
                 after: None,
                 reason: format!("The syslog connection broke: {reason}."),
             }),
+            Err(SyslogError::Refused(reason)) => Ok(Disposition::AuthFailed {
+                reason: format!("The syslog receiver refused the session: {reason}."),
+            }),
         }
     }
 
@@ -321,11 +331,13 @@ impl SyslogDestination {
         match send_framed(&self.endpoint, egress, self.lookup.clone(), &body).await {
             Ok(()) => {
                 let query = format!("APP-NAME {}, MSGID 0", self.app.as_str());
+                let message = match self.endpoint.transport {
+                    SyslogTransport::Relp => format!("The syslog receiver at {at} acknowledged the test message over RELP (TLS). Find it by {query}."),
+                    SyslogTransport::Tls => format!("The syslog receiver at {at} took the test message over TLS and closed the session cleanly (syslog sends no acknowledgement). Find it by {query}."),
+                    SyslogTransport::Tcp => format!("The syslog receiver at {at} took the test message over plain TCP and closed the session cleanly (syslog sends no acknowledgement). Find it by {query}."),
+                };
                 Ok(TestSuccess {
-                    message: format!(
-                        "The syslog receiver at {at} took the test message over {} and closed the session cleanly (syslog sends no acknowledgement). Find it by {query}.",
-                        if self.endpoint.tls.is_some() { "TLS" } else { "plain TCP" }
-                    ),
+                    message,
                     query,
                     explorer_url: None,
                 })
@@ -337,6 +349,7 @@ impl SyslogDestination {
             Err(SyslogError::NotSent { why: Unreached::Failed, detail }) => Err(failure(TestFailureKind::Other, format!("Nothing was sent: {detail}."))),
             Err(SyslogError::Tls(reason)) => Err(failure(TestFailureKind::Tls, format!("TLS with {at} failed: {reason}."))),
             Err(SyslogError::MaybeSent(reason)) => Err(failure(TestFailureKind::ConnectionClosed, format!("The connection to {at} broke: {reason}."))),
+            Err(SyslogError::Refused(reason)) => Err(failure(TestFailureKind::Other, format!("Nothing was delivered: {reason}."))),
         }
     }
 }

@@ -53,6 +53,9 @@ pub enum SyslogError {
     /// The connection broke after bytes left: the receiver may have some of the batch.
     #[error("{0}")]
     MaybeSent(String),
+    /// The receiver refused the RELP session (its answer says why): a settings problem.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why the receiver was not reached.
@@ -69,7 +72,7 @@ pub enum Unreached {
 }
 
 impl SyslogError {
-    fn not_sent(why: Unreached, detail: String) -> SyslogError {
+    pub(super) fn not_sent(why: Unreached, detail: String) -> SyslogError {
         SyslogError::NotSent { why, detail }
     }
 }
@@ -278,7 +281,7 @@ async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), std::io::Erro
 }
 
 /// How our side of a connection ends once the batch is written.
-trait Closing: AsyncRead + AsyncWrite + Unpin {
+pub(super) trait Closing: AsyncRead + AsyncWrite + Unpin {
     async fn close(&mut self) -> std::io::Result<()>;
 }
 
@@ -315,7 +318,7 @@ pub async fn send_framed(
 ) -> Result<(), SyslogError> {
     let mut tcp = connect(endpoint, egress, lookup).await?;
     match (&endpoint.transport, &endpoint.tls) {
-        (SyslogTransport::Tls, Some(config)) => {
+        (SyslogTransport::Tls | SyslogTransport::Relp, Some(config)) => {
             let name = ServerName::try_from(endpoint.host.as_str().to_owned()).map_err(|_| {
                 SyslogError::Tls(format!("{} is not a name TLS can check", endpoint.host))
             })?;
@@ -345,9 +348,14 @@ pub async fn send_framed(
                     endpoint.host
                 )));
             }
-            write_all(&mut tls, framed, &endpoint.host).await
+            match endpoint.transport {
+                SyslogTransport::Relp => {
+                    super::relp::exchange(&mut tls, framed, &endpoint.host).await
+                }
+                _ => write_all(&mut tls, framed, &endpoint.host).await,
+            }
         }
-        (SyslogTransport::Tls, None) => Err(SyslogError::Tls(
+        (SyslogTransport::Tls | SyslogTransport::Relp, None) => Err(SyslogError::Tls(
             "TLS is chosen but not set up; save the settings again".into(),
         )),
         (SyslogTransport::Tcp, _) => write_all(&mut tcp, framed, &endpoint.host).await,

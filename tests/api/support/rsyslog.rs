@@ -83,8 +83,87 @@ impl Rsyslog {
         Rsyslog::start_with(pki, None).await
     }
 
+    /// Starts rsyslogd with a RELP input (imrelp) over TLS (OpenSSL) on a free loopback port;
+    /// `require_client_cert`: the client must show a certificate issued by the test CA.
+    pub async fn start_relp(pki: &Pki, require_client_cert: bool) -> Rsyslog {
+        assert!(
+            std::path::Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so").exists(),
+            "rsyslog's RELP input is installed (bash .ci/setup --test installs rsyslog-relp)"
+        );
+        // imrelp cannot write down a port it picked: take a free one and hand it over.
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let auth = if require_client_cert {
+            r#" tls.authMode="certvalid""#
+        } else {
+            ""
+        };
+        let input = format!(
+            r#"module(load="imrelp" tls.tlslib="openssl")
+input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="received" tls="on"
+      tls.caCert="{{dir}}/ca.pem" tls.myCert="{{dir}}/server.pem" tls.myPrivKey="{{dir}}/server.key"{auth})"#
+        );
+        let mut started = Rsyslog::launch(pki, &input).await;
+        // Listening once a connection is taken (librelp shrugs off a bare one).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "imrelp listens on {port}: {}",
+                started.complaints()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.port = port;
+        started
+    }
+
     /// `tls_auth`: the OpenSSL driver's authMode, or `None` for plain TCP.
     async fn start_with(pki: &Pki, tls_auth: Option<&str>) -> Rsyslog {
+        let module = match tls_auth {
+            Some(auth) => format!(
+                r#"module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth}")"#
+            ),
+            None => r#"module(load="imtcp")"#.to_owned(),
+        };
+        let input = format!(
+            r#"{module}
+input(type="imtcp" port="0" listenPortFileName="{{dir}}/port" address="127.0.0.1" ruleset="received")"#
+        );
+        let mut started = Rsyslog::launch(pki, &input).await;
+        // rsyslogd picks a free port itself and writes it down: no other test's receiver can
+        // take it between a probe and the start.
+        let port_file = started.dir.path().join("port");
+        let begun = Instant::now();
+        started.port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                begun.elapsed() < Duration::from_secs(15),
+                "rsyslogd wrote its port: {}",
+                started.complaints()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // No probe connection: a bare TCP connection that never speaks TLS makes rsyslog's
+        // OpenSSL driver close a descriptor twice now and then (seen here: its output file's
+        // writes then failed with EPIPE and messages were lost inside rsyslog). The port file is
+        // written once it listens.
+        started
+    }
+
+    /// Writes the test PKI and a configuration with `input` (its `{dir}` is the receiver's
+    /// folder) feeding the output file, and starts rsyslogd on it (`port` still 0).
+    async fn launch(pki: &Pki, input: &str) -> Rsyslog {
         assert!(
             std::path::Path::new("/usr/sbin/rsyslogd").exists(),
             "rsyslogd is installed (bash .ci/setup --test installs rsyslog and rsyslog-openssl)"
@@ -95,28 +174,21 @@ impl Rsyslog {
         std::fs::write(path("server.pem"), &pki.server_cert_pem).unwrap();
         std::fs::write(path("server.key"), &pki.server_key_pem).unwrap();
         let out = path("received.log");
-        let module = match tls_auth {
-            Some(auth) => format!(
-                r#"module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth}")"#
-            ),
-            None => r#"module(load="imtcp")"#.to_owned(),
-        };
         let conf = format!(
             r#"global(workDirectory="{dir}" maxMessageSize="64k"
        defaultNetstreamDriver="ossl"
        defaultNetstreamDriverCAFile="{dir}/ca.pem"
        defaultNetstreamDriverCertFile="{dir}/server.pem"
        defaultNetstreamDriverKeyFile="{dir}/server.key")
-{module}
 template(name="raw" type="string" string="%rawmsg%\n")
 ruleset(name="received") {{
   action(type="omfile" file="{out}" template="raw")
 }}
-input(type="imtcp" port="0" listenPortFileName="{port_file}" address="127.0.0.1" ruleset="received")
+{input}
 "#,
             dir = dir.path().display(),
             out = out.display(),
-            port_file = path("port").display(),
+            input = input.replace("{dir}", &dir.path().display().to_string()),
         );
         std::fs::write(path("rsyslog.conf"), conf).unwrap();
         let child = Command::new("/usr/sbin/rsyslogd")
@@ -127,36 +199,15 @@ input(type="imtcp" port="0" listenPortFileName="{port_file}" address="127.0.0.1"
             .arg(path("rsyslog.pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            // Its complaints (the readiness probe's bare connection, refused handshakes the
-            // tests provoke) go to a file beside its config, not into the test output.
+            // Its complaints (refused handshakes the tests provoke) go to a file beside its
+            // config, not into the test output.
             .stderr(std::fs::File::create(path("rsyslogd.err")).unwrap())
             .spawn()
             .expect("rsyslogd starts");
-        // rsyslogd picks a free port itself and writes it down: no other test's receiver can
-        // take it between a probe and the start.
-        let started = Instant::now();
-        let port: u16 = loop {
-            if let Some(port) = std::fs::read_to_string(path("port"))
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
-                break port;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "rsyslogd wrote its port: {}",
-                std::fs::read_to_string(path("rsyslogd.err")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        // No probe connection: a bare TCP connection that never speaks TLS makes rsyslog's
-        // OpenSSL driver close a descriptor twice now and then (seen here: its output file's
-        // writes then failed with EPIPE and messages were lost inside rsyslog). The port file is
-        // written once it listens.
         Rsyslog {
             child,
             dir,
-            port,
+            port: 0,
             out,
         }
     }
