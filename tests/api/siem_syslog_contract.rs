@@ -596,3 +596,19 @@ async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     server.abort();
 }
+
+#[tokio::test]
+async fn over_relp_a_receiver_that_checks_no_client_certificate_acknowledges_too() {
+    let pki = Pki::new();
+    let rsyslog = Rsyslog::start_relp(&pki, false).await;
+    let logs = catalog_events(Uuid::new_v4());
+    let bytes = framed(&logs[..2], SyslogFormat::Cef);
+    let endpoint = Endpoint {
+        transport: SyslogTransport::Relp,
+        ..endpoint("localhost", rsyslog.port, Some(&pki.ca_pem), None)
+    };
+    syslog::send_framed(&endpoint, &egress(), lookup(), &bytes)
+        .await
+        .unwrap_or_else(|e| panic!("acknowledged: {e}; rsyslog: {}", rsyslog.complaints()));
+    assert_eq!(rsyslog.received(2).await.len(), 2);
+}
