@@ -561,6 +561,10 @@ async fn test_connection_and_replay_act_on_the_destination_they_are_pressed_for(
         crate::support::texts(&page, "#destination-title"),
         vec!["Archive (Datadog)"]
     );
+    assert!(
+        page.contains(&format!("/subscriptions/{}/events?destination=2", s.sub)),
+        "the Events link shows this destination's states"
+    );
     let csrf = crate::support::csrf_token(&page);
     let url = s.archive.base_url();
     let tested = client
