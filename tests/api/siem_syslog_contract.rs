@@ -526,61 +526,86 @@ async fn over_relp_every_catalog_event_is_acknowledged_and_arrives_with_mutual_t
     }
 }
 
-#[tokio::test]
-async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
-    // A RELP receiver that opens the session, acknowledges the first message, then hangs up:
-    // the batch is not delivered, and says how far it got.
+/// The next RELP frame of `buf` (by its length, as a receiver reads it): its number, command
+/// and the bytes it took.
+fn relp_frame(buf: &[u8]) -> Option<(u64, String, usize)> {
+    let text = String::from_utf8_lossy(buf);
+    let mut fields = text.splitn(4, [' ', '\n']);
+    let txnr_text = fields.next()?;
+    let txnr: u64 = txnr_text.parse().ok()?;
+    let command = fields.next()?.to_owned();
+    let len_text = fields.next()?;
+    let len: usize = len_text.parse().ok()?;
+    let header = txnr_text.len() + 1 + command.len() + 1 + len_text.len();
+    let end = if len == 0 {
+        header + 1
+    } else {
+        header + 1 + len + 1
+    };
+    (buf.len() >= end).then_some((txnr, command, end))
+}
+
+/// A RELP receiver over TLS (the test PKI's server certificate, no client certificate asked)
+/// that answers each frame with `reply(txnr, command)`: `Some(text)` as `rsp`, `None` hangs up.
+async fn fake_relp(
+    pki: &Pki,
+    reply: impl Fn(u64, &str) -> Option<String> + Send + 'static,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let pki = Pki::new();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = {
-        use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    };
     let server = tokio::spawn(async move {
         let (socket, _) = listener.accept().await.unwrap();
         let mut tls = acceptor.accept(socket).await.unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut answered = 0;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
         loop {
-            let n = tls.read(&mut buf).await.unwrap_or(0);
+            let n = tls.read(&mut chunk).await.unwrap_or(0);
             if n == 0 {
-                break;
+                return;
             }
-            seen.extend_from_slice(&buf[..n]);
-            let frames = seen.iter().filter(|b| **b == b'\n').count();
-            // Answer the open (txnr 1) and the first message (txnr 2), then hang up.
-            while answered < frames.min(2) {
-                answered += 1;
-                let rsp = format!("{answered} rsp 6 200 OK\n");
-                tls.write_all(rsp.as_bytes()).await.unwrap();
-            }
-            if frames > 2 {
-                break;
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((txnr, command, used)) = relp_frame(&buf) {
+                buf.drain(..used);
+                let Some(text) = reply(txnr, &command) else {
+                    return;
+                };
+                let answer = format!("{txnr} rsp {} {text}\n", text.len());
+                tls.write_all(answer.as_bytes()).await.unwrap();
             }
         }
     });
-    let logs = catalog_events(Uuid::new_v4());
-    let bytes = framed(&logs[..3], SyslogFormat::Rfc5424);
-    let endpoint = Endpoint {
+    (port, server)
+}
+
+fn relp_endpoint(port: u16, pki: &Pki) -> Endpoint {
+    Endpoint {
         transport: SyslogTransport::Relp,
         ..endpoint("localhost", port, Some(&pki.ca_pem), None)
-    };
-    let started = std::time::Instant::now();
-    let unconfirmed = syslog::send_framed(&endpoint, &egress(), lookup(), &bytes)
+    }
+}
+
+#[tokio::test]
+async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
+    // It opens the session, acknowledges the first message, then hangs up: the batch is not
+    // delivered, and says how far it got.
+    let pki = Pki::new();
+    let (port, server) = fake_relp(&pki, |txnr, _| (txnr <= 2).then(|| "200 OK".to_owned())).await;
+    let bytes = framed(&catalog_events(Uuid::new_v4())[..3], SyslogFormat::Rfc5424);
+    let unconfirmed = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
         .await
         .expect_err("not every message was acknowledged");
     assert!(
@@ -593,7 +618,39 @@ async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
             .starts_with("1 of 3 messages were acknowledged"),
         "{unconfirmed}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_relp_receiver_that_refuses_the_session_fails_the_destination_and_one_that_hangs_up_is_retried(
+) {
+    let pki = Pki::new();
+    let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
+    let (port, server) =
+        fake_relp(&pki, |_, _| Some("500 not accepting sessions".to_owned())).await;
+    let refused = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
+        .await
+        .expect_err("refused");
+    assert!(matches!(refused, SyslogError::Refused(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("500 not accepting sessions"),
+        "{refused}"
+    );
+    server.abort();
+    let (port, server) = fake_relp(&pki, |_, _| None).await;
+    let hung_up = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
+        .await
+        .expect_err("no session");
+    assert!(
+        matches!(
+            hung_up,
+            SyslogError::NotSent {
+                why: syslog::Unreached::Failed,
+                ..
+            }
+        ),
+        "nothing left, so it is retried: {hung_up}"
+    );
     server.abort();
 }
 

@@ -7,7 +7,10 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::service::{Closing, SyslogError, Unreached, CLOSE_WAIT, CONNECT_TIMEOUT, WRITE_TIMEOUT};
+use super::service::{
+    explain_tls, is_tls_alert, Closing, SyslogError, Unreached, CLOSE_WAIT, CONNECT_TIMEOUT,
+    WRITE_TIMEOUT,
+};
 use crate::domain::syslog::SyslogHost;
 
 /// How many messages go out before their acknowledgements are read.
@@ -66,9 +69,11 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Whether it acknowledges (`rsp` with status 200).
+    /// Whether it acknowledges (`rsp` with status 200, then a space, a line break or nothing).
     fn ok(&self) -> bool {
-        self.command == "rsp" && self.data.starts_with(b"200")
+        self.command == "rsp"
+            && self.data.starts_with(b"200")
+            && matches!(self.data.get(3), None | Some(b' ' | b'\n'))
     }
 
     /// Its text, for an error message.
@@ -142,6 +147,9 @@ fn parse(buf: &[u8]) -> Result<Option<(Answer, usize)>, String> {
     let txnr = number(txnr).ok_or("not a RELP frame (its number)")?;
     let datalen = usize::try_from(number(datalen).ok_or("not a RELP frame (its length)")?)
         .map_err(|_| "a RELP frame too long")?;
+    if datalen > 0 && buf[at - 1] == b'\n' {
+        return Err("a RELP frame whose data is missing".to_owned());
+    }
     if datalen > MAX_ANSWER {
         return Err(format!(
             "a RELP answer of {datalen} bytes, more than expected"
@@ -219,10 +227,15 @@ pub(super) async fn exchange<S: Closing>(
                 answer.text()
             )))
         }
+        // A TLS alert: the receiver refused us (our certificate, under TLS 1.3).
+        Ok(Err(e)) if is_tls_alert(&e) => return Err(SyslogError::Tls(explain_tls(host, &e))),
+        // It hung up before answering (restarting, at its session limit): nothing of the batch
+        // left; try again later.
         Ok(Err(e)) => {
-            return Err(SyslogError::Refused(format!(
-                "{host} did not open a RELP session ({e}); check that the port is an imrelp input and not plain syslog"
-            )))
+            return Err(SyslogError::not_sent(
+                Unreached::Failed,
+                format!("{host} closed the connection before opening a RELP session ({e})"),
+            ))
         }
         Err(_) => {
             return Err(SyslogError::Refused(format!(
@@ -314,6 +327,14 @@ mod tests {
         assert_eq!(used + rest, two.len());
         assert_eq!(parse(b"2 rsp 6 200").unwrap(), None, "incomplete");
         assert!(parse(b"2 rsp 6 200 OKx").is_err(), "no trailer");
+        assert!(
+            parse(b"2 rsp 6\n200 OK\n").is_err(),
+            "data after a line break"
+        );
+        let (answer, _) = parse(b"2 rsp 7 2000 OK\n").unwrap().unwrap();
+        assert!(!answer.ok(), "2000 is not 200");
+        let (answer, _) = parse(b"2 rsp 3 200\n").unwrap().unwrap();
+        assert!(answer.ok(), "200 alone");
         assert!(
             parse(b"<110>1 2026-12-06T00:00:00Z host app - - - not relp at all, long line")
                 .is_err()

@@ -304,7 +304,7 @@ impl Closing for tokio_rustls::client::TlsStream<&mut TcpStream> {
 }
 
 /// Whether an I/O error is the peer's TLS alert (or a TLS protocol failure).
-fn is_tls_alert(e: &std::io::Error) -> bool {
+pub(super) fn is_tls_alert(e: &std::io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
@@ -339,6 +339,10 @@ pub async fn send_framed(
                     ))
                 }
             };
+            // Over RELP every message is acknowledged, so a receiver that asks for a certificate
+            // and takes the session without one proves or refuses delivery itself (a GnuTLS
+            // imrelp asks whenever it has a certificate of its own, whatever it checks).
+            let asked = asked.filter(|_| endpoint.transport == SyslogTransport::Tls);
             if asked.is_some_and(|asked| asked.0.load(Ordering::Acquire)) {
                 // Syslog acknowledges nothing: a receiver that wants a certificate and drops a
                 // session without one (GnuTLS receivers close without an alert) would look
@@ -394,12 +398,15 @@ fn noting_certificate_requests(
     let asked = Arc::new(CertificateAsked::default());
     let mut own = (**config).clone();
     own.client_auth_cert_resolver = asked.clone();
+    // A resumed session has no certificate request to note: every connection shakes hands in
+    // full.
+    own.resumption = rustls::client::Resumption::disabled();
     (Arc::new(own), Some(asked))
 }
 
 /// The TLS failure in plain words: the certificate's name, its issuer, or the server's view of
 /// ours.
-fn explain_tls(host: &SyslogHost, e: &std::io::Error) -> String {
+pub(super) fn explain_tls(host: &SyslogHost, e: &std::io::Error) -> String {
     use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
     let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>());
     match tls {
