@@ -289,11 +289,8 @@ impl Notifier {
         dest: DestinationKey,
         provider: &str,
     ) -> Result<String, store::Error> {
-        Ok(match tx.destination_name(dest).await? {
-            Some(name) => format!("{name} ({provider})"),
-            None if dest.number.is_first() => provider.to_owned(),
-            None => format!("Destination {} ({provider})", dest.number),
-        })
+        let name = tx.destination_name(dest).await?;
+        Ok(dest.number.label(name.as_deref(), provider))
     }
 
     async fn subscription_name(&self, tx: &mut Pass, id: Uuid) -> Result<String, store::Error> {

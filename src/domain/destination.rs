@@ -41,6 +41,22 @@ impl DestinationNo {
     pub fn is_first(self) -> bool {
         self == Self::FIRST
     }
+
+    /// A number read back from the store, whose check constraint keeps it at 1 or more.
+    pub fn stored(n: i16) -> Self {
+        Self::new(n).unwrap_or(Self::FIRST)
+    }
+
+    /// How the page, the emails and the history name a destination: the name given with its
+    /// provider ("Archive (Kafka)"); unnamed, its provider, after the first with its number
+    /// ("Destination 2 (Kafka)").
+    pub fn label(self, name: Option<&str>, provider_label: &str) -> String {
+        match name {
+            Some(name) => format!("{name} ({provider_label})"),
+            None if self.is_first() => provider_label.to_owned(),
+            None => format!("Destination {self} ({provider_label})"),
+        }
+    }
 }
 
 impl fmt::Display for DestinationNo {
@@ -75,10 +91,7 @@ impl DestinationKey {
 
     /// A key read back from the store, whose check constraint keeps numbers at 1 or more.
     pub fn stored(subscription_id: Uuid, number: i16) -> Self {
-        Self::new(
-            subscription_id,
-            DestinationNo::new(number).unwrap_or(DestinationNo::FIRST),
-        )
+        Self::new(subscription_id, DestinationNo::stored(number))
     }
 
     /// The number as stored.

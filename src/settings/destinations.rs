@@ -25,10 +25,7 @@ pub async fn remove(
     let removed = store::siem::remove_destination(svc.pool, dest, actor, |removed| {
         let provider =
             Provider::parse(&removed.provider).map_or(removed.provider.as_str(), |p| p.label());
-        let name = removed.name.as_deref().map_or_else(
-            || format!("Destination {} ({provider})", dest.number),
-            |name| format!("{name} ({provider})"),
-        );
+        let name = dest.number.label(removed.name.as_deref(), provider);
         vec![
             format!("Removed destination {name}"),
             format!(

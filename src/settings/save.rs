@@ -64,14 +64,11 @@ pub async fn save(
     let provider = validated.provider;
     let mut changes = describe_changes(before, enabled, stored, &validated);
     if matches!(target.slot, Slot::Added(_)) {
-        let name = target.name.flatten().map_or_else(
-            || format!("Destination {number}"),
-            |n| n.as_str().to_owned(),
+        let name = number.label(
+            target.name.flatten().map(DestinationName::as_str),
+            provider.label(),
         );
-        changes.insert(
-            0,
-            format!("Added destination {name} ({})", provider.label()),
-        );
+        changes.insert(0, format!("Added destination {name}"));
     }
     // Worded here, before the transaction: whether a date changed compares with what was
     // stored (a date of a secret typed anew is new).

@@ -19,7 +19,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Error;
-use crate::domain::destination::{DestinationKey, DestinationNo};
+use crate::domain::destination::DestinationKey;
 
 /// A destination a worker holds.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -374,13 +374,12 @@ pub async fn due_heartbeats(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            let number = DestinationNo::new(r.destination)?;
-            Some((
-                DestinationKey::new(r.subscription_id, number),
+        .map(|r| {
+            (
+                DestinationKey::stored(r.subscription_id, r.destination),
                 r.provider,
                 r.last_seq,
-            ))
+            )
         })
         .collect())
 }

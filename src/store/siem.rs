@@ -587,6 +587,46 @@ pub async fn next_destination(
     DestinationNo::new(made.saturating_add(1)).ok_or(Error::NotFound)
 }
 
+/// Hands out number `expected` to a destination being added, under the subscription's lock
+/// (`made`: the numbers handed out so far): refused past [`MAX_DESTINATIONS`] live, and stale
+/// when another add took the number meanwhile (the secrets were sealed for it).
+async fn take_number(
+    tx: &mut Transaction<'_, Postgres>,
+    sub: Uuid,
+    expected: DestinationNo,
+    made: i16,
+) -> Result<DestinationKey, Error> {
+    // Counted after the lock (a statement of its own, so it sees what committed while this
+    // one waited); destination 1 counts even before its first save.
+    let others = sqlx::query_scalar!(
+        r#"select count(*) as "n!" from siem_settings
+           where subscription_id = $1 and destination <> 1"#,
+        sub
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let live = usize::try_from(others)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    if live >= MAX_DESTINATIONS {
+        return Err(Error::TooManyDestinations(MAX_DESTINATIONS));
+    }
+    if Some(expected.get()) != made.checked_add(1) {
+        return Err(Error::Stale {
+            by: "another administrator (who added a destination)".to_owned(),
+            at: Utc::now(),
+        });
+    }
+    sqlx::query!(
+        "update subscriptions set destinations_made = $2 where id = $1",
+        sub,
+        expected.get()
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(DestinationKey::new(sub, expected))
+}
+
 /// Stores a save in one transaction: settings, secrets, expiry dates, the delivery switch, the
 /// event filter and the history entry (`changes`, worded from what the switch and the filter
 /// did) commit together or not at all.
@@ -609,36 +649,7 @@ pub async fn save_settings(
     let dest = match save.slot {
         Slot::Existing(number) => DestinationKey::new(sub, number),
         Slot::Added(expected) => {
-            // Counted after the lock (a statement of its own, so it sees what committed while
-            // this one waited); destination 1 counts even before its first save.
-            let others = sqlx::query_scalar!(
-                r#"select count(*) as "n!" from siem_settings
-                   where subscription_id = $1 and destination <> 1"#,
-                sub
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let live = usize::try_from(others)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1);
-            if live >= MAX_DESTINATIONS {
-                return Err(Error::TooManyDestinations(MAX_DESTINATIONS));
-            }
-            if Some(expected.get()) != locked.destinations_made.checked_add(1) {
-                // Sealed for a number another add took meanwhile.
-                return Err(Error::Stale {
-                    by: "another administrator (who added a destination)".to_owned(),
-                    at: Utc::now(),
-                });
-            }
-            sqlx::query!(
-                "update subscriptions set destinations_made = $2 where id = $1",
-                sub,
-                expected.get()
-            )
-            .execute(&mut *tx)
-            .await?;
-            DestinationKey::new(sub, expected)
+            take_number(&mut tx, sub, expected, locked.destinations_made).await?
         }
     };
     let current = sqlx::query!(
@@ -730,7 +741,7 @@ pub struct DestinationRow {
 impl DestinationRow {
     /// Its number.
     pub fn number(&self) -> DestinationNo {
-        DestinationNo::new(self.destination).unwrap_or(DestinationNo::FIRST)
+        DestinationNo::stored(self.destination)
     }
 
     /// Its state in a word, as the API says it: `off`, `paused`, `failing` or `on`.

@@ -127,18 +127,6 @@ enum Access {
     Write,
 }
 
-/// The token's user and their membership, or the answer that refuses the request: 401 without
-/// a live token (an expired one says when it expired), 404 for a subscription the user is not
-/// a member of or the token is not for, 403 for a change with a read-only token.
-async fn caller(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    access: Access,
-) -> Result<Result<(TokenUser, MembershipRow), Response>, WebError> {
-    subscription_caller(state, headers, id, access).await
-}
-
 /// [`caller`] for one destination: also 404 for a destination number the subscription does
 /// not have (never added, or removed).
 async fn destination_caller(
@@ -172,7 +160,10 @@ fn no_destination() -> Response {
     )
 }
 
-async fn subscription_caller(
+/// The token's user and their membership, or the answer that refuses the request: 401 without
+/// a live token (an expired one says when it expired), 404 for a subscription the user is not
+/// a member of or the token is not for, 403 for a change with a read-only token.
+async fn caller(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -1058,9 +1049,9 @@ async fn list_destinations(
         Err(refused) => return Ok(refused),
     };
     let sub = membership.subscription_id;
-    let mut rows = store::siem::destinations(state.pool(), sub).await?;
-    let listed: Vec<Value> = rows
-        .drain(..)
+    let listed: Vec<Value> = store::siem::destinations(state.pool(), sub)
+        .await?
+        .into_iter()
         .map(|d| {
             json!({
                 "destination_id": d.number(),

@@ -230,9 +230,7 @@ pub(super) async fn create_monitors(
 
 /// Where a button's post/redirect/get lands: its destination's page, at the health panel.
 fn back(dest: DestinationKey, extra: &str) -> String {
-    Which::Number(dest.number)
-        .url(dest.subscription_id, extra)
-        .replace("#advanced", "#health")
+    Which::Number(dest.number).url_at(dest.subscription_id, extra, "health")
 }
 
 #[derive(Deserialize)]

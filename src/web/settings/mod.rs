@@ -133,14 +133,19 @@ impl Which {
 
     /// The settings page's URL for it, with `extra` query parameters, at Advanced Settings.
     fn url(self, sub: uuid::Uuid, extra: &str) -> String {
+        self.url_at(sub, extra, "advanced")
+    }
+
+    /// [`Which::url`] at the element `anchor` (`health`: the delivery health panel).
+    fn url_at(self, sub: uuid::Uuid, extra: &str, anchor: &str) -> String {
         let query: Vec<String> = [self.query(), extra.to_owned()]
             .into_iter()
             .filter(|q| !q.is_empty())
             .collect();
         if query.is_empty() {
-            format!("/subscriptions/{sub}/settings#advanced")
+            format!("/subscriptions/{sub}/settings#{anchor}")
         } else {
-            format!("/subscriptions/{sub}/settings?{}#advanced", query.join("&"))
+            format!("/subscriptions/{sub}/settings?{}#{anchor}", query.join("&"))
         }
     }
 
@@ -171,12 +176,10 @@ pub(crate) fn destination_label(
     name: Option<&str>,
     provider: &str,
 ) -> String {
-    let provider = Provider::parse(provider).map_or(provider, |p| p.label());
-    match name {
-        Some(name) => format!("{name} ({provider})"),
-        None if number.is_first() => provider.to_owned(),
-        None => format!("Destination {number} ({provider})"),
-    }
+    number.label(
+        name,
+        Provider::parse(provider).map_or(provider, |p| p.label()),
+    )
 }
 
 /// A listed destination's state, as the page words it.
