@@ -236,7 +236,7 @@ async fn representation(state: &AppState, dest: DestinationKey) -> Result<Shown,
     let mut body = Map::new();
     body.insert("destination_id".into(), json!(dest.number));
     body.insert(
-        "name".into(),
+        "destination_name".into(),
         json!(settings.as_ref().and_then(|s| s.name.clone())),
     );
     body.insert(
@@ -645,18 +645,21 @@ async fn apply(
             "The destination's number is read-only and given by the path; leave it out.",
         ),
     }
-    let name = match object.remove("name") {
+    let name = match object.remove("destination_name") {
         None => None,
         Some(Value::Null) => Some(None),
         Some(Value::String(text)) => match DestinationName::parse(&text) {
             Ok(name) => Some(name),
             Err(e) => {
-                errors.add("name", e);
+                errors.add("destination_name", e);
                 None
             }
         },
         Some(_) => {
-            errors.add("name", "Give the destination's name as a string, or null.");
+            errors.add(
+                "destination_name",
+                "Give the destination's name as a string, or null.",
+            );
             None
         }
     };
@@ -1055,7 +1058,7 @@ async fn list_destinations(
         .map(|d| {
             json!({
                 "destination_id": d.number(),
-                "name": d.name,
+                "destination_name": d.name,
                 "provider": d.provider,
                 "siem_enabled": d.enabled,
                 "state": d.state(),
@@ -1140,7 +1143,7 @@ fn settings_schema() -> Value {
         json!({"type": "integer", "readOnly": true, "description": "The destination's number (the path names it)"}),
     );
     properties.insert(
-        "name".into(),
+        "destination_name".into(),
         json!({"type": ["string", "null"], "maxLength": 60, "description": "The destination's name, shown on the page and in emails (optional; null clears it; left out: unchanged)"}),
     );
     properties.insert(
@@ -1473,7 +1476,7 @@ fn add_destination_paths(document: &mut Value) {
                         "max_destinations": {"type": "integer"},
                         "destinations": {"type": "array", "items": {"type": "object", "properties": {
                             "destination_id": {"type": "integer"},
-                            "name": {"type": ["string", "null"]},
+                            "destination_name": {"type": ["string", "null"]},
                             "provider": {"type": "string"},
                             "siem_enabled": {"type": "boolean"},
                             "state": {"type": "string", "enum": ["on", "off", "paused", "failing"]},
@@ -1487,7 +1490,7 @@ fn add_destination_paths(document: &mut Value) {
                 }
             },
             "post": {
-                "summary": "Add a destination (admins, write tokens) with settings as for a PUT, and an optional name; it receives the events recorded from now on",
+                "summary": "Add a destination (admins, write tokens) with settings as for a PUT, and an optional destination_name; it receives the events recorded from now on",
                 "security": [{"personalToken": []}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SiemSettings"}}}},
                 "responses": {

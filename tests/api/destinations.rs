@@ -41,7 +41,7 @@ async fn call(
 
 fn datadog(name: &str, intake: &FakeDatadog, key: &str) -> Value {
     json!({
-        "name": name,
+        "destination_name": name,
         "siem_enabled": true,
         "provider": "datadog",
         "datadog_site": "custom",
@@ -88,7 +88,7 @@ impl Setup {
             .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["destination_id"], 2, "{body}");
-        assert_eq!(body["name"], "Archive");
+        assert_eq!(body["destination_name"], "Archive");
         assert_eq!(body["datadog_api_key_last4"], "3210", "{body}");
         assert!(body.get("datadog_api_key").is_none(), "never sent back");
         s
@@ -139,15 +139,15 @@ async fn every_destination_receives_every_event_through_its_own_cursor() {
     let listed = list["destinations"].as_array().unwrap();
     assert_eq!(listed.len(), 2, "{list}");
     assert_eq!(listed[0]["destination_id"], 1);
-    assert_eq!(listed[0]["name"], "SOC");
-    assert_eq!(listed[1]["name"], "Archive");
+    assert_eq!(listed[0]["destination_name"], "SOC");
+    assert_eq!(listed[1]["destination_name"], "Archive");
     assert_eq!(listed[1]["events_waiting"], 0);
     assert_eq!(listed[1]["state"], "on");
     // `/siem` is the first destination, `/destinations/1` too.
     let (_, first) = s.call(reqwest::Method::GET, "siem", None).await;
     let (_, one) = s.call(reqwest::Method::GET, "destinations/1", None).await;
     assert_eq!(first, one);
-    assert_eq!(first["name"], "SOC");
+    assert_eq!(first["destination_name"], "SOC");
 }
 
 #[tokio::test]
@@ -383,11 +383,11 @@ async fn destination_paths_are_checked_and_invalid_names_are_explained() {
         .call(
             reqwest::Method::PATCH,
             "destinations/2",
-            Some(json!({"name": "x".repeat(61)})),
+            Some(json!({"destination_name": "x".repeat(61)})),
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["errors"]["name"]
+    assert!(body["errors"]["destination_name"]
         .as_str()
         .unwrap()
         .contains("at most 60"));
@@ -523,7 +523,7 @@ async fn credential_reminders_name_each_destination_and_reach_every_subscription
         let mut body = datadog("Archive", &s.archive, ARCHIVE_KEY);
         body["datadog_api_key_expires_on"] = json!(expires);
         if path.ends_with("/siem") {
-            body["name"] = Value::Null;
+            body["destination_name"] = Value::Null;
         }
         let (status, answer) =
             call(&s.app, &s.token, reqwest::Method::PUT, &path, Some(body)).await;
