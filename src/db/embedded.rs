@@ -111,8 +111,8 @@ fn make_dir(dir: &Path, mode: u32, parents: bool) -> Result<(), EmbeddedError> {
 pub struct EmbeddedPostgres {
     cluster_dir: PathBuf,
     server: Option<Server>,
-    // Held, never read: dropping it releases the single-owner lock.
-    _lock: File,
+    // Held, never read: dropping it (after the server stopped) releases the single-owner lock.
+    _lock: OwnerLock,
 }
 
 #[derive(Debug)]
@@ -372,7 +372,20 @@ fn run_as() -> Result<RunAs, EmbeddedError> {
     })
 }
 
-fn take_lock(data_dir: &Path) -> Result<File, EmbeddedError> {
+/// The lock on `cloudpki.lock` that makes one process the owner of a data directory.
+#[derive(Debug)]
+struct OwnerLock(File);
+
+impl Drop for OwnerLock {
+    fn drop(&mut self) {
+        // Closing our descriptor is not enough: a process another thread is spawning holds a
+        // copy of it until its exec, and the lock lives as long as any copy does. Unlocking
+        // releases it for every copy; should that fail, the close still releases ours.
+        let _ = self.0.unlock();
+    }
+}
+
+fn take_lock(data_dir: &Path) -> Result<OwnerLock, EmbeddedError> {
     let path = data_dir.join("cloudpki.lock");
     let mut file = OpenOptions::new()
         .read(true)
@@ -395,10 +408,12 @@ fn take_lock(data_dir: &Path) -> Result<File, EmbeddedError> {
         }
         Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
     }
-    file.set_len(0)
-        .and_then(|()| write!(file, "{}", std::process::id()))
+    let mut lock = OwnerLock(file);
+    lock.0
+        .set_len(0)
+        .and_then(|()| write!(lock.0, "{}", std::process::id()))
         .map_err(io_err("write", &path))?;
-    Ok(file)
+    Ok(lock)
 }
 
 fn check_traversable(data_dir: &Path, who: &RunAs) -> Result<(), EmbeddedError> {

@@ -163,6 +163,29 @@ fn second_start_on_same_data_dir_is_refused_as_already_in_use() {
     );
 }
 
+/// Seen in CI: a process another thread was spawning held a copy of the lock's descriptor
+/// between its fork and its exec, so the lock outlived the stop and the next start was refused.
+#[test]
+fn a_lock_copied_into_a_process_being_spawned_does_not_outlive_the_stop() {
+    let (_tmp, data) = traversable_tempdir();
+    let first = EmbeddedPostgres::start(opts(&data)).unwrap();
+    let mut spawning = Command::new("true");
+    // SAFETY: nanosleep is async-signal-safe; the child only waits before its exec, holding a
+    // copy of every descriptor this process has open (close-on-exec ones included).
+    unsafe {
+        spawning.pre_exec(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(())
+        });
+    }
+    let spawner = std::thread::spawn(move || spawning.status());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first);
+    let second = EmbeddedPostgres::start(opts(&data));
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert!(spawner.join().unwrap().unwrap().success());
+}
+
 #[test]
 fn untraversable_parent_directory_gives_a_clear_error() {
     if !geteuid().is_root() {
