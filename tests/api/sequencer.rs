@@ -216,10 +216,7 @@ async fn a_copy_that_slipped_past_the_ingest_check_is_dropped_by_the_sequencer()
 
 /// `cloudpki serve --no-worker` on this test's database, listening on a free port.
 fn serve(app: &TestApp) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = crate::support::ports::outside_the_ephemeral_range();
     let data = tempfile::tempdir().unwrap().keep();
     let child = Command::new(env!("CARGO_BIN_EXE_cloudpki"))
         .args([

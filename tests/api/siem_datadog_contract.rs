@@ -79,11 +79,6 @@ async fn send_all(fake: &FakeDatadog, batches: &[Batch]) -> Vec<Disposition> {
     outcomes
 }
 
-fn unused_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("address").port()
-}
-
 #[tokio::test]
 async fn the_eleven_catalog_events_arrive_in_the_documented_format() {
     let fake = FakeDatadog::start(KEY).await;
@@ -351,7 +346,13 @@ async fn a_dropped_connection_is_a_retryable_connection_error() {
 
 #[tokio::test]
 async fn a_port_nobody_listens_on_reports_connection_refused() {
-    let cfg = config(&format!("http://127.0.0.1:{}", unused_port()), KEY);
+    let cfg = config(
+        &format!(
+            "http://127.0.0.1:{}",
+            crate::support::ports::outside_the_ephemeral_range()
+        ),
+        KEY,
+    );
     let batches = build_batches(&[any_event(json!({}))], HOSTNAME, Utc::now());
 
     let err = send_batch(&client(), &loopback_egress(), &cfg, &batches[0])

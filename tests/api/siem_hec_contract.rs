@@ -92,11 +92,6 @@ async fn send(cfg: &HecConfig, batch: &Batch) -> Disposition {
         .expect("an HTTP answer")
 }
 
-fn unused_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("address").port()
-}
-
 #[tokio::test]
 async fn the_eleven_catalog_events_arrive_with_the_documented_envelope() {
     let fake = FakeHec::start(HecMode::Splunk, TOKEN).await;
@@ -547,7 +542,13 @@ async fn test_connection_explains_token_url_and_availability_failures() {
 #[tokio::test]
 async fn test_connection_explains_transport_failures() {
     // Refused: nobody listens.
-    let cfg = splunk(&format!("http://127.0.0.1:{}", unused_port()), TOKEN);
+    let cfg = splunk(
+        &format!(
+            "http://127.0.0.1:{}",
+            crate::support::ports::outside_the_ephemeral_range()
+        ),
+        TOKEN,
+    );
     let failure = test_connection(
         &client(),
         &loopback_egress(),

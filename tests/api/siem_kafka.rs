@@ -120,11 +120,8 @@ async fn a_missing_topic_is_explained_and_keeps_the_events() {
 #[tokio::test]
 async fn an_unreachable_broker_and_a_private_address_are_explained() {
     let p = portal().await;
-    // A loopback port nobody listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A loopback port nobody listens on (nor will: it is outside the ephemeral range).
+    let closed = crate::support::ports::outside_the_ephemeral_range();
     let brokers = format!("127.0.0.1:{closed}");
     let (_, page) = p.status_after("test", &fields(&brokers, TOPIC)).await;
     assert!(
@@ -280,13 +277,6 @@ async fn knock_counter(ip: &str, port: u16) -> Arc<AtomicUsize> {
     count
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
 fn tls_fields(brokers: &str) -> Vec<(&str, &str)> {
     let mut form = fields(brokers, TOPIC);
     form.push(("kafka_tls", "on"));
@@ -295,7 +285,7 @@ fn tls_fields(brokers: &str) -> Vec<(&str, &str)> {
 
 #[tokio::test]
 async fn a_broker_name_with_allowed_and_denied_addresses_is_only_connected_to_the_allowed_one() {
-    let port = free_port();
+    let port = crate::support::ports::outside_the_ephemeral_range();
     let allowed = knock_counter("127.0.0.1", port).await;
     let denied = knock_counter("127.0.0.2", port).await;
     let lookup = StaticLookup::new([(
@@ -336,7 +326,7 @@ impl Lookup for Rebinding {
 
 #[tokio::test]
 async fn a_broker_name_that_rebinds_to_a_denied_address_after_the_check_is_refused() {
-    let port = free_port();
+    let port = crate::support::ports::outside_the_ephemeral_range();
     let denied = knock_counter("127.0.0.2", port).await;
     let lookup = Arc::new(Rebinding {
         first: "127.0.0.1".parse().unwrap(),

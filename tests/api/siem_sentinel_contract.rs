@@ -102,11 +102,6 @@ async fn test_fails(tokens: &TokenCache, cfg: &SentinelConfig) -> TestFailure {
     .expect_err("the test fails")
 }
 
-fn unused_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("address").port()
-}
-
 #[tokio::test]
 async fn the_eleven_catalog_events_arrive_with_time_generated_and_the_fields() {
     let fake = FakeSentinel::start().await;
@@ -608,8 +603,11 @@ async fn a_port_nobody_listens_on_reports_connection_refused() {
     let fake = FakeSentinel::start().await;
     let tokens = TokenCache::default();
     let mut cfg = config(&fake);
-    cfg.endpoint =
-        IngestionEndpoint::parse(&format!("http://127.0.0.1:{}", unused_port())).expect("endpoint");
+    cfg.endpoint = IngestionEndpoint::parse(&format!(
+        "http://127.0.0.1:{}",
+        crate::support::ports::outside_the_ephemeral_range()
+    ))
+    .expect("endpoint");
 
     let err = send_batch(&client(), &loopback_egress(), &tokens, &cfg, &one_batch())
         .await

@@ -580,9 +580,7 @@ async fn test_connection_explains_each_failure_with_cause_and_fix() {
     let status = run(url.clone()).await;
     assert!(status.contains("closed the connection"), "{status}");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let dead_port = crate::support::ports::outside_the_ephemeral_range();
     let status = run(format!("http://127.0.0.1:{dead_port}")).await;
     assert!(status.contains("refused the connection"), "{status}");
 

@@ -204,11 +204,7 @@ async fn an_unknown_ca_a_wrong_name_and_a_closed_port_are_explained_and_nothing_
         "{wrong_name}"
     );
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::support::ports::outside_the_ephemeral_range();
     let refused = send_tls("localhost", closed, &pki, None, &bytes)
         .await
         .expect_err("nothing listens");

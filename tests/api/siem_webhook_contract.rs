@@ -75,11 +75,6 @@ async fn send(cfg: &WebhookConfig, batch: &Batch) -> Disposition {
         .expect("an HTTP answer")
 }
 
-fn unused_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("address").port()
-}
-
 #[tokio::test]
 async fn the_eleven_catalog_events_arrive_signed_and_verified() {
     let secret = SigningSecret::generate();
@@ -449,7 +444,10 @@ async fn test_connection_explains_each_refusal() {
     assert_eq!(no_secret.kind, TestFailureKind::InvalidCredentials);
 
     let refused = run(config(
-        &format!("http://127.0.0.1:{}/hooks", unused_port()),
+        &format!(
+            "http://127.0.0.1:{}/hooks",
+            crate::support::ports::outside_the_ephemeral_range()
+        ),
         std::slice::from_ref(&secret),
     ))
     .await;

@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,13 +55,6 @@ pub struct Broker {
     advertised: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Broker {
     /// A broker without authentication, with these topics (one partition each).
     pub async fn start(topics: &[&str]) -> Broker {
@@ -83,7 +75,7 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut broker = Broker {
             child: None,
-            port: free_port(),
+            port: super::ports::outside_the_ephemeral_range(),
             dir,
             authentication: false,
             advertised: advertised.to_owned(),

@@ -14,6 +14,7 @@ pub mod fake_webhook;
 pub mod hot_queries;
 pub mod kafka;
 pub mod portal;
+pub mod ports;
 pub mod rsyslog;
 pub mod smtp;
 

@@ -92,7 +92,7 @@ impl Rsyslog {
         );
         // imrelp cannot write down a port it picked: hand it one outside the kernel's ephemeral
         // range, which no other test's listener (port 0) or outgoing connection can take.
-        let port = port_outside_the_ephemeral_range();
+        let port = super::ports::outside_the_ephemeral_range();
         let auth = if require_client_cert {
             r#" tls.authMode="certvalid""#
         } else {
@@ -107,7 +107,7 @@ input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="received" tls="on
         // Listening once the kernel lists the socket. No probe connection: a bare one that never
         // speaks TLS is what made rsyslog's OpenSSL stream driver misbehave (see `start_with`).
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !listening_on(port) {
+        while !super::ports::listening_on(port) {
             assert!(
                 Instant::now() < deadline,
                 "imrelp listens on {port}: {}",
@@ -230,36 +230,6 @@ ruleset(name="received") {{
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// A loopback port below the kernel's ephemeral range (`ip_local_port_range`) that nothing is
-/// bound to now.
-fn port_outside_the_ephemeral_range() -> u16 {
-    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let low = 20_000.min(ephemeral_start / 2);
-    for _ in 0..100 {
-        let port = rand::random::<u16>() % (ephemeral_start - low) + low;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {low} and {ephemeral_start}");
-}
-
-/// Whether a socket listens on 127.0.0.1:`port`, from `/proc/net/tcp` (state 0A is LISTEN).
-fn listening_on(port: u16) -> bool {
-    let wanted = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
-        table.lines().skip(1).any(|line| {
-            let mut columns = line.split_whitespace();
-            let local = columns.nth(1);
-            let state = columns.nth(1);
-            local == Some(wanted.as_str()) && state == Some("0A")
-        })
-    })
 }
 
 impl Drop for Rsyslog {
