@@ -166,6 +166,28 @@ pub(super) async fn deliver_range(
                     }
                     (ids.get(accepted).copied(), reason)
                 }
+                Disposition::PartlyAcknowledged {
+                    acknowledged,
+                    reason,
+                } => {
+                    // Stored for certain up to `acknowledged`; perhaps stored after that.
+                    let acknowledged = acknowledged.min(ids.len());
+                    for (k, &i) in ids.iter().enumerate() {
+                        fates[i] = if k < acknowledged {
+                            Fate::Delivered
+                        } else {
+                            Fate::MaybeSent
+                        };
+                    }
+                    if acknowledged > 0 {
+                        accepted_at = Some(requests);
+                    }
+                    trouble = Some(Trouble::Retry {
+                        after: None,
+                        reason,
+                    });
+                    break 'groups;
+                }
                 Disposition::Unconfirmed { after, reason } => {
                     // A gateway gave up waiting, or the SIEM stored part of the batch.
                     for &i in &ids {
@@ -299,6 +321,12 @@ pub(super) async fn send_probe(
             Ok(
                 Disposition::Retry { after, reason } | Disposition::Unconfirmed { after, reason },
             ) => return Err(Some(Trouble::Retry { after, reason })),
+            Ok(Disposition::PartlyAcknowledged { reason, .. }) => {
+                return Err(Some(Trouble::Retry {
+                    after: None,
+                    reason,
+                }))
+            }
             Ok(Disposition::AuthFailed { reason }) => {
                 return Err(Some(Trouble::Failing { reason }))
             }

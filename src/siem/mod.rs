@@ -113,6 +113,11 @@ pub enum Disposition {
     /// order), refused the next one for good (park it with `reason`) and did not process the
     /// rest (send them again). Never resend the accepted ones (Splunk HEC code 6).
     PartialAccept { accepted: usize, reason: String },
+    /// The SIEM acknowledged the first `acknowledged` events of the batch one by one (in
+    /// [`Batch::event_uuids`] order; RELP), then the exchange broke: those are delivered. The
+    /// rest may have been stored: retry them like [`Disposition::Unconfirmed`] and count their
+    /// resend as possible duplicates.
+    PartlyAcknowledged { acknowledged: usize, reason: String },
     /// The destination says it is gone for good (webhook 410): stop sending, turn export off,
     /// keep the events queued, and tell the admins.
     Gone { reason: String },
@@ -493,6 +498,7 @@ pub(crate) mod test_table {
         Gone,
         Retry(Option<u64>),
         Unconfirmed(Option<u64>),
+        PartlyAcknowledged(usize),
     }
 
     pub fn kind(d: &Disposition) -> Expect {
@@ -506,6 +512,9 @@ pub(crate) mod test_table {
             Disposition::Retry { after, .. } => Expect::Retry(after.map(|a| a.as_secs())),
             Disposition::Unconfirmed { after, .. } => {
                 Expect::Unconfirmed(after.map(|a| a.as_secs()))
+            }
+            Disposition::PartlyAcknowledged { acknowledged, .. } => {
+                Expect::PartlyAcknowledged(*acknowledged)
             }
         }
     }

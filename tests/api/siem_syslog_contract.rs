@@ -541,12 +541,17 @@ fn relp_frame(buf: &[u8]) -> Option<(u64, String, usize)> {
     (buf.len() >= end).then_some((txnr, command, end))
 }
 
+/// What a fake RELP receiver acknowledged: the payload of every `syslog` command it answered
+/// with `200` (what imrelp keeps).
+type Kept = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A RELP receiver over TLS (the test PKI's server certificate, no client certificate asked)
-/// that answers each frame with `reply(txnr, command)`: `Some(text)` as `rsp`, `None` hangs up.
+/// that takes one session after another and answers each frame with `reply(session, txnr,
+/// command)`, sessions counted from 0: `Some(text)` as `rsp`, `None` hangs up.
 async fn fake_relp(
     pki: &Pki,
-    reply: impl Fn(u64, &str) -> Option<String> + Send + 'static,
-) -> (u16, tokio::task::JoinHandle<()>) {
+    reply: impl Fn(usize, u64, &str) -> Option<String> + Send + 'static,
+) -> (u16, tokio::task::JoinHandle<()>, Kept) {
     use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -563,28 +568,50 @@ async fn fake_relp(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let kept = Kept::default();
+    let keeping = kept.clone();
     let server = tokio::spawn(async move {
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(socket).await.unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = tls.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
+        for session in 0.. {
+            let Ok((socket, _)) = listener.accept().await else {
                 return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some((txnr, command, used)) = relp_frame(&buf) {
-                buf.drain(..used);
-                let Some(text) = reply(txnr, &command) else {
-                    return;
-                };
-                let answer = format!("{txnr} rsp {} {text}\n", text.len());
-                tls.write_all(answer.as_bytes()).await.unwrap();
+            };
+            let Ok(mut tls) = acceptor.accept(socket).await else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            'session: loop {
+                let n = tls.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some((txnr, command, used)) = relp_frame(&buf) {
+                    let data = relp_data(&buf[..used]);
+                    buf.drain(..used);
+                    let Some(text) = reply(session, txnr, &command) else {
+                        break 'session;
+                    };
+                    if command == "syslog" && text.starts_with("200") {
+                        keeping.lock().unwrap().push(data);
+                    }
+                    let answer = format!("{txnr} rsp {} {text}\n", text.len());
+                    if tls.write_all(answer.as_bytes()).await.is_err() {
+                        break 'session;
+                    }
+                }
             }
         }
     });
-    (port, server)
+    (port, server, kept)
+}
+
+/// The data of one whole RELP frame (`txnr command datalen data` and its trailer).
+fn relp_data(frame: &[u8]) -> String {
+    let text = String::from_utf8_lossy(frame);
+    let mut fields = text.splitn(4, ' ');
+    let data = fields.nth(3).unwrap_or_default();
+    data.strip_suffix('\n').unwrap_or(data).to_owned()
 }
 
 fn relp_endpoint(port: u16, pki: &Pki) -> Endpoint {
@@ -599,13 +626,20 @@ async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
     // It opens the session, acknowledges the first message, then hangs up: the batch is not
     // delivered, and says how far it got.
     let pki = Pki::new();
-    let (port, server) = fake_relp(&pki, |txnr, _| (txnr <= 2).then(|| "200 OK".to_owned())).await;
+    let (port, server, _) =
+        fake_relp(&pki, |_, txnr, _| (txnr <= 2).then(|| "200 OK".to_owned())).await;
     let bytes = framed(&catalog_events(Uuid::new_v4())[..3], SyslogFormat::Rfc5424);
     let unconfirmed = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
         .await
         .expect_err("not every message was acknowledged");
     assert!(
-        matches!(unconfirmed, SyslogError::MaybeSent(_)),
+        matches!(
+            unconfirmed,
+            SyslogError::MaybeSent {
+                acknowledged: 1,
+                ..
+            }
+        ),
         "{unconfirmed}"
     );
     assert!(
@@ -618,12 +652,65 @@ async fn a_relp_receiver_that_hangs_up_midway_leaves_the_batch_unconfirmed() {
 }
 
 #[tokio::test]
+async fn a_relp_session_cut_short_keeps_what_was_acknowledged_and_resends_only_the_rest() {
+    // The first session acknowledges the first of three events, then hangs up; the next one
+    // acknowledges everything.
+    let pki = Pki::new();
+    let (port, server, kept) = fake_relp(&pki, |session, txnr, _| {
+        (session > 0 || txnr <= 2).then(|| "200 OK".to_owned())
+    })
+    .await;
+    let p = portal_with_lookup(lookup()).await;
+    let port = port.to_string();
+    let form = [
+        ("siem_enabled", "on"),
+        ("provider", "syslog"),
+        ("syslog_host", "localhost"),
+        ("syslog_port", port.as_str()),
+        ("syslog_transport", "relp"),
+        ("syslog_format", "rfc5424"),
+        ("syslog_ca_pem", pki.ca_pem.as_str()),
+        ("syslog_app_name", "EZCA"),
+    ];
+    let (code, page) = p.status_after("save", &form).await;
+    assert_eq!(code, 303, "{}", status(&page));
+    let body: Vec<Value> = CATALOG[..3]
+        .iter()
+        .map(|id| json!({"event_id": id}))
+        .collect();
+    let posted = p.app.post_events(&p.token, &Value::Array(body)).await;
+    assert_eq!(posted.status(), 202);
+
+    let forwarder = p.app.state.forwarder();
+    let cut = forwarder.forward_once().await.unwrap();
+    assert_eq!((cut.delivered, cut.duplicates), (1, 0), "{cut:?}");
+    let later = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let rest = forwarder.forward_once_at(later).await.unwrap();
+    // The two the receiver may have kept unacknowledged are counted; the acknowledged one is
+    // not sent again.
+    assert_eq!((rest.delivered, rest.duplicates), (2, 2), "{rest:?}");
+    let sequences: Vec<i64> = kept
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|data| {
+            let log: Value = serde_json::from_str(parts(data).2).unwrap();
+            log["Sequence"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_relp_receiver_that_refuses_the_session_fails_the_destination_and_one_that_hangs_up_is_retried(
 ) {
     let pki = Pki::new();
     let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
-    let (port, server) =
-        fake_relp(&pki, |_, _| Some("500 not accepting sessions".to_owned())).await;
+    let (port, server, _) = fake_relp(&pki, |_, _, _| {
+        Some("500 not accepting sessions".to_owned())
+    })
+    .await;
     let refused = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
         .await
         .expect_err("refused");
@@ -633,7 +720,7 @@ async fn a_relp_receiver_that_refuses_the_session_fails_the_destination_and_one_
         "{refused}"
     );
     server.abort();
-    let (port, server) = fake_relp(&pki, |_, _| None).await;
+    let (port, server, _) = fake_relp(&pki, |_, _, _| None).await;
     let hung_up = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
         .await
         .expect_err("no session");

@@ -15,7 +15,8 @@
 //! Sending (`service`): one connection per batch through the egress guard, TLS (the public
 //! roots plus a configured CA, mutual TLS optional) or plain TCP, closed cleanly; failures
 //! explained (name, issuer, refused, timeout), an error after the first byte "maybe sent".
-//! Over RELP (`relp`), every message is acknowledged by the receiver before the batch counts.
+//! Over RELP (`relp`), every message is acknowledged by the receiver before it counts; a batch
+//! cut short keeps its acknowledged messages delivered.
 //!
 //! Fields: `syslog_host`, `syslog_port` (6514; 20514 for RELP), `syslog_transport` (`tls`,
 //! `relp` for RELP over TLS, or `tcp` for hosts the outbound policy allows as internal), `syslog_format` (`rfc5424` or `cef`),
@@ -309,8 +310,18 @@ impl SyslogDestination {
             Err(SyslogError::Tls(reason)) => Ok(Disposition::AuthFailed {
                 reason: format!("TLS with the syslog receiver failed: {reason}."),
             }),
-            Err(SyslogError::MaybeSent(reason)) => Ok(Disposition::Unconfirmed {
+            Err(SyslogError::MaybeSent {
+                acknowledged: 0,
+                reason,
+            }) => Ok(Disposition::Unconfirmed {
                 after: None,
+                reason: format!("The syslog connection broke: {reason}."),
+            }),
+            Err(SyslogError::MaybeSent {
+                acknowledged,
+                reason,
+            }) => Ok(Disposition::PartlyAcknowledged {
+                acknowledged,
                 reason: format!("The syslog connection broke: {reason}."),
             }),
             Err(SyslogError::Refused(reason)) => Ok(Disposition::AuthFailed {
@@ -348,7 +359,7 @@ impl SyslogDestination {
             Err(SyslogError::NotSent { why: Unreached::Unresolved, detail }) => Err(failure(TestFailureKind::Dns, format!("Nothing was sent: {detail}. Check the spelling of the host."))),
             Err(SyslogError::NotSent { why: Unreached::Failed, detail }) => Err(failure(TestFailureKind::Other, format!("Nothing was sent: {detail}."))),
             Err(SyslogError::Tls(reason)) => Err(failure(TestFailureKind::Tls, format!("TLS with {at} failed: {reason}."))),
-            Err(SyslogError::MaybeSent(reason)) => Err(failure(TestFailureKind::ConnectionClosed, format!("The connection to {at} broke: {reason}."))),
+            Err(SyslogError::MaybeSent { reason, .. }) => Err(failure(TestFailureKind::ConnectionClosed, format!("The connection to {at} broke: {reason}."))),
             Err(SyslogError::Refused(reason)) => Err(failure(TestFailureKind::Other, format!("Nothing was delivered: {reason}."))),
         }
     }

@@ -1,7 +1,8 @@
 //! RELP, rsyslog's Reliable Event Logging Protocol, on an open (TLS) connection: the session
 //! is opened with an offer, every message goes as a `syslog` command and is acknowledged by
-//! the receiver (`rsp 200`), then the session is closed. A batch is delivered only when every
-//! message of it was acknowledged: that is the proof plain syslog cannot give.
+//! the receiver (`rsp 200`), then the session is closed. A message is delivered once it is
+//! acknowledged: that is the proof plain syslog cannot give. A session cut short reports how
+//! many were, in order, so that only the rest is sent again.
 //!
 //! Frames: `TXNR SP COMMAND SP DATALEN [SP DATA] LF`, transaction numbers counting from 1.
 
@@ -276,15 +277,19 @@ pub(super) async fn exchange<S: Closing>(
     let last = match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
         Ok(Ok(last)) => last,
         Ok(Err(e)) => {
-            return Err(SyslogError::MaybeSent(format!(
-                "{acked} of {total} messages were acknowledged, then: {e}; the receiver may have some of the others"
-            )))
+            return Err(SyslogError::MaybeSent {
+                acknowledged: acked,
+                reason: format!("{acked} of {total} messages were acknowledged, then: {e}; the receiver may have some of the others"),
+            })
         }
         Err(_) => {
-            return Err(SyslogError::MaybeSent(format!(
-                "{acked} of {total} messages were acknowledged within {} s; the receiver may have some of the others",
-                WRITE_TIMEOUT.as_secs()
-            )))
+            return Err(SyslogError::MaybeSent {
+                acknowledged: acked,
+                reason: format!(
+                    "{acked} of {total} messages were acknowledged within {} s; the receiver may have some of the others",
+                    WRITE_TIMEOUT.as_secs()
+                ),
+            })
         }
     };
     // Every message is acknowledged: the batch is delivered, whatever the close does.

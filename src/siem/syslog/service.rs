@@ -50,9 +50,10 @@ pub enum SyslogError {
     /// The server's certificate was refused, or it refused ours: a settings problem.
     #[error("{0}")]
     Tls(String),
-    /// The connection broke after bytes left: the receiver may have some of the batch.
-    #[error("{0}")]
-    MaybeSent(String),
+    /// The connection broke after bytes left: the receiver may have some of the batch. Over
+    /// RELP it acknowledged the first `acknowledged` messages (plain syslog acknowledges none).
+    #[error("{reason}")]
+    MaybeSent { acknowledged: usize, reason: String },
     /// The receiver refused the RELP session (its answer says why): a settings problem.
     #[error("{0}")]
     Refused(String),
@@ -243,15 +244,19 @@ async fn write_all<S: Closing>(
             if let Err(alert) = drain(stream).await {
                 return Err(SyslogError::Tls(explain_tls(host, &alert)));
             }
-            return Err(SyslogError::MaybeSent(format!(
-                "the connection broke while sending ({e}); the receiver may have part of the batch"
-            )));
+            return Err(SyslogError::MaybeSent {
+                acknowledged: 0,
+                reason: format!("the connection broke while sending ({e}); the receiver may have part of the batch"),
+            });
         }
         Err(_) => {
-            return Err(SyslogError::MaybeSent(format!(
-                "sending did not finish within {} s; the receiver may have part of the batch",
-                WRITE_TIMEOUT.as_secs()
-            )))
+            return Err(SyslogError::MaybeSent {
+                acknowledged: 0,
+                reason: format!(
+                    "sending did not finish within {} s; the receiver may have part of the batch",
+                    WRITE_TIMEOUT.as_secs()
+                ),
+            })
         }
     }
     // The receiver closed, reset after reading, or kept its side open: what we wrote and
