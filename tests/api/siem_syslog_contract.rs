@@ -547,7 +547,8 @@ type Kept = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// A RELP receiver over TLS (the test PKI's server certificate, no client certificate asked)
 /// that takes one session after another and answers each frame with `reply(session, txnr,
-/// command)`, sessions counted from 0: `Some(text)` as `rsp`, `None` hangs up.
+/// command)`, sessions counted from 0: `Some(text)` as `rsp` (a plain `200 OK` to `open` with
+/// imrelp's offers), `None` hangs up.
 async fn fake_relp(
     pki: &Pki,
     reply: impl Fn(usize, u64, &str) -> Option<String> + Send + 'static,
@@ -589,9 +590,13 @@ async fn fake_relp(
                 while let Some((txnr, command, used)) = relp_frame(&buf) {
                     let data = relp_data(&buf[..used]);
                     buf.drain(..used);
-                    let Some(text) = reply(session, txnr, &command) else {
+                    let Some(mut text) = reply(session, txnr, &command) else {
                         break 'session;
                     };
+                    if command == "open" && text == "200 OK" {
+                        // imrelp's offers, as librelp 1.11 sends them.
+                        text.push_str("\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog");
+                    }
                     if command == "syslog" && text.starts_with("200") {
                         keeping.lock().unwrap().push(data);
                     }
@@ -703,7 +708,7 @@ async fn a_relp_session_cut_short_keeps_what_was_acknowledged_and_resends_only_t
 }
 
 #[tokio::test]
-async fn a_relp_receiver_that_refuses_the_session_fails_the_destination_and_one_that_hangs_up_is_retried(
+async fn a_relp_receiver_that_refuses_the_session_or_offers_no_syslog_fails_the_destination_and_one_that_hangs_up_is_retried(
 ) {
     let pki = Pki::new();
     let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
@@ -719,6 +724,26 @@ async fn a_relp_receiver_that_refuses_the_session_fails_the_destination_and_one_
         refused.to_string().contains("500 not accepting sessions"),
         "{refused}"
     );
+    server.abort();
+    // An open answered without the syslog command among its offers: nothing is sent.
+    let (port, server, kept) = fake_relp(&pki, |_, _, command| {
+        Some(match command {
+            "open" => "200 OK\nrelp_version=0\ncommands=eventlog".to_owned(),
+            _ => "200 OK".to_owned(),
+        })
+    })
+    .await;
+    let refused = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)
+        .await
+        .expect_err("no syslog command");
+    assert!(matches!(refused, SyslogError::Refused(_)), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("does not offer the syslog command"),
+        "{refused}"
+    );
+    assert!(kept.lock().unwrap().is_empty());
     server.abort();
     let (port, server, _) = fake_relp(&pki, |_, _, _| None).await;
     let hung_up = syslog::send_framed(&relp_endpoint(port, &pki), &egress(), lookup(), &bytes)

@@ -28,6 +28,19 @@ fn offer() -> String {
     )
 }
 
+/// Whether an open answer's offers (`200 OK` then one `name=value` line each) list the
+/// `syslog` command.
+fn offers_syslog(answer: &[u8]) -> bool {
+    String::from_utf8_lossy(answer)
+        .lines()
+        .skip(1)
+        .any(|offer| {
+            offer
+                .strip_prefix("commands=")
+                .is_some_and(|commands| commands.split(',').any(|c| c.trim() == "syslog"))
+        })
+}
+
 /// One frame, as written.
 pub fn frame(txnr: u64, command: &str, data: &[u8]) -> Vec<u8> {
     let mut out = format!("{txnr} {command} {}", data.len()).into_bytes();
@@ -221,7 +234,15 @@ pub(super) async fn exchange<S: Closing>(
         reader.next(stream).await
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, opened).await {
-        Ok(Ok(answer)) if answer.txnr == 1 && answer.ok() => {}
+        Ok(Ok(answer)) if answer.txnr == 1 && answer.ok() => {
+            // librelp's own client checks this too: a server that does not take the `syslog`
+            // command would refuse every message.
+            if !offers_syslog(&answer.data) {
+                return Err(SyslogError::Refused(format!(
+                    "{host} opened a RELP session but does not offer the syslog command; check that the port is an imrelp input"
+                )));
+            }
+        }
         Ok(Ok(answer)) => {
             return Err(SyslogError::Refused(format!(
                 "{host} refused the RELP session ({}); check that the port is an imrelp input",
@@ -344,6 +365,17 @@ mod tests {
             parse(b"<110>1 2026-12-06T00:00:00Z host app - - - not relp at all, long line")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_open_answer_must_offer_the_syslog_command() {
+        let librelp = b"200 OK\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog";
+        assert!(offers_syslog(librelp));
+        assert!(offers_syslog(b"200 OK\ncommands=eventlog, syslog"));
+        assert!(!offers_syslog(b"200 OK"), "no offers");
+        assert!(!offers_syslog(b"200 OK\nrelp_version=0\ncommands="));
+        assert!(!offers_syslog(b"200 OK\ncommands=syslogx"));
+        assert!(!offers_syslog(b"200 OK syslog"), "not an offer line");
     }
 
     #[test]
