@@ -626,4 +626,51 @@ mod tests {
         assert_eq!(outcome.fates, vec![Fate::MaybeSent; 3]);
         assert!(matches!(outcome.trouble, Some(Trouble::Retry { .. })));
     }
+
+    fn acknowledged(acknowledged: usize) -> Disposition {
+        Disposition::PartlyAcknowledged {
+            acknowledged,
+            reason: "the connection broke".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partly_acknowledged_batch_keeps_its_prefix_delivered_and_the_rest_maybe_sent() {
+        let siem = Scripted::new(|_, _| acknowledged(2));
+        let outcome = deliver(&siem, &logs(4, &[])).await;
+        use Fate::{Delivered, MaybeSent};
+        assert_eq!(
+            outcome.fates,
+            vec![Delivered, Delivered, MaybeSent, MaybeSent]
+        );
+        assert!(matches!(outcome.trouble, Some(Trouble::Retry { .. })));
+        assert_eq!(siem.requests(), 1, "the rest waits for the next claim");
+
+        // More acknowledgements than events counts the batch, never beyond it.
+        let siem = Scripted::new(|_, _| acknowledged(9));
+        let outcome = deliver(&siem, &logs(3, &[])).await;
+        assert_eq!(outcome.fates, vec![Delivered; 3]);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_event_proves_an_earlier_refusal() {
+        // The poison event is refused, alone too; the far end's event is then acknowledged.
+        let siem = Scripted::new(|_, ids| {
+            if ids.contains(&4888) {
+                refused("bad event".into())
+            } else {
+                acknowledged(1)
+            }
+        });
+        let outcome = deliver(&siem, &logs(3, &[0])).await;
+        assert_eq!(
+            outcome.fates,
+            vec![
+                Fate::Parked("bad event".into()),
+                Fate::Unsent,
+                Fate::Delivered
+            ]
+        );
+        assert!(matches!(outcome.trouble, Some(Trouble::Retry { .. })));
+    }
 }

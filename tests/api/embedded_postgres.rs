@@ -169,17 +169,22 @@ fn second_start_on_same_data_dir_is_refused_as_already_in_use() {
 fn a_lock_copied_into_a_process_being_spawned_does_not_outlive_the_stop() {
     let (_tmp, data) = traversable_tempdir();
     let first = EmbeddedPostgres::start(opts(&data)).unwrap();
+    let (mut forked, fork_writes) = std::io::pipe().unwrap();
+    let fork_says = std::os::fd::AsRawFd::as_raw_fd(&fork_writes);
     let mut spawning = Command::new("true");
-    // SAFETY: nanosleep is async-signal-safe; the child only waits before its exec, holding a
-    // copy of every descriptor this process has open (close-on-exec ones included).
+    // SAFETY: write and nanosleep are async-signal-safe. The child says it exists, then waits
+    // before its exec, holding a copy of every descriptor this process has open (close-on-exec
+    // ones included).
     unsafe {
-        spawning.pre_exec(|| {
+        spawning.pre_exec(move || {
+            libc::write(fork_says, b"f".as_ptr().cast(), 1);
             std::thread::sleep(Duration::from_secs(2));
             Ok(())
         });
     }
     let spawner = std::thread::spawn(move || spawning.status());
-    std::thread::sleep(Duration::from_millis(300));
+    std::io::Read::read_exact(&mut forked, &mut [0u8; 1]).unwrap();
+    drop(fork_writes);
     drop(first);
     let second = EmbeddedPostgres::start(opts(&data));
     assert!(second.is_ok(), "{:?}", second.err());
