@@ -501,6 +501,22 @@ pub(crate) mod test_table {
         PartlyAcknowledged(usize),
     }
 
+    /// Checks an HTTP provider's `classify(status, Retry-After, body)` against a table of
+    /// statuses, `Retry-After` values and the kinds they must give (empty bodies).
+    pub fn assert_classifies(
+        classify: impl Fn(u16, Option<&str>, &str) -> Disposition,
+        table: &[(u16, Option<&str>, Expect)],
+    ) {
+        for (status, retry_after, expected) in table {
+            let got = classify(*status, *retry_after, "");
+            assert_eq!(
+                &kind(&got),
+                expected,
+                "{status} {retry_after:?} gave {got:?}"
+            );
+        }
+    }
+
     pub fn kind(d: &Disposition) -> Expect {
         match d {
             Disposition::Delivered => Expect::Delivered,
