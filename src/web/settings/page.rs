@@ -101,10 +101,12 @@ pub(super) async fn show(
         (Some(_), _) => Some(Status::plain("ok", "Settings saved.")),
         (None, None) if query.removed.is_some() => Some(Status::plain(
             "ok",
-            format!(
-                "Destination removed. {} event(s) it had not been sent yet will not be sent to it.",
-                query.removed.unwrap_or_default()
-            ),
+            match query.removed.unwrap_or_default() {
+                0 => "Destination removed. Nothing was waiting to be sent to it.".to_owned(),
+                owed => format!(
+                    "Destination removed. {owed} event(s) it had not been sent yet will not be sent to it."
+                ),
+            },
         )),
         (None, Some(n)) => Some(Status::plain(
             "ok",
