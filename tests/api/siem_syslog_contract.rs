@@ -413,30 +413,8 @@ async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one(
     // A receiver that asks for a client certificate but lets the session through without one
     // and keeps nothing of it (GnuTLS receivers in x509 modes close without an alert): without
     // this check, the batch would count as delivered and be lost.
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
     let pki = Pki::new();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -553,20 +531,8 @@ async fn fake_relp(
     pki: &Pki,
     reply: impl Fn(usize, u64, &str) -> Option<String> + Send + 'static,
 ) -> (u16, tokio::task::JoinHandle<()>, Kept) {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let kept = Kept::default();

@@ -58,6 +58,42 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A TLS acceptor with the server certificate for `localhost`, for a receiver of our own.
+    /// `asks_for_client_cert`: it asks for a client certificate (issued by the test CA) but lets
+    /// the session through without one.
+    pub fn acceptor(&self, asks_for_client_cert: bool) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if asks_for_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(self.server_cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+}
+
 /// A running rsyslogd; killed when dropped.
 pub struct Rsyslog {
     child: Child,
