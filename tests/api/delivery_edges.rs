@@ -3,6 +3,7 @@
 //! leases, retention and the notifier never step on a claim.
 
 use crate::support;
+use cloudpki::domain::destination::DestinationKey;
 use std::time::Duration;
 
 use crate::support::{
@@ -45,14 +46,9 @@ async fn switch(
         .execute(&mut *tx)
         .await
         .unwrap();
-    let switched = store::delivery::apply_switch(
-        &mut tx,
-        cloudpki::domain::destination::DestinationKey::first(sub),
-        to,
-        carry,
-    )
-    .await
-    .unwrap();
+    let switched = store::delivery::apply_switch(&mut tx, DestinationKey::first(sub), to, carry)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     switched
 }
@@ -414,7 +410,7 @@ async fn the_notifier_locks_only_the_destinations_whose_events_expire() {
         Duration::from_secs(5),
         store::delivery::pause(
             &app.pool,
-            cloudpki::domain::destination::DestinationKey::first(sub),
+            DestinationKey::first(sub),
             "datadog",
             "admin@example.com",
         ),
@@ -447,7 +443,7 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
     };
     let first = store::delivery::start_replay(
         &app.pool,
-        cloudpki::domain::destination::DestinationKey::first(sub),
+        DestinationKey::first(sub),
         "datadog",
         window(20),
         1000,
@@ -473,7 +469,7 @@ async fn a_newer_replay_with_the_same_end_is_not_skipped_by_an_older_claim() {
     // An administrator starts a wider replay with the same end while the claim replays.
     let second = store::delivery::start_replay(
         &app.pool,
-        cloudpki::domain::destination::DestinationKey::first(sub),
+        DestinationKey::first(sub),
         "datadog",
         window(5),
         1000,
@@ -515,7 +511,7 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             let mut tx = app.pool.begin().await.unwrap();
             store::delivery::set_filter(
                 &mut tx,
-                cloudpki::domain::destination::DestinationKey::first(sub),
+                DestinationKey::first(sub),
                 "datadog",
                 Some(&[12]),
             )
@@ -541,7 +537,7 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             "pause" => {
                 store::delivery::pause(
                     &app.pool,
-                    cloudpki::domain::destination::DestinationKey::first(sub),
+                    DestinationKey::first(sub),
                     "datadog",
                     "admin@example.com",
                 )
@@ -553,14 +549,9 @@ async fn pausing_or_switching_off_mid_claim_stops_the_next_range_and_a_widened_f
             }
             _ => {
                 let mut tx = app.pool.begin().await.unwrap();
-                store::delivery::set_filter(
-                    &mut tx,
-                    cloudpki::domain::destination::DestinationKey::first(sub),
-                    "datadog",
-                    None,
-                )
-                .await
-                .unwrap();
+                store::delivery::set_filter(&mut tx, DestinationKey::first(sub), "datadog", None)
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
         }
@@ -623,7 +614,7 @@ async fn retries_and_replays_outliving_the_lease_keep_it() {
     .unwrap();
     let plan = store::delivery::start_replay(
         &app.pool,
-        cloudpki::domain::destination::DestinationKey::first(sub),
+        DestinationKey::first(sub),
         "datadog",
         (
             Utc::now() - chrono::Duration::hours(1),

@@ -239,14 +239,9 @@ async fn four_hung_destinations_do_not_hold_up_a_healthy_fifth() {
     // Four intakes that accept the connection and never answer.
     let mut hung = Vec::new();
     for i in 0..4 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        hung.push(tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        }));
+        let (address, holder) = support::hung_listener().await;
+        let url = format!("http://{address}");
+        hung.push(holder);
         let sub = app.create_subscription(&format!("Hung {i}")).await;
         app.configure_datadog(sub, &url, KEY, true).await;
         app.post_n(&app.token(sub).await, 10, 12).await;

@@ -19,26 +19,6 @@ struct Setup {
     archive: FakeDatadog,
 }
 
-async fn call(
-    app: &TestApp,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, app.url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-    }
-    let answer = request.send().await.unwrap();
-    let status = answer.status().as_u16();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
-
 fn datadog(name: &str, intake: &FakeDatadog, key: &str) -> Value {
     json!({
         "destination_name": name,
@@ -96,13 +76,12 @@ impl Setup {
 
     async fn call(&self, method: reqwest::Method, rest: &str, body: Option<Value>) -> (u16, Value) {
         let path = format!("/api/v1/subscriptions/{}/{rest}", self.sub);
-        call(&self.app, &self.token, method, &path, body).await
+        self.app.call(method, &path, Some(&self.token), body).await
     }
 
     async fn send_events(&self, n: usize, event_id: u32) {
         let ingest = self.app.token(self.sub).await;
         self.app.post_n(&ingest, n, event_id).await;
-        self.app.sequenced().await;
     }
 
     async fn notify(&self) {
@@ -402,14 +381,15 @@ async fn destination_paths_are_checked_and_invalid_names_are_explained() {
     assert!(body["errors"]["destination_id"].is_string(), "{body}");
     // A token limited to another subscription does not see these destinations.
     let other = s.app.create_subscription("Fabrikam").await;
-    let (status, _) = call(
-        &s.app,
-        &s.token,
-        reqwest::Method::GET,
-        &format!("/api/v1/subscriptions/{other}/destinations"),
-        None,
-    )
-    .await;
+    let (status, _) = s
+        .app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/subscriptions/{other}/destinations"),
+            Some(&s.token),
+            None,
+        )
+        .await;
     assert_eq!(status, 404, "not a member");
 }
 
@@ -485,10 +465,7 @@ async fn the_events_page_and_the_metrics_show_each_destination_state() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let router = cloudpki::web::metrics::router(s.app.state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = s.app.metrics_url().await;
     let scrape = reqwest::get(&url).await.unwrap().text().await.unwrap();
     for destination in ["1", "2"] {
         let label = format!("destination=\"{destination}\"");
@@ -525,8 +502,10 @@ async fn credential_reminders_name_each_destination_and_reach_every_subscription
         if path.ends_with("/siem") {
             body["destination_name"] = Value::Null;
         }
-        let (status, answer) =
-            call(&s.app, &s.token, reqwest::Method::PUT, &path, Some(body)).await;
+        let (status, answer) = s
+            .app
+            .call(reqwest::Method::PUT, &path, Some(&s.token), Some(body))
+            .await;
         assert_eq!(status, 200, "{path}: {answer}");
     }
     s.notify().await;
@@ -644,14 +623,8 @@ async fn a_hung_destination_never_delays_a_sparse_tenants_other_destination() {
     let app = TestApp::spawn_with_overrides(crate::support::test_env(), overrides).await;
     let s = Setup::two_destinations_on(app).await;
     // The archive now answers nothing: it accepts the connection and holds it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_url = format!("http://{}", listener.local_addr().unwrap());
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (hung, holder) = crate::support::hung_listener().await;
+    let hung_url = format!("http://{hung}");
     let (status, body) = s
         .call(
             reqwest::Method::PATCH,

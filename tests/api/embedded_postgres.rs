@@ -170,15 +170,17 @@ fn a_lock_copied_into_a_process_being_spawned_does_not_outlive_the_stop() {
     let (_tmp, data) = traversable_tempdir();
     let first = EmbeddedPostgres::start(opts(&data)).unwrap();
     let (mut forked, fork_writes) = std::io::pipe().unwrap();
+    let (released, mut release) = std::io::pipe().unwrap();
     let fork_says = std::os::fd::AsRawFd::as_raw_fd(&fork_writes);
+    let wait_for_release = std::os::fd::AsRawFd::as_raw_fd(&released);
     let mut spawning = Command::new("true");
-    // SAFETY: write and nanosleep are async-signal-safe. The child says it exists, then waits
-    // before its exec, holding a copy of every descriptor this process has open (close-on-exec
-    // ones included).
+    // SAFETY: write and read are async-signal-safe. The child says it exists, then waits before
+    // its exec until this test releases it, holding a copy of every descriptor this process has
+    // open (close-on-exec ones included) all the while.
     unsafe {
         spawning.pre_exec(move || {
             libc::write(fork_says, b"f".as_ptr().cast(), 1);
-            std::thread::sleep(Duration::from_secs(2));
+            libc::read(wait_for_release, [0u8; 1].as_mut_ptr().cast(), 1);
             Ok(())
         });
     }
@@ -187,6 +189,8 @@ fn a_lock_copied_into_a_process_being_spawned_does_not_outlive_the_stop() {
     drop(fork_writes);
     drop(first);
     let second = EmbeddedPostgres::start(opts(&data));
+    std::io::Write::write_all(&mut release, b"r").unwrap();
+    drop(released);
     assert!(second.is_ok(), "{:?}", second.err());
     assert!(spawner.join().unwrap().unwrap().success());
 }

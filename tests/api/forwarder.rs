@@ -583,15 +583,6 @@ async fn the_running_worker_wakes_on_notify_and_delivers_within_moments() {
     assert_eq!(intake.logs()[0]["EventID"], 4882);
 }
 
-/// Serves the metrics router on a listener of its own, as `CLOUDPKI_METRICS_LISTEN` does.
-async fn metrics_listener(app: &TestApp) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let router = cloudpki::web::metrics::router(app.state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    url
-}
-
 #[tokio::test]
 async fn metrics_report_recorded_delivered_and_backlog_on_their_own_listener_only() {
     let s = setup().await;
@@ -601,7 +592,7 @@ async fn metrics_report_recorded_delivered_and_backlog_on_their_own_listener_onl
         404,
         "the portal's port never serves metrics"
     );
-    let url = metrics_listener(&s.app).await;
+    let url = s.app.metrics_url().await;
     let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
     let before = scrape().await;
     assert!(before.contains("cloudpki_backlog_events"), "{before}");

@@ -45,25 +45,6 @@ async fn token_from_account_page(app: &TestApp, email: &str) -> String {
     token
 }
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.unwrap();
-    let status = answer.status().as_u16();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn an_admin_scripts_the_settings_with_the_same_rules_as_the_page() {
     let app = TestApp::spawn().await;
@@ -74,25 +55,27 @@ async fn an_admin_scripts_the_settings_with_the_same_rules_as_the_page() {
     let path = format!("/api/v1/subscriptions/{sub}/siem");
     let intake = FakeDatadog::start(KEY).await;
 
-    let (status, body) = call(&app, reqwest::Method::GET, &path, Some(&token), None).await;
+    let (status, body) = app
+        .call(reqwest::Method::GET, &path, Some(&token), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["siem_enabled"], false);
     assert_eq!(body["provider"], "datadog");
 
-    let (status, body) = call(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        Some(&token),
-        Some(json!({
-            "siem_enabled": true,
-            "provider": "datadog",
-            "datadog_site": "custom",
-            "datadog_url": intake.base_url(),
-            "datadog_api_key": KEY,
-        })),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(json!({
+                "siem_enabled": true,
+                "provider": "datadog",
+                "datadog_site": "custom",
+                "datadog_url": intake.base_url(),
+                "datadog_api_key": KEY,
+            })),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["siem_enabled"], true);
     assert_eq!(body["datadog_url"], intake.base_url());
@@ -119,17 +102,17 @@ async fn an_admin_scripts_the_settings_with_the_same_rules_as_the_page() {
     );
 
     // A changed address without the key again is refused, as on the page.
-    let (status, body) = call(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        Some(&token),
-        Some(
-            json!({"siem_enabled": true, "provider": "datadog", "datadog_site": "custom",
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(
+                json!({"siem_enabled": true, "provider": "datadog", "datadog_site": "custom",
                     "datadog_url": "https://intake.example.com"}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     assert!(
         body["errors"]["datadog_api_key"]
@@ -139,14 +122,14 @@ async fn an_admin_scripts_the_settings_with_the_same_rules_as_the_page() {
         "{body}"
     );
     // Unknown fields and wrong types are named.
-    let (status, body) = call(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        Some(&token),
-        Some(json!({"provider": "datadog", "datadog_colour": "blue", "datadog_url": 7})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(json!({"provider": "datadog", "datadog_colour": "blue", "datadog_url": 7})),
+        )
+        .await;
     assert_eq!(status, 422);
     assert!(body["errors"]["datadog_colour"].is_string(), "{body}");
     assert!(body["errors"]["datadog_url"].is_string(), "{body}");
@@ -181,47 +164,46 @@ async fn readers_strangers_and_missing_or_revoked_tokens_are_refused() {
     let path = format!("/api/v1/subscriptions/{sub}/siem");
     let change = json!({"siem_enabled": false, "provider": "splunk"});
 
-    let (status, _) = call(&app, reqwest::Method::GET, &path, Some(&reader), None).await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, &path, Some(&reader), None)
+        .await;
     assert_eq!(status, 200, "readers may read");
-    let (status, body) = call(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        Some(&reader),
-        Some(change.clone()),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&reader),
+            Some(change.clone()),
+        )
+        .await;
     assert_eq!(status, 403, "{body}");
     for method in [reqwest::Method::GET, reqwest::Method::PUT] {
-        let (status, _) = call(
-            &app,
-            method.clone(),
-            &path,
-            Some(&stranger),
-            Some(change.clone()),
-        )
-        .await;
+        let (status, _) = app
+            .call(method.clone(), &path, Some(&stranger), Some(change.clone()))
+            .await;
         assert_eq!(status, 404, "{method} as a stranger");
-        let (status, _) = call(&app, method.clone(), &path, None, Some(change.clone())).await;
+        let (status, _) = app
+            .call(method.clone(), &path, None, Some(change.clone()))
+            .await;
         assert_eq!(status, 401, "{method} without a token");
-        let (status, _) = call(
-            &app,
-            method.clone(),
-            &path,
-            Some("not-a-token"),
-            Some(change.clone()),
-        )
-        .await;
+        let (status, _) = app
+            .call(
+                method.clone(),
+                &path,
+                Some("not-a-token"),
+                Some(change.clone()),
+            )
+            .await;
         assert_eq!(status, 401, "{method} with a wrong token");
     }
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/subscriptions/{}/siem", Uuid::new_v4()),
-        Some(&reader),
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/subscriptions/{}/siem", Uuid::new_v4()),
+            Some(&reader),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
 
     // Revoked on the account page: 401 from then on.
@@ -242,7 +224,9 @@ async fn readers_strangers_and_missing_or_revoked_tokens_are_refused() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
-    let (status, _) = call(&app, reqwest::Method::GET, &path, Some(&reader), None).await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, &path, Some(&reader), None)
+        .await;
     assert_eq!(status, 401);
 }
 
@@ -275,7 +259,9 @@ async fn the_cli_creates_and_revokes_personal_api_tokens() {
         .unwrap_or_else(|| panic!("{stderr}"))
         .to_owned();
     let path = format!("/api/v1/subscriptions/{sub}/siem");
-    let (status, _) = call(&app, reqwest::Method::GET, &path, Some(&token), None).await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, &path, Some(&token), None)
+        .await;
     assert_eq!(status, 200);
     let out = run(&["admin", "create-api-token", "--email", "nobody@example.com"]);
     assert_eq!(out.status.code(), Some(2));
@@ -285,21 +271,18 @@ async fn the_cli_creates_and_revokes_personal_api_tokens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (status, _) = call(&app, reqwest::Method::GET, &path, Some(&token), None).await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, &path, Some(&token), None)
+        .await;
     assert_eq!(status, 401);
 }
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_path_and_every_provider_field() {
     let app = TestApp::spawn().await;
-    let (status, doc) = call(
-        &app,
-        reqwest::Method::GET,
-        "/api/v1/openapi.json",
-        None,
-        None,
-    )
-    .await;
+    let (status, doc) = app
+        .call(reqwest::Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     for path in [
@@ -409,39 +392,35 @@ impl Scripted {
     }
 
     async fn put(&self, body: Value) -> (u16, Value) {
-        call(
-            &self.app,
-            reqwest::Method::PUT,
-            &self.path,
-            Some(&self.admin),
-            Some(body),
-        )
-        .await
+        self.app
+            .call(
+                reqwest::Method::PUT,
+                &self.path,
+                Some(&self.admin),
+                Some(body),
+            )
+            .await
     }
 
     async fn get(&self) -> Value {
-        let (status, body) = call(
-            &self.app,
-            reqwest::Method::GET,
-            &self.path,
-            Some(&self.admin),
-            None,
-        )
-        .await;
+        let (status, body) = self
+            .app
+            .call(reqwest::Method::GET, &self.path, Some(&self.admin), None)
+            .await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     /// `POST …/siem/<action>` with `token`.
     async fn act(&self, action: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        call(
-            &self.app,
-            reqwest::Method::POST,
-            &format!("{}/{action}", self.path),
-            token,
-            body,
-        )
-        .await
+        self.app
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/{action}", self.path),
+                token,
+                body,
+            )
+            .await
     }
 
     async fn record(&self, events: Value) {
@@ -647,14 +626,15 @@ async fn pause_resume_replay_and_retry_are_scriptable_with_the_page_s_rules() {
     for action in ["pause", "resume", "replay", "monitors", "retry-parked"] {
         let (status, _) = s.act(action, Some(&stranger), Some(window.clone())).await;
         assert_eq!(status, 404, "{action} as a stranger");
-        let (status, _) = call(
-            &s.app,
-            reqwest::Method::POST,
-            &format!("/api/v1/subscriptions/not-a-uuid/siem/{action}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+        let (status, _) = s
+            .app
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/subscriptions/not-a-uuid/siem/{action}"),
+                Some(&admin),
+                None,
+            )
+            .await;
         assert_eq!(status, 404, "{action} with a malformed id");
         let (status, _) = s.act(action, None, Some(window.clone())).await;
         assert_eq!(status, 401, "{action} without a token");

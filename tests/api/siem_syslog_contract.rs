@@ -378,14 +378,8 @@ async fn plain_tcp_reaches_an_allow_listed_relay_and_is_refused_for_any_other_ho
 #[tokio::test]
 async fn a_receiver_that_accepts_but_never_answers_tls_is_a_timeout_with_nothing_sent() {
     // Accepts the connection and then says nothing: no TLS server behind the port.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (address, holder) = crate::support::hung_listener().await;
+    let port = address.port();
     let pki = Pki::new();
     let bytes = framed(&catalog_events(Uuid::new_v4())[..1], SyslogFormat::Rfc5424);
     let silent = send_tls("localhost", port, &pki, None, &bytes)
@@ -419,25 +413,36 @@ async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one(
     let port = listener.local_addr().unwrap().port();
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = received.clone();
+    // How many sessions the receiver has seen to their end.
+    let (ended, mut sessions_ended) = tokio::sync::watch::channel(0usize);
     let server = tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            let (acceptor, counted, ended) = (acceptor.clone(), counted.clone(), ended.clone());
             tokio::spawn(async move {
                 use tokio::io::AsyncReadExt as _;
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = tls.read(&mut buf).await {
-                    if n == 0 {
-                        break;
+                if let Ok(mut tls) = acceptor.accept(socket).await {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
                     }
-                    counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                    // Closes without a word, as if it had stored the batch.
                 }
-                // Closes without a word, as if it had stored the batch.
+                ended.send_modify(|n| *n += 1);
             });
         }
     });
+    async fn until_ended(ended: &mut tokio::sync::watch::Receiver<usize>, sessions: usize) {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            ended.wait_for(|n| *n >= sessions),
+        )
+        .await
+        .expect("the receiver saw the session end")
+        .expect("the receiver runs");
+    }
     let bytes = framed(&catalog_events(Uuid::new_v4())[..2], SyslogFormat::Rfc5424);
     let refused = send_tls("localhost", port, &pki, None, &bytes)
         .await
@@ -449,7 +454,7 @@ async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one(
             .contains("asks for a client certificate"),
         "{refused}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    until_ended(&mut sessions_ended, 1).await;
     assert_eq!(
         received.load(std::sync::atomic::Ordering::SeqCst),
         0,
@@ -459,7 +464,7 @@ async fn a_receiver_that_asks_for_a_client_certificate_gets_nothing_without_one(
     send_tls("localhost", port, &pki, client_of(&pki), &bytes)
         .await
         .expect("sent with the client certificate");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    until_ended(&mut sessions_ended, 2).await;
     assert_eq!(
         received.load(std::sync::atomic::Ordering::SeqCst),
         bytes.len()

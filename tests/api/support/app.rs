@@ -586,6 +586,53 @@ impl TestApp {
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
         login_with(&self.client, &self.base_url, email, password).await
     }
+
+    /// A REST API call: the status and the JSON answer (`null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.expect("an HTTP answer");
+        let status = answer.status().as_u16();
+        (
+            status,
+            answer.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Serves the metrics router on a listener of its own, as `CLOUDPKI_METRICS_LISTEN` does;
+    /// returns its `/metrics` URL.
+    pub async fn metrics_url(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let router = cloudpki::web::metrics::router(self.state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        url
+    }
+}
+
+/// A loopback listener that accepts every connection and never says a word (a hung intake or
+/// receiver); abort the task to close them.
+pub async fn hung_listener() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, holder)
 }
 
 /// A browser-like client: cookies kept, redirects not followed.

@@ -56,9 +56,7 @@ impl Pki {
             client_key_pem,
         }
     }
-}
 
-impl Pki {
     /// A TLS acceptor with the server certificate for `localhost`, for a receiver of our own.
     /// `asks_for_client_cert`: it asks for a client certificate (issued by the test CA) but lets
     /// the session through without one.
