@@ -3,10 +3,19 @@
 
 use super::{Error, Service};
 use crate::{
-    domain::destination::DestinationKey,
+    domain::destination::{DestinationKey, DestinationNo},
     siem::Provider,
     store::{self, siem::Removed},
 };
+
+/// How the page, the history and the Events page name a destination: the name given, else its
+/// provider (stored by id) and, after the first, its number.
+pub fn destination_label(number: DestinationNo, name: Option<&str>, provider: &str) -> String {
+    number.label(
+        name,
+        Provider::parse(provider).map_or(provider, |p| p.label()),
+    )
+}
 
 /// Removes a destination other than the first: its settings, secrets and delivery state go,
 /// what it still owed is counted as not sent, and the history (shown with the first
@@ -23,9 +32,7 @@ pub async fn remove(
         ));
     }
     let removed = store::siem::remove_destination(svc.pool, dest, actor, |removed| {
-        let provider =
-            Provider::parse(&removed.provider).map_or(removed.provider.as_str(), |p| p.label());
-        let name = dest.number.label(removed.name.as_deref(), provider);
+        let name = destination_label(dest.number, removed.name.as_deref(), &removed.provider);
         vec![
             format!("Removed destination {name}"),
             format!(

@@ -5,7 +5,7 @@ use super::history::describe_changes;
 use super::{Error, Service};
 use crate::{
     domain::{
-        destination::{DestinationKey, DestinationName},
+        destination::{DestinationKey, DestinationName, MAX_DESTINATIONS},
         events::EventFilter,
     },
     siem::provider::{self, StoredProvider},
@@ -146,8 +146,8 @@ pub async fn save(
     .await
     .map_err(|e| match e {
         store::Error::Stale { by, at } => Error::Stale { by, at },
-        store::Error::TooManyDestinations(n) => Error::Refused(format!(
-            "This subscription already has {n} destinations, the most it may have. Remove one first."
+        store::Error::TooManyDestinations => Error::Refused(format!(
+            "This subscription already has {MAX_DESTINATIONS} destinations, the most it may have. Remove one first."
         )),
         store::Error::NotFound => Error::NoDestination(number),
         other => Error::Store(other),

@@ -31,9 +31,14 @@ pub enum Error {
         by: String,
         at: chrono::DateTime<chrono::Utc>,
     },
-    /// A subscription already has as many destinations as it may.
-    #[error("this subscription already has {0} destinations, the most it may have")]
-    TooManyDestinations(usize),
+    /// A subscription already has as many destinations as it may ([`MAX_DESTINATIONS`]).
+    ///
+    /// [`MAX_DESTINATIONS`]: crate::domain::destination::MAX_DESTINATIONS
+    #[error(
+        "this subscription already has {} destinations, the most it may have",
+        crate::domain::destination::MAX_DESTINATIONS
+    )]
+    TooManyDestinations,
     /// A broken invariant the statement's caller detected (its transaction is rolled back).
     #[error("{0}")]
     Internal(String),

@@ -539,7 +539,7 @@ pub struct SettingsSave<'a> {
     /// Secrets to delete, by storage name.
     pub removed_secrets: &'a [&'static str],
     /// Secrets to store: (storage name, sealed value, hint), sealed for the destination that
-    /// [`SettingsSave::destination`] names (an added one's number is known before sealing:
+    /// [`SettingsSave::slot`] names (an added one's number is known before sealing:
     /// see [`next_destination`]).
     pub new_secrets: Vec<(&'a str, Sealed, &'a str)>,
     /// "Expires on" dates to set, by storage name (`None` removes a date).
@@ -563,8 +563,6 @@ pub enum Slot {
 
 /// What a save did beyond storing what it was given: the history entry is written from it.
 pub struct SavedSettings {
-    /// The destination saved (an added one's new number).
-    pub destination: DestinationKey,
     pub switched: super::delivery::Switched,
     /// The filter before, when a new one was given.
     pub filter_before: Option<crate::domain::events::EventFilter>,
@@ -609,7 +607,7 @@ async fn take_number(
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     if live >= MAX_DESTINATIONS {
-        return Err(Error::TooManyDestinations(MAX_DESTINATIONS));
+        return Err(Error::TooManyDestinations);
     }
     if Some(expected.get()) != made.checked_add(1) {
         return Err(Error::Stale {
@@ -707,7 +705,6 @@ pub async fn save_settings(
         None => None,
     };
     let saved = SavedSettings {
-        destination: dest,
         switched,
         filter_before,
     };

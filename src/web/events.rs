@@ -210,11 +210,12 @@ async fn show(
         Some(raw) => DestinationNo::parse(raw).map_err(|_| WebError::NotFound)?,
     };
     let dest = DestinationKey::new(sub, number);
-    let settings = crate::store::siem::settings(state.pool(), dest).await?;
+    let listed = crate::store::siem::destinations(state.pool(), sub).await?;
+    // This destination's saved settings (the first may have none yet).
+    let settings = listed.iter().find(|d| d.number() == number);
     if settings.is_none() && !number.is_first() {
         return Err(WebError::NotFound);
     }
-    let listed = crate::store::siem::destinations(state.pool(), sub).await?;
     let destination_choices: Vec<(String, String, bool)> = if listed.len() > 1 {
         listed
             .iter()
@@ -227,7 +228,7 @@ async fn show(
                         d.number()
                     )
                 };
-                let label = crate::web::settings::destination_label(
+                let label = crate::settings::destinations::destination_label(
                     d.number(),
                     d.name.as_deref(),
                     &d.provider,
@@ -238,11 +239,9 @@ async fn show(
     } else {
         Vec::new()
     };
-    let provider = settings
-        .as_ref()
-        .map_or(crate::siem::Provider::first().id().to_owned(), |s| {
-            s.provider.clone()
-        });
+    let provider = settings.map_or(crate::siem::Provider::first().id().to_owned(), |s| {
+        s.provider.clone()
+    });
     let (rows, destination) = crate::store::events::recent(
         state.pool(),
         dest,
@@ -290,17 +289,15 @@ async fn show(
         }
         link + "#recent"
     });
-    let destination_label = settings
-        .as_ref()
-        .map(|s| crate::web::settings::destination_label(number, s.name.as_deref(), &s.provider));
+    let destination_label = settings.map(|s| {
+        crate::settings::destinations::destination_label(number, s.name.as_deref(), &s.provider)
+    });
     let event_choices = catalog()
         .iter()
         .map(|e| (e.id.to_string(), format!("{} — {}", e.id, e.summary)))
         .collect();
     // The chosen provider's search page, else the first provider that has one (Datadog's).
-    let chosen = settings
-        .as_ref()
-        .and_then(|s| Provider::parse(&s.provider).ok());
+    let chosen = settings.and_then(|s| Provider::parse(&s.provider).ok());
     let (searched, explorer) = chosen
         .into_iter()
         .chain(Provider::all())

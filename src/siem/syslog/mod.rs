@@ -310,13 +310,7 @@ impl SyslogDestination {
             Err(SyslogError::Tls(reason)) => Ok(Disposition::AuthFailed {
                 reason: format!("TLS with the syslog receiver failed: {reason}."),
             }),
-            Err(SyslogError::MaybeSent {
-                acknowledged: 0,
-                reason,
-            }) => Ok(Disposition::Unconfirmed {
-                after: None,
-                reason: format!("The syslog connection broke: {reason}."),
-            }),
+            // Plain syslog acknowledges nothing (0): every message of the batch is maybe sent.
             Err(SyslogError::MaybeSent {
                 acknowledged,
                 reason,

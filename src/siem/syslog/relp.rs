@@ -43,13 +43,21 @@ fn offers_syslog(answer: &[u8]) -> bool {
 
 /// One frame, as written.
 pub fn frame(txnr: u64, command: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = format!("{txnr} {command} {}", data.len()).into_bytes();
+    let mut out = Vec::new();
+    frame_into(&mut out, txnr, command, data);
+    out
+}
+
+/// Appends one frame to `out` (a window of frames is written at once).
+fn frame_into(out: &mut Vec<u8>, txnr: u64, command: &str, data: &[u8]) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{txnr} {command} {}", data.len());
     if !data.is_empty() {
         out.push(b' ');
         out.extend_from_slice(data);
     }
     out.push(b'\n');
-    out
 }
 
 /// The messages of an octet-counted body (RFC 6587 framing, as [`super::frame`] writes it).
@@ -270,12 +278,13 @@ pub(super) async fn exchange<S: Closing>(
     let mut acked = 0;
     let sent = async {
         let mut txnr = 1;
+        let mut out = Vec::new();
         for window in messages.chunks(WINDOW) {
             let first = txnr + 1;
-            let mut out = Vec::new();
+            out.clear();
             for message in window {
                 txnr += 1;
-                out.extend(frame(txnr, "syslog", message));
+                frame_into(&mut out, txnr, "syslog", message);
             }
             stream.write_all(&out).await?;
             stream.flush().await?;

@@ -169,18 +169,7 @@ struct DestinationItem {
     url: String,
 }
 
-/// How the page names a destination: the name given, else its provider (and its number after
-/// the first).
-pub(crate) fn destination_label(
-    number: DestinationNo,
-    name: Option<&str>,
-    provider: &str,
-) -> String {
-    number.label(
-        name,
-        Provider::parse(provider).map_or(provider, |p| p.label()),
-    )
-}
+pub(crate) use crate::settings::destinations::destination_label;
 
 /// A listed destination's state, as the page words it.
 fn destination_state(row: &store::siem::DestinationRow) -> &'static str {
