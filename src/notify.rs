@@ -271,14 +271,15 @@ impl Notifier {
 
     fn settings_link(&self, dest: DestinationKey) -> String {
         let sub = dest.subscription_id;
-        if dest.number.is_first() {
-            format!("{}/subscriptions/{sub}/settings#advanced", self.public_url)
-        } else {
-            format!(
-                "{}/subscriptions/{sub}/settings?destination={}#advanced",
-                self.public_url, dest.number
-            )
-        }
+        let query = dest
+            .number
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        format!(
+            "{}/subscriptions/{sub}/settings{query}#advanced",
+            self.public_url
+        )
     }
 
     /// How emails name a destination: its provider, after the name an administrator gave it

@@ -42,6 +42,12 @@ impl DestinationNo {
         self == Self::FIRST
     }
 
+    /// The query parameter that names it on a portal URL (`destination=2`); none for the first,
+    /// whose URLs stay as they were before there were several.
+    pub fn query(self) -> Option<String> {
+        (!self.is_first()).then(|| format!("destination={self}"))
+    }
+
     /// A number read back from the store, whose check constraint keeps it at 1 or more.
     pub fn stored(n: i16) -> Self {
         Self::new(n).unwrap_or(Self::FIRST)
@@ -97,6 +103,17 @@ impl DestinationKey {
     /// The number as stored.
     pub fn no(self) -> i16 {
         self.number.get()
+    }
+
+    /// What begins the associated data of everything sealed for it: `subscription` for the
+    /// first destination (what secrets were sealed with before there were several), then
+    /// `subscription/number`.
+    pub fn sealing_prefix(self) -> String {
+        if self.number.is_first() {
+            self.subscription_id.to_string()
+        } else {
+            format!("{}/{}", self.subscription_id, self.number)
+        }
     }
 }
 

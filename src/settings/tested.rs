@@ -16,12 +16,12 @@ pub const TESTED_SECRETS_MINUTES: i64 = 10;
 /// The associated data of a session's tested secrets (the first destination's as before
 /// destinations had numbers).
 pub fn tested_context(dest: DestinationKey, provider: Provider, digest: &[u8]) -> String {
-    let (sub, digest) = (dest.subscription_id, hex::encode(digest));
-    if dest.number.is_first() {
-        format!("{sub}/{}/tested/{digest}", provider.id())
-    } else {
-        format!("{sub}/{}/{}/tested/{digest}", dest.number, provider.id())
-    }
+    format!(
+        "{}/{}/tested/{}",
+        dest.sealing_prefix(),
+        provider.id(),
+        hex::encode(digest)
+    )
 }
 
 /// After a green Test Connection: holds the secrets typed for it, sealed, bound to this

@@ -434,12 +434,7 @@ impl FieldErrors {
 /// The associated data that binds a sealed secret to its destination, provider and name. The
 /// first destination's is what every secret was sealed with before destinations had numbers.
 pub fn secret_context(dest: DestinationKey, provider: Provider, name: &str) -> String {
-    let sub = dest.subscription_id;
-    if dest.number.is_first() {
-        format!("{sub}/{}/{name}", provider.id())
-    } else {
-        format!("{sub}/{}/{}/{name}", dest.number, provider.id())
-    }
+    format!("{}/{}/{name}", dest.sealing_prefix(), provider.id())
 }
 
 /// A stored secret as the page and the forwarder see it.

@@ -220,13 +220,9 @@ async fn show(
         listed
             .iter()
             .map(|d| {
-                let link = if d.number().is_first() {
-                    format!("/subscriptions/{sub}/events#recent")
-                } else {
-                    format!(
-                        "/subscriptions/{sub}/events?destination={}#recent",
-                        d.number()
-                    )
+                let link = match d.number().query() {
+                    None => format!("/subscriptions/{sub}/events#recent"),
+                    Some(query) => format!("/subscriptions/{sub}/events?{query}#recent"),
                 };
                 let label = crate::settings::destinations::destination_label(
                     d.number(),
@@ -278,8 +274,9 @@ async fn show(
             "/subscriptions/{sub}/events?before={}",
             recent.last().map_or(0, |r| r.seq)
         );
-        if !number.is_first() {
-            link.push_str(&format!("&destination={number}"));
+        if let Some(query) = number.query() {
+            link.push('&');
+            link.push_str(&query);
         }
         if let Some(id) = chosen_event {
             link.push_str(&format!("&event_id={id}"));

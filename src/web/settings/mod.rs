@@ -125,8 +125,7 @@ impl Which {
     /// The query that names it on a URL (`""` for the first destination, as before).
     fn query(self) -> String {
         match self {
-            Which::Number(n) if n.is_first() => String::new(),
-            Which::Number(n) => format!("destination={n}"),
+            Which::Number(n) => n.query().unwrap_or_default(),
             Which::New => "destination=new".to_owned(),
         }
     }
