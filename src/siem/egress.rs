@@ -103,11 +103,20 @@ impl EgressPolicy {
     /// judged again at resolution time by [`GuardedResolver`], or a public address).
     pub fn standing(&self, host: &str) -> Standing {
         match host.parse::<IpAddr>() {
-            Ok(ip) if self.allows_ip(ip) => Standing::Listed,
-            Ok(ip) if !is_public(ip) => Standing::Refused,
-            Ok(_) => Standing::Open,
+            Ok(ip) => self.standing_ip(ip),
             Err(_) if self.allows_host(host) => Standing::Listed,
             Err(_) => Standing::Open,
+        }
+    }
+
+    /// How an address stands: listed, refused (not public and not listed), or open (public).
+    pub fn standing_ip(&self, ip: IpAddr) -> Standing {
+        if self.allows_ip(ip) {
+            Standing::Listed
+        } else if !is_public(ip) {
+            Standing::Refused
+        } else {
+            Standing::Open
         }
     }
 
@@ -122,19 +131,17 @@ impl EgressPolicy {
             });
         }
         let host = url.host().ok_or(EgressError::MissingHost)?;
-        let (allowed, ip) = match &host {
-            Host::Domain(name) => (self.allows_host(name), None),
-            Host::Ipv4(v4) => (self.allows_ip(IpAddr::V4(*v4)), Some(IpAddr::V4(*v4))),
-            Host::Ipv6(v6) => (self.allows_ip(IpAddr::V6(*v6)), Some(IpAddr::V6(*v6))),
+        let standing = match &host {
+            Host::Domain(name) => self.standing(name),
+            Host::Ipv4(v4) => self.standing_ip(IpAddr::V4(*v4)),
+            Host::Ipv6(v6) => self.standing_ip(IpAddr::V6(*v6)),
         };
-        if let Some(ip) = ip {
-            if !allowed && !is_public(ip) {
-                return Err(EgressError::PrivateAddress {
-                    host: host.to_string(),
-                });
-            }
+        if standing == Standing::Refused {
+            return Err(EgressError::PrivateAddress {
+                host: host.to_string(),
+            });
         }
-        if scheme == "http" && !allowed {
+        if scheme == "http" && standing != Standing::Listed {
             return Err(EgressError::PlainHttp {
                 host: host.to_string(),
             });

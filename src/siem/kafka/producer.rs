@@ -33,7 +33,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::{RDKafkaRespErr, RDKafkaType};
 use tokio::sync::{oneshot, watch};
 
-use crate::siem::egress::{find_resolve_denied, is_public, EgressPolicy, GuardedResolver, Lookup};
+use crate::siem::egress::{find_resolve_denied, EgressPolicy, GuardedResolver, Lookup, Standing};
 
 /// How long one lookup of a broker name may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,7 +149,7 @@ impl Guard {
     fn allowed(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = literal.parse::<IpAddr>() {
-            return if is_public(ip) || self.policy.allows_ip(ip) {
+            return if self.policy.standing_ip(ip) != Standing::Refused {
                 Ok(vec![ip])
             } else {
                 Err(format!("The cluster sent cloudpki to broker address {ip}, a private, loopback or reserved address that SIEM calls may not reach; list it in CLOUDPKI_EGRESS_ALLOW if this internal cluster is intended."))
